@@ -1,0 +1,182 @@
+"""Assemble and run a sidecar process: policy source, Router, gRPC server with health
+and reflection, telemetry; graceful shutdown on SIGTERM and SIGINT.
+
+Shutdown order: health turns NOT_SERVING (so probes and load balancers stop sending),
+the server drains in-flight calls for the grace period, then the sink, audit log and
+telemetry exporters are flushed and closed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import structlog
+
+# grpc_health.v1.health re-exports this module as ``aio`` in a way mypy cannot follow.
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
+from sidecar._proto.hitl.v1 import router_pb2 as pb
+from sidecar._proto.hitl.v1 import router_pb2_grpc as pb_grpc
+from sidecar.clock import Clock, SystemClock
+from sidecar.config import ENV_METRICS_ADDR, SidecarConfig, split_host_port
+from sidecar.escalation.jsonl import JsonlFileSink
+from sidecar.escalation.sink import EscalationSink
+from sidecar.policy.file_source import FilePolicySource
+from sidecar.policy.snapshot import Snapshot, SnapshotHolder
+from sidecar.router import Router
+from sidecar.server import RouterServicer
+from sidecar.telemetry.audit import AuditLog, StructlogAudit
+from sidecar.telemetry.metrics import RouterMetrics, meter_provider
+from sidecar.telemetry.tracing import INSTRUMENTATION, tracer_provider
+
+log = structlog.get_logger("hitl.sidecar")
+
+ROUTER_SERVICE = pb.DESCRIPTOR.services_by_name["Router"].full_name
+HEALTH_SERVICES = ("", ROUTER_SERVICE)
+
+
+@dataclass
+class Sidecar:
+    """A running sidecar's parts (tests build one in-process with fakes)."""
+
+    config: SidecarConfig
+    holder: SnapshotHolder
+    router: Router
+    server: grpc.aio.Server
+    health: health_aio.HealthServicer
+    source: FilePolicySource
+    sink: EscalationSink
+    audit: AuditLog
+    tracers: TracerProvider
+    meters: MeterProvider
+    address: str = ""
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def start(self) -> None:
+        for service in HEALTH_SERVICES:
+            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.holder.subscribe(self._on_snapshot)
+        await self.server.start()
+        self._spawn(self.source.run())
+        log.info("sidecar.listening", address=self.address, policy=str(self.config.policy))
+
+    async def stop(self) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.config.shutdown_grace_seconds)
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.sink.close()
+        self.audit.close()
+        self.tracers.shutdown()
+        self.meters.shutdown()
+        log.info("sidecar.stopped")
+
+    def _on_snapshot(self, _snapshot: Snapshot) -> None:
+        for service in HEALTH_SERVICES:
+            self._spawn(self.health.set(service, health_pb2.HealthCheckResponse.SERVING))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def build(
+    config: SidecarConfig,
+    *,
+    clock: Clock | None = None,
+    sink: EscalationSink | None = None,
+    audit: AuditLog | None = None,
+    metric_readers: list[MetricReader] | None = None,
+    span_processors: list[SpanProcessor] | None = None,
+) -> Sidecar:
+    """Wire a sidecar from config; keyword arguments replace the real adapters."""
+    clock = clock or SystemClock()
+    resource = Resource.create(
+        {"service.name": os.environ.get("OTEL_SERVICE_NAME", "hitl-sidecar")}
+    )
+    readers = list(metric_readers or [])
+    if config.metrics_addr:
+        readers.append(_prometheus_reader(config.metrics_addr))
+    meters = meter_provider(resource, readers)
+    tracers = tracer_provider(resource, span_processors or [])
+    holder = SnapshotHolder()
+    metrics = RouterMetrics(meters.get_meter(INSTRUMENTATION), holder, clock.now)
+    sink = sink or JsonlFileSink(config.escalation_path)
+    audit = audit or StructlogAudit(config.audit_path)
+    router = Router(
+        holder, sink, audit, metrics, clock, config.replay_capacity, config.replay_ttl_seconds
+    )
+    server = grpc.aio.server()
+    pb_grpc.add_RouterServicer_to_server(
+        RouterServicer(router, metrics, tracers.get_tracer(INSTRUMENTATION)), server
+    )
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (
+            ROUTER_SERVICE,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    address = _bind(server, config.listen)
+    source = FilePolicySource(config.policy, holder, config.policy_poll_seconds)
+    return Sidecar(
+        config, holder, router, server, health, source, sink, audit, tracers, meters, address
+    )
+
+
+def _bind(server: grpc.aio.Server, listen: str) -> str:
+    """Bind the listen address; a TCP port 0 becomes the port the kernel chose."""
+    port = server.add_insecure_port(listen)
+    if listen.startswith("unix:"):
+        return listen
+    host = listen.rpartition(":")[0]
+    return f"{host}:{port}"
+
+
+def _prometheus_reader(address: str) -> MetricReader:
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import start_http_server
+
+    host, port = split_host_port(address, ENV_METRICS_ADDR)
+    start_http_server(port, addr=host)
+    return PrometheusMetricReader()
+
+
+async def serve(config: SidecarConfig) -> None:
+    """Run until SIGTERM or SIGINT."""
+    sidecar = build(config)
+    await sidecar.start()
+    if config.port_file is not None:
+        _write_atomically(config.port_file, sidecar.address)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("sidecar.stopping", grace_seconds=config.shutdown_grace_seconds)
+    await sidecar.stop()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

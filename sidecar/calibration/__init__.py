@@ -1,0 +1,1 @@
+"""The ONNX calibrator: the artefact contract and the runtime that loads and runs it."""

@@ -1,0 +1,172 @@
+"""The ``hitl`` command.
+
+hitl sidecar --policy policy.yaml        run a sidecar
+hitl demo                                the end-to-end demo on the embedded default
+hitl route --model M --logits 0.1,2.3    send one Route to a running sidecar
+hitl calibrate fit --data held_out.npz   fit and export a temperature calibrator
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from pathlib import Path
+
+from google.protobuf.json_format import MessageToDict
+
+from sidecar.config import DEFAULT_LISTEN, SidecarConfig
+from sidecar.errors import ConfigError, HitlError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.run(args)
+    except (ConfigError, HitlError) as exc:
+        print(f"hitl: {exc}", file=sys.stderr)
+        return 2
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hitl", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    side = commands.add_parser("sidecar", help="run the routing sidecar")
+    side.add_argument("--policy", help="policy file, JSON or YAML (env HITL_POLICY)")
+    side.add_argument(
+        "--listen", help=f"HOST:PORT or unix:PATH (env HITL_LISTEN, default {DEFAULT_LISTEN})"
+    )
+    side.add_argument("--state-dir", help="local state directory (env HITL_STATE_DIR)")
+    side.add_argument("--audit-log", help="audit log path, - for stdout (env HITL_AUDIT_LOG)")
+    side.add_argument("--escalation-log", help="escalations JSONL path (env HITL_ESCALATION_LOG)")
+    side.add_argument("--metrics-addr", help="Prometheus scrape HOST:PORT (env HITL_METRICS_ADDR)")
+    side.add_argument("--log-level", help="debug, info, warning or error (env HITL_LOG_LEVEL)")
+    side.add_argument("--port-file", help="write the bound address here once listening")
+    side.set_defaults(run=_run_sidecar)
+
+    demo = commands.add_parser("demo", help="train, calibrate, route and report, end to end")
+    demo.add_argument(
+        "--workdir", default="demo-output", help="where the demo writes (default demo-output)"
+    )
+    demo.set_defaults(run=_run_demo)
+
+    route = commands.add_parser(
+        "route", help="send one Route to a running sidecar and print the answer"
+    )
+    route.add_argument("--target", default=DEFAULT_LISTEN, help="sidecar address")
+    route.add_argument("--model", required=True)
+    route.add_argument("--logits", required=True, help="comma-separated values")
+    route.add_argument("--request-id", default="", help="default: a new UUID")
+    route.add_argument("--domain", default="")
+    route.add_argument(
+        "--attr", action="append", default=[], help="NAME=VALUE (numbers become numeric)"
+    )
+    route.set_defaults(run=_run_route)
+
+    calibrate = commands.add_parser("calibrate", help="offline calibrator work")
+    cal = calibrate.add_subparsers(required=True, metavar="ACTION")
+    fit = cal.add_parser("fit", help="fit temperature scaling on held-out logits and export ONNX")
+    fit.add_argument(
+        "--data",
+        required=True,
+        help=".npz with logits (or predictions) and labels (or ground_truth)",
+    )
+    fit.add_argument("--out", required=True, help="output .onnx path")
+    fit.add_argument("--version", help="calibration version (default: derived from time and data)")
+    fit.set_defaults(run=_run_fit)
+    return parser
+
+
+def _run_sidecar(args: argparse.Namespace) -> int:
+    from sidecar.app import serve
+    from sidecar.telemetry.logs import configure_logging
+
+    config = SidecarConfig.load(
+        {
+            "policy": args.policy,
+            "listen": args.listen,
+            "state_dir": args.state_dir,
+            "audit_log": args.audit_log,
+            "escalation_log": args.escalation_log,
+            "metrics_addr": args.metrics_addr,
+            "log_level": args.log_level,
+            "port_file": args.port_file,
+        }
+    )
+    configure_logging(config.log_level)
+    asyncio.run(serve(config))
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from sidecar.demo import run_demo
+
+    return run_demo(Path(args.workdir))
+
+
+def _run_route(args: argparse.Namespace) -> int:
+    from sidecar.client import RouterClient, route_request
+
+    strings: dict[str, str] = {}
+    numbers: dict[str, float] = {}
+    for item in args.attr:
+        name, _, value = item.partition("=")
+        try:
+            numbers[name] = float(value)
+        except ValueError:
+            strings[name] = value
+    request = route_request(
+        args.request_id or str(uuid.uuid4()),
+        args.model,
+        [float(x) for x in args.logits.split(",")],
+        domain=args.domain,
+        string_attributes=strings,
+        numeric_attributes=numbers,
+    )
+    import grpc
+
+    with RouterClient(args.target) as client:
+        try:
+            response = client.route(request)
+        except grpc.RpcError as exc:
+            print(f"hitl: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    print(json.dumps(MessageToDict(response, always_print_fields_with_no_presence=True), indent=2))
+    return 0
+
+
+def _run_fit(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from calibrators.fit import fit_temperature_artefact
+
+    with np.load(args.data) as data:
+        if "logits" in data:
+            logits = data["logits"]
+        elif "predictions" in data:
+            logits = np.log(np.clip(data["predictions"], 1e-30, 1.0))
+        else:
+            raise ConfigError(f"{args.data} holds neither 'logits' nor 'predictions'")
+        labels = data["labels"] if "labels" in data else data["ground_truth"]
+    fitted = fit_temperature_artefact(
+        logits, labels.astype(np.int64), Path(args.out), version=args.version
+    )
+    print(
+        json.dumps(
+            {
+                "path": str(fitted.path),
+                "sha256": fitted.sha256,
+                "version": fitted.metadata.version,
+                "temperature": fitted.temperature,
+                "ece_before": fitted.metadata.ece_before,
+                "ece_after": fitted.metadata.ece_after,
+            },
+            indent=2,
+        )
+    )
+    return 0

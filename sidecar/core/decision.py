@@ -1,0 +1,145 @@
+"""The routing decision: a pure function of a request, its calibrated signals, the
+policy and the time.
+
+Order: fallbacks first (never AUTOMATED when anything failed), then the rules
+overlay (first match: HUMAN_PRIMARY), then the experiment arm's thresholds for the
+request's domain, then the audit sample of AUTOMATED decisions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum, IntEnum
+
+from sidecar.core.policy import ModelPolicy, Policy
+from sidecar.core.request import RouteInput, Signals
+from sidecar.core.rules import first_match
+from sidecar.core.thresholds import Thresholds, Tier
+
+
+class Reason(IntEnum):
+    """Mirrors hitl.v1.Reason (values equal the proto numbers)."""
+
+    THRESHOLD = 1
+    RULE = 2
+    AUDIT_SAMPLE = 3
+    FALLBACK_NO_POLICY = 4
+    FALLBACK_STALE_POLICY = 5
+    FALLBACK_CALIBRATOR = 6
+    FALLBACK_NON_FINITE = 7
+
+
+class CalibrationFailure(Enum):
+    """Why there are no signals for a prediction."""
+
+    RAISED = Reason.FALLBACK_CALIBRATOR
+    NON_FINITE = Reason.FALLBACK_NON_FINITE
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Who acts on a prediction and why; everything the audit record needs."""
+
+    tier: Tier
+    reason: Reason
+    predicted_class: int = -1
+    predicted_label: str = ""
+    confidence: float = 0.0
+    margin: float = 0.0
+    entropy: float = 0.0
+    rule_id: str = ""
+    t_high: float = 0.0
+    t_low: float = 0.0
+    arm: str = ""
+    policy_revision: int = 0
+    calibration_version: str = ""
+
+    @property
+    def degraded(self) -> bool:
+        return self.reason >= Reason.FALLBACK_NO_POLICY
+
+    @property
+    def escalate(self) -> bool:
+        """A person must see it: tiers 2 and 3, and audit samples."""
+        return self.tier is not Tier.AUTOMATED or self.reason is Reason.AUDIT_SAMPLE
+
+
+def decide(
+    request: RouteInput,
+    policy: Policy | None,
+    signals: Signals | CalibrationFailure,
+    now: float,
+) -> Decision:
+    """The decision for one request. ``signals`` is the calibrated output, or why
+    there is none; with no policy it is ignored."""
+    if policy is None:
+        return Decision(Tier.HUMAN_ASSISTED, Reason.FALLBACK_NO_POLICY)
+    model = policy.models[request.model]
+    base = _Context(policy.revision, model)
+    if isinstance(signals, CalibrationFailure):
+        return base.fallback(Reason(signals.value), None)
+    if policy.is_stale(now):
+        return base.fallback(Reason.FALLBACK_STALE_POLICY, signals)
+    rule = first_match(model.compiled_rules, request, signals)
+    arm_name, thresholds = _thresholds(model, request)
+    if rule is not None:
+        return base.make(Tier.HUMAN_PRIMARY, Reason.RULE, signals, thresholds, arm_name, rule.id)
+    tier = thresholds.tier(signals.confidence)
+    reason = Reason.THRESHOLD
+    if tier is Tier.AUTOMATED and model.audit.should_sample(request.request_id):
+        reason = Reason.AUDIT_SAMPLE
+    return base.make(tier, reason, signals, thresholds, arm_name)
+
+
+def _thresholds(model: ModelPolicy, request: RouteInput) -> tuple[str, Thresholds]:
+    table = model.thresholds
+    arm_name = ""
+    if model.experiment is not None:
+        arm = model.experiment.choose(request)
+        arm_name = arm.name
+        if arm.thresholds is not None:
+            table = arm.thresholds
+    return arm_name, table.for_domain(request.domain)
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    revision: int
+    model: ModelPolicy
+
+    def make(
+        self,
+        tier: Tier,
+        reason: Reason,
+        signals: Signals,
+        thresholds: Thresholds,
+        arm: str,
+        rule_id: str = "",
+    ) -> Decision:
+        labels = self.model.labels or ()
+        cls = signals.predicted_class
+        return Decision(
+            tier=tier,
+            reason=reason,
+            predicted_class=cls,
+            predicted_label=labels[cls] if cls < len(labels) else str(cls),
+            confidence=signals.confidence,
+            margin=signals.margin,
+            entropy=signals.entropy,
+            rule_id=rule_id,
+            t_high=thresholds.t_high,
+            t_low=thresholds.t_low,
+            arm=arm,
+            policy_revision=self.revision,
+            calibration_version=self.model.calibrator.version,
+        )
+
+    def fallback(self, reason: Reason, signals: Signals | None) -> Decision:
+        """HUMAN_ASSISTED, degraded; the prediction is kept for the reviewer if any."""
+        if signals is None:
+            return Decision(
+                Tier.HUMAN_ASSISTED,
+                reason,
+                policy_revision=self.revision,
+                calibration_version=self.model.calibrator.version,
+            )
+        return self.make(Tier.HUMAN_ASSISTED, reason, signals, Thresholds(0.0, 0.0), "")

@@ -1,0 +1,27 @@
+"""The audit sample: a stable share of AUTOMATED decisions also escalated for review,
+so the accuracy of what is automated is measured, not assumed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sidecar.core.hashing import bound, draw, salt_for
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSampler:
+    """Samples a share ``rate`` of request ids; the bound is computed once."""
+
+    rate: float
+    name: str
+    _salt: bytes = field(init=False, repr=False, compare=False)
+    _bound: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_salt", salt_for(f"audit:{self.name}"))
+        object.__setattr__(self, "_bound", bound(self.rate))
+
+    def should_sample(self, request_id: str) -> bool:
+        if self._bound == 0:
+            return False
+        return draw(self._salt, request_id) < self._bound

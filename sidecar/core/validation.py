@@ -1,0 +1,115 @@
+"""Request validation: every bound a caller can break, named by its proto field.
+
+Pure: the caller passes the class count each known model's calibrator has (None
+when no policy is loaded, in which case model and class count cannot be checked and
+the request is answered by the no-policy fallback)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from sidecar.core.request import InputKind, RouteInput
+from sidecar.errors import InvalidRequest
+
+MAX_REQUEST_ID = 128
+MAX_NAME = 128
+MAX_LOGITS = 65_536
+MAX_ATTRIBUTES = 64
+MAX_ATTRIBUTE_NAME = 64
+MAX_STRING_VALUE = 1024
+MAX_INPUT_REF = 2048
+MAX_CONTEXT_ENTRIES = 64
+MAX_CONTEXT_BYTES = 16 * 1024
+MAX_BATCH = 4096
+PROBABILITY_SUM_TOLERANCE = 1e-3
+_INPUT_KINDS = frozenset(int(kind) for kind in InputKind)
+
+
+def validate(request: RouteInput, class_counts: Mapping[str, int] | None) -> None:
+    """Raise InvalidRequest naming the first field that is out of bounds."""
+    _check_text(request.request_id, "request_id", MAX_REQUEST_ID, required=True)
+    _check_text(request.model, "model", MAX_NAME, required=True)
+    _check_text(request.model_version, "model_version", MAX_NAME)
+    _check_text(request.domain, "domain", MAX_NAME)
+    expected = None
+    if class_counts is not None:
+        expected = class_counts.get(request.model)
+        if expected is None:
+            known = ", ".join(sorted(class_counts)) or "none"
+            raise InvalidRequest("model", f"unknown model {request.model!r} (known: {known})")
+    if request.input_kind not in _INPUT_KINDS:
+        raise InvalidRequest("input_kind", f"unknown value {request.input_kind}")
+    _check_logits(request, expected)
+    _check_attributes(request)
+    _check_text(request.input_ref, "input_ref", MAX_INPUT_REF)
+    _check_context(request.context or {})
+
+
+def check_batch_size(size: int) -> None:
+    if size == 0:
+        raise InvalidRequest("requests", "must hold at least one request")
+    if size > MAX_BATCH:
+        raise InvalidRequest("requests", f"{size} requests; at most {MAX_BATCH} per batch")
+
+
+def _check_text(value: str, field: str, limit: int, *, required: bool = False) -> None:
+    if required and not value:
+        raise InvalidRequest(field, "is required")
+    if len(value) > limit:
+        raise InvalidRequest(field, f"{len(value)} characters; at most {limit}")
+
+
+def _check_logits(request: RouteInput, expected: int | None) -> None:
+    logits = request.logits
+    size = logits.shape[0]
+    if size == 0:
+        raise InvalidRequest("logits", "is empty")
+    if expected is not None and size != expected:
+        raise InvalidRequest(
+            "logits", f"{size} values; model {request.model!r} has {expected} classes"
+        )
+    if size > MAX_LOGITS:
+        raise InvalidRequest("logits", f"{size} values; at most {MAX_LOGITS}")
+    if not np.isfinite(logits).all():
+        raise InvalidRequest("logits", "holds NaN or infinity")
+    if request.input_kind == InputKind.PROBABILITIES:
+        if logits.min() < 0.0 or logits.max() > 1.0:
+            raise InvalidRequest("logits", "probabilities must lie in [0, 1]")
+        total = float(logits.sum(dtype=np.float64))
+        if abs(total - 1.0) > PROBABILITY_SUM_TOLERANCE:
+            raise InvalidRequest("logits", f"probabilities sum to {total:.6f}, not 1")
+
+
+def _check_attributes(request: RouteInput) -> None:
+    strings = request.string_attributes or {}
+    numbers = request.numeric_attributes or {}
+    if len(strings) + len(numbers) > MAX_ATTRIBUTES:
+        raise InvalidRequest(
+            "string_attributes",
+            f"{len(strings) + len(numbers)} attributes in all; at most {MAX_ATTRIBUTES}",
+        )
+    for field, names in (("string_attributes", strings), ("numeric_attributes", numbers)):
+        for name in names:
+            if not name or len(name) > MAX_ATTRIBUTE_NAME:
+                raise InvalidRequest(
+                    field, f"attribute names must be 1-{MAX_ATTRIBUTE_NAME} characters"
+                )
+    for name, text in strings.items():
+        if len(text) > MAX_STRING_VALUE:
+            raise InvalidRequest(
+                f"string_attributes[{name!r}]",
+                f"{len(text)} characters; at most {MAX_STRING_VALUE}",
+            )
+    for name, number in numbers.items():
+        if not np.isfinite(number):
+            raise InvalidRequest(f"numeric_attributes[{name!r}]", "must be finite")
+
+
+def _check_context(context: Mapping[str, str]) -> None:
+    if len(context) > MAX_CONTEXT_ENTRIES:
+        raise InvalidRequest("context", f"{len(context)} entries; at most {MAX_CONTEXT_ENTRIES}")
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in context.items())
+    if size > MAX_CONTEXT_BYTES:
+        raise InvalidRequest("context", f"{size} bytes; at most {MAX_CONTEXT_BYTES}")

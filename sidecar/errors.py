@@ -1,0 +1,59 @@
+"""The sidecar's exceptions. Foreign errors are translated into these once, at the
+boundary that meets them (``raise ... from exc``); ``sidecar.server`` maps them to
+gRPC status codes in one table.
+
+    HitlError
+    ├── RequestError             a caller's request cannot be served as sent
+    │   ├── InvalidRequest       a field is missing, malformed or out of bounds
+    │   └── RequestConflict      request_id reused for a different prediction
+    ├── EscalationRefused        an escalation could not be recorded durably
+    ├── PolicyError              a policy document is invalid (names the field)
+    ├── CalibratorError          a calibrator artefact is missing, altered or broken
+    └── ConfigError              a start-up setting is invalid (names the variable)
+"""
+
+from __future__ import annotations
+
+
+class HitlError(Exception):
+    """Base of every error the sidecar raises on purpose."""
+
+
+class RequestError(HitlError):
+    """A request the sidecar refuses; ``field`` names the offending field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+    def at(self, prefix: str) -> RequestError:
+        """The same error with its field placed under prefix (for batch items)."""
+        return type(self)(f"{prefix}.{self.field}", str(self).split(": ", 1)[1])
+
+
+class InvalidRequest(RequestError):
+    """A field is missing, malformed or out of bounds."""
+
+
+class RequestConflict(RequestError):
+    """A request_id was reused for a different prediction within the replay window."""
+
+
+class EscalationRefused(HitlError):
+    """An escalation could not be recorded; the caller must not act on the decision."""
+
+
+class PolicyError(HitlError):
+    """A policy document is invalid; ``path`` names the field (``models.m.t_high``)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+
+
+class CalibratorError(HitlError):
+    """A calibrator artefact is missing, altered, inconsistent or fails to run."""
+
+
+class ConfigError(HitlError):
+    """A start-up setting is invalid."""

@@ -1,0 +1,35 @@
+"""The escalation record: what a reviewer needs to act on a decision and to find its
+trace and audit record. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    escalation_id: str
+    request_id: str
+    model: str
+    model_version: str
+    domain: str
+    tier: str
+    reason: str
+    rule_id: str
+    predicted_class: int
+    predicted_label: str
+    calibrated_confidence: float
+    policy_revision: int
+    calibration_version: str
+    experiment_arm: str
+    degraded: bool
+    input_ref: str
+    trace_id: str
+    created_at: float
+    context: dict[str, str] = field(default_factory=dict)
+    string_attributes: dict[str, str] = field(default_factory=dict)
+    numeric_attributes: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,1 @@
+"""Policy snapshots and where they come from (a local file today)."""

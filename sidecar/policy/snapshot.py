@@ -1,0 +1,41 @@
+"""The policy in force: one immutable snapshot, swapped atomically.
+
+Route reads ``holder.current`` once per request and uses that object throughout,
+so a swap mid-request never mixes two policies. Assigning an attribute is atomic
+in CPython, and all readers run on the server's event loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from sidecar.calibration.runtime import Calibrator
+from sidecar.core.policy import Policy
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A policy with every calibrator it names loaded and warmed."""
+
+    policy: Policy
+    calibrators: Mapping[str, Calibrator]
+    class_counts: Mapping[str, int]
+    source: str
+
+
+Listener = Callable[[Snapshot], None]
+
+
+class SnapshotHolder:
+    def __init__(self) -> None:
+        self.current: Snapshot | None = None
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call listener on every swap (health, metrics)."""
+        self._listeners.append(listener)
+
+    def swap(self, snapshot: Snapshot) -> None:
+        self.current = snapshot
+        for listener in self._listeners:
+            listener(snapshot)

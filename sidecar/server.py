@@ -1,0 +1,195 @@
+"""The Router servicer: proto in, core types to the Router, proto out. Nothing else.
+
+Also the one table that maps the sidecar's errors to gRPC status codes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import grpc
+import numpy as np
+import structlog
+from opentelemetry import trace
+
+from sidecar._proto.hitl.v1 import router_pb2 as pb
+from sidecar._proto.hitl.v1 import router_pb2_grpc as pb_grpc
+from sidecar.core.request import RouteInput
+from sidecar.core.validation import check_batch_size
+from sidecar.errors import (
+    EscalationRefused,
+    HitlError,
+    InvalidRequest,
+    RequestConflict,
+)
+from sidecar.router import ItemResult, Outcome, Routed, Router, TraceIds
+from sidecar.telemetry.metrics import RouterMetrics
+from sidecar.telemetry.tracing import INSTRUMENTATION, parent_context, trace_ids
+
+log = structlog.get_logger("hitl.server")
+
+STATUS: dict[type[HitlError], grpc.StatusCode] = {
+    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    RequestConflict: grpc.StatusCode.ALREADY_EXISTS,
+    EscalationRefused: grpc.StatusCode.UNAVAILABLE,
+}
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def status_of(exc: HitlError) -> grpc.StatusCode:
+    return STATUS.get(type(exc), grpc.StatusCode.INTERNAL)
+
+
+class RouterServicer(pb_grpc.RouterServicer):
+    def __init__(self, router: Router, metrics: RouterMetrics | None, tracer: trace.Tracer) -> None:
+        self._router = router
+        self._metrics = metrics
+        self._tracer = tracer
+
+    async def Route(self, request: pb.RouteRequest, context: Context) -> pb.RouteResponse:
+        start = time.perf_counter()
+        failure: HitlError | None = None
+        with self._span("hitl.Route", context) as span:
+            try:
+                routed = self._router.route(to_input(request), TraceIds(*trace_ids(span)))
+            except HitlError as exc:
+                failure = exc
+                span.set_status(trace.StatusCode.ERROR, str(exc))
+            else:
+                _annotate(span, request.model, routed)
+        self._observe(start, "Route")
+        if failure is not None:
+            await context.abort(status_of(failure), str(failure))
+        return to_response(routed)
+
+    async def RouteBatch(
+        self, request: pb.RouteBatchRequest, context: Context
+    ) -> pb.RouteBatchResponse:
+        start = time.perf_counter()
+        try:
+            check_batch_size(len(request.requests))
+        except InvalidRequest as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        response = self._batch(request.requests, context, "hitl.RouteBatch")
+        self._observe(start, "RouteBatch")
+        return response
+
+    async def RouteStream(
+        self,
+        request_iterator: AsyncIterator[pb.RouteBatchRequest],
+        context: Context,
+    ) -> AsyncIterator[pb.RouteBatchResponse]:
+        async for batch in request_iterator:
+            start = time.perf_counter()
+            try:
+                check_batch_size(len(batch.requests))
+            except InvalidRequest as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            yield self._batch(batch.requests, context, "hitl.RouteStream")
+            self._observe(start, "RouteStream")
+
+    async def RecordOutcome(
+        self, request: pb.OutcomeRequest, context: Context
+    ) -> pb.OutcomeResponse:
+        outcome = Outcome(
+            request_id=request.request_id,
+            model=request.model,
+            true_class=request.true_class if request.HasField("true_class") else None,
+            true_label=request.true_label,
+            source=request.source,
+        )
+        try:
+            match = self._router.record_outcome(outcome)
+        except HitlError as exc:
+            await context.abort(status_of(exc), str(exc))
+        return pb.OutcomeResponse(matched=match.matched, correct=match.correct)
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _batch(
+        self, requests: Sequence[pb.RouteRequest], context: Context, name: str
+    ) -> pb.RouteBatchResponse:
+        with self._span(name, context) as span:
+            span.set_attribute("hitl.batch_size", len(requests))
+            inputs = [to_input(item) for item in requests]
+            results = self._router.route_batch(inputs, TraceIds(*trace_ids(span)))
+            return pb.RouteBatchResponse(
+                results=[
+                    to_result(r.request_id, result)
+                    for r, result in zip(inputs, results, strict=True)
+                ]
+            )
+
+    def _span(self, name: str, context: Context) -> trace.Span:
+        return self._tracer.start_as_current_span(  # type: ignore[return-value]
+            name,
+            context=parent_context(context.invocation_metadata()),
+            kind=trace.SpanKind.SERVER,
+        )
+
+    def _observe(self, start: float, method: str) -> None:
+        if self._metrics is not None:
+            self._metrics.latency.record((time.perf_counter() - start) * 1000.0, {"method": method})
+
+
+def to_input(message: pb.RouteRequest) -> RouteInput:
+    return RouteInput(
+        request_id=message.request_id,
+        model=message.model,
+        logits=np.array(message.logits, dtype=np.float32),
+        model_version=message.model_version,
+        input_kind=message.input_kind,
+        domain=message.domain,
+        string_attributes=dict(message.string_attributes) if message.string_attributes else None,
+        numeric_attributes=dict(message.numeric_attributes) if message.numeric_attributes else None,
+        input_ref=message.input_ref,
+        context=dict(message.context) if message.context else None,
+    )
+
+
+def to_response(routed: Routed) -> pb.RouteResponse:
+    d = routed.decision
+    return pb.RouteResponse(
+        request_id=routed.request_id,
+        tier=int(d.tier),  # type: ignore[arg-type]
+        predicted_class=d.predicted_class,
+        predicted_label=d.predicted_label,
+        calibrated_confidence=d.confidence,
+        reason=int(d.reason),  # type: ignore[arg-type]
+        rule_id=d.rule_id,
+        policy_revision=d.policy_revision,
+        calibration_version=d.calibration_version,
+        experiment_arm=d.arm,
+        degraded=d.degraded,
+        escalation_id=routed.escalation_id,
+        t_high=d.t_high,
+        t_low=d.t_low,
+    )
+
+
+def to_result(request_id: str, result: ItemResult) -> pb.RouteResult:
+    if isinstance(result, Routed):
+        return pb.RouteResult(response=to_response(result))
+    code = status_of(result)
+    return pb.RouteResult(
+        error=pb.RouteError(request_id=request_id, code=code.value[0], message=str(result))
+    )
+
+
+def _annotate(span: trace.Span, model: str, routed: Routed) -> None:
+    d = routed.decision
+    span.set_attributes(
+        {
+            "hitl.model": model,
+            "hitl.tier": d.tier.name,
+            "hitl.reason": d.reason.name,
+            "hitl.policy_revision": d.policy_revision,
+            "hitl.calibration_version": d.calibration_version,
+            "hitl.degraded": d.degraded,
+        }
+    )
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer(INSTRUMENTATION)

@@ -1,0 +1,131 @@
+"""OpenTelemetry metrics of the Router, and the meter provider's readers.
+
+Instruments are created once. Attribute values come from the policy (models,
+domains, arms) or from enums, never from free request text, so cardinality stays
+bounded: a domain the policy does not name is reported as ``default``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+
+from sidecar.core.decision import Decision
+from sidecar.policy.snapshot import SnapshotHolder
+
+# Route latency buckets (ms): fine below the 5 ms budget, coarse above it.
+LATENCY_BUCKETS_MS = (
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.0,
+    2.5,
+    3.0,
+    4.0,
+    5.0,
+    7.5,
+    10.0,
+    25.0,
+    100.0,
+)
+
+
+class RouterMetrics:
+    def __init__(self, meter: Meter, holder: SnapshotHolder, clock: Callable[[], float]) -> None:
+        self.latency = meter.create_histogram(
+            "hitl.route.duration",
+            unit="ms",
+            description="Time to answer one Route (or one batch item set) on the server",
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_MS,
+        )
+        self.decisions = meter.create_counter(
+            "hitl.route.decisions", description="Decisions by model, domain, tier, reason and arm"
+        )
+        self.fallbacks = meter.create_counter(
+            "hitl.route.fallbacks", description="Degraded decisions by model and fallback reason"
+        )
+        self.invalid = meter.create_counter(
+            "hitl.route.invalid_requests", description="Requests refused, by field"
+        )
+        self.escalations = meter.create_counter(
+            "hitl.escalations", description="Escalations by model, tier and result"
+        )
+        self.outcomes = meter.create_counter(
+            "hitl.outcomes", description="Outcomes reported, by model, tier and correctness"
+        )
+        self._holder = holder
+        self._clock = clock
+        meter.create_observable_gauge(
+            "hitl.policy.revision", [self._revision], description="Revision of the policy in force"
+        )
+        meter.create_observable_gauge(
+            "hitl.policy.age",
+            [self._age],
+            unit="s",
+            description="Seconds since the policy in force was issued",
+        )
+        meter.create_observable_gauge(
+            "hitl.calibration.info",
+            [self._calibration],
+            description="1 for each model and the calibration version it runs",
+        )
+
+    def record(self, model: str, domain: str, decision: Decision) -> None:
+        attributes = {
+            "model": model,
+            "domain": domain,
+            "tier": decision.tier.name,
+            "reason": decision.reason.name,
+            "arm": decision.arm,
+        }
+        self.decisions.add(1, attributes)
+        if decision.degraded:
+            self.fallbacks.add(1, {"model": model, "reason": decision.reason.name})
+
+    def _revision(self, _options: CallbackOptions) -> Iterable[Observation]:
+        snapshot = self._holder.current
+        return [Observation(snapshot.policy.revision if snapshot else 0)]
+
+    def _age(self, _options: CallbackOptions) -> Iterable[Observation]:
+        snapshot = self._holder.current
+        if snapshot is None or snapshot.policy.issued_at is None:
+            return []
+        return [Observation(self._clock() - snapshot.policy.issued_at)]
+
+    def _calibration(self, _options: CallbackOptions) -> Iterable[Observation]:
+        snapshot = self._holder.current
+        if snapshot is None:
+            return []
+        return [
+            Observation(1, {"model": name, "version": calibrator.metadata.version})
+            for name, calibrator in snapshot.calibrators.items()
+        ]
+
+
+def otlp_requested(signal: str) -> bool:
+    """Whether the standard OTEL_* variables ask for OTLP export of a signal
+    (``traces`` or ``metrics``): OTEL_<SIGNAL>_EXPORTER=otlp, or an OTLP endpoint
+    set and the exporter not switched off."""
+    exporter = os.environ.get(f"OTEL_{signal.upper()}_EXPORTER", "").strip().lower()
+    if exporter:
+        return "otlp" in exporter.split(",")
+    return bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
+    )
+
+
+def meter_provider(resource: Resource, readers: list[MetricReader]) -> MeterProvider:
+    """A provider with the given readers, plus OTLP when the environment asks."""
+    if otlp_requested("metrics"):
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        readers = [*readers, PeriodicExportingMetricReader(OTLPMetricExporter())]
+    return MeterProvider(resource=resource, metric_readers=readers)
