@@ -4,10 +4,22 @@
 one-sided Clopper-Pearson lower confidence bound on accuracy at or above the target.
 That is a statement a model-risk officer can defend ("with 95% confidence, Tier-1
 accuracy is at least 99%"), unlike a point estimate, which is optimistic exactly
-where the automated set is small."""
+where the automated set is small.
+
+Many thresholds are tested on one data set, so taking the lowest one that passes
+would overstate the confidence (a multiple-comparison error). Instead thresholds
+are tested in a fixed sequence, from high to low, and the walk stops at the first
+that fails (fixed-sequence testing, as in Bauer 1991 and Angelopoulos et al.'s
+"Learn then Test"): the chance that the recommended threshold's true accuracy is
+below the target is then at most 1 - level. The sequence starts at the highest
+threshold automating twice the rows at which the target becomes reachable at all
+(``n`` with ``target ** n <= 1 - level``), so the first test tolerates an error or
+two; that start depends on the confidences only, not on correctness, so the
+sequence is fixed given the confidences."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +50,7 @@ def clopper_pearson_lower(
 def recommend_threshold(
     confidence: npt.ArrayLike, correct: npt.ArrayLike, target: float, level: float = 0.95
 ) -> Recommendation | None:
-    """The lowest threshold meeting the target with the bound, or None if none does."""
+    """The lowest threshold reached by the fixed sequence, or None if the first fails."""
     conf = np.asarray(confidence, dtype=np.float64)
     ok = np.asarray(correct, dtype=bool)
     order = np.argsort(-conf, kind="stable")
@@ -49,10 +61,15 @@ def recommend_threshold(
     # last index of each run of equal confidences.
     last = np.r_[conf[1:] != conf[:-1], True]
     lower = clopper_pearson_lower(successes, trials, level)
-    meets = last & (lower >= target)
-    if not meets.any():
+    reachable = math.ceil(math.log(1.0 - level) / math.log(target)) if 0 < target < 1 else 1
+    start = 2 * reachable
+    candidates = np.flatnonzero(last & (trials >= start))
+    passes = lower[candidates] >= target
+    failed = np.flatnonzero(~passes)
+    tested = candidates if failed.size == 0 else candidates[: failed[0]]
+    if tested.size == 0:
         return None
-    i = int(np.flatnonzero(meets)[-1])
+    i = int(tested[-1])
     return Recommendation(
         threshold=float(conf[i]),
         automated_share=float(trials[i] / conf.shape[0]),

@@ -1,0 +1,241 @@
+"""The Route pipeline with in-memory sink and audit log, a fake clock and a real
+ONNX calibrator: replay, conflicts, refusals, batches, fallbacks, audit records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from sidecar.calibration.artefact import ArtefactMetadata
+from sidecar.clock import FakeClock
+from sidecar.core.decision import Reason
+from sidecar.core.policy import Policy, parse_policy
+from sidecar.core.request import FloatArray, InputKind, RouteInput
+from sidecar.core.thresholds import Tier
+from sidecar.errors import EscalationRefused, InvalidRequest, RequestConflict
+from sidecar.escalation.record import Escalation
+from sidecar.escalation.sink import InMemorySink
+from sidecar.policy.loader import build_snapshot
+from sidecar.policy.snapshot import Snapshot, SnapshotHolder
+from sidecar.router import Outcome, Routed, Router, TraceIds
+from sidecar.telemetry.audit import InMemoryAudit
+from tests.artefacts import confident_logits, policy_doc, temperature_artefact
+
+TRACE = TraceIds("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
+AUDIT_FIELDS = {
+    "request_id", "model", "model_version", "domain", "input_kind", "logits", "tier", "reason",
+    "rule_id", "predicted_class", "predicted_label", "calibrated_confidence", "t_high", "t_low",
+    "experiment_arm", "degraded", "policy_revision", "calibration_version", "escalation_id",
+    "trace_id", "span_id", "timestamp", "string_attributes", "numeric_attributes", "context",
+    "input_ref",
+}  # fmt: skip
+
+
+class RefusingSink:
+    def submit(self, escalation: Escalation) -> None:
+        raise EscalationRefused("disk full")
+
+    def close(self) -> None:
+        return None
+
+
+class Breaking:
+    """A calibrator whose graph raises or returns NaN at run time."""
+
+    def __init__(self, inner: Any, mode: str) -> None:
+        self._inner = inner
+        self._mode = mode
+
+    @property
+    def metadata(self) -> ArtefactMetadata:
+        return self._inner.metadata  # type: ignore[no-any-return]
+
+    def __call__(self, logits: FloatArray) -> FloatArray:
+        if self._mode == "raise":
+            raise RuntimeError("onnxruntime: kernel failed")
+        return np.full(logits.shape, np.nan, dtype=np.float32)
+
+
+@pytest.fixture
+def snapshot(tmp_path: Path) -> Snapshot:
+    sha = temperature_artefact(tmp_path / "cal.onnx")
+    return build_snapshot(parse_policy(policy_doc(sha)), tmp_path, "test")
+
+
+class Rig:
+    def __init__(self, snapshot: Snapshot | None, sink: Any = None) -> None:
+        self.holder = SnapshotHolder()
+        if snapshot is not None:
+            self.holder.swap(snapshot)
+        self.sink = sink or InMemorySink()
+        self.audit = InMemoryAudit()
+        self.clock = FakeClock()
+        self.router = Router(self.holder, self.sink, self.audit, None, self.clock, 100, 60.0)
+
+    def route(
+        self, request_id: str = "r1", cls: int = 0, strength: float = 8.0, **kw: Any
+    ) -> Routed:
+        return self.router.route(request(request_id, cls, strength, **kw), TRACE)
+
+
+def request(request_id: str = "r1", cls: int = 0, strength: float = 8.0, **kw: Any) -> RouteInput:
+    return RouteInput(
+        request_id,
+        kw.pop("model", "m"),
+        np.array(confident_logits(cls, strength), dtype=np.float32),
+        **kw,
+    )
+
+
+def test_confident_prediction_is_automated_and_audited(snapshot: Snapshot) -> None:
+    """A confident prediction is AUTOMATED, not escalated, and has one full audit record."""
+    rig = Rig(snapshot)
+    routed = rig.route(cls=2)
+    assert routed.decision.tier is Tier.AUTOMATED
+    assert routed.decision.predicted_label == "fox"
+    assert routed.escalation_id == ""
+    assert rig.sink.escalations == []
+    (record,) = rig.audit.records
+    assert set(record) >= AUDIT_FIELDS
+    assert record["trace_id"] == TRACE.trace_id
+    assert record["logits"] == confident_logits(2)
+
+
+def test_unsure_prediction_is_escalated_with_context(snapshot: Snapshot) -> None:
+    """A low-confidence prediction is escalated before the answer, carrying its context."""
+    rig = Rig(snapshot)
+    routed = rig.route(strength=0.5, input_ref="s3://x/1", context={"user": "u1"})
+    assert routed.decision.tier is Tier.HUMAN_PRIMARY
+    (escalation,) = rig.sink.escalations
+    assert escalation.escalation_id == routed.escalation_id
+    assert (escalation.input_ref, escalation.context, escalation.trace_id) == (
+        "s3://x/1",
+        {"user": "u1"},
+        TRACE.trace_id,
+    )
+
+
+def test_replay_returns_same_decision_without_second_escalation(snapshot: Snapshot) -> None:
+    """The same request_id again: the identical answer, one escalation, even after a policy swap."""
+    rig = Rig(snapshot)
+    first = rig.route(strength=0.5)
+    rig.holder.swap(
+        Snapshot(_tightened(snapshot.policy), snapshot.calibrators, snapshot.class_counts, "new")
+    )
+    assert rig.route(strength=0.5) == first
+    assert len(rig.sink.escalations) == 1
+
+
+def _tightened(policy: Policy) -> Policy:
+    return Policy(policy.revision + 1, policy.models, policy.issued_at, policy.max_age_seconds)
+
+
+def test_reused_request_id_with_other_logits_conflicts(snapshot: Snapshot) -> None:
+    """A request_id reused for a different prediction is refused, naming request_id."""
+    rig = Rig(snapshot)
+    rig.route(cls=0)
+    with pytest.raises(RequestConflict) as raised:
+        rig.route(cls=1)
+    assert raised.value.field == "request_id"
+
+
+def test_replay_window_expires(snapshot: Snapshot) -> None:
+    """After the replay ttl the request is decided afresh."""
+    rig = Rig(snapshot)
+    rig.route(strength=0.5)
+    rig.clock.advance(61.0)
+    rig.route(strength=0.5)
+    assert len(rig.sink.escalations) == 2
+
+
+def test_refused_escalation_is_not_remembered(snapshot: Snapshot) -> None:
+    """A refused escalation raises, and a retry is decided (and escalated) again."""
+    rig = Rig(snapshot, RefusingSink())
+    with pytest.raises(EscalationRefused):
+        rig.route(strength=0.5)
+    rig.sink = InMemorySink()
+    rig.router._sink = rig.sink
+    assert rig.route(strength=0.5).escalation_id
+    assert len(rig.sink.escalations) == 1
+
+
+def test_invalid_request_raises_and_is_not_audited(snapshot: Snapshot) -> None:
+    """Validation runs first: nothing is audited or escalated for a bad request."""
+    rig = Rig(snapshot)
+    with pytest.raises(InvalidRequest, match="model"):
+        rig.route(model="nope")
+    assert rig.audit.records == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason"), [("raise", Reason.FALLBACK_CALIBRATOR), ("nan", Reason.FALLBACK_NON_FINITE)]
+)
+def test_calibrator_failures_fall_back(snapshot: Snapshot, mode: str, reason: Reason) -> None:
+    """A calibrator that raises or returns NaN gives a degraded HUMAN_ASSISTED, escalated."""
+    broken = Snapshot(
+        snapshot.policy,
+        {"m": Breaking(snapshot.calibrators["m"], mode)},
+        snapshot.class_counts,
+        "x",
+    )
+    rig = Rig(broken)
+    routed = rig.route(cls=1)
+    assert (routed.decision.tier, routed.decision.reason, routed.decision.degraded) == (
+        Tier.HUMAN_ASSISTED,
+        reason,
+        True,
+    )
+    assert len(rig.sink.escalations) == 1
+
+
+def test_no_policy_answers_with_fallback() -> None:
+    """Before any policy: any model and class count get the no-policy fallback."""
+    rig = Rig(None)
+    routed = rig.router.route(RouteInput("r", "unknown", np.ones(5, dtype=np.float32)), TRACE)
+    assert routed.decision.reason is Reason.FALLBACK_NO_POLICY
+    assert routed.decision.tier is Tier.HUMAN_ASSISTED
+
+
+def test_probabilities_input_matches_logits(snapshot: Snapshot) -> None:
+    """Probabilities in give the same calibrated confidence as the logits they came from."""
+    rig = Rig(snapshot)
+    logits = np.array([1.0, 2.0, 0.5], dtype=np.float32)
+    probs = (np.exp(logits) / np.exp(logits).sum()).astype(np.float32)
+    a = rig.router.route(RouteInput("a", "m", logits), TRACE)
+    b = rig.router.route(RouteInput("b", "m", probs, input_kind=InputKind.PROBABILITIES), TRACE)
+    assert a.decision.confidence == pytest.approx(b.decision.confidence, abs=1e-5)
+
+
+def test_batch_items_succeed_or_fail_on_their_own(snapshot: Snapshot) -> None:
+    """A batch answers per item, in order; bad items name their index; duplicates replay."""
+    rig = Rig(snapshot)
+    batch = [
+        request("a", strength=0.5),
+        RouteInput("b", "m", np.zeros(7, dtype=np.float32)),
+        request("c", cls=1),
+        request("a", strength=0.5),
+    ]
+    results = rig.router.route_batch(batch, TRACE)
+    assert isinstance(results[0], Routed)
+    assert isinstance(results[1], InvalidRequest)
+    assert results[1].field == "requests[1].logits"
+    assert isinstance(results[2], Routed)
+    assert results[2].decision.predicted_label == "dog"
+    assert results[3] == results[0]
+    assert len(rig.sink.escalations) == 1
+
+
+def test_outcome_joins_with_decision(snapshot: Snapshot) -> None:
+    """RecordOutcome matches a remembered decision and says whether it was right."""
+    rig = Rig(snapshot)
+    rig.route(cls=2)
+    match = rig.router.record_outcome(Outcome("r1", "m", 2, "", "test"))
+    assert (match.matched, match.correct) == (True, True)
+    assert rig.router.record_outcome(Outcome("r1", "m", None, "cat", "test")).correct is False
+    assert rig.router.record_outcome(Outcome("zz", "m", 1, "", "test")).matched is False
+    assert rig.audit.records[-1]["event"] == "route.outcome"
+    with pytest.raises(InvalidRequest, match="true_class"):
+        rig.router.record_outcome(Outcome("r1", "m", None, "", "test"))
