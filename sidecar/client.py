@@ -71,7 +71,12 @@ def route_request(
 
 
 def channel_options(max_attempts: int = 4) -> list[tuple[str, Any]]:
-    """Channel options with a retry policy for UNAVAILABLE on the Router's unary calls."""
+    """Channel options with a retry policy for UNAVAILABLE on the Router's unary calls.
+    max_attempts counts the first call; 1 turns retries off, gRPC caps it at 5."""
+    if not 1 <= max_attempts <= 5:
+        raise ValueError(f"max_attempts must be 1 to 5, got {max_attempts}")
+    if max_attempts == 1:
+        return [("grpc.enable_retries", 0)]
     config = {
         "methodConfig": [
             {

@@ -1,0 +1,117 @@
+"""Real sidecar processes on loopback port 0, with real artefacts and policy files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sidecar.client import RouterClient
+from tests.artefacts import policy_doc, temperature_artefact, write_policy
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class SidecarProcess:
+    process: subprocess.Popen[bytes]
+    address: str
+    workdir: Path
+
+    def client(self, **kw: Any) -> RouterClient:
+        return RouterClient(self.address, **kw)
+
+    def audit(self) -> list[dict[str, Any]]:
+        return _jsonl(self.workdir / "state" / "audit.jsonl")
+
+    def escalations(self) -> list[dict[str, Any]]:
+        return _jsonl(self.workdir / "state" / "escalations.jsonl")
+
+    def log(self) -> list[dict[str, Any]]:
+        return _jsonl(self.workdir / "sidecar.log")
+
+    def wait_serving(self, timeout: float = 20.0) -> None:
+        with self.client() as client:
+            wait_for(client.serving, timeout, "sidecar SERVING")
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def start_sidecar(
+    workdir: Path,
+    policy: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    listen: str = "127.0.0.1:0",
+) -> SidecarProcess:
+    port_file = workdir / "sidecar.addr"
+    port_file.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "sidecar", "sidecar", "--policy", str(policy)]
+    command += ["--listen", listen, "--state-dir", str(workdir / "state")]
+    command += ["--port-file", str(port_file), *extra]
+    with (workdir / "sidecar.log").open("ab") as log:
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HITL_POLICY_POLL_SECONDS": "0.1", **(env or {})},
+        )
+    try:
+        wait_for(
+            lambda: port_file.exists() or process.poll() is not None,
+            30.0,
+            "the sidecar's port file",
+        )
+    except AssertionError:
+        process.kill()
+        raise
+    if process.poll() is not None:
+        raise AssertionError(
+            f"sidecar exited {process.returncode}: {(workdir / 'sidecar.log').read_text()}"
+        )
+    return SidecarProcess(process, port_file.read_text(), workdir)
+
+
+@pytest.fixture
+def policy_file(tmp_path: Path) -> Path:
+    """A policy with one 3-class model 'm' (T=1), thresholds 0.9 / 0.5."""
+    sha = temperature_artefact(tmp_path / "cal.onnx")
+    path = tmp_path / "policy.yaml"
+    write_policy(path, policy_doc(sha))
+    return path
+
+
+@pytest.fixture
+def sidecar(tmp_path: Path, policy_file: Path) -> Iterator[SidecarProcess]:
+    running = start_sidecar(tmp_path, policy_file)
+    running.wait_serving()
+    yield running
+    running.process.kill()
+    running.process.wait()

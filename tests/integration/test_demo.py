@@ -1,0 +1,34 @@
+"""The README's first command: the demo runs end to end and its numbers hold together."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_end_to_end(tmp_path: Path) -> None:
+    """Trains, calibrates, routes over gRPC; Tier-1 accuracy meets the target and every
+    escalation answered is recorded."""
+    workdir = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "sidecar", "demo", "--workdir", str(workdir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["routed"] == sum(summary["tiers"].values()) > 300
+    assert summary["tier1_accuracy"] >= summary["target_tier1_accuracy"]
+    assert summary["escalated"] == summary["escalations_recorded"] > 0
+    assert summary["outcomes_matched"] == summary["routed"]
+    assert summary["tiers"]["TIER_AUTOMATED"] > 0
+    assert summary["reasons"]["REASON_RULE"] > 0
+    assert "Tier-1 accuracy" in result.stdout
