@@ -239,3 +239,45 @@ def test_outcome_joins_with_decision(snapshot: Snapshot) -> None:
     assert rig.audit.records[-1]["event"] == "route.outcome"
     with pytest.raises(InvalidRequest, match="true_class"):
         rig.router.record_outcome(Outcome("r1", "m", None, "", "test"))
+
+
+def test_audit_record_reproduces_the_decision(snapshot: Snapshot) -> None:
+    """An audit record holds what is needed to re-run its decision on the same snapshot."""
+    rig = Rig(snapshot)
+    rig.route("x", cls=1, strength=2.2, domain="eu", numeric_attributes={"amount": 3.0})
+    record = rig.audit.records[0]
+    rerun = (
+        Rig(snapshot)
+        .router.route(
+            RouteInput(
+                record["request_id"],
+                record["model"],
+                np.array(record["logits"], dtype=np.float32),
+                model_version=record["model_version"],
+                input_kind=InputKind[record["input_kind"]],
+                domain=record["domain"],
+                string_attributes=record["string_attributes"],
+                numeric_attributes=record["numeric_attributes"],
+            ),
+            TRACE,
+        )
+        .decision
+    )
+    assert (rerun.tier.name, rerun.reason.name, rerun.rule_id) == (
+        record["tier"],
+        record["reason"],
+        record["rule_id"],
+    )
+    assert (rerun.confidence, rerun.predicted_class) == (
+        record["calibrated_confidence"],
+        record["predicted_class"],
+    )
+    assert (rerun.t_high, rerun.t_low, rerun.arm) == (
+        record["t_high"],
+        record["t_low"],
+        record["experiment_arm"],
+    )
+    assert (rerun.policy_revision, rerun.calibration_version) == (
+        record["policy_revision"],
+        record["calibration_version"],
+    )

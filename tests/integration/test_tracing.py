@@ -1,0 +1,97 @@
+"""Traces leave the sidecar through the standard OTLP exporter, configured only by
+OTEL_* variables, and each Route span continues the caller's trace."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otlp_grpc
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from sidecar._proto.hitl.v1 import router_pb2_grpc
+from sidecar.client import route_request
+from tests.artefacts import confident_logits
+from tests.integration.conftest import start_sidecar, wait_for
+
+pytestmark = pytest.mark.integration
+
+CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_SPAN = "00f067aa0ba902b7"
+
+
+class Collector(otlp_grpc.TraceServiceServicer):
+    """A real OTLP/gRPC trace receiver that keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.requests: list[otlp.ExportTraceServiceRequest] = []
+
+    def Export(
+        self, request: otlp.ExportTraceServiceRequest, context: grpc.ServicerContext
+    ) -> otlp.ExportTraceServiceResponse:
+        self.requests.append(request)
+        return otlp.ExportTraceServiceResponse()
+
+    def spans(self) -> list[Span]:
+        return [
+            span
+            for r in self.requests
+            for rs in r.resource_spans
+            for ss in rs.scope_spans
+            for span in ss.spans
+        ]
+
+
+@pytest.fixture
+def collector() -> Iterator[tuple[Collector, int]]:
+    receiver = Collector()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    otlp_grpc.add_TraceServiceServicer_to_server(receiver, server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield receiver, port
+    server.stop(0)
+
+
+def test_route_span_exported_over_otlp(
+    tmp_path: Path, policy_file: Path, collector: tuple[Collector, int]
+) -> None:
+    """One SERVER span per Route, child of the caller's span, with the decision attributes."""
+    receiver, port = collector
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_SERVICE_NAME": "sidecar-under-test",
+    }
+    running = start_sidecar(tmp_path, policy_file, env=env)
+    try:
+        running.wait_serving()
+        with grpc.insecure_channel(running.address) as channel:
+            router_pb2_grpc.RouterStub(channel).Route(
+                route_request("traced", "m", confident_logits(1)),
+                metadata=(("traceparent", f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"),),
+                timeout=2,
+            )
+        wait_for(
+            lambda: any(s.name == "hitl.Route" for s in receiver.spans()), 10, "the exported span"
+        )
+    finally:
+        running.stop()
+    (span,) = [s for s in receiver.spans() if s.name == "hitl.Route"]
+    assert span.trace_id.hex() == CALLER_TRACE
+    assert span.parent_span_id.hex() == CALLER_SPAN
+    attributes = {a.key: a.value for a in span.attributes}
+    assert attributes["hitl.tier"].string_value == "AUTOMATED"
+    assert attributes["hitl.reason"].string_value == "THRESHOLD"
+    assert attributes["hitl.policy_revision"].int_value == 1
+    assert attributes["hitl.calibration_version"].string_value == "t-v1"
+    assert attributes["hitl.model"].string_value == "m"
+    resource = receiver.requests[0].resource_spans[0].resource
+    assert {a.key: a.value.string_value for a in resource.attributes}[
+        "service.name"
+    ] == "sidecar-under-test"
