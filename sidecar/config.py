@@ -73,6 +73,9 @@ class SidecarConfig:
         level = text("log_level", ENV_LOG_LEVEL, "info").lower()
         if level not in _LEVELS:
             raise ConfigError(f"{ENV_LOG_LEVEL} must be one of {sorted(_LEVELS)}, got {level!r}")
+        metrics_addr = text("metrics_addr", ENV_METRICS_ADDR, "")
+        if metrics_addr:
+            split_host_port(metrics_addr, ENV_METRICS_ADDR)
         escalation_log = text("escalation_log", ENV_ESCALATION_LOG, "")
         port_file = text("port_file", ENV_PORT_FILE, "")
         return cls(
@@ -81,7 +84,7 @@ class SidecarConfig:
             state_dir=Path(text("state_dir", ENV_STATE_DIR, "hitl-state")),
             audit_log=text("audit_log", ENV_AUDIT_LOG, ""),
             escalation_log=Path(escalation_log) if escalation_log else None,
-            metrics_addr=text("metrics_addr", ENV_METRICS_ADDR, ""),
+            metrics_addr=metrics_addr,
             log_level=level,
             policy_poll_seconds=_positive(
                 text("policy_poll_seconds", ENV_POLICY_POLL, "1"), ENV_POLICY_POLL

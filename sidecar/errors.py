@@ -25,10 +25,11 @@ class RequestError(HitlError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.message = message
 
     def at(self, prefix: str) -> RequestError:
         """The same error with its field placed under prefix (for batch items)."""
-        return type(self)(f"{prefix}.{self.field}", str(self).split(": ", 1)[1])
+        return type(self)(f"{prefix}.{self.field}", self.message)
 
 
 class InvalidRequest(RequestError):

@@ -94,8 +94,9 @@ class Router:
         routed = self._replayed(request)
         if routed is not None:
             return routed
-        signals = self._calibrate(snapshot, [request])[0] if snapshot else CalibrationFailure.RAISED
-        return self._finish(request, snapshot, signals, trace)
+        if snapshot is None:  # decide() answers the no-policy fallback without signals
+            return self._finish(request, None, CalibrationFailure.RAISED, trace)
+        return self._finish(request, snapshot, self._calibrate(snapshot, [request])[0], trace)
 
     def route_batch(self, requests: Sequence[RouteInput], trace: TraceIds) -> list[ItemResult]:
         """Decide each request; the calibrator runs once per model in the batch."""

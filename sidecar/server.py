@@ -25,7 +25,7 @@ from sidecar.errors import (
 )
 from sidecar.router import ItemResult, Outcome, Routed, Router, TraceIds
 from sidecar.telemetry.metrics import RouterMetrics
-from sidecar.telemetry.tracing import INSTRUMENTATION, parent_context, trace_ids
+from sidecar.telemetry.tracing import parent_context, trace_ids
 
 log = structlog.get_logger("hitl.server")
 
@@ -189,7 +189,3 @@ def _annotate(span: trace.Span, model: str, routed: Routed) -> None:
             "hitl.degraded": d.degraded,
         }
     )
-
-
-def tracer() -> trace.Tracer:
-    return trace.get_tracer(INSTRUMENTATION)

@@ -35,7 +35,6 @@ class FilePolicySource:
         self._poll = poll_seconds
         self._seen: tuple[int, int, int] | None = None
         self._digest = ""
-        self.rejected = 0
 
     async def run(self) -> None:
         while True:
@@ -58,7 +57,6 @@ class FilePolicySource:
         try:
             snapshot = await asyncio.to_thread(self._load)
         except PolicyError as exc:
-            self.rejected += 1
             log.error("policy.rejected", path=str(self._path), error=str(exc))
             return
         if snapshot is not None:

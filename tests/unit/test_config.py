@@ -35,6 +35,7 @@ def test_overrides_beat_environment() -> None:
         ({ENV_POLICY: "p", ENV_REPLAY_TTL: "-1"}, ENV_REPLAY_TTL),
         ({ENV_POLICY: "p", ENV_REPLAY_TTL: "soon"}, ENV_REPLAY_TTL),
         ({ENV_POLICY: "p", "HITL_LOG_LEVEL": "loud"}, "HITL_LOG_LEVEL"),
+        ({ENV_POLICY: "p", "HITL_METRICS_ADDR": "9464"}, "HITL_METRICS_ADDR"),
     ],
 )
 def test_bad_values_fail_naming_the_variable(env: dict[str, str], named: str) -> None:
