@@ -151,9 +151,7 @@ class Router:
             },
         )
         if self._metrics is not None:
-            self._metrics.outcomes.add(
-                1, {"model": outcome.model, "tier": decision.tier.name, "correct": correct}
-            )
+            self._metrics.outcome(outcome.model, decision.tier.name, correct)
         return OutcomeMatch(matched=True, correct=correct)
 
     # -- steps ------------------------------------------------------------------------
@@ -163,7 +161,7 @@ class Router:
             validate(request, snapshot.class_counts if snapshot else None)
         except InvalidRequest as exc:
             if self._metrics is not None:
-                self._metrics.invalid.add(1, {"field": exc.field.split("[")[0]})
+                self._metrics.invalid(exc.field.split("[")[0])
             if prefix:
                 raise exc.at(prefix) from None
             raise
@@ -260,14 +258,10 @@ class Router:
             self._sink.submit(escalation)
         except EscalationRefused:
             if self._metrics is not None:
-                self._metrics.escalations.add(
-                    1, {"model": request.model, "tier": decision.tier.name, "result": "refused"}
-                )
+                self._metrics.escalation(request.model, decision.tier.name, "refused")
             raise
         if self._metrics is not None:
-            self._metrics.escalations.add(
-                1, {"model": request.model, "tier": decision.tier.name, "result": "recorded"}
-            )
+            self._metrics.escalation(request.model, decision.tier.name, "recorded")
 
 
 def _as_logits(request: RouteInput) -> FloatArray:
@@ -287,7 +281,7 @@ def _audit_fields(
         "model_version": request.model_version,
         "domain": request.domain,
         "input_kind": InputKind(request.input_kind).name,
-        "logits": request.logits.tolist(),
+        "logits": request.logits,
         "string_attributes": dict(request.string_attributes or {}),
         "numeric_attributes": dict(request.numeric_attributes or {}),
         "input_ref": request.input_ref,

@@ -7,11 +7,11 @@ replace this sink behind the same interface."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import NoReturn
 
+import orjson
 import structlog
 
 from sidecar.errors import EscalationRefused
@@ -27,7 +27,7 @@ class JsonlFileSink:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
 
     def submit(self, escalation: Escalation) -> None:
-        line = (json.dumps(escalation.to_dict(), separators=(",", ":")) + "\n").encode()
+        line = orjson.dumps(escalation.to_dict(), option=orjson.OPT_APPEND_NEWLINE)
         try:
             written = os.write(self._fd, line)
         except OSError as exc:

@@ -7,6 +7,7 @@ bounded: a domain the policy does not name is reported as ``default``."""
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -38,28 +39,35 @@ LATENCY_BUCKETS_MS = (
 
 
 class RouterMetrics:
+    """Counts are kept in plain dicts on the request path (one increment, no attribute
+    processing) and reported through observable counters when a reader collects;
+    only the latency histogram is recorded per call."""
+
     def __init__(self, meter: Meter, holder: SnapshotHolder, clock: Callable[[], float]) -> None:
         self.latency = meter.create_histogram(
             "hitl.route.duration",
             unit="ms",
-            description="Time to answer one Route (or one batch item set) on the server",
+            description="Time to answer one Route, RouteBatch or RouteStream batch on the server",
             explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_MS,
         )
-        self.decisions = meter.create_counter(
-            "hitl.route.decisions", description="Decisions by model, domain, tier, reason and arm"
-        )
-        self.fallbacks = meter.create_counter(
-            "hitl.route.fallbacks", description="Degraded decisions by model and fallback reason"
-        )
-        self.invalid = meter.create_counter(
-            "hitl.route.invalid_requests", description="Requests refused, by field"
-        )
-        self.escalations = meter.create_counter(
-            "hitl.escalations", description="Escalations by model, tier and result"
-        )
-        self.outcomes = meter.create_counter(
-            "hitl.outcomes", description="Outcomes reported, by model, tier and correctness"
-        )
+        self._decisions: Counter[tuple[str, ...]] = Counter()
+        self._fallbacks: Counter[tuple[str, ...]] = Counter()
+        self._invalid: Counter[tuple[str, ...]] = Counter()
+        self._escalations: Counter[tuple[str, ...]] = Counter()
+        self._outcomes: Counter[tuple[str, ...]] = Counter()
+        for name, counts, keys, description in (
+            ("hitl.route.decisions", self._decisions, ("model", "domain", "tier", "reason", "arm"),
+             "Decisions by model, domain, tier, reason and arm"),
+            ("hitl.route.fallbacks", self._fallbacks, ("model", "reason"),
+             "Degraded decisions by model and fallback reason"),
+            ("hitl.route.invalid_requests", self._invalid, ("field",),
+             "Requests refused, by field"),
+            ("hitl.escalations", self._escalations, ("model", "tier", "result"),
+             "Escalations by model, tier and result (recorded or refused)"),
+            ("hitl.outcomes", self._outcomes, ("model", "tier", "correct"),
+             "Outcomes reported, by model, tier and correctness"),
+        ):  # fmt: skip
+            meter.create_observable_counter(name, [_observe(counts, keys)], description=description)
         self._holder = holder
         self._clock = clock
         meter.create_observable_gauge(
@@ -78,16 +86,19 @@ class RouterMetrics:
         )
 
     def record(self, model: str, domain: str, decision: Decision) -> None:
-        attributes = {
-            "model": model,
-            "domain": domain,
-            "tier": decision.tier.name,
-            "reason": decision.reason.name,
-            "arm": decision.arm,
-        }
-        self.decisions.add(1, attributes)
+        reason = decision.reason.name
+        self._decisions[model, domain, decision.tier.name, reason, decision.arm] += 1
         if decision.degraded:
-            self.fallbacks.add(1, {"model": model, "reason": decision.reason.name})
+            self._fallbacks[model, reason] += 1
+
+    def invalid(self, field: str) -> None:
+        self._invalid[(field,)] += 1
+
+    def escalation(self, model: str, tier: str, result: str) -> None:
+        self._escalations[model, tier, result] += 1
+
+    def outcome(self, model: str, tier: str, correct: bool) -> None:
+        self._outcomes[model, tier, str(correct).lower()] += 1
 
     def _revision(self, _options: CallbackOptions) -> Iterable[Observation]:
         snapshot = self._holder.current
@@ -107,6 +118,20 @@ class RouterMetrics:
             Observation(1, {"model": name, "version": calibrator.metadata.version})
             for name, calibrator in snapshot.calibrators.items()
         ]
+
+
+def _observe(
+    counts: Counter[tuple[str, ...]], keys: tuple[str, ...]
+) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def callback(_options: CallbackOptions) -> Iterable[Observation]:
+        # dict() copies in one C call, so a collection on the exporter's thread never
+        # sees the event loop resize the counter mid-iteration.
+        return [
+            Observation(value, dict(zip(keys, key, strict=True)))
+            for key, value in dict(counts).items()
+        ]
+
+    return callback
 
 
 def otlp_requested(signal: str) -> bool:

@@ -101,7 +101,7 @@ def test_confident_prediction_is_automated_and_audited(snapshot: Snapshot) -> No
     (record,) = rig.audit.records
     assert set(record) >= AUDIT_FIELDS
     assert record["trace_id"] == TRACE.trace_id
-    assert record["logits"] == confident_logits(2)
+    assert np.asarray(record["logits"]).tolist() == confident_logits(2)
 
 
 def test_unsure_prediction_is_escalated_with_context(snapshot: Snapshot) -> None:
