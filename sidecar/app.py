@@ -38,7 +38,7 @@ from sidecar.policy.file_source import FilePolicySource
 from sidecar.policy.snapshot import Snapshot, SnapshotHolder
 from sidecar.router import Router
 from sidecar.server import RouterServicer
-from sidecar.telemetry.audit import AuditLog, StructlogAudit
+from sidecar.telemetry.audit import FLUSH_SECONDS, AuditLog, StructlogAudit
 from sidecar.telemetry.metrics import RouterMetrics, meter_provider
 from sidecar.telemetry.tracing import INSTRUMENTATION, tracer_provider
 
@@ -71,6 +71,7 @@ class Sidecar:
         self.holder.subscribe(self._on_snapshot)
         await self.server.start()
         self._spawn(self.source.run())
+        self._spawn(self._flush_audit())
         log.info("sidecar.listening", address=self.address, policy=str(self.config.policy))
 
     async def stop(self) -> None:
@@ -85,6 +86,11 @@ class Sidecar:
         self.tracers.shutdown()
         self.meters.shutdown()
         log.info("sidecar.stopped")
+
+    async def _flush_audit(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            self.audit.flush()
 
     def _on_snapshot(self, _snapshot: Snapshot) -> None:
         for service in HEALTH_SERVICES:

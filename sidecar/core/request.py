@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
@@ -52,23 +53,24 @@ class Signals:
 
 def signals_of(probabilities: FloatArray) -> list[Signals | None]:
     """Signals for each row of an [N, C] probability matrix; None for a row that
-    holds NaN or infinity (the non-finite fallback)."""
-    probs = np.asarray(probabilities, dtype=np.float64)
-    finite = np.all(np.isfinite(probs), axis=1).tolist()
-    safe = np.where(np.isfinite(probs), probs, 0.0)
-    classes = safe.argmax(axis=1)
-    if probs.shape[1] > 1:
-        top2 = np.partition(safe, probs.shape[1] - 2, axis=1)[:, -2:]
-        margins = top2[:, 1] - top2[:, 0]
-    else:
-        margins = safe[:, 0]
-    clipped = np.clip(safe, 1e-300, 1.0)
-    entropies = -(safe * np.log(clipped)).sum(axis=1)
-    out: list[Signals | None] = []
-    for i in range(probs.shape[0]):
-        if not finite[i]:
-            out.append(None)
-            continue
-        cls = int(classes[i])
-        out.append(Signals(cls, float(safe[i, cls]), float(margins[i]), float(entropies[i])))
-    return out
+    holds NaN or infinity (the non-finite fallback).
+
+    Plain Python per row: for the tens of classes a calibrator has, a handful of
+    numpy calls per row costs more in call overhead than the arithmetic itself."""
+    return [_signals(row) for row in probabilities.tolist()]
+
+
+def _signals(row: list[float]) -> Signals | None:
+    top = second = -1.0
+    cls = 0
+    entropy = 0.0
+    for i, p in enumerate(row):
+        if not math.isfinite(p):
+            return None
+        if p > top:
+            top, second, cls = p, top, i
+        elif p > second:
+            second = p
+        if p > 0.0:
+            entropy -= p * math.log(p)
+    return Signals(cls, top, top - max(second, 0.0), entropy)

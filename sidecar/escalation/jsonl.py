@@ -39,6 +39,7 @@ class JsonlFileSink:
         log.error(
             "escalation.refused",
             escalation_id=escalation.escalation_id,
+            trace_id=escalation.trace_id,
             path=str(self.path),
             error=why,
         )

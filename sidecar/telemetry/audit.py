@@ -5,7 +5,10 @@ find its trace.
 Records are rendered by a structlog chain built once at start-up (orjson, the
 serializer structlog recommends for throughput; the logits go out as float32 in
 their shortest round-tripping form) and written to their own file (not the
-operational log), flushed to the kernel per record."""
+operational log). Writes go to an in-process buffer; the sidecar flushes it to the
+kernel every FLUSH_SECONDS and on shutdown, off the request path (DESIGN.md allows
+no blocking I/O in Route but the escalation append). A killed process can lose the
+audit records of its last FLUSH_SECONDS; it never loses an escalation."""
 
 from __future__ import annotations
 
@@ -17,11 +20,28 @@ from typing import Any, BinaryIO, Protocol
 import orjson
 import structlog
 
+FLUSH_SECONDS = 0.1
+_BUFFER_BYTES = 1 << 20
+
 
 class AuditLog(Protocol):
     def write(self, event: str, record: Mapping[str, Any]) -> None: ...
 
+    def flush(self) -> None: ...
+
     def close(self) -> None: ...
+
+
+class _BufferedLogger:
+    """A structlog logger that only appends to a buffered binary file."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._write = file.write
+
+    def msg(self, message: bytes) -> None:
+        self._write(message + b"\n")
+
+    info = msg  # the name structlog's filtering bound loggers call
 
 
 class StructlogAudit:
@@ -34,12 +54,12 @@ class StructlogAudit:
             self._file = sys.stdout.buffer
         else:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._file = Path(path).open("ab")  # noqa: SIM115 (kept open for the process)
+            self._file = Path(path).open("ab", buffering=_BUFFER_BYTES)  # noqa: SIM115 (kept open)
         renderer = structlog.processors.JSONRenderer(
             serializer=orjson.dumps, option=orjson.OPT_SERIALIZE_NUMPY
         )
         self._logger = structlog.wrap_logger(
-            structlog.BytesLogger(self._file),
+            _BufferedLogger(self._file),
             processors=[renderer],
             cache_logger_on_first_use=True,
         )
@@ -47,7 +67,11 @@ class StructlogAudit:
     def write(self, event: str, record: Mapping[str, Any]) -> None:
         self._logger.msg(event, **record)
 
+    def flush(self) -> None:
+        self._file.flush()
+
     def close(self) -> None:
+        self._file.flush()
         if self._file is not sys.stdout.buffer:
             self._file.close()
 
@@ -60,6 +84,9 @@ class InMemoryAudit:
 
     def write(self, event: str, record: Mapping[str, Any]) -> None:
         self.records.append({"event": event, **record})
+
+    def flush(self) -> None:
+        return None
 
     def close(self) -> None:
         return None

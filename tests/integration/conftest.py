@@ -30,8 +30,11 @@ class SidecarProcess:
     def client(self, **kw: Any) -> RouterClient:
         return RouterClient(self.address, **kw)
 
-    def audit(self) -> list[dict[str, Any]]:
-        return _jsonl(self.workdir / "state" / "audit.jsonl")
+    def audit(self, count: int) -> list[dict[str, Any]]:
+        """The audit records once count of them are on disk (they are flushed every 0.1 s)."""
+        path = self.workdir / "state" / "audit.jsonl"
+        wait_for(lambda: len(_jsonl(path)) >= count, 5.0, f"{count} audit records")
+        return _jsonl(path)
 
     def escalations(self) -> list[dict[str, Any]]:
         return _jsonl(self.workdir / "state" / "escalations.jsonl")

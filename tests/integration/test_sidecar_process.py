@@ -89,7 +89,7 @@ def test_route_decides_audits_and_escalates(sidecar: SidecarProcess) -> None:
     escalations = sidecar.escalations()
     assert [e["escalation_id"] for e in escalations] == [unsure.escalation_id]
     assert escalations[0]["input_ref"] == "s3://b/k"
-    assert [r["request_id"] for r in sidecar.audit()] == ["sure", "unsure"]
+    assert [r["request_id"] for r in sidecar.audit(2)] == ["sure", "unsure"]
 
 
 BAD_REQUESTS = [
@@ -127,7 +127,7 @@ def test_every_bad_input_is_named_and_server_keeps_serving(sidecar: SidecarProce
             assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert str(raised.value.details()).startswith(f"{field}:"), raised.value.details()
         assert client.route(ok("after")).tier == d.TIER_AUTOMATED
-    assert [r["request_id"] for r in sidecar.audit()] == ["after"]
+    assert [r["request_id"] for r in sidecar.audit(1)] == ["after"]
 
 
 def test_replay_and_conflict(sidecar: SidecarProcess) -> None:
@@ -228,7 +228,7 @@ def test_trace_context_is_continued(sidecar: SidecarProcess) -> None:
             metadata=(("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01"),),
             timeout=2,
         )
-    (record,) = sidecar.audit()
+    (record,) = sidecar.audit(1)
     assert record["trace_id"] == trace_id
     assert record["span_id"] not in ("", "00f067aa0ba902b7")
     assert sidecar.escalations()[0]["trace_id"] == trace_id
@@ -286,7 +286,7 @@ def test_full_disk_refuses_escalations_not_answers(tmp_path: Path, policy_file: 
             assert "escalation not recorded" in str(raised.value.details())
             assert client.route(ok("automated")).tier == d.TIER_AUTOMATED
         assert any(e["event"] == "escalation.refused" for e in running.log())
-        assert [r["request_id"] for r in running.audit()] == ["automated"]
+        assert [r["request_id"] for r in running.audit(1)] == ["automated"]
     finally:
         running.stop()
 

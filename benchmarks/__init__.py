@@ -1,0 +1,1 @@
+"""Benchmarks with enforced limits (``make bench``). They start real processes."""
