@@ -1,6 +1,7 @@
 # make demo   set up .venv if missing, run the end-to-end demo on the embedded default
 # make test   set up .venv if missing, lint, type-check and run every test
 # make lint   ruff (lint + format check) and mypy
+# make bench  the Route latency benchmark: enforced p99 < 5 ms, table + bench-output/
 # make proto  regenerate sidecar/_proto from proto/ (pinned grpcio-tools, mypy-protobuf)
 
 PYTHON ?= python3
@@ -8,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint proto fmt
+.PHONY: demo test lint proto fmt bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +27,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.route_bench
 
 proto: $(STAMP)
 	$(BIN)/python proto/codegen.py

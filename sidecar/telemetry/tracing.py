@@ -1,8 +1,9 @@
 """One span per Route, continuing the caller's W3C traceparent from gRPC metadata.
 
 Spans are always recorded (their ids go into the audit record and escalation);
-they are exported with a BatchSpanProcessor (bounded queue, background thread)
-only when OTEL_* variables ask for OTLP, so exporting never blocks a request."""
+they are exported over OTLP only when OTEL_* variables ask for it, by the standard
+exporter running in a child process (``span_export``), so exporting never blocks
+or slows a request."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from sidecar.telemetry.metrics import otlp_requested
+from sidecar.telemetry.span_export import ProcessSpanProcessor
 
 INSTRUMENTATION = "hitl.sidecar"
 
@@ -24,9 +25,7 @@ def tracer_provider(resource: Resource, processors: Iterable[SpanProcessor] = ()
     for processor in processors:
         provider.add_span_processor(processor)
     if otlp_requested("traces"):
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        provider.add_span_processor(ProcessSpanProcessor(dict(resource.attributes)))
     return provider
 
 
