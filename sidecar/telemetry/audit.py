@@ -41,8 +41,6 @@ class _BufferedLogger:
     def msg(self, message: bytes) -> None:
         self._write(message + b"\n")
 
-    info = msg  # the name structlog's filtering bound loggers call
-
 
 class StructlogAudit:
     """Writes to path, or to stdout when path is ``-``."""
@@ -61,6 +59,9 @@ class StructlogAudit:
         self._logger = structlog.wrap_logger(
             _BufferedLogger(self._file),
             processors=[renderer],
+            # Its own wrapper, not the operational logs' level filter: an audit
+            # record is written whatever HITL_LOG_LEVEL says.
+            wrapper_class=structlog.BoundLogger,
             cache_logger_on_first_use=True,
         )
 

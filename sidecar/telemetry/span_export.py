@@ -104,6 +104,7 @@ class ProcessSpanProcessor(SpanProcessor):
         receive.close()
         self._queue: deque[SpanTuple] = deque()
         self.dropped = 0
+        self._reported = 0
         self._wake = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(
@@ -120,12 +121,17 @@ class ProcessSpanProcessor(SpanProcessor):
         self._queue.append(_pack(span))
 
     def _ship_loop(self) -> None:
+        """The only thread that sends on the pipe."""
         while not self._stopping:
             self._wake.wait(SHIP_SECONDS)
+            self._wake.clear()
             self._ship()
         self._ship()
 
     def _ship(self) -> None:
+        if self.dropped > self._reported:
+            log.warning("spans.dropped", count=self.dropped - self._reported, reason="queue full")
+            self._reported = self.dropped
         batch = [self._queue.popleft() for _ in range(len(self._queue))]
         if not batch:
             return
@@ -133,7 +139,8 @@ class ProcessSpanProcessor(SpanProcessor):
             self._send.send(batch)
         except (OSError, ValueError) as exc:  # the child is gone: drop, never block
             self.dropped += len(batch)
-            log.warning("spans.dropped", count=len(batch), error=str(exc))
+            self._reported = self.dropped
+            log.warning("spans.dropped", count=len(batch), reason=str(exc))
 
     def shutdown(self) -> None:
         self._stopping = True
@@ -148,7 +155,7 @@ class ProcessSpanProcessor(SpanProcessor):
             self._child.kill()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        self._ship()
+        self._wake.set()  # the shipper sends now; spans are in the child's hands soon after
         return True
 
 
