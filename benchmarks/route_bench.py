@@ -88,12 +88,15 @@ def start(
 
 def prepare(workdir: Path) -> list[bytes]:
     """Fit a real calibrator, write a realistic policy, build the request mix."""
-    from calibrators.fit import fit_temperature_artefact
+    from calibrators.data import check
+    from calibrators.export import export_artefact
+    from calibrators.fit import fit_calibrator
 
     rng = np.random.default_rng(SEED)
     labels = rng.integers(0, CLASSES, 5000)
     logits = _logits(rng, labels)
-    fitted = fit_temperature_artefact(logits, labels, workdir / "bench.onnx")
+    data = check("benchmark logits", logits, labels, None, probabilities=False)
+    fitted = export_artefact(fit_calibrator(data, "temperature"), workdir / "bench.onnx")
     policy = {
         "revision": 1,
         "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

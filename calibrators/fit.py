@@ -1,63 +1,135 @@
-"""Fit a temperature calibrator on held-out logits and export it as an artefact."""
+"""Fit a calibrator on held-out labelled outputs, by name or by cross-validated
+selection, and keep what the artefact's metadata needs. A fit round-trips through
+JSON (``save_fit`` / ``load_fit``) so it can be evaluated and exported later."""
 
 from __future__ import annotations
 
-import hashlib
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-import numpy.typing as npt
+from calibrators.data import Dataset
+from calibrators.methods import Fitted, method
+from calibrators.metrics import confidence_histogram, ece, softmax
+from calibrators.select import FOLDS, Score, Selection, select_method
+from sidecar.errors import DataError
 
-from calibrators.export import temperature_graph, write_artefact
-from calibrators.metrics import Ints, confidence_histogram, ece, softmax
-from calibrators.temperature import apply_temperature, fit_temperature
-from sidecar.calibration.artefact import ArtefactMetadata
-
-
-@dataclass(frozen=True)
-class FittedArtefact:
-    path: Path
-    sha256: str
-    metadata: ArtefactMetadata
-    temperature: float
+AUTO = "auto"
+FORMAT = "hitl-calibrator-fit/1"
 
 
-def dataset_fingerprint(logits: npt.ArrayLike, labels: Ints) -> str:
-    digest = hashlib.sha256(np.ascontiguousarray(logits, dtype=np.float32).tobytes())
-    digest.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
-    return digest.hexdigest()
+@dataclass(frozen=True, eq=False)
+class FitResult:
+    calibrator: Fitted
+    selection: Selection | None
+    rows: int
+    dataset_fingerprint: str
+    fitted_at: str  # RFC 3339
+    ece_before: float
+    ece_after: float  # out-of-fold when the method was selected, else on the fitting data
+    histogram_edges: tuple[float, ...]
+    histogram_counts: tuple[int, ...]
+
+    @property
+    def method(self) -> str:
+        return self.calibrator.method
+
+    def default_version(self) -> str:
+        stamp = datetime.fromisoformat(self.fitted_at).strftime("%Y%m%dT%H%M%SZ")
+        return f"{self.method}-{stamp}-{self.dataset_fingerprint[:8]}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "method": self.method,
+            "class_count": self.calibrator.class_count,
+            "parameters": self.calibrator.parameters(),
+            "selection": None if self.selection is None else self.selection.to_dict(),
+            "rows": self.rows,
+            "dataset_fingerprint": self.dataset_fingerprint,
+            "fitted_at": self.fitted_at,
+            "ece_before": self.ece_before,
+            "ece_after": self.ece_after,
+            "histogram": {
+                "edges": list(self.histogram_edges),
+                "counts": list(self.histogram_counts),
+            },
+        }
 
 
-def fit_temperature_artefact(
-    logits: npt.ArrayLike,
-    labels: Ints,
-    out: Path,
-    class_labels: list[str] | None = None,
-    version: str | None = None,
-) -> FittedArtefact:
-    """Fit T on (logits, labels), export the graph to out, and describe it."""
-    z = np.asarray(logits, dtype=np.float64)
-    if z.ndim != 2 or z.shape[0] != labels.shape[0] or z.shape[0] == 0:
-        raise ValueError(f"logits {z.shape} and labels {labels.shape} do not pair up")
-    classes = z.shape[1]
-    temperature = fit_temperature(z, labels)
-    calibrated = apply_temperature(z, temperature)
+def fit_calibrator(
+    data: Dataset,
+    method_name: str = AUTO,
+    folds: int = FOLDS,
+    seed: int = 0,
+    progress: bool = False,
+) -> FitResult:
+    """Fit method_name, or with "auto" the method of lowest cross-validated NLL."""
+    if data.rows < 2 * folds:
+        raise DataError(data.source, f"{data.rows} rows; fitting needs at least {2 * folds}")
+    selection = None
+    if method_name == AUTO:
+        selection = select_method(
+            data.logits, data.labels, folds=folds, seed=seed, progress=progress
+        )
+        method_name = selection.chosen
+    try:
+        chosen = method(method_name)
+        if chosen.binary_only and data.classes != 2:
+            raise ValueError(f"{method_name} needs two classes, the data has {data.classes}")
+    except ValueError as exc:
+        raise DataError(data.source, str(exc)) from exc
+    calibrator = chosen.fit(data.logits, data.labels)
+    calibrated = calibrator.predict(data.logits)
     edges, counts = confidence_histogram(calibrated)
-    fitted_at = datetime.now(UTC).replace(microsecond=0)
-    fingerprint = dataset_fingerprint(z, labels)
-    metadata = ArtefactMetadata(
-        method="temperature",
-        version=version or f"temperature-{fitted_at:%Y%m%dT%H%M%SZ}-{fingerprint[:8]}",
-        class_count=classes,
-        labels=tuple(class_labels or [str(i) for i in range(classes)]),
-        fitted_at=fitted_at.isoformat(),
-        dataset_fingerprint=fingerprint,
-        ece_before=ece(softmax(z), labels),
-        ece_after=ece(calibrated, labels),
+    ece_after = selection.scores[0].ece if selection else ece(calibrated, data.labels)
+    return FitResult(
+        calibrator=calibrator,
+        selection=selection,
+        rows=data.rows,
+        dataset_fingerprint=data.fingerprint(),
+        fitted_at=datetime.now(UTC).replace(microsecond=0).isoformat(),
+        ece_before=ece(softmax(data.logits), data.labels),
+        ece_after=ece_after,
         histogram_edges=tuple(edges),
         histogram_counts=tuple(counts),
     )
-    sha256 = write_artefact(temperature_graph(temperature, metadata), out)
-    return FittedArtefact(out, sha256, metadata, temperature)
+
+
+def save_fit(result: FitResult, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
+
+
+def load_fit(path: Path) -> FitResult:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc.get("format") != FORMAT:
+            raise ValueError(f"format is {doc.get('format')!r}, expected {FORMAT!r}")
+        selection = doc["selection"]
+        histogram = doc["histogram"]
+        return FitResult(
+            calibrator=method(doc["method"]).load(doc["parameters"]),
+            selection=None
+            if selection is None
+            else Selection(
+                chosen=selection["chosen"],
+                runner_up=selection["runner_up"],
+                scores=tuple(Score(**s) for s in selection["scores"]),
+                folds=selection["folds"],
+                seed=selection["seed"],
+            ),
+            rows=int(doc["rows"]),
+            dataset_fingerprint=doc["dataset_fingerprint"],
+            fitted_at=doc["fitted_at"],
+            ece_before=float(doc["ece_before"]),
+            ece_after=float(doc["ece_after"]),
+            histogram_edges=tuple(float(e) for e in histogram["edges"]),
+            histogram_counts=tuple(int(c) for c in histogram["counts"]),
+        )
+    except OSError as exc:
+        raise DataError(str(path), f"cannot read: {exc.strerror}") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(str(path), f"not a calibrator fit: {exc}") from exc

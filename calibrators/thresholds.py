@@ -11,16 +11,25 @@ would overstate the confidence (a multiple-comparison error). Instead thresholds
 are tested in a fixed sequence, from high to low, and the walk stops at the first
 that fails (fixed-sequence testing, as in Bauer 1991 and Angelopoulos et al.'s
 "Learn then Test"): the chance that the recommended threshold's true accuracy is
-below the target is then at most 1 - level. The sequence starts at the highest
-threshold automating twice the rows at which the target becomes reachable at all
-(``n`` with ``target ** n <= 1 - level``), so the first test tolerates an error or
-two; that start depends on the confidences only, not on correctness, so the
-sequence is fixed given the confidences."""
+below the target is then at most 1 - level, provided the sequence does not depend
+on correctness. Ours depends only on the target, the level and the row count: it
+starts at the threshold automating ``first_tested`` rows, the fewest at which
+errors at half the target's error rate still pass (capped at half the rows, never
+below ``rows_needed``, where a flawless record first passes). Starting where a set
+of realistic accuracy can pass keeps one unlucky error among the very top rows
+from ending the walk before it begins.
+
+``recommend_thresholds`` applies this per model and per domain: ``t_high`` for the
+Tier-1 target, ``t_low`` for a second, lower target (the accuracy at which the
+model's suggestion is worth showing a reviewer), and the model default for a domain
+too small to bound, with a warning. Each recommendation holds at the stated level
+for its own segment."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +56,23 @@ def clopper_pearson_lower(
     return np.where(k > 0, np.nan_to_num(bound, nan=0.0), 0.0)
 
 
+def rows_needed(target: float, level: float) -> int:
+    """Rows above the first threshold tested: twice the n at which even a perfect
+    record (n of n correct) first bounds accuracy at the target."""
+    reachable = math.ceil(math.log(1.0 - level) / math.log(target)) if 0 < target < 1 else 1
+    return 2 * reachable
+
+
+def first_tested(target: float, level: float, rows: int) -> int:
+    """Rows automated by the first threshold tested (see the module docstring)."""
+    floor = rows_needed(target, level)
+    # The answer is near 1.3 x floor for usual targets; 20 x bounds the search.
+    n = np.arange(floor, min(max(floor, rows // 2), 20 * floor) + 1)
+    errors = np.floor(n * (1.0 - target) / 2.0)
+    passing = np.flatnonzero(clopper_pearson_lower(n - errors, n, level) >= target)
+    return int(n[passing[0]]) if passing.size else int(n[-1])
+
+
 def recommend_threshold(
     confidence: npt.ArrayLike, correct: npt.ArrayLike, target: float, level: float = 0.95
 ) -> Recommendation | None:
@@ -61,8 +87,7 @@ def recommend_threshold(
     # last index of each run of equal confidences.
     last = np.r_[conf[1:] != conf[:-1], True]
     lower = clopper_pearson_lower(successes, trials, level)
-    reachable = math.ceil(math.log(1.0 - level) / math.log(target)) if 0 < target < 1 else 1
-    start = 2 * reachable
+    start = first_tested(target, level, conf.shape[0])
     candidates = np.flatnonzero(last & (trials >= start))
     passes = lower[candidates] >= target
     failed = np.flatnonzero(~passes)
@@ -76,4 +101,156 @@ def recommend_threshold(
         accuracy=float(successes[i] / trials[i]),
         accuracy_lower_bound=float(lower[i]),
         support=int(trials[i]),
+    )
+
+
+PER_MILLION = 1_000_000
+DEFAULT = "default"
+
+
+@dataclass(frozen=True)
+class SegmentThresholds:
+    """Thresholds for one segment and what they do on its validation rows."""
+
+    segment: str
+    t_high: float
+    t_low: float
+    rows: int
+    automated_share: float
+    assisted_share: float
+    primary_share: float
+    reviews_per_million: float  # HUMAN_ASSISTED + HUMAN_PRIMARY, before audit sampling
+    tier1_accuracy: float | None  # None when nothing is automated
+    tier1_lower_bound: float
+    uses_default: bool = False
+
+
+@dataclass(frozen=True)
+class ThresholdReport:
+    target: float
+    low_target: float
+    level: float
+    default: SegmentThresholds
+    domains: dict[str, SegmentThresholds] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "low_target": self.low_target,
+            "level": self.level,
+            "default": asdict(self.default),
+            "domains": {name: asdict(d) for name, d in self.domains.items()},
+            "warnings": list(self.warnings),
+        }
+
+    def policy_fragment(self, model: str) -> dict[str, Any]:
+        """The thresholds in the policy file's schema, for models.<model>."""
+        entry: dict[str, Any] = {
+            "thresholds": _pair(self.default),
+            "target_tier1_accuracy": self.target,
+        }
+        own = {name: _pair(d) for name, d in self.domains.items() if not d.uses_default}
+        if own:
+            entry["domains"] = own
+        return {"models": {model: entry}}
+
+
+def _pair(s: SegmentThresholds) -> dict[str, float]:
+    return {"t_high": s.t_high, "t_low": s.t_low}
+
+
+class ThresholdError(ValueError):
+    """No defensible threshold: too few rows, or the target is out of reach."""
+
+
+def recommend_thresholds(
+    confidence: npt.ArrayLike,
+    correct: npt.ArrayLike,
+    target: float,
+    low_target: float,
+    level: float = 0.95,
+    domains: npt.NDArray[np.str_] | None = None,
+) -> ThresholdReport:
+    """Model-wide thresholds, and per-domain ones where a domain's rows allow."""
+    if not 0.0 < low_target <= target < 1.0:
+        raise ThresholdError(f"need 0 < low target ({low_target}) <= target ({target}) < 1")
+    conf = np.asarray(confidence, dtype=np.float64)
+    ok = np.asarray(correct, dtype=bool)
+    needed = rows_needed(target, level)
+    if conf.shape[0] < needed:
+        raise ThresholdError(
+            f"{conf.shape[0]} rows; bounding accuracy at {target} with {level:.0%} "
+            f"confidence needs at least {needed}"
+        )
+    default, problem = _segment(DEFAULT, conf, ok, target, low_target, level)
+    if default is None:
+        raise ThresholdError(problem)
+    segments: dict[str, SegmentThresholds] = {}
+    warnings: list[str] = []
+    if domains is not None:
+        for name in sorted(set(domains.tolist())):
+            rows = domains == name
+            own, problem = _segment(name, conf[rows], ok[rows], target, low_target, level)
+            if own is None:
+                warnings.append(f"domain {name!r}: {problem}; the model default applies")
+                own = _measure(name, conf[rows], ok[rows], default.t_high, default.t_low, level)
+            segments[name] = own
+    return ThresholdReport(target, low_target, level, default, segments, tuple(warnings))
+
+
+def _segment(
+    name: str,
+    conf: npt.NDArray[np.float64],
+    ok: npt.NDArray[np.bool_],
+    target: float,
+    low_target: float,
+    level: float,
+) -> tuple[SegmentThresholds | None, str]:
+    needed = rows_needed(target, level)
+    if conf.shape[0] < needed:
+        return None, f"{conf.shape[0]} rows, fewer than the {needed} the bound needs"
+    high = recommend_threshold(conf, ok, target, level)
+    if high is None:
+        return None, (
+            f"no threshold bounds Tier-1 accuracy at {target} with {level:.0%} confidence "
+            f"on {conf.shape[0]} rows"
+        )
+    low = recommend_threshold(conf, ok, low_target, level)
+    t_low = high.threshold if low is None else min(low.threshold, high.threshold)
+    return _measure(name, conf, ok, _up(high.threshold), _up(t_low), level, own=True), ""
+
+
+def _up(threshold: float) -> float:
+    """Round up to 6 decimals for the policy file: never automates a row the bound
+    did not cover (and leaves room for float32 rounding in the sidecar)."""
+    return math.ceil(threshold * 1e6) / 1e6
+
+
+def _measure(
+    name: str,
+    conf: npt.NDArray[np.float64],
+    ok: npt.NDArray[np.bool_],
+    t_high: float,
+    t_low: float,
+    level: float,
+    own: bool = False,
+) -> SegmentThresholds:
+    rows = conf.shape[0]
+    automated = conf >= t_high
+    primary = conf < t_low
+    n_auto = int(automated.sum())
+    hits = int(ok[automated].sum())
+    return SegmentThresholds(
+        segment=name,
+        t_high=t_high,
+        t_low=t_low,
+        rows=rows,
+        automated_share=n_auto / rows,
+        assisted_share=float((~automated & ~primary).mean()),
+        primary_share=float(primary.mean()),
+        reviews_per_million=(1.0 - n_auto / rows) * PER_MILLION,
+        tier1_accuracy=hits / n_auto if n_auto else None,
+        tier1_lower_bound=float(clopper_pearson_lower(hits, n_auto, level)) if n_auto else 0.0,
+        uses_default=not own,
     )

@@ -3,7 +3,7 @@
 hitl sidecar --policy policy.yaml        run a sidecar
 hitl demo                                the end-to-end demo on the embedded default
 hitl route --model M --logits 0.1,2.3    send one Route to a running sidecar
-hitl calibrate fit --data held_out.npz   fit and export a temperature calibrator
+hitl calibrate fit|evaluate|thresholds|export|compare   offline calibrator work
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from google.protobuf.json_format import MessageToDict
 
+from calibrators.cli import add_commands as add_calibrate_commands
 from sidecar.config import DEFAULT_LISTEN, SidecarConfig
 from sidecar.errors import ConfigError, HitlError
 
@@ -68,17 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     route.set_defaults(run=_run_route)
 
-    calibrate = commands.add_parser("calibrate", help="offline calibrator work")
-    cal = calibrate.add_subparsers(required=True, metavar="ACTION")
-    fit = cal.add_parser("fit", help="fit temperature scaling on held-out logits and export ONNX")
-    fit.add_argument(
-        "--data",
-        required=True,
-        help=".npz with logits (or predictions) and labels (or ground_truth)",
-    )
-    fit.add_argument("--out", required=True, help="output .onnx path")
-    fit.add_argument("--version", help="calibration version (default: derived from time and data)")
-    fit.set_defaults(run=_run_fit)
+    add_calibrate_commands(commands)
     return parser
 
 
@@ -137,36 +128,4 @@ def _run_route(args: argparse.Namespace) -> int:
             print(f"hitl: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1
     print(json.dumps(MessageToDict(response, always_print_fields_with_no_presence=True), indent=2))
-    return 0
-
-
-def _run_fit(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from calibrators.fit import fit_temperature_artefact
-
-    with np.load(args.data) as data:
-        if "logits" in data:
-            logits = data["logits"]
-        elif "predictions" in data:
-            logits = np.log(np.clip(data["predictions"], 1e-30, 1.0))
-        else:
-            raise ConfigError(f"{args.data} holds neither 'logits' nor 'predictions'")
-        labels = data["labels"] if "labels" in data else data["ground_truth"]
-    fitted = fit_temperature_artefact(
-        logits, labels.astype(np.int64), Path(args.out), version=args.version
-    )
-    print(
-        json.dumps(
-            {
-                "path": str(fitted.path),
-                "sha256": fitted.sha256,
-                "version": fitted.metadata.version,
-                "temperature": fitted.temperature,
-                "ece_before": fitted.metadata.ece_before,
-                "ece_after": fitted.metadata.ece_after,
-            },
-            indent=2,
-        )
-    )
     return 0

@@ -9,7 +9,8 @@ gRPC status codes in one table.
     ├── EscalationRefused        an escalation could not be recorded durably
     ├── PolicyError              a policy document is invalid (names the field)
     ├── CalibratorError          a calibrator artefact is missing, altered or broken
-    └── ConfigError              a start-up setting is invalid (names the variable)
+    ├── ConfigError              a start-up setting is invalid (names the variable)
+    └── DataError                an offline input file (labelled outputs) is unusable
 """
 
 from __future__ import annotations
@@ -58,3 +59,8 @@ class CalibratorError(HitlError):
 
 class ConfigError(HitlError):
     """A start-up setting is invalid."""
+
+
+class DataError(HitlError):
+    """A file of labelled model outputs given to the offline tools is unusable: empty,
+    misshapen, non-finite, labels out of range, or too small for what was asked."""

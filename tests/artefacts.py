@@ -11,7 +11,8 @@ import onnx
 import yaml
 from onnx import TensorProto, helper
 
-from calibrators.export import temperature_graph, write_artefact
+from calibrators.export import to_onnx, write_artefact
+from calibrators.methods.temperature import TemperatureScaling
 from sidecar.calibration.artefact import INPUT_NAME, OUTPUT_NAME, ArtefactMetadata
 
 CLASSES = 3
@@ -37,7 +38,8 @@ def metadata(
 
 def temperature_artefact(path: Path, temperature: float = 1.0, version: str = "t-v1") -> str:
     """Write a temperature-scaling artefact; return its sha256."""
-    return write_artefact(temperature_graph(temperature, metadata(version)), path)
+    model = to_onnx(TemperatureScaling(temperature, CLASSES), metadata(version))
+    return write_artefact(model, path)
 
 
 def naive_softmax_artefact(path: Path, version: str = "naive-v1") -> str:

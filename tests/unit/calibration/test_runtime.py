@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from calibrators.temperature import apply_temperature
+from calibrators.methods.temperature import TemperatureScaling
 from sidecar.calibration.artefact import CLASS_COUNT, LABELS, VERSION, parse_metadata
 from sidecar.calibration.runtime import load_calibrator
 from sidecar.core.policy import CalibratorRef
@@ -27,7 +27,9 @@ def test_temperature_graph_matches_numpy(tmp_path: Path) -> None:
     sha = temperature_artefact(tmp_path / "t.onnx", temperature=2.5)
     calibrator = load_calibrator(tmp_path / "t.onnx", CalibratorRef("t.onnx", sha, "t-v1"))
     logits = np.random.default_rng(7).normal(0, 6, size=(500, CLASSES)).astype(np.float32)
-    np.testing.assert_allclose(calibrator(logits), apply_temperature(logits, 2.5), atol=1e-5)
+    np.testing.assert_allclose(
+        calibrator(logits), TemperatureScaling(2.5, logits.shape[1]).predict(logits), atol=1e-5
+    )
     assert calibrator.metadata.labels == ("cat", "dog", "fox")
 
 

@@ -1,0 +1,256 @@
+"""``hitl calibrate``: fit, evaluate, thresholds, export, compare.
+
+Every command reads labelled model outputs (``calibrators.data``: .npz, .npy with
+--labels, .csv, .jsonl; logits or probabilities, optional domains), prints a JSON
+summary on stdout, shows progress on stderr for long work, and exits 2 with a
+message naming the problem when an input is unusable. Heavy imports happen inside
+the commands, so ``hitl --help`` stays fast and the sidecar never loads scipy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from calibrators.data import Dataset
+    from calibrators.metrics import Floats
+
+DEFAULT_TARGET = 0.99
+DEFAULT_LOW_TARGET = 0.80
+DEFAULT_LEVEL = 0.95
+
+
+def add_commands(commands: Any) -> None:
+    """Add ``calibrate`` and its actions to the ``hitl`` sub-command parser."""
+    calibrate = commands.add_parser("calibrate", help="fit, evaluate and export calibrators")
+    actions = calibrate.add_subparsers(required=True, metavar="ACTION")
+
+    fit = actions.add_parser("fit", help="fit a calibrator (auto-selected by default)")
+    _data_arguments(fit)
+    fit.add_argument("--method", default="auto", help="auto (default) or a method name")
+    fit.add_argument("--out", required=True, type=Path, help="the fit, as JSON")
+    fit.add_argument("--onnx", type=Path, help="also export the artefact here")
+    _export_arguments(fit)
+    fit.add_argument("--folds", type=int, default=5, help="cross-validation folds for auto")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.set_defaults(run=run_fit)
+
+    export = actions.add_parser("export", help="export a saved fit as an ONNX artefact")
+    export.add_argument("--fit", required=True, type=Path, help="JSON written by fit")
+    export.add_argument("--out", required=True, type=Path, help="the .onnx to write")
+    _export_arguments(export)
+    export.set_defaults(run=run_export)
+
+    evaluate = actions.add_parser("evaluate", help="metrics and reliability diagrams")
+    _data_arguments(evaluate)
+    _calibrator_argument(evaluate, required=False)
+    evaluate.add_argument("--out", type=Path, help="write the JSON report here too")
+    evaluate.add_argument("--plots", type=Path, help="directory for reliability PNGs")
+    evaluate.set_defaults(run=run_evaluate)
+
+    thresholds = actions.add_parser("thresholds", help="recommend t_high / t_low")
+    _data_arguments(thresholds)
+    _calibrator_argument(thresholds, required=True)
+    thresholds.add_argument("--target", type=float, default=DEFAULT_TARGET, help="Tier-1 accuracy")
+    thresholds.add_argument(
+        "--low-target",
+        type=float,
+        default=DEFAULT_LOW_TARGET,
+        help="accuracy below which the model's answer is not shown as a suggestion (t_low)",
+    )
+    thresholds.add_argument("--level", type=float, default=DEFAULT_LEVEL, help="confidence level")
+    thresholds.add_argument("--model", default="model", help="model name in the fragment")
+    thresholds.add_argument("--out", type=Path, help="write the policy fragment (YAML) here")
+    thresholds.set_defaults(run=run_thresholds)
+
+    compare = actions.add_parser("compare", help="every method on a seeded half / half split")
+    _data_arguments(compare)
+    compare.add_argument("--methods", help="comma-separated (default: all that apply)")
+    compare.add_argument("--target", type=float, default=DEFAULT_TARGET, help="Tier-1 accuracy")
+    compare.add_argument("--level", type=float, default=DEFAULT_LEVEL, help="confidence level")
+    compare.add_argument("--seed", type=int, default=0)
+    compare.add_argument("--out", type=Path, help="write the JSON report here too")
+    compare.set_defaults(run=run_compare)
+
+
+def _data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, type=Path, help=".npz, .npy, .csv or .jsonl")
+    parser.add_argument("--labels", type=Path, help="labels .npy, with a .npy --data")
+    parser.add_argument("--domains", type=Path, help="domains .npy, with a .npy --data")
+
+
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", help="calibration version (default: method, time, data)")
+    parser.add_argument("--class-labels", help="comma-separated class names (default 0..C-1)")
+
+
+def _calibrator_argument(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument(
+        "--calibrator",
+        type=Path,
+        required=required,
+        help="a fit (.json) or an exported artefact (.onnx)",
+    )
+
+
+def _load(args: argparse.Namespace) -> Dataset:
+    from calibrators.data import load_dataset
+
+    return load_dataset(args.data, args.labels, args.domains)
+
+
+def _print(summary: dict[str, Any], out: Path | None = None) -> None:
+    text = json.dumps(summary, indent=2, allow_nan=False, default=str)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n", encoding="utf-8")
+    print(text)
+
+
+def _class_labels(args: argparse.Namespace) -> list[str] | None:
+    return None if not args.class_labels else args.class_labels.split(",")
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from calibrators.export import export_artefact
+    from calibrators.fit import fit_calibrator, save_fit
+
+    data = _load(args)
+    result = fit_calibrator(data, args.method, args.folds, args.seed, progress=True)
+    save_fit(result, args.out)
+    summary: dict[str, Any] = {
+        "fit": str(args.out),
+        "method": result.method,
+        "rows": result.rows,
+        "ece_before": result.ece_before,
+        "ece_after": result.ece_after,
+        "parameters": _short(result.calibrator.parameters()),
+    }
+    if result.selection is not None:
+        summary["selection"] = result.selection.to_dict()
+    if args.onnx is not None:
+        exported = export_artefact(result, args.onnx, args.version, _class_labels(args))
+        summary["artefact"] = _artefact_summary(exported)
+    _print(summary)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from calibrators.export import export_artefact
+    from calibrators.fit import load_fit
+
+    exported = export_artefact(load_fit(args.fit), args.out, args.version, _class_labels(args))
+    _print(_artefact_summary(exported))
+    return 0
+
+
+def _artefact_summary(exported: Any) -> dict[str, Any]:
+    """What the policy's calibrator entry needs, ready to paste."""
+    return {
+        "path": str(exported.path),
+        "sha256": exported.sha256,
+        "version": exported.metadata.version,
+        "method": exported.metadata.method,
+    }
+
+
+def _short(parameters: dict[str, Any]) -> dict[str, Any]:
+    """Scalars as they are; long lists summarised (the full fit is in the JSON file)."""
+    return {
+        k: v if not isinstance(v, list) else f"[{len(v)} values]" for k, v in parameters.items()
+    }
+
+
+def _predict(path: Path, data: Dataset) -> Floats:
+    from calibrators.export import OnnxPredictor
+    from calibrators.fit import load_fit
+    from sidecar.errors import DataError
+
+    predictor: Any = OnnxPredictor(path) if path.suffix == ".onnx" else load_fit(path).calibrator
+    if predictor.class_count != data.classes:
+        raise DataError(
+            str(path), f"calibrates {predictor.class_count} classes; the data has {data.classes}"
+        )
+    probs: Floats = predictor.predict(data.logits)
+    return probs
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from calibrators.metrics import by_segment, measure, softmax
+    from calibrators.plots import reliability_diagram
+
+    data = _load(args)
+    curves = {"raw": softmax(data.logits)}
+    if args.calibrator is not None:
+        curves["calibrated"] = _predict(args.calibrator, data)
+    report: dict[str, Any] = {"data": str(args.data), "rows": data.rows}
+    for name, probs in curves.items():
+        report[name] = measure(probs, data.labels).to_dict()
+        if data.domains is not None:
+            segments = by_segment(probs, data.labels, data.domains)
+            report[f"{name}_by_domain"] = {k: m.to_dict() for k, m in segments.items()}
+    if args.plots is not None:
+        plot = reliability_diagram(
+            curves, data.labels, args.plots / "reliability.png", args.data.name
+        )
+        report["plots"] = [str(plot)]
+        if data.domains is not None:
+            for domain in sorted(set(data.domains.tolist())):
+                rows = data.domains == domain
+                path = args.plots / f"reliability-{_slug(domain)}.png"
+                subset = {k: v[rows] for k, v in curves.items()}
+                reliability_diagram(subset, data.labels[rows], path, f"domain {domain}")
+                report["plots"].append(str(path))
+    _print(report, args.out)
+    return 0
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "empty"
+
+
+def run_thresholds(args: argparse.Namespace) -> int:
+    import yaml
+
+    from calibrators.thresholds import ThresholdError, recommend_thresholds
+    from sidecar.errors import DataError
+
+    data = _load(args)
+    probs = _predict(args.calibrator, data)
+    correct = probs.argmax(axis=1) == data.labels
+    try:
+        report = recommend_thresholds(
+            probs.max(axis=1), correct, args.target, args.low_target, args.level, data.domains
+        )
+    except ThresholdError as exc:
+        raise DataError(str(args.data), str(exc)) from exc
+    for warning in report.warnings:
+        print(f"hitl: warning: {warning}", file=sys.stderr)
+    fragment = report.policy_fragment(args.model)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(yaml.safe_dump(fragment, sort_keys=False), encoding="utf-8")
+    _print({"report": report.to_dict(), "policy_fragment": fragment})
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from calibrators.compare import compare_methods
+    from calibrators.methods import method
+    from sidecar.errors import DataError
+
+    data = _load(args)
+    try:
+        methods = None if not args.methods else [method(m) for m in args.methods.split(",")]
+    except ValueError as exc:
+        raise DataError("--methods", str(exc)) from exc
+    for m in methods or []:
+        if m.binary_only and data.classes != 2:
+            raise DataError("--methods", f"{m.name} needs two classes; the data has {data.classes}")
+    comparison = compare_methods(data, methods, args.seed, args.target, args.level, progress=True)
+    print(comparison.table(), file=sys.stderr)
+    _print(comparison.to_dict(), args.out)
+    return 0

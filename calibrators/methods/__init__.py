@@ -1,0 +1,34 @@
+"""The calibration methods, by name. Each module holds one method's fit, numpy
+reference, ONNX graph and saved parameters; ``base`` holds what they share."""
+
+from __future__ import annotations
+
+from calibrators.methods import binning, isotonic, platt, temperature, vector
+from calibrators.methods.base import Fitted, Method
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        temperature.METHOD,
+        vector.METHOD,
+        platt.METHOD,
+        isotonic.TOP_LABEL,
+        isotonic.ONE_VS_REST,
+        binning.METHOD,
+    )
+}
+
+
+def applicable(classes: int) -> list[Method]:
+    """The methods that can calibrate a model with this many classes."""
+    return [m for m in METHODS.values() if classes == 2 or not m.binary_only]
+
+
+def method(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; one of {', '.join(METHODS)}") from None
+
+
+__all__ = ["METHODS", "Fitted", "Method", "applicable", "method"]
