@@ -92,7 +92,7 @@ def compare_methods(
     candidates = methods if methods is not None else applicable(data.classes)
     selection = select_method(fit.logits, fit.labels, candidates, seed=seed, progress=progress)
     results = []
-    for method in tqdm(candidates, desc="methods", disable=not progress, leave=False):
+    for method in tqdm(candidates, desc="methods", disable=None if progress else True, leave=False):
         started = time.perf_counter()
         fitted = method.fit(fit.logits, fit.labels)
         seconds = time.perf_counter() - started

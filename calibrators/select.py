@@ -57,7 +57,10 @@ def select_method(
     methods = list(candidates) if candidates is not None else applicable(logits.shape[1])
     splits = list(KFold(n_splits=folds, shuffle=True, random_state=seed).split(logits))
     work = tqdm(
-        total=len(methods) * folds, desc="cross-validating", disable=not progress, leave=False
+        total=len(methods) * folds,
+        desc="cross-validating",
+        disable=None if progress else True,
+        leave=False,
     )
     scores = []
     for method in methods:

@@ -64,3 +64,7 @@ class ConfigError(HitlError):
 class DataError(HitlError):
     """A file of labelled model outputs given to the offline tools is unusable: empty,
     misshapen, non-finite, labels out of range, or too small for what was asked."""
+
+    def __init__(self, source: str, message: str) -> None:
+        super().__init__(f"{source}: {message}")
+        self.source = source

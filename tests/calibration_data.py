@@ -20,12 +20,16 @@ REAL_FILES = {
 
 
 def synthetic(
-    temperature: float = 2.0, rows: int = 4000, classes: int = 5, seed: int = 3
+    temperature: float = 2.0,
+    rows: int = 4000,
+    classes: int = 5,
+    seed: int = 3,
+    spread: float = 3.0,
 ) -> Dataset:
-    """Logits whose labels are drawn from softmax(logits / temperature): over-confident
-    by exactly that temperature."""
+    """Logits (normal, sd spread) whose labels are drawn from softmax(logits /
+    temperature): over-confident by exactly that temperature."""
     rng = np.random.default_rng(seed)
-    logits = rng.normal(0.0, 3.0, size=(rows, classes))
+    logits = rng.normal(0.0, spread, size=(rows, classes))
     probs = softmax(logits / temperature)
     u = rng.uniform(size=(rows, 1))
     labels = (probs.cumsum(axis=1) < u).sum(axis=1).clip(0, classes - 1)

@@ -26,7 +26,7 @@ from calibrators.methods.base import top_label_predict
 from calibrators.methods.binning import HistogramBinning
 from calibrators.methods.temperature import TemperatureScaling
 from calibrators.methods.vector import nll_and_gradient
-from calibrators.metrics import nll, softmax
+from calibrators.metrics import ece, nll, softmax
 from sidecar.calibration.runtime import load_calibrator
 from sidecar.core.policy import CalibratorRef
 from tests.calibration_data import REAL_FILES, real, synthetic
@@ -82,6 +82,15 @@ def test_temperature_recovers_the_true_temperature() -> None:
     fitted = METHODS["temperature"].fit(data.logits, data.labels)
     assert isinstance(fitted, TemperatureScaling)
     assert fitted.temperature == pytest.approx(2.0, rel=0.05)
+
+
+def test_temperature_lowers_nll_and_ece() -> None:
+    """Scaling by the fitted T lowers NLL and ECE on over-confident logits."""
+    data = synthetic(2.5, rows=20_000)
+    fitted = METHODS["temperature"].fit(data.logits, data.labels)
+    before, after = softmax(data.logits), fitted.predict(data.logits)
+    assert nll(after, data.labels) < nll(before, data.labels)
+    assert ece(after, data.labels) < 0.02 < ece(before, data.labels)
 
 
 def test_platt_matches_scikit_learn_sigmoid() -> None:

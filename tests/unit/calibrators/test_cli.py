@@ -1,0 +1,322 @@
+"""``hitl calibrate``: the whole workflow from a file of labelled outputs to a policy
+the sidecar loads, and a clear message with exit code 2 for every bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from calibrators.metrics import softmax
+from sidecar.cli import main
+from sidecar.policy.loader import build_snapshot, parse_policy_bytes
+from tests.calibration_data import synthetic
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:
+    code = main(["calibrate", *argv])
+    out, err = capsys.readouterr()
+    return code, (json.loads(out) if code == 0 else None), err
+
+
+@pytest.fixture
+def held_out(tmp_path: Path) -> Path:
+    """6,000 rows over three domains; the 'small' one is too small to bound alone."""
+    data = synthetic(2.0, rows=6000, classes=4, seed=5, spread=8.0)
+    domains = np.array(["retail"] * 3000 + ["corporate"] * 2900 + ["small"] * 100)
+    path = tmp_path / "held_out.npz"
+    np.savez(path, logits=data.logits, labels=data.labels, domains=domains)
+    return path
+
+
+def test_fit_export_thresholds_make_a_policy_the_sidecar_loads(
+    held_out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """fit (auto) -> export -> evaluate -> thresholds -> a policy that loads."""
+    code, fit, _ = run(capsys, "fit", "--data", str(held_out), "--out", str(tmp_path / "fit.json"))
+    assert code == 0
+    assert fit["method"] == fit["selection"]["chosen"]
+    assert fit["ece_after"] < fit["ece_before"]
+
+    onnx_path = tmp_path / "cal" / "model.onnx"
+    code, artefact, _ = run(
+        capsys,
+        "export",
+        "--fit",
+        str(tmp_path / "fit.json"),
+        "--out",
+        str(onnx_path),
+        "--version",
+        "v7",
+        "--class-labels",
+        "a,b,c,d",
+    )
+    assert code == 0
+    assert artefact["version"] == "v7"
+
+    code, report, _ = run(
+        capsys,
+        "evaluate",
+        "--data",
+        str(held_out),
+        "--calibrator",
+        str(onnx_path),
+        "--plots",
+        str(tmp_path / "plots"),
+        "--out",
+        str(tmp_path / "eval.json"),
+    )
+    assert code == 0
+    assert report["calibrated"]["ece"] < report["raw"]["ece"]
+    assert set(report["calibrated_by_domain"]) == {"retail", "corporate", "small"}
+    assert all(Path(p).stat().st_size > 10_000 for p in report["plots"])
+    assert json.loads((tmp_path / "eval.json").read_text()) == report
+
+    fragment_path = tmp_path / "fragment.yaml"
+    code, thresholds, err = run(
+        capsys,
+        "thresholds",
+        "--data",
+        str(held_out),
+        "--calibrator",
+        str(onnx_path),
+        "--target",
+        "0.95",
+        "--low-target",
+        "0.7",
+        "--model",
+        "fraud",
+        "--out",
+        str(fragment_path),
+    )
+    assert code == 0
+    assert "domain 'small'" in err
+    assert "model default applies" in err
+    entry = yaml.safe_load(fragment_path.read_text())["models"]["fraud"]
+    assert set(entry["domains"]) == {"retail", "corporate"}
+    assert entry["thresholds"]["t_low"] <= entry["thresholds"]["t_high"]
+    default = thresholds["report"]["default"]
+    assert default["tier1_lower_bound"] >= 0.95
+    assert default["reviews_per_million"] == pytest.approx((1 - default["automated_share"]) * 1e6)
+
+    entry["calibrator"] = {"path": "cal/model.onnx", "sha256": artefact["sha256"], "version": "v7"}
+    policy_doc = {"revision": 1, "models": {"fraud": entry}}
+    policy = parse_policy_bytes(yaml.safe_dump(policy_doc).encode(), "policy.yaml")
+    snapshot = build_snapshot(policy, tmp_path, "policy.yaml")
+    assert snapshot.calibrators["fraud"].metadata.labels == ("a", "b", "c", "d")
+    assert snapshot.policy.models["fraud"].labels == ("a", "b", "c", "d")
+
+
+def test_fit_with_onnx_in_one_step(
+    held_out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """fit --method NAME --onnx PATH writes the fit and the artefact together."""
+    code, fit, _ = run(
+        capsys,
+        "fit",
+        "--data",
+        str(held_out),
+        "--method",
+        "isotonic",
+        "--out",
+        str(tmp_path / "f.json"),
+        "--onnx",
+        str(tmp_path / "f.onnx"),
+    )
+    assert code == 0
+    assert fit["method"] == "isotonic"
+    assert "selection" not in fit
+    assert fit["artefact"]["version"].startswith("isotonic-")
+    assert (tmp_path / "f.onnx").stat().st_size > 0
+
+
+def test_compare_reports_every_method(held_out: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """compare fits every method on one half and reports the held-out half."""
+    code, report, err = run(capsys, "compare", "--data", str(held_out), "--target", "0.95")
+    assert code == 0
+    assert [r["method"] for r in report["results"]] == [
+        "temperature",
+        "vector",
+        "isotonic",
+        "isotonic-ovr",
+        "histogram",
+    ]
+    assert "| temperature" in err
+    assert report["fit_rows"] == report["held_out_rows"] == 3000
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl", "npy"])
+def test_other_formats_give_the_same_fit(
+    suffix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """CSV, JSONL and .npy pairs (probabilities here) fit the same temperature as .npz logits."""
+    data = synthetic(2.0, rows=600, classes=3, seed=9)
+    probs = softmax(data.logits)
+    npz = tmp_path / "d.npz"
+    np.savez(npz, logits=np.log(probs), labels=data.labels)
+    path = tmp_path / f"d.{suffix}"
+    extra: list[str] = []
+    if suffix == "csv":
+        header = "label,domain," + ",".join(f"prob_{k}" for k in range(3))
+        lines = [
+            f"{y},d,{','.join(repr(float(v)) for v in p)}"
+            for p, y in zip(probs, data.labels, strict=True)
+        ]
+        path.write_text("\n".join([header, *lines]) + "\n")
+    elif suffix == "jsonl":
+        path.write_text(
+            "".join(
+                json.dumps({"probabilities": p.tolist(), "label": int(y)}) + "\n"
+                for p, y in zip(probs, data.labels, strict=True)
+            )
+        )
+    else:
+        np.save(path, probs)
+        np.save(tmp_path / "labels.npy", data.labels)
+        extra = ["--labels", str(tmp_path / "labels.npy")]
+    temperatures = []
+    for source in (npz, path):
+        code, fit, _ = run(
+            capsys,
+            "fit",
+            "--data",
+            str(source),
+            *extra,
+            "--method",
+            "temperature",
+            "--out",
+            str(tmp_path / "fit.json"),
+        )
+        assert code == 0
+        temperatures.append(fit["parameters"]["temperature"])
+    assert temperatures[0] == pytest.approx(temperatures[1], rel=1e-6)
+
+
+def _file(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _npz(tmp_path: Path, **arrays: Any) -> Path:
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda t: _npz(t, logits=np.zeros((5, 3)), labels=np.zeros(4, int)),
+            "5 rows of scores but labels of shape (4,)",
+        ),
+        (
+            lambda t: _npz(t, logits=np.zeros((5, 3)), labels=np.array([0, 1, 2, 3, 0])),
+            "labels outside 0..2 (first: row 3, label 3)",
+        ),
+        (
+            lambda t: _npz(t, logits=np.array([[0.0, np.nan]] * 4), labels=np.zeros(4, int)),
+            "4 rows hold NaN or infinity",
+        ),
+        (lambda t: _npz(t, logits=np.zeros((0, 3)), labels=np.zeros(0, int)), "no rows"),
+        (
+            lambda t: _npz(t, logits=np.zeros((5, 3)), labels=np.full(5, 0.5)),
+            "labels must be integers",
+        ),
+        (
+            lambda t: _npz(t, predictions=np.full((5, 3), 0.5), labels=np.zeros(5, int)),
+            "do not sum to 1",
+        ),
+        (lambda t: _npz(t, scores=np.zeros((5, 3))), "holds none of logits"),
+        (lambda t: _file(t, "empty.csv", ""), "header needs 'label'"),
+        (lambda t: _file(t, "e.jsonl", ""), "no rows"),
+        (
+            lambda t: _file(t, "x.jsonl", '{"logits": [1, 2], "label": 0}\n{oops\n'),
+            "x.jsonl:2: not JSON",
+        ),
+        (
+            lambda t: _file(t, "x.csv", "label,logit_0,logit_1\n0,1,zz\n"),
+            "x.csv:2: a logit value is not a number",
+        ),
+        (lambda t: t / "missing.npz", "no such file"),
+        (lambda t: _file(t, "x.parquet", ""), "unknown format"),
+    ],
+)
+def test_bad_input_is_named_and_exits_2(
+    make: Any, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each unusable file gets a message naming the problem and exit code 2."""
+    path = make(tmp_path)
+    code, _, err = run(capsys, "fit", "--data", str(path), "--out", str(tmp_path / "f.json"))
+    assert code == 2
+    assert message in err
+
+
+def test_too_few_rows_for_the_bound_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Asking for a 0.999 bound from 500 rows says how many rows it needs."""
+    data = synthetic(1.0, rows=500, classes=3)
+    path = _npz(tmp_path, logits=data.logits, labels=data.labels)
+    run(
+        capsys,
+        "fit",
+        "--data",
+        str(path),
+        "--method",
+        "temperature",
+        "--out",
+        str(tmp_path / "f.json"),
+    )
+    code, _, err = run(
+        capsys,
+        "thresholds",
+        "--data",
+        str(path),
+        "--calibrator",
+        str(tmp_path / "f.json"),
+        "--target",
+        "0.999",
+    )
+    assert code == 2
+    assert "500 rows; bounding accuracy at 0.999 with 95% confidence needs at least 5990" in err
+
+
+def test_calibrator_of_the_wrong_width_and_wrong_method_exit_2(
+    held_out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 4-class calibrator on 3-class data, and Platt on 4 classes, are refused."""
+    code, _, err = run(
+        capsys,
+        "fit",
+        "--data",
+        str(held_out),
+        "--method",
+        "platt",
+        "--out",
+        str(tmp_path / "f.json"),
+    )
+    assert code == 2
+    assert "platt needs two classes, the data has 4" in err
+    run(
+        capsys,
+        "fit",
+        "--data",
+        str(held_out),
+        "--method",
+        "temperature",
+        "--out",
+        str(tmp_path / "f.json"),
+    )
+    data = synthetic(1.0, rows=50, classes=3)
+    small = _npz(tmp_path, logits=data.logits, labels=data.labels)
+    code, _, err = run(
+        capsys, "evaluate", "--data", str(small), "--calibrator", str(tmp_path / "f.json")
+    )
+    assert code == 2
+    assert "calibrates 4 classes; the data has 3" in err
