@@ -2,6 +2,7 @@
 # make test   set up .venv if missing, lint, type-check and run every test
 # make lint   ruff (lint + format check) and mypy
 # make bench  the Route latency benchmark: enforced p99 < 5 ms, table + bench-output/
+# make calibration-report  every calibrator on ../shared/data/calibration, when present
 # make proto  regenerate sidecar/_proto from proto/ (pinned grpcio-tools, mypy-protobuf)
 
 PYTHON ?= python3
@@ -9,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint proto fmt bench
+.PHONY: demo test lint proto fmt bench calibration-report
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +31,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.route_bench
+
+calibration-report: $(STAMP)
+	$(BIN)/python -m benchmarks.calibration_report
 
 proto: $(STAMP)
 	$(BIN)/python proto/codegen.py

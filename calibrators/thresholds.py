@@ -177,12 +177,6 @@ def recommend_thresholds(
         raise ThresholdError(f"need 0 < low target ({low_target}) <= target ({target}) < 1")
     conf = np.asarray(confidence, dtype=np.float64)
     ok = np.asarray(correct, dtype=bool)
-    needed = rows_needed(target, level)
-    if conf.shape[0] < needed:
-        raise ThresholdError(
-            f"{conf.shape[0]} rows; bounding accuracy at {target} with {level:.0%} "
-            f"confidence needs at least {needed}"
-        )
     default, problem = _segment(DEFAULT, conf, ok, target, low_target, level)
     if default is None:
         raise ThresholdError(problem)
@@ -209,7 +203,10 @@ def _segment(
 ) -> tuple[SegmentThresholds | None, str]:
     needed = rows_needed(target, level)
     if conf.shape[0] < needed:
-        return None, f"{conf.shape[0]} rows, fewer than the {needed} the bound needs"
+        return None, (
+            f"{conf.shape[0]} rows; bounding accuracy at {target} with {level:.0%} "
+            f"confidence needs at least {needed}"
+        )
     high = recommend_threshold(conf, ok, target, level)
     if high is None:
         return None, (

@@ -48,7 +48,8 @@ def test_per_domain_thresholds_and_default_fallback() -> None:
     assert report.domains["c"].uses_default
     assert report.domains["c"].t_high == report.default.t_high
     assert report.warnings == (
-        "domain 'c': 50 rows, fewer than the 118 the bound needs; the model default applies",
+        "domain 'c': 50 rows; bounding accuracy at 0.95 with 95% confidence needs at least "
+        "118; the model default applies",
     )
     for s in (report.default, *report.domains.values()):
         assert s.t_low <= s.t_high
