@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -130,7 +131,7 @@ def run_fit(args: argparse.Namespace) -> int:
         "parameters": _short(result.calibrator.parameters()),
     }
     if result.selection is not None:
-        summary["selection"] = result.selection.to_dict()
+        summary["selection"] = asdict(result.selection)
     if args.onnx is not None:
         exported = export_artefact(result, args.onnx, args.version, _class_labels(args))
         summary["artefact"] = _artefact_summary(exported)
@@ -188,10 +189,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         curves["calibrated"] = _predict(args.calibrator, data)
     report: dict[str, Any] = {"data": str(args.data), "rows": data.rows}
     for name, probs in curves.items():
-        report[name] = measure(probs, data.labels).to_dict()
+        report[name] = asdict(measure(probs, data.labels))
         if data.domains is not None:
             segments = by_segment(probs, data.labels, data.domains)
-            report[f"{name}_by_domain"] = {k: m.to_dict() for k, m in segments.items()}
+            report[f"{name}_by_domain"] = {k: asdict(m) for k, m in segments.items()}
     if args.plots is not None:
         plot = reliability_diagram(
             curves, data.labels, args.plots / "reliability.png", args.data.name
@@ -233,7 +234,7 @@ def run_thresholds(args: argparse.Namespace) -> int:
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(yaml.safe_dump(fragment, sort_keys=False), encoding="utf-8")
-    _print({"report": report.to_dict(), "policy_fragment": fragment})
+    _print({"report": asdict(report), "policy_fragment": fragment})
     return 0
 
 
@@ -244,13 +245,11 @@ def run_compare(args: argparse.Namespace) -> int:
 
     data = _load(args)
     try:
-        methods = None if not args.methods else [method(m) for m in args.methods.split(",")]
+        names = args.methods.split(",") if args.methods else None
+        methods = None if names is None else [method(m, data.classes) for m in names]
     except ValueError as exc:
         raise DataError("--methods", str(exc)) from exc
-    for m in methods or []:
-        if m.binary_only and data.classes != 2:
-            raise DataError("--methods", f"{m.name} needs two classes; the data has {data.classes}")
     comparison = compare_methods(data, methods, args.seed, args.target, args.level, progress=True)
     print(comparison.table(), file=sys.stderr)
-    _print(comparison.to_dict(), args.out)
+    _print(asdict(comparison), args.out)
     return 0

@@ -8,7 +8,7 @@ on the fitting half too, so the report shows which method it would pick."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,19 +42,6 @@ class Comparison:
     before: Metrics
     results: tuple[MethodResult, ...]
     selection: Selection
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "seed": self.seed,
-            "fit_rows": self.fit_rows,
-            "held_out_rows": self.held_out_rows,
-            "target": self.target,
-            "level": self.level,
-            "before": self.before.to_dict(),
-            "results": [asdict(r) for r in self.results],
-            "selection": self.selection.to_dict(),
-        }
 
     def table(self) -> str:
         """A Markdown table, one row per method; the auto-selected one is starred."""
@@ -125,8 +112,8 @@ def _judge(
 ) -> MethodResult:
     correct = fit_probs.argmax(axis=1) == fit.labels
     try:
-        low = min(target, 0.5)
-        report = recommend_thresholds(fit_probs.max(axis=1), correct, target, low, level)
+        # Only t_high is judged here, so t_low's target is t_high's.
+        report = recommend_thresholds(fit_probs.max(axis=1), correct, target, target, level)
         t_high: float | None = report.default.t_high
     except ThresholdError:
         t_high = None

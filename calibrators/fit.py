@@ -5,7 +5,7 @@ JSON (``save_fit`` / ``load_fit``) so it can be evaluated and exported later."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ class FitResult:
             "method": self.method,
             "class_count": self.calibrator.class_count,
             "parameters": self.calibrator.parameters(),
-            "selection": None if self.selection is None else self.selection.to_dict(),
+            "selection": None if self.selection is None else asdict(self.selection),
             "rows": self.rows,
             "dataset_fingerprint": self.dataset_fingerprint,
             "fitted_at": self.fitted_at,
@@ -76,9 +76,7 @@ def fit_calibrator(
         )
         method_name = selection.chosen
     try:
-        chosen = method(method_name)
-        if chosen.binary_only and data.classes != 2:
-            raise ValueError(f"{method_name} needs two classes, the data has {data.classes}")
+        chosen = method(method_name, data.classes)
     except ValueError as exc:
         raise DataError(data.source, str(exc)) from exc
     calibrator = chosen.fit(data.logits, data.labels)

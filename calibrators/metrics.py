@@ -8,7 +8,7 @@ multi-class score: the mean over rows of sum_k (p_k - y_k)^2."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -131,9 +131,6 @@ class Metrics:
     classwise_ece: float
     brier: float
     nll: float
-
-    def to_dict(self) -> dict[str, float | int]:
-        return asdict(self)
 
 
 def measure(probs: Floats, labels: Ints) -> Metrics:

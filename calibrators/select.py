@@ -7,8 +7,7 @@ reviewer sees how close the call was. Folds are shuffled with a fixed seed."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.model_selection import KFold
@@ -35,15 +34,6 @@ class Selection:
     scores: tuple[Score, ...]  # best first
     folds: int
     seed: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "chosen": self.chosen,
-            "runner_up": self.runner_up,
-            "folds": self.folds,
-            "seed": self.seed,
-            "scores": [asdict(s) for s in self.scores],
-        }
 
 
 def select_method(

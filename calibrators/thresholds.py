@@ -28,7 +28,7 @@ for its own segment."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -133,16 +133,6 @@ class ThresholdReport:
     default: SegmentThresholds
     domains: dict[str, SegmentThresholds] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "target": self.target,
-            "low_target": self.low_target,
-            "level": self.level,
-            "default": asdict(self.default),
-            "domains": {name: asdict(d) for name, d in self.domains.items()},
-            "warnings": list(self.warnings),
-        }
 
     def policy_fragment(self, model: str) -> dict[str, Any]:
         """The thresholds in the policy file's schema, for models.<model>."""

@@ -24,11 +24,15 @@ def applicable(classes: int) -> list[Method]:
     return [m for m in METHODS.values() if classes == 2 or not m.binary_only]
 
 
-def method(name: str) -> Method:
+def method(name: str, classes: int | None = None) -> Method:
+    """The method called name; with classes, only if it can calibrate that many."""
     try:
-        return METHODS[name]
+        found = METHODS[name]
     except KeyError:
         raise ValueError(f"unknown method {name!r}; one of {', '.join(METHODS)}") from None
+    if classes is not None and found not in applicable(classes):
+        raise ValueError(f"{name} needs two classes, the data has {classes}")
+    return found
 
 
 __all__ = ["METHODS", "Fitted", "Method", "applicable", "method"]

@@ -92,8 +92,9 @@ class Spool:
                     f"spool budget of {self.budget_bytes} bytes is full "
                     f"({self._records} records await delivery)"
                 )
-            if self._end - self._bases[-1] + len(frame) > self.segment_bytes:
-                self._roll()
+            used = self._end - self._bases[-1]
+            if used and used + len(frame) > self.segment_bytes:
+                self._roll()  # a record larger than a segment gets one of its own
             self._write(frame)
             self._end += len(frame)
             self._records += 1

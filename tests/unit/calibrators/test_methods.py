@@ -178,7 +178,7 @@ def test_every_graph_matches_its_reference_and_loads_in_the_sidecar(
         assert runtime.metadata.method == method.name
 
 
-@pytest.mark.parametrize("name", sorted(REAL_FILES))
+@pytest.mark.parametrize("name", REAL_FILES)
 def test_every_graph_matches_its_reference_on_real_outputs(name: str, tmp_path: Path) -> None:
     """The same parity on real classifier outputs (10 and 100 classes)."""
     data = real(name)

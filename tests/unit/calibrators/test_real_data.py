@@ -6,24 +6,24 @@ from __future__ import annotations
 
 import pytest
 
+from benchmarks.calibration_report import REFERENCE_ECE, misses
 from calibrators.compare import compare_methods
 from tests.calibration_data import REAL_FILES, real
 
 TARGET = 0.99
 
 
-@pytest.mark.parametrize("name", sorted(REAL_FILES))
+@pytest.mark.parametrize("name", REAL_FILES)
 def test_held_out_ece_and_tier1_accuracy(name: str) -> None:
     """Temperature and the auto-selected method reach the reference ECE; every
     method's t_high holds Tier-1 accuracy >= 0.99 on the held-out half."""
     comparison = compare_methods(real(name), seed=0, target=TARGET)
+    assert misses(name, comparison) == []
     results = {r.method: r for r in comparison.results}
-    reference = REAL_FILES[name]
+    reference = REFERENCE_ECE[name]
     assert comparison.before.ece > 3 * reference
-    assert results["temperature"].after.ece <= reference
     assert results[comparison.selection.chosen].after.ece <= reference
     for result in comparison.results:
         assert result.t_high is not None, result.method
-        assert result.tier1_accuracy is not None
-        assert result.tier1_accuracy >= TARGET, result.method
+        assert result.tier1_accuracy is not None, result.method
         assert result.automated_share > 0.05, result.method

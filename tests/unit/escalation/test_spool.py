@@ -32,6 +32,18 @@ def test_records_read_back_in_order_after_reopening(tmp_path: Path) -> None:
     assert len(list(tmp_path.glob("*.seg"))) > 1  # it rolled
 
 
+def test_record_larger_than_a_segment_gets_a_segment_of_its_own(tmp_path: Path) -> None:
+    """Oversized records never share or duplicate a segment, and all read back."""
+    spool = Spool(tmp_path, segment_bytes=64, budget_bytes=1 << 16, fsync=False)
+    records = [b"a" * 200, b"b" * 300, b"small", b"c" * 100]
+    for record in records:
+        spool.append(record)
+    spool.close()
+    reopened = Spool(tmp_path, segment_bytes=64, budget_bytes=1 << 16, fsync=False)
+    assert [p for _, p in reopened.read(0)] == records
+    assert len(list(tmp_path.glob("*.seg"))) == 4
+
+
 @pytest.mark.parametrize("damage", ["partial header", "partial payload", "bad checksum"])
 def test_torn_tail_is_cut_and_appending_resumes(tmp_path: Path, damage: str) -> None:
     """A record half-written by a crash (or with a bad checksum) is dropped on open;
