@@ -2,8 +2,9 @@
 and reflection, telemetry; graceful shutdown on SIGTERM and SIGINT.
 
 Shutdown order: health turns NOT_SERVING (so probes and load balancers stop sending),
-the server drains in-flight calls for the grace period, then the sink, audit log and
-telemetry exporters are flushed and closed."""
+the server drains in-flight calls, the forwarder flushes what it can, all within the
+grace period; then the spools, audit log and telemetry exporters are flushed and
+closed."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import contextlib
 import gc
 import os
 import signal
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,14 +35,17 @@ from sidecar._proto.hitl.v1 import router_pb2 as pb
 from sidecar._proto.hitl.v1 import router_pb2_grpc as pb_grpc
 from sidecar.clock import Clock, SystemClock
 from sidecar.config import ENV_METRICS_ADDR, SidecarConfig, split_host_port
-from sidecar.escalation.jsonl import JsonlFileSink
-from sidecar.escalation.sink import EscalationSink
+from sidecar.escalation.deadletter import DeadLetters
+from sidecar.escalation.forwarder import Forwarder, ForwarderSettings
+from sidecar.escalation.recorder import Recorder, SpoolRecorder
+from sidecar.escalation.sinks import Sink, open_sink
+from sidecar.escalation.spool import Spool
 from sidecar.policy.file_source import FilePolicySource
 from sidecar.policy.snapshot import Snapshot, SnapshotHolder
 from sidecar.router import Router
 from sidecar.server import RouterServicer
 from sidecar.telemetry.audit import FLUSH_SECONDS, AuditLog, StructlogAudit
-from sidecar.telemetry.metrics import RouterMetrics, meter_provider
+from sidecar.telemetry.metrics import RouterMetrics, meter_provider, observe_escalations
 from sidecar.telemetry.tracing import INSTRUMENTATION, tracer_provider
 
 log = structlog.get_logger("hitl.sidecar")
@@ -59,12 +64,15 @@ class Sidecar:
     server: grpc.aio.Server
     health: health_aio.HealthServicer
     source: FilePolicySource
-    sink: EscalationSink
+    recorder: Recorder
+    dead: DeadLetters
+    forwarder: Forwarder | None
     audit: AuditLog
     tracers: TracerProvider
     meters: MeterProvider
     address: str = ""
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _forwarding: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         for service in HEALTH_SERVICES:
@@ -73,16 +81,27 @@ class Sidecar:
         await self.server.start()
         self._spawn(self.source.run())
         self._spawn(self._flush_audit())
+        if self.forwarder is not None:
+            self._forwarding = self._spawn(self.forwarder.run())
+        else:
+            log.warning(
+                "sidecar.no_sink", detail="escalations stay in the spool until a sink is set"
+            )
         log.info("sidecar.listening", address=self.address, policy=str(self.config.policy))
 
     async def stop(self) -> None:
+        deadline = time.monotonic() + self.config.shutdown_grace_seconds
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.config.shutdown_grace_seconds)
+        if self.forwarder is not None and self._forwarding is not None:
+            self._tasks.discard(self._forwarding)
+            await self.forwarder.stop(self._forwarding, max(0.0, deadline - time.monotonic()))
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self.sink.close()
+        self.recorder.close()
+        self.dead.close()
         self.audit.close()
         self.tracers.shutdown()
         self.meters.shutdown()
@@ -97,17 +116,18 @@ class Sidecar:
         for service in HEALTH_SERVICES:
             self._spawn(self.health.set(service, health_pb2.HealthCheckResponse.SERVING))
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
 
 def build(
     config: SidecarConfig,
     *,
     clock: Clock | None = None,
-    sink: EscalationSink | None = None,
+    sink: Sink | None = None,
     audit: AuditLog | None = None,
     metric_readers: list[MetricReader] | None = None,
     span_processors: list[SpanProcessor] | None = None,
@@ -124,10 +144,25 @@ def build(
     tracers = tracer_provider(resource, span_processors or [])
     holder = SnapshotHolder()
     metrics = RouterMetrics(meters.get_meter(INSTRUMENTATION), holder, clock.now)
-    sink = sink or JsonlFileSink(config.escalation_path)
+    spool = Spool(
+        config.spool_dir, config.segment_bytes, config.spool_budget_bytes, config.spool_fsync
+    )
+    if spool.truncated_bytes:
+        log.warning("spool.torn_tail_cut", spool=str(spool.directory), bytes=spool.truncated_bytes)
+    recorder = SpoolRecorder(spool)
+    dead = DeadLetters(Spool(config.dead_letter_dir, fsync=True))
+    if sink is None and config.sink:
+        sink = open_sink(config.sink, config.deployment, config.forward_timeout_seconds)
+    forwarder = None
+    if sink is not None:
+        settings = ForwarderSettings(
+            batch_size=config.forward_batch, timeout_seconds=config.forward_timeout_seconds
+        )
+        forwarder = Forwarder(spool, sink, dead, settings, recorder.written)
+    observe_escalations(meters.get_meter(INSTRUMENTATION), spool, dead.spool, forwarder, clock.now)
     audit = audit or StructlogAudit(config.audit_path)
     router = Router(
-        holder, sink, audit, metrics, clock, config.replay_capacity, config.replay_ttl_seconds
+        holder, recorder, audit, metrics, clock, config.replay_capacity, config.replay_ttl_seconds
     )
     server = grpc.aio.server()
     pb_grpc.add_RouterServicer_to_server(
@@ -146,7 +181,19 @@ def build(
     address = _bind(server, config.listen)
     source = FilePolicySource(config.policy, holder, config.policy_poll_seconds)
     return Sidecar(
-        config, holder, router, server, health, source, sink, audit, tracers, meters, address
+        config,
+        holder,
+        router,
+        server,
+        health,
+        source,
+        recorder,
+        dead,
+        forwarder,
+        audit,
+        tracers,
+        meters,
+        address,
     )
 
 

@@ -4,6 +4,8 @@ hitl sidecar --policy policy.yaml        run a sidecar
 hitl demo                                the end-to-end demo on the embedded default
 hitl route --model M --logits 0.1,2.3    send one Route to a running sidecar
 hitl calibrate fit|evaluate|thresholds|export|compare   offline calibrator work
+hitl review serve|next|resolve|list|export|submit   the review queue and its reviewers
+hitl escalations status|dead-letters|replay   inspect a sidecar's spools
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from google.protobuf.json_format import MessageToDict
 from calibrators.cli import add_commands as add_calibrate_commands
 from sidecar.config import DEFAULT_LISTEN, SidecarConfig
 from sidecar.errors import ConfigError, HitlError
+from sidecar.escalation.cli import add_commands as add_escalation_commands
+from sidecar.review.cli import add_commands as add_review_commands
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     side.add_argument("--state-dir", help="local state directory (env HITL_STATE_DIR)")
     side.add_argument("--audit-log", help="audit log path, - for stdout (env HITL_AUDIT_LOG)")
-    side.add_argument("--escalation-log", help="escalations JSONL path (env HITL_ESCALATION_LOG)")
+    side.add_argument(
+        "--sink",
+        help="where escalations go: review://HOST:PORT or nats://HOST:PORT (env HITL_SINK)",
+    )
+    side.add_argument("--deployment", help="names the NATS stream (env HITL_DEPLOYMENT)")
     side.add_argument("--metrics-addr", help="Prometheus scrape HOST:PORT (env HITL_METRICS_ADDR)")
     side.add_argument("--log-level", help="debug, info, warning or error (env HITL_LOG_LEVEL)")
     side.add_argument("--port-file", help="write the bound address here once listening")
@@ -70,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     route.set_defaults(run=_run_route)
 
     add_calibrate_commands(commands)
+    add_review_commands(commands)
+    add_escalation_commands(commands)
     return parser
 
 
@@ -83,7 +93,8 @@ def _run_sidecar(args: argparse.Namespace) -> int:
             "listen": args.listen,
             "state_dir": args.state_dir,
             "audit_log": args.audit_log,
-            "escalation_log": args.escalation_log,
+            "sink": args.sink,
+            "deployment": args.deployment,
             "metrics_addr": args.metrics_addr,
             "log_level": args.log_level,
             "port_file": args.port_file,

@@ -16,7 +16,12 @@ ENV_LISTEN = "HITL_LISTEN"
 ENV_POLICY = "HITL_POLICY"
 ENV_STATE_DIR = "HITL_STATE_DIR"
 ENV_AUDIT_LOG = "HITL_AUDIT_LOG"
-ENV_ESCALATION_LOG = "HITL_ESCALATION_LOG"
+ENV_SINK = "HITL_SINK"
+ENV_DEPLOYMENT = "HITL_DEPLOYMENT"
+ENV_SPOOL_FSYNC = "HITL_SPOOL_FSYNC"
+ENV_SPOOL_BUDGET = "HITL_SPOOL_BUDGET_BYTES"
+ENV_FORWARD_BATCH = "HITL_FORWARD_BATCH"
+ENV_FORWARD_TIMEOUT = "HITL_FORWARD_TIMEOUT_SECONDS"
 ENV_METRICS_ADDR = "HITL_METRICS_ADDR"
 ENV_LOG_LEVEL = "HITL_LOG_LEVEL"
 ENV_POLICY_POLL = "HITL_POLICY_POLL_SECONDS"
@@ -27,6 +32,9 @@ ENV_PORT_FILE = "HITL_PORT_FILE"
 
 DEFAULT_LISTEN = "127.0.0.1:7431"
 _LEVELS = frozenset({"debug", "info", "warning", "error"})
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+MAX_SEGMENT_BYTES = 64 * 1024 * 1024
+SPOOL_DIR, DEAD_LETTER_DIR = "spool", "dead-letter"  # under the state directory
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +45,12 @@ class SidecarConfig:
     listen: str = DEFAULT_LISTEN
     state_dir: Path = Path("hitl-state")
     audit_log: str = ""
-    escalation_log: Path | None = None
+    sink: str = ""
+    deployment: str = "default"
+    spool_fsync: bool = True
+    spool_budget_bytes: int = 1024 * 1024 * 1024
+    forward_batch: int = 256
+    forward_timeout_seconds: float = 5.0
     metrics_addr: str = ""
     log_level: str = "info"
     policy_poll_seconds: float = 1.0
@@ -51,8 +64,16 @@ class SidecarConfig:
         return self.audit_log or str(self.state_dir / "audit.jsonl")
 
     @property
-    def escalation_path(self) -> Path:
-        return self.escalation_log or self.state_dir / "escalations.jsonl"
+    def spool_dir(self) -> Path:
+        return self.state_dir / SPOOL_DIR
+
+    @property
+    def dead_letter_dir(self) -> Path:
+        return self.state_dir / DEAD_LETTER_DIR
+
+    @property
+    def segment_bytes(self) -> int:
+        return min(MAX_SEGMENT_BYTES, self.spool_budget_bytes // 4)
 
     @classmethod
     def load(
@@ -76,14 +97,39 @@ class SidecarConfig:
         metrics_addr = text("metrics_addr", ENV_METRICS_ADDR, "")
         if metrics_addr:
             split_host_port(metrics_addr, ENV_METRICS_ADDR)
-        escalation_log = text("escalation_log", ENV_ESCALATION_LOG, "")
+        sink = text("sink", ENV_SINK, "")
+        if sink:
+            from sidecar.escalation.sinks import SINK_SCHEMES
+
+            if sink.partition("://")[0] not in SINK_SCHEMES or "://" not in sink:
+                raise ConfigError(
+                    f"{ENV_SINK} must be review://HOST:PORT or nats://HOST:PORT, got {sink!r}"
+                )
+        fsync = text("spool_fsync", ENV_SPOOL_FSYNC, "true").lower()
+        if fsync not in _BOOLEANS:
+            raise ConfigError(f"{ENV_SPOOL_FSYNC} must be true or false, got {fsync!r}")
+        budget = _positive(
+            text("spool_budget_bytes", ENV_SPOOL_BUDGET, "1073741824"), ENV_SPOOL_BUDGET
+        )
+        if budget < 4096:
+            raise ConfigError(f"{ENV_SPOOL_BUDGET} must be at least 4096, got {budget:.0f}")
+        batch = _positive(text("forward_batch", ENV_FORWARD_BATCH, "256"), ENV_FORWARD_BATCH)
+        if batch > 1000:
+            raise ConfigError(f"{ENV_FORWARD_BATCH} must be at most 1000, got {batch:.0f}")
         port_file = text("port_file", ENV_PORT_FILE, "")
         return cls(
             policy=Path(policy),
             listen=listen,
             state_dir=Path(text("state_dir", ENV_STATE_DIR, "hitl-state")),
             audit_log=text("audit_log", ENV_AUDIT_LOG, ""),
-            escalation_log=Path(escalation_log) if escalation_log else None,
+            sink=sink,
+            deployment=text("deployment", ENV_DEPLOYMENT, "default") or "default",
+            spool_fsync=_BOOLEANS[fsync],
+            spool_budget_bytes=int(budget),
+            forward_batch=int(batch),
+            forward_timeout_seconds=_positive(
+                text("forward_timeout_seconds", ENV_FORWARD_TIMEOUT, "5"), ENV_FORWARD_TIMEOUT
+            ),
             metrics_addr=metrics_addr,
             log_level=level,
             policy_poll_seconds=_positive(

@@ -25,6 +25,7 @@ import yaml
 
 from sidecar._proto.hitl.v1 import router_pb2 as pb
 from sidecar.client import TIER_AUTOMATED, Reason, RouterClient, Tier, route_request
+from sidecar.escalation.spool import read_unacked
 
 MODEL = "digits"
 SEED = 20261121
@@ -256,7 +257,7 @@ def _route_test_split(
 def _report(workdir: Path, policy: dict[str, Any], summary: Summary, exit_code: int | None) -> None:
     total = sum(summary.tiers.values())
     state = workdir / "state"
-    escalation_lines = _count_lines(state / "escalations.jsonl")
+    escalation_lines = sum(1 for _ in read_unacked(state / "spool"))
     print(f"\n== routed {total} held-out digits through Route over gRPC")
     for tier in ("TIER_AUTOMATED", "TIER_HUMAN_ASSISTED", "TIER_HUMAN_PRIMARY"):
         n = summary.tiers.get(tier, 0)
@@ -291,7 +292,7 @@ def _report(workdir: Path, policy: dict[str, Any], summary: Summary, exit_code: 
     print(
         f"   audit log:    {state / 'audit.jsonl'} ({_count_lines(state / 'audit.jsonl')} records)"
     )
-    print(f"   escalations:  {state / 'escalations.jsonl'}")
+    print(f"   escalations:  {state / 'spool'} (hitl escalations status --state-dir {state})")
     print(f"   sidecar log:  {workdir / 'sidecar.log'}")
     (workdir / "summary.json").write_text(
         json.dumps(

@@ -7,6 +7,11 @@ gRPC status codes in one table.
     │   ├── InvalidRequest       a field is missing, malformed or out of bounds
     │   └── RequestConflict      request_id reused for a different prediction
     ├── EscalationRefused        an escalation could not be recorded durably
+    ├── ReviewError              the review queue cannot do what was asked
+    │   ├── ItemNotFound         no such escalation_id, or nothing open to claim
+    │   ├── ItemConflict         the item's state forbids it (held by another, resolved)
+    │   └── StoreUnavailable     the review queue's database failed or is unreachable
+    ├── SinkUnavailable          a sink cannot take escalations now (the forwarder retries)
     ├── PolicyError              a policy document is invalid (names the field)
     ├── CalibratorError          a calibrator artefact is missing, altered or broken
     ├── ConfigError              a start-up setting is invalid (names the variable)
@@ -43,6 +48,28 @@ class RequestConflict(RequestError):
 
 class EscalationRefused(HitlError):
     """An escalation could not be recorded; the caller must not act on the decision."""
+
+
+class SinkUnavailable(HitlError):
+    """A sink could not take a batch now (down, timed out, disconnected); nothing in
+    the batch counts as delivered and the forwarder sends it again."""
+
+
+class ReviewError(HitlError):
+    """The review queue refuses or cannot complete an operation on its items."""
+
+
+class ItemNotFound(ReviewError):
+    """No item has the escalation_id asked for, or no open item is left to claim."""
+
+
+class ItemConflict(ReviewError):
+    """The item's state forbids the operation: held by another reviewer, not claimed,
+    or already resolved."""
+
+
+class StoreUnavailable(ReviewError):
+    """The review queue's database failed or cannot be reached; the caller may retry."""
 
 
 class PolicyError(HitlError):

@@ -22,7 +22,7 @@ from sidecar.core.request import FloatArray, InputKind, RouteInput, Signals, sig
 from sidecar.core.validation import validate
 from sidecar.errors import EscalationRefused, InvalidRequest, RequestConflict, RequestError
 from sidecar.escalation.record import Escalation
-from sidecar.escalation.sink import EscalationSink
+from sidecar.escalation.recorder import Recorder
 from sidecar.policy.snapshot import Snapshot, SnapshotHolder
 from sidecar.telemetry.audit import AuditLog
 from sidecar.telemetry.metrics import RouterMetrics
@@ -37,6 +37,7 @@ class Routed:
     request_id: str
     decision: Decision
     escalation_id: str
+    ticket: int = 0  # the recorder's ticket for the escalation (0: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +74,7 @@ class Router:
     def __init__(
         self,
         holder: SnapshotHolder,
-        sink: EscalationSink,
+        recorder: Recorder,
         audit: AuditLog,
         metrics: RouterMetrics | None,
         clock: Clock,
@@ -81,7 +82,7 @@ class Router:
         replay_ttl: float = 600.0,
     ) -> None:
         self._holder = holder
-        self._sink = sink
+        self._recorder = recorder
         self._audit = audit
         self._metrics = metrics
         self._clock = clock
@@ -119,6 +120,13 @@ class Router:
             for i in indices:
                 results[i] = self._item(requests[i], snapshot, signals.get(i), trace)
         return [result for result in results if result is not None]
+
+    async def durable(self, results: Sequence[ItemResult]) -> None:
+        """Wait until every escalation among results is durable; raises
+        EscalationRefused when the recorder cannot make it so."""
+        ticket = max((r.ticket for r in results if isinstance(r, Routed)), default=0)
+        if ticket:
+            await self._recorder.durable(ticket)
 
     def record_outcome(self, outcome: Outcome) -> OutcomeMatch:
         if not outcome.request_id:
@@ -215,11 +223,11 @@ class Router:
         now = self._clock.now()
         policy = snapshot.policy if snapshot else None
         decision = decide(request, policy, signals, now)
-        esc_id = ""
+        esc_id, ticket = "", 0
         if decision.escalate:
             esc_id = escalation_id(request.model, request.request_id)
-            self._escalate(request, decision, esc_id, trace, now)
-        routed = Routed(request.request_id, decision, esc_id)
+            ticket = self._escalate(request, decision, esc_id, trace, now)
+        routed = Routed(request.request_id, decision, esc_id, ticket)
         self._audit.write("route.decision", _audit_fields(request, routed, trace, now))
         self._replay.put(request.request_id, _Remembered(request.fingerprint(), routed), now)
         if self._metrics is not None:
@@ -230,7 +238,7 @@ class Router:
 
     def _escalate(
         self, request: RouteInput, decision: Decision, esc_id: str, trace: TraceIds, now: float
-    ) -> None:
+    ) -> int:
         escalation = Escalation(
             escalation_id=esc_id,
             request_id=request.request_id,
@@ -253,15 +261,20 @@ class Router:
             context=dict(request.context or {}),
             string_attributes=dict(request.string_attributes or {}),
             numeric_attributes=dict(request.numeric_attributes or {}),
+            logits=request.logits.tolist(),
+            input_kind="PROBABILITIES"
+            if request.input_kind == InputKind.PROBABILITIES
+            else "LOGITS",
         )
         try:
-            self._sink.submit(escalation)
+            ticket = self._recorder.record(escalation)
         except EscalationRefused:
             if self._metrics is not None:
                 self._metrics.escalation(request.model, decision.tier.name, "refused")
             raise
         if self._metrics is not None:
             self._metrics.escalation(request.model, decision.tier.name, "recorded")
+        return ticket
 
 
 def _as_logits(request: RouteInput) -> FloatArray:

@@ -38,7 +38,10 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def status_of(exc: HitlError) -> grpc.StatusCode:
-    return STATUS.get(type(exc), grpc.StatusCode.INTERNAL)
+    for kind in type(exc).__mro__:  # SpoolFull is an EscalationRefused
+        if kind in STATUS:
+            return STATUS[kind]
+    return grpc.StatusCode.INTERNAL
 
 
 class RouterServicer(pb_grpc.RouterServicer):
@@ -53,6 +56,7 @@ class RouterServicer(pb_grpc.RouterServicer):
         with self._span("hitl.Route", context) as span:
             try:
                 routed = self._router.route(to_input(request), TraceIds(*trace_ids(span)))
+                await self._router.durable([routed])
             except HitlError as exc:
                 failure = exc
                 span.set_status(trace.StatusCode.ERROR, str(exc))
@@ -71,7 +75,7 @@ class RouterServicer(pb_grpc.RouterServicer):
             check_batch_size(len(request.requests))
         except InvalidRequest as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        response = self._batch(request.requests, context, "hitl.RouteBatch")
+        response = await self._batch(request.requests, context, "hitl.RouteBatch")
         self._observe(start, "RouteBatch")
         return response
 
@@ -86,7 +90,7 @@ class RouterServicer(pb_grpc.RouterServicer):
                 check_batch_size(len(batch.requests))
             except InvalidRequest as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            yield self._batch(batch.requests, context, "hitl.RouteStream")
+            yield await self._batch(batch.requests, context, "hitl.RouteStream")
             self._observe(start, "RouteStream")
 
     async def RecordOutcome(
@@ -107,13 +111,18 @@ class RouterServicer(pb_grpc.RouterServicer):
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _batch(
+    async def _batch(
         self, requests: Sequence[pb.RouteRequest], context: Context, name: str
     ) -> pb.RouteBatchResponse:
         with self._span(name, context) as span:
             span.set_attribute("hitl.batch_size", len(requests))
             inputs = [to_input(item) for item in requests]
             results = self._router.route_batch(inputs, TraceIds(*trace_ids(span)))
+            try:
+                await self._router.durable(results)
+            except EscalationRefused as exc:
+                # Not durable: no escalated item may be acted on.
+                results = [exc if isinstance(r, Routed) and r.ticket else r for r in results]
             return pb.RouteBatchResponse(
                 results=[
                     to_result(r.request_id, result)

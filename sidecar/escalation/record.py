@@ -1,5 +1,6 @@
 """The escalation record: what a reviewer needs to act on a decision and to find its
-trace and audit record. Pure."""
+trace and audit record, and what the calibrators need once it is labelled (the
+logits as sent). Pure."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ class Escalation:
     model: str
     model_version: str
     domain: str
-    tier: str
-    reason: str
+    tier: str  # Tier name: HUMAN_PRIMARY, HUMAN_ASSISTED, AUTOMATED (an audit sample)
+    reason: str  # Reason name: THRESHOLD, RULE, AUDIT_SAMPLE, FALLBACK_...
     rule_id: str
     predicted_class: int
     predicted_label: str
@@ -30,11 +31,18 @@ class Escalation:
     context: dict[str, str] = field(default_factory=dict)
     string_attributes: dict[str, str] = field(default_factory=dict)
     numeric_attributes: dict[str, float] = field(default_factory=dict)
+    logits: list[float] = field(default_factory=list)
+    input_kind: str = "LOGITS"  # InputKind name: LOGITS or PROBABILITIES
 
     def to_dict(self) -> dict[str, Any]:
         # Shallow on purpose: dataclasses.asdict deep-copies every value, which was
         # the largest single cost of an escalated Route.
-        return {name: getattr(self, name) for name in _FIELDS}
+        return {name: getattr(self, name) for name in FIELDS}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Escalation:
+        """The inverse of to_dict; unknown keys are ignored (newer writers)."""
+        return cls(**{name: data[name] for name in FIELDS if name in data})
 
 
-_FIELDS = tuple(f.name for f in fields(Escalation))
+FIELDS = tuple(f.name for f in fields(Escalation))

@@ -7,21 +7,26 @@ Layout under the spool directory::
     00000000000000524288.seg   records from offset 524288 (a segment per roll)
     acked                      the offset up to which a sink has confirmed delivery
 
-A record is ``<length u32 LE><crc32 u32 LE><payload>``. ``append`` returns the
-offset just past its record; with ``fsync`` on, it returns only once an fsync has
-covered that offset. Concurrent appenders share one fsync: the first to need it
-syncs everything written so far and the others wait for it (group commit). With
-``fsync`` off the write still reaches the kernel before ``append`` returns, which
-survives a killed process but not a lost machine.
+A record is ``<length u32 LE><crc32 u32 LE><payload>``, the payload never empty (a
+zero-filled tail, which a crash can leave, reads as no record). ``write`` puts a record in
+the kernel's hands and returns the offset just past it; ``sync`` makes everything
+written so far durable with one fsync, so concurrent writers share it (group
+commit); ``append`` is both. A record that reached the kernel survives a killed
+process; only a synced one survives a lost machine.
 
 On open, the last segment is scanned and cut at the first record that is short or
 fails its checksum (a torn tail from a crash mid-write); earlier segments were
 synced when they rolled. ``ack`` records delivery and deletes the segments wholly
-below it. ``budget_bytes`` caps the segments on disk: an append that would pass it
-raises SpoolFull and writes nothing, so a full disk refuses, it never loses."""
+below it. ``budget_bytes`` caps the segments on disk: a write that would pass it
+raises SpoolFull and writes nothing, so a full disk refuses, it never loses.
+
+One process owns a spool at a time: opening takes an exclusive lock on the
+directory (``lock``), and a second opener gets SpoolBusy."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import struct
 import threading
@@ -31,16 +36,21 @@ from dataclasses import dataclass
 from itertools import takewhile
 from pathlib import Path
 
-from sidecar.errors import EscalationRefused
+from sidecar.errors import EscalationRefused, HitlError
 
 HEADER = struct.Struct("<II")
 MAX_RECORD = 16 * 1024 * 1024
 SEGMENT_SUFFIX = ".seg"
 ACKED = "acked"
+LOCK = "lock"
 
 
 class SpoolFull(EscalationRefused):
     """The disk budget would be exceeded: nothing was written."""
+
+
+class SpoolBusy(HitlError):
+    """Another process holds the spool."""
 
 
 @dataclass(frozen=True)
@@ -67,9 +77,10 @@ class Spool:
         self.segment_bytes = segment_bytes
         self.budget_bytes = budget_bytes
         self.fsync = fsync
-        self._lock = threading.Lock()  # appends, rolls, acks
-        self._synced_cond = threading.Condition()
-        self._syncing = False
+        self._owner = _lock_directory(directory)
+        self._lock = threading.Lock()  # writes, rolls, acks
+        self._sync_lock = threading.Lock()  # one fsync at a time; taken before _lock
+        self._broken = ""
         self._acked = self._read_acked()
         self._bases = self._segment_bases()
         self.truncated_bytes = self._recover_tail()
@@ -83,10 +94,22 @@ class Spool:
     def append(self, payload: bytes) -> int:
         """Write one record; return the offset past it once it is as durable as the
         spool's setting promises."""
-        if len(payload) > MAX_RECORD:
-            raise EscalationRefused(f"record of {len(payload)} bytes exceeds {MAX_RECORD}")
+        end = self.write(payload)
+        if self.fsync:
+            self.sync()
+        return end
+
+    def write(self, payload: bytes) -> int:
+        """Hand one record to the kernel and return the offset past it, without
+        waiting for the disk. Raises SpoolFull or EscalationRefused, writing nothing."""
+        if not 0 < len(payload) <= MAX_RECORD:
+            raise EscalationRefused(
+                f"a record must hold 1 to {MAX_RECORD} bytes, not {len(payload)}"
+            )
         frame = HEADER.pack(len(payload), zlib.crc32(payload)) + payload
         with self._lock:
+            if self._broken:
+                raise EscalationRefused(f"spool unusable until restarted: {self._broken}")
             if self._bytes_on_disk() + len(frame) > self.budget_bytes:
                 raise SpoolFull(
                     f"spool budget of {self.budget_bytes} bytes is full "
@@ -98,10 +121,7 @@ class Spool:
             self._write(frame)
             self._end += len(frame)
             self._records += 1
-            end = self._end
-        if self.fsync:
-            self._sync_to(end)
-        return end
+            return self._end
 
     def _write(self, frame: bytes) -> None:
         view = memoryview(frame)
@@ -109,8 +129,13 @@ class Spool:
             while view:
                 view = view[os.write(self._fd, view) :]
         except OSError as exc:
-            # Cut the partial record so the next append starts on a record boundary.
-            os.ftruncate(self._fd, self._end - self._bases[-1])
+            # Cut the partial record so the next append starts on a record boundary;
+            # if even that fails, refuse every later write rather than append after
+            # garbage that would hide it from readers.
+            try:
+                os.ftruncate(self._fd, self._end - self._bases[-1])
+            except OSError as cut:
+                self._broken = f"a failed write could not be undone ({cut.strerror})"
             raise EscalationRefused(f"spool write failed: {exc.strerror}") from exc
 
     def _roll(self) -> None:
@@ -121,44 +146,49 @@ class Spool:
         self._fd = os.open(self._path(self._end), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         _fsync_directory(self.directory)
 
-    def _sync_to(self, offset: int) -> None:
-        """Group commit: one fsync covers every record written before it started.
-        Lock order is always _synced_cond, then _lock."""
-        with self._synced_cond:
-            while self._synced < offset:
-                if self._syncing:
-                    self._synced_cond.wait()
-                    continue
-                self._syncing = True
-                with self._lock:
-                    # A duplicate stays valid if a roll closes the segment meanwhile.
-                    target, fd = self._end, os.dup(self._fd)
-                self._synced_cond.release()
-                try:
-                    os.fsync(fd)
-                except OSError as exc:
-                    raise EscalationRefused(f"spool fsync failed: {exc.strerror}") from exc
-                finally:
-                    os.close(fd)
-                    self._synced_cond.acquire()
-                    self._syncing = False
-                    self._synced_cond.notify_all()
-                self._synced = max(self._synced, target)
+    def sync(self) -> int:
+        """Make every record written so far durable; return the offset that covers.
+        Callers queued behind a running fsync find their records covered by it and
+        return without another (group commit)."""
+        with self._lock:
+            wanted = self._end
+        with self._sync_lock:
+            if self._synced >= wanted:
+                return self._synced
+            with self._lock:
+                # A duplicate stays valid if a roll closes the segment meanwhile.
+                target, fd = self._end, os.dup(self._fd)
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                raise EscalationRefused(f"spool fsync failed: {exc.strerror}") from exc
+            finally:
+                os.close(fd)
+            self._synced = target
+            return target
+
+    @property
+    def synced_offset(self) -> int:
+        """Records below this offset are on disk (everything written, with fsync off)."""
+        return self._synced if self.fsync else self._end
 
     # -- reading and acknowledging ---------------------------------------------
 
-    def read(self, offset: int, limit: int | None = None) -> Iterator[tuple[int, bytes]]:
-        """Records from offset on, each with the offset past it (what ``ack`` takes)."""
+    def read(
+        self, offset: int, limit: int | None = None, until: int | None = None
+    ) -> Iterator[tuple[int, bytes]]:
+        """Records from offset on, each with the offset past it (what ``ack`` takes),
+        at most limit of them, none ending past until."""
         count = 0
         for i, base in enumerate(list(self._bases)):
             following = self._bases[i + 1] if i + 1 < len(self._bases) else None
             if following is not None and following <= offset:
                 continue
             for end, payload in _records(self._path(base), base, max(offset, base)):
+                if (until is not None and end > until) or (limit is not None and count >= limit):
+                    return
                 yield end, payload
                 count += 1
-                if limit is not None and count >= limit:
-                    return
 
     def ack(self, offset: int) -> None:
         """Delivery confirmed up to offset: persist it and delete spent segments."""
@@ -187,6 +217,7 @@ class Spool:
             if self.fsync:
                 os.fsync(self._fd)
             os.close(self._fd)
+            os.close(self._owner)
 
     # -- files -----------------------------------------------------------------
 
@@ -225,6 +256,21 @@ class Spool:
         return self._end - self._bases[0]  # segments are contiguous
 
 
+def read_unacked(directory: Path) -> Iterator[tuple[int, bytes]]:
+    """The unacknowledged records of a spool directory, read without taking it (for
+    inspection while its owner runs: only whole, valid records are returned)."""
+    try:
+        acked = int((directory / ACKED).read_text() or 0)
+    except FileNotFoundError:
+        acked = 0
+    bases = sorted(int(p.stem) for p in directory.glob(f"*{SEGMENT_SUFFIX}"))
+    for i, base in enumerate(bases):
+        if i + 1 < len(bases) and bases[i + 1] <= acked:
+            continue
+        with contextlib.suppress(FileNotFoundError):  # acked and deleted meanwhile
+            yield from _records(directory / f"{base:020d}{SEGMENT_SUFFIX}", base, max(acked, base))
+
+
 def _records(path: Path, base: int, start: int) -> Iterator[tuple[int, bytes]]:
     """Valid records of one segment from global offset start; stops at the first
     short or corrupt record."""
@@ -233,13 +279,23 @@ def _records(path: Path, base: int, start: int) -> Iterator[tuple[int, bytes]]:
         position = start
         while len(header := handle.read(HEADER.size)) == HEADER.size:
             length, crc = HEADER.unpack(header)
-            if length > MAX_RECORD:
+            if not 0 < length <= MAX_RECORD:  # zeros are what a crash can leave behind
                 return
             payload = handle.read(length)
             if len(payload) != length or zlib.crc32(payload) != crc:
                 return
             position += HEADER.size + length
             yield position, payload
+
+
+def _lock_directory(directory: Path) -> int:
+    fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SpoolBusy(f"{directory} is in use by another process") from None
+    return fd
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

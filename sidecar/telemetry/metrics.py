@@ -10,12 +10,15 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterable
 
+import orjson
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
 from sidecar.core.decision import Decision
+from sidecar.escalation.forwarder import Forwarder
+from sidecar.escalation.spool import Spool
 from sidecar.policy.snapshot import SnapshotHolder
 
 # Route latency buckets (ms): fine below the 5 ms budget, coarse above it.
@@ -118,6 +121,65 @@ class RouterMetrics:
             Observation(1, {"model": name, "version": calibrator.metadata.version})
             for name, calibrator in snapshot.calibrators.items()
         ]
+
+
+def observe_escalations(
+    meter: Meter,
+    spool: Spool,
+    dead: Spool,
+    forwarder: Forwarder | None,
+    clock: Callable[[], float],
+) -> None:
+    """Spool depth, bytes and oldest unacknowledged age; the forwarder's sent,
+    retried and dead-lettered counts and circuit state (0 closed, 1 half-open, 2 open)."""
+
+    def gauge(name: str, unit: str, description: str, value: Callable[[], float]) -> None:
+        meter.create_observable_gauge(
+            name, [lambda _o: [Observation(value())]], unit=unit, description=description
+        )
+
+    def oldest_age() -> float:
+        first = next(spool.read(spool.acked_offset, 1), None)
+        return max(0.0, clock() - orjson.loads(first[1])["created_at"]) if first else 0.0
+
+    gauge(
+        "hitl.spool.records",
+        "",
+        "Escalations in the spool not yet delivered",
+        lambda: spool.stats().records,
+    )
+    gauge(
+        "hitl.spool.bytes",
+        "By",
+        "Bytes of spool segments on disk",
+        lambda: spool.stats().bytes_on_disk,
+    )
+    gauge("hitl.spool.budget", "By", "The spool's disk budget", lambda: spool.budget_bytes)
+    gauge("hitl.spool.oldest_age", "s", "Age of the oldest undelivered escalation", oldest_age)
+    gauge("hitl.dead_letter.records", "", "Escalations a sink refused, awaiting replay",
+          lambda: dead.stats().records)  # fmt: skip
+    if forwarder is None:
+        return
+    attrs = {"sink": forwarder.sink.name}
+    for name, read, description in (
+        ("hitl.forwarder.sent", lambda: forwarder.sent, "Escalations delivered to the sink"),
+        ("hitl.forwarder.retried", lambda: forwarder.retried,
+         "Escalations sent again after a failed delivery"),
+        ("hitl.forwarder.dead_lettered", lambda: forwarder.dead_lettered,
+         "Escalations the sink refused for good"),
+    ):  # fmt: skip
+        meter.create_observable_counter(name, [_constant(read, attrs)], description=description)
+    meter.create_observable_gauge(
+        "hitl.forwarder.circuit",
+        [_constant(lambda: forwarder.circuit.value, attrs)],
+        description="Circuit breaker state: 0 closed, 1 half-open, 2 open",
+    )
+
+
+def _constant(
+    read: Callable[[], float], attrs: dict[str, str]
+) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    return lambda _options: [Observation(read(), attrs)]
 
 
 def _observe(

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from sidecar.client import RouterClient
+from sidecar.escalation.spool import read_unacked
 from tests.artefacts import policy_doc, temperature_artefact, write_policy
 
 pytestmark = pytest.mark.integration
@@ -37,7 +38,9 @@ class SidecarProcess:
         return _jsonl(path)
 
     def escalations(self) -> list[dict[str, Any]]:
-        return _jsonl(self.workdir / "state" / "escalations.jsonl")
+        """The escalations in the spool not yet delivered (all of them, with no sink)."""
+        spool = self.workdir / "state" / "spool"
+        return [json.loads(payload) for _, payload in read_unacked(spool)]
 
     def log(self) -> list[dict[str, Any]]:
         return _jsonl(self.workdir / "sidecar.log")

@@ -274,9 +274,13 @@ def test_stale_policy_falls_back(tmp_path: Path) -> None:
 
 
 def test_full_disk_refuses_escalations_not_answers(tmp_path: Path, policy_file: Path) -> None:
-    """With the escalation log on a full disk (/dev/full): escalations get UNAVAILABLE,
-    automated answers still flow, and the refusal is logged."""
-    running = start_sidecar(tmp_path, policy_file, "--escalation-log", "/dev/full")
+    """With the spool's segment on a full disk (/dev/full answers every write with
+    ENOSPC): escalations get UNAVAILABLE, automated answers still flow, and the
+    refusal is logged."""
+    spool = tmp_path / "state" / "spool"
+    spool.mkdir(parents=True)
+    (spool / f"{0:020d}.seg").symlink_to("/dev/full")
+    running = start_sidecar(tmp_path, policy_file)
     try:
         running.wait_serving()
         with running.client(max_attempts=1) as client:

@@ -16,7 +16,8 @@ def test_environment_and_defaults() -> None:
     assert config.policy == Path("p.yaml")
     assert config.replay_ttl_seconds == 30.0
     assert config.audit_path == "hitl-state/audit.jsonl"
-    assert config.escalation_path == Path("hitl-state/escalations.jsonl")
+    assert config.spool_dir == Path("hitl-state/spool")
+    assert config.spool_fsync is True
 
 
 def test_overrides_beat_environment() -> None:

@@ -1,4 +1,4 @@
-"""The Route pipeline with in-memory sink and audit log, a fake clock and a real
+"""The Route pipeline with in-memory recorder and audit log, a fake clock and a real
 ONNX calibrator: replay, conflicts, refusals, batches, fallbacks, audit records."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from sidecar.core.request import FloatArray, InputKind, RouteInput
 from sidecar.core.thresholds import Tier
 from sidecar.errors import EscalationRefused, InvalidRequest, RequestConflict
 from sidecar.escalation.record import Escalation
-from sidecar.escalation.sink import InMemorySink
+from sidecar.escalation.recorder import MemoryRecorder
 from sidecar.policy.loader import build_snapshot
 from sidecar.policy.snapshot import Snapshot, SnapshotHolder
 from sidecar.router import Outcome, Routed, Router, TraceIds
@@ -34,12 +34,9 @@ AUDIT_FIELDS = {
 }  # fmt: skip
 
 
-class RefusingSink:
-    def submit(self, escalation: Escalation) -> None:
+class RefusingRecorder(MemoryRecorder):
+    def record(self, escalation: Escalation) -> int:
         raise EscalationRefused("disk full")
-
-    def close(self) -> None:
-        return None
 
 
 class Breaking:
@@ -70,7 +67,7 @@ class Rig:
         self.holder = SnapshotHolder()
         if snapshot is not None:
             self.holder.swap(snapshot)
-        self.sink = sink or InMemorySink()
+        self.sink = sink or MemoryRecorder()
         self.audit = InMemoryAudit()
         self.clock = FakeClock()
         self.router = Router(self.holder, self.sink, self.audit, None, self.clock, 100, 60.0)
@@ -153,11 +150,11 @@ def test_replay_window_expires(snapshot: Snapshot) -> None:
 
 def test_refused_escalation_is_not_remembered(snapshot: Snapshot) -> None:
     """A refused escalation raises, and a retry is decided (and escalated) again."""
-    rig = Rig(snapshot, RefusingSink())
+    rig = Rig(snapshot, RefusingRecorder())
     with pytest.raises(EscalationRefused):
         rig.route(strength=0.5)
-    rig.sink = InMemorySink()
-    rig.router._sink = rig.sink
+    rig.sink = MemoryRecorder()
+    rig.router._recorder = rig.sink
     assert rig.route(strength=0.5).escalation_id
     assert len(rig.sink.escalations) == 1
 

@@ -1,0 +1,86 @@
+"""``hitl escalations``: look into a sidecar's spools and replay dead letters.
+
+status         records and bytes awaiting delivery, the oldest, and dead letters
+dead-letters   every dead letter as a JSON line: the escalation, sink and reason
+replay         move dead letters back into the spool for delivery
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import orjson
+
+from sidecar.config import DEAD_LETTER_DIR as DEAD_LETTER
+from sidecar.config import ENV_STATE_DIR
+from sidecar.config import SPOOL_DIR as SPOOL
+from sidecar.escalation.deadletter import DeadLetters, entries, request_replay
+from sidecar.escalation.spool import Spool, SpoolBusy, read_unacked
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "escalations", help="inspect a sidecar's spools, replay dead letters"
+    )
+    actions = parser.add_subparsers(required=True, metavar="ACTION")
+    for name, run, help_text in (
+        ("status", _status, "what awaits delivery, and how many dead letters"),
+        ("dead-letters", _dead_letters, "print each dead letter as a JSON line"),
+        ("replay", _replay, "move dead letters back into the spool for delivery"),
+    ):
+        action = actions.add_parser(name, help=help_text)
+        action.add_argument(
+            "--state-dir", help="the sidecar's state directory (env HITL_STATE_DIR)"
+        )
+        action.set_defaults(run=run)
+
+
+def _state(args: argparse.Namespace) -> Path:
+    state = Path(args.state_dir or os.environ.get(ENV_STATE_DIR, "hitl-state"))
+    if not (state / SPOOL).is_dir():
+        raise SystemExit(f"hitl: {state} holds no spool (is it a sidecar's state directory?)")
+    return state
+
+
+def _status(args: argparse.Namespace) -> int:
+    state = _state(args)
+    records = list(read_unacked(state / SPOOL))
+    oldest = orjson.loads(records[0][1]).get("created_at") if records else None
+    dead = entries(state / DEAD_LETTER) if (state / DEAD_LETTER).is_dir() else []
+    report = {
+        "undelivered": len(records),
+        "undelivered_bytes": sum(len(payload) for _, payload in records),
+        "oldest_created_at": oldest,
+        "dead_letters": len(dead),
+    }
+    sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def _dead_letters(args: argparse.Namespace) -> int:
+    state = _state(args)
+    if (state / DEAD_LETTER).is_dir():
+        for entry in entries(state / DEAD_LETTER):
+            sys.stdout.write(orjson.dumps(entry).decode() + "\n")
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    state = _state(args)
+    try:
+        spool = Spool(state / SPOOL)
+    except SpoolBusy:
+        request_replay(state / DEAD_LETTER)
+        print("a sidecar owns this spool: it will replay the dead letters within a second")
+        return 0
+    try:
+        dead = DeadLetters(Spool(state / DEAD_LETTER))
+        moved = dead.replay_into(spool)
+        dead.close()
+    finally:
+        spool.close()
+    print(f"moved {moved} dead letters back into the spool; the next sidecar start delivers them")
+    return 0

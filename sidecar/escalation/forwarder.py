@@ -1,0 +1,192 @@
+"""The forwarder: off the request path, it reads the spool in order, delivers batches
+to the sink, and acknowledges the spool once the sink has them.
+
+- At least once: the spool is acknowledged only after the sink answered, so a crash
+  between the two resends the batch; sinks dedupe by escalation_id.
+- A failed delivery is retried, with exponential backoff and full jitter, for ever:
+  a sink down for hours costs disk (up to the spool's budget), not data. After
+  ``breaker_failures`` consecutive failures the circuit opens and the forwarder
+  waits ``breaker_reset_seconds`` before a trial delivery.
+- Items the sink refuses for good go to the dead-letter spool with the reason, and
+  can be inspected and replayed (``hitl escalations``).
+- With fsync on, only records an fsync has covered are forwarded, so the sink never
+  holds an escalation the spool could lose.
+- ``stop`` flushes what it can within the grace period, then gives up; what is
+  left stays in the spool for the next start."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+import structlog
+
+from sidecar.errors import SinkUnavailable
+from sidecar.escalation.deadletter import DeadLetters
+from sidecar.escalation.record import Escalation
+from sidecar.escalation.retry import Circuit, CircuitBreaker, backoff_delay
+from sidecar.escalation.sinks import Rejection, Sink
+from sidecar.escalation.spool import Spool
+
+log = structlog.get_logger("hitl.forwarder")
+
+
+@dataclass(frozen=True, slots=True)
+class ForwarderSettings:
+    batch_size: int = 256
+    timeout_seconds: float = 5.0
+    backoff_base_seconds: float = 0.1
+    backoff_cap_seconds: float = 30.0
+    breaker_failures: int = 5
+    breaker_reset_seconds: float = 10.0
+    idle_seconds: float = 0.5  # longest wait for new records without a wake-up
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    end: int  # spool offset past the last record
+    escalations: list[Escalation]
+    undecodable: list[bytes]
+
+
+class Forwarder:
+    def __init__(
+        self,
+        spool: Spool,
+        sink: Sink,
+        dead: DeadLetters,
+        settings: ForwarderSettings,
+        written: asyncio.Event,
+        monotonic: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.spool = spool
+        self.sink = sink
+        self.dead = dead
+        self.settings = settings
+        self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_seconds)
+        self.sent = 0
+        self.retried = 0
+        self.dead_lettered = 0
+        self.oldest_created_at: float | None = None  # of the batch being delivered
+        self._written = written
+        self._monotonic = monotonic
+        self._rng = rng or random.Random()  # noqa: S311 (jitter, not secrets)
+        self._position = spool.acked_offset
+        self._stopping = False
+
+    async def run(self) -> None:
+        """Forward until stopped; once stopping, until the spool is empty."""
+        while True:
+            self._written.clear()
+            if await self.forward_batch():
+                continue
+            if self._stopping:
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.idle_seconds):
+                    await self._written.wait()
+            await self.dead.replay_if_requested(self.spool)
+
+    async def stop(self, task: asyncio.Task[None], grace_seconds: float) -> None:
+        """Let ``task`` (running ``run``) flush for up to grace_seconds, then cancel it."""
+        self._stopping = True
+        self._written.set()
+        try:
+            async with asyncio.timeout(grace_seconds):
+                await asyncio.shield(task)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            log.warning("forwarder.stopped_with_backlog", records=self.spool.stats().records)
+        await self.sink.close()
+
+    async def forward_batch(self) -> bool:
+        """Deliver the next batch (retrying until it is delivered); False when there
+        was nothing to forward."""
+        batch = await asyncio.to_thread(self._read)
+        if batch is None:
+            return False
+        if batch.escalations:
+            self.oldest_created_at = batch.escalations[0].created_at
+            rejected = await self._deliver(batch.escalations)
+            by_id = {e.escalation_id: e for e in batch.escalations}
+            for rejection in rejected:
+                escalation = by_id.get(rejection.escalation_id)
+                if escalation is not None:
+                    await self.dead.add(escalation.to_dict(), self.sink.name, rejection.reason)
+            self.sent += len(batch.escalations) - len(rejected)
+            self.dead_lettered += len(rejected)
+        for payload in batch.undecodable:
+            await self.dead.add_raw(payload, self.sink.name, "record is not an escalation")
+            self.dead_lettered += 1
+        await asyncio.to_thread(self.spool.ack, batch.end)
+        self._position = batch.end
+        self.oldest_created_at = None
+        return True
+
+    def _read(self) -> _Batch | None:
+        records = list(
+            self.spool.read(
+                self._position, self.settings.batch_size, until=self.spool.synced_offset
+            )
+        )
+        if not records:
+            return None
+        escalations: list[Escalation] = []
+        undecodable: list[bytes] = []
+        for _, payload in records:
+            try:
+                escalations.append(Escalation.from_dict(orjson.loads(payload)))
+            except (orjson.JSONDecodeError, TypeError, KeyError):
+                undecodable.append(payload)
+        return _Batch(records[-1][0], escalations, undecodable)
+
+    async def _deliver(self, batch: list[Escalation]) -> list[Rejection]:
+        attempt = 0
+        while True:
+            wait = self.breaker.wait(self._monotonic())
+            if wait:
+                await asyncio.sleep(wait)
+            try:
+                async with asyncio.timeout(self.settings.timeout_seconds):
+                    rejected = await self.sink.deliver(batch)
+            except (SinkUnavailable, TimeoutError) as exc:
+                self.retried += len(batch)
+                delay = backoff_delay(
+                    attempt,
+                    self.settings.backoff_base_seconds,
+                    self.settings.backoff_cap_seconds,
+                    self._rng,
+                )
+                if self.breaker.failure(self._monotonic()):
+                    log.warning(
+                        "forwarder.circuit_open",
+                        sink=self.sink.name,
+                        reset_seconds=self.settings.breaker_reset_seconds,
+                        error=str(exc) or type(exc).__name__,
+                    )
+                log.info(
+                    "forwarder.retry",
+                    sink=self.sink.name,
+                    attempt=attempt + 1,
+                    records=len(batch),
+                    delay_seconds=round(delay, 3),
+                    error=str(exc) or type(exc).__name__,
+                )
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            if self.breaker.success():
+                log.info("forwarder.circuit_closed", sink=self.sink.name, attempts=attempt + 1)
+            return rejected
+
+    @property
+    def circuit(self) -> Circuit:
+        return self.breaker.state(self._monotonic())

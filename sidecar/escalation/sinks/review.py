@@ -1,0 +1,43 @@
+"""The review queue sink: escalations to ``hitl review`` over gRPC Submit, which is
+idempotent by escalation_id. Any RPC failure leaves the whole batch for a retry;
+items the queue answers REJECTED are refused for good."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+
+from sidecar._proto.hitl.v1 import review_pb2 as rpb
+from sidecar._proto.hitl.v1 import review_pb2_grpc as rpb_grpc
+from sidecar.errors import SinkUnavailable
+from sidecar.escalation.messages import to_message
+from sidecar.escalation.record import Escalation
+from sidecar.escalation.sinks import Rejection
+
+
+class ReviewQueueSink:
+    name = "review-queue"
+
+    def __init__(self, target: str, timeout: float) -> None:
+        self.target = target
+        self._timeout = timeout
+        self._channel = grpc.aio.insecure_channel(target)
+        self._stub = rpb_grpc.ReviewQueueStub(self._channel)
+
+    async def deliver(self, batch: Sequence[Escalation]) -> list[Rejection]:
+        request = rpb.SubmitRequest(escalations=[to_message(e) for e in batch])
+        try:
+            response = await self._stub.Submit(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise SinkUnavailable(
+                f"review queue {self.target}: {exc.code().name}: {exc.details()}"
+            ) from exc
+        return [
+            Rejection(result.escalation_id, result.message)
+            for result in response.results
+            if result.status == rpb.SubmitResult.REJECTED
+        ]
+
+    async def close(self) -> None:
+        await self._channel.close(None)
