@@ -35,6 +35,7 @@ import yaml
 from benchmarks import loadgen, throughput
 from sidecar._proto.hitl.v1 import router_pb2 as pb
 from sidecar.client import route_request
+from sidecar.escalation.spool import read_unacked
 
 LIMIT_P99_MS = 5.0
 TARGET_P99_MS = 2.5
@@ -108,10 +109,10 @@ def prepare(workdir: Path) -> list[bytes]:
                     "sha256": fitted.sha256,
                     "version": fitted.metadata.version,
                 },
-                "thresholds": {"t_high": 0.80, "t_low": 0.45},
+                "thresholds": {"t_high": 0.70, "t_low": 0.45},
                 "domains": {
-                    "eu": {"t_high": 0.85, "t_low": 0.5},
-                    "us": {"t_high": 0.78, "t_low": 0.4},
+                    "eu": {"t_high": 0.74, "t_low": 0.5},
+                    "us": {"t_high": 0.68, "t_low": 0.4},
                 },
                 "rules": [
                     {
@@ -134,7 +135,7 @@ def prepare(workdir: Path) -> list[bytes]:
                         {
                             "name": "strict",
                             "weight": 10,
-                            "thresholds": {"t_high": 0.9, "t_low": 0.5},
+                            "thresholds": {"t_high": 0.8, "t_low": 0.5},
                         },
                     ],
                 },
@@ -167,7 +168,7 @@ def prepare(workdir: Path) -> list[bytes]:
 
 def _logits(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
     """Over-confident logits of a ~85 %-accurate classifier; with the policy's thresholds,
-    rules and audit sample about 40 % of requests are escalated (the run reports it)."""
+    rules and audit sample about 30 % of requests are escalated (the run reports it)."""
     logits = rng.normal(0.0, 1.5, size=(labels.shape[0], CLASSES))
     logits[np.arange(labels.shape[0]), labels] += rng.gamma(3.0, 2.0, labels.shape[0])
     return logits * 2.0
@@ -236,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for proc in (sidecar, floor, sink):
             proc.stop()
-    report["escalation_log_lines"] = _lines(workdir / "state" / "escalations.jsonl")
+    report["escalations_spooled"] = sum(1 for _ in read_unacked(workdir / "state" / "spool"))
     write_outputs(args.out, report)
     print_table(report)
     verdict = (
@@ -340,10 +341,6 @@ def _wait_serving(address: str) -> None:
             if time.monotonic() > deadline:
                 raise SystemExit("sidecar did not become SERVING")
             time.sleep(0.1)
-
-
-def _lines(path: Path) -> int:
-    return sum(1 for _ in path.open("rb")) if path.exists() else 0
 
 
 def write_outputs(out: Path, report: dict[str, Any]) -> None:

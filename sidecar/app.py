@@ -156,7 +156,11 @@ def build(
     forwarder = None
     if sink is not None:
         settings = ForwarderSettings(
-            batch_size=config.forward_batch, timeout_seconds=config.forward_timeout_seconds
+            batch_size=config.forward_batch,
+            timeout_seconds=config.forward_timeout_seconds,
+            backoff_cap_seconds=config.forward_max_backoff_seconds,
+            # An open circuit waits a third of the longest backoff (10 s by default).
+            breaker_reset_seconds=config.forward_max_backoff_seconds / 3,
         )
         forwarder = Forwarder(spool, sink, dead, settings, recorder.written)
     observe_escalations(meters.get_meter(INSTRUMENTATION), spool, dead.spool, forwarder, clock.now)

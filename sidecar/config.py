@@ -22,6 +22,7 @@ ENV_SPOOL_FSYNC = "HITL_SPOOL_FSYNC"
 ENV_SPOOL_BUDGET = "HITL_SPOOL_BUDGET_BYTES"
 ENV_FORWARD_BATCH = "HITL_FORWARD_BATCH"
 ENV_FORWARD_TIMEOUT = "HITL_FORWARD_TIMEOUT_SECONDS"
+ENV_FORWARD_MAX_BACKOFF = "HITL_FORWARD_MAX_BACKOFF_SECONDS"
 ENV_METRICS_ADDR = "HITL_METRICS_ADDR"
 ENV_LOG_LEVEL = "HITL_LOG_LEVEL"
 ENV_POLICY_POLL = "HITL_POLICY_POLL_SECONDS"
@@ -51,6 +52,7 @@ class SidecarConfig:
     spool_budget_bytes: int = 1024 * 1024 * 1024
     forward_batch: int = 256
     forward_timeout_seconds: float = 5.0
+    forward_max_backoff_seconds: float = 30.0
     metrics_addr: str = ""
     log_level: str = "info"
     policy_poll_seconds: float = 1.0
@@ -129,6 +131,10 @@ class SidecarConfig:
             forward_batch=int(batch),
             forward_timeout_seconds=_positive(
                 text("forward_timeout_seconds", ENV_FORWARD_TIMEOUT, "5"), ENV_FORWARD_TIMEOUT
+            ),
+            forward_max_backoff_seconds=_positive(
+                text("forward_max_backoff_seconds", ENV_FORWARD_MAX_BACKOFF, "30"),
+                ENV_FORWARD_MAX_BACKOFF,
             ),
             metrics_addr=metrics_addr,
             log_level=level,

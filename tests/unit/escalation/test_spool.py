@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.escalation.spool import HEADER, Spool, SpoolFull
+from sidecar.escalation.spool import HEADER, Spool, SpoolBusy, SpoolFull
 
 
 def payloads(n: int, size: int = 40) -> list[bytes]:
@@ -168,3 +168,39 @@ def test_sigkill_mid_append_loses_no_acknowledged_record(tmp_path: Path) -> None
         assert last < len(on_disk)  # every acknowledged record is there
         spool.ack(spool.stats().end_offset)  # the next round starts empty
         spool.close()
+
+
+def test_zero_filled_tail_reads_as_no_record(tmp_path: Path) -> None:
+    """Zeros after the last record (what a crash can leave in a preallocated block)
+    are cut on open, not read as empty records."""
+    spool = Spool(tmp_path, fsync=False)
+    spool.append(b"only")
+    spool.close()
+    segment = next(tmp_path.glob("*.seg"))
+    segment.write_bytes(segment.read_bytes() + bytes(4096))
+    reopened = Spool(tmp_path, fsync=False)
+    assert [p for _, p in reopened.read(0)] == [b"only"]
+    assert reopened.truncated_bytes == 4096
+
+
+def test_a_second_owner_is_refused(tmp_path: Path) -> None:
+    """Two processes appending to one spool would interleave records: the second
+    opener gets SpoolBusy until the first closes."""
+    first = Spool(tmp_path, fsync=False)
+    with pytest.raises(SpoolBusy, match="in use"):
+        Spool(tmp_path, fsync=False)
+    first.close()
+    Spool(tmp_path, fsync=False).close()
+
+
+def test_reads_stop_at_what_an_fsync_covered(tmp_path: Path) -> None:
+    """write() reaches the kernel without a sync; synced_offset only moves with
+    sync(), and a reader bounded by it sees only synced records."""
+    spool = Spool(tmp_path, fsync=True)
+    first = spool.write(b"first")
+    assert spool.synced_offset == 0
+    assert spool.sync() == first
+    spool.write(b"second")
+    assert [p for _, p in spool.read(0, until=spool.synced_offset)] == [b"first"]
+    spool.sync()
+    assert [p for _, p in spool.read(0, until=spool.synced_offset)] == [b"first", b"second"]
