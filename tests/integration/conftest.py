@@ -17,6 +17,7 @@ import pytest
 
 from sidecar.client import RouterClient
 from sidecar.escalation.spool import read_unacked
+from sidecar.review.client import ReviewClient
 from tests.artefacts import policy_doc, temperature_artefact, write_policy
 
 pytestmark = pytest.mark.integration
@@ -118,6 +119,86 @@ def policy_file(tmp_path: Path) -> Path:
 def sidecar(tmp_path: Path, policy_file: Path) -> Iterator[SidecarProcess]:
     running = start_sidecar(tmp_path, policy_file)
     running.wait_serving()
+    yield running
+    running.process.kill()
+    running.process.wait()
+
+
+# -- the review queue: ``hitl review serve`` as a real process ----------------------
+
+HITL = Path(sys.executable).with_name("hitl")
+
+
+def hitl_command(*args: str) -> list[str]:
+    """The hitl command line (the venv's entry point, or python -m sidecar without it)."""
+    if HITL.exists():
+        return [str(HITL), *args]
+    return [sys.executable, "-m", "sidecar", *args]
+
+
+@dataclass
+class ReviewProcess:
+    process: subprocess.Popen[bytes]
+    address: str
+    workdir: Path
+
+    def client(self) -> ReviewClient:
+        return ReviewClient(self.address)
+
+    def hitl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``hitl review ARGS --target <this queue>``; never raises on exit status."""
+        return subprocess.run(
+            hitl_command("review", *args, "--target", self.address),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def log(self) -> list[dict[str, Any]]:
+        return _jsonl(self.workdir / "review.log")
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+
+def start_review(
+    workdir: Path, *extra: str, db: str = "", listen: str = "127.0.0.1:0"
+) -> ReviewProcess:
+    """``hitl review serve`` on listen (a SQLite file in workdir unless db), once its port
+    file says it is listening and health answers SERVING."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port_file = workdir / "review.addr"
+    port_file.unlink(missing_ok=True)
+    command = hitl_command("review", "serve", "--listen", listen, "--port-file", str(port_file))
+    command += ["--db", db or f"sqlite:{workdir / 'review.db'}", *extra]
+    with (workdir / "review.log").open("ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(
+            lambda: port_file.exists() or process.poll() is not None,
+            30.0,
+            "the review queue's port file",
+        )
+    except AssertionError:
+        process.kill()
+        raise
+    if process.poll() is not None:
+        raise AssertionError(
+            f"review queue exited {process.returncode}: {(workdir / 'review.log').read_text()}"
+        )
+    running = ReviewProcess(process, port_file.read_text(), workdir)
+    with running.client() as client:
+        wait_for(client.serving, 20.0, "review queue SERVING")
+    return running
+
+
+@pytest.fixture
+def review_queue(tmp_path: Path) -> Iterator[ReviewProcess]:
+    """A review queue process on a loopback port 0 with its SQLite file in tmp_path/review."""
+    running = start_review(tmp_path / "review")
     yield running
     running.process.kill()
     running.process.wait()

@@ -1,0 +1,164 @@
+"""Assemble and run a review queue process: store, queue, gRPC server with health and
+reflection, the overdue sweep, metrics; graceful shutdown on SIGTERM and SIGINT.
+
+Shutdown order: health turns NOT_SERVING, the server drains in-flight calls for the
+grace period, the sweep stops, then the store and metric exporters are closed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.resources import Resource
+
+from sidecar._proto.hitl.v1 import review_pb2 as rpb
+from sidecar._proto.hitl.v1 import review_pb2_grpc as rpb_grpc
+from sidecar.clock import Clock, SystemClock
+from sidecar.config import split_host_port
+from sidecar.errors import ConfigError, HitlError
+from sidecar.review.config import ENV_REVIEW_LISTEN, ENV_REVIEW_METRICS_ADDR, ReviewConfig
+from sidecar.review.metrics import ReviewMetrics
+from sidecar.review.queue import ReviewQueue
+from sidecar.review.server import ReviewQueueServicer
+from sidecar.review.store import ReviewStore, open_store
+from sidecar.telemetry.metrics import meter_provider
+
+log = structlog.get_logger("hitl.review")
+
+REVIEW_SERVICE = rpb.DESCRIPTOR.services_by_name["ReviewQueue"].full_name
+HEALTH_SERVICES = ("", REVIEW_SERVICE)
+INSTRUMENTATION = "hitl.review"
+
+
+@dataclass
+class ReviewServer:
+    """A review queue's running parts (tests build one in-process)."""
+
+    config: ReviewConfig
+    queue: ReviewQueue
+    server: grpc.Server
+    health: health.HealthServicer
+    meters: MeterProvider
+    address: str
+    _stopping: threading.Event = field(default_factory=threading.Event)
+    _sweeper: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.server.start()
+        for service in HEALTH_SERVICES:
+            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self._sweeper = threading.Thread(target=self._sweep, name="review-sweep", daemon=True)
+        self._sweeper.start()
+        log.info(
+            "review.listening",
+            address=self.address,
+            sla=self.queue.sla.describe(),
+            sweep_seconds=self.config.sweep_seconds,
+        )
+
+    def stop(self, grace: float | None = None) -> None:
+        self.health.enter_graceful_shutdown()
+        self.server.stop(self.config.shutdown_grace_seconds if grace is None else grace).wait()
+        self._stopping.set()
+        if self._sweeper is not None:
+            self._sweeper.join()
+        self.queue.store.close()
+        self.meters.shutdown()
+        log.info("review.stopped")
+
+    def _sweep(self) -> None:
+        """Sweep at once (so the item gauge starts right), then every sweep_seconds."""
+        while True:
+            try:
+                self.queue.sweep()
+            except HitlError as exc:
+                log.error("review.sweep_failed", error=str(exc))
+            if self._stopping.wait(self.config.sweep_seconds):
+                return
+
+
+def build(
+    config: ReviewConfig,
+    *,
+    clock: Clock | None = None,
+    store: ReviewStore | None = None,
+    metric_readers: list[MetricReader] | None = None,
+) -> ReviewServer:
+    """Wire a review queue from config; keyword arguments replace the real adapters."""
+    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "hitl-review")})
+    readers = list(metric_readers or [])
+    if config.metrics_addr:
+        readers.append(_prometheus_reader(config.metrics_addr))
+    meters = meter_provider(resource, readers)
+    metrics = ReviewMetrics(meters.get_meter(INSTRUMENTATION))
+    queue = ReviewQueue(store or open_store(config.db), clock or SystemClock(), config.sla, metrics)
+    # SO_REUSEPORT off: a second queue on a taken port must fail, not share it.
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="review"),
+        options=[("grpc.so_reuseport", 0)],
+    )
+    rpb_grpc.add_ReviewQueueServicer_to_server(ReviewQueueServicer(queue), server)
+    health_servicer = health.HealthServicer()
+    for service in HEALTH_SERVICES:
+        health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (
+            REVIEW_SERVICE,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    address = _bind(server, config.listen)
+    return ReviewServer(config, queue, server, health_servicer, meters, address)
+
+
+def _bind(server: grpc.Server, listen: str) -> str:
+    """Bind the listen address; port 0 becomes the port the kernel chose."""
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError as exc:
+        raise ConfigError(f"{ENV_REVIEW_LISTEN}: cannot listen on {listen}: {exc}") from exc
+    if port == 0:
+        raise ConfigError(f"{ENV_REVIEW_LISTEN}: cannot listen on {listen}")
+    return f"{listen.rpartition(':')[0]}:{port}"
+
+
+def _prometheus_reader(address: str) -> MetricReader:
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import start_http_server
+
+    host, port = split_host_port(address, ENV_REVIEW_METRICS_ADDR)
+    start_http_server(port, addr=host)
+    return PrometheusMetricReader()
+
+
+def serve(config: ReviewConfig) -> None:
+    """Run until SIGTERM or SIGINT."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: stop.set())
+    review = build(config)
+    review.start()
+    if config.port_file is not None:
+        _write_atomically(config.port_file, review.address)
+    stop.wait()
+    log.info("review.stopping", grace_seconds=config.shutdown_grace_seconds)
+    review.stop()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

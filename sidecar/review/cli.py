@@ -1,0 +1,294 @@
+"""``hitl review``: run the review queue, and work it as a reviewer.
+
+    hitl review serve [--listen HOST:PORT] [--db sqlite:PATH | postgresql://...] [--sla ...]
+    hitl review next --reviewer ID [--model M]          claim the most urgent item, print it
+    hitl review resolve ID --reviewer ID (--accept | --override --class K / --label L)
+    hitl review list [--state open|claimed|resolved] [--model M] [--tier T]
+    hitl review export --out FILE.jsonl [--model M] [--since T]   labelled data for calibrators
+    hitl review submit FILE.jsonl                       escalation records, one JSON object a line
+
+Reviewer commands talk to a running queue (``--target``, default the queue's default
+address), print JSON on stdout, and exit 1 with the server's status and message
+on stderr when it refuses (``hitl: NOT_FOUND: no open item``)."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sidecar.review.config import DEFAULT_REVIEW_DB, DEFAULT_REVIEW_LISTEN
+from sidecar.review.item import TIERS
+
+if TYPE_CHECKING:
+    from sidecar.review.client import ReviewClient
+
+STATES = ("open", "claimed", "resolved")
+Run = Callable[[argparse.Namespace], int]
+
+
+def add_commands(commands: Any) -> None:
+    """Add ``review`` and its actions to the ``hitl`` sub-command parser."""
+    review = commands.add_parser("review", help="run the review queue, or work it as a reviewer")
+    actions = review.add_subparsers(required=True, metavar="ACTION")
+
+    serve = actions.add_parser("serve", help="run the review queue's gRPC server")
+    serve.add_argument(
+        "--listen", help=f"HOST:PORT (env HITL_REVIEW_LISTEN, default {DEFAULT_REVIEW_LISTEN})"
+    )
+    serve.add_argument(
+        "--db",
+        help=f"sqlite:PATH or postgresql://... (env HITL_REVIEW_DB, default {DEFAULT_REVIEW_DB})",
+    )
+    serve.add_argument(
+        "--sla",
+        help="deadlines per tier, e.g. HUMAN_PRIMARY=900,HUMAN_ASSISTED=2h,AUTOMATED=1d "
+        "(env HITL_REVIEW_SLA; default 15m, 2h, 24h)",
+    )
+    serve.add_argument(
+        "--sweep-seconds", help="how often overdue items are raised (env HITL_REVIEW_SWEEP_SECONDS)"
+    )
+    serve.add_argument(
+        "--metrics-addr", help="Prometheus scrape HOST:PORT (env HITL_REVIEW_METRICS_ADDR)"
+    )
+    serve.add_argument("--workers", help="gRPC worker threads (env HITL_REVIEW_WORKERS)")
+    serve.add_argument("--log-level", help="debug, info, warning or error (env HITL_LOG_LEVEL)")
+    serve.add_argument("--port-file", help="write the bound address here once listening")
+    serve.set_defaults(run=run_serve)
+
+    claim = actions.add_parser("next", help="claim the most urgent open item and print it")
+    _target(claim)
+    claim.add_argument("--reviewer", required=True, help="who claims it")
+    claim.add_argument("--model", default="", help="only items of this model")
+    claim.add_argument("--lease", type=float, default=0.0, help="lease seconds (default 300)")
+    claim.set_defaults(run=run_next)
+
+    resolve = actions.add_parser("resolve", help="record your verdict on an item you claimed")
+    _target(resolve)
+    resolve.add_argument("escalation_id")
+    resolve.add_argument("--reviewer", required=True)
+    verdict = resolve.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--accept", action="store_true", help="the model's answer is right")
+    verdict.add_argument("--override", action="store_true", help="the model was wrong")
+    resolve.add_argument("--class", dest="corrected_class", type=int, help="the true class index")
+    resolve.add_argument("--label", default="", help="the true label")
+    resolve.add_argument("--rationale", default="")
+    resolve.add_argument(
+        "--time-to-label", type=float, default=0.0, help="seconds spent (default: since claim)"
+    )
+    resolve.set_defaults(run=run_resolve)
+
+    listing = actions.add_parser("list", help="items, most urgent first, as JSON lines")
+    _target(listing)
+    listing.add_argument("--state", choices=STATES)
+    listing.add_argument("--model", default="")
+    listing.add_argument("--tier", choices=TIERS)
+    listing.add_argument("--limit", type=int, default=0, help="default 100, at most 1000")
+    listing.set_defaults(run=run_list)
+
+    export = actions.add_parser(
+        "export", help="resolved items as labelled JSONL that hitl calibrate reads"
+    )
+    _target(export)
+    export.add_argument("--out", required=True, type=Path, help="the .jsonl to write")
+    export.add_argument("--model", default="", help="only this model (one file per model)")
+    export.add_argument(
+        "--since", type=_time, default=0.0, help="resolved at or after: Unix seconds or ISO 8601"
+    )
+    export.set_defaults(run=run_export)
+
+    submit = actions.add_parser(
+        "submit", help="submit escalation records (JSON lines, Escalation.to_dict) to the queue"
+    )
+    _target(submit)
+    submit.add_argument("file", type=Path)
+    submit.set_defaults(run=run_submit)
+
+
+def _target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--target", default=DEFAULT_REVIEW_LISTEN, help=f"queue address ({DEFAULT_REVIEW_LISTEN})"
+    )
+
+
+def _time(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither Unix seconds nor an ISO 8601 time"
+        ) from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a time zone (Z or +HH:MM)")
+    return moment.timestamp()
+
+
+def _reports_refusals(run: Run) -> Run:
+    """Run a reviewer command; a gRPC error becomes its status and message, exit 1."""
+
+    @functools.wraps(run)
+    def command(args: argparse.Namespace) -> int:
+        import grpc
+
+        try:
+            return run(args)
+        except grpc.RpcError as exc:
+            print(f"hitl: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+
+    return command
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from sidecar.review.app import serve
+    from sidecar.review.config import ReviewConfig
+    from sidecar.telemetry.logs import configure_logging
+
+    config = ReviewConfig.load(
+        {
+            "listen": args.listen,
+            "db": args.db,
+            "sla": args.sla,
+            "sweep_seconds": args.sweep_seconds,
+            "metrics_addr": args.metrics_addr,
+            "workers": args.workers,
+            "log_level": args.log_level,
+            "port_file": args.port_file,
+        }
+    )
+    configure_logging(config.log_level)
+    serve(config)
+    return 0
+
+
+@_reports_refusals
+def run_next(args: argparse.Namespace) -> int:
+    from sidecar.review.records import item_record
+
+    with _client(args) as client:
+        item = client.claim(args.reviewer, args.model, args.lease)
+    _print(item_record(item))
+    return 0
+
+
+@_reports_refusals
+def run_resolve(args: argparse.Namespace) -> int:
+    from sidecar.review.item import Verdict
+    from sidecar.review.records import item_record
+
+    with _client(args) as client:
+        item = client.resolve(
+            args.escalation_id,
+            args.reviewer,
+            Verdict.ACCEPT if args.accept else Verdict.OVERRIDE,
+            corrected_class=args.corrected_class,
+            corrected_label=args.label,
+            rationale=args.rationale,
+            time_to_label_seconds=args.time_to_label,
+        )
+    _print(item_record(item))
+    return 0
+
+
+@_reports_refusals
+def run_list(args: argparse.Namespace) -> int:
+    from sidecar.review.item import ItemState
+    from sidecar.review.records import item_record
+
+    state = ItemState(args.state.upper()) if args.state else None
+    with _client(args) as client:
+        items = client.list_items(state, args.model, args.tier or "", args.limit)
+    for item in items:
+        print(json.dumps(item_record(item), allow_nan=False))
+    return 0
+
+
+@_reports_refusals
+def run_export(args: argparse.Namespace) -> int:
+    from sidecar.review.records import export_record, unusable
+
+    out: Path = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    skipped: Counter[str] = Counter()
+    models: Counter[str] = Counter()
+    try:
+        with _client(args) as client, tmp.open("w", encoding="utf-8") as handle:
+            for item in client.export(args.model, args.since):
+                if why := unusable(item):
+                    skipped[why] += 1
+                    continue
+                models[item.escalation.model] += 1
+                handle.write(json.dumps(export_record(item), allow_nan=False) + "\n")
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _print({"out": str(out), "exported": models.total(), "models": models, "skipped": skipped})
+    if len(models) > 1:
+        print(
+            "hitl: the export holds several models; fit calibrators on one (--model)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+@_reports_refusals
+def run_submit(args: argparse.Namespace) -> int:
+    from sidecar.errors import DataError
+    from sidecar.escalation.record import Escalation
+    from sidecar.review.validation import MAX_BATCH
+
+    escalations: list[Escalation] = []
+    for line, record in _jsonl(args.file):
+        try:
+            escalations.append(Escalation.from_dict(record))
+        except TypeError as exc:
+            raise DataError(f"{args.file}:{line}", f"not an escalation record: {exc}") from exc
+    results = []
+    with _client(args) as client:
+        for start in range(0, len(escalations), MAX_BATCH):
+            results += client.submit(escalations[start : start + MAX_BATCH])
+    counts = Counter(r.status.value.lower() for r in results)
+    rejected = [
+        {"escalation_id": r.escalation_id, "message": r.message} for r in results if r.message
+    ]
+    _print({"submitted": len(results), **counts, "rejections": rejected})
+    return 1 if rejected else 0
+
+
+def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    from sidecar.errors import DataError
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DataError(str(path), exc.strerror or str(exc)) from exc
+    for line, raw in enumerate(text.splitlines(), start=1):
+        if raw.strip():
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{line}", f"not JSON: {exc.msg}") from exc
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{line}", "each line must be a JSON object")
+            yield line, record
+
+
+def _client(args: argparse.Namespace) -> ReviewClient:
+    from sidecar.review.client import ReviewClient
+
+    return ReviewClient(args.target)
+
+
+def _print(record: dict[str, Any]) -> None:
+    print(json.dumps(record, indent=2, allow_nan=False))

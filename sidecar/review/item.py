@@ -1,0 +1,62 @@
+"""What the review queue holds: an escalation with its place in the queue and, once a
+reviewer has decided, its resolution. Pure types, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sidecar.escalation.record import Escalation
+
+# The tiers an escalation can carry, most urgent first (AUTOMATED: an audit sample).
+TIERS = ("HUMAN_PRIMARY", "HUMAN_ASSISTED", "AUTOMATED")
+# Lower is more urgent; fixed by the contract (review.proto, ReviewItem.priority).
+PRIORITY = {tier: rank for rank, tier in enumerate(TIERS)}
+# Resolution.label_class when the reviewer named the true class by label only.
+UNKNOWN_CLASS = -1
+
+
+class ItemState(StrEnum):
+    OPEN = "OPEN"
+    CLAIMED = "CLAIMED"
+    RESOLVED = "RESOLVED"
+
+
+class Verdict(StrEnum):
+    ACCEPT = "ACCEPT"  # the model's predicted class is right
+    OVERRIDE = "OVERRIDE"  # the model was wrong; the resolution carries the true label
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    reviewer: str
+    verdict: Verdict
+    label_class: int  # the true class, or UNKNOWN_CLASS when only a label was given
+    label: str
+    rationale: str
+    time_to_label_seconds: float
+    resolved_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewItem:
+    """One escalation in the queue.
+
+    ``state`` is as of the read: a CLAIMED item whose lease has expired reads as
+    OPEN, and keeps ``claimed_by`` (its last holder may still resolve it until
+    someone else claims it)."""
+
+    escalation: Escalation
+    state: ItemState
+    priority: int
+    due_at: float
+    escalation_level: int
+    received_at: float
+    claimed_by: str = ""
+    claimed_at: float = 0.0
+    lease_expires_at: float = 0.0
+    resolution: Resolution | None = None
+
+    @property
+    def escalation_id(self) -> str:
+        return self.escalation.escalation_id

@@ -1,0 +1,186 @@
+"""The review queue's operations: validation, the store, the clock and telemetry put
+together. The gRPC servicer converts proto to these calls and back; tests and
+in-process callers use them directly.
+
+Deadlines run from when the queue received an item (``received_at``), not from when
+the sidecar decided: forwarding lag is the forwarder's metric, and clocks on
+sidecar hosts are not the queue's."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import structlog
+
+from sidecar.clock import Clock
+from sidecar.errors import InvalidRequest, ItemNotFound
+from sidecar.escalation.record import Escalation
+from sidecar.review import validation
+from sidecar.review.item import PRIORITY, TIERS, ItemState, ReviewItem
+from sidecar.review.metrics import ReviewMetrics
+from sidecar.review.resolution import ReviewerVerdict, settle
+from sidecar.review.sla import Sla
+from sidecar.review.store import ReviewStore
+
+log = structlog.get_logger("hitl.review")
+
+EXPORT_PAGE = 500
+
+
+class SubmitStatus(StrEnum):
+    ACCEPTED = "ACCEPTED"
+    DUPLICATE = "DUPLICATE"  # already held; nothing changed
+    REJECTED = "REJECTED"  # unusable for good; message names the field
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    escalation_id: str
+    status: SubmitStatus
+    message: str = ""
+
+
+class ReviewQueue:
+    def __init__(
+        self,
+        store: ReviewStore,
+        clock: Clock,
+        sla: Sla | None = None,
+        metrics: ReviewMetrics | None = None,
+    ) -> None:
+        self.store = store
+        self.sla = sla or Sla()
+        self._clock = clock
+        self._metrics = metrics
+
+    def submit(self, escalations: Sequence[Escalation]) -> list[Submitted]:
+        """Judge each escalation on its own; one answer per escalation, in order.
+        InvalidRequest only for an empty batch or one over the limit."""
+        validation.check_batch_size(len(escalations))
+        now = self._clock.now()
+        answers: list[Submitted] = []
+        fresh: list[tuple[int, ReviewItem]] = []
+        for index, e in enumerate(escalations):
+            try:
+                validation.check_escalation(e)
+            except InvalidRequest as exc:
+                answers.append(Submitted(e.escalation_id, SubmitStatus.REJECTED, str(exc)))
+                log.warning("review.rejected", escalation_id=e.escalation_id, problem=str(exc))
+                continue
+            answers.append(Submitted(e.escalation_id, SubmitStatus.ACCEPTED))
+            fresh.append((index, self._admit(e, now)))
+        stored = self.store.add([item for _, item in fresh])
+        for (index, item), new in zip(fresh, stored, strict=True):
+            if not new:
+                answers[index] = Submitted(item.escalation_id, SubmitStatus.DUPLICATE)
+        self._count_submitted(escalations, answers)
+        return answers
+
+    def claim(self, reviewer: str, model: str = "", lease_seconds: float = 0.0) -> ReviewItem:
+        """Lease the most urgent open item; ItemNotFound when none is open."""
+        validation.check_reviewer(reviewer)
+        validation.check_model_filter(model)
+        lease = validation.lease_seconds(lease_seconds)
+        item = self.store.claim(reviewer, model, lease, self._clock.now())
+        if item is None:
+            raise ItemNotFound("no open item" + (f" of model {model!r}" if model else ""))
+        log.info(
+            "review.claimed",
+            escalation_id=item.escalation_id,
+            reviewer=reviewer,
+            model=item.escalation.model,
+            tier=item.escalation.tier,
+            escalation_level=item.escalation_level,
+            lease_expires_at=item.lease_expires_at,
+        )
+        return item
+
+    def resolve(self, answer: ReviewerVerdict) -> ReviewItem:
+        """Record a verdict; ItemNotFound, ItemConflict (see resolution.settle) or
+        InvalidRequest naming the field."""
+        validation.check_verdict(answer)
+        now = self._clock.now()
+        item = self.store.resolve(answer.escalation_id, lambda held: settle(held, answer, now), now)
+        resolution = item.resolution
+        assert resolution is not None  # the store has just recorded it
+        tier = item.escalation.tier
+        if self._metrics is not None:
+            self._metrics.resolved.add(1, {"verdict": resolution.verdict.value, "tier": tier})
+            self._metrics.time_to_label.record(resolution.time_to_label_seconds, {"tier": tier})
+        log.info(
+            "review.resolved",
+            escalation_id=item.escalation_id,
+            reviewer=resolution.reviewer,
+            verdict=resolution.verdict.value,
+            label_class=resolution.label_class,
+            time_to_label_seconds=resolution.time_to_label_seconds,
+            trace_id=item.escalation.trace_id,
+        )
+        return item
+
+    def list_items(
+        self, state: ItemState | None = None, model: str = "", tier: str = "", limit: int = 0
+    ) -> list[ReviewItem]:
+        validation.check_model_filter(model)
+        validation.check_tier_filter(tier)
+        count = validation.list_limit(limit)
+        return self.store.items(state, model, tier, count, self._clock.now())
+
+    def export(self, model: str = "", since: float = 0.0) -> Iterator[ReviewItem]:
+        """Resolved items, oldest resolution first, read a page at a time. Arguments
+        are checked now, before the first item is asked for."""
+        validation.check_model_filter(model)
+        validation.check_since(since)
+        return self._pages(model, since)
+
+    def sweep(self) -> list[ReviewItem]:
+        """Raise every overdue unresolved item one escalation level (a new deadline of
+        now plus its tier's SLA), count and log each, and refresh the item gauge."""
+        now = self._clock.now()
+        raised = self.store.raise_overdue(self.sla, now)
+        for item in raised:
+            e = item.escalation
+            if self._metrics is not None:
+                self._metrics.overdue.add(1, {"tier": e.tier})
+            log.warning(
+                "review.overdue",
+                escalation_id=e.escalation_id,
+                model=e.model,
+                tier=e.tier,
+                # Not "level": the log renderer's own key for the log level.
+                escalation_level=item.escalation_level,
+                trace_id=e.trace_id,
+                due_at=item.due_at,
+            )
+        if self._metrics is not None:
+            self._metrics.refresh(self.store.counts(now))
+        return raised
+
+    def _admit(self, e: Escalation, now: float) -> ReviewItem:
+        return ReviewItem(
+            escalation=e,
+            state=ItemState.OPEN,
+            priority=PRIORITY[e.tier],
+            due_at=self.sla.due_at(e.tier, now),
+            escalation_level=0,
+            received_at=now,
+        )
+
+    def _pages(self, model: str, since: float) -> Iterator[ReviewItem]:
+        after: tuple[float, str] | None = None
+        while page := self.store.resolved(model, since, after, EXPORT_PAGE, self._clock.now()):
+            yield from page
+            last = page[-1]
+            assert last.resolution is not None  # pages hold resolved items only
+            after = (last.resolution.resolved_at, last.escalation_id)
+
+    def _count_submitted(
+        self, escalations: Sequence[Escalation], answers: Sequence[Submitted]
+    ) -> None:
+        if self._metrics is None:
+            return
+        for e, answer in zip(escalations, answers, strict=True):
+            tier = e.tier if e.tier in TIERS else "unknown"
+            self._metrics.submitted.add(1, {"result": answer.status.value.lower(), "tier": tier})

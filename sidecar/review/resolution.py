@@ -1,0 +1,78 @@
+"""What a reviewer's verdict records, and when they may give it. Pure.
+
+ACCEPT labels the item with the model's predicted class and label (a fallback
+decision has none, predicted_class -1: only OVERRIDE can label it). OVERRIDE carries
+the true class, the true label, or both; a label alone is kept with
+``UNKNOWN_CLASS`` unless it is the predicted label (the queue does not know a
+model's class names beyond what its escalations carry)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sidecar.errors import InvalidRequest, ItemConflict
+from sidecar.review.item import UNKNOWN_CLASS, ItemState, Resolution, ReviewItem, Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewerVerdict:
+    """A reviewer's answer on one item, as asked (checked by ``validation``)."""
+
+    escalation_id: str
+    reviewer: str
+    verdict: Verdict | None
+    corrected_class: int | None = None
+    corrected_label: str = ""
+    rationale: str = ""
+    # Measured by the reviewer's tool; 0 means claim-to-resolve time.
+    time_to_label_seconds: float = 0.0
+
+
+def settle(item: ReviewItem, answer: ReviewerVerdict, now: float) -> Resolution:
+    """The resolution answer gives item, or ItemConflict when the reviewer may not
+    resolve it: it is resolved, never claimed, or last claimed by someone else. A
+    lease that has expired does not stop its holder while nobody else has claimed it."""
+    if item.resolution is not None:
+        raise ItemConflict(
+            f"escalation_id {item.escalation_id!r} is already resolved "
+            f"by {item.resolution.reviewer!r}"
+        )
+    if not item.claimed_by:
+        raise ItemConflict(f"escalation_id {item.escalation_id!r} is not claimed; claim it first")
+    if item.claimed_by != answer.reviewer:
+        held = "is claimed by" if item.state is ItemState.CLAIMED else "was last claimed by"
+        raise ItemConflict(
+            f"escalation_id {item.escalation_id!r} {held} {item.claimed_by!r}, "
+            f"not {answer.reviewer!r}"
+        )
+    label_class, label = _label(item, answer)
+    measured = answer.time_to_label_seconds
+    return Resolution(
+        reviewer=answer.reviewer,
+        verdict=answer.verdict or Verdict.ACCEPT,
+        label_class=label_class,
+        label=label,
+        rationale=answer.rationale,
+        time_to_label_seconds=measured if measured > 0 else max(0.0, now - item.claimed_at),
+        resolved_at=now,
+    )
+
+
+def _label(item: ReviewItem, answer: ReviewerVerdict) -> tuple[int, str]:
+    predicted = item.escalation.predicted_class, item.escalation.predicted_label
+    if answer.verdict is not Verdict.OVERRIDE:
+        if predicted[0] < 0:
+            raise InvalidRequest(
+                "verdict", "the sidecar fell back without a prediction; OVERRIDE with the class"
+            )
+        return predicted
+    if answer.corrected_class == predicted[0]:
+        raise InvalidRequest(
+            "corrected_class", f"{predicted[0]} is the predicted class; use ACCEPT"
+        )
+    if answer.corrected_class is None and answer.corrected_label == predicted[1]:
+        raise InvalidRequest(
+            "corrected_label", f"{predicted[1]!r} is the predicted label; use ACCEPT"
+        )
+    cls = UNKNOWN_CLASS if answer.corrected_class is None else answer.corrected_class
+    return cls, answer.corrected_label

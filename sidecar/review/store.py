@@ -1,0 +1,77 @@
+"""Where the review queue keeps its items: one interface, two implementations
+(``stores.sqlite``, the default, a file; ``stores.postgres`` for replicas sharing one
+database). Every method takes ``now`` from the caller: stores read no clock.
+
+Each method is one transaction. A store raises ItemNotFound and whatever ``settle``
+raises as they are, and StoreUnavailable when the database fails or cannot be
+reached (the caller may retry)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from sidecar.review.item import ItemState, Resolution, ReviewItem
+from sidecar.review.sla import Sla
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+SQLITE_PREFIX = "sqlite:"
+
+
+class ReviewStore(Protocol):
+    def add(self, items: Sequence[ReviewItem]) -> list[bool]:
+        """Store new items; per item True, or False when its escalation_id is already
+        held (that item is left exactly as it was)."""
+        ...
+
+    def claim(
+        self, reviewer: str, model: str, lease_seconds: float, now: float
+    ) -> ReviewItem | None:
+        """Lease the most urgent open item (of model, if not empty) to reviewer:
+        highest escalation_level, then lowest priority, then earliest due_at. An item
+        whose lease has expired is open. None when nothing is open."""
+        ...
+
+    def resolve(
+        self, escalation_id: str, settle: Callable[[ReviewItem], Resolution], now: float
+    ) -> ReviewItem:
+        """Record settle(item) on the item (read as of now), holding it locked while
+        settle decides; ItemNotFound when there is no such escalation_id."""
+        ...
+
+    def items(
+        self, state: ItemState | None, model: str, tier: str, limit: int, now: float
+    ) -> list[ReviewItem]:
+        """Items (filters: None or empty means any), most urgent first, resolved last."""
+        ...
+
+    def resolved(
+        self, model: str, since: float, after: tuple[float, str] | None, limit: int, now: float
+    ) -> list[ReviewItem]:
+        """Up to limit resolved items, oldest resolution first (ties by escalation_id),
+        resolved at or after since and strictly after the key ``after`` (a page's last
+        (resolved_at, escalation_id)): keyset pages, so no transaction spans a stream."""
+        ...
+
+    def raise_overdue(self, sla: Sla, now: float) -> list[ReviewItem]:
+        """Every unresolved item due at or before now: escalation_level + 1 and a new
+        due_at of now plus its tier's SLA. Returns them as raised."""
+        ...
+
+    def counts(self, now: float) -> Mapping[tuple[ItemState, str], int]:
+        """Unresolved items by (OPEN or CLAIMED, tier), as of now."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_store(url: str) -> ReviewStore:
+    """``postgresql://...`` (a libpq URI) or ``sqlite:PATH`` (or a bare path)."""
+    if url.startswith(POSTGRES_SCHEMES):
+        from sidecar.review.stores.postgres import PostgresStore
+
+        return PostgresStore(url)
+    from sidecar.review.stores.sqlite import SqliteStore
+
+    return SqliteStore(Path(url.removeprefix(SQLITE_PREFIX)))

@@ -1,0 +1,371 @@
+"""The review store's SQL, written once for SQLite and PostgreSQL, and the store logic
+both run. Statements use ``:name`` parameters; a Dialect renders them once, at
+start-up, for its driver and adds what only it has (row locks, ``SKIP LOCKED`` so
+replicas claiming from one database never wait on, or hand out, the same item).
+
+Templates name the shared fragments (``{columns}``, ``{claimable}``, ``{urgency}``)
+and the dialect's additions (``{skip_locked}``, ``{row_lock}``); nothing else is
+ever formatted into a statement.
+
+One table: each item's escalation as JSON text (exactly what was submitted) beside
+the columns the queue filters and orders by. Times are Unix seconds (float)."""
+
+from __future__ import annotations
+
+import json
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sidecar.errors import ItemNotFound
+from sidecar.escalation.record import Escalation
+from sidecar.review.item import TIERS, ItemState, Resolution, ReviewItem, Verdict
+from sidecar.review.sla import Sla
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    name: str
+    parameter: str  # how ``:name`` is written for the driver, with {name}
+    skip_locked: str  # appended to Claim's choice of item
+    row_lock: str  # appended to Resolve's read of its item
+    schema_lock: str  # run before the schema, so replicas starting together do not race
+
+
+SQLITE = Dialect("sqlite", ":{name}", "", "", "")
+POSTGRES = Dialect(
+    "postgresql",
+    "%({name})s",
+    "FOR UPDATE SKIP LOCKED",
+    "FOR UPDATE",
+    "SELECT pg_advisory_xact_lock(7432)",
+)
+
+COLUMNS = (
+    "escalation_id, model, tier, priority, state, due_at, escalation_level, received_at, "
+    "claimed_by, claimed_at, lease_expires_at, reviewer, verdict, label_class, label, "
+    "rationale, time_to_label_seconds, resolved_at, escalation"
+)
+URGENCY = "escalation_level DESC, priority, due_at, received_at, escalation_id"
+# An item a reviewer can claim: open, or claimed with its lease run out.
+CLAIMABLE = "state <> 'RESOLVED' AND (state = 'OPEN' OR lease_expires_at <= :now)"
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS review_items (
+        escalation_id TEXT PRIMARY KEY,
+        model TEXT NOT NULL,
+        tier TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        due_at DOUBLE PRECISION NOT NULL,
+        escalation_level INTEGER NOT NULL,
+        received_at DOUBLE PRECISION NOT NULL,
+        trace_id TEXT NOT NULL,
+        claimed_by TEXT NOT NULL DEFAULT '',
+        claimed_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+        lease_expires_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+        reviewer TEXT,
+        verdict TEXT,
+        label_class INTEGER,
+        label TEXT,
+        rationale TEXT,
+        time_to_label_seconds DOUBLE PRECISION,
+        resolved_at DOUBLE PRECISION,
+        escalation TEXT NOT NULL
+    )""",
+    """CREATE INDEX IF NOT EXISTS review_items_urgency
+        ON review_items ({urgency}) WHERE state <> 'RESOLVED'""",
+    """CREATE INDEX IF NOT EXISTS review_items_due
+        ON review_items (due_at) WHERE state <> 'RESOLVED'""",
+    "CREATE INDEX IF NOT EXISTS review_items_model ON review_items (model, state)",
+    """CREATE INDEX IF NOT EXISTS review_items_resolved
+        ON review_items (resolved_at, escalation_id) WHERE state = 'RESOLVED'""",
+)
+
+INSERT = """
+    INSERT INTO review_items (escalation_id, model, tier, priority, state, due_at,
+        escalation_level, received_at, trace_id, escalation)
+    VALUES (:escalation_id, :model, :tier, :priority, 'OPEN', :due_at,
+        :escalation_level, :received_at, :trace_id, :escalation)
+    ON CONFLICT (escalation_id) DO NOTHING"""
+
+CLAIM = """
+    UPDATE review_items
+    SET state = 'CLAIMED', claimed_by = :reviewer, claimed_at = :now,
+        lease_expires_at = :lease_expires_at
+    WHERE escalation_id = (
+        SELECT escalation_id FROM review_items
+        WHERE {claimable} AND (:model = '' OR model = :model)
+        ORDER BY {urgency}
+        LIMIT 1
+        {skip_locked})
+    RETURNING {columns}"""
+
+SELECT_ONE = "SELECT {columns} FROM review_items WHERE escalation_id = :escalation_id {row_lock}"
+
+RESOLVE = """
+    UPDATE review_items
+    SET state = 'RESOLVED', reviewer = :reviewer, verdict = :verdict,
+        label_class = :label_class, label = :label, rationale = :rationale,
+        time_to_label_seconds = :time_to_label_seconds, resolved_at = :resolved_at
+    WHERE escalation_id = :escalation_id"""
+
+LIST = """
+    SELECT {columns} FROM review_items
+    WHERE (:state = ''
+           OR (:state = 'OPEN' AND {claimable})
+           OR (:state = 'CLAIMED' AND state = 'CLAIMED' AND lease_expires_at > :now)
+           OR (:state = 'RESOLVED' AND state = 'RESOLVED'))
+      AND (:model = '' OR model = :model)
+      AND (:tier = '' OR tier = :tier)
+    ORDER BY CASE WHEN state = 'RESOLVED' THEN 1 ELSE 0 END, {urgency}
+    LIMIT :limit"""
+
+RESOLVED_PAGE = """
+    SELECT {columns} FROM review_items
+    WHERE state = 'RESOLVED' AND resolved_at >= :since
+      AND (:model = '' OR model = :model)
+      AND (resolved_at > :after_at OR (resolved_at = :after_at AND escalation_id > :after_id))
+    ORDER BY resolved_at, escalation_id
+    LIMIT :limit"""
+
+RAISE_OVERDUE = """
+    UPDATE review_items
+    SET escalation_level = escalation_level + 1,
+        due_at = :now + CASE tier
+            WHEN 'HUMAN_PRIMARY' THEN :sla_human_primary
+            WHEN 'HUMAN_ASSISTED' THEN :sla_human_assisted
+            ELSE :sla_automated END
+    WHERE state <> 'RESOLVED' AND due_at <= :now
+    RETURNING {columns}"""
+
+COUNTS = """
+    SELECT tier,
+           CASE WHEN state = 'CLAIMED' AND lease_expires_at > :now
+                THEN 'CLAIMED' ELSE 'OPEN' END AS held,
+           COUNT(*) AS items
+    FROM review_items WHERE state <> 'RESOLVED'
+    GROUP BY tier, held"""
+
+
+@dataclass(frozen=True, slots=True)
+class Statements:
+    """Every statement, rendered for one dialect."""
+
+    schema: tuple[str, ...]
+    insert: str
+    claim: str
+    select_one: str
+    resolve: str
+    list: str
+    resolved_page: str
+    raise_overdue: str
+    counts: str
+
+
+_PARAMETER = re.compile(r"(?<![:\w]):([a-z_]+)")
+
+
+def statements(dialect: Dialect) -> Statements:
+    def render(template: str) -> str:
+        text = template.format(
+            columns=COLUMNS,
+            claimable=CLAIMABLE,
+            urgency=URGENCY,
+            skip_locked=dialect.skip_locked,
+            row_lock=dialect.row_lock,
+        )
+        return _PARAMETER.sub(lambda m: dialect.parameter.format(name=m[1]), text)
+
+    schema = tuple(filter(None, (dialect.schema_lock, *SCHEMA)))
+    return Statements(
+        schema=tuple(render(s) for s in schema),
+        insert=render(INSERT),
+        claim=render(CLAIM),
+        select_one=render(SELECT_ONE),
+        resolve=render(RESOLVE),
+        list=render(LIST),
+        resolved_page=render(RESOLVED_PAGE),
+        raise_overdue=render(RAISE_OVERDUE),
+        counts=render(COUNTS),
+    )
+
+
+class DbCursor(Protocol):
+    """The part of a DB-API cursor the store uses (sqlite3 and psycopg both fit)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def execute(self, statement: str, parameters: Mapping[str, Any], /) -> object: ...
+
+    def fetchall(self) -> Sequence[Any]: ...
+
+
+class Transaction:
+    """Statements inside one open transaction; rows come back as dicts."""
+
+    def __init__(self, cursor: DbCursor) -> None:
+        self._cursor = cursor
+
+    def rows(self, statement: str, parameters: Mapping[str, Any]) -> list[dict[str, Any]]:
+        self._cursor.execute(statement, parameters)
+        return [dict(row) for row in self._cursor.fetchall()]
+
+    def run(self, statement: str, parameters: Mapping[str, Any]) -> int:
+        """Run a statement; the number of rows it changed."""
+        self._cursor.execute(statement, parameters)
+        return self._cursor.rowcount
+
+
+class SqlStore(ABC):
+    """The ReviewStore logic on any dialect; subclasses open transactions."""
+
+    def __init__(self, sql: Statements) -> None:
+        self._sql = sql
+        with self._transaction() as tx:
+            for statement in sql.schema:
+                tx.run(statement, {})
+
+    @abstractmethod
+    def _transaction(self) -> AbstractContextManager[Transaction]:
+        """Begin a write transaction; commit on exit, roll back on an exception."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def add(self, items: Sequence[ReviewItem]) -> list[bool]:
+        with self._transaction() as tx:
+            return [tx.run(self._sql.insert, _insert_parameters(item)) == 1 for item in items]
+
+    def claim(
+        self, reviewer: str, model: str, lease_seconds: float, now: float
+    ) -> ReviewItem | None:
+        parameters = {
+            "reviewer": reviewer,
+            "model": model,
+            "now": now,
+            "lease_expires_at": now + lease_seconds,
+        }
+        with self._transaction() as tx:
+            rows = tx.rows(self._sql.claim, parameters)
+        return item_from_row(rows[0], now) if rows else None
+
+    def resolve(
+        self, escalation_id: str, settle: Callable[[ReviewItem], Resolution], now: float
+    ) -> ReviewItem:
+        key = {"escalation_id": escalation_id}
+        with self._transaction() as tx:
+            rows = tx.rows(self._sql.select_one, key)
+            if not rows:
+                raise ItemNotFound(f"escalation_id {escalation_id!r}: no such item")
+            resolution = settle(item_from_row(rows[0], now))
+            tx.run(self._sql.resolve, _resolve_parameters(escalation_id, resolution))
+            rows = tx.rows(self._sql.select_one, key)
+        return item_from_row(rows[0], now)
+
+    def items(
+        self, state: ItemState | None, model: str, tier: str, limit: int, now: float
+    ) -> list[ReviewItem]:
+        parameters = {
+            "state": state.value if state else "",
+            "model": model,
+            "tier": tier,
+            "limit": limit,
+            "now": now,
+        }
+        with self._transaction() as tx:
+            rows = tx.rows(self._sql.list, parameters)
+        return [item_from_row(row, now) for row in rows]
+
+    def resolved(
+        self, model: str, since: float, after: tuple[float, str] | None, limit: int, now: float
+    ) -> list[ReviewItem]:
+        # The first page's key sits below since, so it starts at since.
+        after_at, after_id = after or (since - 1.0, "")
+        parameters = {
+            "model": model,
+            "since": since,
+            "after_at": after_at,
+            "after_id": after_id,
+            "limit": limit,
+        }
+        with self._transaction() as tx:
+            rows = tx.rows(self._sql.resolved_page, parameters)
+        return [item_from_row(row, now) for row in rows]
+
+    def raise_overdue(self, sla: Sla, now: float) -> list[ReviewItem]:
+        parameters: dict[str, Any] = {"now": now}
+        parameters.update({f"sla_{tier.lower()}": float(sla.seconds[tier]) for tier in TIERS})
+        with self._transaction() as tx:
+            rows = tx.rows(self._sql.raise_overdue, parameters)
+        items = [item_from_row(row, now) for row in rows]
+        return sorted(items, key=lambda i: (-i.escalation_level, i.priority, i.escalation_id))
+
+    def counts(self, now: float) -> dict[tuple[ItemState, str], int]:
+        with self._transaction() as tx:
+            rows = tx.rows(self._sql.counts, {"now": now})
+        return {(ItemState(row["held"]), row["tier"]): int(row["items"]) for row in rows}
+
+
+def _insert_parameters(item: ReviewItem) -> dict[str, Any]:
+    e = item.escalation
+    return {
+        "escalation_id": e.escalation_id,
+        "model": e.model,
+        "tier": e.tier,
+        "priority": item.priority,
+        "due_at": item.due_at,
+        "escalation_level": item.escalation_level,
+        "received_at": item.received_at,
+        "trace_id": e.trace_id,
+        # Python's json keeps a non-finite calibrated_confidence (a fallback's) as NaN.
+        "escalation": json.dumps(e.to_dict()),
+    }
+
+
+def _resolve_parameters(escalation_id: str, r: Resolution) -> dict[str, Any]:
+    return {
+        "escalation_id": escalation_id,
+        "reviewer": r.reviewer,
+        "verdict": r.verdict.value,
+        "label_class": r.label_class,
+        "label": r.label,
+        "rationale": r.rationale,
+        "time_to_label_seconds": r.time_to_label_seconds,
+        "resolved_at": r.resolved_at,
+    }
+
+
+def item_from_row(row: Mapping[str, Any], now: float) -> ReviewItem:
+    """The item a row holds, its state as of now (an expired lease reads OPEN)."""
+    state = ItemState(row["state"])
+    if state is ItemState.CLAIMED and row["lease_expires_at"] <= now:
+        state = ItemState.OPEN
+    return ReviewItem(
+        escalation=Escalation.from_dict(json.loads(row["escalation"])),
+        state=state,
+        priority=int(row["priority"]),
+        due_at=float(row["due_at"]),
+        escalation_level=int(row["escalation_level"]),
+        received_at=float(row["received_at"]),
+        claimed_by=row["claimed_by"],
+        claimed_at=float(row["claimed_at"]),
+        lease_expires_at=float(row["lease_expires_at"]),
+        resolution=_resolution(row) if state is ItemState.RESOLVED else None,
+    )
+
+
+def _resolution(row: Mapping[str, Any]) -> Resolution:
+    return Resolution(
+        reviewer=row["reviewer"],
+        verdict=Verdict(row["verdict"]),
+        label_class=int(row["label_class"]),
+        label=row["label"],
+        rationale=row["rationale"],
+        time_to_label_seconds=float(row["time_to_label_seconds"]),
+        resolved_at=float(row["resolved_at"]),
+    )

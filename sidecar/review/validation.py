@@ -1,0 +1,110 @@
+"""Every bound a caller of the review queue can break, named by its proto field.
+Pure; raises InvalidRequest."""
+
+from __future__ import annotations
+
+import math
+
+from sidecar.core.validation import MAX_NAME, MAX_REQUEST_ID
+from sidecar.errors import InvalidRequest
+from sidecar.escalation.record import Escalation
+from sidecar.review.item import TIERS, Verdict
+from sidecar.review.resolution import ReviewerVerdict
+
+MAX_BATCH = 1000
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+DEFAULT_LEASE_SECONDS = 300.0
+MAX_LEASE_SECONDS = 86400.0
+MAX_REVIEWER = 128
+MAX_RATIONALE = 16 * 1024
+MAX_LABEL = 1024
+_INPUT_KINDS = frozenset({"LOGITS", "PROBABILITIES"})
+
+
+def check_batch_size(size: int) -> None:
+    if size == 0:
+        raise InvalidRequest("escalations", "must hold at least one escalation")
+    if size > MAX_BATCH:
+        raise InvalidRequest("escalations", f"{size} escalations; at most {MAX_BATCH} per call")
+
+
+def check_escalation(e: Escalation) -> None:
+    """What makes an escalation unusable for good (the forwarder dead-letters it)."""
+    _text(e.escalation_id, "escalation_id", MAX_REQUEST_ID, required=True)
+    _text(e.model, "model", MAX_NAME, required=True)
+    if e.tier not in TIERS:
+        raise InvalidRequest("tier", f"must be one of {', '.join(TIERS)}, got {e.tier or 'none'}")
+    if e.input_kind not in _INPUT_KINDS:
+        raise InvalidRequest("input_kind", f"unknown value {e.input_kind}")
+    if not all(math.isfinite(x) for x in e.logits):
+        raise InvalidRequest("logits", "must be finite")
+    if not all(math.isfinite(x) for x in e.numeric_attributes.values()):
+        raise InvalidRequest("numeric_attributes", "must be finite")
+
+
+def check_reviewer(reviewer: str) -> None:
+    _text(reviewer, "reviewer", MAX_REVIEWER, required=True)
+
+
+def check_model_filter(model: str) -> None:
+    _text(model, "model", MAX_NAME)
+
+
+def lease_seconds(value: float) -> float:
+    """The lease asked for, 0 meaning the default."""
+    if value == 0:
+        return DEFAULT_LEASE_SECONDS
+    if not (math.isfinite(value) and 0 < value <= MAX_LEASE_SECONDS):
+        raise InvalidRequest(
+            "lease_seconds", f"must be in (0, {MAX_LEASE_SECONDS:g}] seconds, got {value}"
+        )
+    return value
+
+
+def list_limit(value: int) -> int:
+    """The limit asked for, 0 meaning the default."""
+    if value == 0:
+        return DEFAULT_LIMIT
+    if not 0 < value <= MAX_LIMIT:
+        raise InvalidRequest("limit", f"must be 1 to {MAX_LIMIT} (0: {DEFAULT_LIMIT}), got {value}")
+    return value
+
+
+def check_tier_filter(tier: str) -> None:
+    if tier and tier not in TIERS:
+        raise InvalidRequest("tier", f"unknown value {tier}")
+
+
+def check_since(value: float) -> None:
+    if not (math.isfinite(value) and value >= 0):
+        raise InvalidRequest("resolved_since", f"must be a Unix time >= 0, got {value}")
+
+
+def check_verdict(answer: ReviewerVerdict) -> None:
+    _text(answer.escalation_id, "escalation_id", MAX_REQUEST_ID, required=True)
+    check_reviewer(answer.reviewer)
+    if answer.verdict is None:
+        raise InvalidRequest("verdict", "is required: ACCEPT or OVERRIDE")
+    corrected = answer.corrected_class is not None or bool(answer.corrected_label)
+    if answer.verdict is Verdict.ACCEPT and corrected:
+        field = "corrected_class" if answer.corrected_class is not None else "corrected_label"
+        raise InvalidRequest(field, "is only for OVERRIDE; ACCEPT labels the predicted class")
+    if answer.verdict is Verdict.OVERRIDE and not corrected:
+        raise InvalidRequest(
+            "corrected_class", "OVERRIDE needs corrected_class, corrected_label or both"
+        )
+    if answer.corrected_class is not None and answer.corrected_class < 0:
+        raise InvalidRequest("corrected_class", f"must be >= 0, got {answer.corrected_class}")
+    _text(answer.corrected_label, "corrected_label", MAX_LABEL)
+    _text(answer.rationale, "rationale", MAX_RATIONALE)
+    seconds = answer.time_to_label_seconds
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise InvalidRequest("time_to_label_seconds", f"must be >= 0 (0: measured), got {seconds}")
+
+
+def _text(value: str, field: str, limit: int, *, required: bool = False) -> None:
+    if required and not value:
+        raise InvalidRequest(field, "is required")
+    if len(value) > limit:
+        raise InvalidRequest(field, f"is {len(value)} characters; at most {limit}")

@@ -1,0 +1,122 @@
+"""What a verdict records and who may give it (pure), and the checks on a verdict."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+
+from sidecar.errors import InvalidRequest, ItemConflict
+from sidecar.review.item import UNKNOWN_CLASS, ItemState, Resolution, ReviewItem, Verdict
+from sidecar.review.resolution import ReviewerVerdict, settle
+from sidecar.review.validation import check_verdict
+from tests.escalations import escalation
+
+NOW = 1_800_000_100.0
+HELD = ReviewItem(
+    escalation=escalation("e1"),
+    state=ItemState.CLAIMED,
+    priority=1,
+    due_at=NOW + 7000,
+    escalation_level=0,
+    received_at=NOW - 200,
+    claimed_by="alice",
+    claimed_at=NOW - 100,
+    lease_expires_at=NOW + 200,
+)
+
+
+def verdict(verdict: Verdict | None = Verdict.ACCEPT, **kw: object) -> ReviewerVerdict:
+    return ReviewerVerdict("e1", "alice", verdict, **kw)  # type: ignore[arg-type]
+
+
+def test_accept_labels_the_predicted_class() -> None:
+    """ACCEPT: predicted class and label; time to label from the claim."""
+    assert settle(HELD, verdict(rationale="ok"), NOW) == Resolution(
+        "alice", Verdict.ACCEPT, 1, "b", "ok", 100.0, NOW
+    )
+
+
+@pytest.mark.parametrize(
+    ("corrected_class", "corrected_label", "expected"),
+    [(2, "c", (2, "c")), (0, "", (0, "")), (None, "zebra", (UNKNOWN_CLASS, "zebra"))],
+)
+def test_override_labels_what_the_reviewer_gave(
+    corrected_class: int | None, corrected_label: str, expected: tuple[int, str]
+) -> None:
+    """OVERRIDE: the reviewer's class and/or label; a label alone leaves the class unknown."""
+    answer = verdict(
+        Verdict.OVERRIDE, corrected_class=corrected_class, corrected_label=corrected_label
+    )
+    resolution = settle(HELD, answer, NOW)
+    assert (resolution.label_class, resolution.label) == expected
+    assert resolution.verdict is Verdict.OVERRIDE
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [({"corrected_class": 1}, "corrected_class"), ({"corrected_label": "b"}, "corrected_label")],
+)
+def test_override_to_the_prediction_is_refused(kw: dict[str, object], field: str) -> None:
+    """Overriding with the predicted class (or label) is an ACCEPT in disguise: refused."""
+    with pytest.raises(InvalidRequest) as raised:
+        settle(HELD, verdict(Verdict.OVERRIDE, **kw), NOW)
+    assert raised.value.field == field
+
+
+def test_reviewers_time_wins() -> None:
+    """A time to label measured by the reviewer's tool is kept as given."""
+    assert settle(HELD, verdict(time_to_label_seconds=7.5), NOW).time_to_label_seconds == 7.5
+
+
+@pytest.mark.parametrize(
+    ("item", "reviewer", "message"),
+    [
+        (replace(HELD, claimed_by="", state=ItemState.OPEN), "alice", "not claimed"),
+        (HELD, "bob", "is claimed by 'alice', not 'bob'"),
+        (replace(HELD, state=ItemState.OPEN), "bob", "was last claimed by 'alice'"),
+        (
+            replace(
+                HELD,
+                state=ItemState.RESOLVED,
+                resolution=Resolution("carol", Verdict.ACCEPT, 1, "b", "", 1.0, NOW),
+            ),
+            "alice",
+            "already resolved by 'carol'",
+        ),
+    ],
+)
+def test_who_may_not_resolve(item: ReviewItem, reviewer: str, message: str) -> None:
+    """Never claimed, held (or last held) by another, or resolved: ItemConflict saying which."""
+    with pytest.raises(ItemConflict, match=message):
+        settle(item, replace(verdict(), reviewer=reviewer), NOW)
+
+
+def test_expired_lease_does_not_stop_its_holder() -> None:
+    """The lease ran out and nobody else claimed: the holder's verdict stands."""
+    expired = replace(HELD, state=ItemState.OPEN, lease_expires_at=NOW - 1)
+    assert settle(expired, verdict(), NOW).reviewer == "alice"
+
+
+@pytest.mark.parametrize(
+    ("answer", "field"),
+    [
+        (ReviewerVerdict("", "alice", Verdict.ACCEPT), "escalation_id"),
+        (ReviewerVerdict("e1", "", Verdict.ACCEPT), "reviewer"),
+        (ReviewerVerdict("e1", "a" * 129, Verdict.ACCEPT), "reviewer"),
+        (verdict(None), "verdict"),
+        (verdict(Verdict.OVERRIDE), "corrected_class"),
+        (verdict(corrected_class=2), "corrected_class"),
+        (verdict(corrected_label="c"), "corrected_label"),
+        (verdict(Verdict.OVERRIDE, corrected_class=-2), "corrected_class"),
+        (verdict(rationale="x" * 20000), "rationale"),
+        (verdict(time_to_label_seconds=-1.0), "time_to_label_seconds"),
+        (verdict(time_to_label_seconds=math.inf), "time_to_label_seconds"),
+    ],
+)
+def test_bad_verdicts_name_their_field(answer: ReviewerVerdict, field: str) -> None:
+    """Every malformed verdict is InvalidRequest naming the proto field."""
+    with pytest.raises(InvalidRequest) as raised:
+        check_verdict(answer)
+    assert raised.value.field == field
