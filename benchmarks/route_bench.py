@@ -3,7 +3,8 @@ load, same run (``make bench``; ``--short`` for CI).
 
 The sidecar runs with a real ONNX calibrator, a realistic policy (per-domain
 thresholds, three rules, a two-arm experiment, a 5 % audit sample), the audit log,
-the escalation sink and tracing exported in batches over OTLP to a local receiver.
+escalations spooled with fsync on and forwarded to a real review queue process, and
+tracing exported in batches over OTLP to a local receiver.
 Load is open loop at a constant rate from worker processes. The benchmark exits 1
 when the sidecar's unary Route p99, the median over trials, is 5 ms or more.
 
@@ -21,6 +22,7 @@ import json
 import os
 import platform
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -221,10 +223,16 @@ def main(argv: list[str] | None = None) -> int:
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{sink.address}",
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
     }
+    review = start(
+        [python, "-m", "sidecar", "review", "serve", "--listen", "127.0.0.1:0",
+         "--db", f"sqlite:{workdir / 'review.db'}", "--port-file", str(workdir / "review.addr")],
+        workdir / "review.addr", workdir / "review.log",
+    )  # fmt: skip
     sidecar = start(
         [python, "-m", "sidecar", "sidecar", "--policy", str(workdir / "policy.yaml"), "--listen", "127.0.0.1:0",
-         "--state-dir", str(workdir / "state"), "--port-file", str(workdir / "sidecar.addr")],
-        workdir / "sidecar.addr", workdir / "sidecar.log", otel,
+         "--state-dir", str(workdir / "state"), "--port-file", str(workdir / "sidecar.addr"),
+         "--sink", f"review://{review.address}"],
+        workdir / "sidecar.addr", workdir / "sidecar.log", {**otel, "HITL_SPOOL_FSYNC": "true"},
     )  # fmt: skip
     floor = start(
         [python, "-m", "benchmarks.floor", "--port-file", str(workdir / "floor.addr")],
@@ -235,9 +243,13 @@ def main(argv: list[str] | None = None) -> int:
         _wait_serving(sidecar.address)
         report = run(args, payloads, sidecar, floor)
     finally:
-        for proc in (sidecar, floor, sink):
+        for proc in (sidecar, floor, sink, review):
             proc.stop()
-    report["escalations_spooled"] = sum(1 for _ in read_unacked(workdir / "state" / "spool"))
+    report["escalations_undelivered"] = sum(1 for _ in read_unacked(workdir / "state" / "spool"))
+    with sqlite3.connect(workdir / "review.db") as db:
+        report["escalations_delivered"] = db.execute(
+            "SELECT count(*) FROM review_items"
+        ).fetchone()[0]
     write_outputs(args.out, report)
     print_table(report)
     verdict = (

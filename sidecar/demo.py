@@ -2,9 +2,12 @@
 
 Trains a classifier on scikit-learn's bundled digits data set, fits on a held-out
 split the calibrator that cross-validated NLL selects and exports it, recommends
-t_high and t_low with a Clopper-Pearson bound, writes a policy, starts the sidecar
-as a real process, routes the test split through Route over gRPC, reports
-outcomes, and prints what happened. Needs the ``calibrate`` extra."""
+t_high and t_low with a Clopper-Pearson bound, writes a policy, starts the review
+queue (SQLite) and the sidecar as separate processes, routes the test split through
+Route over gRPC, reports outcomes, waits for the forwarder to deliver every
+escalation, resolves a sample of the queue with the true labels as a stand-in
+reviewer, exports the labelled set, and prints what happened. Needs the
+``calibrate`` extra."""
 
 from __future__ import annotations
 
@@ -25,7 +28,6 @@ import yaml
 
 from sidecar._proto.hitl.v1 import router_pb2 as pb
 from sidecar.client import TIER_AUTOMATED, Reason, RouterClient, Tier, route_request
-from sidecar.escalation.spool import read_unacked
 
 MODEL = "digits"
 SEED = 20261121
@@ -33,6 +35,7 @@ TARGET_TIER1_ACCURACY = 0.98
 TARGET_ASSISTED_ACCURACY = 0.80
 CONFIDENCE_LEVEL = 0.95
 AUDIT_SAMPLE_RATE = 0.05
+REVIEWED_SHARE = 0.5  # of the queue, resolved by the stand-in reviewer
 
 
 @dataclass(frozen=True)
@@ -60,13 +63,31 @@ def run_demo(workdir: Path) -> int:
         f"test accuracy {(test_logits.argmax(axis=1) == splits.test_y).mean():.3f}"
     )
     policy = _calibrate_and_write_policy(workdir, cal_logits, splits.cal_y)
-    process, address = _start_sidecar(workdir)
+    python = [sys.executable, "-m", "sidecar"]
+    queue, queue_address = _start(
+        "review queue",
+        [*python, "review", "serve", "--listen", "127.0.0.1:0",
+         "--db", f"sqlite:{workdir / 'review.db'}"],
+        workdir, "review",
+    )  # fmt: skip
     try:
-        summary = _route_test_split(address, test_logits, splits.test_y)
+        sidecar, address = _start(
+            "sidecar",
+            [*python, "sidecar", "--policy", str(workdir / "policy.yaml"),
+             "--listen", "127.0.0.1:0", "--state-dir", str(workdir / "state"),
+             "--sink", f"review://{queue_address}"],
+            workdir, "sidecar",
+        )  # fmt: skip
+        try:
+            summary = _route_test_split(address, test_logits, splits.test_y)
+            review = _review(workdir, queue_address, summary.escalated, splits.test_y)
+        finally:
+            sidecar.terminate()
+            sidecar.wait(timeout=30)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
-    _report(workdir, policy, summary, process.returncode)
+        queue.terminate()
+        queue.wait(timeout=30)
+    _report(workdir, policy, summary, review, (sidecar.returncode, queue.returncode))
     return 0
 
 
@@ -166,42 +187,33 @@ def _calibrate_and_write_policy(
     return policy
 
 
-def _start_sidecar(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port_file = workdir / "sidecar.addr"
-    log = (workdir / "sidecar.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sidecar",
-            "sidecar",
-            "--policy",
-            str(workdir / "policy.yaml"),
-            "--listen",
-            "127.0.0.1:0",
-            "--state-dir",
-            str(workdir / "state"),
-            "--port-file",
-            str(port_file),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+def _start(
+    name: str, command: list[str], workdir: Path, tag: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a hitl server process; return it and its address once it is SERVING."""
+    port_file = workdir / f"{tag}.addr"
+    with (workdir / f"{tag}.log").open("wb") as log:
+        process = subprocess.Popen(
+            [*command, "--port-file", str(port_file)], stdout=log, stderr=subprocess.STDOUT
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(
-                f"sidecar exited with {process.returncode}; see {workdir / 'sidecar.log'}"
-            )
-        if port_file.exists():
-            address = port_file.read_text()
-            with RouterClient(address) as client:
-                if client.serving():
-                    print(f"   sidecar: pid {process.pid} serving on {address}")
-                    return process, address
+            raise SystemExit(f"{name} exited with {process.returncode}; see {workdir / tag}.log")
+        if port_file.exists() and _serving(tag, port_file.read_text()):
+            print(f"   {name}: pid {process.pid} serving on {port_file.read_text()}")
+            return process, port_file.read_text()
         time.sleep(0.1)
     process.kill()
-    raise SystemExit("sidecar did not become SERVING within 60 s")
+    raise SystemExit(f"{name} did not become SERVING within 60 s")
+
+
+def _serving(tag: str, address: str) -> bool:
+    from sidecar.review.client import ReviewClient
+
+    client = ReviewClient(address) if tag == "review" else RouterClient(address)
+    with client:
+        return client.serving()
 
 
 @dataclass(frozen=True)
@@ -254,10 +266,67 @@ def _route_test_split(
     return Summary(tiers, reasons, automated_correct, automated, escalated, matched, latencies)
 
 
-def _report(workdir: Path, policy: dict[str, Any], summary: Summary, exit_code: int | None) -> None:
+@dataclass(frozen=True)
+class Reviewed:
+    queued: int
+    resolved: int
+    overridden: int
+    exported: int
+    export: Path
+    delivery_seconds: float
+
+
+def _review(workdir: Path, address: str, escalated: int, labels: npt.NDArray[np.int64]) -> Reviewed:
+    """Wait for the forwarder to deliver every escalation, resolve a share of the
+    queue as a stand-in reviewer who knows the true labels, export the labelled set."""
+    from calibrators.data import load_dataset
+    from sidecar.review.client import ReviewClient
+    from sidecar.review.item import Verdict
+
+    reviewer = "demo-reviewer"
+    started = time.monotonic()
+    with ReviewClient(address) as client:
+        while (queued := len(client.list_items(limit=1000))) < escalated:
+            if time.monotonic() - started > 60:
+                raise SystemExit(f"only {queued} of {escalated} escalations reached the queue")
+            time.sleep(0.05)
+        delivery = time.monotonic() - started
+        overridden = 0
+        resolved = round(queued * REVIEWED_SHARE)
+        for _ in range(resolved):
+            item = client.claim(reviewer)
+            truth = int(labels[int(item.escalation.request_id.removeprefix("demo-"))])
+            if truth == item.escalation.predicted_class:
+                client.resolve(item.escalation_id, reviewer, Verdict.ACCEPT, rationale="agrees")
+            else:
+                overridden += 1
+                client.resolve(
+                    item.escalation_id,
+                    reviewer,
+                    Verdict.OVERRIDE,
+                    corrected_class=truth,
+                    corrected_label=f"digit-{truth}",
+                    rationale="the digit is another one",
+                )
+    export = workdir / "labelled.jsonl"
+    subprocess.run(
+        [sys.executable, "-m", "sidecar", "review", "export", "--target", address,
+         "--out", str(export)],
+        check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    exported = len(load_dataset(export).labels)  # what hitl calibrate fit would read
+    return Reviewed(queued, resolved, overridden, exported, export, delivery)
+
+
+def _report(
+    workdir: Path,
+    policy: dict[str, Any],
+    summary: Summary,
+    review: Reviewed,
+    exit_codes: tuple[int | None, int | None],
+) -> None:
     total = sum(summary.tiers.values())
     state = workdir / "state"
-    escalation_lines = sum(1 for _ in read_unacked(state / "spool"))
     print(f"\n== routed {total} held-out digits through Route over gRPC")
     for tier in ("TIER_AUTOMATED", "TIER_HUMAN_ASSISTED", "TIER_HUMAN_PRIMARY"):
         n = summary.tiers.get(tier, 0)
@@ -278,22 +347,29 @@ def _report(workdir: Path, policy: dict[str, Any], summary: Summary, exit_code: 
     lat = np.array(summary.latencies_ms)
     print(
         f"   Route latency, one client, sequential: p50 {np.percentile(lat, 50):.2f} ms, "
-        f"p99 {np.percentile(lat, 99):.2f} ms"
-    )
-    print(
-        f"   escalations: {summary.escalated} answered with an escalation_id, "
-        f"{escalation_lines} recorded"
+        f"p99 {np.percentile(lat, 99):.2f} ms (escalations fsynced before the answer)"
     )
     print(f"   outcomes reported: {summary.outcomes_matched} joined with their decision")
-    print(f"   sidecar stopped on SIGTERM with exit code {exit_code}")
+    print("\n== the review queue")
+    print(
+        f"   escalations: {summary.escalated} answered with an escalation_id, "
+        f"{review.queued} in the queue {review.delivery_seconds:.2f} s after the last Route"
+    )
+    print(
+        f"   stand-in reviewer: resolved {review.resolved} (the most urgent first), "
+        f"{review.overridden} overrides of the model"
+    )
+    print(f"   labelled export: {review.exported} rows that hitl calibrate fit reads as is")
+    print(f"   sidecar and review queue stopped on SIGTERM with exit codes {exit_codes}")
     print("\n== where things are")
     print(f"   policy:       {workdir / 'policy.yaml'}")
     print(f"   calibrator:   {workdir / 'calibrators' / 'digits.onnx'}")
     print(
         f"   audit log:    {state / 'audit.jsonl'} ({_count_lines(state / 'audit.jsonl')} records)"
     )
-    print(f"   escalations:  {state / 'spool'} (hitl escalations status --state-dir {state})")
-    print(f"   sidecar log:  {workdir / 'sidecar.log'}")
+    print(f"   review queue: {workdir / 'review.db'} (SQLite)")
+    print(f"   labelled set: {review.export}")
+    print(f"   logs:         {workdir / 'sidecar.log'}, {workdir / 'review.log'}")
     (workdir / "summary.json").write_text(
         json.dumps(
             {
@@ -305,10 +381,14 @@ def _report(workdir: Path, policy: dict[str, Any], summary: Summary, exit_code: 
                 else None,
                 "target_tier1_accuracy": policy["models"][MODEL]["target_tier1_accuracy"],
                 "escalated": summary.escalated,
-                "escalations_recorded": escalation_lines,
+                "escalations_in_queue": review.queued,
+                "reviewed": review.resolved,
+                "overridden": review.overridden,
+                "exported": review.exported,
                 "outcomes_matched": summary.outcomes_matched,
                 "route_p50_ms": float(np.percentile(lat, 50)),
                 "route_p99_ms": float(np.percentile(lat, 99)),
+                "exit_codes": list(exit_codes),
             },
             indent=2,
         )

@@ -45,6 +45,7 @@ class ForwarderSettings:
     breaker_failures: int = 5
     breaker_reset_seconds: float = 10.0
     idle_seconds: float = 0.5  # longest wait for new records without a wake-up
+    linger_seconds: float = 0.05  # after a wake-up, let a batch gather before reading
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,14 +85,16 @@ class Forwarder:
         """Forward until stopped; once stopping, until the spool is empty."""
         while True:
             self._written.clear()
-            if await self.forward_batch():
-                continue
-            if self._stopping:
+            if await self.forward_batch() == self.settings.batch_size:
+                continue  # a backlog: no waiting between full batches
+            if self._stopping and not self.spool.stats().records:
                 return
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.idle_seconds):
                     await self._written.wait()
             await self.dead.replay_if_requested(self.spool)
+            if not self._stopping:
+                await asyncio.sleep(self.settings.linger_seconds)
 
     async def stop(self, task: asyncio.Task[None], grace_seconds: float) -> None:
         """Let ``task`` (running ``run``) flush for up to grace_seconds, then cancel it."""
@@ -107,12 +110,12 @@ class Forwarder:
             log.warning("forwarder.stopped_with_backlog", records=self.spool.stats().records)
         await self.sink.close()
 
-    async def forward_batch(self) -> bool:
-        """Deliver the next batch (retrying until it is delivered); False when there
-        was nothing to forward."""
+    async def forward_batch(self) -> int:
+        """Deliver the next batch, retrying until it is delivered; return how many
+        records it held (0: nothing to forward)."""
         batch = await asyncio.to_thread(self._read)
         if batch is None:
-            return False
+            return 0
         if batch.escalations:
             self.oldest_created_at = batch.escalations[0].created_at
             rejected = await self._deliver(batch.escalations)
@@ -129,7 +132,7 @@ class Forwarder:
         await asyncio.to_thread(self.spool.ack, batch.end)
         self._position = batch.end
         self.oldest_created_at = None
-        return True
+        return len(batch.escalations) + len(batch.undecodable)
 
     def _read(self) -> _Batch | None:
         records = list(

@@ -197,7 +197,9 @@ class Spool:
                 return
             delivered = takewhile(lambda record: record[0] <= offset, self.read(self._acked))
             self._records -= sum(1 for _ in delivered)
-            _write_atomically(self.directory / ACKED, str(offset).encode())
+            # Not fsynced: an ack lost with the machine only means a resend, which
+            # sinks dedupe; syncing it would cost two fsyncs per delivered batch.
+            _replace(self.directory / ACKED, str(offset).encode())
             self._acked = offset
             while len(self._bases) > 1 and self._bases[1] <= offset:
                 self._path(self._bases.pop(0)).unlink()
@@ -234,10 +236,7 @@ class Spool:
         return bases
 
     def _read_acked(self) -> int:
-        try:
-            return int((self.directory / ACKED).read_text() or 0)
-        except FileNotFoundError:
-            return 0
+        return _acked(self.directory)
 
     def _recover_tail(self) -> int:
         base = self._bases[-1]
@@ -259,10 +258,7 @@ class Spool:
 def read_unacked(directory: Path) -> Iterator[tuple[int, bytes]]:
     """The unacknowledged records of a spool directory, read without taking it (for
     inspection while its owner runs: only whole, valid records are returned)."""
-    try:
-        acked = int((directory / ACKED).read_text() or 0)
-    except FileNotFoundError:
-        acked = 0
+    acked = _acked(directory)
     bases = sorted(int(p.stem) for p in directory.glob(f"*{SEGMENT_SUFFIX}"))
     for i, base in enumerate(bases):
         if i + 1 < len(bases) and bases[i + 1] <= acked:
@@ -298,16 +294,19 @@ def _lock_directory(directory: Path) -> int:
     return fd
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+def _acked(directory: Path) -> int:
+    """The acknowledged offset; 0 (deliver everything again) when the file is missing
+    or was left empty or garbled by a crash."""
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        return int((directory / ACKED).read_text())
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def _replace(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
     os.replace(tmp, path)
-    _fsync_directory(path.parent)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -27,7 +27,9 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["routed"] == sum(summary["tiers"].values()) > 300
     assert summary["tier1_accuracy"] >= summary["target_tier1_accuracy"]
-    assert summary["escalated"] == summary["escalations_recorded"] > 0
+    assert summary["escalated"] == summary["escalations_in_queue"] > 0
+    assert summary["exported"] == summary["reviewed"] > 0
+    assert summary["exit_codes"] == [0, 0]
     assert summary["outcomes_matched"] == summary["routed"]
     assert summary["tiers"]["TIER_AUTOMATED"] > 0
     assert summary["reasons"]["REASON_RULE"] > 0
