@@ -5,7 +5,10 @@ after dedupe; what it refused it must have answered UNAVAILABLE."""
 
 from __future__ import annotations
 
+import json
 import signal
+import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -13,10 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import orjson
 import pytest
 
 from sidecar.client import RouterClient
-from tests.integration.conftest import SidecarProcess, start_sidecar, wait_for
+from sidecar.escalation.spool import Spool
+from tests.escalations import escalation
+from tests.integration.conftest import (
+    ReviewProcess,
+    SidecarProcess,
+    hitl_command,
+    start_review,
+    start_sidecar,
+    wait_for,
+)
 from tests.integration.test_sidecar_process import ok
 from tests.natsserver import NatsServer
 
@@ -166,3 +179,130 @@ def test_torn_tail_is_cut_on_restart_and_the_rest_delivered(
     assert sorted(m["escalation_id"] for m in nats_server.messages("HITL_TORN-TEST")) == sorted(ids)
     cut = [e for e in running.log() if e["event"] == "spool.torn_tail_cut"]
     assert [e["bytes"] for e in cut] == [8 + len(b'{"escalation_id": "torn')]
+
+
+def test_review_queue_down_for_a_long_stretch_then_back_loses_nothing(
+    tmp_path: Path, policy_file: Path
+) -> None:
+    """The sidecar starts with its review queue down and stays so while 300
+    escalations are routed and the forwarder fails, backs off and opens its circuit
+    again and again; the queue comes up on its address and receives all of them,
+    once each."""
+    port = free_port()
+    running = start_sidecar(
+        tmp_path, policy_file, "--sink", f"review://127.0.0.1:{port}", env=FAST_RETRY
+    )
+    try:
+        running.wait_serving()
+        ids = route_escalations(running, "outage", 300)
+        time.sleep(6.0)
+        assert len(running.escalations()) == 300
+        queue = start_review(tmp_path / "review", listen=f"127.0.0.1:{port}")
+        try:
+            drained(running)
+            with queue.client() as client:
+                items = client.list_items(limit=1000)
+        finally:
+            queue.stop()
+    finally:
+        assert running.stop() == 0
+    assert sorted(item.escalation_id for item in items) == sorted(ids)
+    assert sum(e["event"] == "forwarder.circuit_open" for e in running.log()) >= 2
+
+
+def test_full_spool_budget_refuses_and_loses_nothing_acknowledged(
+    tmp_path: Path, policy_file: Path
+) -> None:
+    """With the sink down and a 16 KiB spool budget, escalations are refused with
+    UNAVAILABLE once the budget is used, automated answers still flow, and every
+    escalation acknowledged before that reaches the queue when it comes up; then
+    escalations are accepted again."""
+    port = free_port()
+    running = start_sidecar(
+        tmp_path, policy_file, "--sink", f"review://127.0.0.1:{port}",
+        env={**FAST_RETRY, "HITL_SPOOL_BUDGET_BYTES": "16384"},
+    )  # fmt: skip
+    acknowledged: list[str] = []
+    try:
+        running.wait_serving()
+        refusal: grpc.RpcError | None = None
+        with running.client(max_attempts=1) as client:
+            for i in range(200):
+                try:
+                    acknowledged.append(client.route(ok(f"full-{i}", strength=0.3)).escalation_id)
+                except grpc.RpcError as exc:
+                    refusal = exc
+                    break
+            assert client.route(ok("automated")).escalation_id == ""
+        assert refusal is not None, "the budget never filled"
+        assert refusal.code() == grpc.StatusCode.UNAVAILABLE
+        assert "spool budget" in str(refusal.details())
+        queue = start_review(tmp_path / "review", listen=f"127.0.0.1:{port}")
+        try:
+            drained(running)
+            with running.client() as client:
+                again = client.route(ok("after", strength=0.3)).escalation_id
+            wait_for(lambda: not running.escalations(), 10.0, "the last escalation delivered")
+            with queue.client() as client:
+                received = {item.escalation_id for item in client.list_items(limit=1000)}
+        finally:
+            queue.stop()
+    finally:
+        assert running.stop() == 0
+    assert 10 < len(acknowledged) < 200
+    assert received == {*acknowledged, again}
+    refused = [e for e in running.log() if e["event"] == "escalation.refused"]
+    assert len(refused) == 1
+    assert "spool budget" in refused[0]["error"]
+
+
+def test_dead_letters_are_listed_and_replayed_from_the_cli(
+    tmp_path: Path, policy_file: Path, review_queue: ReviewProcess
+) -> None:
+    """A spooled record the queue refuses for good (no model) is dead-lettered with
+    the queue's reason while the rest is delivered; `hitl escalations dead-letters`
+    shows it and `replay`, with the sidecar running, sends it through again."""
+    spool = Spool(tmp_path / "state" / "spool")
+    spool.append(orjson.dumps(escalation("no-model", model="").to_dict()))
+    spool.append(orjson.dumps(escalation("fine").to_dict()))
+    spool.close()
+    running = start_sidecar(tmp_path, policy_file, "--sink", f"review://{review_queue.address}")
+    state = str(tmp_path / "state")
+    try:
+        running.wait_serving()
+        drained(running)
+        listed = escalations_cli("dead-letters", "--state-dir", state)
+        (letter,) = [json.loads(line) for line in listed.splitlines()]
+        assert letter["escalation"]["escalation_id"] == "no-model"
+        assert (letter["sink"], letter["reason"].split(":")[0]) == ("review-queue", "model")
+        assert json.loads(escalations_cli("status", "--state-dir", state))["dead_letters"] == 1
+        assert "replay" in escalations_cli("replay", "--state-dir", state)
+        wait_for(
+            lambda: any(e["event"] == "escalation.dead_letters_replayed" for e in running.log()),
+            10.0,
+            "the running forwarder to replay",
+        )
+        drained(running)
+        wait_for(
+            lambda: sum(e["event"] == "escalation.dead_lettered" for e in running.log()) == 2,
+            10.0,
+            "the replayed record refused again",
+        )
+    finally:
+        assert running.stop() == 0
+    with review_queue.client() as client:
+        assert [i.escalation_id for i in client.list_items()] == ["fine"]
+
+
+def escalations_cli(*args: str) -> str:
+    result = subprocess.run(
+        hitl_command("escalations", *args), capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
