@@ -1,7 +1,7 @@
 # make demo   set up .venv if missing, run the end-to-end demo on the embedded default
 # make test   set up .venv if missing, lint, type-check and run every test
 # make lint   ruff (lint + format check) and mypy
-# make bench  the Route latency benchmark: enforced p99 < 5 ms, table + bench-output/
+# make bench  Route latency (enforced p99 < 5 ms) and forwarder rate per sink, into bench-output/
 # make calibration-report  every calibrator on ../shared/data/calibration, when present
 # make proto  regenerate sidecar/_proto from proto/ (pinned grpcio-tools, mypy-protobuf)
 
@@ -31,6 +31,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.route_bench
+	$(BIN)/python -m benchmarks.forwarder_bench
 
 calibration-report: $(STAMP)
 	$(BIN)/python -m benchmarks.calibration_report
