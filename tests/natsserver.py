@@ -23,7 +23,7 @@ class NatsServer:
         if not Path(BINARY).exists():
             pytest.skip(f"no nats-server binary at {BINARY}")
         self.store = workdir / "nats-store"
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self._log = workdir / "nats.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -73,7 +73,7 @@ async def _messages(url: str, stream: str) -> list[dict[str, Any]]:
         await client.close()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])

@@ -74,7 +74,6 @@ class Forwarder:
         self.sent = 0
         self.retried = 0
         self.dead_lettered = 0
-        self.oldest_created_at: float | None = None  # of the batch being delivered
         self._written = written
         self._monotonic = monotonic
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not secrets)
@@ -117,7 +116,6 @@ class Forwarder:
         if batch is None:
             return 0
         if batch.escalations:
-            self.oldest_created_at = batch.escalations[0].created_at
             rejected = await self._deliver(batch.escalations)
             by_id = {e.escalation_id: e for e in batch.escalations}
             for rejection in rejected:
@@ -131,7 +129,6 @@ class Forwarder:
             self.dead_lettered += 1
         await asyncio.to_thread(self.spool.ack, batch.end)
         self._position = batch.end
-        self.oldest_created_at = None
         return len(batch.escalations) + len(batch.undecodable)
 
     def _read(self) -> _Batch | None:

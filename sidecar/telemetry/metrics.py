@@ -139,7 +139,10 @@ def observe_escalations(
         )
 
     def oldest_age() -> float:
-        first = next(spool.read(spool.acked_offset, 1), None)
+        try:  # on the exporter's thread: the forwarder may delete the segment meanwhile
+            first = next(spool.read(spool.acked_offset, 1), None)
+        except FileNotFoundError:
+            return 0.0
         return max(0.0, clock() - orjson.loads(first[1])["created_at"]) if first else 0.0
 
     gauge(

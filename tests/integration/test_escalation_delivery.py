@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -31,7 +30,7 @@ from tests.integration.conftest import (
     wait_for,
 )
 from tests.integration.test_sidecar_process import ok
-from tests.natsserver import NatsServer
+from tests.natsserver import NatsServer, free_port
 
 FAST_RETRY = {"HITL_FORWARD_MAX_BACKOFF_SECONDS": "1.5", "HITL_FORWARD_TIMEOUT_SECONDS": "2"}
 
@@ -300,9 +299,3 @@ def escalations_cli(*args: str) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

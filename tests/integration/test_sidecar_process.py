@@ -309,7 +309,8 @@ def test_unix_socket_and_graceful_sigterm(tmp_path: Path, policy_file: Path) -> 
 
 
 def test_prometheus_metrics(tmp_path: Path, policy_file: Path) -> None:
-    """The scrape endpoint exposes decisions, latency and the policy revision."""
+    """The scrape endpoint exposes decisions, latency, the policy revision and the
+    spool."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -335,6 +336,11 @@ def test_prometheus_metrics(tmp_path: Path, policy_file: Path) -> None:
     assert samples["hitl_route_duration_milliseconds_count", (("method", "Route"),)] == 2
     assert samples["hitl_policy_revision", ()] == 1
     assert samples["hitl_calibration_info", (("model", "m"), ("version", "t-v1"))] == 1
+    # No sink: the escalation waits in the spool, and the spool says so.
+    assert samples["hitl_spool_records", ()] == 1
+    assert samples["hitl_spool_bytes", ()] > 0
+    assert samples["hitl_spool_oldest_age_seconds", ()] >= 0
+    assert samples["hitl_dead_letter_records", ()] == 0
 
 
 def _labels(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
