@@ -16,7 +16,6 @@ import signal
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -25,7 +24,6 @@ import structlog
 # grpc_health.v1.health re-exports this module as ``aio`` in a way mypy cannot follow.
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
@@ -34,7 +32,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from sidecar._proto.hitl.v1 import router_pb2 as pb
 from sidecar._proto.hitl.v1 import router_pb2_grpc as pb_grpc
 from sidecar.clock import Clock, SystemClock
-from sidecar.config import ENV_METRICS_ADDR, SidecarConfig, split_host_port
+from sidecar.config import ENV_LISTEN, ENV_METRICS_ADDR, SidecarConfig
 from sidecar.escalation.deadletter import DeadLetters
 from sidecar.escalation.forwarder import Forwarder, ForwarderSettings
 from sidecar.escalation.recorder import Recorder, SpoolRecorder
@@ -44,6 +42,7 @@ from sidecar.policy.file_source import FilePolicySource
 from sidecar.policy.snapshot import Snapshot, SnapshotHolder
 from sidecar.router import Router
 from sidecar.server import RouterServicer
+from sidecar.serving import bind, enable_reflection, prometheus_reader, write_port_file
 from sidecar.telemetry.audit import FLUSH_SECONDS, AuditLog, StructlogAudit
 from sidecar.telemetry.metrics import RouterMetrics, meter_provider, observe_escalations
 from sidecar.telemetry.tracing import INSTRUMENTATION, tracer_provider
@@ -139,7 +138,7 @@ def build(
     )
     readers = list(metric_readers or [])
     if config.metrics_addr:
-        readers.append(_prometheus_reader(config.metrics_addr))
+        readers.append(prometheus_reader(config.metrics_addr, ENV_METRICS_ADDR))
     meters = meter_provider(resource, readers)
     tracers = tracer_provider(resource, span_processors or [])
     holder = SnapshotHolder()
@@ -174,15 +173,8 @@ def build(
     )
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        (
-            ROUTER_SERVICE,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
-    address = _bind(server, config.listen)
+    enable_reflection(server, ROUTER_SERVICE)
+    address = bind(server, config.listen, ENV_LISTEN)
     source = FilePolicySource(config.policy, holder, config.policy_poll_seconds)
     return Sidecar(
         config,
@@ -201,24 +193,6 @@ def build(
     )
 
 
-def _bind(server: grpc.aio.Server, listen: str) -> str:
-    """Bind the listen address; a TCP port 0 becomes the port the kernel chose."""
-    port = server.add_insecure_port(listen)
-    if listen.startswith("unix:"):
-        return listen
-    host = listen.rpartition(":")[0]
-    return f"{host}:{port}"
-
-
-def _prometheus_reader(address: str) -> MetricReader:
-    from opentelemetry.exporter.prometheus import PrometheusMetricReader
-    from prometheus_client import start_http_server
-
-    host, port = split_host_port(address, ENV_METRICS_ADDR)
-    start_http_server(port, addr=host)
-    return PrometheusMetricReader()
-
-
 async def serve(config: SidecarConfig) -> None:
     """Run until SIGTERM or SIGINT."""
     sidecar = build(config)
@@ -228,7 +202,7 @@ async def serve(config: SidecarConfig) -> None:
     # where they would otherwise pause Route for milliseconds.
     gc.freeze()
     if config.port_file is not None:
-        _write_atomically(config.port_file, sidecar.address)
+        write_port_file(config.port_file, sidecar.address)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -236,9 +210,3 @@ async def serve(config: SidecarConfig) -> None:
     await stop.wait()
     log.info("sidecar.stopping", grace_seconds=config.shutdown_grace_seconds)
     await sidecar.stop()
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

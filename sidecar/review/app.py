@@ -11,12 +11,10 @@ import signal
 import threading
 from concurrent import futures
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
@@ -24,13 +22,13 @@ from opentelemetry.sdk.resources import Resource
 from sidecar._proto.hitl.v1 import review_pb2 as rpb
 from sidecar._proto.hitl.v1 import review_pb2_grpc as rpb_grpc
 from sidecar.clock import Clock, SystemClock
-from sidecar.config import split_host_port
-from sidecar.errors import ConfigError, HitlError
+from sidecar.errors import HitlError
 from sidecar.review.config import ENV_REVIEW_LISTEN, ENV_REVIEW_METRICS_ADDR, ReviewConfig
 from sidecar.review.metrics import ReviewMetrics
 from sidecar.review.queue import ReviewQueue
 from sidecar.review.server import ReviewQueueServicer
 from sidecar.review.store import ReviewStore, open_store
+from sidecar.serving import bind, enable_reflection, prometheus_reader, write_port_file
 from sidecar.telemetry.metrics import meter_provider
 
 log = structlog.get_logger("hitl.review")
@@ -98,7 +96,7 @@ def build(
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "hitl-review")})
     readers = list(metric_readers or [])
     if config.metrics_addr:
-        readers.append(_prometheus_reader(config.metrics_addr))
+        readers.append(prometheus_reader(config.metrics_addr, ENV_REVIEW_METRICS_ADDR))
     meters = meter_provider(resource, readers)
     metrics = ReviewMetrics(meters.get_meter(INSTRUMENTATION))
     queue = ReviewQueue(store or open_store(config.db), clock or SystemClock(), config.sla, metrics)
@@ -112,36 +110,9 @@ def build(
     for service in HEALTH_SERVICES:
         health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (
-            REVIEW_SERVICE,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
-    address = _bind(server, config.listen)
+    enable_reflection(server, REVIEW_SERVICE)
+    address = bind(server, config.listen, ENV_REVIEW_LISTEN)
     return ReviewServer(config, queue, server, health_servicer, meters, address)
-
-
-def _bind(server: grpc.Server, listen: str) -> str:
-    """Bind the listen address; port 0 becomes the port the kernel chose."""
-    try:
-        port = server.add_insecure_port(listen)
-    except RuntimeError as exc:
-        raise ConfigError(f"{ENV_REVIEW_LISTEN}: cannot listen on {listen}: {exc}") from exc
-    if port == 0:
-        raise ConfigError(f"{ENV_REVIEW_LISTEN}: cannot listen on {listen}")
-    return f"{listen.rpartition(':')[0]}:{port}"
-
-
-def _prometheus_reader(address: str) -> MetricReader:
-    from opentelemetry.exporter.prometheus import PrometheusMetricReader
-    from prometheus_client import start_http_server
-
-    host, port = split_host_port(address, ENV_REVIEW_METRICS_ADDR)
-    start_http_server(port, addr=host)
-    return PrometheusMetricReader()
 
 
 def serve(config: ReviewConfig) -> None:
@@ -152,13 +123,7 @@ def serve(config: ReviewConfig) -> None:
     review = build(config)
     review.start()
     if config.port_file is not None:
-        _write_atomically(config.port_file, review.address)
+        write_port_file(config.port_file, review.address)
     stop.wait()
     log.info("review.stopping", grace_seconds=config.shutdown_grace_seconds)
     review.stop()
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

@@ -3,8 +3,9 @@ reviewer has decided, its resolution. Pure types, no I/O."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from enum import StrEnum
+from typing import Any
 
 from sidecar.escalation.record import Escalation
 
@@ -36,6 +37,9 @@ class Resolution:
     rationale: str
     time_to_label_seconds: float
     resolved_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "verdict": self.verdict.value}
 
 
 @dataclass(frozen=True, slots=True)

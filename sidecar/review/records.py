@@ -29,17 +29,7 @@ def item_record(item: ReviewItem) -> dict[str, Any]:
         "claimed_by": item.claimed_by,
         "lease_expires_at": item.lease_expires_at,
         "escalation": _finite(item.escalation.to_dict()),
-        "resolution": None
-        if r is None
-        else {
-            "reviewer": r.reviewer,
-            "verdict": r.verdict.value,
-            "label_class": r.label_class,
-            "label": r.label,
-            "rationale": r.rationale,
-            "time_to_label_seconds": r.time_to_label_seconds,
-            "resolved_at": r.resolved_at,
-        },
+        "resolution": None if r is None else r.to_dict(),
     }
 
 

@@ -37,16 +37,14 @@ class ReviewQueueServicer(rpb_grpc.ReviewQueueServicer):
     def __init__(self, queue: ReviewQueue) -> None:
         self._queue = queue
 
-    def Submit(  # noqa: N802 (the proto's rpc name)
+    def Submit(
         self, request: rpb.SubmitRequest, context: grpc.ServicerContext
     ) -> rpb.SubmitResponse:
         escalations = [messages.to_escalation(m) for m in request.escalations]
         results = _call(context, "Submit", lambda: self._queue.submit(escalations))
         return rpb.SubmitResponse(results=[messages.submit_result(r) for r in results])
 
-    def List(  # noqa: N802 (the proto's rpc name)
-        self, request: rpb.ListRequest, context: grpc.ServicerContext
-    ) -> rpb.ListResponse:
+    def List(self, request: rpb.ListRequest, context: grpc.ServicerContext) -> rpb.ListResponse:
         items = _call(
             context,
             "List",
@@ -59,9 +57,7 @@ class ReviewQueueServicer(rpb_grpc.ReviewQueueServicer):
         )
         return rpb.ListResponse(items=[messages.item_message(item) for item in items])
 
-    def Claim(  # noqa: N802 (the proto's rpc name)
-        self, request: rpb.ClaimRequest, context: grpc.ServicerContext
-    ) -> rpb.ClaimResponse:
+    def Claim(self, request: rpb.ClaimRequest, context: grpc.ServicerContext) -> rpb.ClaimResponse:
         item = _call(
             context,
             "Claim",
@@ -69,7 +65,7 @@ class ReviewQueueServicer(rpb_grpc.ReviewQueueServicer):
         )
         return rpb.ClaimResponse(item=messages.item_message(item))
 
-    def Resolve(  # noqa: N802 (the proto's rpc name)
+    def Resolve(
         self, request: rpb.ResolveRequest, context: grpc.ServicerContext
     ) -> rpb.ResolveResponse:
         item = _call(
@@ -77,7 +73,7 @@ class ReviewQueueServicer(rpb_grpc.ReviewQueueServicer):
         )
         return rpb.ResolveResponse(item=messages.item_message(item))
 
-    def Export(  # noqa: N802 (the proto's rpc name)
+    def Export(
         self, request: rpb.ExportRequest, context: grpc.ServicerContext
     ) -> Iterator[rpb.ReviewItem]:
         items = _call(

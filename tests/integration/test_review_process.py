@@ -275,6 +275,8 @@ def test_sidecar_escalations_reach_the_queue(
     once each, with its decision context, and a reviewer's labels export for fitting."""
     sidecar = start_sidecar(tmp_path, policy_file, "--sink", f"review://{review_queue.address}")
     try:
+        # Before the policy loads, decisions are fallbacks with no class to accept.
+        sidecar.wait_serving()
         with sidecar.client() as client:
             escalated = {
                 client.route(

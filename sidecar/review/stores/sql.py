@@ -263,7 +263,7 @@ class SqlStore(ABC):
             if not rows:
                 raise ItemNotFound(f"escalation_id {escalation_id!r}: no such item")
             resolution = settle(item_from_row(rows[0], now))
-            tx.run(self._sql.resolve, _resolve_parameters(escalation_id, resolution))
+            tx.run(self._sql.resolve, {"escalation_id": escalation_id, **resolution.to_dict()})
             rows = tx.rows(self._sql.select_one, key)
         return item_from_row(rows[0], now)
 
@@ -324,19 +324,6 @@ def _insert_parameters(item: ReviewItem) -> dict[str, Any]:
         "trace_id": e.trace_id,
         # Python's json keeps a non-finite calibrated_confidence (a fallback's) as NaN.
         "escalation": json.dumps(e.to_dict()),
-    }
-
-
-def _resolve_parameters(escalation_id: str, r: Resolution) -> dict[str, Any]:
-    return {
-        "escalation_id": escalation_id,
-        "reviewer": r.reviewer,
-        "verdict": r.verdict.value,
-        "label_class": r.label_class,
-        "label": r.label,
-        "rationale": r.rationale,
-        "time_to_label_seconds": r.time_to_label_seconds,
-        "resolved_at": r.resolved_at,
     }
 
 

@@ -1,0 +1,51 @@
+"""What every hitl server process does the same way: bind its listen address,
+enable reflection, serve Prometheus, and announce its address in a port file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.sdk.metrics.export import MetricReader
+
+from sidecar.config import split_host_port
+from sidecar.errors import ConfigError
+
+
+def bind(server: grpc.Server | grpc.aio.Server, listen: str, var: str) -> str:
+    """Bind listen (``HOST:PORT`` or ``unix:PATH``); a TCP port 0 becomes the port
+    the kernel chose. A listen address that cannot be bound is a ConfigError naming var."""
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError as exc:
+        raise ConfigError(f"{var}: cannot listen on {listen}: {exc}") from exc
+    if port == 0:
+        raise ConfigError(f"{var}: cannot listen on {listen}")
+    if listen.startswith("unix:"):
+        return listen
+    return f"{listen.rpartition(':')[0]}:{port}"
+
+
+def enable_reflection(server: grpc.Server | grpc.aio.Server, service: str) -> None:
+    """Server reflection for service, health and reflection itself."""
+    health = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+    reflection.enable_server_reflection((service, health, reflection.SERVICE_NAME), server)
+
+
+def prometheus_reader(address: str, var: str) -> MetricReader:
+    """A metric reader served for scraping on address (``HOST:PORT``, from var)."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import start_http_server
+
+    host, port = split_host_port(address, var)
+    start_http_server(port, addr=host)
+    return PrometheusMetricReader()
+
+
+def write_port_file(path: Path, address: str) -> None:
+    """Write the bound address atomically: a reader sees all of it or no file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(address)
+    tmp.replace(path)
