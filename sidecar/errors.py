@@ -7,10 +7,16 @@ gRPC status codes in one table.
     │   ├── InvalidRequest       a field is missing, malformed or out of bounds
     │   └── RequestConflict      request_id reused for a different prediction
     ├── EscalationRefused        an escalation could not be recorded durably
+    ├── StoreUnavailable         a service's database failed or is unreachable
     ├── ReviewError              the review queue cannot do what was asked
     │   ├── ItemNotFound         no such escalation_id, or nothing open to claim
-    │   ├── ItemConflict         the item's state forbids it (held by another, resolved)
-    │   └── StoreUnavailable     the review queue's database failed or is unreachable
+    │   └── ItemConflict         the item's state forbids it (held by another, resolved)
+    ├── RegistryError            the registry cannot do what was asked
+    │   ├── NotFound             no such revision, proposal or calibrator
+    │   ├── Conflict             the proposal is decided, or the head moved under it
+    │   ├── Unauthenticated      no credentials, or credentials no principal holds
+    │   └── PermissionDenied     the principal's roles forbid it (or it approves itself)
+    ├── SignatureError           a signed policy is unsigned, altered or from another key
     ├── SinkUnavailable          a sink cannot take escalations now (the forwarder retries)
     ├── PolicyError              a policy document is invalid (names the field)
     ├── CalibratorError          a calibrator artefact is missing, altered or broken
@@ -68,8 +74,32 @@ class ItemConflict(ReviewError):
     or already resolved."""
 
 
-class StoreUnavailable(ReviewError):
-    """The review queue's database failed or cannot be reached; the caller may retry."""
+class StoreUnavailable(HitlError):
+    """A service's database failed or cannot be reached; the caller may retry."""
+
+
+class RegistryError(HitlError):
+    """The registry refuses or cannot complete an operation."""
+
+
+class NotFound(RegistryError):
+    """No revision, proposal or calibrator has the key asked for."""
+
+
+class Conflict(RegistryError):
+    """The proposal is no longer pending, or the policy moved on since it was based."""
+
+
+class Unauthenticated(RegistryError):
+    """The call carries no credentials, or credentials no principal holds."""
+
+
+class PermissionDenied(RegistryError):
+    """The principal's roles forbid the operation, or it would approve its own change."""
+
+
+class SignatureError(HitlError):
+    """A signed policy is unsigned, altered, or signed by a key we do not trust."""
 
 
 class PolicyError(HitlError):

@@ -26,12 +26,20 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 
 @dataclass(frozen=True, slots=True)
 class CalibratorRef:
-    """Which artefact a model runs: a path (relative to the policy file), its sha256
-    and the calibration version its metadata must declare."""
+    """Which artefact a model runs: its sha256, the calibration version its metadata
+    must declare, and either a path (relative to the policy file) or, in a policy
+    from the registry, the name it is stored under there (fetched by sha256)."""
 
     path: str
     sha256: str
     version: str
+    name: str = ""
+
+    @property
+    def file(self) -> str:
+        """Where the artefact is, relative to the policy's base directory: its path,
+        or ``<sha256>.onnx`` for a registry artefact."""
+        return self.path or f"{self.sha256}.onnx"
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,14 +151,17 @@ def _model(name: str, body: object, path: str) -> ModelPolicy:
 
 def _calibrator(body: object, path: str) -> CalibratorRef:
     doc = _mapping(body, path)
-    _known(doc, path, {"path", "sha256", "version"})
+    _known(doc, path, {"path", "name", "sha256", "version"})
     sha = _string(doc.get("sha256"), f"{path}.sha256").lower()
     if not _SHA256.match(sha):
         raise PolicyError(f"{path}.sha256", "must be 64 hexadecimal digits")
+    if ("path" in doc) == ("name" in doc):
+        raise PolicyError(f"{path}.path", "give either path (a file) or name (in the registry)")
     return CalibratorRef(
-        path=_string(doc.get("path"), f"{path}.path"),
+        path=_string(doc["path"], f"{path}.path") if "path" in doc else "",
         sha256=sha,
         version=_string(doc.get("version"), f"{path}.version"),
+        name=_name(doc["name"], f"{path}.name") if "name" in doc else "",
     )
 
 

@@ -36,7 +36,7 @@ def build_snapshot(
     source: str,
     previous: Snapshot | None = None,
 ) -> Snapshot:
-    """Load every calibrator of policy (relative paths under base_dir)."""
+    """Load every calibrator of policy (files relative to base_dir)."""
     reuse: Mapping[str, Calibrator] = {}
     if previous is not None:
         reuse = {
@@ -50,7 +50,7 @@ def build_snapshot(
         calibrator = reuse.get(ref.sha256)
         if calibrator is None or calibrator.metadata.version != ref.version:
             try:
-                calibrator = load_calibrator(base_dir / ref.path, ref)
+                calibrator = load_calibrator(base_dir / ref.file, ref)
             except CalibratorError as exc:
                 raise PolicyError(f"models.{name}.calibrator", str(exc)) from exc
         calibrators[name] = calibrator
