@@ -32,7 +32,8 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from sidecar._proto.hitl.v1 import router_pb2 as pb
 from sidecar._proto.hitl.v1 import router_pb2_grpc as pb_grpc
 from sidecar.clock import Clock, SystemClock
-from sidecar.config import ENV_LISTEN, ENV_METRICS_ADDR, SidecarConfig
+from sidecar.config import ENV_LISTEN, ENV_METRICS_ADDR, ENV_REGISTRY, SidecarConfig
+from sidecar.errors import ConfigError
 from sidecar.escalation.deadletter import DeadLetters
 from sidecar.escalation.forwarder import Forwarder, ForwarderSettings
 from sidecar.escalation.recorder import Recorder, SpoolRecorder
@@ -175,6 +176,8 @@ def build(
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     enable_reflection(server, ROUTER_SERVICE)
     address = bind(server, config.listen, ENV_LISTEN)
+    if config.policy is None:
+        raise ConfigError(f"{ENV_REGISTRY}: the registry policy source is not wired in yet")
     source = FilePolicySource(config.policy, holder, config.policy_poll_seconds)
     return Sidecar(
         config,

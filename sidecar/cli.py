@@ -1,10 +1,13 @@
 """The ``hitl`` command.
 
-hitl sidecar --policy policy.yaml        run a sidecar
+hitl sidecar --policy policy.yaml        run a sidecar on a policy file
+hitl sidecar --registry HOST:PORT ...    run a sidecar fed by the registry
 hitl demo                                the end-to-end demo on the embedded default
 hitl route --model M --logits 0.1,2.3    send one Route to a running sidecar
 hitl calibrate fit|evaluate|thresholds|export|compare   offline calibrator work
 hitl review serve|next|resolve|list|export|submit   the review queue and its reviewers
+hitl registry serve|keygen|principal|audit   the policy registry
+hitl policy show|propose|proposals|approve|reject|history|rollback|diff   policies in it
 hitl escalations status|dead-letters|replay   inspect a sidecar's spools
 """
 
@@ -23,6 +26,8 @@ from calibrators.cli import add_commands as add_calibrate_commands
 from sidecar.config import DEFAULT_LISTEN, SidecarConfig
 from sidecar.errors import ConfigError, HitlError
 from sidecar.escalation.cli import add_commands as add_escalation_commands
+from sidecar.registry.cli import add_commands as add_registry_commands
+from sidecar.registry.cli import add_publish_command
 from sidecar.review.cli import add_commands as add_review_commands
 
 
@@ -56,6 +61,30 @@ def _parser() -> argparse.ArgumentParser:
     side.add_argument("--metrics-addr", help="Prometheus scrape HOST:PORT (env HITL_METRICS_ADDR)")
     side.add_argument("--log-level", help="debug, info, warning or error (env HITL_LOG_LEVEL)")
     side.add_argument("--port-file", help="write the bound address here once listening")
+    side.add_argument(
+        "--registry",
+        help="take the policy from the registry at HOST:PORT instead of a file (env HITL_REGISTRY)",
+    )
+    side.add_argument(
+        "--registry-token-file",
+        help="file holding the registry bearer token (env HITL_REGISTRY_TOKEN_FILE)",
+    )
+    side.add_argument(
+        "--registry-public-key",
+        help="PEM key the registry signs policies with (env HITL_REGISTRY_PUBLIC_KEY)",
+    )
+    side.add_argument(
+        "--registry-ca",
+        help="CA certificate: connect to the registry over TLS (env HITL_REGISTRY_CA)",
+    )
+    side.add_argument(
+        "--registry-cert", help="client certificate for mTLS (env HITL_REGISTRY_CERT)"
+    )
+    side.add_argument("--registry-key", help="its private key (env HITL_REGISTRY_KEY)")
+    side.add_argument(
+        "--registry-poll-seconds",
+        help="poll interval while the Watch stream is down (env HITL_REGISTRY_POLL_SECONDS, 10)",
+    )
     side.set_defaults(run=_run_sidecar)
 
     demo = commands.add_parser("demo", help="train, calibrate, route and report, end to end")
@@ -77,9 +106,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     route.set_defaults(run=_run_route)
 
-    add_calibrate_commands(commands)
+    add_publish_command(add_calibrate_commands(commands))
     add_review_commands(commands)
     add_escalation_commands(commands)
+    add_registry_commands(commands)
     return parser
 
 
@@ -98,6 +128,13 @@ def _run_sidecar(args: argparse.Namespace) -> int:
             "metrics_addr": args.metrics_addr,
             "log_level": args.log_level,
             "port_file": args.port_file,
+            "registry": args.registry,
+            "registry_token_file": args.registry_token_file,
+            "registry_public_key": args.registry_public_key,
+            "registry_ca": args.registry_ca,
+            "registry_cert": args.registry_cert,
+            "registry_key": args.registry_key,
+            "registry_poll_seconds": args.registry_poll_seconds,
         }
     )
     configure_logging(config.log_level)

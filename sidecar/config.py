@@ -1,14 +1,20 @@
 """The sidecar's settings: one frozen object, validated at start-up.
 
 Every environment variable is a constant here. Explicit arguments (the CLI's flags)
-override the environment; a bad value fails at start-up naming the variable."""
+override the environment; a bad value fails at start-up naming the variable.
+
+The policy comes from exactly one place: a local file (HITL_POLICY) or the registry
+(HITL_REGISTRY, with the public key its policies must be signed with). Files named
+by the registry settings (token, key, certificates) are checked here, at start-up,
+so a typo fails the process rather than its first connection."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sidecar.errors import ConfigError
 
@@ -30,19 +36,28 @@ ENV_REPLAY_TTL = "HITL_REPLAY_TTL_SECONDS"
 ENV_REPLAY_CAPACITY = "HITL_REPLAY_CAPACITY"
 ENV_GRACE = "HITL_SHUTDOWN_GRACE_SECONDS"
 ENV_PORT_FILE = "HITL_PORT_FILE"
+ENV_REGISTRY = "HITL_REGISTRY"
+ENV_REGISTRY_TOKEN_FILE = "HITL_REGISTRY_TOKEN_FILE"  # noqa: S105 (a variable's name, no secret)
+ENV_REGISTRY_PUBLIC_KEY = "HITL_REGISTRY_PUBLIC_KEY"
+ENV_REGISTRY_CA = "HITL_REGISTRY_CA"
+ENV_REGISTRY_CERT = "HITL_REGISTRY_CERT"
+ENV_REGISTRY_KEY = "HITL_REGISTRY_KEY"
+ENV_REGISTRY_POLL = "HITL_REGISTRY_POLL_SECONDS"
 
 DEFAULT_LISTEN = "127.0.0.1:7431"
 _LEVELS = frozenset({"debug", "info", "warning", "error"})
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 MAX_SEGMENT_BYTES = 64 * 1024 * 1024
-SPOOL_DIR, DEAD_LETTER_DIR = "spool", "dead-letter"  # under the state directory
+# Under the state directory: the escalation spools, and the last-known-good policy
+# (with its calibrators) of a sidecar fed by the registry.
+SPOOL_DIR, DEAD_LETTER_DIR, POLICY_DIR = "spool", "dead-letter", "policy"
 
 
 @dataclass(frozen=True, slots=True)
 class SidecarConfig:
     """Settings of one sidecar process (see the README's "Configuration")."""
 
-    policy: Path
+    policy: Path | None = None
     listen: str = DEFAULT_LISTEN
     state_dir: Path = Path("hitl-state")
     audit_log: str = ""
@@ -60,6 +75,13 @@ class SidecarConfig:
     replay_capacity: int = 100_000
     shutdown_grace_seconds: float = 10.0
     port_file: Path | None = None
+    registry: str = ""
+    registry_token: str = field(default="", repr=False)
+    registry_public_key: Path | None = None
+    registry_ca: Path | None = None
+    registry_cert: Path | None = None
+    registry_key: Path | None = None
+    registry_poll_seconds: float = 10.0
 
     @property
     def audit_path(self) -> str:
@@ -72,6 +94,11 @@ class SidecarConfig:
     @property
     def dead_letter_dir(self) -> Path:
         return self.state_dir / DEAD_LETTER_DIR
+
+    @property
+    def policy_state_dir(self) -> Path:
+        """Where the last-known-good policy from the registry is kept."""
+        return self.state_dir / POLICY_DIR
 
     @property
     def segment_bytes(self) -> int:
@@ -89,8 +116,14 @@ class SidecarConfig:
             return str(given.get(name, env.get(var, default)))
 
         policy = text("policy", ENV_POLICY, "")
-        if not policy:
-            raise ConfigError(f"{ENV_POLICY} (or --policy) is required: the policy file to serve")
+        registry = text("registry", ENV_REGISTRY, "")
+        if bool(policy) == bool(registry):
+            raise ConfigError(
+                f"exactly one of {ENV_POLICY} (or --policy: a policy file) and {ENV_REGISTRY}"
+                " (or --registry: HOST:PORT of the registry) is required"
+                + (", not both" if policy else "")
+            )
+        remote = _registry_settings(given, env, registry) if registry else {}
         listen = text("listen", ENV_LISTEN, DEFAULT_LISTEN)
         _check_listen(listen)
         level = text("log_level", ENV_LOG_LEVEL, "info").lower()
@@ -120,7 +153,7 @@ class SidecarConfig:
             raise ConfigError(f"{ENV_FORWARD_BATCH} must be at most 1000, got {batch:.0f}")
         port_file = text("port_file", ENV_PORT_FILE, "")
         return cls(
-            policy=Path(policy),
+            policy=Path(policy) if policy else None,
             listen=listen,
             state_dir=Path(text("state_dir", ENV_STATE_DIR, "hitl-state")),
             audit_log=text("audit_log", ENV_AUDIT_LOG, ""),
@@ -153,7 +186,70 @@ class SidecarConfig:
                 text("shutdown_grace_seconds", ENV_GRACE, "10"), ENV_GRACE
             ),
             port_file=Path(port_file) if port_file else None,
+            **remote,
         )
+
+
+def _registry_settings(
+    given: Mapping[str, object], env: Mapping[str, str], registry: str
+) -> dict[str, Any]:
+    """The registry's settings, each file checked now (see the module docstring)."""
+    split_host_port(registry, ENV_REGISTRY)
+
+    def path(name: str, var: str) -> Path | None:
+        value = str(given.get(name, env.get(var, "")))
+        if not value:
+            return None
+        if not os.access(value, os.R_OK) or not os.path.isfile(value):
+            raise ConfigError(f"{var}: {value} is not a readable file")
+        return Path(value)
+
+    public_key = path("registry_public_key", ENV_REGISTRY_PUBLIC_KEY)
+    if public_key is None:
+        raise ConfigError(
+            f"{ENV_REGISTRY_PUBLIC_KEY} (or --registry-public-key) is required with"
+            f" {ENV_REGISTRY}: the PEM public key the registry signs policies with"
+        )
+    from sidecar.policy.signing import load_verifier
+
+    try:
+        load_verifier(public_key)
+    except ConfigError as exc:
+        raise ConfigError(f"{ENV_REGISTRY_PUBLIC_KEY}: {exc}") from exc
+    token = ""
+    token_file = path("registry_token_file", ENV_REGISTRY_TOKEN_FILE)
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"{ENV_REGISTRY_TOKEN_FILE}: cannot read {token_file}: {exc}"
+            ) from exc
+        if not token:
+            raise ConfigError(f"{ENV_REGISTRY_TOKEN_FILE}: {token_file} is empty")
+    ca = path("registry_ca", ENV_REGISTRY_CA)
+    cert = path("registry_cert", ENV_REGISTRY_CERT)
+    key = path("registry_key", ENV_REGISTRY_KEY)
+    if (cert is None) != (key is None):
+        raise ConfigError(
+            f"{ENV_REGISTRY_CERT} and {ENV_REGISTRY_KEY} go together: the client"
+            " certificate and its private key"
+        )
+    if cert is not None and ca is None:
+        raise ConfigError(
+            f"{ENV_REGISTRY_CERT} needs {ENV_REGISTRY_CA}: a client certificate is only"
+            " presented over TLS, which the CA turns on"
+        )
+    poll = str(given.get("registry_poll_seconds", env.get(ENV_REGISTRY_POLL, "10")))
+    return {
+        "registry": registry,
+        "registry_token": token,
+        "registry_public_key": public_key,
+        "registry_ca": ca,
+        "registry_cert": cert,
+        "registry_key": key,
+        "registry_poll_seconds": _positive(poll, ENV_REGISTRY_POLL),
+    }
 
 
 def _positive(value: str, var: str) -> float:

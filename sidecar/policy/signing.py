@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -86,14 +86,20 @@ def generate_key_pair(private_path: Path, public_path: Path) -> str:
 
 
 def load_signer(path: Path) -> Signer:
-    key = serialization.load_pem_private_key(_read(path), password=None)
+    try:
+        key = serialization.load_pem_private_key(_read(path), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise ConfigError(f"{path} is not an unencrypted PEM private key: {exc}") from exc
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigError(f"{path} is not an Ed25519 private key")
     return Signer(key)
 
 
 def load_verifier(path: Path) -> Verifier:
-    key = serialization.load_pem_public_key(_read(path))
+    try:
+        key = serialization.load_pem_public_key(_read(path))
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise ConfigError(f"{path} is not a PEM public key: {exc}") from exc
     if not isinstance(key, Ed25519PublicKey):
         raise ConfigError(f"{path} is not an Ed25519 public key")
     return Verifier(key)

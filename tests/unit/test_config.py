@@ -6,8 +6,21 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.config import ENV_LISTEN, ENV_POLICY, ENV_REPLAY_TTL, SidecarConfig
+from sidecar.config import (
+    ENV_LISTEN,
+    ENV_POLICY,
+    ENV_REGISTRY,
+    ENV_REGISTRY_CA,
+    ENV_REGISTRY_CERT,
+    ENV_REGISTRY_KEY,
+    ENV_REGISTRY_POLL,
+    ENV_REGISTRY_PUBLIC_KEY,
+    ENV_REGISTRY_TOKEN_FILE,
+    ENV_REPLAY_TTL,
+    SidecarConfig,
+)
 from sidecar.errors import ConfigError
+from sidecar.policy.signing import generate_key_pair
 
 
 def test_environment_and_defaults() -> None:
@@ -31,6 +44,7 @@ def test_overrides_beat_environment() -> None:
     ("env", "named"),
     [
         ({}, ENV_POLICY),
+        ({}, ENV_REGISTRY),
         ({ENV_POLICY: "p", ENV_LISTEN: "nowhere"}, ENV_LISTEN),
         ({ENV_POLICY: "p", ENV_LISTEN: "unix:"}, ENV_LISTEN),
         ({ENV_POLICY: "p", ENV_REPLAY_TTL: "-1"}, ENV_REPLAY_TTL),
@@ -51,3 +65,79 @@ def test_unix_socket_accepted() -> None:
         SidecarConfig.load({"listen": "unix:/tmp/h.sock"}, env={ENV_POLICY: "p"}).listen
         == "unix:/tmp/h.sock"
     )
+
+
+@pytest.fixture
+def registry_env(tmp_path: Path) -> dict[str, str]:
+    """A valid registry configuration: address, public key and token file."""
+    generate_key_pair(tmp_path / "signing.pem", tmp_path / "public.pem")
+    (tmp_path / "token").write_text("s3cret\n")
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        (tmp_path / name).write_text("PEM")
+    return {
+        ENV_REGISTRY: "registry.hitl:7433",
+        ENV_REGISTRY_PUBLIC_KEY: str(tmp_path / "public.pem"),
+        ENV_REGISTRY_TOKEN_FILE: str(tmp_path / "token"),
+    }
+
+
+def test_registry_settings(registry_env: dict[str, str], tmp_path: Path) -> None:
+    """With HITL_REGISTRY the policy file is unset, the token is read and stripped."""
+    config = SidecarConfig.load(env=registry_env)
+    assert config.policy is None
+    assert config.registry == "registry.hitl:7433"
+    assert config.registry_token == "s3cret"  # noqa: S105 (a test token)
+    assert config.registry_public_key == tmp_path / "public.pem"
+    assert config.registry_ca is None
+    assert config.registry_poll_seconds == 10.0
+    assert config.policy_state_dir == Path("hitl-state/policy")
+    assert "s3cret" not in repr(config)
+
+
+def test_registry_mtls_and_overrides(registry_env: dict[str, str], tmp_path: Path) -> None:
+    """CA, client certificate and key are taken together; a flag beats the variable."""
+    env = {
+        **registry_env,
+        ENV_REGISTRY_CA: str(tmp_path / "ca.pem"),
+        ENV_REGISTRY_CERT: str(tmp_path / "cert.pem"),
+        ENV_REGISTRY_KEY: str(tmp_path / "key.pem"),
+    }
+    config = SidecarConfig.load({"registry_poll_seconds": "2.5"}, env=env)
+    assert (config.registry_ca, config.registry_cert, config.registry_key) == (
+        tmp_path / "ca.pem",
+        tmp_path / "cert.pem",
+        tmp_path / "key.pem",
+    )
+    assert config.registry_poll_seconds == 2.5
+
+
+def test_policy_and_registry_are_exclusive(registry_env: dict[str, str]) -> None:
+    """A policy file and a registry together are refused, naming both variables."""
+    with pytest.raises(ConfigError, match=f"{ENV_POLICY}.*{ENV_REGISTRY}.*not both"):
+        SidecarConfig.load({"policy": "p.yaml"}, env=registry_env)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({ENV_REGISTRY: "nowhere"}, ENV_REGISTRY),
+        ({ENV_REGISTRY_PUBLIC_KEY: ""}, ENV_REGISTRY_PUBLIC_KEY),
+        ({ENV_REGISTRY_PUBLIC_KEY: "/no/such/key.pem"}, ENV_REGISTRY_PUBLIC_KEY),
+        ({ENV_REGISTRY_PUBLIC_KEY: "{tmp}/token"}, ENV_REGISTRY_PUBLIC_KEY),
+        ({ENV_REGISTRY_PUBLIC_KEY: "{tmp}/signing.pem"}, ENV_REGISTRY_PUBLIC_KEY),
+        ({ENV_REGISTRY_TOKEN_FILE: "/no/such/token"}, ENV_REGISTRY_TOKEN_FILE),
+        ({ENV_REGISTRY_TOKEN_FILE: "{tmp}/empty"}, ENV_REGISTRY_TOKEN_FILE),
+        ({ENV_REGISTRY_CA: "/no/such/ca.pem"}, ENV_REGISTRY_CA),
+        ({ENV_REGISTRY_CA: "{tmp}/ca.pem", ENV_REGISTRY_CERT: "{tmp}/cert.pem"}, ENV_REGISTRY_KEY),
+        ({ENV_REGISTRY_CERT: "{tmp}/cert.pem", ENV_REGISTRY_KEY: "{tmp}/key.pem"}, ENV_REGISTRY_CA),
+        ({ENV_REGISTRY_POLL: "0"}, ENV_REGISTRY_POLL),
+    ],
+)
+def test_bad_registry_settings_fail_naming_the_variable(
+    registry_env: dict[str, str], tmp_path: Path, change: dict[str, str], named: str
+) -> None:
+    """A missing, unreadable or inconsistent registry setting names its variable."""
+    (tmp_path / "empty").write_text("  \n")
+    env = {**registry_env, **{k: v.format(tmp=tmp_path) for k, v in change.items()}}
+    with pytest.raises(ConfigError, match=named):
+        SidecarConfig.load(env=env)
