@@ -24,8 +24,9 @@ DEFAULT_LOW_TARGET = 0.80
 DEFAULT_LEVEL = 0.95
 
 
-def add_commands(commands: Any) -> None:
-    """Add ``calibrate`` and its actions to the ``hitl`` sub-command parser."""
+def add_commands(commands: Any) -> Any:
+    """Add ``calibrate`` and its actions to the ``hitl`` sub-command parser; returns
+    its actions, to which ``hitl calibrate publish`` (a registry client) is added."""
     calibrate = commands.add_parser("calibrate", help="fit, evaluate and export calibrators")
     actions = calibrate.add_subparsers(required=True, metavar="ACTION")
 
@@ -75,6 +76,7 @@ def add_commands(commands: Any) -> None:
     compare.add_argument("--seed", type=int, default=0)
     compare.add_argument("--out", type=Path, help="write the JSON report here too")
     compare.set_defaults(run=run_compare)
+    return actions
 
 
 def _data_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,11 +14,20 @@ from sidecar.config import split_host_port
 from sidecar.errors import ConfigError
 
 
-def bind(server: grpc.Server | grpc.aio.Server, listen: str, var: str) -> str:
-    """Bind listen (``HOST:PORT`` or ``unix:PATH``); a TCP port 0 becomes the port
-    the kernel chose. A listen address that cannot be bound is a ConfigError naming var."""
+def bind(
+    server: grpc.Server | grpc.aio.Server,
+    listen: str,
+    var: str,
+    credentials: grpc.ServerCredentials | None = None,
+) -> str:
+    """Bind listen (``HOST:PORT`` or ``unix:PATH``), with TLS when credentials are
+    given; a TCP port 0 becomes the port the kernel chose. A listen address that
+    cannot be bound is a ConfigError naming var."""
     try:
-        port = server.add_insecure_port(listen)
+        if credentials is None:
+            port = server.add_insecure_port(listen)
+        else:
+            port = server.add_secure_port(listen, credentials)
     except RuntimeError as exc:
         raise ConfigError(f"{var}: cannot listen on {listen}: {exc}") from exc
     if port == 0:

@@ -41,16 +41,19 @@ def _leaves(value: object, path: str) -> Iterator[tuple[str, str]]:
             yield path, "{}"
         for key in value:
             yield from _leaves(value[key], f"{path}.{key}" if path else str(key))
-    elif isinstance(value, list) and value and all(_identity(item) for item in value):
+    elif isinstance(value, list) and value and all(_identity(item)[0] for item in value):
         for item in value:
-            yield from _leaves(item, f"{path}.{_identity(item)}")
+            key, name = _identity(item)
+            rest = {k: v for k, v in item.items() if k != key}
+            yield from _leaves(rest or {}, f"{path}.{name}")
     else:
         yield path, json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def _identity(item: object) -> str:
+def _identity(item: object) -> tuple[str, str]:
+    """(the identity key, its value) of a list item, or ("", "") when it has none."""
     if isinstance(item, Mapping):
         for key in _IDENTITY:
             if isinstance(item.get(key), str):
-                return str(item[key])
-    return ""
+                return key, str(item[key])
+    return "", ""

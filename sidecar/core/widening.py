@@ -69,9 +69,11 @@ def _thresholds(path: str, before: ModelPolicy, after: ModelPolicy) -> list[str]
     those that applied to it before (an arm new to the policy: the model's)."""
     reasons: list[str] = []
     domains = sorted({*before.thresholds.domains, *after.thresholds.domains, *_arm_domains(after)})
+    # An arm without thresholds of its own, before and after, is the model's row.
+    own = _own_tables(before) | _own_tables(after)
     arms: list[str | None] = [None]
     if after.experiment is not None:
-        arms.extend(arm.name for arm in after.experiment.arms)
+        arms.extend(arm.name for arm in after.experiment.arms if arm.name in own)
     for arm in arms:
         for domain in [None, *domains]:
             old, new = _applies(before, arm, domain), _applies(after, arm, domain)
@@ -84,6 +86,12 @@ def _thresholds(path: str, before: ModelPolicy, after: ModelPolicy) -> list[str]
                 if now < was:
                     reasons.append(f"{where}.{field}: lowered from {was:g} to {now:g}")
     return reasons
+
+
+def _own_tables(model: ModelPolicy) -> set[str]:
+    if model.experiment is None:
+        return set()
+    return {arm.name for arm in model.experiment.arms if arm.thresholds is not None}
 
 
 def _arm_domains(model: ModelPolicy) -> set[str]:

@@ -57,10 +57,10 @@ class ReviewConfig:
             return str(given.get(name, env.get(var, default)))
 
         listen = text("listen", ENV_REVIEW_LISTEN, DEFAULT_REVIEW_LISTEN)
-        _check_address(listen, ENV_REVIEW_LISTEN)
+        check_address(listen, ENV_REVIEW_LISTEN)
         metrics_addr = text("metrics_addr", ENV_REVIEW_METRICS_ADDR, "")
         if metrics_addr:
-            _check_address(metrics_addr, ENV_REVIEW_METRICS_ADDR)
+            check_address(metrics_addr, ENV_REVIEW_METRICS_ADDR)
         level = text("log_level", ENV_LOG_LEVEL, "info").lower()
         if level not in _LEVELS:
             raise ConfigError(f"{ENV_LOG_LEVEL} must be one of {sorted(_LEVELS)}, got {level!r}")
@@ -69,13 +69,13 @@ class ReviewConfig:
             listen=listen,
             db=check_db(text("db", ENV_REVIEW_DB, DEFAULT_REVIEW_DB), ENV_REVIEW_DB),
             sla=parse_sla(text("sla", ENV_REVIEW_SLA, ""), ENV_REVIEW_SLA),
-            sweep_seconds=_positive(
+            sweep_seconds=positive(
                 text("sweep_seconds", ENV_REVIEW_SWEEP, "10"), ENV_REVIEW_SWEEP
             ),
             metrics_addr=metrics_addr,
             log_level=level,
-            workers=int(_positive(text("workers", ENV_REVIEW_WORKERS, "16"), ENV_REVIEW_WORKERS)),
-            shutdown_grace_seconds=_positive(
+            workers=int(positive(text("workers", ENV_REVIEW_WORKERS, "16"), ENV_REVIEW_WORKERS)),
+            shutdown_grace_seconds=positive(
                 text("shutdown_grace_seconds", ENV_GRACE, "10"), ENV_GRACE
             ),
             port_file=Path(port_file) if port_file else None,
@@ -96,13 +96,13 @@ def check_db(url: str, var: str) -> str:
     return url
 
 
-def _check_address(address: str, var: str) -> None:
+def check_address(address: str, var: str) -> None:
     _, port = split_host_port(address, var)
     if port > 65535:
         raise ConfigError(f"{var} must be HOST:PORT, got {address!r}")
 
 
-def _positive(value: str, var: str) -> float:
+def positive(value: str, var: str) -> float:
     try:
         number = float(value)
     except ValueError:

@@ -1,0 +1,144 @@
+"""Assemble and run a registry process: store, signer, the head publisher, gRPC server
+(plain, TLS or mTLS) with health and reflection, metrics; graceful shutdown on
+SIGTERM and SIGINT.
+
+Shutdown order: health turns NOT_SERVING, the server drains in-flight calls for the
+grace period (Watch streams are cut; sidecars reconnect to another replica), the
+publisher stops, then the store and metric exporters are closed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+
+import grpc
+import structlog
+
+# grpc_health.v1.health re-exports this module as ``aio`` in a way mypy cannot follow.
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.resources import Resource
+
+from sidecar._proto.hitl.v1 import registry_pb2 as pb
+from sidecar._proto.hitl.v1 import registry_pb2_grpc as pb_grpc
+from sidecar.clock import Clock, SystemClock
+from sidecar.errors import ConfigError
+from sidecar.policy.signing import load_signer
+from sidecar.registry.config import ENV_REGISTRY_LISTEN, ENV_REGISTRY_METRICS_ADDR, RegistryConfig
+from sidecar.registry.metrics import RegistryMetrics
+from sidecar.registry.server import Publisher, RegistryServicer
+from sidecar.registry.service import Registry
+from sidecar.registry.store import RegistryStore, open_store
+from sidecar.serving import bind, enable_reflection, prometheus_reader, write_port_file
+from sidecar.telemetry.metrics import meter_provider
+
+log = structlog.get_logger("hitl.registry")
+
+REGISTRY_SERVICE = pb.DESCRIPTOR.services_by_name["Registry"].full_name
+HEALTH_SERVICES = ("", REGISTRY_SERVICE)
+INSTRUMENTATION = "hitl.registry"
+
+
+@dataclass
+class RegistryServer:
+    """A registry's running parts (tests build one in-process)."""
+
+    config: RegistryConfig
+    registry: Registry
+    publisher: Publisher
+    server: grpc.aio.Server
+    health: health_aio.HealthServicer
+    meters: MeterProvider
+    address: str
+    _publishing: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.server.start()
+        self._publishing = asyncio.create_task(self.publisher.run(), name="registry-publisher")
+        for service in HEALTH_SERVICES:
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        log.info("registry.listening", address=self.address, db=_where(self.config.db))
+
+    async def stop(self, grace: float | None = None) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.config.shutdown_grace_seconds if grace is None else grace)
+        if self._publishing is not None:
+            self._publishing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._publishing
+        self.registry.store.close()
+        self.meters.shutdown()
+        log.info("registry.stopped")
+
+
+def build(
+    config: RegistryConfig,
+    *,
+    clock: Clock | None = None,
+    store: RegistryStore | None = None,
+    metric_readers: list[MetricReader] | None = None,
+) -> RegistryServer:
+    """Wire a registry from config; keyword arguments replace the real adapters."""
+    clock = clock or SystemClock()
+    signer = load_signer(config.signing_key)
+    resource = Resource.create(
+        {"service.name": os.environ.get("OTEL_SERVICE_NAME", "hitl-registry")}
+    )
+    readers = list(metric_readers or [])
+    if config.metrics_addr:
+        readers.append(prometheus_reader(config.metrics_addr, ENV_REGISTRY_METRICS_ADDR))
+    meters = meter_provider(resource, readers)
+    registry = Registry(store or open_store(config.db), signer, clock)
+    publisher = Publisher(registry, clock, config.head_poll_seconds, config.refresh_seconds)
+    metrics = RegistryMetrics(meters.get_meter(INSTRUMENTATION), lambda: publisher.revision)
+    # SO_REUSEPORT off: a second registry on a taken port must fail, not share it.
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    pb_grpc.add_RegistryServicer_to_server(
+        RegistryServicer(registry, publisher, clock, metrics), server
+    )
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    enable_reflection(server, REGISTRY_SERVICE)
+    address = bind(server, config.listen, ENV_REGISTRY_LISTEN, _credentials(config))
+    log.info("registry.signing", key_id=signer.key_id)
+    return RegistryServer(config, registry, publisher, server, health, meters, address)
+
+
+def _credentials(config: RegistryConfig) -> grpc.ServerCredentials | None:
+    """TLS when a certificate is configured; mTLS (client certificates required and
+    checked against the CA) when a client CA is too."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    try:
+        pair = (config.tls_key.read_bytes(), config.tls_cert.read_bytes())
+        client_ca = config.client_ca.read_bytes() if config.client_ca else None
+    except OSError as exc:
+        raise ConfigError(f"cannot read TLS file {exc.filename}: {exc.strerror}") from exc
+    return grpc.ssl_server_credentials(
+        [pair], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+def _where(db: str) -> str:
+    """The database without credentials, for logs."""
+    return db.rsplit("@", maxsplit=1)[-1] if "://" in db else db
+
+
+async def serve(config: RegistryConfig) -> None:
+    """Run until SIGTERM or SIGINT."""
+    registry = build(config)
+    await registry.start()
+    if config.port_file is not None:
+        write_port_file(config.port_file, registry.address)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("registry.stopping", grace_seconds=config.shutdown_grace_seconds)
+    await registry.stop()

@@ -1,0 +1,467 @@
+"""``hitl registry`` (run and administer the registry), ``hitl policy`` (work with
+policies in it) and ``hitl calibrate publish``.
+
+    hitl registry serve --signing-key KEY [--listen HOST:PORT] [--db sqlite:PATH | postgresql://...]
+    hitl registry keygen --out DIR                 an Ed25519 pair: signing.key, signing.pub
+    hitl registry principal add NAME --role R...   prints a new bearer token once
+    hitl registry principal list | audit           (these three act on the database directly)
+
+    hitl policy show [--revision N]                the policy in force, as YAML-ready JSON
+    hitl policy propose FILE --reason WHY          uploads the calibrators the file names
+    hitl policy proposals [--state pending]
+    hitl policy approve ID | reject ID [--reason WHY]
+    hitl policy history [--limit N]
+    hitl policy rollback REVISION --reason WHY
+    hitl policy diff FROM [TO]                     revisions (TO: the head) or policy files
+    hitl calibrate publish FILE.onnx --model M --reason WHY
+
+Policy commands talk to a running registry (``--registry``, env HITL_REGISTRY) with
+a token (``--token-file``, env HITL_REGISTRY_TOKEN_FILE, or env HITL_REGISTRY_TOKEN),
+print JSON on stdout and exit 1 with the registry's status and message on stderr
+when it refuses (``hitl: PERMISSION_DENIED: ...``)."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sidecar.registry.config import DEFAULT_REGISTRY_DB, DEFAULT_REGISTRY_LISTEN
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
+
+    from sidecar.registry.client import RegistryClient
+
+Run = Callable[[argparse.Namespace], int]
+ENV_REGISTRY = "HITL_REGISTRY"
+# Names of variables that hold or point at a token, not tokens.
+ENV_TOKEN = "HITL_REGISTRY_TOKEN"  # noqa: S105
+ENV_TOKEN_FILE = "HITL_REGISTRY_TOKEN_FILE"  # noqa: S105
+ENV_CA, ENV_CERT, ENV_KEY = "HITL_REGISTRY_CA", "HITL_REGISTRY_CERT", "HITL_REGISTRY_KEY"
+ROLES = ("viewer", "sidecar", "operator", "approver")
+STATES = ("pending", "applied", "rejected", "superseded")
+
+
+def add_commands(commands: Any) -> None:
+    """Add ``registry`` and ``policy`` to the ``hitl`` sub-command parser."""
+    _add_registry(commands)
+    _add_policy(commands)
+
+
+def _add_registry(commands: Any) -> None:
+    registry = commands.add_parser("registry", help="run and administer the policy registry")
+    actions = registry.add_subparsers(required=True, metavar="ACTION")
+    serve = actions.add_parser("serve", help="run the registry's gRPC server")
+    serve.add_argument(
+        "--signing-key", help="Ed25519 private key PEM (env HITL_REGISTRY_SIGNING_KEY)"
+    )
+    serve.add_argument(
+        "--listen", help=f"HOST:PORT (env HITL_REGISTRY_LISTEN, default {DEFAULT_REGISTRY_LISTEN})"
+    )
+    _db(serve)
+    serve.add_argument(
+        "--metrics-addr", help="Prometheus scrape HOST:PORT (env HITL_REGISTRY_METRICS_ADDR)"
+    )
+    serve.add_argument(
+        "--refresh-seconds",
+        help="re-sign the head for watchers this often (env HITL_REGISTRY_REFRESH_SECONDS, 30)",
+    )
+    serve.add_argument(
+        "--tls-cert", help="serve TLS with this certificate (env HITL_REGISTRY_TLS_CERT)"
+    )
+    serve.add_argument("--tls-key", help="its private key (env HITL_REGISTRY_TLS_KEY)")
+    serve.add_argument(
+        "--client-ca",
+        help="require client certificates signed by this CA (env HITL_REGISTRY_CLIENT_CA)",
+    )
+    serve.add_argument("--log-level", help="debug, info, warning or error (env HITL_LOG_LEVEL)")
+    serve.add_argument("--port-file", help="write the bound address here once listening")
+    serve.set_defaults(run=run_serve)
+
+    keygen = actions.add_parser("keygen", help="write a new signing key pair")
+    keygen.add_argument("--out", required=True, type=Path, help="directory for signing.key/.pub")
+    keygen.set_defaults(run=run_keygen)
+
+    principal = actions.add_parser("principal", help="who may call the registry")
+    who = principal.add_subparsers(required=True, metavar="ACTION")
+    add = who.add_parser("add", help="create or replace a principal; prints its new token")
+    add.add_argument("name")
+    add.add_argument("--role", action="append", required=True, choices=ROLES, dest="roles")
+    add.add_argument("--cert-subject", default="", help="client certificate CN (mTLS)")
+    add.add_argument("--no-token", action="store_true", help="certificate only, no token")
+    _db(add)
+    add.set_defaults(run=run_principal_add)
+    listing = who.add_parser("list", help="principals and their roles")
+    _db(listing)
+    listing.set_defaults(run=run_principal_list)
+    audit = actions.add_parser("audit", help="the newest calls, allowed or not")
+    audit.add_argument("--limit", type=int, default=50)
+    _db(audit)
+    audit.set_defaults(run=run_audit)
+
+
+def _add_policy(commands: Any) -> None:
+    policy = commands.add_parser("policy", help="show, propose, approve and roll back policies")
+    acts = policy.add_subparsers(required=True, metavar="ACTION")
+    show = _client(acts.add_parser("show", help="a revision (default: the head)"))
+    show.add_argument("--revision", type=int, default=0)
+    show.set_defaults(run=run_show)
+    propose = _client(acts.add_parser("propose", help="propose a policy file as the next revision"))
+    propose.add_argument("file", type=Path, help="policy file, YAML or JSON")
+    propose.add_argument("--reason", required=True, help="why (kept in the history)")
+    propose.add_argument("--base", type=int, help="the head it was made against (default: now's)")
+    propose.set_defaults(run=run_propose)
+    pending = _client(acts.add_parser("proposals", help="proposals, newest first"))
+    pending.add_argument("--state", choices=STATES, help="default: any")
+    pending.add_argument("--limit", type=int, default=20)
+    pending.set_defaults(run=run_proposals)
+    for name, run in (("approve", run_approve), ("reject", run_reject)):
+        decide = _client(acts.add_parser(name, help=f"{name} a pending proposal"))
+        decide.add_argument("proposal", type=int)
+        decide.add_argument("--reason", default="")
+        decide.set_defaults(run=run)
+    history = _client(acts.add_parser("history", help="revisions: who, why, when, what changed"))
+    history.add_argument("--limit", type=int, default=20)
+    history.add_argument("--before", type=int, default=0)
+    history.set_defaults(run=run_history)
+    rollback = _client(acts.add_parser("rollback", help="propose an earlier revision's policy"))
+    rollback.add_argument("revision", type=int)
+    rollback.add_argument("--reason", required=True)
+    rollback.set_defaults(run=run_rollback)
+    diff = _client(acts.add_parser("diff", help="what changes between two policies"))
+    diff.add_argument("before", help="a revision number or a policy file")
+    diff.add_argument("after", nargs="?", default="0", help="the same (default: the head)")
+    diff.set_defaults(run=run_diff)
+
+
+def add_publish_command(calibrate_actions: Any) -> None:
+    """Add ``publish`` to ``hitl calibrate``."""
+    publish = _client(
+        calibrate_actions.add_parser(
+            "publish", help="upload an ONNX calibrator and propose the change that uses it"
+        )
+    )
+    publish.add_argument("onnx", type=Path)
+    publish.add_argument("--model", required=True, help="the model whose calibrator it replaces")
+    publish.add_argument("--reason", required=True)
+    publish.add_argument("--name", default="", help="name in the registry (default: file stem)")
+    publish.set_defaults(run=run_publish)
+
+
+def _db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db",
+        help="sqlite:PATH or postgresql://... "
+        f"(env HITL_REGISTRY_DB, default {DEFAULT_REGISTRY_DB})",
+    )
+
+
+def _client(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument(
+        "--registry",
+        default=os.environ.get(ENV_REGISTRY, DEFAULT_REGISTRY_LISTEN),
+        help=f"registry HOST:PORT (env {ENV_REGISTRY})",
+    )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        default=os.environ.get(ENV_TOKEN_FILE) or None,
+        help=f"file holding your bearer token (env {ENV_TOKEN_FILE}, or the token in {ENV_TOKEN})",
+    )
+    parser.add_argument("--ca", type=Path, default=os.environ.get(ENV_CA) or None, help="TLS CA")
+    parser.add_argument("--cert", type=Path, default=os.environ.get(ENV_CERT) or None)
+    parser.add_argument("--key", type=Path, default=os.environ.get(ENV_KEY) or None)
+    return parser
+
+
+def _connect(args: argparse.Namespace) -> RegistryClient:
+    from sidecar.registry.client import RegistryClient
+
+    token = os.environ.get(ENV_TOKEN, "")
+    if args.token_file is not None:
+        token = args.token_file.read_text().strip()
+
+    def read(path: Path | None) -> bytes | None:
+        return path.read_bytes() if path is not None else None
+
+    return RegistryClient(
+        args.registry, token, ca=read(args.ca), cert=read(args.cert), key=read(args.key)
+    )
+
+
+def _reports_refusals(run: Run) -> Run:
+    """Print a refused call as ``hitl: CODE: message`` and exit 1."""
+
+    @functools.wraps(run)
+    def wrapped(args: argparse.Namespace) -> int:
+        import grpc
+
+        try:
+            return run(args)
+        except grpc.RpcError as exc:
+            code = exc.code().name if isinstance(exc, grpc.Call) else "ERROR"
+            detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+            print(f"hitl: {code}: {detail}", file=sys.stderr)
+            return 1
+
+    return wrapped
+
+
+def _print(message: Message) -> None:
+    from google.protobuf.json_format import MessageToDict
+
+    print(json.dumps(MessageToDict(message), indent=2, sort_keys=True))
+
+
+# -- registry ------------------------------------------------------------------------
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from sidecar.registry.app import serve
+    from sidecar.registry.config import RegistryConfig
+    from sidecar.telemetry.logs import configure_logging
+
+    config = RegistryConfig.load(
+        {
+            "signing_key": args.signing_key,
+            "listen": args.listen,
+            "db": args.db,
+            "metrics_addr": args.metrics_addr,
+            "refresh_seconds": args.refresh_seconds,
+            "tls_cert": args.tls_cert,
+            "tls_key": args.tls_key,
+            "client_ca": args.client_ca,
+            "log_level": args.log_level,
+            "port_file": args.port_file,
+        }
+    )
+    configure_logging(config.log_level)
+    asyncio.run(serve(config))
+    return 0
+
+
+def run_keygen(args: argparse.Namespace) -> int:
+    from sidecar.policy.signing import generate_key_pair
+
+    key_id = generate_key_pair(args.out / "signing.key", args.out / "signing.pub")
+    print(
+        json.dumps(
+            {
+                "key_id": key_id,
+                "private": str(args.out / "signing.key"),
+                "public": str(args.out / "signing.pub"),
+            }
+        )
+    )
+    return 0
+
+
+def _open(args: argparse.Namespace) -> Any:
+    from sidecar.registry.config import ENV_REGISTRY_DB
+    from sidecar.registry.store import open_store
+    from sidecar.review.config import check_db
+
+    return open_store(
+        check_db(args.db or os.environ.get(ENV_REGISTRY_DB, DEFAULT_REGISTRY_DB), ENV_REGISTRY_DB)
+    )
+
+
+def run_principal_add(args: argparse.Namespace) -> int:
+    import time
+
+    from sidecar.registry.auth import hash_token, new_token
+    from sidecar.registry.model import Role
+
+    token = "" if args.no_token else new_token()
+    store = _open(args)
+    try:
+        store.add_principal(
+            args.name,
+            frozenset(Role(r) for r in args.roles),
+            hash_token(token) if token else "",
+            args.cert_subject,
+            time.time(),
+        )
+    finally:
+        store.close()
+    print(json.dumps({"name": args.name, "roles": sorted(args.roles), "token": token}))
+    return 0
+
+
+def run_principal_list(args: argparse.Namespace) -> int:
+    store = _open(args)
+    try:
+        for principal in store.principals():
+            print(json.dumps({"name": principal.name, "roles": sorted(principal.roles)}))
+    finally:
+        store.close()
+    return 0
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    store = _open(args)
+    try:
+        for entry in store.audit_trail(args.limit):
+            print(json.dumps(asdict(entry)))
+    finally:
+        store.close()
+    return 0
+
+
+# -- policy --------------------------------------------------------------------------
+
+
+@_reports_refusals
+def run_show(args: argparse.Namespace) -> int:
+    with _connect(args) as client:
+        revision = client.get_policy(args.revision)
+    revision.ClearField("signed")
+    _print(revision)
+    return 0
+
+
+@_reports_refusals
+def run_propose(args: argparse.Namespace) -> int:
+    with _connect(args) as client:
+        policy = _upload_policy_file(client, args.file)
+        base = args.base if args.base is not None else _head(client)
+        _print(client.propose(policy, args.reason, base))
+    return 0
+
+
+@_reports_refusals
+def run_proposals(args: argparse.Namespace) -> int:
+    from sidecar._proto.hitl.v1 import registry_pb2 as pb
+
+    state = pb.ProposalState.Value(args.state.upper()) if args.state else 0
+    with _connect(args) as client:
+        for proposal in client.proposals(state, args.limit):
+            _print(proposal)
+    return 0
+
+
+@_reports_refusals
+def run_approve(args: argparse.Namespace) -> int:
+    with _connect(args) as client:
+        _print(client.approve(args.proposal, args.reason))
+    return 0
+
+
+@_reports_refusals
+def run_reject(args: argparse.Namespace) -> int:
+    with _connect(args) as client:
+        _print(client.reject(args.proposal, args.reason))
+    return 0
+
+
+@_reports_refusals
+def run_history(args: argparse.Namespace) -> int:
+    with _connect(args) as client:
+        for revision in client.history(args.limit, args.before):
+            revision.ClearField("policy")
+            _print(revision)
+    return 0
+
+
+@_reports_refusals
+def run_rollback(args: argparse.Namespace) -> int:
+    with _connect(args) as client:
+        _print(client.rollback(args.revision, args.reason))
+    return 0
+
+
+@_reports_refusals
+def run_diff(args: argparse.Namespace) -> int:
+    from sidecar.core.diff import diff
+
+    with _connect(args) as client:
+        before, after = _document(client, args.before), _document(client, args.after)
+    for change in diff(before, after):
+        print(f"{change.path}: {change.before or '(absent)'} -> {change.after or '(absent)'}")
+    return 0
+
+
+@_reports_refusals
+def run_publish(args: argparse.Namespace) -> int:
+    from sidecar.registry.messages import document_from_policy, policy_from_document
+
+    data = args.onnx.read_bytes()
+    with _connect(args) as client:
+        info = client.put_calibrator(data, args.name or args.onnx.stem, _version(data, args.onnx))
+        head = client.get_policy(0)
+        doc = document_from_policy(head.policy)
+        if args.model not in doc["models"]:
+            print(f"hitl: the policy has no model {args.model!r}", file=sys.stderr)
+            return 1
+        doc["models"][args.model]["calibrator"] = {
+            "name": info.name,
+            "version": info.version,
+            "sha256": info.sha256,
+        }
+        _print(client.propose(policy_from_document(doc), args.reason, head.revision))
+    return 0
+
+
+def _head(client: RegistryClient) -> int:
+    import grpc
+
+    try:
+        return client.get_policy(0).revision
+    except grpc.RpcError as exc:
+        if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.NOT_FOUND:
+            return 0
+        raise
+
+
+def _document(client: RegistryClient, which: str) -> dict[str, Any]:
+    """A revision's document (a number; 0 the head) or a policy file's."""
+    from sidecar.registry.messages import document_from_policy
+
+    if which.isdigit():
+        return document_from_policy(client.get_policy(int(which)).policy)
+    import yaml
+
+    from sidecar.policy.loader import read_policy_bytes
+
+    doc = yaml.safe_load(read_policy_bytes(Path(which)))
+    return {k: v for k, v in doc.items() if k not in ("revision", "issued_at")}
+
+
+def _upload_policy_file(client: RegistryClient, path: Path) -> Any:
+    """The file's policy as a message; each calibrator it names by path is uploaded
+    (idempotent) and named by its file stem instead."""
+    import yaml
+
+    from sidecar.policy.loader import read_policy_bytes
+    from sidecar.registry.messages import policy_from_document
+
+    doc = yaml.safe_load(read_policy_bytes(path)) or {}
+    doc = {k: v for k, v in doc.items() if k not in ("revision", "issued_at")}
+    for model in (doc.get("models") or {}).values():
+        ref = model.get("calibrator") or {}
+        if "path" in ref:
+            artefact = path.parent / ref.pop("path")
+            data = artefact.read_bytes()
+            info = client.put_calibrator(data, artefact.stem, _version(data, artefact))
+            ref["name"] = info.name
+    return policy_from_document(doc)
+
+
+def _version(data: bytes, path: Path) -> str:
+    """The calibration version an artefact's metadata declares."""
+    from sidecar.calibration.artefact import parse_metadata
+    from sidecar.calibration.runtime import build_session
+
+    return parse_metadata(
+        build_session(data, str(path)).get_modelmeta().custom_metadata_map
+    ).version

@@ -1,0 +1,117 @@
+"""A blocking client of the registry, for the CLI, tests and tools.
+
+Credentials go with every call: a bearer token as metadata, and over TLS the CA
+that signed the registry's certificate plus, for mTLS, a client certificate. Errors
+are gRPC's own ``grpc.RpcError`` with the registry's status and message."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from types import TracebackType
+
+import grpc
+
+from sidecar._proto.hitl.v1 import registry_pb2 as pb
+from sidecar._proto.hitl.v1 import registry_pb2_grpc as pb_grpc
+
+CHUNK_BYTES = 256 * 1024
+
+
+class RegistryClient:
+    def __init__(
+        self,
+        target: str,
+        token: str = "",
+        *,
+        ca: bytes | None = None,
+        cert: bytes | None = None,
+        key: bytes | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        if ca is not None:
+            credentials = grpc.ssl_channel_credentials(ca, key, cert)
+            self._channel = grpc.secure_channel(target, credentials)
+        else:
+            self._channel = grpc.insecure_channel(target)
+        self._stub = pb_grpc.RegistryStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._timeout = timeout
+
+    def get_policy(self, revision: int = 0) -> pb.PolicyRevision:
+        return self._stub.GetPolicy(
+            pb.GetPolicyRequest(revision=revision), metadata=self._metadata, timeout=self._timeout
+        )
+
+    def watch(self, from_revision: int = 0) -> Iterator[pb.SignedPolicy]:
+        """Signed heads as they come, until the caller stops iterating."""
+        request = pb.WatchRequest(from_revision=from_revision)
+        yield from self._stub.Watch(request, metadata=self._metadata)
+
+    def propose(self, policy: pb.Policy, reason: str, base_revision: int) -> pb.Proposal:
+        request = pb.ProposeChangeRequest(policy=policy, reason=reason, base_revision=base_revision)
+        return self._stub.ProposeChange(request, metadata=self._metadata, timeout=self._timeout)
+
+    def approve(self, proposal_id: int, reason: str = "") -> pb.Proposal:
+        request = pb.DecideRequest(proposal_id=proposal_id, reason=reason)
+        return self._stub.Approve(request, metadata=self._metadata, timeout=self._timeout)
+
+    def reject(self, proposal_id: int, reason: str = "") -> pb.Proposal:
+        request = pb.DecideRequest(proposal_id=proposal_id, reason=reason)
+        return self._stub.Reject(request, metadata=self._metadata, timeout=self._timeout)
+
+    def rollback(self, to_revision: int, reason: str) -> pb.Proposal:
+        request = pb.RollbackRequest(to_revision=to_revision, reason=reason)
+        return self._stub.Rollback(request, metadata=self._metadata, timeout=self._timeout)
+
+    def proposals(self, state: int = 0, limit: int = 0) -> list[pb.Proposal]:
+        request = pb.ListProposalsRequest(state=state, limit=limit)  # type: ignore[arg-type]
+        return list(
+            self._stub.ListProposals(
+                request, metadata=self._metadata, timeout=self._timeout
+            ).proposals
+        )
+
+    def history(self, limit: int = 0, before: int = 0) -> list[pb.PolicyRevision]:
+        request = pb.HistoryRequest(limit=limit, before=before)
+        return list(
+            self._stub.History(request, metadata=self._metadata, timeout=self._timeout).revisions
+        )
+
+    def put_calibrator(self, data: bytes, name: str, version: str) -> pb.CalibratorInfo:
+        """Upload an artefact (idempotent: the same bytes again answer the stored info)."""
+        info = pb.CalibratorInfo(
+            sha256=hashlib.sha256(data).hexdigest(), name=name, version=version
+        )
+
+        def chunks() -> Iterator[pb.CalibratorChunk]:
+            yield pb.CalibratorChunk(info=info, data=data[:CHUNK_BYTES])
+            for start in range(CHUNK_BYTES, len(data), CHUNK_BYTES):
+                yield pb.CalibratorChunk(data=data[start : start + CHUNK_BYTES])
+
+        return self._stub.PutCalibrator(chunks(), metadata=self._metadata, timeout=self._timeout)
+
+    def get_calibrator(self, sha256: str) -> tuple[pb.CalibratorInfo, bytes]:
+        request = pb.GetCalibratorRequest(sha256=sha256)
+        info, data = pb.CalibratorInfo(), bytearray()
+        for chunk in self._stub.GetCalibrator(
+            request, metadata=self._metadata, timeout=self._timeout
+        ):
+            if chunk.HasField("info"):
+                info = chunk.info
+            data += chunk.data
+        return info, bytes(data)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _value: BaseException | None,
+        _traceback: TracebackType | None,
+    ) -> None:
+        self.close()
