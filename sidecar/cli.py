@@ -9,6 +9,7 @@ hitl review serve|next|resolve|list|export|submit   the review queue and its rev
 hitl registry serve|keygen|principal|audit   the policy registry
 hitl policy show|propose|proposals|approve|reject|history|rollback|diff   policies in it
 hitl escalations status|dead-letters|replay   inspect a sidecar's spools
+hitl injector serve|render                the Kubernetes sidecar injector webhook
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from calibrators.cli import add_commands as add_calibrate_commands
 from sidecar.config import DEFAULT_LISTEN, SidecarConfig
 from sidecar.errors import ConfigError, HitlError
 from sidecar.escalation.cli import add_commands as add_escalation_commands
+from sidecar.injector.cli import add_commands as add_injector_commands
 from sidecar.registry.cli import add_commands as add_registry_commands
 from sidecar.registry.cli import add_publish_command
 from sidecar.review.cli import add_commands as add_review_commands
@@ -109,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     add_publish_command(add_calibrate_commands(commands))
     add_review_commands(commands)
     add_escalation_commands(commands)
+    add_injector_commands(commands)
     add_registry_commands(commands)
     return parser
 

@@ -1,0 +1,325 @@
+"""What a pod asks of the injector: the opt-in label and the ``hitl.dev/*``
+annotations, read into one PodSettings or refused with a message naming the
+annotation, the value and what would be accepted. No I/O here.
+
+A pod opts in with the *label* ``hitl.dev/inject: "true"`` (a label, so the webhook's
+objectSelector keeps every other pod away from the webhook); the annotations say
+how its sidecar is set up. An annotation under ``hitl.dev/`` that the injector does
+not know is refused, so a typo (``hitl.dev/modle``) never passes silently."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sidecar.errors import ConfigError
+from sidecar.injector.config import (
+    BOOLEANS,
+    ENV_PUBLIC_KEY_CONFIGMAP,
+    ENV_REGISTRY,
+    ENV_SINK,
+    ENV_TOKEN_SECRET,
+    SidecarDefaults,
+)
+from sidecar.injector.errors import InjectionRefused
+from sidecar.injector.quantity import parse_quantity
+
+PREFIX = "hitl.dev/"
+INJECT = PREFIX + "inject"  # the opt-in label
+STATUS = PREFIX + "status"  # written by the injector: "injected"
+MODEL = PREFIX + "model"
+REGISTRY = PREFIX + "registry"
+REGISTRY_TOKEN_SECRET = PREFIX + "registry-token-secret"
+REGISTRY_PUBLIC_KEY = PREFIX + "registry-public-key"
+POLICY = PREFIX + "policy"
+SINK = PREFIX + "sink"
+PORT = PREFIX + "port"
+METRICS_PORT = PREFIX + "metrics-port"
+NATIVE_SIDECAR = PREFIX + "native-sidecar"
+CPU_REQUEST = PREFIX + "cpu-request"
+CPU_LIMIT = PREFIX + "cpu-limit"
+MEMORY_REQUEST = PREFIX + "memory-request"
+MEMORY_LIMIT = PREFIX + "memory-limit"
+STATE_SIZE = PREFIX + "state-size"
+STATE_VOLUME = PREFIX + "state-volume"
+LOG_LEVEL = PREFIX + "log-level"
+
+# What each annotation does, for the refusal that lists them (and the README).
+KNOWN: dict[str, str] = {
+    MODEL: "required: the model deployment's name (a DNS label), HITL_DEPLOYMENT",
+    REGISTRY: "HOST:PORT of the registry the policy comes from",
+    REGISTRY_TOKEN_SECRET: "Secret (key 'token') with the sidecar's registry bearer token",
+    REGISTRY_PUBLIC_KEY: "ConfigMap (key 'public-key.pem') with the registry's Ed25519 key",
+    POLICY: "ConfigMap holding policy.yaml (and its calibrators): a policy file, no registry",
+    SINK: "review://HOST:PORT or nats://HOST:PORT[,nats://...]: where escalations go",
+    PORT: "TCP port of the Router and its gRPC health (default 7431)",
+    METRICS_PORT: "TCP port of the Prometheus scrape endpoint (default 9464)",
+    NATIVE_SIDECAR: "true: an init container with restartPolicy Always (Kubernetes 1.29+); "
+    "false: a plain container",
+    CPU_REQUEST: "CPU request (default 100m)",
+    CPU_LIMIT: "CPU limit (default none: throttling shows up as Route latency)",
+    MEMORY_REQUEST: "memory request (default 256Mi)",
+    MEMORY_LIMIT: "memory limit (default 512Mi)",
+    STATE_SIZE: "size of the state volume (default 1Gi); the spool may use 90 % of it",
+    STATE_VOLUME: "a volume of the pod (for example a StatefulSet's claim) to keep state on "
+    "instead of an emptyDir",
+    LOG_LEVEL: "debug, info, warning or error (default info)",
+    STATUS: "written by the injector",
+}
+
+DEFAULT_PORT = 7431
+DEFAULT_METRICS_PORT = 9464
+DEFAULT_CPU_REQUEST = "100m"
+DEFAULT_MEMORY_REQUEST = "256Mi"
+DEFAULT_MEMORY_LIMIT = "512Mi"
+DEFAULT_STATE_SIZE = "1Gi"
+MIN_STATE_BYTES = 16 * 2**20
+SPOOL_SHARE = Decimal("0.9")  # of the state volume; the rest is last-known-good and slack
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?")
+
+
+@dataclass(frozen=True, slots=True)
+class FromRegistry:
+    """The policy comes from the registry at address, authenticated by a token."""
+
+    address: str
+    token_secret: str
+    public_key_configmap: str
+
+
+@dataclass(frozen=True, slots=True)
+class FromConfigMap:
+    """The policy is ``policy.yaml`` in a ConfigMap, with the calibrators it names."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """Quantities as written (checked); an empty string leaves that one unset."""
+
+    cpu_request: str = DEFAULT_CPU_REQUEST
+    cpu_limit: str = ""
+    memory_request: str = DEFAULT_MEMORY_REQUEST
+    memory_limit: str = DEFAULT_MEMORY_LIMIT
+
+
+@dataclass(frozen=True, slots=True)
+class PodSettings:
+    """Everything the injector needs to know about one pod's sidecar."""
+
+    model: str
+    policy: FromRegistry | FromConfigMap
+    sink: str = ""
+    port: int = DEFAULT_PORT
+    metrics_port: int = DEFAULT_METRICS_PORT
+    native: bool = True
+    resources: Resources = Resources()
+    state_size: str = DEFAULT_STATE_SIZE
+    spool_budget_bytes: int = int(parse_quantity(DEFAULT_STATE_SIZE) * SPOOL_SHARE)
+    state_volume: str = ""
+    log_level: str = "info"
+
+
+def opted_in(labels: Mapping[str, str]) -> bool:
+    return labels.get(INJECT) == "true"
+
+
+def read_settings(annotations: Mapping[str, str], defaults: SidecarDefaults) -> PodSettings:
+    """PodSettings from a pod's annotations over the injector's defaults; raise
+    InjectionRefused naming the first annotation that is wrong."""
+    unknown = sorted(k for k in annotations if k.startswith(PREFIX) and k not in KNOWN)
+    if unknown:
+        hint = (
+            f" ({INJECT} is a label, not an annotation: move it to metadata.labels)"
+            if INJECT in unknown
+            else ""
+        )
+        raise InjectionRefused(
+            f"unknown annotation {unknown[0]}{hint}; known: {', '.join(sorted(KNOWN))}"
+        )
+    get = annotations.get
+
+    model = get(MODEL, "")
+    if not model:
+        raise InjectionRefused(f"{MODEL} is required: {KNOWN[MODEL].partition(': ')[2]}")
+    _dns_label(MODEL, model)
+
+    policy = _policy_source(annotations, defaults)
+    sink = get(SINK, defaults.sink)
+    if sink:
+        check_sink(sink, SINK if SINK in annotations else "the injector's default sink")
+    port = _port(PORT, get(PORT), DEFAULT_PORT)
+    metrics_port = _port(METRICS_PORT, get(METRICS_PORT), DEFAULT_METRICS_PORT)
+    if port == metrics_port:
+        raise InjectionRefused(f"{PORT} and {METRICS_PORT} must differ, both are {port}")
+    native = _boolean(NATIVE_SIDECAR, get(NATIVE_SIDECAR), defaults.native)
+    state_size = get(STATE_SIZE, DEFAULT_STATE_SIZE)
+    state_bytes = _quantity(STATE_SIZE, state_size)
+    if state_bytes < MIN_STATE_BYTES or state_bytes != int(state_bytes):
+        raise InjectionRefused(
+            f"{STATE_SIZE} must be a whole number of bytes of at least 16Mi, got {state_size!r}"
+        )
+    state_volume = get(STATE_VOLUME, "")
+    if state_volume:
+        _dns_label(STATE_VOLUME, state_volume)
+    level = get(LOG_LEVEL, "info")
+    if level not in LOG_LEVELS:
+        raise InjectionRefused(f"{LOG_LEVEL} must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    return PodSettings(
+        model=model,
+        policy=policy,
+        sink=sink,
+        port=port,
+        metrics_port=metrics_port,
+        native=native,
+        resources=_resources(annotations),
+        state_size=state_size,
+        spool_budget_bytes=int(state_bytes * SPOOL_SHARE),
+        state_volume=state_volume,
+        log_level=level,
+    )
+
+
+def check_defaults(defaults: SidecarDefaults) -> None:
+    """The injector's own defaults obey the annotations' rules (a ConfigError at start-up)."""
+    try:
+        if defaults.registry:
+            check_address(ENV_REGISTRY, defaults.registry)
+        if defaults.sink:
+            check_sink(defaults.sink, ENV_SINK)
+        _dns_subdomain(ENV_TOKEN_SECRET, defaults.token_secret)
+        _dns_subdomain(ENV_PUBLIC_KEY_CONFIGMAP, defaults.public_key_configmap)
+    except InjectionRefused as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _policy_source(
+    annotations: Mapping[str, str], defaults: SidecarDefaults
+) -> FromRegistry | FromConfigMap:
+    configmap = annotations.get(POLICY, "")
+    if configmap and REGISTRY in annotations:
+        raise InjectionRefused(
+            f"{POLICY} and {REGISTRY} both set: a sidecar takes its policy from one of them"
+        )
+    if configmap:
+        _dns_subdomain(POLICY, configmap)
+        return FromConfigMap(configmap)
+    address = annotations.get(REGISTRY, defaults.registry)
+    if not address:
+        raise InjectionRefused(
+            f"no policy source: set {REGISTRY} (HOST:PORT of the registry) or {POLICY} "
+            "(a ConfigMap with policy.yaml); this injector has no default registry"
+        )
+    check_address(REGISTRY if REGISTRY in annotations else "the default registry", address)
+    token = annotations.get(REGISTRY_TOKEN_SECRET, defaults.token_secret)
+    _dns_subdomain(REGISTRY_TOKEN_SECRET, token)
+    key = annotations.get(REGISTRY_PUBLIC_KEY, defaults.public_key_configmap)
+    _dns_subdomain(REGISTRY_PUBLIC_KEY, key)
+    return FromRegistry(address, token, key)
+
+
+def _resources(annotations: Mapping[str, str]) -> Resources:
+    values = {
+        name: annotations.get(name, default)
+        for name, default in (
+            (CPU_REQUEST, DEFAULT_CPU_REQUEST),
+            (CPU_LIMIT, ""),
+            (MEMORY_REQUEST, DEFAULT_MEMORY_REQUEST),
+            (MEMORY_LIMIT, DEFAULT_MEMORY_LIMIT),
+        )
+    }
+    amounts = {name: _quantity(name, value) for name, value in values.items() if value}
+    for request, limit in ((CPU_REQUEST, CPU_LIMIT), (MEMORY_REQUEST, MEMORY_LIMIT)):
+        if request in amounts and limit in amounts and amounts[limit] < amounts[request]:
+            raise InjectionRefused(
+                f"{limit} ({values[limit]}) is below {request} ({values[request]})"
+            )
+    return Resources(values[CPU_REQUEST], values[CPU_LIMIT], values[MEMORY_REQUEST],
+                     values[MEMORY_LIMIT])  # fmt: skip
+
+
+def _quantity(name: str, value: str) -> Decimal:
+    try:
+        amount = parse_quantity(value)
+    except ValueError as exc:
+        raise InjectionRefused(f"{name}: {exc}") from None
+    if amount <= 0:
+        raise InjectionRefused(f"{name} must be positive, got {value!r}")
+    return amount
+
+
+def _port(name: str, value: str | None, default: int) -> int:
+    if value is None:
+        return default
+    if not value.isdigit() or not 1024 <= int(value) <= 65535:
+        raise InjectionRefused(
+            f"{name} must be a port number from 1024 to 65535 (the sidecar runs without "
+            f"privileges), got {value!r}"
+        )
+    return int(value)
+
+
+def _boolean(name: str, value: str | None, default: bool) -> bool:
+    if value is None:
+        return default
+    if value not in BOOLEANS:
+        raise InjectionRefused(f'{name} must be "true" or "false", got {value!r}')
+    return BOOLEANS[value]
+
+
+def _dns_label(name: str, value: str) -> None:
+    if not _DNS_LABEL.fullmatch(value):
+        raise InjectionRefused(
+            f"{name} must be a DNS label (lower-case letters, digits and '-', at most 63, "
+            f"starting and ending with a letter or digit), got {value!r}"
+        )
+
+
+def _dns_subdomain(name: str, value: str) -> None:
+    if len(value) > 253 or not all(_DNS_LABEL.fullmatch(part) for part in value.split(".")):
+        raise InjectionRefused(
+            f"{name} must name a Kubernetes object (a DNS subdomain: lower-case letters, "
+            f"digits, '-' and '.'), got {value!r}"
+        )
+
+
+def check_address(name: str, value: str) -> None:
+    """HOST:PORT with a DNS name, an IPv4 address or a bracketed IPv6 address."""
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        valid_host = _is_ip(host[1:-1], 6)
+    else:
+        valid_host = _is_ip(host, 4) or (
+            len(host) <= 253 and all(_HOSTNAME.fullmatch(p) for p in host.split("."))
+        )
+    if not (sep and valid_host and port.isdigit() and 1 <= int(port) <= 65535):
+        raise InjectionRefused(f"{name} must be HOST:PORT, got {value!r}")
+
+
+def check_sink(value: str, name: str) -> None:
+    """``review://HOST:PORT``, or one or more ``nats://HOST:PORT`` joined by commas."""
+    urls = value.split(",")
+    schemes = {url.partition("://")[0] for url in urls}
+    if not all("://" in url for url in urls) or not (
+        schemes == {"nats"} or (schemes == {"review"} and len(urls) == 1)
+    ):
+        raise InjectionRefused(
+            f"{name} must be review://HOST:PORT or nats://HOST:PORT[,nats://HOST:PORT...], "
+            f"got {value!r}"
+        )
+    for url in urls:
+        check_address(name, url.partition("://")[2])
+
+
+def _is_ip(text: str, version: int) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == version
+    except ValueError:
+        return False

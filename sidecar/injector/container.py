@@ -1,0 +1,192 @@
+"""The sidecar container and the volumes it needs, as Kubernetes API objects (plain
+dicts, ready for a JSONPatch), from one pod's settings. No I/O here.
+
+Why it looks the way it does:
+
+- **Listening on the pod network.** The kubelet's gRPC probes dial the pod's IP (a
+  probe has no host field), so a Router bound to 127.0.0.1 or a Unix socket could
+  not be probed. The sidecar listens on ``0.0.0.0:PORT``; the model server reaches
+  it at ``127.0.0.1:PORT``. Keep other pods off that port with a NetworkPolicy that
+  admits only the model server's own port (``k8s/example`` shows one); kubelet
+  probes come from the node and are not subject to it.
+- **Probes.** startup: SERVING within 5 minutes (the first policy and its
+  calibrators loaded); in native mode the model server starts only after that.
+  liveness: the server as a whole, checked only once started, so a registry outage
+  never restarts a sidecar that has a policy. readiness: ``hitl.v1.Router``, which
+  turns NOT_SERVING while draining.
+- **State.** The spool, dead letters and last-known-good policy live on an emptyDir
+  (kept across container restarts, sized by ``hitl.dev/state-size``; the spool may
+  use 90 % of it) or on a volume the pod names (``hitl.dev/state-volume``, for
+  example a StatefulSet's claim, to outlive the pod). The audit log goes to stdout,
+  where the cluster's log pipeline collects it, so it never fills the volume.
+- **Shutdown order.** As a native sidecar it is stopped after the model server has
+  exited. As a plain container it would get SIGTERM at the same moment, so a preStop
+  pause lets the model server stop sending first.
+- **Resources.** A memory limit, no CPU limit by default: CFS throttling would show
+  up directly as Route latency.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sidecar.injector.annotations import FromConfigMap, FromRegistry, PodSettings
+from sidecar.injector.config import SidecarDefaults
+
+CONTAINER_NAME = "hitl-sidecar"
+STATE_VOLUME = "hitl-state"
+POLICY_VOLUME = "hitl-policy"
+TOKEN_VOLUME = "hitl-registry-token"  # noqa: S105 - a volume name, not a token
+PUBLIC_KEY_VOLUME = "hitl-registry-public-key"
+VOLUME_NAMES = (STATE_VOLUME, POLICY_VOLUME, TOKEN_VOLUME, PUBLIC_KEY_VOLUME)
+
+STATE_DIR = "/var/lib/hitl"
+POLICY_DIR = "/etc/hitl/policy"
+POLICY_FILE = "policy.yaml"
+TOKEN_DIR = "/var/run/secrets/hitl/registry"  # noqa: S105 - where it is mounted
+TOKEN_KEY = "token"  # noqa: S105 - the Secret's key name
+PUBLIC_KEY_DIR = "/etc/hitl/registry"
+PUBLIC_KEY_KEY = "public-key.pem"
+
+SIDECAR_UID = 10001  # the image's user (Dockerfile); runAsNonRoot needs a number
+ROUTER_SERVICE = "hitl.v1.Router"
+PRESTOP_PAUSE_SECONDS = 5
+STARTUP_SECONDS = 300
+
+JsonObject = dict[str, Any]
+
+
+def sidecar_container(settings: PodSettings, defaults: SidecarDefaults) -> JsonObject:
+    """The container (an init container with restartPolicy Always when settings.native)."""
+    container: JsonObject = {
+        "name": CONTAINER_NAME,
+        "image": defaults.image,
+        "imagePullPolicy": defaults.pull_policy,
+        "command": ["hitl", "sidecar"],
+        "env": _env(settings),
+        "ports": [
+            {"name": "hitl-grpc", "containerPort": settings.port, "protocol": "TCP"},
+            {"name": "hitl-metrics", "containerPort": settings.metrics_port, "protocol": "TCP"},
+        ],
+        "startupProbe": _grpc_probe(settings.port, "", period=2, failures=STARTUP_SECONDS // 2),
+        "livenessProbe": _grpc_probe(settings.port, "", period=10, failures=3),
+        "readinessProbe": _grpc_probe(settings.port, ROUTER_SERVICE, period=5, failures=2),
+        "resources": _resources(settings),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": SIDECAR_UID,
+            "runAsGroup": SIDECAR_UID,
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": _mounts(settings),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if settings.native:
+        container["restartPolicy"] = "Always"
+    else:
+        container["lifecycle"] = {
+            "preStop": {"exec": {"command": ["sleep", str(PRESTOP_PAUSE_SECONDS)]}}
+        }
+    return container
+
+
+def sidecar_volumes(settings: PodSettings) -> list[JsonObject]:
+    """The volumes the container mounts that the pod does not already have."""
+    volumes: list[JsonObject] = []
+    if not settings.state_volume:
+        volumes.append({"name": STATE_VOLUME, "emptyDir": {"sizeLimit": settings.state_size}})
+    if isinstance(settings.policy, FromConfigMap):
+        volumes.append({"name": POLICY_VOLUME, "configMap": {"name": settings.policy.name}})
+    else:
+        volumes.append(
+            {
+                "name": TOKEN_VOLUME,
+                "secret": {
+                    "secretName": settings.policy.token_secret,
+                    "items": [{"key": TOKEN_KEY, "path": TOKEN_KEY}],
+                },
+            }
+        )
+        volumes.append(
+            {
+                "name": PUBLIC_KEY_VOLUME,
+                "configMap": {
+                    "name": settings.policy.public_key_configmap,
+                    "items": [{"key": PUBLIC_KEY_KEY, "path": PUBLIC_KEY_KEY}],
+                },
+            }
+        )
+    return volumes
+
+
+def _env(settings: PodSettings) -> list[JsonObject]:
+    values = [
+        ("HITL_LISTEN", f"0.0.0.0:{settings.port}"),
+        ("HITL_METRICS_ADDR", f"0.0.0.0:{settings.metrics_port}"),
+        ("HITL_STATE_DIR", STATE_DIR),
+        ("HITL_AUDIT_LOG", "-"),
+        ("HITL_DEPLOYMENT", settings.model),
+        ("HITL_SPOOL_BUDGET_BYTES", str(settings.spool_budget_bytes)),
+        ("HITL_LOG_LEVEL", settings.log_level),
+    ]
+    if settings.sink:
+        values.append(("HITL_SINK", settings.sink))
+    policy = settings.policy
+    if isinstance(policy, FromRegistry):
+        values += [
+            ("HITL_REGISTRY", policy.address),
+            ("HITL_REGISTRY_TOKEN_FILE", f"{TOKEN_DIR}/{TOKEN_KEY}"),
+            ("HITL_REGISTRY_PUBLIC_KEY", f"{PUBLIC_KEY_DIR}/{PUBLIC_KEY_KEY}"),
+        ]
+    else:
+        values.append(("HITL_POLICY", f"{POLICY_DIR}/{POLICY_FILE}"))
+    env: list[JsonObject] = [{"name": name, "value": value} for name, value in values]
+    env += [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {
+            "name": "OTEL_RESOURCE_ATTRIBUTES",
+            "value": "k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE)",
+        },
+    ]
+    return env
+
+
+def _mounts(settings: PodSettings) -> list[JsonObject]:
+    mounts: list[JsonObject] = [
+        {"name": settings.state_volume or STATE_VOLUME, "mountPath": STATE_DIR}
+    ]
+    if isinstance(settings.policy, FromConfigMap):
+        mounts.append({"name": POLICY_VOLUME, "mountPath": POLICY_DIR, "readOnly": True})
+    else:
+        mounts.append({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True})
+        mounts.append({"name": PUBLIC_KEY_VOLUME, "mountPath": PUBLIC_KEY_DIR, "readOnly": True})
+    return mounts
+
+
+def _grpc_probe(port: int, service: str, *, period: int, failures: int) -> JsonObject:
+    grpc: JsonObject = {"port": port}
+    if service:
+        grpc["service"] = service
+    return {
+        "grpc": grpc,
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def _resources(settings: PodSettings) -> JsonObject:
+    r = settings.resources
+    requests = {k: v for k, v in (("cpu", r.cpu_request), ("memory", r.memory_request)) if v}
+    limits = {k: v for k, v in (("cpu", r.cpu_limit), ("memory", r.memory_limit)) if v}
+    resources: JsonObject = {}
+    if requests:
+        resources["requests"] = requests
+    if limits:
+        resources["limits"] = limits
+    return resources

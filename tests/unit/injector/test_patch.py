@@ -1,0 +1,213 @@
+"""The JSONPatch that injects a pod: what the pod becomes, validated against the
+Kubernetes schemas, and what is refused or left alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sidecar.injector import annotations as a
+from sidecar.injector.config import SidecarDefaults
+from sidecar.injector.container import CONTAINER_NAME, ROUTER_SERVICE, SIDECAR_UID
+from sidecar.injector.errors import InjectionRefused
+from sidecar.injector.patch import DEFAULT_CONTAINER, apply, plan
+from tests.unit.injector.pods import PLAIN_SCHEMA_VERSIONS, apply_patch, pod, sidecar_of, validate
+
+DEFAULTS = SidecarDefaults(
+    image="ghcr.io/hitl-sidecar/hitl:0.1.0",
+    registry="hitl-registry.hitl-system.svc:7433",
+    sink="review://hitl-review.hitl-system.svc:7432",
+)
+
+
+def injected(obj: dict[str, Any], defaults: SidecarDefaults = DEFAULTS) -> dict[str, Any]:
+    mutation = plan(obj, defaults)
+    assert mutation.patch, mutation.skipped
+    result = apply_patch(obj, mutation.patch)
+    assert apply(obj, mutation.patch) == result  # the render command's applier agrees
+    return result
+
+
+def env_of(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in container["env"]}
+
+
+def test_native_sidecar_is_a_restartable_init_container() -> None:
+    """By default the sidecar is an init container with restartPolicy Always, and the
+    pod validates against the Kubernetes schemas."""
+    result = injected(pod())
+    validate(result)
+    sidecar = result["spec"]["initContainers"][-1]
+    assert sidecar["name"] == CONTAINER_NAME
+    assert sidecar["restartPolicy"] == "Always"
+    assert sidecar["image"] == DEFAULTS.image
+    assert [c["name"] for c in result["spec"]["containers"]] == ["model"]
+    assert result["metadata"]["annotations"][a.STATUS] == "injected"
+    assert result["metadata"]["annotations"][DEFAULT_CONTAINER] == "model"
+
+
+def test_plain_container_on_request() -> None:
+    """hitl.dev/native-sidecar: "false" makes it a plain container that pauses on stop,
+    valid on older clusters too."""
+    result = injected(pod({a.MODEL: "fraud", a.NATIVE_SIDECAR: "false"}))
+    validate(result, PLAIN_SCHEMA_VERSIONS)
+    assert "initContainers" not in result["spec"]
+    sidecar = result["spec"]["containers"][-1]
+    assert "restartPolicy" not in sidecar
+    assert sidecar["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
+
+
+def test_injector_wide_plain_mode() -> None:
+    """The injector's own flag sets the mode for pods that do not say."""
+    plain = SidecarDefaults(image="i", registry="r:1", native=False)
+    assert "restartPolicy" not in sidecar_of(injected(pod(), plain))
+
+
+def test_probes_point_at_the_grpc_health_service() -> None:
+    """Startup, liveness and readiness are gRPC probes on the listen port; readiness
+    asks for the Router service."""
+    sidecar = sidecar_of(injected(pod({a.MODEL: "fraud", a.PORT: "17000"})))
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert sidecar[probe]["grpc"]["port"] == 17000
+    assert sidecar["readinessProbe"]["grpc"]["service"] == ROUTER_SERVICE
+    assert "service" not in sidecar["livenessProbe"]["grpc"]
+    assert env_of(sidecar)["HITL_LISTEN"] == "0.0.0.0:17000"
+    ports = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
+    assert ports == {"hitl-grpc": 17000, "hitl-metrics": 9464}
+
+
+def test_security_context_is_restrictive() -> None:
+    """Non-root, read-only root, no privilege escalation, no capabilities."""
+    context = sidecar_of(injected(pod()))["securityContext"]
+    assert context["runAsNonRoot"] is True
+    assert context["runAsUser"] == SIDECAR_UID
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_registry_mode_mounts_token_and_public_key() -> None:
+    """From a registry: the token Secret and the key ConfigMap are mounted read-only and
+    named in the environment; state goes on a sized emptyDir."""
+    result = injected(pod())
+    sidecar = sidecar_of(result)
+    env = env_of(sidecar)
+    assert env["HITL_REGISTRY"] == "hitl-registry.hitl-system.svc:7433"
+    token_file = "/var/run/secrets/hitl/registry/token"  # noqa: S105 - a path
+    assert env["HITL_REGISTRY_TOKEN_FILE"] == token_file
+    assert env["HITL_REGISTRY_PUBLIC_KEY"] == "/etc/hitl/registry/public-key.pem"
+    assert "HITL_POLICY" not in env
+    assert env["HITL_SINK"] == DEFAULTS.sink
+    assert env["HITL_DEPLOYMENT"] == "fraud"
+    assert env["HITL_AUDIT_LOG"] == "-"
+    volumes = {v["name"]: v for v in result["spec"]["volumes"]}
+    assert volumes["hitl-registry-token"]["secret"]["secretName"] == "hitl-registry-token"
+    assert volumes["hitl-registry-public-key"]["configMap"]["name"] == "hitl-registry-public-key"
+    assert volumes["hitl-state"]["emptyDir"] == {"sizeLimit": "1Gi"}
+    mounts = {m["mountPath"]: m for m in sidecar["volumeMounts"]}
+    assert mounts["/var/lib/hitl"]["name"] == "hitl-state"
+    assert env["HITL_STATE_DIR"] == "/var/lib/hitl"
+    assert all(m.get("readOnly") for path, m in mounts.items() if path != "/var/lib/hitl")
+
+
+def test_policy_configmap_mode() -> None:
+    """From a ConfigMap: it is mounted and HITL_POLICY names policy.yaml in it."""
+    result = injected(pod({a.MODEL: "fraud", a.POLICY: "fraud-policy"}))
+    validate(result)
+    env = env_of(sidecar_of(result))
+    assert env["HITL_POLICY"] == "/etc/hitl/policy/policy.yaml"
+    assert "HITL_REGISTRY" not in env
+    volumes = {v["name"]: v for v in result["spec"]["volumes"]}
+    assert volumes["hitl-policy"] == {"name": "hitl-policy", "configMap": {"name": "fraud-policy"}}
+
+
+def test_resources_and_spool_budget_follow_annotations() -> None:
+    """Resources are set as annotated; the spool budget is 90 % of the state volume."""
+    result = injected(
+        pod({a.MODEL: "fraud", a.CPU_LIMIT: "2", a.MEMORY_LIMIT: "1Gi", a.STATE_SIZE: "2Gi"})
+    )
+    validate(result)
+    sidecar = sidecar_of(result)
+    assert sidecar["resources"] == {
+        "requests": {"cpu": "100m", "memory": "256Mi"},
+        "limits": {"cpu": "2", "memory": "1Gi"},
+    }
+    assert env_of(sidecar)["HITL_SPOOL_BUDGET_BYTES"] == str(int(2 * 2**30 * 0.9))
+    assert {"name": "hitl-state", "emptyDir": {"sizeLimit": "2Gi"}} in result["spec"]["volumes"]
+
+
+def test_state_on_a_volume_of_the_pod() -> None:
+    """hitl.dev/state-volume mounts the pod's own volume (a StatefulSet claim) instead."""
+    claim = {"name": "spool", "persistentVolumeClaim": {"claimName": "spool-fraud-0"}}
+    result = injected(pod({a.MODEL: "fraud", a.STATE_VOLUME: "spool"}, volumes=[claim]))
+    validate(result)
+    assert "hitl-state" not in {v["name"] for v in result["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in sidecar_of(result)["volumeMounts"]}
+    assert mounts["/var/lib/hitl"] == "spool"
+    with pytest.raises(InjectionRefused, match="no volume named 'spool'"):
+        plan(pod({a.MODEL: "fraud", a.STATE_VOLUME: "spool"}), DEFAULTS)
+
+
+def test_existing_init_containers_volumes_and_annotations_are_kept() -> None:
+    """The patch appends: the pod's own init containers run first, its volumes and
+    annotations stay, and a default-container annotation it set is not replaced."""
+    original = pod(
+        {a.MODEL: "fraud", DEFAULT_CONTAINER: "model", "team": "risk"},
+        initContainers=[{"name": "fetch-model", "image": "busybox:1.36"}],
+        volumes=[{"name": "weights", "emptyDir": {}}],
+    )
+    result = injected(original)
+    validate(result)
+    assert [c["name"] for c in result["spec"]["initContainers"]] == ["fetch-model", CONTAINER_NAME]
+    assert result["spec"]["volumes"][0] == {"name": "weights", "emptyDir": {}}
+    assert result["metadata"]["annotations"]["team"] == "risk"
+    patch_paths = [op["path"] for op in plan(original, DEFAULTS).patch]
+    assert "/metadata/annotations/kubectl.kubernetes.io~1default-container" not in patch_paths
+    assert "/metadata/annotations/hitl.dev~1status" in patch_paths
+
+
+def test_a_pod_without_annotations_object() -> None:
+    """A pod with no annotations map at all is refused (no model), not crashed on."""
+    bare = pod()
+    del bare["metadata"]["annotations"]
+    with pytest.raises(InjectionRefused, match=r"hitl\.dev/model is required"):
+        plan(bare, DEFAULTS)
+
+
+def test_idempotent() -> None:
+    """An injected pod is left alone: injecting twice changes nothing."""
+    once = injected(pod())
+    again = plan(once, DEFAULTS)
+    assert again.patch == []
+    assert "already injected" in again.skipped
+
+
+def test_pods_that_do_not_opt_in_are_left_alone() -> None:
+    """No label, or a label other than "true": no patch."""
+    assert plan(pod(labels={}), DEFAULTS).patch == []
+    assert plan(pod(labels={a.INJECT: "false"}), DEFAULTS).patch == []
+
+
+@pytest.mark.parametrize(
+    ("obj", "expected"),
+    [
+        (pod(hostNetwork=True), "host network"),
+        (
+            pod(containers=[{"name": "m", "image": "m", "ports": [{"containerPort": 7431}]}]),
+            "hitl.dev/port: port 7431 is already used by container 'm'",
+        ),
+        (
+            pod(containers=[{"name": "m", "image": "m", "ports": [{"containerPort": 9464}]}]),
+            "hitl.dev/metrics-port: port 9464 is already used",
+        ),
+        (pod(volumes=[{"name": "hitl-state", "emptyDir": {}}]), "volume named 'hitl-state'"),
+        (pod({a.MODEL: "fraud", a.PORT: "1"}), "hitl.dev/port must be a port number"),
+    ],
+)
+def test_pods_that_cannot_be_injected_are_refused(obj: dict[str, Any], expected: str) -> None:
+    """Conflicts with the pod's own ports, volumes or network are refused by name."""
+    with pytest.raises(InjectionRefused) as caught:
+        plan(obj, DEFAULTS)
+    assert expected in str(caught.value)
