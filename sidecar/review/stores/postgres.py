@@ -1,32 +1,15 @@
-"""The review store on PostgreSQL (psycopg 3), for replicas that share one database.
-
-Connections are kept in a small pool, one per concurrent caller (the gRPC server's
-thread pool bounds how many), each in autocommit mode with explicit transactions.
-A connection that fails is dropped and the call answers StoreUnavailable; the next
-call connects afresh. Claim chooses its item ``FOR UPDATE SKIP LOCKED`` at READ
-COMMITTED: a replica skips an item another is claiming, and never claims it twice."""
+"""The review store on PostgreSQL (psycopg 3), for replicas that share one database;
+``sidecar.storage.postgres`` keeps its connections. Claim chooses its item ``FOR
+UPDATE SKIP LOCKED`` at READ COMMITTED: a replica skips an item another is claiming,
+and never claims it twice."""
 
 from __future__ import annotations
 
-import queue
-import re
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from contextlib import AbstractContextManager
 
-import psycopg
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.pq import TransactionStatus
-from psycopg.rows import dict_row
-
-from sidecar.errors import StoreUnavailable
-from sidecar.review.stores.sql import POSTGRES, SqlStore, Transaction, statements
-
-CONNECT_TIMEOUT_SECONDS = 5
-_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-
-Connection = psycopg.Connection[dict[str, Any]]
+from sidecar.review.stores.sql import POSTGRES, SqlStore, statements
+from sidecar.storage.postgres import PostgresDatabase
+from sidecar.storage.sql import Transaction
 
 
 class PostgresStore(SqlStore):
@@ -34,63 +17,12 @@ class PostgresStore(SqlStore):
     search_path; it is created when missing (tests use one per test)."""
 
     def __init__(self, dsn: str, *, schema: str = "") -> None:
-        if schema and not _SCHEMA_NAME.match(schema):
-            raise ValueError(f"schema must match {_SCHEMA_NAME.pattern}, got {schema!r}")
-        self._conninfo = make_conninfo(dsn, options=f"-c search_path={schema}") if schema else dsn
-        self.where = _describe(dsn) + (f" schema {schema}" if schema else "")
-        self._idle: queue.LifoQueue[Connection] = queue.LifoQueue()
-        if schema:
-            create = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
-            with self._transaction() as tx:
-                tx.run(create.as_string(), {})
+        self._db = PostgresDatabase(dsn, schema=schema)
+        self.where = self._db.where
         super().__init__(statements(POSTGRES))
 
-    @contextmanager
-    def _transaction(self) -> Iterator[Transaction]:
-        connection = self._checkout()
-        try:
-            with connection.transaction():
-                yield Transaction(connection.cursor())
-        except psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"{self.where}: {exc}") from exc
-        finally:
-            self._checkin(connection)
+    def _transaction(self) -> AbstractContextManager[Transaction]:
+        return self._db.transaction()
 
     def close(self) -> None:
-        while True:
-            try:
-                self._idle.get_nowait().close()
-            except queue.Empty:
-                return
-
-    def _checkout(self) -> Connection:
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            pass
-        try:
-            return psycopg.connect(
-                self._conninfo,
-                autocommit=True,
-                row_factory=dict_row,
-                connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            )
-        except psycopg.Error as exc:
-            raise StoreUnavailable(f"{self.where}: {exc}") from exc
-
-    def _checkin(self, connection: Connection) -> None:
-        if connection.closed or connection.info.transaction_status != TransactionStatus.IDLE:
-            connection.close()
-        else:
-            self._idle.put(connection)
-
-
-def _describe(dsn: str) -> str:
-    """Where a DSN points, without its password."""
-    try:
-        parts = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return "PostgreSQL (unparsable DSN)"
-    return "PostgreSQL {}:{}/{}".format(
-        parts.get("host", "localhost"), parts.get("port", 5432), parts.get("dbname", "")
-    )
+        self._db.close()

@@ -13,17 +13,17 @@ the columns the queue filters and orders by. Times are Unix seconds (float)."""
 from __future__ import annotations
 
 import json
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from sidecar.errors import ItemNotFound
 from sidecar.escalation.record import Escalation
 from sidecar.review.item import TIERS, ItemState, Resolution, ReviewItem, Verdict
 from sidecar.review.sla import Sla
+from sidecar.storage.sql import Transaction, render_parameters
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,9 +166,6 @@ class Statements:
     counts: str
 
 
-_PARAMETER = re.compile(r"(?<![:\w]):([a-z_]+)")
-
-
 def statements(dialect: Dialect) -> Statements:
     def render(template: str) -> str:
         text = template.format(
@@ -178,7 +175,7 @@ def statements(dialect: Dialect) -> Statements:
             skip_locked=dialect.skip_locked,
             row_lock=dialect.row_lock,
         )
-        return _PARAMETER.sub(lambda m: dialect.parameter.format(name=m[1]), text)
+        return render_parameters(text, dialect.parameter)
 
     schema = tuple(filter(None, (dialect.schema_lock, *SCHEMA)))
     return Statements(
@@ -192,33 +189,6 @@ def statements(dialect: Dialect) -> Statements:
         raise_overdue=render(RAISE_OVERDUE),
         counts=render(COUNTS),
     )
-
-
-class DbCursor(Protocol):
-    """The part of a DB-API cursor the store uses (sqlite3 and psycopg both fit)."""
-
-    @property
-    def rowcount(self) -> int: ...
-
-    def execute(self, statement: str, parameters: Mapping[str, Any], /) -> object: ...
-
-    def fetchall(self) -> Sequence[Any]: ...
-
-
-class Transaction:
-    """Statements inside one open transaction; rows come back as dicts."""
-
-    def __init__(self, cursor: DbCursor) -> None:
-        self._cursor = cursor
-
-    def rows(self, statement: str, parameters: Mapping[str, Any]) -> list[dict[str, Any]]:
-        self._cursor.execute(statement, parameters)
-        return [dict(row) for row in self._cursor.fetchall()]
-
-    def run(self, statement: str, parameters: Mapping[str, Any]) -> int:
-        """Run a statement; the number of rows it changed."""
-        self._cursor.execute(statement, parameters)
-        return self._cursor.rowcount
 
 
 class SqlStore(ABC):

@@ -1,0 +1,4 @@
+"""The registry store's implementations: ``migrations`` holds the numbered schema
+changes, ``sql`` the statements and the logic both share; ``sqlite`` and ``postgres``
+hold only how they open their database (``sidecar.storage``) and which of their
+driver's errors is a duplicate key."""

@@ -1,0 +1,30 @@
+"""The registry store on PostgreSQL (psycopg 3), for replicas that share one database;
+``sidecar.storage.postgres`` keeps its connections. Transactions run at READ
+COMMITTED; a revision is written only with ``registry_head`` locked ``FOR UPDATE``,
+so of two replicas approving at once the second waits, then sees the head moved."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+
+from psycopg import errors
+
+from sidecar.registry.stores.sql import POSTGRES, SqlStore, statements
+from sidecar.storage.postgres import PostgresDatabase
+from sidecar.storage.sql import Transaction
+
+
+class PostgresStore(SqlStore):
+    """``schema`` (optional) holds the tables instead of the connection's default
+    search_path; it is created when missing (tests use one per test)."""
+
+    def __init__(self, dsn: str, *, schema: str = "") -> None:
+        self._db = PostgresDatabase(dsn, schema=schema)
+        self.where = self._db.where
+        super().__init__(statements(POSTGRES), where=self.where, duplicate=errors.UniqueViolation)
+
+    def _transaction(self) -> AbstractContextManager[Transaction]:
+        return self._db.transaction()
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,602 @@
+"""The registry store's SQL, written once for SQLite and PostgreSQL, and the store
+logic both run. Statements use ``:name`` parameters; a Dialect renders them once, at
+start-up, for its driver and adds what only it has (row locks, the advisory lock
+that keeps replicas starting together from migrating at once, column types).
+
+Opening a store applies the migrations (``migrations``) the database lacks, in one
+transaction, and refuses a database that records a migration this version does not
+know (it was written by a newer one).
+
+A revision is written only with ``registry_head`` locked (the first thing such a
+transaction does), so concurrent approvals queue: the first writes head + 1, the
+next finds the head moved. Documents are kept as text exactly as given; times are
+Unix seconds (float) from the caller."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from sidecar.errors import ConfigError, Conflict, NotFound
+from sidecar.registry.model import (
+    AuditEntry,
+    CalibratorInfo,
+    NewProposal,
+    Principal,
+    Proposal,
+    ProposalState,
+    Revision,
+    Role,
+)
+from sidecar.registry.store import Settlement
+from sidecar.registry.stores import migrations
+from sidecar.registry.stores.migrations import Migration
+from sidecar.storage.sql import Transaction, render_parameters
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    name: str
+    parameter: str  # how ``:name`` is written for the driver, with {name}
+    row_lock: str  # appended to reads of a row the transaction will change
+    migration_lock: str  # run first when migrating, so replicas starting together queue
+    serial_key: str  # an integer primary key the database numbers
+    blob: str  # a column of bytes
+    timestamp: str  # a column the database fills with its current time
+
+
+SQLITE = Dialect(
+    "sqlite",
+    ":{name}",
+    "",  # BEGIN IMMEDIATE already holds the database's write lock
+    "",
+    "INTEGER PRIMARY KEY",
+    "BLOB",
+    "TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP",
+)
+POSTGRES = Dialect(
+    "postgresql",
+    "%({name})s",
+    "FOR UPDATE",
+    "SELECT pg_advisory_xact_lock(7433)",  # any fixed key; the review store's is 7432
+    "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    "BYTEA",
+    "TIMESTAMPTZ NOT NULL DEFAULT now()",
+)
+
+PROPOSAL_COLUMNS = (
+    "id, base_revision, document, proposed_by, reason, rollback_of, widening, state, "
+    "created_at, decided_by, decided_at, decision_reason, revision"
+)
+REVISION_COLUMNS = "revision, document, proposal_id, proposed_by, approved_by, reason, created_at"
+CALIBRATOR_COLUMNS = "sha256, name, version, size, uploaded_by, uploaded_at"
+PRINCIPAL_COLUMNS = "name, roles"
+AUDIT_COLUMNS = "at, principal, method, outcome, detail"
+
+CREATE_MIGRATIONS = """
+    CREATE TABLE IF NOT EXISTS registry_migrations (
+        version INTEGER PRIMARY KEY,
+        summary TEXT NOT NULL,
+        applied_at {timestamp}
+    )"""
+APPLIED_MIGRATIONS = "SELECT version FROM registry_migrations ORDER BY version"
+RECORD_MIGRATION = "INSERT INTO registry_migrations (version, summary) VALUES (:version, :summary)"
+
+HEAD = "SELECT {revision_columns} FROM registry_revisions ORDER BY revision DESC LIMIT 1"
+LOCK_HEAD = "SELECT revision FROM registry_head WHERE id = 1 {row_lock}"
+MOVE_HEAD = "UPDATE registry_head SET revision = :revision WHERE id = 1"
+REVISION = "SELECT {revision_columns} FROM registry_revisions WHERE revision = :revision"
+REVISIONS = """
+    SELECT {revision_columns} FROM registry_revisions
+    WHERE (:before = 0 OR revision < :before)
+    ORDER BY revision DESC
+    LIMIT :limit"""
+INSERT_REVISION = """
+    INSERT INTO registry_revisions ({revision_columns})
+    VALUES (:revision, :document, :proposal_id, :proposed_by, :approved_by, :reason,
+        :created_at)"""
+
+INSERT_PROPOSAL = """
+    INSERT INTO registry_proposals (base_revision, document, proposed_by, reason,
+        rollback_of, widening, state, created_at, decided_at, revision)
+    VALUES (:base_revision, :document, :proposed_by, :reason, :rollback_of, :widening,
+        :state, :created_at, :decided_at, :revision)
+    RETURNING {proposal_columns}"""
+PROPOSAL = "SELECT {proposal_columns} FROM registry_proposals WHERE id = :id"
+LOCK_PROPOSAL = "SELECT {proposal_columns} FROM registry_proposals WHERE id = :id {row_lock}"
+PROPOSALS = """
+    SELECT {proposal_columns} FROM registry_proposals
+    WHERE (:state = '' OR state = :state)
+    ORDER BY id DESC
+    LIMIT :limit"""
+SETTLE_PROPOSAL = """
+    UPDATE registry_proposals
+    SET state = :state, decided_by = :decided_by, decided_at = :decided_at,
+        decision_reason = :decision_reason, revision = :revision
+    WHERE id = :id
+    RETURNING {proposal_columns}"""
+SUPERSEDE = """
+    UPDATE registry_proposals
+    SET state = 'SUPERSEDED', decided_at = :now, decision_reason = :decision_reason
+    WHERE state = 'PENDING' AND base_revision = :base_revision AND id <> :id"""
+
+PUT_CALIBRATOR = """
+    INSERT INTO registry_calibrators ({calibrator_columns}, content)
+    VALUES (:sha256, :name, :version, :size, :uploaded_by, :uploaded_at, :content)
+    ON CONFLICT (sha256) DO NOTHING"""
+CALIBRATOR = """
+    SELECT {calibrator_columns}, content FROM registry_calibrators WHERE sha256 = :sha256"""
+CALIBRATORS = """
+    SELECT {calibrator_columns} FROM registry_calibrators ORDER BY uploaded_at DESC, sha256"""
+
+# Who else holds either credential (an empty one names nobody).
+CREDENTIAL_HOLDERS = """
+    SELECT name, token_sha256, cert_subject FROM registry_principals
+    WHERE name <> :name
+      AND ((token_sha256 <> '' AND token_sha256 = :token_sha256)
+           OR (cert_subject <> '' AND cert_subject = :cert_subject))
+    ORDER BY name"""
+PUT_PRINCIPAL = """
+    INSERT INTO registry_principals (name, roles, token_sha256, cert_subject, created_at)
+    VALUES (:name, :roles, :token_sha256, :cert_subject, :created_at)
+    ON CONFLICT (name) DO UPDATE
+    SET roles = excluded.roles, token_sha256 = excluded.token_sha256,
+        cert_subject = excluded.cert_subject"""
+PRINCIPAL_BY_TOKEN = """
+    SELECT {principal_columns} FROM registry_principals
+    WHERE token_sha256 = :token_sha256 AND token_sha256 <> ''"""  # noqa: S105 (a query, no secret)
+PRINCIPAL_BY_SUBJECT = """
+    SELECT {principal_columns} FROM registry_principals
+    WHERE cert_subject = :cert_subject AND cert_subject <> ''"""
+PRINCIPALS = "SELECT {principal_columns} FROM registry_principals ORDER BY name"
+
+INSERT_AUDIT = """
+    INSERT INTO registry_audit ({audit_columns})
+    VALUES (:at, :principal, :method, :outcome, :detail)"""
+AUDIT_TRAIL = "SELECT {audit_columns} FROM registry_audit ORDER BY id DESC LIMIT :limit"
+
+
+@dataclass(frozen=True, slots=True)
+class Statements:
+    """Every statement, rendered for one dialect."""
+
+    dialect: str
+    migration_lock: str  # empty: the dialect needs none
+    create_migrations: str
+    applied_migrations: str
+    record_migration: str
+    migrations: tuple[tuple[Migration, tuple[str, ...]], ...]  # each with its SQL
+    head: str
+    lock_head: str
+    move_head: str
+    revision: str
+    revisions: str
+    insert_revision: str
+    insert_proposal: str
+    proposal: str
+    lock_proposal: str
+    proposals: str
+    settle_proposal: str
+    supersede: str
+    put_calibrator: str
+    calibrator: str
+    calibrators: str
+    credential_holders: str
+    put_principal: str
+    principal_by_token: str
+    principal_by_subject: str
+    principals: str
+    insert_audit: str
+    audit_trail: str
+
+
+def statements(dialect: Dialect) -> Statements:
+    """Every statement for dialect, and the migrations known now (read at each call,
+    so a test can add one)."""
+
+    def render(template: str) -> str:
+        text = template.format(
+            proposal_columns=PROPOSAL_COLUMNS,
+            revision_columns=REVISION_COLUMNS,
+            calibrator_columns=CALIBRATOR_COLUMNS,
+            principal_columns=PRINCIPAL_COLUMNS,
+            audit_columns=AUDIT_COLUMNS,
+            row_lock=dialect.row_lock,
+            serial_key=dialect.serial_key,
+            blob=dialect.blob,
+            timestamp=dialect.timestamp,
+        )
+        return render_parameters(text, dialect.parameter)
+
+    return Statements(
+        dialect=dialect.name,
+        migration_lock=dialect.migration_lock,
+        create_migrations=render(CREATE_MIGRATIONS),
+        applied_migrations=render(APPLIED_MIGRATIONS),
+        record_migration=render(RECORD_MIGRATION),
+        migrations=tuple(
+            (m, tuple(render(s) for s in m.for_dialect(dialect.name)))
+            for m in sorted(migrations.MIGRATIONS, key=lambda m: m.version)
+        ),
+        head=render(HEAD),
+        lock_head=render(LOCK_HEAD),
+        move_head=render(MOVE_HEAD),
+        revision=render(REVISION),
+        revisions=render(REVISIONS),
+        insert_revision=render(INSERT_REVISION),
+        insert_proposal=render(INSERT_PROPOSAL),
+        proposal=render(PROPOSAL),
+        lock_proposal=render(LOCK_PROPOSAL),
+        proposals=render(PROPOSALS),
+        settle_proposal=render(SETTLE_PROPOSAL),
+        supersede=render(SUPERSEDE),
+        put_calibrator=render(PUT_CALIBRATOR),
+        calibrator=render(CALIBRATOR),
+        calibrators=render(CALIBRATORS),
+        credential_holders=render(CREDENTIAL_HOLDERS),
+        put_principal=render(PUT_PRINCIPAL),
+        principal_by_token=render(PRINCIPAL_BY_TOKEN),
+        principal_by_subject=render(PRINCIPAL_BY_SUBJECT),
+        principals=render(PRINCIPALS),
+        insert_audit=render(INSERT_AUDIT),
+        audit_trail=render(AUDIT_TRAIL),
+    )
+
+
+def migrate(tx: Transaction, sql: Statements, where: str) -> list[int]:
+    """Apply, in order, the migrations the database lacks; the versions applied.
+    ConfigError when it records one this version does not know."""
+    if sql.migration_lock:
+        tx.run(sql.migration_lock, {})
+    tx.run(sql.create_migrations, {})
+    applied = {int(row["version"]) for row in tx.rows(sql.applied_migrations, {})}
+    known = {migration.version for migration, _ in sql.migrations}
+    if unknown := sorted(applied - known):
+        raise ConfigError(
+            f"{where}: the registry's database records schema migration(s) "
+            f"{', '.join(map(str, unknown))}, which this version does not know "
+            f"(it knows 1 to {max(known)}): a newer hitl-sidecar migrated it; run that one"
+        )
+    done = []
+    for migration, rendered in sql.migrations:
+        if migration.version in applied:
+            continue
+        for statement in rendered:
+            tx.run(statement, {})
+        tx.run(sql.record_migration, {"version": migration.version, "summary": migration.summary})
+        done.append(migration.version)
+    return done
+
+
+class SqlStore(ABC):
+    """The RegistryStore logic on any dialect; subclasses open transactions.
+
+    ``where`` names the database in messages; ``duplicate`` is the driver's error for
+    a unique index refusing a row (translated into Conflict)."""
+
+    def __init__(self, sql: Statements, *, where: str, duplicate: type[Exception]) -> None:
+        self._sql = sql
+        self._duplicate = duplicate
+        try:
+            with self._transaction() as tx:
+                self.migrated = migrate(tx, sql, where)
+        except BaseException:
+            self.close()
+            raise
+
+    @abstractmethod
+    def _transaction(self) -> AbstractContextManager[Transaction]:
+        """Begin a transaction; commit on exit, roll back on an exception."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # -- revisions -----------------------------------------------------------------
+
+    def head(self) -> Revision | None:
+        with self._transaction() as tx:
+            rows = tx.rows(self._sql.head, {})
+        return revision_from_row(rows[0]) if rows else None
+
+    def revision(self, number: int) -> Revision:
+        with self._transaction() as tx:
+            rows = tx.rows(self._sql.revision, {"revision": number})
+        if not rows:
+            raise NotFound(f"revision {number}: no such revision")
+        return revision_from_row(rows[0])
+
+    def revisions(self, limit: int, before: int = 0) -> list[Revision]:
+        with self._transaction() as tx:
+            rows = tx.rows(self._sql.revisions, {"limit": limit, "before": before})
+        return [revision_from_row(row) for row in rows]
+
+    # -- proposals -----------------------------------------------------------------
+
+    def propose(self, proposal: NewProposal, now: float) -> Proposal:
+        with self._transaction() as tx:
+            return self._insert_proposal(tx, proposal, ProposalState.PENDING, 0, now)
+
+    def apply_now(self, proposal: NewProposal, now: float) -> tuple[Proposal, Revision]:
+        with self._transaction() as tx:
+            head = self._lock_head(tx)
+            if head != proposal.base_revision:
+                raise Conflict(_moved(head, proposal.base_revision))
+            applied = self._insert_proposal(tx, proposal, ProposalState.APPLIED, head + 1, now)
+            return applied, self._write_revision(tx, applied, "", now)
+
+    def proposal(self, proposal_id: int) -> Proposal:
+        with self._transaction() as tx:
+            rows = tx.rows(self._sql.proposal, {"id": proposal_id})
+        if not rows:
+            raise NotFound(f"proposal {proposal_id}: no such proposal")
+        return proposal_from_row(rows[0])
+
+    def proposals(self, state: ProposalState | None, limit: int) -> list[Proposal]:
+        parameters = {"state": state.value if state else "", "limit": limit}
+        with self._transaction() as tx:
+            rows = tx.rows(self._sql.proposals, parameters)
+        return [proposal_from_row(row) for row in rows]
+
+    def decide(
+        self, proposal_id: int, settle: Callable[[Proposal], Settlement], now: float
+    ) -> tuple[Proposal, Revision | None]:
+        with self._transaction() as tx:
+            head = self._lock_head(tx)  # before the proposal: every writer locks in this order
+            rows = tx.rows(self._sql.lock_proposal, {"id": proposal_id})
+            if not rows:
+                raise NotFound(f"proposal {proposal_id}: no such proposal")
+            pending = proposal_from_row(rows[0])
+            if pending.state is not ProposalState.PENDING:
+                raise Conflict(f"proposal {proposal_id} is {pending.state}, not PENDING")
+            state, decided_by, reason = settle(pending)
+            if state is ProposalState.REJECTED:
+                return self._settle(tx, proposal_id, state, decided_by, reason, 0, now), None
+            if state is not ProposalState.APPLIED:
+                raise ValueError(f"settle answered {state}: only APPLIED or REJECTED")
+            if head == pending.base_revision:
+                applied = self._settle(tx, proposal_id, state, decided_by, reason, head + 1, now)
+                return applied, self._write_revision(tx, applied, decided_by, now)
+            # Kept when the transaction commits; the caller learns why by the Conflict.
+            moved = _moved(head, pending.base_revision)
+            self._settle(tx, proposal_id, ProposalState.SUPERSEDED, "", moved, 0, now)
+        raise Conflict(f"proposal {proposal_id}: {moved}; it is now SUPERSEDED")
+
+    def _lock_head(self, tx: Transaction) -> int:
+        return int(tx.rows(self._sql.lock_head, {})[0]["revision"])
+
+    def _insert_proposal(
+        self,
+        tx: Transaction,
+        proposal: NewProposal,
+        state: ProposalState,
+        revision: int,
+        now: float,
+    ) -> Proposal:
+        parameters = {
+            "base_revision": proposal.base_revision,
+            "document": proposal.document,
+            "proposed_by": proposal.proposed_by,
+            "reason": proposal.reason,
+            "rollback_of": proposal.rollback_of,
+            "widening": json.dumps(list(proposal.widening)),
+            "state": state.value,
+            "created_at": now,
+            "decided_at": now if revision else 0.0,
+            "revision": revision,
+        }
+        return proposal_from_row(tx.rows(self._sql.insert_proposal, parameters)[0])
+
+    def _settle(
+        self,
+        tx: Transaction,
+        proposal_id: int,
+        state: ProposalState,
+        decided_by: str,
+        reason: str,
+        revision: int,
+        now: float,
+    ) -> Proposal:
+        parameters = {
+            "id": proposal_id,
+            "state": state.value,
+            "decided_by": decided_by,
+            "decided_at": now,
+            "decision_reason": reason,
+            "revision": revision,
+        }
+        return proposal_from_row(tx.rows(self._sql.settle_proposal, parameters)[0])
+
+    def _write_revision(
+        self, tx: Transaction, applied: Proposal, approved_by: str, now: float
+    ) -> Revision:
+        """applied's revision, made the head; others pending on its base superseded."""
+        revision = Revision(
+            revision=applied.revision,
+            document=applied.document,
+            proposal_id=applied.id,
+            proposed_by=applied.proposed_by,
+            approved_by=approved_by,
+            reason=applied.reason,
+            created_at=now,
+        )
+        tx.run(self._sql.insert_revision, revision_parameters(revision))
+        tx.run(self._sql.move_head, {"revision": revision.revision})
+        superseded = {
+            "now": now,
+            "base_revision": applied.base_revision,
+            "id": applied.id,
+            "decision_reason": f"revision {revision.revision} became the head first",
+        }
+        tx.run(self._sql.supersede, superseded)
+        return revision
+
+    # -- calibrators ---------------------------------------------------------------
+
+    def put_calibrator(self, info: CalibratorInfo, content: bytes) -> bool:
+        parameters = {
+            "sha256": info.sha256,
+            "name": info.name,
+            "version": info.version,
+            "size": info.size,
+            "uploaded_by": info.uploaded_by,
+            "uploaded_at": info.uploaded_at,
+            "content": content,
+        }
+        with self._transaction() as tx:
+            return tx.run(self._sql.put_calibrator, parameters) == 1
+
+    def calibrator(self, sha256: str) -> tuple[CalibratorInfo, bytes]:
+        with self._transaction() as tx:
+            rows = tx.rows(self._sql.calibrator, {"sha256": sha256})
+        if not rows:
+            raise NotFound(f"calibrator {sha256}: no such artefact")
+        return calibrator_from_row(rows[0]), bytes(rows[0]["content"])
+
+    def calibrators(self) -> list[CalibratorInfo]:
+        with self._transaction() as tx:
+            rows = tx.rows(self._sql.calibrators, {})
+        return [calibrator_from_row(row) for row in rows]
+
+    # -- principals and audit --------------------------------------------------------
+
+    def add_principal(
+        self, name: str, roles: frozenset[Role], token_sha256: str, cert_subject: str, now: float
+    ) -> None:
+        parameters = {
+            "name": name,
+            "roles": ",".join(sorted(roles)),
+            "token_sha256": token_sha256,
+            "cert_subject": cert_subject,
+            "created_at": now,
+        }
+        try:
+            with self._transaction() as tx:
+                holders = tx.rows(self._sql.credential_holders, parameters)
+                if holders:
+                    raise Conflict(_credential_held(name, holders[0], token_sha256))
+                tx.run(self._sql.put_principal, parameters)
+        except self._duplicate as exc:
+            # Another transaction gave the credential away between our check and write.
+            raise Conflict(f"principal {name!r}: its credential is held by another") from exc
+
+    def principal_for_token(self, token_sha256: str) -> Principal | None:
+        with self._transaction() as tx:
+            rows = tx.rows(self._sql.principal_by_token, {"token_sha256": token_sha256})
+        return principal_from_row(rows[0]) if rows else None
+
+    def principal_for_subject(self, cert_subject: str) -> Principal | None:
+        with self._transaction() as tx:
+            rows = tx.rows(self._sql.principal_by_subject, {"cert_subject": cert_subject})
+        return principal_from_row(rows[0]) if rows else None
+
+    def principals(self) -> list[Principal]:
+        with self._transaction() as tx:
+            rows = tx.rows(self._sql.principals, {})
+        return [principal_from_row(row) for row in rows]
+
+    def record(self, entries: Sequence[AuditEntry]) -> None:
+        if not entries:
+            return
+        with self._transaction() as tx:
+            tx.run_many(self._sql.insert_audit, [audit_parameters(e) for e in entries])
+
+    def audit_trail(self, limit: int) -> list[AuditEntry]:
+        with self._transaction() as tx:
+            rows = tx.rows(self._sql.audit_trail, {"limit": limit})
+        return [audit_from_row(row) for row in rows]
+
+
+def _moved(head: int, base: int) -> str:
+    return f"the head is revision {head}, not its base revision {base}"
+
+
+def _credential_held(name: str, holder: Mapping[str, Any], token_sha256: str) -> str:
+    if token_sha256 and holder["token_sha256"] == token_sha256:
+        return f"principal {name!r}: that token already identifies {holder['name']!r}"
+    return (
+        f"principal {name!r}: cert_subject {holder['cert_subject']!r} "
+        f"already identifies {holder['name']!r}"
+    )
+
+
+def revision_parameters(revision: Revision) -> dict[str, Any]:
+    return {
+        "revision": revision.revision,
+        "document": revision.document,
+        "proposal_id": revision.proposal_id,
+        "proposed_by": revision.proposed_by,
+        "approved_by": revision.approved_by,
+        "reason": revision.reason,
+        "created_at": revision.created_at,
+    }
+
+
+def audit_parameters(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "at": entry.at,
+        "principal": entry.principal,
+        "method": entry.method,
+        "outcome": entry.outcome,
+        "detail": entry.detail,
+    }
+
+
+def revision_from_row(row: Mapping[str, Any]) -> Revision:
+    return Revision(
+        revision=int(row["revision"]),
+        document=row["document"],
+        proposal_id=int(row["proposal_id"]),
+        proposed_by=row["proposed_by"],
+        approved_by=row["approved_by"],
+        reason=row["reason"],
+        created_at=float(row["created_at"]),
+    )
+
+
+def proposal_from_row(row: Mapping[str, Any]) -> Proposal:
+    return Proposal(
+        id=int(row["id"]),
+        base_revision=int(row["base_revision"]),
+        document=row["document"],
+        proposed_by=row["proposed_by"],
+        reason=row["reason"],
+        rollback_of=int(row["rollback_of"]),
+        widening=tuple(json.loads(row["widening"])),
+        state=ProposalState(row["state"]),
+        created_at=float(row["created_at"]),
+        decided_by=row["decided_by"],
+        decided_at=float(row["decided_at"]),
+        decision_reason=row["decision_reason"],
+        revision=int(row["revision"]),
+    )
+
+
+def calibrator_from_row(row: Mapping[str, Any]) -> CalibratorInfo:
+    return CalibratorInfo(
+        sha256=row["sha256"],
+        name=row["name"],
+        version=row["version"],
+        size=int(row["size"]),
+        uploaded_by=row["uploaded_by"],
+        uploaded_at=float(row["uploaded_at"]),
+    )
+
+
+def principal_from_row(row: Mapping[str, Any]) -> Principal:
+    return Principal(
+        name=row["name"], roles=frozenset(Role(r) for r in row["roles"].split(",") if r)
+    )
+
+
+def audit_from_row(row: Mapping[str, Any]) -> AuditEntry:
+    return AuditEntry(
+        at=float(row["at"]),
+        principal=row["principal"],
+        method=row["method"],
+        outcome=row["outcome"],
+        detail=row["detail"],
+    )

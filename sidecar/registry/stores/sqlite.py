@@ -1,0 +1,29 @@
+"""The registry store on a SQLite file (the embedded default; ``sidecar.storage.sqlite``
+says how it is opened and written). Every transaction is ``BEGIN IMMEDIATE``: it holds
+the file's write lock from its first read, so processes sharing the file never both
+write the next revision."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+from sidecar.registry.stores.sql import SQLITE, SqlStore, statements
+from sidecar.storage.sql import Transaction
+from sidecar.storage.sqlite import SqliteDatabase
+
+
+class SqliteStore(SqlStore):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = SqliteDatabase(path)
+        super().__init__(
+            statements(SQLITE), where=f"SQLite {path}", duplicate=sqlite3.IntegrityError
+        )
+
+    def _transaction(self) -> AbstractContextManager[Transaction]:
+        return self._db.transaction()
+
+    def close(self) -> None:
+        self._db.close()
