@@ -332,8 +332,10 @@ def run_show(args: argparse.Namespace) -> int:
 
 @_reports_refusals
 def run_propose(args: argparse.Namespace) -> int:
+    from sidecar.registry.client import upload_policy_file
+
     with _connect(args) as client:
-        policy = _upload_policy_file(client, args.file)
+        policy = upload_policy_file(client, args.file)
         base = args.base if args.base is not None else _head(client)
         _print(client.propose(policy, args.reason, base))
     return 0
@@ -393,11 +395,12 @@ def run_diff(args: argparse.Namespace) -> int:
 
 @_reports_refusals
 def run_publish(args: argparse.Namespace) -> int:
+    from sidecar.registry.client import artefact_version
     from sidecar.registry.messages import document_from_policy, policy_from_document
 
     data = args.onnx.read_bytes()
     with _connect(args) as client:
-        info = client.put_calibrator(data, args.name or args.onnx.stem, _version(data, args.onnx))
+        info = client.put_calibrator(data, args.name or args.onnx.stem, artefact_version(data))
         head = client.get_policy(0)
         doc = document_from_policy(head.policy)
         if args.model not in doc["models"]:
@@ -435,33 +438,3 @@ def _document(client: RegistryClient, which: str) -> dict[str, Any]:
 
     doc = yaml.safe_load(read_policy_bytes(Path(which)))
     return {k: v for k, v in doc.items() if k not in ("revision", "issued_at")}
-
-
-def _upload_policy_file(client: RegistryClient, path: Path) -> Any:
-    """The file's policy as a message; each calibrator it names by path is uploaded
-    (idempotent) and named by its file stem instead."""
-    import yaml
-
-    from sidecar.policy.loader import read_policy_bytes
-    from sidecar.registry.messages import policy_from_document
-
-    doc = yaml.safe_load(read_policy_bytes(path)) or {}
-    doc = {k: v for k, v in doc.items() if k not in ("revision", "issued_at")}
-    for model in (doc.get("models") or {}).values():
-        ref = model.get("calibrator") or {}
-        if "path" in ref:
-            artefact = path.parent / ref.pop("path")
-            data = artefact.read_bytes()
-            info = client.put_calibrator(data, artefact.stem, _version(data, artefact))
-            ref["name"] = info.name
-    return policy_from_document(doc)
-
-
-def _version(data: bytes, path: Path) -> str:
-    """The calibration version an artefact's metadata declares."""
-    from sidecar.calibration.artefact import parse_metadata
-    from sidecar.calibration.runtime import build_session
-
-    return parse_metadata(
-        build_session(data, str(path)).get_modelmeta().custom_metadata_map
-    ).version

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from pathlib import Path
 from types import TracebackType
 
 import grpc
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sidecar._proto.hitl.v1 import registry_pb2 as pb
 from sidecar._proto.hitl.v1 import registry_pb2_grpc as pb_grpc
@@ -35,6 +38,7 @@ class RegistryClient:
         else:
             self._channel = grpc.insecure_channel(target)
         self._stub = pb_grpc.RegistryStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._timeout = timeout
 
@@ -102,6 +106,14 @@ class RegistryClient:
             data += chunk.data
         return info, bytes(data)
 
+    def serving(self) -> bool:
+        """Whether the registry reports SERVING."""
+        try:
+            reply = self._health.Check(health_pb2.HealthCheckRequest(), timeout=self._timeout)
+        except grpc.RpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
     def close(self) -> None:
         self._channel.close()
 
@@ -115,3 +127,30 @@ class RegistryClient:
         _traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def upload_policy_file(client: RegistryClient, path: Path) -> pb.Policy:
+    """A policy file (YAML or JSON) as a message for ProposeChange: each calibrator it
+    names by path (relative to the file) is uploaded, idempotently, and named by its
+    file stem instead; revision and issued_at are left to the registry."""
+    from sidecar.policy.loader import read_policy_bytes
+    from sidecar.registry.messages import policy_from_document
+
+    doc = yaml.safe_load(read_policy_bytes(path)) or {}
+    doc = {k: v for k, v in doc.items() if k not in ("revision", "issued_at")}
+    for model in (doc.get("models") or {}).values():
+        ref = model.get("calibrator") or {}
+        if "path" in ref:
+            artefact = path.parent / ref.pop("path")
+            data = artefact.read_bytes()
+            ref["name"] = client.put_calibrator(data, artefact.stem, artefact_version(data)).name
+    return policy_from_document(doc)
+
+
+def artefact_version(data: bytes) -> str:
+    """The calibration version an artefact's metadata declares."""
+    from sidecar.calibration.artefact import parse_metadata
+    from sidecar.calibration.runtime import build_session
+
+    session = build_session(data, "the artefact")
+    return parse_metadata(session.get_modelmeta().custom_metadata_map).version

@@ -22,7 +22,10 @@ def base() -> dict[str, Any]:
                 "thresholds": {"t_high": 0.9, "t_low": 0.5},
                 "domains": {"eu": {"t_high": 0.95, "t_low": 0.6}},
                 "rules": [
-                    {"id": "big", "when": [{"field": "attributes.amount", "op": "gt", "value": 1e4}]}
+                    {
+                        "id": "big",
+                        "when": [{"field": "attributes.amount", "op": "gt", "value": 1e4}],
+                    }
                 ],
                 "experiment": {
                     "name": "exp",
@@ -134,7 +137,9 @@ def test_lower_audit_rate_widens() -> None:
 
 def test_new_calibrator_widens() -> None:
     """A new calibrator changes every confidence."""
-    after = changed(lambda m: m.update(calibrator={"name": "c", "sha256": "b" * 64, "version": "v2"}))
+    after = changed(
+        lambda m: m.update(calibrator={"name": "c", "sha256": "b" * 64, "version": "v2"})
+    )
     assert judge(base(), after) == ("models.m.calibrator: v1 -> v2 changes every confidence",)
 
 
@@ -162,5 +167,3 @@ def test_experiment_removed_widens() -> None:
     assert judge(base(), after) == (
         "models.m.experiment: removed (traffic moves to the model's thresholds)",
     )
-
-
