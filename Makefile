@@ -4,13 +4,14 @@
 # make bench  Route latency (enforced p99 < 5 ms) and forwarder rate per sink, into bench-output/
 # make calibration-report  every calibrator on ../shared/data/calibration, when present
 # make proto  regenerate sidecar/_proto from proto/ (pinned grpcio-tools, mypy-protobuf)
+# make k8s    the Kubernetes tests alone: injector, manifests, alert rules, dashboard, Dockerfile
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint proto fmt bench calibration-report
+.PHONY: demo test lint proto fmt bench calibration-report k8s
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +36,9 @@ bench: $(STAMP)
 
 calibration-report: $(STAMP)
 	$(BIN)/python -m benchmarks.calibration_report
+
+k8s: $(STAMP)
+	$(BIN)/python -m pytest tests/unit/injector tests/integration/test_injector.py tests/k8s
 
 proto: $(STAMP)
 	$(BIN)/python proto/codegen.py

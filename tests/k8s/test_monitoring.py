@@ -1,0 +1,197 @@
+"""The alert rules and the dashboard in k8s/monitoring: promtool checks and unit
+tests, and every metric name they use exists on the real scrape endpoints of a
+sidecar, a review queue and an injector run here."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import ssl
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sidecar.review.item import Verdict
+from tests.artefacts import confident_logits, policy_doc, temperature_artefact, write_policy
+from tests.integration.conftest import hitl_command, start_review, start_sidecar, wait_for
+from tests.k8s.manifests import K8S
+from tests.natsserver import free_port
+from tests.unit.injector.certs import issue
+from tests.unit.injector.pods import admission_review, pod
+
+MONITORING = K8S / "monitoring"
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None,
+    reason="promtool is not installed (Debian: apt-get install prometheus; .ci/run does)",
+)
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$namespace": ".*", "$model": ".*"}
+METRIC = re.compile(r"\b(hitl_[a-z0-9_]+)\b")
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    assert PROMTOOL is not None
+    return subprocess.run(
+        [PROMTOOL, *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def alert_expressions() -> list[str]:
+    rules = yaml.safe_load((MONITORING / "alerts.yaml").read_text())
+    return [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+
+
+def dashboard() -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((MONITORING / "dashboard.json").read_text())
+    return document
+
+
+def dashboard_expressions() -> list[str]:
+    return [t["expr"] for p in dashboard()["panels"] for t in p.get("targets", [])]
+
+
+@needs_promtool
+def test_alert_rules_pass_promtool_check() -> None:
+    """promtool check rules accepts alerts.yaml."""
+    done = promtool("check", "rules", str(MONITORING / "alerts.yaml"))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@needs_promtool
+def test_alert_rules_unit_tests() -> None:
+    """promtool test rules passes alerts.test.yaml (each alert fires, or stays quiet,
+    as its tests say, with its rendered summary)."""
+    done = promtool("test", "rules", str(MONITORING / "alerts.test.yaml"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    tested = set(re.findall(r"alertname: (\w+)", (MONITORING / "alerts.test.yaml").read_text()))
+    rules = yaml.safe_load((MONITORING / "alerts.yaml").read_text())
+    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
+    assert alerts == tested, f"alerts without a test: {sorted(alerts - tested)}"
+
+
+def test_dashboard_is_grafana_json() -> None:
+    """The dashboard parses, has a uid and unique panel ids, and every panel queries
+    the Prometheus data source variable."""
+    board = dashboard()
+    assert board["uid"] == "hitl-sidecar"
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids))
+    queries = [p for p in board["panels"] if p["type"] != "row"]
+    assert all(p["targets"] and p["datasource"]["uid"] == "${datasource}" for p in queries)
+    names = {v["name"] for v in board["templating"]["list"]}
+    assert names == {"datasource", "namespace", "model"}
+    titles = " ".join(p["title"] for p in board["panels"])
+    for signal in ("tier", "latency", "Fallback", "Spool", "Policy", "deadline", "Rejected"):
+        assert signal.lower() in titles.lower(), signal
+
+
+@needs_promtool
+def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
+    """Every dashboard query, its Grafana variables filled in, is PromQL promtool
+    accepts (as a recording rule)."""
+    expressions = dashboard_expressions()
+    for variable, value in GRAFANA_VARIABLES.items():
+        expressions = [e.replace(variable, value) for e in expressions]
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"dashboard:query{i}", "expr": e} for i, e in enumerate(expressions)
+    ]}]}  # fmt: skip
+    path = tmp_path / "dashboard-rules.yaml"
+    path.write_text(yaml.safe_dump(rules))
+    done = promtool("check", "rules", str(path))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# Exported by the sidecar's registry source (issue 5, in progress when these rules
+# were written): allowed to be absent until that lands, checked once present (the
+# fixture provokes a rejected revision). Empty this set when it has landed.
+MAY_BE_ABSENT = frozenset({"hitl_policy_rejected_total", "hitl_policy_reconnects_total"})
+
+
+@pytest.fixture
+def scraped(tmp_path: Path) -> Iterator[set[str]]:
+    """Metric names on the scrape endpoints of a review queue, a sidecar forwarding to
+    it (with a stale policy, so it falls back, and a rejected revision) and an
+    injector, after each has done what makes its series appear."""
+    review_metrics, sidecar_metrics, injector_metrics = free_port(), free_port(), free_port()
+    review = start_review(
+        tmp_path / "review",
+        "--metrics-addr", f"127.0.0.1:{review_metrics}",
+        "--sla", "HUMAN_PRIMARY=1,HUMAN_ASSISTED=1,AUTOMATED=1", "--sweep-seconds", "0.2",
+    )  # fmt: skip
+    policy = policy_doc(temperature_artefact(tmp_path / "cal.onnx"))
+    policy |= {"issued_at": "2026-01-01T00:00:00Z", "max_age_seconds": 60}
+    write_policy(tmp_path / "policy.yaml", policy)
+    sidecar = start_sidecar(
+        tmp_path, tmp_path / "policy.yaml",
+        "--metrics-addr", f"127.0.0.1:{sidecar_metrics}", "--sink", f"review://{review.address}",
+    )  # fmt: skip
+    pki = issue(tmp_path / "tls", "ca")
+    port_file = tmp_path / "injector.addr"
+    injector = subprocess.Popen(
+        hitl_command(
+            "injector", "serve", "--listen", "127.0.0.1:0", "--port-file", str(port_file),
+            "--tls-cert", str(pki.cert), "--tls-key", str(pki.key), "--image", "hitl:test",
+            "--registry", "r:1", "--metrics-addr", f"127.0.0.1:{injector_metrics}",
+        ),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        sidecar.wait_serving()
+        with sidecar.client() as client:  # stale policy: both fall back and escalate
+            client.route(_request("order-1"))
+            client.route(_request("order-2"))
+        (tmp_path / "policy.yaml").write_text("revision: [not, a, policy]\n")
+        with review.client() as queue:
+            wait_for(lambda: len(queue.list_items(None, "", "", 10)) == 2, 10, "escalations")
+            item = queue.claim("reviewer-1", "", 0.0)  # one resolved, one left to go overdue
+            queue.resolve(item.escalation.escalation_id, "reviewer-1", Verdict.ACCEPT)
+        wait_for(port_file.exists, 30, "the injector")
+        context = ssl.create_default_context(cadata=pki.ca_pem.decode())
+        urllib.request.urlopen(
+            urllib.request.Request(
+                f"https://localhost:{port_file.read_text().rpartition(':')[2]}/mutate",
+                data=json.dumps(admission_review(pod())).encode(),
+                headers={"Content-Type": "application/json"},
+            ),
+            context=context,
+            timeout=10,
+        ).read()
+        wait_for(lambda: "overdue_total" in _scrape(review_metrics), 10, "an overdue item")
+        wait_for(lambda: "rejected_total" in _scrape(sidecar_metrics), 5, "a rejection")
+        text = "".join(_scrape(p) for p in (review_metrics, sidecar_metrics, injector_metrics))
+        yield {line.split("{")[0].split(" ")[0] for line in text.splitlines()
+               if line.startswith("hitl_")}  # fmt: skip
+    finally:
+        for process in (sidecar.process, review.process, injector):
+            process.kill()
+            process.wait()
+
+
+def _request(request_id: str) -> Any:
+    from sidecar.client import route_request
+
+    return route_request(request_id, "m", confident_logits(0))
+
+
+def _scrape(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
+            return str(page.read().decode())
+    except OSError:
+        return ""
+
+
+@pytest.mark.integration
+def test_every_metric_the_alerts_and_dashboard_use_is_exported(scraped: set[str]) -> None:
+    """Each hitl_* name in alerts.yaml and dashboard.json is on a real scrape endpoint."""
+    used = {name for expr in alert_expressions() + dashboard_expressions()
+            for name in METRIC.findall(expr)}  # fmt: skip
+    missing = sorted(used - scraped - MAY_BE_ABSENT)
+    assert not missing, f"not exported by any process: {missing}; exported: {sorted(scraped)}"
+    assert len(used) >= 20
