@@ -16,6 +16,7 @@ import signal
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -32,7 +33,16 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from sidecar._proto.hitl.v1 import router_pb2 as pb
 from sidecar._proto.hitl.v1 import router_pb2_grpc as pb_grpc
 from sidecar.clock import Clock, SystemClock
-from sidecar.config import ENV_LISTEN, ENV_METRICS_ADDR, ENV_REGISTRY, SidecarConfig
+from sidecar.config import (
+    ENV_LISTEN,
+    ENV_METRICS_ADDR,
+    ENV_REGISTRY,
+    ENV_REGISTRY_CA,
+    ENV_REGISTRY_CERT,
+    ENV_REGISTRY_KEY,
+    ENV_REGISTRY_PUBLIC_KEY,
+    SidecarConfig,
+)
 from sidecar.errors import ConfigError
 from sidecar.escalation.deadletter import DeadLetters
 from sidecar.escalation.forwarder import Forwarder, ForwarderSettings
@@ -40,12 +50,21 @@ from sidecar.escalation.recorder import Recorder, SpoolRecorder
 from sidecar.escalation.sinks import Sink, open_sink
 from sidecar.escalation.spool import Spool
 from sidecar.policy.file_source import FilePolicySource
+from sidecar.policy.last_known_good import LastKnownGood
+from sidecar.policy.registry_source import RegistryConnection, RegistryPolicySource, WatchSettings
+from sidecar.policy.signing import load_verifier
 from sidecar.policy.snapshot import Snapshot, SnapshotHolder
+from sidecar.policy.source import PolicySource
 from sidecar.router import Router
 from sidecar.server import RouterServicer
 from sidecar.serving import bind, enable_reflection, prometheus_reader, write_port_file
 from sidecar.telemetry.audit import FLUSH_SECONDS, AuditLog, StructlogAudit
-from sidecar.telemetry.metrics import RouterMetrics, meter_provider, observe_escalations
+from sidecar.telemetry.metrics import (
+    RouterMetrics,
+    meter_provider,
+    observe_escalations,
+    observe_policy_source,
+)
 from sidecar.telemetry.tracing import INSTRUMENTATION, tracer_provider
 
 log = structlog.get_logger("hitl.sidecar")
@@ -63,7 +82,7 @@ class Sidecar:
     router: Router
     server: grpc.aio.Server
     health: health_aio.HealthServicer
-    source: FilePolicySource
+    source: PolicySource
     recorder: Recorder
     dead: DeadLetters
     forwarder: Forwarder | None
@@ -87,7 +106,12 @@ class Sidecar:
             log.warning(
                 "sidecar.no_sink", detail="escalations stay in the spool until a sink is set"
             )
-        log.info("sidecar.listening", address=self.address, policy=str(self.config.policy))
+        log.info(
+            "sidecar.listening",
+            address=self.address,
+            policy=str(self.config.policy or ""),
+            registry=self.config.registry,
+        )
 
     async def stop(self) -> None:
         deadline = time.monotonic() + self.config.shutdown_grace_seconds
@@ -176,9 +200,8 @@ def build(
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     enable_reflection(server, ROUTER_SERVICE)
     address = bind(server, config.listen, ENV_LISTEN)
-    if config.policy is None:
-        raise ConfigError(f"{ENV_REGISTRY}: the registry policy source is not wired in yet")
-    source = FilePolicySource(config.policy, holder, config.policy_poll_seconds)
+    source = policy_source(config, holder, clock)
+    observe_policy_source(meters.get_meter(INSTRUMENTATION), source.stats)
     return Sidecar(
         config,
         holder,
@@ -194,6 +217,42 @@ def build(
         meters,
         address,
     )
+
+
+def policy_source(
+    config: SidecarConfig, holder: SnapshotHolder, clock: Clock | None = None
+) -> PolicySource:
+    """The policy file's watcher, or the registry's (config allows exactly one)."""
+    if config.policy is not None:
+        return FilePolicySource(config.policy, holder, config.policy_poll_seconds)
+    # SidecarConfig.load requires the key with a registry; a hand-built config may not.
+    if config.registry_public_key is None:
+        raise ConfigError(f"{ENV_REGISTRY_PUBLIC_KEY} is required with {ENV_REGISTRY}")
+    connection = RegistryConnection(
+        config.registry,
+        config.registry_token,
+        _read_pem(config.registry_ca, ENV_REGISTRY_CA),
+        _read_pem(config.registry_key, ENV_REGISTRY_KEY),
+        _read_pem(config.registry_cert, ENV_REGISTRY_CERT),
+    )
+    verifier = load_verifier(config.registry_public_key)
+    return RegistryPolicySource(
+        connection,
+        holder,
+        LastKnownGood(config.policy_state_dir, verifier),
+        verifier,
+        WatchSettings(poll_seconds=config.registry_poll_seconds),
+        clock=clock,
+    )
+
+
+def _read_pem(path: Path | None, var: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{var}: cannot read {path}: {exc.strerror}") from exc
 
 
 async def serve(config: SidecarConfig) -> None:

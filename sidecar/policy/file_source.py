@@ -11,21 +11,15 @@ import asyncio
 import hashlib
 import os
 from pathlib import Path
-from typing import Protocol
 
 import structlog
 
 from sidecar.errors import PolicyError
 from sidecar.policy.loader import build_snapshot, parse_policy_bytes, read_policy_bytes
 from sidecar.policy.snapshot import Snapshot, SnapshotHolder
+from sidecar.policy.source import SourceStats, rejection_reason
 
 log = structlog.get_logger("hitl.policy")
-
-
-class PolicySource(Protocol):
-    """Keeps a SnapshotHolder current until cancelled."""
-
-    async def run(self) -> None: ...
 
 
 class FilePolicySource:
@@ -33,6 +27,7 @@ class FilePolicySource:
         self._path = path
         self._holder = holder
         self._poll = poll_seconds
+        self.stats = SourceStats()
         self._seen: tuple[int, int, int] | None = None
         self._digest = ""
 
@@ -57,12 +52,15 @@ class FilePolicySource:
         try:
             snapshot = await asyncio.to_thread(self._load)
         except PolicyError as exc:
-            log.error("policy.rejected", path=str(self._path), error=str(exc))
+            reason = rejection_reason(exc)
+            self.stats.rejected[reason] += 1
+            log.error("policy.rejected", path=str(self._path), reason=reason, error=str(exc))
             return
         if snapshot is not None:
             self._holder.swap(snapshot)
             log.info(
                 "policy.loaded",
+                source="file",
                 path=str(self._path),
                 revision=snapshot.policy.revision,
                 models=sorted(snapshot.policy.models),

@@ -20,6 +20,7 @@ from sidecar.core.decision import Decision
 from sidecar.escalation.forwarder import Forwarder
 from sidecar.escalation.spool import Spool
 from sidecar.policy.snapshot import SnapshotHolder
+from sidecar.policy.source import SourceStats
 
 # Route latency buckets (ms): fine below the 5 ms budget, coarse above it.
 LATENCY_BUCKETS_MS = (
@@ -176,6 +177,28 @@ def observe_escalations(
         "hitl.forwarder.circuit",
         [_constant(lambda: forwarder.circuit.value, attrs)],
         description="Circuit breaker state: 0 closed, 1 half-open, 2 open",
+    )
+
+
+def observe_policy_source(meter: Meter, stats: SourceStats) -> None:
+    """How often the policy source reopened its stream to the registry, and the
+    policies it refused by reason (signature, schema, calibrator, sha256,
+    stale_revision); revision and age are RouterMetrics' gauges."""
+    meter.create_observable_counter(
+        "hitl.policy.reconnects",
+        [lambda _options: [Observation(stats.reconnects)]],
+        description="Watch streams to the registry opened again after one failed or ended",
+    )
+
+    def rejected(_options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(count, {"reason": reason}) for reason, count in dict(stats.rejected).items()
+        ]
+
+    meter.create_observable_counter(
+        "hitl.policy.rejected",
+        [rejected],
+        description="Policies refused (the one in force stays), by reason",
     )
 
 
