@@ -20,6 +20,7 @@ from sidecar.injector.config import (
     BOOLEANS,
     ENV_PUBLIC_KEY_CONFIGMAP,
     ENV_REGISTRY,
+    ENV_REGISTRY_CA_CONFIGMAP,
     ENV_SINK,
     ENV_TOKEN_SECRET,
     SidecarDefaults,
@@ -34,6 +35,7 @@ MODEL = PREFIX + "model"
 REGISTRY = PREFIX + "registry"
 REGISTRY_TOKEN_SECRET = PREFIX + "registry-token-secret"
 REGISTRY_PUBLIC_KEY = PREFIX + "registry-public-key"
+REGISTRY_CA = PREFIX + "registry-ca"
 POLICY = PREFIX + "policy"
 SINK = PREFIX + "sink"
 PORT = PREFIX + "port"
@@ -53,6 +55,8 @@ KNOWN: dict[str, str] = {
     REGISTRY: "HOST:PORT of the registry the policy comes from",
     REGISTRY_TOKEN_SECRET: "Secret (key 'token') with the sidecar's registry bearer token",
     REGISTRY_PUBLIC_KEY: "ConfigMap (key 'public-key.pem') with the registry's Ed25519 key",
+    REGISTRY_CA: "ConfigMap (key 'ca.crt') with the CA of the registry's TLS certificate; "
+    "empty: plaintext",
     POLICY: "ConfigMap holding policy.yaml (and its calibrators): a policy file, no registry",
     SINK: "review://HOST:PORT or nats://HOST:PORT[,nats://...]: where escalations go",
     PORT: "TCP port of the Router and its gRPC health (default 7431)",
@@ -91,6 +95,7 @@ class FromRegistry:
     address: str
     token_secret: str
     public_key_configmap: str
+    ca_configmap: str = ""  # empty: plaintext gRPC
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +201,8 @@ def check_defaults(defaults: SidecarDefaults) -> None:
             check_sink(defaults.sink, ENV_SINK)
         _dns_subdomain(ENV_TOKEN_SECRET, defaults.token_secret)
         _dns_subdomain(ENV_PUBLIC_KEY_CONFIGMAP, defaults.public_key_configmap)
+        if defaults.registry_ca_configmap:
+            _dns_subdomain(ENV_REGISTRY_CA_CONFIGMAP, defaults.registry_ca_configmap)
     except InjectionRefused as exc:
         raise ConfigError(str(exc)) from exc
 
@@ -222,7 +229,10 @@ def _policy_source(
     _dns_subdomain(REGISTRY_TOKEN_SECRET, token)
     key = annotations.get(REGISTRY_PUBLIC_KEY, defaults.public_key_configmap)
     _dns_subdomain(REGISTRY_PUBLIC_KEY, key)
-    return FromRegistry(address, token, key)
+    ca = annotations.get(REGISTRY_CA, defaults.registry_ca_configmap)
+    if ca:
+        _dns_subdomain(REGISTRY_CA, ca)
+    return FromRegistry(address, token, key, ca)
 
 
 def _resources(annotations: Mapping[str, str]) -> Resources:

@@ -23,6 +23,7 @@ from sidecar.injector.config import (
     ENV_NATIVE_SIDECAR,
     ENV_PULL_POLICY,
     ENV_REGISTRY,
+    ENV_REGISTRY_CA_CONFIGMAP,
     ENV_SIDECAR_IMAGE,
     ENV_SINK,
     ENV_TLS_CERT,
@@ -72,6 +73,10 @@ def _defaults(parser: argparse.ArgumentParser) -> None:
         f"(env {ENV_NATIVE_SIDECAR}, default true)",
     )
     parser.add_argument("--registry", help=f"default registry HOST:PORT (env {ENV_REGISTRY})")
+    parser.add_argument(
+        "--registry-ca-configmap",
+        help=f"default ConfigMap with the registry's TLS CA (env {ENV_REGISTRY_CA_CONFIGMAP})",
+    )
     parser.add_argument("--sink", help=f"default escalation sink (env {ENV_SINK})")
 
 
@@ -81,6 +86,7 @@ def _default_overrides(args: argparse.Namespace) -> dict[str, object]:
         "pull_policy": args.pull_policy,
         "native": args.native_sidecar,
         "registry": args.registry,
+        "registry_ca_configmap": args.registry_ca_configmap,
         "sink": args.sink,
     }
 

@@ -20,6 +20,7 @@ ENV_NATIVE_SIDECAR = "HITL_INJECTOR_NATIVE_SIDECAR"
 ENV_REGISTRY = "HITL_INJECTOR_REGISTRY"
 ENV_TOKEN_SECRET = "HITL_INJECTOR_REGISTRY_TOKEN_SECRET"  # noqa: S105 - a variable name
 ENV_PUBLIC_KEY_CONFIGMAP = "HITL_INJECTOR_REGISTRY_PUBLIC_KEY_CONFIGMAP"
+ENV_REGISTRY_CA_CONFIGMAP = "HITL_INJECTOR_REGISTRY_CA_CONFIGMAP"
 ENV_SINK = "HITL_INJECTOR_SINK"
 ENV_INJECTOR_LISTEN = "HITL_INJECTOR_LISTEN"
 ENV_TLS_CERT = "HITL_INJECTOR_TLS_CERT"
@@ -50,6 +51,7 @@ class SidecarDefaults:
     registry: str = ""
     token_secret: str = DEFAULT_TOKEN_SECRET
     public_key_configmap: str = DEFAULT_PUBLIC_KEY_CONFIGMAP
+    registry_ca_configmap: str = ""  # empty: plaintext gRPC to the registry
     sink: str = ""
 
     @classmethod
@@ -81,6 +83,7 @@ class SidecarDefaults:
             public_key_configmap=text(
                 "public_key_configmap", ENV_PUBLIC_KEY_CONFIGMAP, DEFAULT_PUBLIC_KEY_CONFIGMAP
             ),
+            registry_ca_configmap=text("registry_ca_configmap", ENV_REGISTRY_CA_CONFIGMAP, ""),
             sink=text("sink", ENV_SINK, ""),
         )
         from sidecar.injector.annotations import check_defaults

@@ -38,7 +38,8 @@ STATE_VOLUME = "hitl-state"
 POLICY_VOLUME = "hitl-policy"
 TOKEN_VOLUME = "hitl-registry-token"  # noqa: S105 - a volume name, not a token
 PUBLIC_KEY_VOLUME = "hitl-registry-public-key"
-VOLUME_NAMES = (STATE_VOLUME, POLICY_VOLUME, TOKEN_VOLUME, PUBLIC_KEY_VOLUME)
+CA_VOLUME = "hitl-registry-ca"
+VOLUME_NAMES = (STATE_VOLUME, POLICY_VOLUME, TOKEN_VOLUME, PUBLIC_KEY_VOLUME, CA_VOLUME)
 
 STATE_DIR = "/var/lib/hitl"
 POLICY_DIR = "/etc/hitl/policy"
@@ -47,6 +48,8 @@ TOKEN_DIR = "/var/run/secrets/hitl/registry"  # noqa: S105 - where it is mounted
 TOKEN_KEY = "token"  # noqa: S105 - the Secret's key name
 PUBLIC_KEY_DIR = "/etc/hitl/registry"
 PUBLIC_KEY_KEY = "public-key.pem"
+CA_DIR = "/etc/hitl/registry-ca"
+CA_KEY = "ca.crt"
 
 SIDECAR_UID = 10001  # the image's user (Dockerfile); runAsNonRoot needs a number
 ROUTER_SERVICE = "hitl.v1.Router"
@@ -120,6 +123,16 @@ def sidecar_volumes(settings: PodSettings) -> list[JsonObject]:
                 },
             }
         )
+        if settings.policy.ca_configmap:
+            volumes.append(
+                {
+                    "name": CA_VOLUME,
+                    "configMap": {
+                        "name": settings.policy.ca_configmap,
+                        "items": [{"key": CA_KEY, "path": CA_KEY}],
+                    },
+                }
+            )
     return volumes
 
 
@@ -142,6 +155,8 @@ def _env(settings: PodSettings) -> list[JsonObject]:
             ("HITL_REGISTRY_TOKEN_FILE", f"{TOKEN_DIR}/{TOKEN_KEY}"),
             ("HITL_REGISTRY_PUBLIC_KEY", f"{PUBLIC_KEY_DIR}/{PUBLIC_KEY_KEY}"),
         ]
+        if policy.ca_configmap:
+            values.append(("HITL_REGISTRY_CA", f"{CA_DIR}/{CA_KEY}"))
     else:
         values.append(("HITL_POLICY", f"{POLICY_DIR}/{POLICY_FILE}"))
     env: list[JsonObject] = [{"name": name, "value": value} for name, value in values]
@@ -165,6 +180,8 @@ def _mounts(settings: PodSettings) -> list[JsonObject]:
     else:
         mounts.append({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True})
         mounts.append({"name": PUBLIC_KEY_VOLUME, "mountPath": PUBLIC_KEY_DIR, "readOnly": True})
+        if settings.policy.ca_configmap:
+            mounts.append({"name": CA_VOLUME, "mountPath": CA_DIR, "readOnly": True})
     return mounts
 
 

@@ -52,6 +52,7 @@ def test_every_annotation_is_read() -> None:
             a.REGISTRY: "10.0.0.7:9000",
             a.REGISTRY_TOKEN_SECRET: "fraud-token",
             a.REGISTRY_PUBLIC_KEY: "registry-key",
+            a.REGISTRY_CA: "registry-ca",
             a.SINK: "nats://nats-0.nats:4222,nats://nats-1.nats:4222",
             a.PORT: "17431",
             a.METRICS_PORT: "19464",
@@ -65,7 +66,7 @@ def test_every_annotation_is_read() -> None:
             a.LOG_LEVEL: "debug",
         }
     )
-    assert s.policy == FromRegistry("10.0.0.7:9000", "fraud-token", "registry-key")
+    assert s.policy == FromRegistry("10.0.0.7:9000", "fraud-token", "registry-key", "registry-ca")
     assert s.sink == "nats://nats-0.nats:4222,nats://nats-1.nats:4222"
     assert (s.port, s.metrics_port, s.native) == (17431, 19464, False)
     assert s.resources == a.Resources("250m", "1", "300Mi", "1Gi")
@@ -102,6 +103,7 @@ def test_the_default_sink_applies_unless_overridden() -> None:
         ({a.MODEL: "m", a.REGISTRY: "r:1", a.POLICY: "p"}, "both set"),
         ({a.MODEL: "m", a.POLICY: "Policy!"}, "hitl.dev/policy must name a Kubernetes object"),
         ({a.MODEL: "m", a.REGISTRY_TOKEN_SECRET: "a/b"}, "hitl.dev/registry-token-secret"),
+        ({a.MODEL: "m", a.REGISTRY_CA: "CA"}, "hitl.dev/registry-ca must name a Kubernetes"),
         ({a.MODEL: "m", a.SINK: "http://q:80"}, "hitl.dev/sink must be review://HOST:PORT"),
         ({a.MODEL: "m", a.SINK: "review://a:1,review://b:1"}, "hitl.dev/sink must be"),
         ({a.MODEL: "m", a.SINK: "nats://n"}, "hitl.dev/sink must be HOST:PORT"),

@@ -112,6 +112,28 @@ def test_registry_mode_mounts_token_and_public_key() -> None:
     assert all(m.get("readOnly") for path, m in mounts.items() if path != "/var/lib/hitl")
 
 
+def test_registry_over_tls_mounts_its_ca() -> None:
+    """hitl.dev/registry-ca (or the injector's default) mounts the CA and sets
+    HITL_REGISTRY_CA, so the sidecar speaks TLS to the registry; without it, nothing."""
+    result = injected(pod({a.MODEL: "fraud", a.REGISTRY_CA: "registry-ca"}))
+    validate(result)
+    sidecar = sidecar_of(result)
+    assert env_of(sidecar)["HITL_REGISTRY_CA"] == "/etc/hitl/registry-ca/ca.crt"
+    volumes = {v["name"]: v for v in result["spec"]["volumes"]}
+    assert volumes["hitl-registry-ca"]["configMap"]["name"] == "registry-ca"
+    mounts = {m["mountPath"]: m for m in sidecar["volumeMounts"]}
+    assert mounts["/etc/hitl/registry-ca"] == {
+        "name": "hitl-registry-ca",
+        "mountPath": "/etc/hitl/registry-ca",
+        "readOnly": True,
+    }
+    with_default = SidecarDefaults(image="i", registry="r:1", registry_ca_configmap="cluster-ca")
+    assert env_of(sidecar_of(injected(pod(), with_default)))["HITL_REGISTRY_CA"]
+    opted_out = injected(pod({a.MODEL: "fraud", a.REGISTRY_CA: ""}), with_default)
+    assert "HITL_REGISTRY_CA" not in env_of(sidecar_of(opted_out))
+    assert "HITL_REGISTRY_CA" not in env_of(sidecar_of(injected(pod())))
+
+
 def test_policy_configmap_mode() -> None:
     """From a ConfigMap: it is mounted and HITL_POLICY names policy.yaml in it."""
     result = injected(pod({a.MODEL: "fraud", a.POLICY: "fraud-policy"}))
