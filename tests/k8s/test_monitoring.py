@@ -4,7 +4,6 @@ sidecar, a review queue and an injector run here."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import shutil
@@ -108,12 +107,6 @@ def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-# Exported by the sidecar's registry source (issue 5, in progress when these rules
-# were written): allowed to be absent until that lands, checked once present (the
-# fixture provokes a rejected revision). Empty this set when it has landed.
-MAY_BE_ABSENT = frozenset({"hitl_policy_rejected_total", "hitl_policy_reconnects_total"})
-
-
 @pytest.fixture
 def scraped(tmp_path: Path) -> Iterator[set[str]]:
     """Metric names on the scrape endpoints of a review queue, a sidecar forwarding to
@@ -164,8 +157,7 @@ def scraped(tmp_path: Path) -> Iterator[set[str]]:
             timeout=10,
         ).read()
         wait_for(lambda: "overdue_total" in _scrape(review_metrics), 10, "an overdue item")
-        with contextlib.suppress(AssertionError):  # see MAY_BE_ABSENT
-            wait_for(lambda: "rejected_total" in _scrape(sidecar_metrics), 3, "a rejection")
+        wait_for(lambda: "rejected_total" in _scrape(sidecar_metrics), 5, "a rejection")
         text = "".join(_scrape(p) for p in (review_metrics, sidecar_metrics, injector_metrics))
         yield {line.split("{")[0].split(" ")[0] for line in text.splitlines()
                if line.startswith("hitl_")}  # fmt: skip
@@ -194,6 +186,6 @@ def test_every_metric_the_alerts_and_dashboard_use_is_exported(scraped: set[str]
     """Each hitl_* name in alerts.yaml and dashboard.json is on a real scrape endpoint."""
     used = {name for expr in alert_expressions() + dashboard_expressions()
             for name in METRIC.findall(expr)}  # fmt: skip
-    missing = sorted(used - scraped - MAY_BE_ABSENT)
+    missing = sorted(used - scraped)
     assert not missing, f"not exported by any process: {missing}; exported: {sorted(scraped)}"
     assert len(used) >= 20
