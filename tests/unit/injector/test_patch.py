@@ -3,15 +3,18 @@ Kubernetes schemas, and what is refused or left alone."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sidecar.config import SidecarConfig
 from sidecar.injector import annotations as a
 from sidecar.injector.config import SidecarDefaults
 from sidecar.injector.container import CONTAINER_NAME, ROUTER_SERVICE, SIDECAR_UID
 from sidecar.injector.errors import InjectionRefused
 from sidecar.injector.patch import DEFAULT_CONTAINER, apply, plan
+from sidecar.policy.signing import generate_key_pair
 from tests.unit.injector.pods import PLAIN_SCHEMA_VERSIONS, apply_patch, pod, sidecar_of, validate
 
 DEFAULTS = SidecarDefaults(
@@ -132,6 +135,31 @@ def test_registry_over_tls_mounts_its_ca() -> None:
     opted_out = injected(pod({a.MODEL: "fraud", a.REGISTRY_CA: ""}), with_default)
     assert "HITL_REGISTRY_CA" not in env_of(sidecar_of(opted_out))
     assert "HITL_REGISTRY_CA" not in env_of(sidecar_of(injected(pod())))
+
+
+def test_the_sidecar_accepts_the_injected_registry_environment(tmp_path: Path) -> None:
+    """The environment injected for registry mode (with TLS) is one the sidecar's own
+    config loader accepts once the Secret and ConfigMaps are mounted."""
+    sidecar = sidecar_of(injected(pod({a.MODEL: "fraud", a.REGISTRY_CA: "registry-ca"})))
+    mounted = {mount["mountPath"]: tmp_path / mount["name"] for mount in sidecar["volumeMounts"]}
+    for directory in mounted.values():
+        directory.mkdir()
+    generate_key_pair(tmp_path / "signing.key", mounted["/etc/hitl/registry"] / "public-key.pem")
+    (mounted["/var/run/secrets/hitl/registry"] / "token").write_text("t0ken\n")
+    (mounted["/etc/hitl/registry-ca"] / "ca.crt").write_text("PEM")
+
+    def local(value: str) -> str:
+        for path, directory in mounted.items():
+            if value.startswith(path + "/"):
+                return str(directory) + value[len(path) :]
+        return value
+
+    env = {e["name"]: local(e["value"]) for e in sidecar["env"] if "value" in e}
+    config = SidecarConfig.load(env=env)
+    assert config.registry == "hitl-registry.hitl-system.svc:7433"
+    assert config.listen == "0.0.0.0:7431"
+    assert config.spool_budget_bytes == int(2**30 * 0.9)
+    assert config.deployment == "fraud"
 
 
 def test_policy_configmap_mode() -> None:
