@@ -2,8 +2,10 @@
 
 Trains a classifier on scikit-learn's bundled digits data set, fits on a held-out
 split the calibrator that cross-validated NLL selects and exports it, recommends
-t_high and t_low with a Clopper-Pearson bound, writes a policy, starts the review
-queue (SQLite) and the sidecar as separate processes, routes the test split through
+t_high and t_low with a Clopper-Pearson bound, writes a policy, starts the registry
+and the review queue (SQLite each), proposes the policy to the registry as an
+operator and approves it as a second person, starts the sidecar fed by the registry
+(three separate processes), routes the test split through
 Route over gRPC, reports outcomes, waits for the forwarder to deliver every
 escalation, resolves a sample of the queue with the true labels as a stand-in
 reviewer, exports the labelled set, and prints what happened. Needs the
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +39,7 @@ TARGET_ASSISTED_ACCURACY = 0.80
 CONFIDENCE_LEVEL = 0.95
 AUDIT_SAMPLE_RATE = 0.05
 REVIEWED_SHARE = 0.5  # of the queue, resolved by the stand-in reviewer
+EXIT_CODES: dict[str, int] = {}  # of the demo's server processes, by name
 
 
 @dataclass(frozen=True)
@@ -63,31 +67,35 @@ def run_demo(workdir: Path) -> int:
         f"test accuracy {(test_logits.argmax(axis=1) == splits.test_y).mean():.3f}"
     )
     policy = _calibrate_and_write_policy(workdir, cal_logits, splits.cal_y)
+    tokens = _registry_principals(workdir)
     python = [sys.executable, "-m", "sidecar"]
-    queue, queue_address = _start(
-        "review queue",
-        [*python, "review", "serve", "--listen", "127.0.0.1:0",
-         "--db", f"sqlite:{workdir / 'review.db'}"],
-        workdir, "review",
-    )  # fmt: skip
-    try:
-        sidecar, address = _start(
-            "sidecar",
-            [*python, "sidecar", "--policy", str(workdir / "policy.yaml"),
+    with ExitStack() as processes:
+        registry_address = _start(
+            processes, "registry",
+            [*python, "registry", "serve", "--listen", "127.0.0.1:0",
+             "--db", f"sqlite:{workdir / 'registry.db'}",
+             "--signing-key", str(workdir / "keys" / "signing.key")],
+            workdir, "registry",
+        )  # fmt: skip
+        approval = _propose_and_approve(workdir, registry_address, tokens)
+        queue_address = _start(
+            processes, "review queue",
+            [*python, "review", "serve", "--listen", "127.0.0.1:0",
+             "--db", f"sqlite:{workdir / 'review.db'}"],
+            workdir, "review",
+        )  # fmt: skip
+        address = _start(
+            processes, "sidecar",
+            [*python, "sidecar", "--registry", registry_address,
+             "--registry-token-file", str(workdir / "keys" / "sidecar.token"),
+             "--registry-public-key", str(workdir / "keys" / "signing.pub"),
              "--listen", "127.0.0.1:0", "--state-dir", str(workdir / "state"),
              "--sink", f"review://{queue_address}"],
             workdir, "sidecar",
         )  # fmt: skip
-        try:
-            summary = _route_test_split(address, test_logits, splits.test_y)
-            review = _review(workdir, queue_address, summary.escalated, splits.test_y)
-        finally:
-            sidecar.terminate()
-            sidecar.wait(timeout=30)
-    finally:
-        queue.terminate()
-        queue.wait(timeout=30)
-    _report(workdir, policy, summary, review, (sidecar.returncode, queue.returncode))
+        summary = _route_test_split(address, test_logits, splits.test_y)
+        review = _review(workdir, queue_address, summary.escalated, splits.test_y)
+    _report(workdir, policy, approval, summary, review)
     return 0
 
 
@@ -187,33 +195,97 @@ def _calibrate_and_write_policy(
     return policy
 
 
-def _start(
-    name: str, command: list[str], workdir: Path, tag: str
-) -> tuple[subprocess.Popen[bytes], str]:
-    """Start a hitl server process; return it and its address once it is SERVING."""
+def _start(processes: ExitStack, name: str, command: list[str], workdir: Path, tag: str) -> str:
+    """Start a hitl server process, stopped with SIGTERM when processes closes (its exit
+    code kept in EXIT_CODES); return its address once it is SERVING."""
     port_file = workdir / f"{tag}.addr"
     with (workdir / f"{tag}.log").open("wb") as log:
         process = subprocess.Popen(
             [*command, "--port-file", str(port_file)], stdout=log, stderr=subprocess.STDOUT
         )
+    processes.callback(_stop, name, process)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"{name} exited with {process.returncode}; see {workdir / tag}.log")
-        if port_file.exists() and _serving(tag, port_file.read_text()):
+        if port_file.exists() and _serving(port_file.read_text()):
             print(f"   {name}: pid {process.pid} serving on {port_file.read_text()}")
-            return process, port_file.read_text()
+            return port_file.read_text()
         time.sleep(0.1)
-    process.kill()
-    raise SystemExit(f"{name} did not become SERVING within 60 s")
+    raise SystemExit(f"{name} did not become SERVING within 60 s; see {workdir / tag}.log")
 
 
-def _serving(tag: str, address: str) -> bool:
-    from sidecar.review.client import ReviewClient
+def _stop(name: str, process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    EXIT_CODES[name] = process.wait(timeout=30)
+    print(f"   {name} stopped on SIGTERM with exit code {EXIT_CODES[name]}")
 
-    client = ReviewClient(address) if tag == "review" else RouterClient(address)
-    with client:
-        return client.serving()
+
+def _serving(address: str) -> bool:
+    """Whether the server at address reports SERVING (every hitl server has health)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=2
+            )
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def _registry_principals(workdir: Path) -> dict[str, str]:
+    """A signing key pair and three principals: an operator who proposes, an approver
+    who approves, and the sidecar (what ``hitl registry keygen`` and ``hitl registry
+    principal add`` do). Returns their tokens; the sidecar's is also written to a file."""
+    from sidecar.policy.signing import generate_key_pair
+    from sidecar.registry.auth import hash_token, new_token
+    from sidecar.registry.model import Role
+    from sidecar.registry.store import open_store
+
+    keys = workdir / "keys"
+    generate_key_pair(keys / "signing.key", keys / "signing.pub")
+    roles = {"ops-alice": Role.OPERATOR, "risk-bob": Role.APPROVER, "sidecar": Role.SIDECAR}
+    tokens = {name: new_token() for name in roles}
+    store = open_store(f"sqlite:{workdir / 'registry.db'}")
+    try:
+        for name, role in roles.items():
+            store.add_principal(name, frozenset({role}), hash_token(tokens[name]), "", time.time())
+    finally:
+        store.close()
+    (keys / "sidecar.token").write_text(tokens["sidecar"])
+    return tokens
+
+
+@dataclass(frozen=True)
+class Approval:
+    revision: int
+    proposal: int
+    proposed_by: str
+    approved_by: str
+    widening: list[str]
+
+
+def _propose_and_approve(workdir: Path, address: str, tokens: dict[str, str]) -> Approval:
+    """The policy file proposed by the operator (its calibrator uploaded), then approved
+    by the approver: a first policy widens automation, so it needs both."""
+    from sidecar.registry.client import RegistryClient, upload_policy_file
+
+    with RegistryClient(address, tokens["ops-alice"]) as ops:
+        message = upload_policy_file(ops, workdir / "policy.yaml")
+        proposal = ops.propose(message, "demo: thresholds from the calibration split", 0)
+    with RegistryClient(address, tokens["risk-bob"]) as risk:
+        approved = risk.approve(proposal.id, "Clopper-Pearson bound checked")
+    print(
+        f"   registry: proposal {proposal.id} by ops-alice "
+        f"({len(proposal.widening)} widening change: {proposal.widening[0]}), "
+        f"approved by risk-bob -> revision {approved.revision}, signed"
+    )
+    return Approval(
+        approved.revision, proposal.id, "ops-alice", "risk-bob", list(proposal.widening)
+    )
 
 
 @dataclass(frozen=True)
@@ -319,11 +391,7 @@ def _review(workdir: Path, address: str, escalated: int, labels: npt.NDArray[np.
 
 
 def _report(
-    workdir: Path,
-    policy: dict[str, Any],
-    summary: Summary,
-    review: Reviewed,
-    exit_codes: tuple[int | None, int | None],
+    workdir: Path, policy: dict[str, Any], approval: Approval, summary: Summary, review: Reviewed
 ) -> None:
     total = sum(summary.tiers.values())
     state = workdir / "state"
@@ -360,16 +428,21 @@ def _report(
         f"{review.overridden} overrides of the model"
     )
     print(f"   labelled export: {review.exported} rows that hitl calibrate fit reads as is")
-    print(f"   sidecar and review queue stopped on SIGTERM with exit codes {exit_codes}")
     print("\n== where things are")
-    print(f"   policy:       {workdir / 'policy.yaml'}")
+    print(
+        f"   policy:       {workdir / 'policy.yaml'} -> registry revision {approval.revision} "
+        f"({workdir / 'registry.db'}); the sidecar's signed copy in {state / 'policy'}"
+    )
     print(f"   calibrator:   {workdir / 'calibrators' / 'digits.onnx'}")
     print(
         f"   audit log:    {state / 'audit.jsonl'} ({_count_lines(state / 'audit.jsonl')} records)"
     )
     print(f"   review queue: {workdir / 'review.db'} (SQLite)")
     print(f"   labelled set: {review.export}")
-    print(f"   logs:         {workdir / 'sidecar.log'}, {workdir / 'review.log'}")
+    print(
+        f"   logs:         {workdir / 'sidecar.log'}, {workdir / 'review.log'}, "
+        f"{workdir / 'registry.log'}"
+    )
     (workdir / "summary.json").write_text(
         json.dumps(
             {
@@ -388,7 +461,10 @@ def _report(
                 "outcomes_matched": summary.outcomes_matched,
                 "route_p50_ms": float(np.percentile(lat, 50)),
                 "route_p99_ms": float(np.percentile(lat, 99)),
-                "exit_codes": list(exit_codes),
+                "policy_revision": approval.revision,
+                "proposed_by": approval.proposed_by,
+                "approved_by": approval.approved_by,
+                "exit_codes": EXIT_CODES,
             },
             indent=2,
         )

@@ -29,7 +29,8 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert summary["tier1_accuracy"] >= summary["target_tier1_accuracy"]
     assert summary["escalated"] == summary["escalations_in_queue"] > 0
     assert summary["exported"] == summary["reviewed"] > 0
-    assert summary["exit_codes"] == [0, 0]
+    assert summary["exit_codes"] == {"sidecar": 0, "review queue": 0, "registry": 0}
+    assert (summary["policy_revision"], summary["approved_by"]) == (1, "risk-bob")
     assert summary["outcomes_matched"] == summary["routed"]
     assert summary["tiers"]["TIER_AUTOMATED"] > 0
     assert summary["reasons"]["REASON_RULE"] > 0
