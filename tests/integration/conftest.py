@@ -73,14 +73,16 @@ def wait_for(predicate: Any, timeout: float, what: str) -> None:
 
 def start_sidecar(
     workdir: Path,
-    policy: Path,
+    policy: Path | None,
     *extra: str,
     env: dict[str, str] | None = None,
     listen: str = "127.0.0.1:0",
 ) -> SidecarProcess:
+    """A sidecar on policy (a file), or on whatever extra says (--registry ...)."""
     port_file = workdir / "sidecar.addr"
     port_file.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "sidecar", "sidecar", "--policy", str(policy)]
+    command = [sys.executable, "-m", "sidecar", "sidecar"]
+    command += ["--policy", str(policy)] if policy is not None else []
     command += ["--listen", listen, "--state-dir", str(workdir / "state")]
     command += ["--port-file", str(port_file), *extra]
     with (workdir / "sidecar.log").open("ab") as log:
