@@ -69,9 +69,7 @@ class ReviewConfig:
             listen=listen,
             db=check_db(text("db", ENV_REVIEW_DB, DEFAULT_REVIEW_DB), ENV_REVIEW_DB),
             sla=parse_sla(text("sla", ENV_REVIEW_SLA, ""), ENV_REVIEW_SLA),
-            sweep_seconds=positive(
-                text("sweep_seconds", ENV_REVIEW_SWEEP, "10"), ENV_REVIEW_SWEEP
-            ),
+            sweep_seconds=positive(text("sweep_seconds", ENV_REVIEW_SWEEP, "10"), ENV_REVIEW_SWEEP),
             metrics_addr=metrics_addr,
             log_level=level,
             workers=int(positive(text("workers", ENV_REVIEW_WORKERS, "16"), ENV_REVIEW_WORKERS)),
