@@ -111,6 +111,11 @@ def _add_policy(commands: Any) -> None:
     acts = policy.add_subparsers(required=True, metavar="ACTION")
     show = _client(acts.add_parser("show", help="a revision (default: the head)"))
     show.add_argument("--revision", type=int, default=0)
+    show.add_argument(
+        "--document",
+        action="store_true",
+        help="print only the policy, as a YAML policy file to edit and propose",
+    )
     show.set_defaults(run=run_show)
     propose = _client(acts.add_parser("propose", help="propose a policy file as the next revision"))
     propose.add_argument("file", type=Path, help="policy file, YAML or JSON")
@@ -323,10 +328,26 @@ def run_audit(args: argparse.Namespace) -> int:
 
 @_reports_refusals
 def run_show(args: argparse.Namespace) -> int:
+    import yaml
+
+    from sidecar.registry.messages import document_from_policy
+
     with _connect(args) as client:
         revision = client.get_policy(args.revision)
-    revision.ClearField("signed")
-    _print(revision)
+    document = document_from_policy(revision.policy)
+    if args.document:
+        print(yaml.safe_dump(document, sort_keys=False), end="")
+        return 0
+    shown = {
+        "revision": revision.revision,
+        "proposed_by": revision.proposed_by,
+        "approved_by": revision.approved_by,
+        "reason": revision.reason,
+        "created_at": revision.created_at,
+        "key_id": revision.signed.key_id,
+        "policy": document,
+    }
+    print(json.dumps(shown, indent=2))
     return 0
 
 

@@ -4,6 +4,7 @@ approval, the emergency path, history, rollback, calibrators, Watch and the audi
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml
 
 from sidecar._proto.hitl.v1 import registry_pb2 as pb
 from sidecar.core.policy import parse_policy
@@ -18,7 +20,9 @@ from sidecar.policy.signing import load_verifier
 from sidecar.registry.client import RegistryClient
 from sidecar.registry.messages import policy_from_document
 from sidecar.registry.model import Role
+from tests.artefacts import policy_doc, temperature_artefact, write_policy
 from tests.certs import Authority, Issued
+from tests.integration.conftest import hitl_command
 from tests.registry import BACKENDS, Registry, in_process, registry_policy, upload_artefact
 
 
@@ -296,3 +300,37 @@ def test_mtls_client_certificate_names_the_principal(tmp_path: Path) -> None:
             assert "'nobody' names no principal" in message
         with client(None) as anonymous:
             refused(anonymous.get_policy, grpc.StatusCode.UNAVAILABLE)
+
+
+@pytest.mark.parametrize("registry", ["sqlite"], indirect=True)
+def test_cli_workflow(registry: Registry, tmp_path: Path) -> None:
+    """hitl policy propose (uploading the file's calibrator), approve by another person,
+    show --document (a policy file again), diff, and a refusal printed by status."""
+    sha = temperature_artefact(tmp_path / "cal.onnx")
+    write_policy(tmp_path / "policy.yaml", policy_doc(sha))
+
+    def hitl(who: str, *args: str) -> subprocess.CompletedProcess[str]:
+        flags = ["--registry", registry.address, "--token-file", str(registry.token_file(who))]
+        return subprocess.run(
+            hitl_command("policy", *args, *flags), capture_output=True, text=True, check=False
+        )
+
+    proposed = hitl("alice", "propose", str(tmp_path / "policy.yaml"), "--reason", "first")
+    assert proposed.returncode == 0, proposed.stderr
+    assert json.loads(proposed.stdout)["state"] == "PENDING"
+    denied = hitl("alice", "approve", "1")
+    assert denied.returncode == 1
+    assert denied.stderr.startswith("hitl: PERMISSION_DENIED: alice (roles: operator)")
+    assert hitl("bob", "approve", "1", "--reason", "ok").returncode == 0
+    shown = hitl("vic", "show", "--document")
+    document = yaml.safe_load(shown.stdout)
+    assert document["models"]["m"]["calibrator"] == {
+        "name": "cal",
+        "version": "t-v1",
+        "sha256": sha,
+    }
+    document["models"]["m"]["thresholds"]["t_high"] = 0.95
+    (tmp_path / "tighter.yaml").write_text(yaml.safe_dump(document))
+    tightened = hitl("alice", "propose", str(tmp_path / "tighter.yaml"), "--reason", "incident")
+    assert json.loads(tightened.stdout)["state"] == "APPLIED"
+    assert hitl("vic", "diff", "1", "2").stdout == "models.m.thresholds.t_high: 0.9 -> 0.95\n"
