@@ -41,6 +41,7 @@ class PostgresDatabase:
         self._conninfo = make_conninfo(dsn, options=f"-c search_path={schema}") if schema else dsn
         self.where = describe(dsn) + (f" schema {schema}" if schema else "")
         self._idle: queue.LifoQueue[Connection] = queue.LifoQueue()
+        self._closed = False
         if schema:
             self._create_schema(schema)
 
@@ -58,6 +59,8 @@ class PostgresDatabase:
             self._checkin(connection)
 
     def close(self) -> None:
+        """Close the idle connections, and each busy one as its caller returns it."""
+        self._closed = True
         self._discard_idle()
 
     def _create_schema(self, schema: str) -> None:
@@ -86,7 +89,8 @@ class PostgresDatabase:
     def _checkin(self, connection: Connection) -> None:
         if connection.broken:
             self._discard_idle()
-        if connection.closed or connection.info.transaction_status != TransactionStatus.IDLE:
+        idle = connection.info.transaction_status == TransactionStatus.IDLE
+        if self._closed or connection.closed or not idle:
             connection.close()
         else:
             self._idle.put(connection)
