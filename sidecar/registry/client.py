@@ -13,7 +13,6 @@ from types import TracebackType
 
 import grpc
 import yaml
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sidecar._proto.hitl.v1 import registry_pb2 as pb
 from sidecar._proto.hitl.v1 import registry_pb2_grpc as pb_grpc
@@ -38,7 +37,6 @@ class RegistryClient:
         else:
             self._channel = grpc.insecure_channel(target)
         self._stub = pb_grpc.RegistryStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._timeout = timeout
 
@@ -105,14 +103,6 @@ class RegistryClient:
                 info = chunk.info
             data += chunk.data
         return info, bytes(data)
-
-    def serving(self) -> bool:
-        """Whether the registry reports SERVING."""
-        try:
-            reply = self._health.Check(health_pb2.HealthCheckRequest(), timeout=self._timeout)
-        except grpc.RpcError:
-            return False
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     def close(self) -> None:
         self._channel.close()
