@@ -305,7 +305,8 @@ def test_mtls_client_certificate_names_the_principal(tmp_path: Path) -> None:
 @pytest.mark.parametrize("registry", ["sqlite"], indirect=True)
 def test_cli_workflow(registry: Registry, tmp_path: Path) -> None:
     """hitl policy propose (uploading the file's calibrator), approve by another person,
-    show --document (a policy file again), diff, and a refusal printed by status."""
+    show --document (a policy file again), diff, a refusal printed by status, and hitl
+    calibrate publish proposing the policy that uses a new calibrator."""
     sha = temperature_artefact(tmp_path / "cal.onnx")
     write_policy(tmp_path / "policy.yaml", policy_doc(sha))
 
@@ -334,3 +335,17 @@ def test_cli_workflow(registry: Registry, tmp_path: Path) -> None:
     tightened = hitl("alice", "propose", str(tmp_path / "tighter.yaml"), "--reason", "incident")
     assert json.loads(tightened.stdout)["state"] == "APPLIED"
     assert hitl("vic", "diff", "1", "2").stdout == "models.m.thresholds.t_high: 0.9 -> 0.95\n"
+    temperature_artefact(tmp_path / "refit.onnx", 1.3, "t-v2")
+    published = subprocess.run(
+        hitl_command(
+            "calibrate", "publish", str(tmp_path / "refit.onnx"), "--model", "m",
+            "--reason", "refit", "--registry", registry.address,
+            "--token-file", str(registry.token_file("alice")),
+        ),
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert published.returncode == 0, published.stderr
+    proposal = json.loads(published.stdout)
+    assert (proposal["state"], proposal["baseRevision"]) == ("PENDING", "2")
+    assert proposal["widening"] == ["models.m.calibrator: t-v1 -> t-v2 changes every confidence"]
+    assert proposal["policy"]["models"]["m"]["calibrator"]["name"] == "refit"
