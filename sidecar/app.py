@@ -1,10 +1,15 @@
 """Assemble and run a sidecar process: policy source, Router, gRPC server with health
 and reflection, telemetry; graceful shutdown on SIGTERM and SIGINT.
 
+With HITL_HEALTH_LISTEN a second gRPC server carries only health (and reflection),
+so probes from outside the pod reach health while the Router stays pod-local. Both
+servers share one HealthServicer, so the health listener says exactly what the
+Router's address says, and it is never a way into the Router.
+
 Shutdown order: health turns NOT_SERVING (so probes and load balancers stop sending),
-the server drains in-flight calls, the forwarder flushes what it can, all within the
-grace period; then the spools, audit log and telemetry exporters are flushed and
-closed."""
+the server drains in-flight calls (the health listener keeps answering NOT_SERVING
+meanwhile, then closes), the forwarder flushes what it can, all within the grace
+period; then the spools, audit log and telemetry exporters are flushed and closed."""
 
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ from sidecar._proto.hitl.v1 import router_pb2 as pb
 from sidecar._proto.hitl.v1 import router_pb2_grpc as pb_grpc
 from sidecar.clock import Clock, SystemClock
 from sidecar.config import (
+    ENV_HEALTH_LISTEN,
     ENV_LISTEN,
     ENV_METRICS_ADDR,
     ENV_REGISTRY,
@@ -71,6 +77,9 @@ log = structlog.get_logger("hitl.sidecar")
 
 ROUTER_SERVICE = pb.DESCRIPTOR.services_by_name["Router"].full_name
 HEALTH_SERVICES = ("", ROUTER_SERVICE)
+# A health listener refuses to share its port (gRPC's default is SO_REUSEPORT), so a
+# port already taken fails at start-up instead of splitting another server's calls.
+HEALTH_SERVER_OPTIONS = (("grpc.so_reuseport", 0),)
 
 
 @dataclass
@@ -90,6 +99,8 @@ class Sidecar:
     tracers: TracerProvider
     meters: MeterProvider
     address: str = ""
+    health_server: grpc.aio.Server | None = None
+    health_address: str = ""
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _forwarding: asyncio.Task[None] | None = None
 
@@ -98,6 +109,8 @@ class Sidecar:
             await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.holder.subscribe(self._on_snapshot)
         await self.server.start()
+        if self.health_server is not None:
+            await self.health_server.start()
         self._spawn(self.source.run())
         self._spawn(self._flush_audit())
         if self.forwarder is not None:
@@ -109,6 +122,7 @@ class Sidecar:
         log.info(
             "sidecar.listening",
             address=self.address,
+            health_address=self.health_address,
             policy=str(self.config.policy or ""),
             registry=self.config.registry,
         )
@@ -117,6 +131,9 @@ class Sidecar:
         deadline = time.monotonic() + self.config.shutdown_grace_seconds
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.config.shutdown_grace_seconds)
+        if self.health_server is not None:
+            # Health calls are instant; only a Watch stream can be cut short here.
+            await self.health_server.stop(0)
         if self.forwarder is not None and self._forwarding is not None:
             self._tasks.discard(self._forwarding)
             await self.forwarder.stop(self._forwarding, max(0.0, deadline - time.monotonic()))
@@ -200,6 +217,9 @@ def build(
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     enable_reflection(server, ROUTER_SERVICE)
     address = bind(server, config.listen, ENV_LISTEN)
+    health_server, health_address = None, ""
+    if config.health_listen:
+        health_server, health_address = health_only_server(health, config.health_listen)
     source = policy_source(config, holder, clock)
     observe_policy_source(meters.get_meter(INSTRUMENTATION), source.stats)
     return Sidecar(
@@ -216,7 +236,19 @@ def build(
         tracers,
         meters,
         address,
+        health_server,
+        health_address,
     )
+
+
+def health_only_server(
+    health: health_aio.HealthServicer, listen: str
+) -> tuple[grpc.aio.Server, str]:
+    """A server on listen carrying health (the given servicer) and reflection, no Router."""
+    server = grpc.aio.server(options=HEALTH_SERVER_OPTIONS)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    enable_reflection(server)
+    return server, bind(server, listen, ENV_HEALTH_LISTEN)
 
 
 def policy_source(

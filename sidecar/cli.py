@@ -53,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     side.add_argument(
         "--listen", help=f"HOST:PORT or unix:PATH (env HITL_LISTEN, default {DEFAULT_LISTEN})"
     )
+    side.add_argument(
+        "--health-listen",
+        help="HOST:PORT of a listener serving only gRPC health, for probes from outside"
+        " the pod (env HITL_HEALTH_LISTEN, default off)",
+    )
     side.add_argument("--state-dir", help="local state directory (env HITL_STATE_DIR)")
     side.add_argument("--audit-log", help="audit log path, - for stdout (env HITL_AUDIT_LOG)")
     side.add_argument(
@@ -124,6 +129,7 @@ def _run_sidecar(args: argparse.Namespace) -> int:
         {
             "policy": args.policy,
             "listen": args.listen,
+            "health_listen": args.health_listen,
             "state_dir": args.state_dir,
             "audit_log": args.audit_log,
             "sink": args.sink,

@@ -6,7 +6,12 @@ override the environment; a bad value fails at start-up naming the variable.
 The policy comes from exactly one place: a local file (HITL_POLICY) or the registry
 (HITL_REGISTRY, with the public key its policies must be signed with). Files named
 by the registry settings (token, key, certificates) are checked here, at start-up,
-so a typo fails the process rather than its first connection."""
+so a typo fails the process rather than its first connection.
+
+The Router listens on a pod-local address (HITL_LISTEN). HITL_HEALTH_LISTEN adds a
+second listener that serves only ``grpc.health.v1`` (and reflection): for probes
+that must dial an address outside the pod, such as the kubelet's gRPC probes, which
+dial the pod's IP. Its port must differ from the Router's and the metrics port."""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from typing import Any
 from sidecar.errors import ConfigError
 
 ENV_LISTEN = "HITL_LISTEN"
+ENV_HEALTH_LISTEN = "HITL_HEALTH_LISTEN"
 ENV_POLICY = "HITL_POLICY"
 ENV_STATE_DIR = "HITL_STATE_DIR"
 ENV_AUDIT_LOG = "HITL_AUDIT_LOG"
@@ -59,6 +65,7 @@ class SidecarConfig:
 
     policy: Path | None = None
     listen: str = DEFAULT_LISTEN
+    health_listen: str = ""  # off: health is served on the Router's address only
     state_dir: Path = Path("hitl-state")
     audit_log: str = ""
     sink: str = ""
@@ -132,6 +139,9 @@ class SidecarConfig:
         metrics_addr = text("metrics_addr", ENV_METRICS_ADDR, "")
         if metrics_addr:
             split_host_port(metrics_addr, ENV_METRICS_ADDR)
+        health_listen = text("health_listen", ENV_HEALTH_LISTEN, "")
+        if health_listen:
+            _check_health_listen(health_listen, listen, metrics_addr)
         sink = text("sink", ENV_SINK, "")
         if sink:
             from sidecar.escalation.sinks import SINK_SCHEMES
@@ -155,6 +165,7 @@ class SidecarConfig:
         return cls(
             policy=Path(policy) if policy else None,
             listen=listen,
+            health_listen=health_listen,
             state_dir=Path(text("state_dir", ENV_STATE_DIR, "hitl-state")),
             audit_log=text("audit_log", ENV_AUDIT_LOG, ""),
             sink=sink,
@@ -270,6 +281,22 @@ def _check_listen(listen: str) -> None:
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise ConfigError(f"{ENV_LISTEN} must be HOST:PORT or unix:PATH, got {listen!r}")
+
+
+def _check_health_listen(health: str, listen: str, metrics_addr: str) -> None:
+    """HOST:PORT on a port of its own: gRPC binds with SO_REUSEPORT, so a port shared
+    with the Router would not fail to bind, it would split the Router's connections."""
+    _, port = split_host_port(health, ENV_HEALTH_LISTEN)
+    if port > 65535:
+        raise ConfigError(f"{ENV_HEALTH_LISTEN} must be HOST:PORT, got {health!r}")
+    if port == 0:
+        return
+    for var, other in ((ENV_LISTEN, listen), (ENV_METRICS_ADDR, metrics_addr)):
+        other_port = other.rpartition(":")[2]
+        if not other.startswith("unix:") and other_port.isdigit() and int(other_port) == port:
+            raise ConfigError(
+                f"{ENV_HEALTH_LISTEN} ({health}) must use another port than {var} ({other})"
+            )
 
 
 def split_host_port(address: str, var: str) -> tuple[str, int]:

@@ -37,10 +37,10 @@ def bind(
     return f"{listen.rpartition(':')[0]}:{port}"
 
 
-def enable_reflection(server: grpc.Server | grpc.aio.Server, service: str) -> None:
-    """Server reflection for service, health and reflection itself."""
+def enable_reflection(server: grpc.Server | grpc.aio.Server, *services: str) -> None:
+    """Server reflection for services, health and reflection itself."""
     health = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-    reflection.enable_server_reflection((service, health, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection((*services, health, reflection.SERVICE_NAME), server)
 
 
 def prometheus_reader(address: str, var: str) -> MetricReader:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import queue
+import signal
 import socket
 import urllib.request
 from collections.abc import AsyncIterator, Sequence
@@ -21,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar._proto.hitl.v1 import decision_pb2 as d
 from sidecar._proto.hitl.v1 import router_pb2 as pb
+from sidecar._proto.hitl.v1 import router_pb2_grpc as pb_grpc
 from sidecar.client import AsyncRouterClient, route_request
 from tests.artefacts import (
     confident_logits,
@@ -30,6 +33,7 @@ from tests.artefacts import (
     write_policy,
 )
 from tests.integration.conftest import SidecarProcess, start_sidecar, wait_for
+from tests.natsserver import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -38,10 +42,10 @@ def ok(request_id: str = "r1", cls: int = 0, strength: float = 8.0, **kw: Any) -
     return route_request(request_id, kw.pop("model", "m"), confident_logits(cls, strength), **kw)
 
 
-def health_status(address: str) -> int:
+def health_status(address: str, service: str = "hitl.v1.Router") -> int:
     with grpc.insecure_channel(address) as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service="hitl.v1.Router"), timeout=2
+            health_pb2.HealthCheckRequest(service=service), timeout=2
         )
         return int(reply.status)
 
@@ -64,6 +68,58 @@ def test_serving_only_once_policy_loads(tmp_path: Path) -> None:
             assert client.route(ok("late")).tier == d.TIER_AUTOMATED
     finally:
         assert running.stop() == 0
+
+
+def test_health_listener_serves_health_and_not_the_router(tmp_path: Path) -> None:
+    """--health-listen: NOT_SERVING there until the policy loads, then SERVING; Route
+    is UNIMPLEMENTED there; on SIGTERM it answers NOT_SERVING while the Router drains."""
+    policy = tmp_path / "policy.yaml"
+    health_address = f"127.0.0.1:{free_port()}"
+    running = start_sidecar(tmp_path, policy, "--health-listen", health_address)
+    serving, not_serving = (
+        health_pb2.HealthCheckResponse.SERVING,
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+    )
+    try:
+        assert running.address != health_address  # the port file names the Router
+        for service in ("", "hitl.v1.Router"):
+            assert health_status(health_address, service) == not_serving
+        write_policy(policy, policy_doc(temperature_artefact(tmp_path / "cal.onnx")))
+        wait_for(lambda: health_status(health_address) == serving, 20, "SERVING on the health port")
+        assert health_status(health_address, "") == serving
+        with grpc.insecure_channel(health_address) as channel:
+            with pytest.raises(grpc.RpcError) as raised:
+                pb_grpc.RouterStub(channel).Route(ok("wrong-door"), timeout=2)
+            services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
+        assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert "hitl.v1.Router" not in services
+        assert "grpc.health.v1.Health" in services
+
+        # An open RouteStream holds the drain open after SIGTERM; meanwhile the health
+        # port keeps answering, NOT_SERVING, and the stream still gets its answers.
+        batches: queue.Queue[pb.RouteBatchRequest | None] = queue.Queue()
+        with grpc.insecure_channel(running.address) as channel:
+            answers = iter(pb_grpc.RouterStub(channel).RouteStream(iter(batches.get, None)))
+            batches.put(pb.RouteBatchRequest(requests=[ok("before")]))
+            assert next(answers).results[0].response.tier == d.TIER_AUTOMATED
+            running.process.send_signal(signal.SIGTERM)
+            wait_for(
+                lambda: health_status(health_address) == not_serving,
+                5,
+                "NOT_SERVING on the health port after SIGTERM",
+            )
+            assert health_status(health_address, "") == not_serving
+            batches.put(pb.RouteBatchRequest(requests=[ok("draining")]))
+            assert next(answers).results[0].response.request_id == "draining"
+            batches.put(None)
+            assert list(answers) == []
+        assert running.process.wait(timeout=20) == 0
+    finally:
+        running.stop()
+    events = [e["event"] for e in running.log()]
+    assert events.index("sidecar.stopping") < events.index("sidecar.stopped")
+    (listening,) = [e for e in running.log() if e["event"] == "sidecar.listening"]
+    assert listening["health_address"] == health_address
 
 
 def test_reflection_lists_services(sidecar: SidecarProcess) -> None:

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from sidecar.config import (
+    ENV_HEALTH_LISTEN,
     ENV_LISTEN,
+    ENV_METRICS_ADDR,
     ENV_POLICY,
     ENV_REGISTRY,
     ENV_REGISTRY_CA,
@@ -51,12 +53,46 @@ def test_overrides_beat_environment() -> None:
         ({ENV_POLICY: "p", ENV_REPLAY_TTL: "soon"}, ENV_REPLAY_TTL),
         ({ENV_POLICY: "p", "HITL_LOG_LEVEL": "loud"}, "HITL_LOG_LEVEL"),
         ({ENV_POLICY: "p", "HITL_METRICS_ADDR": "9464"}, "HITL_METRICS_ADDR"),
+        ({ENV_POLICY: "p", ENV_HEALTH_LISTEN: "7434"}, ENV_HEALTH_LISTEN),
+        ({ENV_POLICY: "p", ENV_HEALTH_LISTEN: "unix:/tmp/h.sock"}, ENV_HEALTH_LISTEN),
+        ({ENV_POLICY: "p", ENV_HEALTH_LISTEN: "0.0.0.0:70000"}, ENV_HEALTH_LISTEN),
     ],
 )
 def test_bad_values_fail_naming_the_variable(env: dict[str, str], named: str) -> None:
     """A bad setting fails at start-up with the variable's name in the message."""
     with pytest.raises(ConfigError, match=named):
         SidecarConfig.load(env=env)
+
+
+def test_health_listener_is_off_by_default_and_set_by_flag_or_variable() -> None:
+    """No health listener unless asked; the flag beats the variable."""
+    assert SidecarConfig.load(env={ENV_POLICY: "p"}).health_listen == ""
+    env = {ENV_POLICY: "p", ENV_HEALTH_LISTEN: "0.0.0.0:7434"}
+    assert SidecarConfig.load(env=env).health_listen == "0.0.0.0:7434"
+    assert SidecarConfig.load({"health_listen": "[::]:17434"}, env=env).health_listen == (
+        "[::]:17434"
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "other"),
+    [
+        ({ENV_LISTEN: "127.0.0.1:7431", ENV_HEALTH_LISTEN: "0.0.0.0:7431"}, ENV_LISTEN),
+        ({ENV_METRICS_ADDR: "0.0.0.0:9464", ENV_HEALTH_LISTEN: "0.0.0.0:9464"}, ENV_METRICS_ADDR),
+    ],
+)
+def test_health_listener_needs_a_port_of_its_own(env: dict[str, str], other: str) -> None:
+    """A health port shared with the Router or metrics fails, naming both variables."""
+    with pytest.raises(ConfigError, match=f"{ENV_HEALTH_LISTEN} .* than {other}"):
+        SidecarConfig.load(env={ENV_POLICY: "p", **env})
+
+
+def test_health_listener_beside_a_unix_socket_or_on_port_0() -> None:
+    """Beside a Unix-socket Router any port will do; port 0 never clashes."""
+    env = {ENV_POLICY: "p", ENV_LISTEN: "unix:/tmp/7434", ENV_HEALTH_LISTEN: "0.0.0.0:7434"}
+    assert SidecarConfig.load(env=env).health_listen == "0.0.0.0:7434"
+    env = {ENV_POLICY: "p", ENV_LISTEN: "127.0.0.1:0", ENV_HEALTH_LISTEN: "127.0.0.1:0"}
+    assert SidecarConfig.load(env=env).health_listen == "127.0.0.1:0"
 
 
 def test_unix_socket_accepted() -> None:
