@@ -41,7 +41,8 @@ ENV PATH=/opt/hitl/bin:$PATH \
 # Writable state lives on volumes (the sidecar's HITL_STATE_DIR, /var/lib/hitl in
 # Kubernetes); the root filesystem can be mounted read-only.
 USER 10001:10001
-# sidecar gRPC, review queue, registry, injector HTTPS, Prometheus metrics
-EXPOSE 7431 7432 7433 8443 9464
+# sidecar gRPC, review queue, registry, sidecar health (in Kubernetes), injector
+# HTTPS, Prometheus metrics
+EXPOSE 7431 7432 7433 7434 8443 9464
 ENTRYPOINT ["hitl"]
 CMD ["sidecar"]

@@ -39,6 +39,7 @@ REGISTRY_CA = PREFIX + "registry-ca"
 POLICY = PREFIX + "policy"
 SINK = PREFIX + "sink"
 PORT = PREFIX + "port"
+HEALTH_PORT = PREFIX + "health-port"
 METRICS_PORT = PREFIX + "metrics-port"
 NATIVE_SIDECAR = PREFIX + "native-sidecar"
 CPU_REQUEST = PREFIX + "cpu-request"
@@ -59,7 +60,9 @@ KNOWN: dict[str, str] = {
     "empty: plaintext",
     POLICY: "ConfigMap holding policy.yaml (and its calibrators): a policy file, no registry",
     SINK: "review://HOST:PORT or nats://HOST:PORT[,nats://...]: where escalations go",
-    PORT: "TCP port of the Router and its gRPC health (default 7431)",
+    PORT: "TCP port of the Router, on 127.0.0.1: only the pod's containers reach it (default 7431)",
+    HEALTH_PORT: "TCP port of the sidecar's gRPC health on the pod network, where the "
+    "kubelet probes it; nothing else is served there (default 7434)",
     METRICS_PORT: "TCP port of the Prometheus scrape endpoint (default 9464)",
     NATIVE_SIDECAR: "true: an init container with restartPolicy Always (Kubernetes 1.29+); "
     "false: a plain container",
@@ -75,6 +78,7 @@ KNOWN: dict[str, str] = {
 }
 
 DEFAULT_PORT = 7431
+DEFAULT_HEALTH_PORT = 7434
 DEFAULT_METRICS_PORT = 9464
 DEFAULT_CPU_REQUEST = "100m"
 DEFAULT_MEMORY_REQUEST = "256Mi"
@@ -123,6 +127,7 @@ class PodSettings:
     policy: FromRegistry | FromConfigMap
     sink: str = ""
     port: int = DEFAULT_PORT
+    health_port: int = DEFAULT_HEALTH_PORT
     metrics_port: int = DEFAULT_METRICS_PORT
     native: bool = True
     resources: Resources = Resources()
@@ -161,9 +166,9 @@ def read_settings(annotations: Mapping[str, str], defaults: SidecarDefaults) -> 
     if sink:
         check_sink(sink, SINK if SINK in annotations else "the injector's default sink")
     port = _port(PORT, get(PORT), DEFAULT_PORT)
+    health_port = _port(HEALTH_PORT, get(HEALTH_PORT), DEFAULT_HEALTH_PORT)
     metrics_port = _port(METRICS_PORT, get(METRICS_PORT), DEFAULT_METRICS_PORT)
-    if port == metrics_port:
-        raise InjectionRefused(f"{PORT} and {METRICS_PORT} must differ, both are {port}")
+    _distinct_ports({PORT: port, HEALTH_PORT: health_port, METRICS_PORT: metrics_port})
     native = _boolean(NATIVE_SIDECAR, get(NATIVE_SIDECAR), defaults.native)
     state_size = get(STATE_SIZE, DEFAULT_STATE_SIZE)
     state_bytes = _quantity(STATE_SIZE, state_size)
@@ -182,6 +187,7 @@ def read_settings(annotations: Mapping[str, str], defaults: SidecarDefaults) -> 
         policy=policy,
         sink=sink,
         port=port,
+        health_port=health_port,
         metrics_port=metrics_port,
         native=native,
         resources=_resources(annotations),
@@ -274,6 +280,14 @@ def _port(name: str, value: str | None, default: int) -> int:
             f"privileges), got {value!r}"
         )
     return int(value)
+
+
+def _distinct_ports(ports: Mapping[str, int]) -> None:
+    seen: dict[int, str] = {}
+    for name, port in ports.items():
+        if port in seen:
+            raise InjectionRefused(f"{seen[port]} and {name} must differ, both are {port}")
+        seen[port] = name
 
 
 def _boolean(name: str, value: str | None, default: bool) -> bool:

@@ -3,17 +3,23 @@ dicts, ready for a JSONPatch), from one pod's settings. No I/O here.
 
 Why it looks the way it does:
 
-- **Listening on the pod network.** The kubelet's gRPC probes dial the pod's IP (a
-  probe has no host field), so a Router bound to 127.0.0.1 or a Unix socket could
-  not be probed. The sidecar listens on ``0.0.0.0:PORT``; the model server reaches
-  it at ``127.0.0.1:PORT``. Keep other pods off that port with a NetworkPolicy that
-  admits only the model server's own port (``k8s/example`` shows one); kubelet
-  probes come from the node and are not subject to it.
-- **Probes.** startup: SERVING within 5 minutes (the first policy and its
-  calibrators loaded); in native mode the model server starts only after that.
-  liveness: the server as a whole, checked only once started, so a registry outage
-  never restarts a sidecar that has a policy. readiness: ``hitl.v1.Router``, which
-  turns NOT_SERVING while draining.
+- **Route on loopback, health on the pod network.** The Router has no TLS and no
+  authentication: only the pod's own containers may reach it, so it listens on
+  ``127.0.0.1:PORT`` (``hitl.dev/port``), where the model server reaches it (the
+  containers of a pod share one network namespace). The kubelet's gRPC probes dial
+  the pod's IP (a probe has no host field), so health gets a listener of its own
+  on ``0.0.0.0:HEALTH_PORT`` (``hitl.dev/health-port``, ``HITL_HEALTH_LISTEN``)
+  that serves ``grpc.health.v1`` and reflection and nothing else: another pod
+  can learn whether the sidecar is ready, never call Route. Only the health and
+  metrics ports are declared as container ports; the Router's is not reachable
+  from outside the pod. All three are refused when a container of the pod already
+  declares them (loopback or not, they share the pod's port space).
+- **Probes**, all on the health port. startup: SERVING within 5 minutes (the first
+  policy and its calibrators loaded); in native mode the model server starts only
+  after that. liveness: the server as a whole, checked only once started, so a
+  registry outage never restarts a sidecar that has a policy. readiness:
+  ``hitl.v1.Router``, which turns NOT_SERVING while draining (the health listener
+  keeps answering through the drain).
 - **State.** The spool, dead letters and last-known-good policy live on an emptyDir
   (kept across container restarts, sized by ``hitl.dev/state-size``; the spool may
   use 90 % of it) or on a volume the pod names (``hitl.dev/state-volume``, for
@@ -34,6 +40,8 @@ from sidecar.injector.annotations import FromConfigMap, FromRegistry, PodSetting
 from sidecar.injector.config import SidecarDefaults
 
 CONTAINER_NAME = "hitl-sidecar"
+HEALTH_PORT_NAME = "hitl-health"
+METRICS_PORT_NAME = "hitl-metrics"
 STATE_VOLUME = "hitl-state"
 POLICY_VOLUME = "hitl-policy"
 TOKEN_VOLUME = "hitl-registry-token"  # noqa: S105 - a volume name, not a token
@@ -68,12 +76,14 @@ def sidecar_container(settings: PodSettings, defaults: SidecarDefaults) -> JsonO
         "command": ["hitl", "sidecar"],
         "env": _env(settings),
         "ports": [
-            {"name": "hitl-grpc", "containerPort": settings.port, "protocol": "TCP"},
-            {"name": "hitl-metrics", "containerPort": settings.metrics_port, "protocol": "TCP"},
+            {"name": HEALTH_PORT_NAME, "containerPort": settings.health_port, "protocol": "TCP"},
+            {"name": METRICS_PORT_NAME, "containerPort": settings.metrics_port, "protocol": "TCP"},
         ],
-        "startupProbe": _grpc_probe(settings.port, "", period=2, failures=STARTUP_SECONDS // 2),
-        "livenessProbe": _grpc_probe(settings.port, "", period=10, failures=3),
-        "readinessProbe": _grpc_probe(settings.port, ROUTER_SERVICE, period=5, failures=2),
+        "startupProbe": _grpc_probe(
+            settings.health_port, "", period=2, failures=STARTUP_SECONDS // 2
+        ),
+        "livenessProbe": _grpc_probe(settings.health_port, "", period=10, failures=3),
+        "readinessProbe": _grpc_probe(settings.health_port, ROUTER_SERVICE, period=5, failures=2),
         "resources": _resources(settings),
         "securityContext": {
             "runAsNonRoot": True,
@@ -138,7 +148,8 @@ def sidecar_volumes(settings: PodSettings) -> list[JsonObject]:
 
 def _env(settings: PodSettings) -> list[JsonObject]:
     values = [
-        ("HITL_LISTEN", f"0.0.0.0:{settings.port}"),
+        ("HITL_LISTEN", f"127.0.0.1:{settings.port}"),
+        ("HITL_HEALTH_LISTEN", f"0.0.0.0:{settings.health_port}"),
         ("HITL_METRICS_ADDR", f"0.0.0.0:{settings.metrics_port}"),
         ("HITL_STATE_DIR", STATE_DIR),
         ("HITL_AUDIT_LOG", "-"),

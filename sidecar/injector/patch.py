@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sidecar.injector.annotations import (
+    HEALTH_PORT,
     INJECT,
     METRICS_PORT,
     PORT,
@@ -81,7 +82,11 @@ def _check_fits(
     for container in containers:
         for port in container.get("ports") or []:
             number = port.get("containerPort")
-            for name, wanted in ((PORT, settings.port), (METRICS_PORT, settings.metrics_port)):
+            for name, wanted in (
+                (PORT, settings.port),
+                (HEALTH_PORT, settings.health_port),
+                (METRICS_PORT, settings.metrics_port),
+            ):
                 if number == wanted:
                     raise InjectionRefused(
                         f"{name}: port {wanted} is already used by container "

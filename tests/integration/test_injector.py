@@ -7,10 +7,11 @@ validated against the Kubernetes schemas. Then the sidecar container's command,
 arguments and environment are run as they are, the kubelet's way ($(VAR)
 expansion, downward-API values), with only what a machine without Kubernetes
 needs changed: each volume's mount path becomes a directory of the test, and each
-container port a free loopback port (``0.0.0.0`` becomes ``127.0.0.1``, so nothing
+port it listens on a free loopback port (``0.0.0.0`` becomes ``127.0.0.1``, so nothing
 listens beyond this machine). The startup, liveness and readiness probes are then
 asked exactly what the kubelet would ask (grpc.health.v1 Check on the probe's port
-and service), and the metrics port is scraped."""
+and service), the metrics port is scraped, and Route is called where the model
+server calls it: the Router's loopback address, not the probed port."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from sidecar._proto.hitl.v1 import router_pb2_grpc as pb_grpc
 from sidecar.client import RouterClient, route_request
 from sidecar.injector import annotations as a
 from tests.artefacts import confident_logits, policy_doc, temperature_artefact, write_policy
@@ -44,6 +46,7 @@ from tests.unit.injector.pods import admission_review, apply_patch, pod, sidecar
 pytestmark = pytest.mark.integration
 
 IMAGE = "ghcr.io/hitl-sidecar/hitl:0.1.0"
+PROBES = ("startupProbe", "livenessProbe", "readinessProbe")
 
 
 # -- the injector process ----------------------------------------------------------
@@ -217,8 +220,9 @@ def test_the_injected_spec_runs_a_serving_sidecar(
     injector: InjectorProcess, pki: Pki, tmp_path: Path
 ) -> None:
     """The patched pod's sidecar, started from its own command, arguments and
-    environment, answers its startup, liveness and readiness probes SERVING, serves
-    metrics on its metrics port, routes, and stops cleanly on SIGTERM."""
+    environment, answers its startup, liveness and readiness probes SERVING on its
+    health port (which serves no Route), serves metrics on its metrics port, routes on
+    loopback, and stops cleanly on SIGTERM."""
     annotations = {a.MODEL: "fraud", a.POLICY: "fraud-policy", a.SINK: "", a.STATE_SIZE: "64Mi"}
     patched = injected_pod(injector, pki, pod(annotations))
     validate(patched)
@@ -241,9 +245,15 @@ def test_the_injected_spec_runs_a_serving_sidecar(
             assert volume["emptyDir"] == {"sizeLimit": "64Mi"}
             mounts[mount["mountPath"]] = tmp_path / "volumes" / mount["name"]
             mounts[mount["mountPath"]].mkdir(parents=True)
-    ports = {p["containerPort"]: free_port() for p in sidecar["ports"]}
     env = kubelet_env(sidecar["env"], {"metadata.name": "fraud-model-7d9f-x2x9z",
                                        "metadata.namespace": "models"})  # fmt: skip
+    # Route is for the pod's own containers only; the kubelet probes another port.
+    router_host, _, router_port = env["HITL_LISTEN"].rpartition(":")
+    assert router_host == "127.0.0.1"
+    declared = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
+    assert int(router_port) not in declared.values()
+    assert {sidecar[probe]["grpc"]["port"] for probe in PROBES} == {declared["hitl-health"]}
+    ports = {port: free_port() for port in (*declared.values(), int(router_port))}
     env = {name: on_this_machine(value, mounts, ports) for name, value in env.items()}
     assert sidecar["command"][0] == "hitl"
     command = hitl_command(*sidecar["command"][1:], *sidecar.get("args", []))
@@ -257,7 +267,7 @@ def test_the_injected_spec_runs_a_serving_sidecar(
             cwd=tmp_path,
         )
     try:
-        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        for probe in PROBES:
             grpc_probe = sidecar[probe]["grpc"]
             target = f"127.0.0.1:{ports[grpc_probe['port']]}"
             service = grpc_probe.get("service", "")
@@ -269,8 +279,15 @@ def test_the_injected_spec_runs_a_serving_sidecar(
         local = {p["name"]: ports[p["containerPort"]] for p in sidecar["ports"]}
         scrape = urllib.request.urlopen(f"http://127.0.0.1:{local['hitl-metrics']}/metrics")
         assert "hitl_policy_revision" in scrape.read().decode()
-        with RouterClient(f"127.0.0.1:{local['hitl-grpc']}") as client:
-            decision = client.route(route_request("order-1", "m", confident_logits(1)))
+        request = route_request("order-1", "m", confident_logits(1))
+        with (
+            grpc.insecure_channel(f"127.0.0.1:{local['hitl-health']}") as channel,
+            pytest.raises(grpc.RpcError) as raised,
+        ):
+            pb_grpc.RouterStub(channel).Route(request, timeout=5)
+        assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        with RouterClient(env["HITL_LISTEN"]) as client:
+            decision = client.route(request)
         assert decision.predicted_label == "dog"
         # State went where the volume is mounted; the audit record went to stdout.
         state = mounts[env_value(sidecar, "HITL_STATE_DIR")]
@@ -301,11 +318,12 @@ def kubelet_env(env: list[dict[str, Any]], fields: dict[str, str]) -> dict[str, 
 
 
 def on_this_machine(value: str, mounts: dict[str, Path], ports: dict[int, int]) -> str:
-    """A mount path becomes its test directory; 0.0.0.0:PORT becomes a loopback port."""
+    """A mount path becomes its test directory; 0.0.0.0:PORT and 127.0.0.1:PORT become
+    a free loopback port."""
     for mount_path, directory in mounts.items():
         if value == mount_path or value.startswith(mount_path + "/"):
             return str(directory) + value[len(mount_path) :]
-    match = re.fullmatch(r"0\.0\.0\.0:(\d+)", value)
+    match = re.fullmatch(r"(?:0\.0\.0\.0|127\.0\.0\.1):(\d+)", value)
     if match:
         return f"127.0.0.1:{ports[int(match[1])]}"
     return value

@@ -202,8 +202,9 @@ def test_production_is_replicated_over_postgres() -> None:
 @needs_kustomize
 def test_the_example_model_once_injected_is_a_valid_deployment() -> None:
     """The example opts in; rendered through the injector with the injector's own
-    settings it is still a valid Deployment, and its NetworkPolicy admits other pods
-    to the model's port only (not the sidecar's)."""
+    settings it is still a valid Deployment, its sidecar routes on loopback only, and
+    its NetworkPolicy admits other pods to the model's port, never the sidecar's
+    Router or health port."""
     injector = find(build("overlays/single-node"), "Deployment", "hitl-injector")
     defaults = SidecarDefaults.load(
         env=env_of(injector["spec"]["template"]["spec"]["containers"][0])
@@ -216,10 +217,13 @@ def test_the_example_model_once_injected_is_a_valid_deployment() -> None:
     validate(rendered)
     pod = rendered["spec"]["template"]["spec"]
     (sidecar,) = [c for c in pod["initContainers"] if c["name"] == CONTAINER_NAME]
-    sidecar_port = sidecar["readinessProbe"]["grpc"]["port"]
+    router_host, _, router_port = env_of(sidecar)["HITL_LISTEN"].rpartition(":")
+    assert router_host == "127.0.0.1"
+    health_port = sidecar["readinessProbe"]["grpc"]["port"]
+    assert env_of(sidecar)["HITL_HEALTH_LISTEN"] == f"0.0.0.0:{health_port}"
     policy = find(example, "NetworkPolicy", "fraud-model")
     open_ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
-    assert sidecar_port not in open_ports
+    assert not open_ports & {int(router_port), health_port}
     assert 8080 in open_ports
     namespace = find(example, "Namespace", "models")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"

@@ -40,7 +40,8 @@ def test_defaults_take_the_policy_from_the_default_registry() -> None:
     assert s.policy == FromRegistry(
         "hitl-registry.hitl-system.svc:7433", "hitl-registry-token", "hitl-registry-public-key"
     )
-    assert (s.port, s.metrics_port, s.native, s.log_level) == (7431, 9464, True, "info")
+    assert (s.port, s.health_port, s.metrics_port) == (7431, 7434, 9464)
+    assert (s.native, s.log_level) == (True, "info")
     assert s.spool_budget_bytes == int(2**30 * 0.9)
     assert s.resources == a.Resources("100m", "", "256Mi", "512Mi")
 
@@ -55,6 +56,7 @@ def test_every_annotation_is_read() -> None:
             a.REGISTRY_CA: "registry-ca",
             a.SINK: "nats://nats-0.nats:4222,nats://nats-1.nats:4222",
             a.PORT: "17431",
+            a.HEALTH_PORT: "17434",
             a.METRICS_PORT: "19464",
             a.NATIVE_SIDECAR: "false",
             a.CPU_REQUEST: "250m",
@@ -68,7 +70,7 @@ def test_every_annotation_is_read() -> None:
     )
     assert s.policy == FromRegistry("10.0.0.7:9000", "fraud-token", "registry-key", "registry-ca")
     assert s.sink == "nats://nats-0.nats:4222,nats://nats-1.nats:4222"
-    assert (s.port, s.metrics_port, s.native) == (17431, 19464, False)
+    assert (s.port, s.health_port, s.metrics_port, s.native) == (17431, 17434, 19464, False)
     assert s.resources == a.Resources("250m", "1", "300Mi", "1Gi")
     assert (s.state_size, s.spool_budget_bytes) == ("100Mi", int(100 * 2**20 * 0.9))
     assert (s.state_volume, s.log_level) == ("spool", "debug")
@@ -111,6 +113,10 @@ def test_the_default_sink_applies_unless_overridden() -> None:
         ({a.MODEL: "m", a.PORT: "seven"}, "hitl.dev/port must be a port number"),
         ({a.MODEL: "m", a.METRICS_PORT: "70000"}, "hitl.dev/metrics-port must be a port"),
         ({a.MODEL: "m", a.PORT: "9464"}, "must differ, both are 9464"),
+        ({a.MODEL: "m", a.HEALTH_PORT: "443"}, "hitl.dev/health-port must be a port number"),
+        ({a.MODEL: "m", a.HEALTH_PORT: "7431"}, "port and hitl.dev/health-port must differ"),
+        ({a.MODEL: "m", a.HEALTH_PORT: "9464"}, "health-port and hitl.dev/metrics-port must"),
+        ({a.MODEL: "m", a.PORT: "7434"}, "hitl.dev/port and hitl.dev/health-port must differ"),
         ({a.MODEL: "m", a.NATIVE_SIDECAR: "yes"}, 'hitl.dev/native-sidecar must be "true"'),
         ({a.MODEL: "m", a.CPU_REQUEST: "lots"}, "hitl.dev/cpu-request: 'lots' is not a quantity"),
         ({a.MODEL: "m", a.MEMORY_LIMIT: "1Gb"}, "hitl.dev/memory-limit: '1Gb' has an unknown"),

@@ -68,16 +68,25 @@ def test_injector_wide_plain_mode() -> None:
 
 
 def test_probes_point_at_the_grpc_health_service() -> None:
-    """Startup, liveness and readiness are gRPC probes on the listen port; readiness
+    """Startup, liveness and readiness are gRPC probes on the health port; readiness
     asks for the Router service."""
-    sidecar = sidecar_of(injected(pod({a.MODEL: "fraud", a.PORT: "17000"})))
+    sidecar = sidecar_of(injected(pod({a.MODEL: "fraud", a.HEALTH_PORT: "17000"})))
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert sidecar[probe]["grpc"]["port"] == 17000
     assert sidecar["readinessProbe"]["grpc"]["service"] == ROUTER_SERVICE
     assert "service" not in sidecar["livenessProbe"]["grpc"]
-    assert env_of(sidecar)["HITL_LISTEN"] == "0.0.0.0:17000"
+
+
+def test_route_on_loopback_health_on_the_pod_network() -> None:
+    """The Router listens on 127.0.0.1 only and is no declared port; health alone
+    listens on every address."""
+    sidecar = sidecar_of(injected(pod({a.MODEL: "fraud", a.PORT: "17431"})))
+    env = env_of(sidecar)
+    assert env["HITL_LISTEN"] == "127.0.0.1:17431"
+    assert env["HITL_HEALTH_LISTEN"] == "0.0.0.0:7434"
+    assert env["HITL_METRICS_ADDR"] == "0.0.0.0:9464"
     ports = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
-    assert ports == {"hitl-grpc": 17000, "hitl-metrics": 9464}
+    assert ports == {"hitl-health": 7434, "hitl-metrics": 9464}
 
 
 def test_security_context_is_restrictive() -> None:
@@ -157,7 +166,8 @@ def test_the_sidecar_accepts_the_injected_registry_environment(tmp_path: Path) -
     env = {e["name"]: local(e["value"]) for e in sidecar["env"] if "value" in e}
     config = SidecarConfig.load(env=env)
     assert config.registry == "hitl-registry.hitl-system.svc:7433"
-    assert config.listen == "0.0.0.0:7431"
+    assert config.listen == "127.0.0.1:7431"
+    assert config.health_listen == "0.0.0.0:7434"
     assert config.spool_budget_bytes == int(2**30 * 0.9)
     assert config.deployment == "fraud"
 
@@ -247,6 +257,10 @@ def test_pods_that_do_not_opt_in_are_left_alone() -> None:
         (
             pod(containers=[{"name": "m", "image": "m", "ports": [{"containerPort": 7431}]}]),
             "hitl.dev/port: port 7431 is already used by container 'm'",
+        ),
+        (
+            pod(containers=[{"name": "m", "image": "m", "ports": [{"containerPort": 7434}]}]),
+            "hitl.dev/health-port: port 7434 is already used by container 'm'",
         ),
         (
             pod(containers=[{"name": "m", "image": "m", "ports": [{"containerPort": 9464}]}]),
