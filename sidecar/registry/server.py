@@ -104,8 +104,11 @@ class Publisher:
         current = self.current
         if head is None:
             return
-        due = current is None or self._clock.now() - current.issued_at >= self._refresh
-        if due or current is None or head.revision != current.revision:
+        if (
+            current is None
+            or head.revision != current.revision
+            or self._clock.now() - current.issued_at >= self._refresh
+        ):
             signed = self._registry.sign(head)
             async with self._changed:
                 self.current = signed
