@@ -1,7 +1,8 @@
 # make demo   set up .venv if missing, run the end-to-end demo on the embedded default
 # make test   set up .venv if missing, lint, type-check and run every test
 # make lint   ruff (lint + format check) and mypy
-# make bench  Route latency (enforced p99 < 5 ms) and forwarder rate per sink, into bench-output/
+# make bench  Route latency (enforced p99 < 5 ms; again during policy swaps from the registry),
+#             forwarder rate per sink, a revision reaching 100 watchers, into bench-output/
 # make calibration-report  every calibrator on ../shared/data/calibration, when present
 # make proto  regenerate sidecar/_proto from proto/ (pinned grpcio-tools, mypy-protobuf)
 # make k8s    the Kubernetes tests alone: injector, manifests, alert rules, dashboard, Dockerfile
@@ -33,6 +34,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.route_bench
 	$(BIN)/python -m benchmarks.forwarder_bench
+	$(BIN)/python -m benchmarks.route_bench --policy-swaps
+	$(BIN)/python -m benchmarks.registry_bench
 
 calibration-report: $(STAMP)
 	$(BIN)/python -m benchmarks.calibration_report

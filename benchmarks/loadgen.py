@@ -27,6 +27,7 @@ class WorkerResult:
     errors: int
     sent: int
     elapsed: float
+    started: float  # time.time() of the first scheduled call
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class LoadResult:
     sent: int
     requested_rate: float
     achieved_rate: float
+    # time.time() of the first scheduled call and of the last answer, over the workers
+    window: tuple[float, float]
 
 
 def run_load(
@@ -58,6 +61,7 @@ def run_load(
         sent,
         rate,
         (sent - sum(r.errors for r in results)) / elapsed,
+        (min(r.started for r in results), max(r.started + r.elapsed for r in results)),
     )
 
 
@@ -91,6 +95,7 @@ async def _drive(
             latencies[i] = (time.perf_counter() - scheduled) * 1000.0
 
         loop_start = time.perf_counter() + 0.05
+        started = time.time() + 0.05
         tasks = []
         for i in range(total):
             scheduled = loop_start + i / rate
@@ -101,7 +106,7 @@ async def _drive(
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - loop_start
     ok = latencies[~np.isnan(latencies)]
-    return WorkerResult(ok, errors, total, elapsed)
+    return WorkerResult(ok, errors, total, elapsed, started)
 
 
 def percentiles(latencies_ms: npt.NDArray[np.float64]) -> dict[str, float]:

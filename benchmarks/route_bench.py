@@ -13,7 +13,18 @@ sidecar, its span-export child and the OTLP receiver share the cores. Measured
 here, the do-nothing floor alone costs about 340 us of server CPU per call, and the
 sidecar about 600 us; at 1000/s the machine is saturated during the sidecar phase
 and the p99 measures queueing for a core, not the sidecar (8 ms against the
-floor's 2.6 ms). 500/s leaves the cores headroom. The sweep shows the curve beyond."""
+floor's 2.6 ms). 500/s leaves the cores headroom. The sweep shows the curve beyond.
+
+``--policy-swaps`` (``make bench`` runs it after the default run): the sidecar takes
+its policy from a registry process instead of a file, and during every trial phase
+the policy changes once a second (``policy_swapper``), alternating a tightening
+change an operator applies at once with a widening one (the other calibrator) that
+is proposed and approved; so every other change has the sidecar download,
+verify, build and warm a calibrator while it serves. The floor's phases get the
+same changes, so the registry's and the benchmark's own work load both alike. The
+same limit applies; the run also fails unless every change was applied by the
+sidecar, none was refused, and some landed inside each of the sidecar's measured
+windows. No sweep and no throughput phases; the report goes to route_swaps.json."""
 
 from __future__ import annotations
 
@@ -27,6 +38,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +49,8 @@ import numpy as np
 import yaml
 
 from benchmarks import loadgen, throughput
+from benchmarks.policy_swapper import Swapper, read_sidecar_log
+from benchmarks.registry_admin import MODEL, Changes, prepare_registry
 from sidecar._proto.hitl.v1 import router_pb2 as pb
 from sidecar.client import route_request
 from sidecar.escalation.spool import read_unacked
@@ -168,6 +184,19 @@ def prepare(workdir: Path) -> list[bytes]:
     ]
 
 
+def fit_artefact(path: Path, seed: int) -> str:
+    """Another temperature calibrator for the same classifier, fitted on a sample drawn
+    with seed (another seed: another artefact, sha256 and version); returns its sha256."""
+    from calibrators.data import check
+    from calibrators.export import export_artefact
+    from calibrators.fit import fit_calibrator
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, CLASSES, 5000)
+    data = check("benchmark logits", _logits(rng, labels), labels, None, probabilities=False)
+    return export_artefact(fit_calibrator(data, "temperature"), path).sha256
+
+
 def _logits(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
     """Over-confident logits of a ~85 %-accurate classifier; with the policy's thresholds,
     rules and audit sample about 30 % of requests are escalated (the run reports it)."""
@@ -206,10 +235,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--short", action="store_true", help="CI: 4 s trials, no sweep, 3 s throughput"
     )
+    parser.add_argument(
+        "--policy-swaps",
+        action="store_true",
+        help="feed the sidecar from a registry process and change its policy during each phase"
+        " (no sweep, no throughput; writes route_swaps.json)",
+    )
+    parser.add_argument(
+        "--swap-seconds", type=float, default=1.0, help="with --policy-swaps: one change this often"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-output"))
     args = parser.parse_args(argv)
     if args.short:
         args.seconds, args.sweep = 4.0, ""
+    if args.policy_swaps:
+        args.sweep = ""
     args.out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="hitl-bench-"))
     payloads = prepare(workdir)
@@ -223,13 +263,16 @@ def main(argv: list[str] | None = None) -> int:
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{sink.address}",
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
     }
+    registry, swapper, policy_args = None, None, ["--policy", str(workdir / "policy.yaml")]
+    if args.policy_swaps:
+        registry, swapper, policy_args = start_registry(workdir, args.swap_seconds)
     review = start(
         [python, "-m", "sidecar", "review", "serve", "--listen", "127.0.0.1:0",
          "--db", f"sqlite:{workdir / 'review.db'}", "--port-file", str(workdir / "review.addr")],
         workdir / "review.addr", workdir / "review.log",
     )  # fmt: skip
     sidecar = start(
-        [python, "-m", "sidecar", "sidecar", "--policy", str(workdir / "policy.yaml"), "--listen", "127.0.0.1:0",
+        [python, "-m", "sidecar", "sidecar", *policy_args, "--listen", "127.0.0.1:0",
          "--state-dir", str(workdir / "state"), "--port-file", str(workdir / "sidecar.addr"),
          "--sink", f"review://{review.address}"],
         workdir / "sidecar.addr", workdir / "sidecar.log", {**otel, "HITL_SPOOL_FSYNC": "true"},
@@ -241,15 +284,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         _wait_serving(sidecar.address)
-        report = run(args, payloads, sidecar, floor)
+        report = run(args, payloads, sidecar, floor, swapper.during if swapper else None)
     finally:
-        for proc in (sidecar, floor, sink, review):
-            proc.stop()
+        for proc in (sidecar, floor, sink, review, registry):
+            if proc is not None:
+                proc.stop()
+        if swapper is not None:
+            swapper.close()
     report["escalations_undelivered"] = sum(1 for _ in read_unacked(workdir / "state" / "spool"))
     with sqlite3.connect(workdir / "review.db") as db:
         report["escalations_delivered"] = db.execute(
             "SELECT count(*) FROM review_items"
         ).fetchone()[0]
+    if swapper is not None:
+        report["policy_swaps"] = swaps_report(swapper, workdir / "sidecar.log", report["trials"])
     write_outputs(args.out, report)
     print_table(report)
     verdict = (
@@ -259,12 +307,77 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nlimit: unary Route p99 (median of {args.trials} trials) < {LIMIT_P99_MS} ms: {'PASS' if verdict else 'FAIL'}"
     )
+    if swapper is not None:
+        swapped = report["policy_swaps"]["complete"]
+        print(
+            "policy swaps: every change made, applied by the sidecar, none refused, some in"
+            f" each measured window: {'PASS' if swapped else 'FAIL'}"
+        )
+        verdict = verdict and swapped
     return 0 if verdict else 1
 
 
+def start_registry(workdir: Path, interval: float) -> tuple[Proc, Swapper, list[str]]:
+    """A registry process holding the benchmark's policy as revision 1 (proposed and
+    approved) and a second calibrator; the swapper; the sidecar's flags for it."""
+    setup = prepare_registry(workdir)
+    registry = start(
+        setup.serve_command(workdir / "registry.addr"),
+        workdir / "registry.addr",
+        workdir / "registry.log",
+    )
+    fit_artefact(workdir / "bench-b.onnx", SEED + 1)
+    changes = Changes(registry.address, setup)
+    base = changes.publish_file(workdir / "policy.yaml")
+    calibrators = [base["models"][MODEL]["calibrator"], changes.upload(workdir / "bench-b.onnx")]
+    flags = ["--registry", registry.address, "--registry-token-file", str(setup.sidecar_token_file),
+             "--registry-public-key", str(setup.public_key)]  # fmt: skip
+    return registry, Swapper(changes, base, calibrators, interval), flags
+
+
+def swaps_report(swapper: Swapper, log: Path, trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """The changes made, and which the sidecar applied inside each phase's measured window."""
+    seen = read_sidecar_log(log)
+    reach = [
+        (seen.loaded[c.revision] - c.at) * 1000.0 for c in swapper.made if c.revision in seen.loaded
+    ]
+    per_trial = [
+        {
+            name: sum(start <= seen.loaded.get(c.revision, 0.0) <= end for c in swapper.made)
+            for name in ("floor", "sidecar")
+            for start, end in [trial[name]["window"]]
+        }
+        for trial in trials
+    ]
+    applied = sum(c.revision in seen.loaded for c in swapper.made)
+    return {
+        "interval_seconds": swapper.interval,
+        "made": len(swapper.made),
+        "made_by_kind": dict(Counter(c.kind for c in swapper.made)),
+        "applied": applied,
+        "applied_in_sidecar_windows": [t["sidecar"] for t in per_trial],
+        "applied_in_floor_windows": [t["floor"] for t in per_trial],
+        "rejected": seen.rejected,
+        "errors": swapper.errors,
+        "reach_ms": {"p50": float(np.percentile(reach, 50)), "max": max(reach)} if reach else {},
+        "complete": (
+            applied == len(swapper.made) > 0
+            and not swapper.errors
+            and seen.rejected == 0
+            and all(t["sidecar"] > 0 for t in per_trial)
+        ),
+    }
+
+
 def run(
-    args: argparse.Namespace, payloads: list[bytes], sidecar: Proc, floor: Proc
+    args: argparse.Namespace,
+    payloads: list[bytes],
+    sidecar: Proc,
+    floor: Proc,
+    during: Callable[[str], AbstractContextManager[None]] | None = None,
 ) -> dict[str, Any]:
+    """The trials, sweep and throughput phases; during(tag), when given, wraps each
+    trial phase (floor and sidecar alike, so both see the same extra load)."""
     report: dict[str, Any] = {
         "machine": {
             "cores": os.cpu_count(),
@@ -283,9 +396,11 @@ def run(
         row: dict[str, Any] = {}
         for name, proc in (("floor", floor), ("sidecar", sidecar)):
             cpu = proc.cpu_seconds()
-            result = loadgen.run_load(
-                proc.address, args.rate, args.seconds, payloads, args.workers, f"t{trial}-{name}"
-            )
+            tag = f"t{trial}-{name}"
+            with during(tag) if during else nullcontext():
+                result = loadgen.run_load(
+                    proc.address, args.rate, args.seconds, payloads, args.workers, tag
+                )
             row[name] = {
                 **loadgen.percentiles(result.latencies_ms),
                 "errors": result.errors,
@@ -293,6 +408,7 @@ def run(
                 "requested_rate": result.requested_rate,
                 "achieved_rate": result.achieved_rate,
                 "cpu_us_per_request": (proc.cpu_seconds() - cpu) / max(result.sent, 1) * 1e6,
+                "window": result.window,
             }
         trials.append(row)
     p99s = sorted(t["sidecar"]["p99"] for t in trials)
@@ -325,6 +441,9 @@ def run(
                 "achieved_rate": result.achieved_rate,
             }
         report["sweep"].append(point)
+    if during is not None:  # what the policy swaps cost is in the trials
+        report["sidecar_peak_rss_mb"] = sidecar.peak_rss_mb()
+        return report
     # The throughput phases leave the sidecar's exporter and audit log busy for a
     # while, so they run last: nothing latency-sensitive is measured after them.
     time.sleep(SETTLE_SECONDS)
@@ -356,7 +475,8 @@ def _wait_serving(address: str) -> None:
 
 
 def write_outputs(out: Path, report: dict[str, Any]) -> None:
-    (out / "route.json").write_text(json.dumps(report, indent=2, default=float))
+    name = "route_swaps.json" if "policy_swaps" in report else "route.json"
+    (out / name).write_text(json.dumps(report, indent=2, default=float))
     if not report["sweep"]:
         return
     import matplotlib
@@ -410,6 +530,11 @@ def print_table(report: dict[str, Any]) -> None:
         + ", ".join(f"{t['sidecar']['p99']:.2f}" for t in report["trials"])
         + " ms"
     )
+    if "policy_swaps" in report:
+        print_swaps(report["policy_swaps"])
+    if "throughput" not in report:
+        print(f"sidecar peak RSS: {report['sidecar_peak_rss_mb']:.0f} MB")
+        return
     t = report["throughput"]
     print(
         f"\nthroughput, batch size {t['batch_size']}, {t['concurrency']} in flight (predictions/s):"
@@ -429,6 +554,29 @@ def print_table(report: dict[str, Any]) -> None:
         f"peak RSS < {TARGET_RSS_MB:.0f} MB": report["sidecar_peak_rss_mb"] < TARGET_RSS_MB,
     }
     print("targets: " + "; ".join(f"{k}: {'met' if v else 'missed'}" for k, v in targets.items()))
+
+
+def print_swaps(swaps: dict[str, Any]) -> None:
+    kinds = swaps["made_by_kind"]
+    print(
+        f"\npolicy swaps, one every {swaps['interval_seconds']:g} s during every phase: "
+        f"{swaps['made']} made ({kinds.get('tighten', 0)} tightening by the operator at once, "
+        f"{kinds.get('widen', 0)} widening with a new calibrator, approved), "
+        f"{swaps['applied']} applied by the sidecar, {swaps['rejected']} refused"
+    )
+    print(
+        "  applied inside the sidecar's measured windows: "
+        + ", ".join(str(n) for n in swaps["applied_in_sidecar_windows"])
+        + " (per trial); inside the floor's: "
+        + ", ".join(str(n) for n in swaps["applied_in_floor_windows"])
+    )
+    if swaps["reach_ms"]:
+        print(
+            f"  from the change to the sidecar's swap, under load: p50 {swaps['reach_ms']['p50']:.0f} ms, "
+            f"max {swaps['reach_ms']['max']:.0f} ms"
+        )
+    for error in swaps["errors"]:
+        print(f"  change failed: {error}")
 
 
 if __name__ == "__main__":
