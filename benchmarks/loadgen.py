@@ -28,6 +28,7 @@ class WorkerResult:
     sent: int
     elapsed: float
     started: float  # time.time() of the first scheduled call
+    scheduled: npt.NDArray[np.float64]  # time.time() each succeeded call was due
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class LoadResult:
     achieved_rate: float
     # time.time() of the first scheduled call and of the last answer, over the workers
     window: tuple[float, float]
+    scheduled: npt.NDArray[np.float64]  # time.time() each of latencies_ms was due
 
 
 def run_load(
@@ -62,6 +64,7 @@ def run_load(
         rate,
         (sent - sum(r.errors for r in results)) / elapsed,
         (min(r.started for r in results), max(r.started + r.elapsed for r in results)),
+        np.concatenate([r.scheduled for r in results]),
     )
 
 
@@ -105,8 +108,9 @@ async def _drive(
             tasks.append(asyncio.create_task(call(i, scheduled)))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - loop_start
-    ok = latencies[~np.isnan(latencies)]
-    return WorkerResult(ok, errors, total, elapsed, started)
+    ok = ~np.isnan(latencies)
+    due = started + np.arange(total) / rate
+    return WorkerResult(latencies[ok], errors, total, elapsed, started, due[ok])
 
 
 def percentiles(latencies_ms: npt.NDArray[np.float64]) -> dict[str, float]:

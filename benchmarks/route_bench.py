@@ -64,6 +64,7 @@ DEFAULT_RATE = 500.0
 BATCH_SIZE = 100
 CLASSES = 10
 SEED = 7
+NEAR_SWAP_SECONDS = 0.1  # after a swap, calls still count as near it (a stall's queue drains)
 SETTLE_SECONDS = 2.0  # between phases, so one phase's backlog does not bleed into the next
 
 
@@ -264,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
     }
     registry, swapper, policy_args = None, None, ["--policy", str(workdir / "policy.yaml")]
+    calls: dict[str, loadgen.LoadResult] = {}
     if args.policy_swaps:
         registry, swapper, policy_args = start_registry(workdir, args.swap_seconds)
     review = start(
@@ -284,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         _wait_serving(sidecar.address)
-        report = run(args, payloads, sidecar, floor, swapper.during if swapper else None)
+        report = run(args, payloads, sidecar, floor, swapper.during if swapper else None, calls)
     finally:
         for proc in (sidecar, floor, sink, review, registry):
             if proc is not None:
@@ -297,7 +299,9 @@ def main(argv: list[str] | None = None) -> int:
             "SELECT count(*) FROM review_items"
         ).fetchone()[0]
     if swapper is not None:
-        report["policy_swaps"] = swaps_report(swapper, workdir / "sidecar.log", report["trials"])
+        report["policy_swaps"] = swaps_report(
+            swapper, workdir / "sidecar.log", report["trials"], calls
+        )
     write_outputs(args.out, report)
     print_table(report)
     verdict = (
@@ -335,8 +339,11 @@ def start_registry(workdir: Path, interval: float) -> tuple[Proc, Swapper, list[
     return registry, Swapper(changes, base, calibrators, interval), flags
 
 
-def swaps_report(swapper: Swapper, log: Path, trials: list[dict[str, Any]]) -> dict[str, Any]:
-    """The changes made, and which the sidecar applied inside each phase's measured window."""
+def swaps_report(
+    swapper: Swapper, log: Path, trials: list[dict[str, Any]], calls: dict[str, loadgen.LoadResult]
+) -> dict[str, Any]:
+    """The changes made, which the sidecar applied inside each phase's measured window,
+    and the sidecar's latency near a swap against elsewhere."""
     seen = read_sidecar_log(log)
     reach = [
         (seen.loaded[c.revision] - c.at) * 1000.0 for c in swapper.made if c.revision in seen.loaded
@@ -360,6 +367,7 @@ def swaps_report(swapper: Swapper, log: Path, trials: list[dict[str, Any]]) -> d
         "rejected": seen.rejected,
         "errors": swapper.errors,
         "reach_ms": {"p50": float(np.percentile(reach, 50)), "max": max(reach)} if reach else {},
+        "near_swaps": near_swaps(swapper, seen.loaded, calls, len(trials)),
         "complete": (
             applied == len(swapper.made) > 0
             and not swapper.errors
@@ -369,15 +377,44 @@ def swaps_report(swapper: Swapper, log: Path, trials: list[dict[str, Any]]) -> d
     }
 
 
+def near_swaps(
+    swapper: Swapper,
+    loaded: dict[int, float],
+    calls: dict[str, loadgen.LoadResult],
+    trials: int,
+) -> dict[str, dict[str, float]]:
+    """The sidecar phases' calls split by when they were due: from a change being made
+    to NEAR_SWAP_SECONDS after the sidecar applied it (by kind), or elsewhere."""
+    latencies, due, kinds = [], [], []
+    for trial in range(trials):
+        result = calls[f"t{trial}-sidecar"]
+        kind = np.full(result.scheduled.shape, "elsewhere", dtype=object)
+        for change in swapper.made:
+            if change.phase == f"t{trial}-sidecar" and change.revision in loaded:
+                end = loaded[change.revision] + NEAR_SWAP_SECONDS
+                kind[(result.scheduled >= change.at) & (result.scheduled <= end)] = change.kind
+        latencies.append(result.latencies_ms)
+        due.append(result.scheduled)
+        kinds.append(kind)
+    every, every_kind = np.concatenate(latencies), np.concatenate(kinds)
+    return {
+        name: {"calls": int((every_kind == name).sum()),
+               **loadgen.percentiles(every[every_kind == name])}
+        for name in ("tighten", "widen", "elsewhere")
+    }  # fmt: skip
+
+
 def run(
     args: argparse.Namespace,
     payloads: list[bytes],
     sidecar: Proc,
     floor: Proc,
     during: Callable[[str], AbstractContextManager[None]] | None = None,
+    calls: dict[str, loadgen.LoadResult] | None = None,
 ) -> dict[str, Any]:
     """The trials, sweep and throughput phases; during(tag), when given, wraps each
-    trial phase (floor and sidecar alike, so both see the same extra load)."""
+    trial phase (floor and sidecar alike, so both see the same extra load), and
+    calls, when given, receives each trial phase's result by tag."""
     report: dict[str, Any] = {
         "machine": {
             "cores": os.cpu_count(),
@@ -401,6 +438,8 @@ def run(
                 result = loadgen.run_load(
                     proc.address, args.rate, args.seconds, payloads, args.workers, tag
                 )
+            if calls is not None:
+                calls[tag] = result
             row[name] = {
                 **loadgen.percentiles(result.latencies_ms),
                 "errors": result.errors,
@@ -575,6 +614,12 @@ def print_swaps(swaps: dict[str, Any]) -> None:
             f"  from the change to the sidecar's swap, under load: p50 {swaps['reach_ms']['p50']:.0f} ms, "
             f"max {swaps['reach_ms']['max']:.0f} ms"
         )
+    for name, label in (("widen", "near a widening swap (download, session build)"),
+                        ("tighten", "near a tightening swap (thresholds only)"),
+                        ("elsewhere", "elsewhere")):  # fmt: skip
+        near = swaps["near_swaps"][name]
+        print(f"  sidecar calls {label}: {near['calls']}, p50 {near['p50']:.2f} p99 {near['p99']:.2f} "
+              f"max {near['max']:.2f} ms")  # fmt: skip
     for error in swaps["errors"]:
         print(f"  change failed: {error}")
 
