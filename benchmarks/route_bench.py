@@ -24,7 +24,9 @@ verify, build and warm a calibrator while it serves. The floor's phases get the
 same changes, so the registry's and the benchmark's own work load both alike. The
 same limit applies; the run also fails unless every change was applied by the
 sidecar, none was refused, and some landed inside each of the sidecar's measured
-windows. No sweep and no throughput phases; the report goes to route_swaps.json."""
+windows. The sidecar's calls are also split by when they were due: from a change
+to NEAR_SWAP_SECONDS after the sidecar applied it, by kind, or elsewhere. No sweep
+and no throughput phases; the report goes to route_swaps.json."""
 
 from __future__ import annotations
 
