@@ -161,9 +161,19 @@ class ReviewProcess:
         return _jsonl(self.workdir / "review.log")
 
     def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM and wait; a queue still running after timeout has its threads' stacks
+        dumped into its log (SIGUSR1), is killed, and the test fails showing them."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=timeout)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
+            self.process.kill()
+            self.process.wait()
+            tail = (self.workdir / "review.log").read_text()[-6000:]
+            raise AssertionError(f"review queue ignored SIGTERM for {timeout} s:\n{tail}") from None
 
 
 def start_review(
