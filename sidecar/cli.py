@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import faulthandler
+import io
 import json
 import signal
 import sys
@@ -37,8 +39,10 @@ from sidecar.review.cli import add_commands as add_review_commands
 
 def main(argv: list[str] | None = None) -> int:
     # SIGUSR1 prints every thread's stack to stderr: how an SRE (or a test) sees where
-    # a process that will not stop is waiting.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # a process that will not stop is waiting. (A stderr without a file descriptor, as
+    # under pytest's capture, cannot take it.)
+    with contextlib.suppress(io.UnsupportedOperation, ValueError):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     parser = _parser()
     args = parser.parse_args(argv)
     try:
