@@ -19,6 +19,15 @@ class Issued:
     key: Path
 
 
+@dataclass(frozen=True)
+class Pki:
+    """A serving certificate and key, and the PEM of the CA that signed them."""
+
+    ca_pem: bytes
+    cert: Path
+    key: Path
+
+
 class Authority:
     def __init__(self, directory: Path, name: str = "hitl test CA") -> None:
         self.directory = directory
@@ -32,7 +41,8 @@ class Authority:
             .sign(self._key, hashes.SHA256())
         )
         self.cert = directory / "ca.pem"
-        self.cert.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
+        self.ca_pem = self._cert.public_bytes(serialization.Encoding.PEM)
+        self.cert.write_bytes(self.ca_pem)
 
     def issue(self, common_name: str, *, server: bool = False) -> Issued:
         """A key and certificate for common_name, signed by this CA; a server
@@ -59,6 +69,18 @@ class Authority:
             )
         )
         return issued
+
+
+def serving_pair(directory: Path, ca_name: str, common_name: str = "server") -> Pki:
+    """A new CA and a serving certificate for localhost and 127.0.0.1 signed by it,
+    written to directory/tls.crt and tls.key by rename (as the kubelet swaps a
+    renewed Secret's files)."""
+    ca = Authority(directory / f".{ca_name}", ca_name)
+    issued = ca.issue(common_name, server=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    issued.cert.replace(directory / "tls.crt")
+    issued.key.replace(directory / "tls.key")
+    return Pki(ca.ca_pem, directory / "tls.crt", directory / "tls.key")
 
 
 def _builder(

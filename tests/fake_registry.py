@@ -15,18 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import ipaddress
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from sidecar._proto.hitl.v1 import registry_pb2 as rpb
 from sidecar._proto.hitl.v1 import registry_pb2_grpc as rpb_grpc
@@ -237,82 +231,3 @@ async def serving(
         yield f"127.0.0.1:{bound}"
     finally:
         await server.stop(0)
-
-
-# -- TLS: a throwaway CA, a server certificate for 127.0.0.1, a client certificate --
-
-
-@dataclass(frozen=True)
-class Tls:
-    ca: bytes
-    server_cert: bytes
-    server_key: bytes
-    client_cert: bytes
-    client_key: bytes
-
-    def server_credentials(self) -> grpc.ServerCredentials:
-        """Serves TLS and requires a client certificate signed by the CA (mTLS)."""
-        return grpc.ssl_server_credentials(
-            [(self.server_key, self.server_cert)],
-            root_certificates=self.ca,
-            require_client_auth=True,
-        )
-
-
-def make_tls() -> Tls:
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hitl test CA")])
-    ca = _certificate(ca_name, ca_name, ca_key.public_key(), ca_key, ca=True)
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server = _certificate(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "registry")]),
-        ca_name,
-        server_key.public_key(),
-        ca_key,
-        san=x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-    )
-    client_key = ec.generate_private_key(ec.SECP256R1())
-    client = _certificate(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sidecar")]),
-        ca_name,
-        client_key.public_key(),
-        ca_key,
-    )
-    return Tls(_pem(ca), _pem(server), _key_pem(server_key), _pem(client), _key_pem(client_key))
-
-
-def _certificate(
-    subject: x509.Name,
-    issuer: x509.Name,
-    public_key: ec.EllipticCurvePublicKey,
-    signing_key: ec.EllipticCurvePrivateKey,
-    *,
-    ca: bool = False,
-    san: x509.SubjectAlternativeName | None = None,
-) -> x509.Certificate:
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if san is not None:
-        builder = builder.add_extension(san, critical=False)
-    return builder.sign(signing_key, hashes.SHA256())
-
-
-def _pem(certificate: x509.Certificate) -> bytes:
-    return certificate.public_bytes(serialization.Encoding.PEM)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )

@@ -38,9 +38,9 @@ from sidecar._proto.hitl.v1 import router_pb2_grpc as pb_grpc
 from sidecar.client import RouterClient, route_request
 from sidecar.injector import annotations as a
 from tests.artefacts import confident_logits, policy_doc, temperature_artefact, write_policy
+from tests.certs import Pki, serving_pair
 from tests.integration.conftest import hitl_command, wait_for
 from tests.natsserver import free_port
-from tests.unit.injector.certs import Pki, issue
 from tests.unit.injector.pods import admission_review, apply_patch, pod, sidecar_of, validate
 
 pytestmark = pytest.mark.integration
@@ -73,7 +73,7 @@ class InjectorProcess:
 
 @pytest.fixture
 def pki(tmp_path: Path) -> Pki:
-    return issue(tmp_path / "tls", "test-ca-1")
+    return serving_pair(tmp_path / "tls", "test-ca-1")
 
 
 @pytest.fixture
@@ -172,7 +172,7 @@ def test_reviews_over_https_on_one_kept_alive_connection(
 
 def test_an_untrusted_client_or_plain_http_gets_nothing(injector: InjectorProcess) -> None:
     """A client that does not trust the CA fails the handshake; plain HTTP is not served."""
-    stranger = issue(injector.log.parent / "other", "some-other-ca")
+    stranger = serving_pair(injector.log.parent / "other", "some-other-ca")
     connection = injector.connection(stranger.ca_pem)
     with pytest.raises(ssl.SSLCertVerificationError):
         connection.request("GET", "/healthz")
@@ -190,7 +190,7 @@ def test_a_renewed_certificate_is_served_without_a_restart(
     injector: InjectorProcess, pki: Pki
 ) -> None:
     """New files under the same paths (a renewal) are served on the next connection."""
-    renewed = issue(pki.cert.parent, "test-ca-2")
+    renewed = serving_pair(pki.cert.parent, "test-ca-2")
 
     def serves_renewed() -> bool:
         connection = injector.connection(renewed.ca_pem)

@@ -19,10 +19,10 @@ import yaml
 
 from sidecar.review.item import Verdict
 from tests.artefacts import confident_logits, policy_doc, temperature_artefact, write_policy
+from tests.certs import serving_pair
 from tests.integration.conftest import hitl_command, start_review, start_sidecar, wait_for
 from tests.k8s.manifests import K8S
 from tests.natsserver import free_port
-from tests.unit.injector.certs import issue
 from tests.unit.injector.pods import admission_review, pod
 
 MONITORING = K8S / "monitoring"
@@ -125,7 +125,7 @@ def scraped(tmp_path: Path) -> Iterator[set[str]]:
         tmp_path, tmp_path / "policy.yaml",
         "--metrics-addr", f"127.0.0.1:{sidecar_metrics}", "--sink", f"review://{review.address}",
     )  # fmt: skip
-    pki = issue(tmp_path / "tls", "ca")
+    pki = serving_pair(tmp_path / "tls", "ca")
     port_file = tmp_path / "injector.addr"
     injector = subprocess.Popen(
         hitl_command(

@@ -47,7 +47,8 @@ from sidecar.registry.messages import policy_from_document
 from sidecar.router import Router, TraceIds
 from sidecar.telemetry.audit import InMemoryAudit
 from tests.artefacts import confident_logits, temperature_artefact
-from tests.fake_registry import FakeRegistry, make_tls, new_signer, registry_doc, serving
+from tests.certs import Authority
+from tests.fake_registry import FakeRegistry, new_signer, registry_doc, serving
 
 FAST = WatchSettings(
     poll_seconds=0.2,
@@ -577,17 +578,23 @@ def test_older_revision_is_ignored(
 
 def test_mutual_tls(tmp_path: Path, fake: FakeRegistry, artefacts: Artefacts) -> None:
     """Over TLS with a client certificate (the registry requires one), policies flow."""
-    tls = make_tls()
+    ca = Authority(tmp_path / "ca")
+    server, client = ca.issue("registry", server=True), ca.issue("sidecar")
+    credentials = grpc.ssl_server_credentials(
+        [(server.key.read_bytes(), server.cert.read_bytes())],
+        root_certificates=ca.ca_pem,
+        require_client_auth=True,
+    )
 
     async def scenario() -> None:
         await publish(fake, artefacts, "t-v1")
-        async with serving(fake, credentials=tls.server_credentials()) as address:
+        async with serving(fake, credentials=credentials) as address:
             rig = Rig(
                 tmp_path,
                 address,
-                root_certificates=tls.ca,
-                private_key=tls.client_key,
-                certificate_chain=tls.client_cert,
+                root_certificates=ca.ca_pem,
+                private_key=client.key.read_bytes(),
+                certificate_chain=client.cert.read_bytes(),
             )
             async with running(rig):
                 await rig.wait_revision(1)
