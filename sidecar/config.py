@@ -15,6 +15,7 @@ dial the pod's IP. Its port must differ from the Router's and the metrics port."
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ ENV_REGISTRY_KEY = "HITL_REGISTRY_KEY"
 ENV_REGISTRY_POLL = "HITL_REGISTRY_POLL_SECONDS"
 
 DEFAULT_LISTEN = "127.0.0.1:7431"
-_LEVELS = frozenset({"debug", "info", "warning", "error"})
+LOG_LEVELS = frozenset({"debug", "info", "warning", "error"})
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 MAX_SEGMENT_BYTES = 64 * 1024 * 1024
 # Under the state directory: the escalation spools, and the last-known-good policy
@@ -134,8 +135,7 @@ class SidecarConfig:
         listen = text("listen", ENV_LISTEN, DEFAULT_LISTEN)
         _check_listen(listen)
         level = text("log_level", ENV_LOG_LEVEL, "info").lower()
-        if level not in _LEVELS:
-            raise ConfigError(f"{ENV_LOG_LEVEL} must be one of {sorted(_LEVELS)}, got {level!r}")
+        check_log_level(level)
         metrics_addr = text("metrics_addr", ENV_METRICS_ADDR, "")
         if metrics_addr:
             split_host_port(metrics_addr, ENV_METRICS_ADDR)
@@ -153,12 +153,12 @@ class SidecarConfig:
         fsync = text("spool_fsync", ENV_SPOOL_FSYNC, "true").lower()
         if fsync not in _BOOLEANS:
             raise ConfigError(f"{ENV_SPOOL_FSYNC} must be true or false, got {fsync!r}")
-        budget = _positive(
+        budget = positive(
             text("spool_budget_bytes", ENV_SPOOL_BUDGET, "1073741824"), ENV_SPOOL_BUDGET
         )
         if budget < 4096:
             raise ConfigError(f"{ENV_SPOOL_BUDGET} must be at least 4096, got {budget:.0f}")
-        batch = _positive(text("forward_batch", ENV_FORWARD_BATCH, "256"), ENV_FORWARD_BATCH)
+        batch = positive(text("forward_batch", ENV_FORWARD_BATCH, "256"), ENV_FORWARD_BATCH)
         if batch > 1000:
             raise ConfigError(f"{ENV_FORWARD_BATCH} must be at most 1000, got {batch:.0f}")
         port_file = text("port_file", ENV_PORT_FILE, "")
@@ -173,27 +173,27 @@ class SidecarConfig:
             spool_fsync=_BOOLEANS[fsync],
             spool_budget_bytes=int(budget),
             forward_batch=int(batch),
-            forward_timeout_seconds=_positive(
+            forward_timeout_seconds=positive(
                 text("forward_timeout_seconds", ENV_FORWARD_TIMEOUT, "5"), ENV_FORWARD_TIMEOUT
             ),
-            forward_max_backoff_seconds=_positive(
+            forward_max_backoff_seconds=positive(
                 text("forward_max_backoff_seconds", ENV_FORWARD_MAX_BACKOFF, "30"),
                 ENV_FORWARD_MAX_BACKOFF,
             ),
             metrics_addr=metrics_addr,
             log_level=level,
-            policy_poll_seconds=_positive(
+            policy_poll_seconds=positive(
                 text("policy_poll_seconds", ENV_POLICY_POLL, "1"), ENV_POLICY_POLL
             ),
-            replay_ttl_seconds=_positive(
+            replay_ttl_seconds=positive(
                 text("replay_ttl_seconds", ENV_REPLAY_TTL, "600"), ENV_REPLAY_TTL
             ),
             replay_capacity=int(
-                _positive(
+                positive(
                     text("replay_capacity", ENV_REPLAY_CAPACITY, "100000"), ENV_REPLAY_CAPACITY
                 )
             ),
-            shutdown_grace_seconds=_positive(
+            shutdown_grace_seconds=positive(
                 text("shutdown_grace_seconds", ENV_GRACE, "10"), ENV_GRACE
             ),
             port_file=Path(port_file) if port_file else None,
@@ -259,18 +259,34 @@ def _registry_settings(
         "registry_ca": ca,
         "registry_cert": cert,
         "registry_key": key,
-        "registry_poll_seconds": _positive(poll, ENV_REGISTRY_POLL),
+        "registry_poll_seconds": positive(poll, ENV_REGISTRY_POLL),
     }
 
 
-def _positive(value: str, var: str) -> float:
+# -- checks every hitl process's settings share ------------------------------------
+
+
+def positive(value: str, var: str) -> float:
+    """value as a finite number above 0; ConfigError naming var otherwise."""
     try:
         number = float(value)
     except ValueError:
         raise ConfigError(f"{var} must be a number, got {value!r}") from None
-    if not number > 0:
+    if not (math.isfinite(number) and number > 0):
         raise ConfigError(f"{var} must be positive, got {value!r}")
     return number
+
+
+def check_log_level(level: str) -> None:
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"{ENV_LOG_LEVEL} must be one of {sorted(LOG_LEVELS)}, got {level!r}")
+
+
+def check_address(address: str, var: str) -> None:
+    """HOST:PORT with a port up to 65535."""
+    _, port = split_host_port(address, var)
+    if port > 65535:
+        raise ConfigError(f"{var} must be HOST:PORT, got {address!r}")
 
 
 def _check_listen(listen: str) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from sidecar.config import ENV_LOG_LEVEL, split_host_port
+from sidecar.config import ENV_LOG_LEVEL, check_address, check_log_level
 from sidecar.errors import ConfigError
 
 ENV_SIDECAR_IMAGE = "HITL_INJECTOR_SIDECAR_IMAGE"
@@ -35,7 +35,6 @@ DEFAULT_TOKEN_SECRET = "hitl-registry-token"  # noqa: S105 - a Secret's name
 DEFAULT_PUBLIC_KEY_CONFIGMAP = "hitl-registry-public-key"
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 BOOLEANS = {"true": True, "false": False}
-_LEVELS = frozenset({"debug", "info", "warning", "error"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,13 +113,12 @@ class InjectorConfig:
     ) -> InjectorConfig:
         text = _reader(overrides, env)
         listen = text("listen", ENV_INJECTOR_LISTEN, DEFAULT_INJECTOR_LISTEN)
-        _check_address(listen, ENV_INJECTOR_LISTEN)
+        check_address(listen, ENV_INJECTOR_LISTEN)
         metrics_addr = text("metrics_addr", ENV_INJECTOR_METRICS_ADDR, "")
         if metrics_addr:
-            _check_address(metrics_addr, ENV_INJECTOR_METRICS_ADDR)
+            check_address(metrics_addr, ENV_INJECTOR_METRICS_ADDR)
         level = text("log_level", ENV_LOG_LEVEL, "info").lower()
-        if level not in _LEVELS:
-            raise ConfigError(f"{ENV_LOG_LEVEL} must be one of {sorted(_LEVELS)}, got {level!r}")
+        check_log_level(level)
         port_file = text("port_file", ENV_INJECTOR_PORT_FILE, "")
         drain = text("drain_seconds", ENV_DRAIN, "3")
         try:
@@ -152,9 +150,3 @@ def _reader(
         return str(given.get(name, environ.get(var, default)))
 
     return text
-
-
-def _check_address(address: str, var: str) -> None:
-    _, port = split_host_port(address, var)
-    if port > 65535:
-        raise ConfigError(f"{var} must be HOST:PORT, got {address!r}")

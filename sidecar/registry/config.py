@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from sidecar.config import ENV_GRACE, ENV_LOG_LEVEL
+from sidecar.config import ENV_GRACE, ENV_LOG_LEVEL, check_address, check_log_level, positive
 from sidecar.errors import ConfigError
-from sidecar.review.config import check_address, check_db, positive
+from sidecar.review.config import check_db
 
 ENV_REGISTRY_LISTEN = "HITL_REGISTRY_LISTEN"
 ENV_REGISTRY_DB = "HITL_REGISTRY_DB"
@@ -28,7 +28,6 @@ ENV_REGISTRY_PORT_FILE = "HITL_REGISTRY_PORT_FILE"
 
 DEFAULT_REGISTRY_LISTEN = "127.0.0.1:7433"
 DEFAULT_REGISTRY_DB = "sqlite:hitl-registry/registry.db"
-_LEVELS = frozenset({"debug", "info", "warning", "error"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +74,7 @@ class RegistryConfig:
         if metrics_addr:
             check_address(metrics_addr, ENV_REGISTRY_METRICS_ADDR)
         level = text("log_level", ENV_LOG_LEVEL, "info").lower()
-        if level not in _LEVELS:
-            raise ConfigError(f"{ENV_LOG_LEVEL} must be one of {sorted(_LEVELS)}, got {level!r}")
+        check_log_level(level)
         tls_cert = path("tls_cert", ENV_REGISTRY_TLS_CERT)
         tls_key = path("tls_key", ENV_REGISTRY_TLS_KEY)
         client_ca = path("client_ca", ENV_REGISTRY_CLIENT_CA)

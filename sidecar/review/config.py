@@ -7,13 +7,12 @@ override the environment; a bad value fails at start-up naming the variable."""
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sidecar.config import ENV_GRACE, ENV_LOG_LEVEL, split_host_port
+from sidecar.config import ENV_GRACE, ENV_LOG_LEVEL, check_address, check_log_level, positive
 from sidecar.errors import ConfigError
 from sidecar.review.sla import Sla, parse_sla
 from sidecar.review.store import POSTGRES_SCHEMES, SQLITE_PREFIX
@@ -28,7 +27,6 @@ ENV_REVIEW_PORT_FILE = "HITL_REVIEW_PORT_FILE"
 
 DEFAULT_REVIEW_LISTEN = "127.0.0.1:7432"
 DEFAULT_REVIEW_DB = "sqlite:hitl-state/review.db"
-_LEVELS = frozenset({"debug", "info", "warning", "error"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +60,7 @@ class ReviewConfig:
         if metrics_addr:
             check_address(metrics_addr, ENV_REVIEW_METRICS_ADDR)
         level = text("log_level", ENV_LOG_LEVEL, "info").lower()
-        if level not in _LEVELS:
-            raise ConfigError(f"{ENV_LOG_LEVEL} must be one of {sorted(_LEVELS)}, got {level!r}")
+        check_log_level(level)
         port_file = text("port_file", ENV_REVIEW_PORT_FILE, "")
         return cls(
             listen=listen,
@@ -92,19 +89,3 @@ def check_db(url: str, var: str) -> str:
     if foreign or not url.removeprefix(SQLITE_PREFIX):
         raise ConfigError(f"{var} must be sqlite:PATH or postgresql://..., got {url!r}")
     return url
-
-
-def check_address(address: str, var: str) -> None:
-    _, port = split_host_port(address, var)
-    if port > 65535:
-        raise ConfigError(f"{var} must be HOST:PORT, got {address!r}")
-
-
-def positive(value: str, var: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"{var} must be a number, got {value!r}") from None
-    if not (math.isfinite(number) and number > 0):
-        raise ConfigError(f"{var} must be positive, got {value!r}")
-    return number
