@@ -64,7 +64,7 @@ from sidecar.policy.source import PolicySource
 from sidecar.router import Router
 from sidecar.server import RouterServicer
 from sidecar.serving import bind, enable_reflection, prometheus_reader, write_port_file
-from sidecar.telemetry.audit import FLUSH_SECONDS, AuditLog, StructlogAudit
+from sidecar.telemetry.audit import FLUSH_SECONDS, AuditLog, JsonLinesAudit
 from sidecar.telemetry.metrics import (
     RouterMetrics,
     meter_provider,
@@ -205,7 +205,7 @@ def build(
         )
         forwarder = Forwarder(spool, sink, dead, settings, recorder.written)
     observe_escalations(meters.get_meter(INSTRUMENTATION), spool, dead.spool, forwarder, clock.now)
-    audit = audit or StructlogAudit(config.audit_path)
+    audit = audit or JsonLinesAudit(config.audit_path)
     router = Router(
         holder, recorder, audit, metrics, clock, config.replay_capacity, config.replay_ttl_seconds
     )

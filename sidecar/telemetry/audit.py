@@ -2,13 +2,14 @@
 (the input, the thresholds used, policy revision and calibration version) and to
 find its trace.
 
-Records are rendered by a structlog chain built once at start-up (orjson, the
-serializer structlog recommends for throughput; the logits go out as float32 in
-their shortest round-tripping form) and written to their own file (not the
-operational log). Writes go to an in-process buffer; the sidecar flushes it to the
-kernel every FLUSH_SECONDS and on shutdown, off the request path (DESIGN.md allows
-no blocking I/O in Route but the escalation append). A killed process can lose the
-audit records of its last FLUSH_SECONDS; it never loses an escalation."""
+Each record is one orjson call (the logits go out as float32 in their shortest
+round-tripping form), with no logging framework in between: it runs on every Route,
+and a structlog chain cost more than the rendering itself. Records go to their own
+file, not the operational log, whatever its level says. Writes go to an in-process
+buffer; the sidecar flushes it to the kernel every FLUSH_SECONDS and on shutdown,
+off the request path (DESIGN.md allows no blocking I/O in Route but the escalation
+append). A killed process can lose the audit records of its last FLUSH_SECONDS;
+it never loses an escalation."""
 
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 import orjson
-import structlog
 
 FLUSH_SECONDS = 0.1
 _BUFFER_BYTES = 1 << 20
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
 
 
 class AuditLog(Protocol):
@@ -32,17 +33,7 @@ class AuditLog(Protocol):
     def close(self) -> None: ...
 
 
-class _BufferedLogger:
-    """A structlog logger that only appends to a buffered binary file."""
-
-    def __init__(self, file: BinaryIO) -> None:
-        self._write = file.write
-
-    def msg(self, message: bytes) -> None:
-        self._write(message + b"\n")
-
-
-class StructlogAudit:
+class JsonLinesAudit:
     """Writes to path, or to stdout when path is ``-``."""
 
     def __init__(self, path: str) -> None:
@@ -53,20 +44,10 @@ class StructlogAudit:
         else:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._file = Path(path).open("ab", buffering=_BUFFER_BYTES)  # noqa: SIM115 (kept open)
-        renderer = structlog.processors.JSONRenderer(
-            serializer=orjson.dumps, option=orjson.OPT_SERIALIZE_NUMPY
-        )
-        self._logger = structlog.wrap_logger(
-            _BufferedLogger(self._file),
-            processors=[renderer],
-            # Its own wrapper, not the operational logs' level filter: an audit
-            # record is written whatever HITL_LOG_LEVEL says.
-            wrapper_class=structlog.BoundLogger,
-            cache_logger_on_first_use=True,
-        )
+        self._write = self._file.write
 
     def write(self, event: str, record: Mapping[str, Any]) -> None:
-        self._logger.msg(event, **record)
+        self._write(orjson.dumps({"event": event, **record}, option=_OPTIONS))
 
     def flush(self) -> None:
         self._file.flush()

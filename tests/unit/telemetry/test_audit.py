@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import structlog
 
-from sidecar.telemetry.audit import StructlogAudit
+from sidecar.telemetry.audit import JsonLinesAudit
 from sidecar.telemetry.logs import configure_logging
 
 
@@ -24,7 +24,7 @@ def quiet_logs() -> Iterator[None]:
 @pytest.mark.usefixtures("quiet_logs")
 def test_records_written_whatever_the_log_level(tmp_path: Path) -> None:
     """With operational logs at error, audit records are still written in full."""
-    audit = StructlogAudit(str(tmp_path / "audit.jsonl"))
+    audit = JsonLinesAudit(str(tmp_path / "audit.jsonl"))
     audit.write(
         "route.decision", {"request_id": "r1", "logits": np.array([0.5, -1.25], dtype=np.float32)}
     )
@@ -40,7 +40,7 @@ def test_records_written_whatever_the_log_level(tmp_path: Path) -> None:
 def test_flush_makes_records_visible(tmp_path: Path) -> None:
     """Records are buffered until flush, then on disk."""
     path = tmp_path / "audit.jsonl"
-    audit = StructlogAudit(str(path))
+    audit = JsonLinesAudit(str(path))
     audit.write("route.decision", {"request_id": "r2"})
     audit.flush()
     assert json.loads(path.read_text())["request_id"] == "r2"
