@@ -189,7 +189,10 @@ class Router:
         self, snapshot: Snapshot, requests: Sequence[RouteInput]
     ) -> list[Signals | CalibrationFailure]:
         calibrator = snapshot.calibrators[requests[0].model]
-        logits = np.stack([_as_logits(request) for request in requests])
+        if len(requests) == 1:  # Route: a view, not a copy
+            logits = _as_logits(requests[0])[np.newaxis, :]
+        else:
+            logits = np.stack([_as_logits(request) for request in requests])
         try:
             probabilities = calibrator(logits)
         except Exception:  # any failure of the graph is a fallback, never a crash

@@ -35,6 +35,7 @@ STATUS: dict[type[HitlError], grpc.StatusCode] = {
     EscalationRefused: grpc.StatusCode.UNAVAILABLE,
 }
 Context = grpc.aio.ServicerContext[Any, Any]
+_METHOD = {name: {"method": name} for name in ("Route", "RouteBatch", "RouteStream")}
 
 
 def status_of(exc: HitlError) -> grpc.StatusCode:
@@ -141,21 +142,24 @@ class RouterServicer(pb_grpc.RouterServicer):
 
     def _observe(self, start: float, method: str) -> None:
         if self._metrics is not None:
-            self._metrics.latency.record((time.perf_counter() - start) * 1000.0, {"method": method})
+            self._metrics.latency.record((time.perf_counter() - start) * 1000.0, _METHOD[method])
 
 
 def to_input(message: pb.RouteRequest) -> RouteInput:
+    # The attribute and context maps are the message's own, not copies: the core only
+    # reads them (len, iteration, get), and the audit record and escalation copy them.
+    logits = message.logits
     return RouteInput(
         request_id=message.request_id,
         model=message.model,
-        logits=np.array(message.logits, dtype=np.float32),
+        logits=np.fromiter(logits, dtype=np.float32, count=len(logits)),
         model_version=message.model_version,
         input_kind=message.input_kind,
         domain=message.domain,
-        string_attributes=dict(message.string_attributes) if message.string_attributes else None,
-        numeric_attributes=dict(message.numeric_attributes) if message.numeric_attributes else None,
+        string_attributes=message.string_attributes or None,
+        numeric_attributes=message.numeric_attributes or None,
         input_ref=message.input_ref,
-        context=dict(message.context) if message.context else None,
+        context=message.context or None,
     )
 
 
