@@ -159,7 +159,9 @@ class Spool:
                 # A duplicate stays valid if a roll closes the segment meanwhile.
                 target, fd = self._end, os.dup(self._fd)
             try:
-                os.fsync(fd)
+                # fdatasync: the records and the file size that reaches them, without
+                # the timestamps fsync would also write.
+                os.fdatasync(fd)
             except OSError as exc:
                 raise EscalationRefused(f"spool fsync failed: {exc.strerror}") from exc
             finally:
@@ -190,13 +192,17 @@ class Spool:
                 yield end, payload
                 count += 1
 
-    def ack(self, offset: int) -> None:
-        """Delivery confirmed up to offset: persist it and delete spent segments."""
+    def ack(self, offset: int, records: int | None = None) -> None:
+        """Delivery confirmed up to offset: persist it and delete spent segments.
+        records, when the caller knows it, is how many records that confirms (the
+        forwarder does); otherwise they are read back and counted."""
         with self._lock:
             if offset <= self._acked:
                 return
-            delivered = takewhile(lambda record: record[0] <= offset, self.read(self._acked))
-            self._records -= sum(1 for _ in delivered)
+            if records is None:
+                delivered = takewhile(lambda record: record[0] <= offset, self.read(self._acked))
+                records = sum(1 for _ in delivered)
+            self._records -= records
             # Not fsynced: an ack lost with the machine only means a resend, which
             # sinks dedupe; syncing it would cost two fsyncs per delivered batch.
             _replace(self.directory / ACKED, str(offset).encode())
