@@ -10,6 +10,7 @@ let the servicer wait for the disk without blocking the loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Protocol
 
 import orjson
@@ -49,13 +50,21 @@ class MemoryRecorder:
 
 class SpoolRecorder:
     """Escalations into the local spool. With fsync on, ``durable`` waits for an
-    fsync that covers the ticket; one runs at a time, off the event loop, and covers
-    every record written before it started, so concurrent Route calls share it."""
+    fsync that covers the ticket: one runs at a time, in a worker thread, and covers
+    every record written before it started, so concurrent Route calls share it
+    (group commit).
+
+    Each waiter has its own future, resolved by the one callback the worker thread
+    schedules when its fsync returns: one pass of the event loop from the disk to
+    the waiting Route, where awaiting the executor's future through a shield took
+    four, each behind whatever else the loop had ready. A cancelled waiter (its
+    caller went away) is skipped; it never cancels the fsync others wait for."""
 
     def __init__(self, spool: Spool) -> None:
         self.spool = spool
         self.written = asyncio.Event()  # wakes the forwarder
-        self._sync: asyncio.Future[int] | None = None
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._syncing = False
 
     def record(self, escalation: Escalation) -> int:
         try:
@@ -73,18 +82,51 @@ class SpoolRecorder:
         return ticket
 
     async def durable(self, ticket: int) -> None:
-        while self.spool.synced_offset < ticket:
-            if self._sync is None or self._sync.done():
-                self._sync = asyncio.get_running_loop().run_in_executor(None, self.spool.sync)
-            try:
-                # shield: one caller's cancellation must not cancel the shared fsync.
-                await asyncio.shield(self._sync)
-            except EscalationRefused as exc:
-                log.error(
-                    "escalation.fsync_failed", spool=str(self.spool.directory), error=str(exc)
-                )
-                raise
+        if self.spool.synced_offset < ticket:
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append((ticket, waiter))
+            if not self._syncing:
+                self._start_sync(loop)
+            await waiter
         self.written.set()
 
     def close(self) -> None:
         self.spool.close()
+
+    def _start_sync(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._syncing = True
+        loop.run_in_executor(None, self._sync, loop)
+
+    def _sync(self, loop: asyncio.AbstractEventLoop) -> None:
+        """In a worker thread: one fsync, then its outcome back to the loop."""
+        failure: Exception | None = None
+        try:
+            self.spool.sync()
+        except Exception as exc:  # every waiter it should have covered learns of it
+            failure = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(self._synced, loop, failure)
+
+    def _synced(self, loop: asyncio.AbstractEventLoop, failure: Exception | None) -> None:
+        """On the loop: release the waiters the fsync covered (or fail them), and
+        start the next fsync for records written while it ran."""
+        self._syncing = False
+        covered = self.spool.synced_offset
+        if failure is not None:
+            log.error(
+                "escalation.fsync_failed", spool=str(self.spool.directory), error=str(failure)
+            )
+        waiting = []
+        for ticket, waiter in self._waiters:
+            if waiter.done():
+                continue
+            if ticket <= covered:
+                waiter.set_result(None)
+            elif failure is not None:
+                waiter.set_exception(failure)
+            else:
+                waiting.append((ticket, waiter))
+        self._waiters = waiting
+        if waiting:
+            self._start_sync(loop)
