@@ -78,7 +78,8 @@ class Spool:
         self.budget_bytes = budget_bytes
         self.fsync = fsync
         self._owner = _lock_directory(directory)
-        self._lock = threading.Lock()  # writes, rolls, acks
+        self._lock = threading.Lock()  # the offsets, counts and segment list
+        self._ack_lock = threading.Lock()  # one ack at a time; taken before _lock
         self._sync_lock = threading.Lock()  # one fsync at a time; taken before _lock
         self._broken = ""
         self._acked = self._read_acked()
@@ -195,20 +196,28 @@ class Spool:
     def ack(self, offset: int, records: int | None = None) -> None:
         """Delivery confirmed up to offset: persist it and delete spent segments.
         records, when the caller knows it, is how many records that confirms (the
-        forwarder does); otherwise they are read back and counted."""
-        with self._lock:
+        forwarder does); otherwise they are read back and counted.
+
+        The files are written and deleted outside the lock that ``write`` takes: Route
+        appends on the event loop, and must not wait for a rename or an unlink that a
+        busy filesystem journal can hold up for milliseconds."""
+        with self._ack_lock:
             if offset <= self._acked:
                 return
             if records is None:
                 delivered = takewhile(lambda record: record[0] <= offset, self.read(self._acked))
                 records = sum(1 for _ in delivered)
-            self._records -= records
             # Not fsynced: an ack lost with the machine only means a resend, which
             # sinks dedupe; syncing it would cost two fsyncs per delivered batch.
             _replace(self.directory / ACKED, str(offset).encode())
-            self._acked = offset
-            while len(self._bases) > 1 and self._bases[1] <= offset:
-                self._path(self._bases.pop(0)).unlink()
+            with self._lock:
+                self._records -= records
+                self._acked = offset
+                spent = []
+                while len(self._bases) > 1 and self._bases[1] <= offset:
+                    spent.append(self._bases.pop(0))
+            for base in spent:
+                self._path(base).unlink()
 
     @property
     def acked_offset(self) -> int:
