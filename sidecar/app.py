@@ -151,7 +151,7 @@ class Sidecar:
     async def _flush_audit(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_SECONDS)
-            self.audit.flush()
+            await asyncio.to_thread(self.audit.flush)
 
     def _on_snapshot(self, _snapshot: Snapshot) -> None:
         for service in HEALTH_SERVICES:

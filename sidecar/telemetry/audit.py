@@ -5,23 +5,24 @@ find its trace.
 Each record is one orjson call (the logits go out as float32 in their shortest
 round-tripping form), with no logging framework in between: it runs on every Route,
 and a structlog chain cost more than the rendering itself. Records go to their own
-file, not the operational log, whatever its level says. Writes go to an in-process
-buffer; the sidecar flushes it to the kernel every FLUSH_SECONDS and on shutdown,
-off the request path (DESIGN.md allows no blocking I/O in Route but the escalation
-append). A killed process can lose the audit records of its last FLUSH_SECONDS;
-it never loses an escalation."""
+file, not the operational log, whatever its level says. Records gather in memory;
+the sidecar hands them to the kernel every FLUSH_SECONDS, from a worker thread, and
+on shutdown, off the request path (DESIGN.md allows no blocking I/O in Route but
+the escalation append). A killed process can lose the audit records of its last
+FLUSH_SECONDS; it never loses an escalation."""
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
 import orjson
 
 FLUSH_SECONDS = 0.1
-_BUFFER_BYTES = 1 << 20
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
 
 
@@ -34,28 +35,42 @@ class AuditLog(Protocol):
 
 
 class JsonLinesAudit:
-    """Writes to path, or to stdout when path is ``-``."""
+    """Writes to path, or to stdout when path is ``-``.
+
+    ``write`` only renders the record and keeps it in memory; ``flush`` hands what
+    has gathered to the kernel in one write. The sidecar calls ``flush`` from a
+    worker thread, so the event loop never waits on the file (an append can wait
+    on the filesystem's journal for milliseconds). ``write`` and ``flush`` may run
+    in different threads."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._file: BinaryIO
         if path == "-":
-            self._file = sys.stdout.buffer
+            self._fd = sys.stdout.fileno()
         else:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._file = Path(path).open("ab", buffering=_BUFFER_BYTES)  # noqa: SIM115 (kept open)
-        self._write = self._file.write
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._pending: list[bytes] = []
+        self._lock = threading.Lock()  # the pending list, between write and flush
+        self._flushing = threading.Lock()  # one flush at a time, so lines stay in order
 
     def write(self, event: str, record: Mapping[str, Any]) -> None:
-        self._write(orjson.dumps({"event": event, **record}, option=_OPTIONS))
+        line = orjson.dumps({"event": event, **record}, option=_OPTIONS)
+        with self._lock:
+            self._pending.append(line)
 
     def flush(self) -> None:
-        self._file.flush()
+        with self._flushing:
+            with self._lock:
+                pending, self._pending = self._pending, []
+            view = memoryview(b"".join(pending))
+            while view:
+                view = view[os.write(self._fd, view) :]
 
     def close(self) -> None:
-        self._file.flush()
-        if self._file is not sys.stdout.buffer:
-            self._file.close()
+        self.flush()
+        if self.path != "-":
+            os.close(self._fd)
 
 
 class InMemoryAudit:
