@@ -13,12 +13,11 @@ FLUSH_SECONDS; it never loses an escalation."""
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import orjson
 
@@ -45,11 +44,12 @@ class JsonLinesAudit:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self._file: BinaryIO
         if path == "-":
-            self._fd = sys.stdout.fileno()
+            self._file = sys.stdout.buffer  # shared with the operational logs, in order
         else:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            self._file = Path(path).open("ab")  # noqa: SIM115 (kept open)
         self._pending: list[bytes] = []
         self._lock = threading.Lock()  # the pending list, between write and flush
         self._flushing = threading.Lock()  # one flush at a time, so lines stay in order
@@ -63,14 +63,13 @@ class JsonLinesAudit:
         with self._flushing:
             with self._lock:
                 pending, self._pending = self._pending, []
-            view = memoryview(b"".join(pending))
-            while view:
-                view = view[os.write(self._fd, view) :]
+            self._file.write(b"".join(pending))
+            self._file.flush()
 
     def close(self) -> None:
         self.flush()
-        if self.path != "-":
-            os.close(self._fd)
+        if self._file is not sys.stdout.buffer:
+            self._file.close()
 
 
 class InMemoryAudit:

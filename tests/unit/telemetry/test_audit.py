@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,3 +46,25 @@ def test_flush_makes_records_visible(tmp_path: Path) -> None:
     audit.flush()
     assert json.loads(path.read_text())["request_id"] == "r2"
     audit.close()
+
+
+def test_flushing_from_another_thread_loses_and_splits_nothing(tmp_path: Path) -> None:
+    """The sidecar writes on its event loop and flushes from a worker thread: every
+    record arrives once, whole, in the order written."""
+    path = tmp_path / "audit.jsonl"
+    audit = JsonLinesAudit(str(path))
+    done = threading.Event()
+
+    def flush_until_done() -> None:
+        while not done.is_set():
+            audit.flush()
+
+    flusher = threading.Thread(target=flush_until_done)
+    flusher.start()
+    for i in range(20_000):
+        audit.write("route.decision", {"request_id": f"r{i}"})
+    done.set()
+    flusher.join()
+    audit.close()
+    ids = [json.loads(line)["request_id"] for line in path.read_text().splitlines()]
+    assert ids == [f"r{i}" for i in range(20_000)]
