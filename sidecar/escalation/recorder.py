@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
+import threading
 from typing import Protocol
 
 import orjson
@@ -50,21 +52,24 @@ class MemoryRecorder:
 
 class SpoolRecorder:
     """Escalations into the local spool. With fsync on, ``durable`` waits for an
-    fsync that covers the ticket: one runs at a time, in a worker thread, and covers
-    every record written before it started, so concurrent Route calls share it
-    (group commit).
+    fsync that covers the ticket: one runs at a time, in the recorder's own thread,
+    and covers every record written before it started, so concurrent Route calls
+    share it (group commit).
 
-    Each waiter has its own future, resolved by the one callback the worker thread
+    Each waiter has its own future, resolved by the one callback the thread
     schedules when its fsync returns: one pass of the event loop from the disk to
-    the waiting Route, where awaiting the executor's future through a shield took
-    four, each behind whatever else the loop had ready. A cancelled waiter (its
-    caller went away) is skipped; it never cancels the fsync others wait for."""
+    the waiting Route (an executor's future costs a second one, and more through a
+    shield). A cancelled waiter (its caller went away) is skipped; it never cancels
+    the fsync others wait for."""
 
     def __init__(self, spool: Spool) -> None:
         self.spool = spool
         self.written = asyncio.Event()  # wakes the forwarder
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._syncing = False
+        # The loop asks the thread for an fsync by putting itself here (None: stop).
+        self._requests: queue.SimpleQueue[asyncio.AbstractEventLoop | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
 
     def record(self, escalation: Escalation) -> int:
         try:
@@ -92,21 +97,29 @@ class SpoolRecorder:
         self.written.set()
 
     def close(self) -> None:
+        if self._thread is not None:
+            self._requests.put(None)
+            self._thread.join()
         self.spool.close()
 
     def _start_sync(self, loop: asyncio.AbstractEventLoop) -> None:
         self._syncing = True
-        loop.run_in_executor(None, self._sync, loop)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._sync, name="hitl-spool-sync", daemon=True)
+            self._thread.start()
+        self._requests.put(loop)
 
-    def _sync(self, loop: asyncio.AbstractEventLoop) -> None:
-        """In a worker thread: one fsync, then its outcome back to the loop."""
-        failure: Exception | None = None
-        try:
-            self.spool.sync()
-        except Exception as exc:  # every waiter it should have covered learns of it
-            failure = exc
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
-            loop.call_soon_threadsafe(self._synced, loop, failure)
+    def _sync(self) -> None:
+        """The recorder's thread: for each request, one fsync, then its outcome back
+        to the loop that asked."""
+        while (loop := self._requests.get()) is not None:
+            failure: Exception | None = None
+            try:
+                self.spool.sync()
+            except Exception as exc:  # every waiter it should have covered learns of it
+                failure = exc
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+                loop.call_soon_threadsafe(self._synced, loop, failure)
 
     def _synced(self, loop: asyncio.AbstractEventLoop, failure: Exception | None) -> None:
         """On the loop: release the waiters the fsync covered (or fail them), and

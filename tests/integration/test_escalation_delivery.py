@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from sidecar.client import RouterClient
-from sidecar.escalation.spool import Spool
+from sidecar.escalation.spool import Spool, read_unacked
 from tests.escalations import escalation
 from tests.integration.conftest import (
     ReviewProcess,
@@ -164,8 +164,11 @@ def test_torn_tail_is_cut_on_restart_and_the_rest_delivered(
     ids = route_escalations(running, "torn", 20)
     running.process.send_signal(signal.SIGKILL)
     running.process.wait()
-    segment = max((tmp_path / "state" / "spool").glob("*.seg"))
-    with segment.open("ab") as tail:
+    spool = tmp_path / "state" / "spool"
+    segment = max(spool.glob("*.seg"))
+    *_, (end, _) = read_unacked(spool)
+    with segment.open("r+b") as tail:  # after the last record, over the zeros laid ahead
+        tail.seek(end - int(segment.stem))
         tail.write(b'\x40\x00\x00\x00\x12\x34\x56\x78{"escalation_id": "torn')
     running = start_sidecar(
         tmp_path, policy_file, "--sink", nats_server.url, "--deployment", "torn-test"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.escalation.spool import HEADER, Spool, SpoolBusy, SpoolFull
+from sidecar.escalation.spool import HEADER, PAD_BYTES, Spool, SpoolBusy, SpoolFull
 
 
 def payloads(n: int, size: int = 40) -> list[bytes]:
@@ -171,8 +171,8 @@ def test_sigkill_mid_append_loses_no_acknowledged_record(tmp_path: Path) -> None
 
 
 def test_zero_filled_tail_reads_as_no_record(tmp_path: Path) -> None:
-    """Zeros after the last record (what a crash can leave in a preallocated block)
-    are cut on open, not read as empty records."""
+    """Zeros after the last record (the padding a killed process leaves) are cut on
+    open, not read as empty records, and not counted as a torn record."""
     spool = Spool(tmp_path, fsync=False)
     spool.append(b"only")
     spool.close()
@@ -180,7 +180,32 @@ def test_zero_filled_tail_reads_as_no_record(tmp_path: Path) -> None:
     segment.write_bytes(segment.read_bytes() + bytes(4096))
     reopened = Spool(tmp_path, fsync=False)
     assert [p for _, p in reopened.read(0)] == [b"only"]
-    assert reopened.truncated_bytes == 4096
+    assert reopened.truncated_bytes == 0
+    assert segment.stat().st_size == HEADER.size + len(b"only")
+
+
+def test_records_are_written_over_zeros_laid_ahead(tmp_path: Path) -> None:
+    """The open segment is kept longer than its records with zeros (so an fdatasync
+    need not commit a new file size), within the segment; a crash that leaves them
+    loses nothing, a close trims them, and a roll trims the closed segment."""
+    spool = Spool(tmp_path, segment_bytes=PAD_BYTES * 4, budget_bytes=PAD_BYTES * 64, fsync=False)
+    end = spool.append(b"first")
+    segment = next(tmp_path.glob("*.seg"))
+    assert segment.stat().st_size == end + PAD_BYTES
+    last = [spool.append(p) for p in payloads(6000, size=200)][-1]
+    assert len(list(tmp_path.glob("*.seg"))) > 1
+    boundaries = {end for end, _ in spool.read(0)}
+    for closed in sorted(tmp_path.glob("*.seg"))[:-1]:
+        assert int(closed.stem) + closed.stat().st_size in boundaries
+    newest = max(tmp_path.glob("*.seg"))
+    assert int(newest.stem) + newest.stat().st_size > last  # zeros ahead
+    os.close(spool._owner)  # let go of the directory as a killed process would
+    reopened = Spool(tmp_path, segment_bytes=PAD_BYTES * 4, budget_bytes=PAD_BYTES * 64)
+    assert reopened.truncated_bytes == 0
+    assert reopened.stats().end_offset == last
+    assert reopened.stats().records == 6001
+    reopened.close()
+    assert int(newest.stem) + newest.stat().st_size == last
 
 
 def test_a_second_owner_is_refused(tmp_path: Path) -> None:
