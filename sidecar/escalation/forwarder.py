@@ -30,12 +30,10 @@ from sidecar.errors import SinkUnavailable
 from sidecar.escalation.deadletter import DeadLetters
 from sidecar.escalation.record import Escalation
 from sidecar.escalation.retry import Circuit, CircuitBreaker, backoff_delay
-from sidecar.escalation.sinks import Rejection, Sink
+from sidecar.escalation.sinks import YIELD_EVERY, Rejection, Sink
 from sidecar.escalation.spool import Spool
 
 log = structlog.get_logger("hitl.forwarder")
-
-READ_CHUNK = 16  # records decoded between two yields to the event loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +139,7 @@ class Forwarder:
         """The next batch, read and decoded on the event loop a few records at a time.
         Not in a worker thread: decoding is Python, and a thread running Python holds
         the interpreter lock for up to its switch interval (5 ms) against the loop's
-        Route calls; here a Route waits at most for READ_CHUNK records. The reads
+        Route calls; here a Route waits at most for YIELD_EVERY records. The reads
         themselves are of recently written, cached pages."""
         escalations: list[Escalation] = []
         undecodable: list[bytes] = []
@@ -155,7 +153,7 @@ class Forwarder:
                 escalations.append(Escalation.from_dict(orjson.loads(payload)))
             except (orjson.JSONDecodeError, TypeError, KeyError):
                 undecodable.append(payload)
-            if count % READ_CHUNK == 0:
+            if count % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
         if not end:
             return None

@@ -4,6 +4,7 @@ items the queue answers REJECTED are refused for good."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import grpc
@@ -13,7 +14,7 @@ from sidecar._proto.hitl.v1 import review_pb2_grpc as rpb_grpc
 from sidecar.errors import SinkUnavailable
 from sidecar.escalation.messages import to_message
 from sidecar.escalation.record import Escalation
-from sidecar.escalation.sinks import Rejection
+from sidecar.escalation.sinks import YIELD_EVERY, Rejection
 
 
 class ReviewQueueSink:
@@ -26,7 +27,13 @@ class ReviewQueueSink:
         self._stub = rpb_grpc.ReviewQueueStub(self._channel)
 
     async def deliver(self, batch: Sequence[Escalation]) -> list[Rejection]:
-        request = rpb.SubmitRequest(escalations=[to_message(e) for e in batch])
+        # Built a few at a time, like the forwarder decodes: the event loop is Route's.
+        messages = []
+        for count, escalation in enumerate(batch, 1):
+            messages.append(to_message(escalation))
+            if count % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+        request = rpb.SubmitRequest(escalations=messages)
         try:
             response = await self._stub.Submit(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
