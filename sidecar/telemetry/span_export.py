@@ -10,8 +10,10 @@ configured by the same OTEL_* variables. The request path never encodes or sends
 
 The child runs at a lower CPU priority (nice EXPORTER_NICENESS): its bursts of
 encoding, a few times a second, then wait for a core instead of taking it from the
-event loop that answers Route (on 2 cores under the Route benchmark's load, p99
-6.4-7.1 ms against 7.2-7.4 ms, with the benchmark's stand-in receivers lowered alike).
+event loop that answers Route. On 2 cores under the Route benchmark's load, with the
+child at nice 19 and the benchmark's stand-in receivers lowered alike, Route's p99
+was 6.4-7.1 ms against 7.2-7.4 ms. 10 rather than 19 keeps it a share of a
+saturated core (about a tenth), so spans are not all dropped when Route is busiest.
 
 Bounded like BatchSpanProcessor: when the child falls behind, new spans are dropped
 and counted, never queued without limit, and a dead child never blocks a request."""
