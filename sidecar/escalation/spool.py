@@ -93,7 +93,8 @@ class Spool:
         self._acked = self._read_acked()
         self._bases = self._segment_bases()
         self.truncated_bytes = self._recover_tail()
-        self._padded = self._path(self._bases[-1]).stat().st_size  # the segment's file size
+        # How far the segment is written: its records, then the zeros laid ahead.
+        self._padded = self._path(self._bases[-1]).stat().st_size
         self._end = self._bases[-1] + self._padded
         self._records = sum(1 for _ in self.read(self._acked))
         self._synced = self._end
@@ -139,6 +140,8 @@ class Spool:
             self._pad(position, position + len(frame) + PAD_BYTES)
         try:
             _pwrite(self._fd, frame, position)
+            # Zeros are only ever laid from here on: never over a record.
+            self._padded = max(self._padded, position + len(frame))
         except OSError as exc:
             # Cut the partial record so the next append starts on a record boundary;
             # if even that fails, refuse every later write rather than append after

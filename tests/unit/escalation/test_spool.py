@@ -208,6 +208,47 @@ def test_records_are_written_over_zeros_laid_ahead(tmp_path: Path) -> None:
     assert int(newest.stem) + newest.stat().st_size == last
 
 
+FILE_LIMITED = """
+import resource, signal, sys
+from pathlib import Path
+from sidecar.errors import EscalationRefused
+from sidecar.escalation.spool import Spool
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), resource.RLIM_INFINITY))
+spool = Spool(Path(sys.argv[1]), segment_bytes=1 << 20, fsync=False)
+for i in range(10_000):
+    try:
+        spool.append(b"record-%08d" % i)
+    except EscalationRefused as exc:
+        print("refused", i, exc)
+        break
+    print("accepted", i)
+spool.close()
+"""
+
+
+def test_no_room_for_the_zeros_still_takes_what_fits_then_refuses(tmp_path: Path) -> None:
+    """A file that cannot grow by the zeros laid ahead (here a file-size limit, as a
+    nearly full disk would) still takes each record that fits, then refuses the
+    first that does not; every accepted record reads back, none after the refusal."""
+    limit = PAD_BYTES // 4
+    done = subprocess.run(
+        [sys.executable, "-c", FILE_LIMITED, str(tmp_path), str(limit)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = done.stdout.splitlines()
+    accepted = [int(line.split()[1]) for line in lines if line.startswith("accepted")]
+    assert lines[-1].startswith(f"refused {len(accepted)} ")
+    assert "spool write failed" in lines[-1]
+    record = HEADER.size + len(b"record-00000000")
+    assert len(accepted) == limit // record  # every record that fits below the limit
+    reopened = Spool(tmp_path, segment_bytes=1 << 20, fsync=False)
+    assert [p for _, p in reopened.read(0)] == [b"record-%08d" % i for i in accepted]
+    assert reopened.truncated_bytes == 0
+
+
 def test_a_second_owner_is_refused(tmp_path: Path) -> None:
     """Two processes appending to one spool would interleave records: the second
     opener gets SpoolBusy until the first closes."""
