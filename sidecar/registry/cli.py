@@ -31,6 +31,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sidecar.config import (
+    ENV_REGISTRY,
+    ENV_REGISTRY_CA,
+    ENV_REGISTRY_CERT,
+    ENV_REGISTRY_KEY,
+    ENV_REGISTRY_TOKEN_FILE,
+)
 from sidecar.registry.config import DEFAULT_REGISTRY_DB, DEFAULT_REGISTRY_LISTEN
 
 if TYPE_CHECKING:
@@ -39,11 +46,7 @@ if TYPE_CHECKING:
     from sidecar.registry.client import RegistryClient
 
 Run = Callable[[argparse.Namespace], int]
-ENV_REGISTRY = "HITL_REGISTRY"
-# Names of variables that hold or point at a token, not tokens.
-ENV_TOKEN = "HITL_REGISTRY_TOKEN"  # noqa: S105
-ENV_TOKEN_FILE = "HITL_REGISTRY_TOKEN_FILE"  # noqa: S105
-ENV_CA, ENV_CERT, ENV_KEY = "HITL_REGISTRY_CA", "HITL_REGISTRY_CERT", "HITL_REGISTRY_KEY"
+ENV_TOKEN = "HITL_REGISTRY_TOKEN"  # noqa: S105 (a variable's name, no secret)
 ROLES = ("viewer", "sidecar", "operator", "approver")
 STATES = ("pending", "applied", "rejected", "superseded")
 
@@ -176,12 +179,15 @@ def _client(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--token-file",
         type=Path,
-        default=os.environ.get(ENV_TOKEN_FILE) or None,
-        help=f"file holding your bearer token (env {ENV_TOKEN_FILE}, or the token in {ENV_TOKEN})",
+        default=os.environ.get(ENV_REGISTRY_TOKEN_FILE) or None,
+        help=f"file holding your bearer token (env {ENV_REGISTRY_TOKEN_FILE},"
+        f" or the token in {ENV_TOKEN})",
     )
-    parser.add_argument("--ca", type=Path, default=os.environ.get(ENV_CA) or None, help="TLS CA")
-    parser.add_argument("--cert", type=Path, default=os.environ.get(ENV_CERT) or None)
-    parser.add_argument("--key", type=Path, default=os.environ.get(ENV_KEY) or None)
+    parser.add_argument(
+        "--ca", type=Path, default=os.environ.get(ENV_REGISTRY_CA) or None, help="TLS CA"
+    )
+    parser.add_argument("--cert", type=Path, default=os.environ.get(ENV_REGISTRY_CERT) or None)
+    parser.add_argument("--key", type=Path, default=os.environ.get(ENV_REGISTRY_KEY) or None)
     return parser
 
 

@@ -20,8 +20,9 @@ class PostgresStore(SqlStore):
 
     def __init__(self, dsn: str, *, schema: str = "") -> None:
         self._db = PostgresDatabase(dsn, schema=schema)
-        self.where = self._db.where
-        super().__init__(statements(POSTGRES), where=self.where, duplicate=errors.UniqueViolation)
+        super().__init__(
+            statements(POSTGRES), where=self._db.where, duplicate=errors.UniqueViolation
+        )
 
     def _transaction(self) -> AbstractContextManager[Transaction]:
         return self._db.transaction()

@@ -35,6 +35,7 @@ from sidecar.registry.model import (
 from sidecar.registry.store import Settlement
 from sidecar.registry.stores import migrations
 from sidecar.registry.stores.migrations import Migration
+from sidecar.storage import postgres, sqlite
 from sidecar.storage.sql import Transaction, render_parameters
 
 
@@ -51,7 +52,7 @@ class Dialect:
 
 SQLITE = Dialect(
     "sqlite",
-    ":{name}",
+    sqlite.PARAMETER,
     "",  # BEGIN IMMEDIATE already holds the database's write lock
     "",
     "INTEGER PRIMARY KEY",
@@ -60,7 +61,7 @@ SQLITE = Dialect(
 )
 POSTGRES = Dialect(
     "postgresql",
-    "%({name})s",
+    postgres.PARAMETER,
     "FOR UPDATE",
     "SELECT pg_advisory_xact_lock(7433)",  # any fixed key; the review store's is 7432
     "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
@@ -164,7 +165,6 @@ AUDIT_TRAIL = "SELECT {audit_columns} FROM registry_audit ORDER BY id DESC LIMIT
 class Statements:
     """Every statement, rendered for one dialect."""
 
-    dialect: str
     migration_lock: str  # empty: the dialect needs none
     create_migrations: str
     applied_migrations: str
@@ -213,7 +213,6 @@ def statements(dialect: Dialect) -> Statements:
         return render_parameters(text, dialect.parameter)
 
     return Statements(
-        dialect=dialect.name,
         migration_lock=dialect.migration_lock,
         create_migrations=render(CREATE_MIGRATIONS),
         applied_migrations=render(APPLIED_MIGRATIONS),

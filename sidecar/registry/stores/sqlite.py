@@ -16,7 +16,6 @@ from sidecar.storage.sqlite import SqliteDatabase
 
 class SqliteStore(SqlStore):
     def __init__(self, path: Path) -> None:
-        self.path = path
         self._db = SqliteDatabase(path)
         super().__init__(
             statements(SQLITE), where=f"SQLite {path}", duplicate=sqlite3.IntegrityError

@@ -18,7 +18,6 @@ class PostgresStore(SqlStore):
 
     def __init__(self, dsn: str, *, schema: str = "") -> None:
         self._db = PostgresDatabase(dsn, schema=schema)
-        self.where = self._db.where
         super().__init__(statements(POSTGRES))
 
     def _transaction(self) -> AbstractContextManager[Transaction]:

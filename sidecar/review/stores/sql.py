@@ -23,6 +23,7 @@ from sidecar.errors import ItemNotFound
 from sidecar.escalation.record import Escalation
 from sidecar.review.item import TIERS, ItemState, Resolution, ReviewItem, Verdict
 from sidecar.review.sla import Sla
+from sidecar.storage import postgres, sqlite
 from sidecar.storage.sql import Transaction, render_parameters
 
 
@@ -35,10 +36,10 @@ class Dialect:
     schema_lock: str  # run before the schema, so replicas starting together do not race
 
 
-SQLITE = Dialect("sqlite", ":{name}", "", "", "")
+SQLITE = Dialect("sqlite", sqlite.PARAMETER, "", "", "")
 POSTGRES = Dialect(
     "postgresql",
-    "%({name})s",
+    postgres.PARAMETER,
     "FOR UPDATE SKIP LOCKED",
     "FOR UPDATE",
     "SELECT pg_advisory_xact_lock(7432)",
