@@ -170,14 +170,18 @@ class Spool:
 
     def _roll(self) -> None:
         # The closed segment loses its zeros and is synced here, so a later fsync of
-        # the new one covers everything.
-        os.ftruncate(self._fd, self._end - self._bases[-1])
-        os.fsync(self._fd)
+        # the new one covers everything. The new one is opened first: a failure
+        # leaves the spool writing where it was.
+        try:
+            fd = os.open(self._path(self._end), os.O_RDWR | os.O_CREAT, 0o640)
+            os.ftruncate(self._fd, self._end - self._bases[-1])
+            os.fsync(self._fd)
+            _fsync_directory(self.directory)
+        except OSError as exc:
+            raise EscalationRefused(f"spool could not start a segment: {exc.strerror}") from exc
         os.close(self._fd)
         self._bases.append(self._end)
-        self._fd = os.open(self._path(self._end), os.O_RDWR | os.O_CREAT, 0o640)
-        self._padded = 0
-        _fsync_directory(self.directory)
+        self._fd, self._padded = fd, 0
 
     def sync(self) -> int:
         """Make every record written so far durable; return the offset that covers.
@@ -189,13 +193,23 @@ class Spool:
             if self._synced >= wanted:
                 return self._synced
             with self._lock:
-                # A duplicate stays valid if a roll closes the segment meanwhile.
-                target, fd = self._end, os.dup(self._fd)
+                if self._broken:
+                    raise EscalationRefused(f"spool unusable until restarted: {self._broken}")
+                target = self._end
+                try:  # a duplicate stays valid if a roll closes the segment meanwhile
+                    fd = os.dup(self._fd)
+                except OSError as exc:
+                    raise EscalationRefused(f"spool fsync failed: {exc.strerror}") from exc
             try:
                 # fdatasync: the records and the file size that reaches them, without
                 # the timestamps fsync would also write.
                 os.fdatasync(fd)
             except OSError as exc:
+                # After a failed fsync the kernel may have dropped the pages it could
+                # not write, so a later fsync that succeeds proves nothing about them:
+                # refuse from here on rather than report them durable to a retry.
+                with self._lock:
+                    self._broken = f"an fsync failed ({exc.strerror})"
                 raise EscalationRefused(f"spool fsync failed: {exc.strerror}") from exc
             finally:
                 os.close(fd)

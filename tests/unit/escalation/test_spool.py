@@ -3,6 +3,7 @@ disk budget, group commit under concurrency, and a process killed mid-append."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from sidecar.errors import EscalationRefused
 from sidecar.escalation.spool import HEADER, PAD_BYTES, Spool, SpoolBusy, SpoolFull
 
 
@@ -247,6 +249,32 @@ def test_no_room_for_the_zeros_still_takes_what_fits_then_refuses(tmp_path: Path
     reopened = Spool(tmp_path, segment_bytes=1 << 20, fsync=False)
     assert [p for _, p in reopened.read(0)] == [b"record-%08d" % i for i in accepted]
     assert reopened.truncated_bytes == 0
+
+
+def test_a_failed_fsync_refuses_everything_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a failed fsync the kernel may have dropped the pages it could not write,
+    so no later fsync may report them durable (a retried Route would act on them):
+    the spool refuses every sync and write until it is reopened. (fdatasync is made
+    to fail; this machine cannot produce a disk error on demand.)"""
+    spool = Spool(tmp_path)
+    ticket = spool.write(b"first")
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    with pytest.raises(EscalationRefused, match="fsync failed: Input/output error"):
+        spool.sync()
+    monkeypatch.undo()
+    with pytest.raises(EscalationRefused, match="unusable until restarted: an fsync failed"):
+        spool.sync()
+    with pytest.raises(EscalationRefused, match="unusable until restarted"):
+        spool.write(b"second")
+    assert spool.synced_offset < ticket
+    spool.close()
+    assert [p for _, p in Spool(tmp_path).read(0)] == [b"first"]
 
 
 def test_a_second_owner_is_refused(tmp_path: Path) -> None:
