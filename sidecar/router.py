@@ -56,18 +56,16 @@ class OutcomeMatch:
 
 
 @dataclass(frozen=True, slots=True)
-class _Remembered:
-    fingerprint: tuple[str, bytes]
-    routed: Routed
-
-
-@dataclass(frozen=True, slots=True)
 class TraceIds:
     trace_id: str = ""
     span_id: str = ""
 
 
 ItemResult = Routed | RequestError | EscalationRefused
+
+# What the replay window keeps of a request: (fingerprint, escalation_id, ticket,
+# decision row), plain values only, so the collector does not walk the window.
+_Remembered = tuple[tuple[str, bytes], str, int, tuple[Any, ...]]
 
 
 class Router:
@@ -138,11 +136,10 @@ class Router:
         if outcome.true_class is not None and outcome.true_class < 0:
             raise InvalidRequest("true_class", "must be >= 0")
         remembered = self._replay.get(outcome.request_id, self._clock.now())
-        routed = remembered.routed if remembered else None
-        if routed is None or remembered is None or remembered.fingerprint[0] != outcome.model:
+        if remembered is None or remembered[0][0] != outcome.model:
             self._audit.write("route.outcome", {**_outcome_fields(outcome), "matched": False})
             return OutcomeMatch(matched=False, correct=False)
-        decision = routed.decision
+        decision = Decision.from_row(remembered[3])
         if outcome.true_class is not None:
             correct = outcome.true_class == decision.predicted_class
         else:
@@ -178,12 +175,13 @@ class Router:
         remembered = self._replay.get(request.request_id, self._clock.now())
         if remembered is None:
             return None
-        if remembered.fingerprint != request.fingerprint():
+        fingerprint, esc_id, ticket, decision = remembered
+        if fingerprint != request.fingerprint():
             raise RequestConflict(
                 "request_id",
                 f"{request.request_id!r} was routed recently with a different model or logits",
             )
-        return remembered.routed
+        return Routed(request.request_id, Decision.from_row(decision), esc_id, ticket)
 
     def _calibrate(
         self, snapshot: Snapshot, requests: Sequence[RouteInput]
@@ -232,7 +230,9 @@ class Router:
             ticket = self._escalate(request, decision, esc_id, trace, now)
         routed = Routed(request.request_id, decision, esc_id, ticket)
         self._audit.write("route.decision", _audit_fields(request, routed, trace, now))
-        self._replay.put(request.request_id, _Remembered(request.fingerprint(), routed), now)
+        self._replay.put(
+            request.request_id, (request.fingerprint(), esc_id, ticket, decision.row()), now
+        )
         if self._metrics is not None:
             domains = policy.models[request.model].thresholds.domains if policy else {}
             domain = request.domain if request.domain in domains else "default"

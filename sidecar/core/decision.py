@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum, IntEnum
+from typing import Any
 
 from sidecar.core.policy import ModelPolicy, Policy
 from sidecar.core.request import RouteInput, Signals
@@ -52,6 +53,30 @@ class Decision:
     arm: str = ""
     policy_revision: int = 0
     calibration_version: str = ""
+
+    def row(self) -> tuple[Any, ...]:
+        """The fields as plain values, in order, for long-lived storage that the
+        garbage collector should not walk (the replay window); see ``from_row``."""
+        return (
+            int(self.tier),
+            int(self.reason),
+            self.predicted_class,
+            self.predicted_label,
+            self.confidence,
+            self.margin,
+            self.entropy,
+            self.rule_id,
+            self.t_high,
+            self.t_low,
+            self.arm,
+            self.policy_revision,
+            self.calibration_version,
+        )
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> Decision:
+        tier, reason, *rest = row
+        return cls(Tier(tier), Reason(reason), *rest)
 
     @property
     def degraded(self) -> bool:
