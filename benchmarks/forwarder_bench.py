@@ -28,7 +28,7 @@ import orjson
 
 from benchmarks.route_bench import Proc, _wait_serving, prepare, start
 from sidecar.escalation.record import Escalation
-from sidecar.escalation.spool import Spool
+from sidecar.escalation.spool import Spool, acked_offset
 
 LIMIT_PER_SECOND = 900.0
 NATS_URL = os.environ.get("HITL_BENCH_NATS", "nats://127.0.0.1:4222")
@@ -68,13 +68,6 @@ def fill_spool(directory: Path, count: int) -> int:
     return end
 
 
-def acked(directory: Path) -> int:
-    try:
-        return int((directory / "acked").read_text() or 0)
-    except FileNotFoundError:
-        return 0
-
-
 def measure(workdir: Path, sink: str, count: int) -> dict[str, Any]:
     state = workdir / f"state-{sink}"
     end = fill_spool(state / "spool", count)
@@ -99,7 +92,7 @@ def measure(workdir: Path, sink: str, count: int) -> dict[str, Any]:
     try:
         _wait_serving(sidecar.address)
         started = time.monotonic()
-        while acked(state / "spool") < end:
+        while acked_offset(state / "spool") < end:
             if time.monotonic() - started > 300:
                 raise SystemExit(f"{sink}: the spool did not drain within 300 s")
             time.sleep(0.02)

@@ -12,6 +12,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 
 from sidecar.config import split_host_port
 from sidecar.errors import ConfigError
+from sidecar.files import replace_file
 
 
 def bind(
@@ -55,6 +56,4 @@ def prometheus_reader(address: str, var: str) -> MetricReader:
 
 def write_port_file(path: Path, address: str) -> None:
     """Write the bound address atomically: a reader sees all of it or no file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(address)
-    tmp.replace(path)
+    replace_file(path, address.encode())

@@ -44,6 +44,7 @@ from itertools import takewhile
 from pathlib import Path
 
 from sidecar.errors import EscalationRefused, HitlError
+from sidecar.files import fsync_directory, replace_file
 
 HEADER = struct.Struct("<II")
 MAX_RECORD = 16 * 1024 * 1024
@@ -90,7 +91,7 @@ class Spool:
         self._ack_lock = threading.Lock()  # one ack at a time; taken before _lock
         self._sync_lock = threading.Lock()  # one fsync at a time; taken before _lock
         self._broken = ""
-        self._acked = self._read_acked()
+        self._acked = acked_offset(self.directory)
         self._bases = self._segment_bases()
         self.truncated_bytes = self._recover_tail()
         # How far the segment is written: its records, then the zeros laid ahead.
@@ -176,7 +177,7 @@ class Spool:
             fd = os.open(self._path(self._end), os.O_RDWR | os.O_CREAT, 0o640)
             os.ftruncate(self._fd, self._end - self._bases[-1])
             os.fsync(self._fd)
-            _fsync_directory(self.directory)
+            fsync_directory(self.directory)
         except OSError as exc:
             raise EscalationRefused(f"spool could not start a segment: {exc.strerror}") from exc
         os.close(self._fd)
@@ -255,7 +256,7 @@ class Spool:
                 records = sum(1 for _ in delivered)
             # Not fsynced: an ack lost with the machine only means a resend, which
             # sinks dedupe; syncing it would cost two fsyncs per delivered batch.
-            _replace(self.directory / ACKED, str(offset).encode())
+            replace_file(self.directory / ACKED, str(offset).encode())
             with self._lock:
                 self._records -= records
                 self._acked = offset
@@ -294,12 +295,9 @@ class Spool:
         if not bases:
             first = self._acked
             self._path(first).touch(0o640)
-            _fsync_directory(self.directory)
+            fsync_directory(self.directory)
             bases = [first]
         return bases
-
-    def _read_acked(self) -> int:
-        return _acked(self.directory)
 
     def _recover_tail(self) -> int:
         """Cut the last segment after its last whole record; return how many bytes of
@@ -326,7 +324,7 @@ class Spool:
 def read_unacked(directory: Path) -> Iterator[tuple[int, bytes]]:
     """The unacknowledged records of a spool directory, read without taking it (for
     inspection while its owner runs: only whole, valid records are returned)."""
-    acked = _acked(directory)
+    acked = acked_offset(directory)
     bases = sorted(int(p.stem) for p in directory.glob(f"*{SEGMENT_SUFFIX}"))
     for i, base in enumerate(bases):
         if i + 1 < len(bases) and bases[i + 1] <= acked:
@@ -369,24 +367,11 @@ def _lock_directory(directory: Path) -> int:
     return fd
 
 
-def _acked(directory: Path) -> int:
-    """The acknowledged offset; 0 (deliver everything again) when the file is missing
+def acked_offset(directory: Path) -> int:
+    """The acknowledged offset of the spool in directory, read from its file (another
+    process may hold the spool); 0 (deliver everything again) when the file is missing
     or was left empty or garbled by a crash."""
     try:
         return int((directory / ACKED).read_text())
     except (FileNotFoundError, ValueError):
         return 0
-
-
-def _replace(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

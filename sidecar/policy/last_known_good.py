@@ -35,6 +35,7 @@ from google.protobuf.message import DecodeError
 from sidecar._proto.hitl.v1 import registry_pb2 as rpb
 from sidecar.core.policy import Policy
 from sidecar.errors import CalibratorError, PolicyError, SignatureError
+from sidecar.files import fsync_directory
 from sidecar.policy.signed import open_signed
 from sidecar.policy.signing import Verifier
 
@@ -151,7 +152,7 @@ class LastKnownGood:
                 entry.unlink(missing_ok=True)
                 removed.append(sha256)
         if removed:
-            _fsync_directory(self.artefacts)
+            fsync_directory(self.artefacts)
         return removed
 
     def _artefact_problem(self, sha256: str) -> str | None:
@@ -171,7 +172,7 @@ class LastKnownGood:
         for directory in (self.directory, self.artefacts):
             if not directory.is_dir():
                 directory.mkdir(parents=True, exist_ok=True)
-                _fsync_directory(directory.parent)
+                fsync_directory(directory.parent)
 
     def _remove_temporaries(self) -> None:
         """Temporary files a crash left mid-write (this process owns the directory)."""
@@ -201,13 +202,5 @@ def _write_atomic(path: Path, chunks: Iterable[bytes], expect_sha256: str = "") 
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
     return digest.hexdigest()
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
