@@ -138,7 +138,7 @@ class SidecarConfig:
         check_log_level(level)
         metrics_addr = text("metrics_addr", ENV_METRICS_ADDR, "")
         if metrics_addr:
-            split_host_port(metrics_addr, ENV_METRICS_ADDR)
+            check_address(metrics_addr, ENV_METRICS_ADDR)
         health_listen = text("health_listen", ENV_HEALTH_LISTEN, "")
         if health_listen:
             _check_health_listen(health_listen, listen, metrics_addr)
@@ -284,9 +284,7 @@ def check_log_level(level: str) -> None:
 
 def check_address(address: str, var: str) -> None:
     """HOST:PORT with a port up to 65535."""
-    _, port = split_host_port(address, var)
-    if port > 65535:
-        raise ConfigError(f"{var} must be HOST:PORT, got {address!r}")
+    split_host_port(address, var)
 
 
 def _check_listen(listen: str) -> None:
@@ -303,8 +301,6 @@ def _check_health_listen(health: str, listen: str, metrics_addr: str) -> None:
     """HOST:PORT on a port of its own: gRPC binds with SO_REUSEPORT, so a port shared
     with the Router would not fail to bind, it would split the Router's connections."""
     _, port = split_host_port(health, ENV_HEALTH_LISTEN)
-    if port > 65535:
-        raise ConfigError(f"{ENV_HEALTH_LISTEN} must be HOST:PORT, got {health!r}")
     if port == 0:
         return
     for var, other in ((ENV_LISTEN, listen), (ENV_METRICS_ADDR, metrics_addr)):
@@ -317,6 +313,6 @@ def _check_health_listen(health: str, listen: str, metrics_addr: str) -> None:
 
 def split_host_port(address: str, var: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise ConfigError(f"{var} must be HOST:PORT, got {address!r}")
     return host, int(port)

@@ -53,6 +53,7 @@ def test_overrides_beat_environment() -> None:
         ({ENV_POLICY: "p", ENV_REPLAY_TTL: "soon"}, ENV_REPLAY_TTL),
         ({ENV_POLICY: "p", "HITL_LOG_LEVEL": "loud"}, "HITL_LOG_LEVEL"),
         ({ENV_POLICY: "p", "HITL_METRICS_ADDR": "9464"}, "HITL_METRICS_ADDR"),
+        ({ENV_POLICY: "p", "HITL_METRICS_ADDR": "0.0.0.0:99999"}, "HITL_METRICS_ADDR"),
         ({ENV_POLICY: "p", ENV_HEALTH_LISTEN: "7434"}, ENV_HEALTH_LISTEN),
         ({ENV_POLICY: "p", ENV_HEALTH_LISTEN: "unix:/tmp/h.sock"}, ENV_HEALTH_LISTEN),
         ({ENV_POLICY: "p", ENV_HEALTH_LISTEN: "0.0.0.0:70000"}, ENV_HEALTH_LISTEN),
