@@ -13,11 +13,13 @@ Load is open loop at a constant rate from worker processes. The benchmark exits 
 when the sidecar's unary Route p99, the median over trials, is 5 ms or more.
 
 Default rate, 500 requests/s: on a 2-core machine the two load processes, the
-sidecar, its span-export child and the OTLP receiver share the cores. Measured
-here, the do-nothing floor alone costs about 340 us of server CPU per call, and the
-sidecar about 600 us; at 1000/s the machine is saturated during the sidecar phase
-and the p99 measures queueing for a core, not the sidecar (8 ms against the
-floor's 2.6 ms). 500/s leaves the cores headroom. The sweep shows the curve beyond.
+sidecar, its span-export child and the OTLP receiver share the cores. On the
+2-core machines measured so far the do-nothing floor costs 340 to 600 us of server
+CPU per call and the sidecar 600 to 1200 us; at 500/s the sidecar phase keeps the
+machine about half busy (sidecar 55 % of a core, each load process 15 %), while at
+1000/s the sidecar's p99 measures queueing for a core (21 to 97 ms against the
+floor's 2.6 to 3.6 ms). 500/s leaves the cores headroom. The sweep shows the curve
+beyond.
 
 ``--policy-swaps`` (``make bench`` runs it after the default run): the sidecar takes
 its policy from a registry process instead of a file, and during every trial phase
