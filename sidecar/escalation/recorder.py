@@ -64,7 +64,7 @@ class SpoolRecorder:
 
     def __init__(self, spool: Spool) -> None:
         self.spool = spool
-        self.written = asyncio.Event()  # wakes the forwarder
+        self.written = asyncio.Event()  # set when records become durable: wakes the forwarder
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._syncing = False
         # The loop asks the thread for an fsync by putting itself here (None: stop).
@@ -83,7 +83,8 @@ class SpoolRecorder:
                 error=str(exc),
             )
             raise type(exc)(f"escalation not recorded: {exc}") from exc
-        self.written.set()
+        if not self.spool.fsync:  # already as durable as the setting promises
+            self.written.set()
         return ticket
 
     async def durable(self, ticket: int) -> None:
@@ -94,7 +95,6 @@ class SpoolRecorder:
             if not self._syncing:
                 self._start_sync(loop)
             await waiter
-        self.written.set()
 
     def close(self) -> None:
         if self._thread is not None:
@@ -126,7 +126,9 @@ class SpoolRecorder:
         start the next fsync for records written while it ran."""
         self._syncing = False
         covered = self.spool.synced_offset
-        if failure is not None:
+        if failure is None:
+            self.written.set()
+        else:
             log.error(
                 "escalation.fsync_failed", spool=str(self.spool.directory), error=str(failure)
             )

@@ -84,6 +84,21 @@ def test_a_cancelled_waiter_does_not_cancel_the_fsync_others_wait_for(tmp_path: 
         await asyncio.gather(*waits[1:])
         assert waits[0].cancelled()
         assert spool.synced_offset >= max(tickets)
+        assert recorder.written.is_set()  # the forwarder learns of all three
+
+    asyncio.run(scenario())
+    recorder.close()
+
+
+def test_the_forwarder_is_woken_once_records_are_durable_not_before(tmp_path: Path) -> None:
+    spool = CountingSpool(tmp_path)
+    recorder = SpoolRecorder(spool)
+
+    async def scenario() -> None:
+        ticket = recorder.record(escalation("e1"))
+        assert not recorder.written.is_set()  # in the kernel's hands, not yet on disk
+        await recorder.durable(ticket)
+        assert recorder.written.is_set()
 
     asyncio.run(scenario())
     recorder.close()
