@@ -230,10 +230,7 @@ class Spool:
         """Records from offset on, each with the offset past it (what ``ack`` takes),
         at most limit of them, none ending past until."""
         count = 0
-        for i, base in enumerate(list(self._bases)):
-            following = self._bases[i + 1] if i + 1 < len(self._bases) else None
-            if following is not None and following <= offset:
-                continue
+        for base in _holding(list(self._bases), offset):
             for end, payload in _records(self._path(base), base, max(offset, base)):
                 if (until is not None and end > until) or (limit is not None and count >= limit):
                     return
@@ -326,11 +323,17 @@ def read_unacked(directory: Path) -> Iterator[tuple[int, bytes]]:
     inspection while its owner runs: only whole, valid records are returned)."""
     acked = acked_offset(directory)
     bases = sorted(int(p.stem) for p in directory.glob(f"*{SEGMENT_SUFFIX}"))
-    for i, base in enumerate(bases):
-        if i + 1 < len(bases) and bases[i + 1] <= acked:
-            continue
+    for base in _holding(bases, acked):
         with contextlib.suppress(FileNotFoundError):  # acked and deleted meanwhile
             yield from _records(directory / f"{base:020d}{SEGMENT_SUFFIX}", base, max(acked, base))
+
+
+def _holding(bases: list[int], offset: int) -> Iterator[int]:
+    """The segments (by base, in order) that hold records from offset on: all but
+    those the next segment starts at or below."""
+    for base, following in zip(bases, [*bases[1:], None], strict=True):
+        if following is None or following > offset:
+            yield base
 
 
 def _records(path: Path, base: int, start: int) -> Iterator[tuple[int, bytes]]:
