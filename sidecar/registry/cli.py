@@ -278,7 +278,7 @@ def run_keygen(args: argparse.Namespace) -> int:
 def _open(args: argparse.Namespace) -> Any:
     from sidecar.registry.config import ENV_REGISTRY_DB
     from sidecar.registry.store import open_store
-    from sidecar.review.config import check_db
+    from sidecar.storage.url import check_db
 
     return open_store(
         check_db(args.db or os.environ.get(ENV_REGISTRY_DB, DEFAULT_REGISTRY_DB), ENV_REGISTRY_DB)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sidecar.config import ENV_GRACE, ENV_LOG_LEVEL, check_address, check_log_level, positive
 from sidecar.errors import ConfigError
-from sidecar.review.config import check_db
+from sidecar.storage.url import check_db
 
 ENV_REGISTRY_LISTEN = "HITL_REGISTRY_LISTEN"
 ENV_REGISTRY_DB = "HITL_REGISTRY_DB"

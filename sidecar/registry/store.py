@@ -10,7 +10,6 @@ reached (the caller may retry)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Protocol
 
 from sidecar.registry.model import (
@@ -23,9 +22,7 @@ from sidecar.registry.model import (
     Revision,
     Role,
 )
-
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-SQLITE_PREFIX = "sqlite:"
+from sidecar.storage.url import is_postgres, sqlite_path
 
 # What settle() returns for a pending proposal: apply it (the store writes the next
 # revision with approved_by) or reject it; ``reason`` is kept as the decision's.
@@ -122,10 +119,10 @@ class RegistryStore(Protocol):
 
 def open_store(url: str) -> RegistryStore:
     """``postgresql://...`` (a libpq URI) or ``sqlite:PATH`` (or a bare path)."""
-    if url.startswith(POSTGRES_SCHEMES):
+    if is_postgres(url):
         from sidecar.registry.stores.postgres import PostgresStore
 
         return PostgresStore(url)
     from sidecar.registry.stores.sqlite import SqliteStore
 
-    return SqliteStore(Path(url.removeprefix(SQLITE_PREFIX)))
+    return SqliteStore(sqlite_path(url))

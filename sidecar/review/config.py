@@ -6,16 +6,14 @@ override the environment; a bad value fails at start-up naming the variable."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sidecar.config import ENV_GRACE, ENV_LOG_LEVEL, check_address, check_log_level, positive
-from sidecar.errors import ConfigError
 from sidecar.review.sla import Sla, parse_sla
-from sidecar.review.store import POSTGRES_SCHEMES, SQLITE_PREFIX
+from sidecar.storage.url import check_db
 
 ENV_REVIEW_LISTEN = "HITL_REVIEW_LISTEN"
 ENV_REVIEW_DB = "HITL_REVIEW_DB"
@@ -75,17 +73,3 @@ class ReviewConfig:
             ),
             port_file=Path(port_file) if port_file else None,
         )
-
-
-def check_db(url: str, var: str) -> str:
-    """``sqlite:PATH`` (or a bare path) or ``postgresql://...``, with its driver present."""
-    if url.startswith(POSTGRES_SCHEMES):
-        if importlib.util.find_spec("psycopg") is None:
-            raise ConfigError(
-                f"{var}: PostgreSQL needs psycopg: pip install 'hitl-sidecar[postgres]'"
-            )
-        return url
-    foreign = "://" in url and not url.startswith(SQLITE_PREFIX)
-    if foreign or not url.removeprefix(SQLITE_PREFIX):
-        raise ConfigError(f"{var} must be sqlite:PATH or postgresql://..., got {url!r}")
-    return url

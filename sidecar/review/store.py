@@ -9,14 +9,11 @@ reached (the caller may retry)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Protocol
 
 from sidecar.review.item import ItemState, Resolution, ReviewItem
 from sidecar.review.sla import Sla
-
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-SQLITE_PREFIX = "sqlite:"
+from sidecar.storage.url import is_postgres, sqlite_path
 
 
 class ReviewStore(Protocol):
@@ -68,10 +65,10 @@ class ReviewStore(Protocol):
 
 def open_store(url: str) -> ReviewStore:
     """``postgresql://...`` (a libpq URI) or ``sqlite:PATH`` (or a bare path)."""
-    if url.startswith(POSTGRES_SCHEMES):
+    if is_postgres(url):
         from sidecar.review.stores.postgres import PostgresStore
 
         return PostgresStore(url)
     from sidecar.review.stores.sqlite import SqliteStore
 
-    return SqliteStore(Path(url.removeprefix(SQLITE_PREFIX)))
+    return SqliteStore(sqlite_path(url))
