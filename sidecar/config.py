@@ -144,12 +144,7 @@ class SidecarConfig:
             _check_health_listen(health_listen, listen, metrics_addr)
         sink = text("sink", ENV_SINK, "")
         if sink:
-            from sidecar.escalation.sinks import SINK_SCHEMES
-
-            if sink.partition("://")[0] not in SINK_SCHEMES or "://" not in sink:
-                raise ConfigError(
-                    f"{ENV_SINK} must be review://HOST:PORT or nats://HOST:PORT, got {sink!r}"
-                )
+            _check_sink(sink)
         fsync = text("spool_fsync", ENV_SPOOL_FSYNC, "true").lower()
         if fsync not in _BOOLEANS:
             raise ConfigError(f"{ENV_SPOOL_FSYNC} must be true or false, got {fsync!r}")
@@ -309,6 +304,17 @@ def _check_health_listen(health: str, listen: str, metrics_addr: str) -> None:
             raise ConfigError(
                 f"{ENV_HEALTH_LISTEN} ({health}) must use another port than {var} ({other})"
             )
+
+
+def _check_sink(sink: str) -> None:
+    from sidecar.escalation.sinks import sink_addresses
+
+    try:
+        _, addresses = sink_addresses(sink)
+    except ValueError as exc:
+        raise ConfigError(f"{ENV_SINK} {exc}") from None
+    for address in addresses:
+        check_address(address, ENV_SINK)
 
 
 def split_host_port(address: str, var: str) -> tuple[str, int]:

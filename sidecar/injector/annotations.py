@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from sidecar.errors import ConfigError
+from sidecar.escalation.sinks import sink_addresses
 from sidecar.injector.config import (
     BOOLEANS,
     ENV_PUBLIC_KEY_CONFIGMAP,
@@ -328,18 +329,12 @@ def check_address(name: str, value: str) -> None:
 
 
 def check_sink(value: str, name: str) -> None:
-    """``review://HOST:PORT``, or one or more ``nats://HOST:PORT`` joined by commas."""
-    urls = value.split(",")
-    schemes = {url.partition("://")[0] for url in urls}
-    if not all("://" in url for url in urls) or not (
-        schemes == {"nats"} or (schemes == {"review"} and len(urls) == 1)
-    ):
-        raise InjectionRefused(
-            f"{name} must be review://HOST:PORT or nats://HOST:PORT[,nats://HOST:PORT...], "
-            f"got {value!r}"
-        )
-    for url in urls:
-        check_address(name, url.partition("://")[2])
+    try:
+        _, addresses = sink_addresses(value)
+    except ValueError as exc:
+        raise InjectionRefused(f"{name} {exc}") from None
+    for address in addresses:
+        check_address(name, address)
 
 
 def _is_ip(text: str, version: int) -> bool:

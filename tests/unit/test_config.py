@@ -57,6 +57,11 @@ def test_overrides_beat_environment() -> None:
         ({ENV_POLICY: "p", ENV_HEALTH_LISTEN: "7434"}, ENV_HEALTH_LISTEN),
         ({ENV_POLICY: "p", ENV_HEALTH_LISTEN: "unix:/tmp/h.sock"}, ENV_HEALTH_LISTEN),
         ({ENV_POLICY: "p", ENV_HEALTH_LISTEN: "0.0.0.0:70000"}, ENV_HEALTH_LISTEN),
+        ({ENV_POLICY: "p", "HITL_SINK": "http://q:80"}, "HITL_SINK"),
+        ({ENV_POLICY: "p", "HITL_SINK": "review://"}, "HITL_SINK"),
+        ({ENV_POLICY: "p", "HITL_SINK": "review://queue"}, "HITL_SINK"),
+        ({ENV_POLICY: "p", "HITL_SINK": "nats://a:4222,review://b:50051"}, "HITL_SINK"),
+        ({ENV_POLICY: "p", "HITL_SINK": "review://a:1,review://b:2"}, "HITL_SINK"),
     ],
 )
 def test_bad_values_fail_naming_the_variable(env: dict[str, str], named: str) -> None:

@@ -34,19 +34,34 @@ class Sink(Protocol):
     async def close(self) -> None: ...
 
 
-SINK_SCHEMES = ("review", "nats")
+SINK_FORMS = "review://HOST:PORT or nats://HOST:PORT[,nats://HOST:PORT...]"
+
+
+def sink_addresses(url: str) -> tuple[str, list[str]]:
+    """A sink URL's scheme and its HOST:PORT addresses: ``review://HOST:PORT`` (the
+    review queue's gRPC endpoint), or one or more ``nats://HOST:PORT`` joined by
+    commas (a JetStream cluster). ValueError for anything else; the addresses
+    themselves are the caller's to check."""
+    urls = url.split(",")
+    parts = [u.partition("://") for u in urls]
+    schemes = {scheme for scheme, _, _ in parts}
+    if not all(sep and rest for _, sep, rest in parts) or not (
+        schemes == {"nats"} or (schemes == {"review"} and len(urls) == 1)
+    ):
+        raise ValueError(f"must be {SINK_FORMS}, got {url!r}")
+    return schemes.pop(), [rest for _, _, rest in parts]
 
 
 def open_sink(url: str, deployment: str, timeout: float) -> Sink:
-    """A sink from its URL: ``review://HOST:PORT`` (the review queue's gRPC endpoint)
-    or ``nats://HOST:PORT[,nats://...]`` (JetStream)."""
-    scheme, sep, rest = url.partition("://")
-    if scheme == "review" and sep and rest:
+    """A sink from its URL (``sink_addresses``)."""
+    try:
+        scheme, addresses = sink_addresses(url)
+    except ValueError as exc:
+        raise ConfigError(f"HITL_SINK {exc}") from None
+    if scheme == "review":
         from sidecar.escalation.sinks.review import ReviewQueueSink
 
-        return ReviewQueueSink(rest, timeout)
-    if scheme == "nats" and sep and rest:
-        from sidecar.escalation.sinks.nats import NatsSink
+        return ReviewQueueSink(addresses[0], timeout)
+    from sidecar.escalation.sinks.nats import NatsSink
 
-        return NatsSink(url.split(","), deployment, timeout)
-    raise ConfigError(f"HITL_SINK must be review://HOST:PORT or nats://HOST:PORT, got {url!r}")
+    return NatsSink(url.split(","), deployment, timeout)
