@@ -34,9 +34,6 @@ class Sink(Protocol):
     async def close(self) -> None: ...
 
 
-SINK_FORMS = "review://HOST:PORT or nats://HOST:PORT[,nats://HOST:PORT...]"
-
-
 def sink_addresses(url: str) -> tuple[str, list[str]]:
     """A sink URL's scheme and its HOST:PORT addresses: ``review://HOST:PORT`` (the
     review queue's gRPC endpoint), or one or more ``nats://HOST:PORT`` joined by
@@ -48,7 +45,9 @@ def sink_addresses(url: str) -> tuple[str, list[str]]:
     if not all(sep and rest for _, sep, rest in parts) or not (
         schemes == {"nats"} or (schemes == {"review"} and len(urls) == 1)
     ):
-        raise ValueError(f"must be {SINK_FORMS}, got {url!r}")
+        raise ValueError(
+            f"must be review://HOST:PORT or nats://HOST:PORT[,nats://HOST:PORT...], got {url!r}"
+        )
     return schemes.pop(), [rest for _, _, rest in parts]
 
 
