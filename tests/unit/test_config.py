@@ -70,6 +70,14 @@ def test_bad_values_fail_naming_the_variable(env: dict[str, str], named: str) ->
         SidecarConfig.load(env=env)
 
 
+@pytest.mark.parametrize(
+    "sink", ["review://queue:50051", "nats://nats-0:4222", "nats://nats-0:4222,nats://nats-1:4222"]
+)
+def test_sinks_accepted(sink: str) -> None:
+    """The review queue, or a JetStream cluster named by one or more nats:// URLs."""
+    assert SidecarConfig.load(env={ENV_POLICY: "p", "HITL_SINK": sink}).sink == sink
+
+
 def test_health_listener_is_off_by_default_and_set_by_flag_or_variable() -> None:
     """No health listener unless asked; the flag beats the variable."""
     assert SidecarConfig.load(env={ENV_POLICY: "p"}).health_listen == ""
