@@ -33,7 +33,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
 from sidecar._proto.hitl.v1 import router_pb2 as pb
 from sidecar._proto.hitl.v1 import router_pb2_grpc as pb_grpc
@@ -71,7 +70,7 @@ from sidecar.telemetry.metrics import (
     observe_escalations,
     observe_policy_source,
 )
-from sidecar.telemetry.tracing import INSTRUMENTATION, tracer_provider
+from sidecar.telemetry.tracing import INSTRUMENTATION, ServerSpans, server_spans
 
 log = structlog.get_logger("hitl.sidecar")
 
@@ -96,7 +95,7 @@ class Sidecar:
     dead: DeadLetters
     forwarder: Forwarder | None
     audit: AuditLog
-    tracers: TracerProvider
+    spans: ServerSpans
     meters: MeterProvider
     address: str = ""
     health_server: grpc.aio.Server | None = None
@@ -144,7 +143,7 @@ class Sidecar:
         self.recorder.close()
         self.dead.close()
         self.audit.close()
-        self.tracers.shutdown()
+        self.spans.shutdown()
         self.meters.shutdown()
         log.info("sidecar.stopped")
 
@@ -171,7 +170,6 @@ def build(
     sink: Sink | None = None,
     audit: AuditLog | None = None,
     metric_readers: list[MetricReader] | None = None,
-    span_processors: list[SpanProcessor] | None = None,
 ) -> Sidecar:
     """Wire a sidecar from config; keyword arguments replace the real adapters."""
     clock = clock or SystemClock()
@@ -182,7 +180,7 @@ def build(
     if config.metrics_addr:
         readers.append(prometheus_reader(config.metrics_addr, ENV_METRICS_ADDR))
     meters = meter_provider(resource, readers)
-    tracers = tracer_provider(resource, span_processors or [])
+    spans = server_spans(resource)
     holder = SnapshotHolder()
     metrics = RouterMetrics(meters.get_meter(INSTRUMENTATION), holder, clock.now)
     spool = Spool(
@@ -210,9 +208,7 @@ def build(
         holder, recorder, audit, metrics, clock, config.replay_capacity, config.replay_ttl_seconds
     )
     server = grpc.aio.server()
-    pb_grpc.add_RouterServicer_to_server(
-        RouterServicer(router, metrics, tracers.get_tracer(INSTRUMENTATION)), server
-    )
+    pb_grpc.add_RouterServicer_to_server(RouterServicer(router, metrics, spans), server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     enable_reflection(server, ROUTER_SERVICE)
@@ -233,7 +229,7 @@ def build(
         dead,
         forwarder,
         audit,
-        tracers,
+        spans,
         meters,
         address,
         health_server,

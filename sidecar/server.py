@@ -11,7 +11,6 @@ from typing import Any
 import grpc
 import numpy as np
 import structlog
-from opentelemetry import trace
 
 from sidecar._proto.hitl.v1 import router_pb2 as pb
 from sidecar._proto.hitl.v1 import router_pb2_grpc as pb_grpc
@@ -25,7 +24,7 @@ from sidecar.errors import (
 )
 from sidecar.router import ItemResult, Outcome, Routed, Router, TraceIds
 from sidecar.telemetry.metrics import RouterMetrics
-from sidecar.telemetry.tracing import parent_context, trace_ids
+from sidecar.telemetry.tracing import ServerSpan, ServerSpans
 
 log = structlog.get_logger("hitl.server")
 
@@ -46,21 +45,21 @@ def status_of(exc: HitlError) -> grpc.StatusCode:
 
 
 class RouterServicer(pb_grpc.RouterServicer):
-    def __init__(self, router: Router, metrics: RouterMetrics | None, tracer: trace.Tracer) -> None:
+    def __init__(self, router: Router, metrics: RouterMetrics | None, spans: ServerSpans) -> None:
         self._router = router
         self._metrics = metrics
-        self._tracer = tracer
+        self._spans = spans
 
     async def Route(self, request: pb.RouteRequest, context: Context) -> pb.RouteResponse:
         start = time.perf_counter()
         failure: HitlError | None = None
-        with self._span("hitl.Route", context) as span:
+        with self._spans.start("hitl.Route", context.invocation_metadata()) as span:
             try:
-                routed = self._router.route(to_input(request), TraceIds(*trace_ids(span)))
+                routed = self._router.route(to_input(request), TraceIds(*span.trace_ids()))
                 await self._router.durable([routed])
             except HitlError as exc:
                 failure = exc
-                span.set_status(trace.StatusCode.ERROR, str(exc))
+                span.error(str(exc))
             else:
                 _annotate(span, request.model, routed)
         self._observe(start, "Route")
@@ -115,10 +114,10 @@ class RouterServicer(pb_grpc.RouterServicer):
     async def _batch(
         self, requests: Sequence[pb.RouteRequest], context: Context, name: str
     ) -> pb.RouteBatchResponse:
-        with self._span(name, context) as span:
-            span.set_attribute("hitl.batch_size", len(requests))
+        with self._spans.start(name, context.invocation_metadata()) as span:
+            span.attributes["hitl.batch_size"] = len(requests)
             inputs = [to_input(item) for item in requests]
-            results = self._router.route_batch(inputs, TraceIds(*trace_ids(span)))
+            results = self._router.route_batch(inputs, TraceIds(*span.trace_ids()))
             try:
                 await self._router.durable(results)
             except EscalationRefused as exc:
@@ -130,15 +129,6 @@ class RouterServicer(pb_grpc.RouterServicer):
                     for r, result in zip(inputs, results, strict=True)
                 ]
             )
-
-    def _span(self, name: str, context: Context) -> trace.Span:
-        # Not made the current span: nothing inside Route reads the context, and
-        # attaching and detaching it costs more than the rest of the span.
-        return self._tracer.start_span(
-            name,
-            context=parent_context(context.invocation_metadata()),
-            kind=trace.SpanKind.SERVER,
-        )
 
     def _observe(self, start: float, method: str) -> None:
         if self._metrics is not None:
@@ -192,9 +182,9 @@ def to_result(request_id: str, result: ItemResult) -> pb.RouteResult:
     )
 
 
-def _annotate(span: trace.Span, model: str, routed: Routed) -> None:
+def _annotate(span: ServerSpan, model: str, routed: Routed) -> None:
     d = routed.decision
-    span.set_attributes(
+    span.attributes.update(
         {
             "hitl.model": model,
             "hitl.tier": d.tier.name,

@@ -3,9 +3,9 @@
 The standard OTLP exporter encodes spans in Python. Run in the sidecar's process,
 each BatchSpanProcessor export of a few hundred spans held the interpreter for tens
 of milliseconds and lifted Route's p99 from 3.7 ms to 20 ms at 1000 requests/s on
-2 cores (benchmarks/route_bench.py). So the sidecar only copies each finished span
-into a small tuple; a background thread ships them in batches over a pipe, and a
-child process rebuilds them and hands them to the standard OTLPSpanExporter,
+2 cores (benchmarks/route_bench.py). So a finished span is a small tuple; a
+background thread ships them in batches over a pipe, and a child process rebuilds
+them as ReadableSpans and hands them to the standard OTLPSpanExporter,
 configured by the same OTEL_* variables. The request path never encodes or sends.
 
 The child runs at a lower CPU priority (nice EXPORTER_NICENESS): its bursts of
@@ -26,10 +26,11 @@ import multiprocessing.connection
 import os
 import threading
 from collections import deque
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
@@ -39,66 +40,49 @@ MAX_QUEUE = 8192
 EXPORTER_NICENESS = 10
 SHIP_SECONDS = 0.2
 
-SpanTuple = tuple[Any, ...]
+
+class FinishedSpan(NamedTuple):
+    """What the child needs to rebuild a span for the exporter."""
+
+    name: str
+    trace_id: int
+    span_id: int
+    trace_flags: int
+    parent_span_id: int  # 0: a root span
+    parent_is_remote: bool
+    kind: SpanKind
+    start_ns: int
+    end_ns: int
+    error: str | None  # the status description when the call failed
+    attributes: dict[str, Any]
+    scope: str
 
 
-def _pack(span: ReadableSpan) -> SpanTuple:
-    context = span.context
-    parent = span.parent
-    return (
-        span.name,
-        context.trace_id if context else 0,
-        context.span_id if context else 0,
-        int(context.trace_flags) if context else 0,
-        parent.span_id if parent else 0,
-        parent.is_remote if parent else False,
-        span.kind.value,
-        span.start_time,
-        span.end_time,
-        span.status.status_code.value,
-        span.status.description,
-        dict(span.attributes or {}),
-        span.instrumentation_scope.name if span.instrumentation_scope else "",
-    )
-
-
-def _unpack(item: SpanTuple, resource: Any) -> ReadableSpan:
-    (
-        name,
-        trace_id,
-        span_id,
-        flags,
-        parent_id,
-        parent_remote,
-        kind,
-        start,
-        end,
-        code,
-        desc,
-        attrs,
-        scope,
-    ) = item
+def _rebuild(span: FinishedSpan, resource: Resource) -> ReadableSpan:
+    flags = TraceFlags(span.trace_flags)
     parent = (
-        SpanContext(trace_id, parent_id, is_remote=parent_remote, trace_flags=TraceFlags(flags))
-        if parent_id
+        SpanContext(span.trace_id, span.parent_span_id, span.parent_is_remote, flags)
+        if span.parent_span_id
         else None
     )
     return ReadableSpan(
-        name,
-        context=SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(flags)),
+        span.name,
+        context=SpanContext(span.trace_id, span.span_id, is_remote=False, trace_flags=flags),
         parent=parent,
         resource=resource,
-        attributes=attrs,
-        kind=SpanKind(kind),
-        status=Status(StatusCode(code), desc),
-        start_time=start,
-        end_time=end,
-        instrumentation_scope=InstrumentationScope(scope),
+        attributes=span.attributes,
+        kind=span.kind,
+        status=Status(StatusCode.UNSET)
+        if span.error is None
+        else Status(StatusCode.ERROR, span.error),
+        start_time=span.start_ns,
+        end_time=span.end_ns,
+        instrumentation_scope=InstrumentationScope(span.scope),
     )
 
 
-class ProcessSpanProcessor(SpanProcessor):
-    """Ships finished, sampled spans to an exporter child process."""
+class SpanShipper:
+    """Ships finished spans to an exporter child process."""
 
     def __init__(self, resource_attributes: dict[str, Any]) -> None:
         context = mp.get_context("spawn")
@@ -111,7 +95,7 @@ class ProcessSpanProcessor(SpanProcessor):
         )
         self._child.start()
         receive.close()
-        self._queue: deque[SpanTuple] = deque()
+        self._queue: deque[FinishedSpan] = deque()
         self.dropped = 0
         self._reported = 0
         self._wake = threading.Event()
@@ -121,13 +105,11 @@ class ProcessSpanProcessor(SpanProcessor):
         )
         self._thread.start()
 
-    def on_end(self, span: ReadableSpan) -> None:
-        if not span.context or not span.context.trace_flags.sampled:
-            return
+    def ship(self, span: FinishedSpan) -> None:
         if len(self._queue) >= MAX_QUEUE:
             self.dropped += 1
             return
-        self._queue.append(_pack(span))
+        self._queue.append(span)
 
     def _ship_loop(self) -> None:
         """The only thread that sends on the pipe."""
@@ -163,17 +145,12 @@ class ProcessSpanProcessor(SpanProcessor):
         if self._child.is_alive():
             self._child.kill()
 
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        self._wake.set()  # the shipper sends now; spans are in the child's hands soon after
-        return True
-
 
 def _child_main(
     receive: multiprocessing.connection.Connection, resource_attributes: dict[str, Any]
 ) -> None:
     os.nice(EXPORTER_NICENESS)  # before the exporter starts threads, so they inherit it
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.resources import Resource
 
     exporter = OTLPSpanExporter()
     resource = Resource(resource_attributes)
@@ -184,5 +161,5 @@ def _child_main(
             break
         if batch is None:
             break
-        exporter.export([_unpack(item, resource) for item in batch])
+        exporter.export([_rebuild(span, resource) for span in batch])
     exporter.shutdown()
