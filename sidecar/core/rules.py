@@ -68,7 +68,10 @@ class CompiledRule:
     predicates: tuple[Predicate, ...]
 
     def matches(self, request: RouteInput, signals: Signals | None) -> bool:
-        return all(predicate(request, signals) for predicate in self.predicates)
+        for predicate in self.predicates:  # noqa: SIM110 (all() builds a generator per call)
+            if not predicate(request, signals):
+                return False
+        return True
 
 
 def first_match(

@@ -6,6 +6,7 @@ the request is answered by the no-policy fallback)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -103,7 +104,7 @@ def _check_attributes(request: RouteInput) -> None:
                 f"{len(text)} characters; at most {MAX_STRING_VALUE}",
             )
     for name, number in numbers.items():
-        if not np.isfinite(number):
+        if not math.isfinite(number):
             raise InvalidRequest(f"numeric_attributes[{name!r}]", "must be finite")
 
 
