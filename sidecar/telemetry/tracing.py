@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import Decision
@@ -127,15 +128,16 @@ class ServerSpans:
         self._sampler = provider.sampler
         self._ids = provider.id_generator
         self._disabled = sdk_disabled()
+        self._fields = frozenset(propagate.get_global_textmap().fields)
         self._shipper = None if self._disabled else shipper
 
     def start(self, name: str, metadata: Iterable[tuple[str, str | bytes]] | None) -> ServerSpan:
         if self._disabled:
             return ServerSpan(name, (0, 0, 0), None, None)
-        # The caller's context, as the configured propagators read it from the metadata.
-        context = propagate.extract(
-            {key: value for key, value in metadata or () if isinstance(value, str)}
-        )
+        # The caller's context, as the configured propagators read it from the metadata;
+        # most calls carry none of their headers, and then there is nothing to read.
+        carrier = {key: value for key, value in metadata or () if isinstance(value, str)}
+        context = Context() if self._fields.isdisjoint(carrier) else propagate.extract(carrier)
         parent: trace.SpanContext | None = trace.get_current_span(context).get_span_context()
         if parent is not None and parent.is_valid:
             trace_id = parent.trace_id
