@@ -4,6 +4,7 @@ logits as sent). Pure."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -28,9 +29,10 @@ class Escalation:
     input_ref: str
     trace_id: str
     created_at: float
-    context: dict[str, str] = field(default_factory=dict)
-    string_attributes: dict[str, str] = field(default_factory=dict)
-    numeric_attributes: dict[str, float] = field(default_factory=dict)
+    # Shared with the request they came from, not copied: neither is changed after.
+    context: Mapping[str, str] = field(default_factory=dict)
+    string_attributes: Mapping[str, str] = field(default_factory=dict)
+    numeric_attributes: Mapping[str, float] = field(default_factory=dict)
     logits: list[float] = field(default_factory=list)
     input_kind: str = "LOGITS"  # InputKind name: LOGITS or PROBABILITIES
 
