@@ -172,12 +172,15 @@ class Spool:
     def _roll(self) -> None:
         # The closed segment loses its zeros and is synced here, so a later fsync of
         # the new one covers everything. The new one is opened first: a failure
-        # leaves the spool writing where it was.
+        # leaves the spool writing where it was. With fsync off nothing is synced:
+        # the roll runs inside a Route's write, and a segment's worth of unsynced
+        # records would hold it for as long as the disk takes to write them all.
         try:
             fd = os.open(self._path(self._end), os.O_RDWR | os.O_CREAT, 0o640)
             os.ftruncate(self._fd, self._end - self._bases[-1])
-            os.fsync(self._fd)
-            fsync_directory(self.directory)
+            if self.fsync:
+                os.fsync(self._fd)
+                fsync_directory(self.directory)
         except OSError as exc:
             raise EscalationRefused(f"spool could not start a segment: {exc.strerror}") from exc
         os.close(self._fd)

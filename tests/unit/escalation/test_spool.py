@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,30 @@ def test_records_read_back_in_order_after_reopening(tmp_path: Path) -> None:
     assert [payload for _, payload in records] == payloads(300)
     assert reopened.stats().records == 300
     assert len(list(tmp_path.glob("*.seg"))) > 1  # it rolled
+
+
+def test_with_fsync_off_rolling_syncs_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A roll runs inside a Route's write: with fsync off it must not wait for the
+    disk to write the closed segment (the calls are counted, not replaced), and what
+    was appended still reads back, in the kernel's hands as fsync off promises."""
+    spool = Spool(tmp_path, segment_bytes=4096, budget_bytes=1 << 20, fsync=False)
+    synced: list[str] = []
+    for name in ("fsync", "fdatasync"):
+        real = getattr(os, name)
+
+        def counted(fd: int, name: str = name, real: Callable[[int], None] = real) -> None:
+            synced.append(name)
+            real(fd)
+
+        monkeypatch.setattr(os, name, counted)
+    ends = [spool.append(p) for p in payloads(300)]
+    assert len(list(tmp_path.glob("*.seg"))) > 1  # it rolled
+    assert synced == []
+    spool.close()
+    monkeypatch.undo()
+    assert [end for end, _ in Spool(tmp_path, fsync=False).read(0)] == ends
 
 
 def test_record_larger_than_a_segment_gets_a_segment_of_its_own(tmp_path: Path) -> None:
