@@ -22,10 +22,11 @@ thread to get a core (measured with both cores busy: p90 3.9 ms against 0.3 ms).
 
 On open, the last segment is scanned and cut at the first record that is short or
 fails its checksum (a torn tail from a crash mid-write), and its zeros are cut with
-it; earlier segments were synced and trimmed when they rolled. ``ack`` records
-delivery and deletes the segments wholly below it. ``budget_bytes`` caps the
-records on disk: a write that would pass it raises SpoolFull and writes nothing, so
-a full disk refuses, it never loses. (The zeros ahead take up to PAD_BYTES more.)
+it; earlier segments were trimmed (and, with fsync on, synced) when they rolled.
+``ack`` records delivery and deletes the segments wholly below it. ``budget_bytes``
+caps the records on disk: a write that would pass it raises SpoolFull and writes
+nothing, so a full disk refuses, it never loses. (The zeros ahead take up to
+PAD_BYTES more.)
 
 One process owns a spool at a time: opening takes an exclusive lock on the
 directory (``lock``), and a second opener gets SpoolBusy."""
