@@ -14,12 +14,14 @@ when the sidecar's unary Route p99, the median over trials, is 5 ms or more.
 
 Default rate, 500 requests/s: on a 2-core machine the two load processes, the
 sidecar, its span-export child and the OTLP receiver share the cores. On the
-2-core machines measured so far the do-nothing floor costs 340 to 600 us of server
-CPU per call and the sidecar 600 to 1200 us; at 500/s the sidecar phase keeps the
-machine about half busy (sidecar 55 % of a core, each load process 15 %), while at
-1000/s the sidecar's p99 measures queueing for a core (21 to 97 ms against the
-floor's 2.6 to 3.6 ms). 500/s leaves the cores headroom. The sweep shows the curve
-beyond.
+2-core machines measured so far the do-nothing floor costs 340 to 740 us of server
+CPU per call and the sidecar 600 to 1530 us. On most of them the sidecar phase at
+500/s keeps the machine about half busy (sidecar 55 % of a core, each load process
+15 %), while at 1000/s the sidecar's p99 measures queueing for a core (21 to 97 ms
+against the floor's 2.6 to 3.6 ms), so 500/s leaves the cores headroom; on the
+slowest (floor 740 us per call, its own p99 11.8 ms) 500/s was already near the
+sidecar's knee. 500 is also the lowest rate the benchmark may use. The sweep shows
+the curve beyond.
 
 ``--policy-swaps`` (``make bench`` runs it after the default run): the sidecar takes
 its policy from a registry process instead of a file, and during every trial phase
