@@ -7,6 +7,7 @@ them to completion first."""
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,9 +64,10 @@ class TraceIds:
 
 ItemResult = Routed | RequestError | EscalationRefused
 
-# What the replay window keeps of a request: (fingerprint, escalation_id, ticket,
-# decision row), plain values only, so the collector does not walk the window.
-_Remembered = tuple[tuple[str, bytes], str, int, tuple[Any, ...]]
+# The replay window keeps a request as one flat tuple of plain values (see
+# ReplayCache): (model, fingerprint, ticket, *decision row). Its escalation_id is
+# derived again on a replay, and the model string is interned, so a full window of
+# 100,000 entries costs the same whatever the class count or escalation rate.
 
 
 class Router:
@@ -84,7 +86,7 @@ class Router:
         self._audit = audit
         self._metrics = metrics
         self._clock = clock
-        self._replay: ReplayCache[_Remembered] = ReplayCache(replay_capacity, replay_ttl)
+        self._replay = ReplayCache(replay_capacity, replay_ttl)
 
     def route(self, request: RouteInput, trace: TraceIds) -> Routed:
         """Decide one request; raises RequestError or EscalationRefused."""
@@ -136,10 +138,10 @@ class Router:
         if outcome.true_class is not None and outcome.true_class < 0:
             raise InvalidRequest("true_class", "must be >= 0")
         remembered = self._replay.get(outcome.request_id, self._clock.now())
-        if remembered is None or remembered[0][0] != outcome.model:
+        if remembered is None or remembered[0] != outcome.model:
             self._audit.write("route.outcome", {**_outcome_fields(outcome), "matched": False})
             return OutcomeMatch(matched=False, correct=False)
-        decision = Decision.from_row(remembered[3])
+        decision = Decision.from_row(remembered[3:])
         if outcome.true_class is not None:
             correct = outcome.true_class == decision.predicted_class
         else:
@@ -175,13 +177,15 @@ class Router:
         remembered = self._replay.get(request.request_id, self._clock.now())
         if remembered is None:
             return None
-        fingerprint, esc_id, ticket, decision = remembered
-        if fingerprint != request.fingerprint():
+        model, fingerprint, ticket = remembered[:3]
+        if model != request.model or fingerprint != request.fingerprint():
             raise RequestConflict(
                 "request_id",
                 f"{request.request_id!r} was routed recently with a different model or logits",
             )
-        return Routed(request.request_id, Decision.from_row(decision), esc_id, ticket)
+        decision = Decision.from_row(remembered[3:])
+        esc_id = escalation_id(model, request.request_id) if decision.escalate else ""
+        return Routed(request.request_id, decision, esc_id, ticket)
 
     def _calibrate(
         self, snapshot: Snapshot, requests: Sequence[RouteInput]
@@ -231,7 +235,9 @@ class Router:
         routed = Routed(request.request_id, decision, esc_id, ticket)
         self._audit.write("route.decision", _audit_fields(request, routed, trace, now))
         self._replay.put(
-            request.request_id, (request.fingerprint(), esc_id, ticket, decision.row()), now
+            request.request_id,
+            (sys.intern(request.model), request.fingerprint(), ticket, *decision.row()),
+            now,
         )
         if self._metrics is not None:
             domains = policy.models[request.model].thresholds.domains if policy else {}

@@ -4,12 +4,15 @@ ONNX calibrator: replay, conflicts, refusals, batches, fallbacks, audit records.
 from __future__ import annotations
 
 import gc
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from calibrators.export import to_onnx, write_artefact
+from calibrators.methods.temperature import TemperatureScaling
 from sidecar.calibration.artefact import ArtefactMetadata
 from sidecar.clock import FakeClock
 from sidecar.core.decision import Reason
@@ -23,7 +26,7 @@ from sidecar.policy.loader import build_snapshot
 from sidecar.policy.snapshot import Snapshot, SnapshotHolder
 from sidecar.router import Outcome, Routed, Router, TraceIds
 from sidecar.telemetry.audit import InMemoryAudit
-from tests.artefacts import confident_logits, policy_doc, temperature_artefact
+from tests.artefacts import confident_logits, metadata, policy_doc, temperature_artefact
 
 TRACE = TraceIds("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
 AUDIT_FIELDS = {
@@ -161,10 +164,43 @@ def test_a_full_replay_window_gives_the_collector_nothing_to_walk(snapshot: Snap
         rig.route(f"r{i}", cls=i % 3, strength=0.5 + i % 2 * 8.0)  # half escalated
     rig.audit.records.clear()
     rig.sink.escalations.clear()
-    gc.collect()  # a collection untracks a tuple whose items are untracked by then,
-    gc.collect()  # so the window's nested tuples take two
+    gc.collect()  # a collection untracks a tuple whose items are all untracked
     assert len(gc.get_objects()) - before < 100
     assert rig.route("r1", cls=1, strength=8.5).escalation_id == ""  # still remembered
+
+
+@pytest.mark.parametrize("classes", [3, 300])
+def test_a_remembered_request_costs_the_same_memory_whatever_its_class_count(
+    tmp_path: Path, classes: int
+) -> None:
+    """An entry of the replay window is under 512 bytes (its request_id aside), so a
+    full default window is about 40 MB. It keeps a hash of the logits, not the
+    logits: as bytes they made an entry 590 bytes at 3 classes and 1,800 at 300."""
+    artefact = to_onnx(TemperatureScaling(1.0, classes), metadata(classes=classes))
+    sha = write_artefact(artefact, tmp_path / "cal.onnx")
+    rig = Rig(build_snapshot(parse_policy(policy_doc(sha)), tmp_path, "test"))
+    count = 1000
+    rig.router = Router(rig.holder, rig.sink, rig.audit, None, rig.clock, count, 60.0)
+    rng = np.random.default_rng(0)
+    requests = [
+        RouteInput(f"r{i}", "m", rng.normal(0.0, 4.0, classes).astype(np.float32))
+        for i in range(count)
+    ]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for item in requests:
+            rig.router.route(item, TRACE)
+        rig.audit.records.clear()
+        rig.sink.escalations.clear()
+        gc.collect()
+        per_entry = (tracemalloc.get_traced_memory()[0] - before) / count
+    finally:
+        tracemalloc.stop()
+    assert per_entry < 512
+    with pytest.raises(RequestConflict):  # remembered all the same
+        rig.router.route(RouteInput("r7", "m", requests[8].logits), TRACE)
 
 
 def test_refused_escalation_is_not_remembered(snapshot: Snapshot) -> None:
