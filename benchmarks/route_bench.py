@@ -307,7 +307,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         _wait_serving(sidecar.address)
-        report = run(args, payloads, sidecar, floor, swapper.during if swapper else None, calls)
+        report = run(
+            args,
+            payloads,
+            sidecar,
+            floor,
+            workdir / "state" / "spool",
+            swapper.during if swapper else None,
+            calls,
+        )
     finally:
         for proc in (sidecar, floor, sink, review, registry):
             if proc is not None:
@@ -455,10 +463,12 @@ def run(
     payloads: list[bytes],
     sidecar: Proc,
     floor: Proc,
+    spool: Path,
     during: Callable[[str], AbstractContextManager[None]] | None = None,
     calls: dict[str, loadgen.LoadResult] | None = None,
 ) -> dict[str, Any]:
-    """The trials, sweep and throughput phases; during(tag), when given, wraps each
+    """The trials, sweep and throughput phases (spool: the sidecar's, drained before
+    each throughput phase); during(tag), when given, wraps each
     trial phase (floor and sidecar alike, so both see the same extra load), and
     calls, when given, receives each trial phase's result by tag."""
     report: dict[str, Any] = {
@@ -531,21 +541,27 @@ def run(
         return report
     # The throughput phases leave the sidecar's exporter and audit log busy for a
     # while, so they run last: nothing latency-sensitive is measured after them.
-    time.sleep(SETTLE_SECONDS)
     seconds = 3.0 if args.short else 8.0
-    report["throughput"] = {
-        "batch_size": BATCH_SIZE,
-        "concurrency": throughput.CONCURRENCY,
-        **{
-            f"{name}_{method}": throughput.measure(
+    report["throughput"] = {"batch_size": BATCH_SIZE, "concurrency": throughput.CONCURRENCY}
+    for name, proc in (("floor", floor), ("sidecar", sidecar)):
+        for method in ("batch", "stream"):
+            drain(spool)
+            report["throughput"][f"{name}_{method}"] = throughput.measure(
                 proc.address, method, BATCH_SIZE, seconds, payloads
             )
-            for name, proc in (("floor", floor), ("sidecar", sidecar))
-            for method in ("batch", "stream")
-        },
-    }
     report["sidecar_peak_rss_mb"] = sidecar.peak_rss_mb()
     return report
+
+
+def drain(spool: Path, limit_seconds: float = 120.0) -> None:
+    """Wait until the sidecar's forwarder has delivered every escalation in its spool
+    (a throughput phase escalates tens of thousands, and the next phase would share
+    the cores with their delivery), then SETTLE_SECONDS for the exporter and the
+    audit log."""
+    deadline = time.monotonic() + limit_seconds
+    while next(read_unacked(spool), None) is not None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(SETTLE_SECONDS)
 
 
 def _wait_serving(address: str) -> None:
