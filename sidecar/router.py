@@ -139,7 +139,7 @@ class Router:
             raise InvalidRequest("true_class", "must be >= 0")
         remembered = self._replay.get(outcome.request_id, self._clock.now())
         if remembered is None or remembered[0] != outcome.model:
-            self._audit.write("route.outcome", {**_outcome_fields(outcome), "matched": False})
+            self._audit.write({**_outcome_fields(outcome), "matched": False})
             return OutcomeMatch(matched=False, correct=False)
         decision = Decision.from_row(remembered[3:])
         if outcome.true_class is not None:
@@ -147,7 +147,6 @@ class Router:
         else:
             correct = outcome.true_label == decision.predicted_label
         self._audit.write(
-            "route.outcome",
             {
                 **_outcome_fields(outcome),
                 "matched": True,
@@ -233,7 +232,7 @@ class Router:
             esc_id = escalation_id(request.model, request.request_id)
             ticket = self._escalate(request, decision, esc_id, trace, now)
         routed = Routed(request.request_id, decision, esc_id, ticket)
-        self._audit.write("route.decision", _audit_fields(request, routed, trace, now))
+        self._audit.write(_audit_fields(request, routed, trace, now))
         self._replay.put(
             request.request_id,
             (sys.intern(request.model), request.fingerprint(), ticket, *decision.row()),
@@ -297,6 +296,7 @@ def _audit_fields(
 ) -> dict[str, Any]:
     decision = routed.decision
     return {
+        "event": "route.decision",
         "timestamp": now,
         "request_id": request.request_id,
         "model": request.model,
@@ -330,6 +330,7 @@ def _audit_fields(
 
 def _outcome_fields(outcome: Outcome) -> dict[str, Any]:
     return {
+        "event": "route.outcome",
         "request_id": outcome.request_id,
         "model": outcome.model,
         "true_class": outcome.true_class,

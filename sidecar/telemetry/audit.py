@@ -26,7 +26,8 @@ _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
 
 
 class AuditLog(Protocol):
-    def write(self, event: str, record: Mapping[str, Any]) -> None: ...
+    def write(self, record: Mapping[str, Any]) -> None:
+        """Log record; its first key is "event", the record's kind."""
 
     def flush(self) -> None: ...
 
@@ -54,8 +55,8 @@ class JsonLinesAudit:
         self._lock = threading.Lock()  # the pending list, between write and flush
         self._flushing = threading.Lock()  # one flush at a time, so lines stay in order
 
-    def write(self, event: str, record: Mapping[str, Any]) -> None:
-        line = orjson.dumps({"event": event, **record}, option=_OPTIONS)
+    def write(self, record: Mapping[str, Any]) -> None:
+        line = orjson.dumps(record, option=_OPTIONS)
         with self._lock:
             self._pending.append(line)
 
@@ -78,8 +79,8 @@ class InMemoryAudit:
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []
 
-    def write(self, event: str, record: Mapping[str, Any]) -> None:
-        self.records.append({"event": event, **record})
+    def write(self, record: Mapping[str, Any]) -> None:
+        self.records.append(dict(record))
 
     def flush(self) -> None:
         return None

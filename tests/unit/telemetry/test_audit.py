@@ -27,7 +27,11 @@ def test_records_written_whatever_the_log_level(tmp_path: Path) -> None:
     """With operational logs at error, audit records are still written in full."""
     audit = JsonLinesAudit(str(tmp_path / "audit.jsonl"))
     audit.write(
-        "route.decision", {"request_id": "r1", "logits": np.array([0.5, -1.25], dtype=np.float32)}
+        {
+            "event": "route.decision",
+            "request_id": "r1",
+            "logits": np.array([0.5, -1.25], dtype=np.float32),
+        }
     )
     audit.close()
     (line,) = (tmp_path / "audit.jsonl").read_text().splitlines()
@@ -42,7 +46,7 @@ def test_flush_makes_records_visible(tmp_path: Path) -> None:
     """Records are buffered until flush, then on disk."""
     path = tmp_path / "audit.jsonl"
     audit = JsonLinesAudit(str(path))
-    audit.write("route.decision", {"request_id": "r2"})
+    audit.write({"event": "route.decision", "request_id": "r2"})
     audit.flush()
     assert json.loads(path.read_text())["request_id"] == "r2"
     audit.close()
@@ -62,7 +66,7 @@ def test_flushing_from_another_thread_loses_and_splits_nothing(tmp_path: Path) -
     flusher = threading.Thread(target=flush_until_done)
     flusher.start()
     for i in range(20_000):
-        audit.write("route.decision", {"request_id": f"r{i}"})
+        audit.write({"event": "route.decision", "request_id": f"r{i}"})
     done.set()
     flusher.join()
     audit.close()
