@@ -28,9 +28,9 @@ import structlog
 
 from sidecar.errors import SinkUnavailable
 from sidecar.escalation.deadletter import DeadLetters
-from sidecar.escalation.record import Escalation
+from sidecar.escalation.record import REQUIRED
 from sidecar.escalation.retry import Circuit, CircuitBreaker, backoff_delay
-from sidecar.escalation.sinks import YIELD_EVERY, Rejection, Sink
+from sidecar.escalation.sinks import YIELD_EVERY, Rejection, Sink, Spooled
 from sidecar.escalation.spool import Spool
 
 log = structlog.get_logger("hitl.forwarder")
@@ -54,7 +54,7 @@ class ForwarderSettings:
 @dataclass(frozen=True, slots=True)
 class _Batch:
     end: int  # spool offset past the last record
-    escalations: list[Escalation]
+    escalations: list[Spooled]
     undecodable: list[bytes]
 
 
@@ -120,11 +120,11 @@ class Forwarder:
             return 0
         if batch.escalations:
             rejected = await self._deliver(batch.escalations)
-            by_id = {e.escalation_id: e for e in batch.escalations}
+            by_id = {item.escalation_id: item for item in batch.escalations}
             for rejection in rejected:
-                escalation = by_id.get(rejection.escalation_id)
-                if escalation is not None:
-                    await self.dead.add(escalation.to_dict(), self.sink.name, rejection.reason)
+                item = by_id.get(rejection.escalation_id)
+                if item is not None:
+                    await self.dead.add(item.record, self.sink.name, rejection.reason)
             self.sent += len(batch.escalations) - len(rejected)
             self.dead_lettered += len(rejected)
         for payload in batch.undecodable:
@@ -141,7 +141,7 @@ class Forwarder:
         the interpreter lock for up to its switch interval (5 ms) against the loop's
         Route calls; here a Route waits at most for YIELD_EVERY records. The reads
         themselves are of recently written, cached pages."""
-        escalations: list[Escalation] = []
+        escalations: list[Spooled] = []
         undecodable: list[bytes] = []
         end = 0
         records = self.spool.read(
@@ -150,8 +150,12 @@ class Forwarder:
         for count, (offset, payload) in enumerate(records, 1):
             end = offset
             try:
-                escalations.append(Escalation.from_dict(orjson.loads(payload)))
-            except (orjson.JSONDecodeError, TypeError, KeyError):
+                record = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                record = None
+            if isinstance(record, dict) and record.keys() >= REQUIRED:
+                escalations.append(Spooled(payload, record))
+            else:
                 undecodable.append(payload)
             if count % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
@@ -159,7 +163,7 @@ class Forwarder:
             return None
         return _Batch(end, escalations, undecodable)
 
-    async def _deliver(self, batch: list[Escalation]) -> list[Rejection]:
+    async def _deliver(self, batch: list[Spooled]) -> list[Rejection]:
         attempt = 0
         while True:
             wait = self.breaker.wait(self._monotonic())

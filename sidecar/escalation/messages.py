@@ -3,37 +3,49 @@ wire form, used by its server and by the forwarder's review-queue sink."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
 from sidecar._proto.hitl.v1 import decision_pb2 as dpb
 from sidecar._proto.hitl.v1 import review_pb2 as rpb
 from sidecar.escalation.record import Escalation
 
+V = TypeVar("V")
+
 
 def to_message(escalation: Escalation) -> rpb.Escalation:
-    e = escalation
+    return record_message(escalation.to_dict())
+
+
+def record_message(record: Mapping[str, Any]) -> rpb.Escalation:
+    """The message for an escalation record: Escalation.to_dict's fields, or the same
+    decoded from the spool's JSON, as the forwarder reads it (unknown keys from a
+    newer writer are ignored; the fields with defaults may be absent)."""
+    r = record
     return rpb.Escalation(
-        escalation_id=e.escalation_id,
-        request_id=e.request_id,
-        model=e.model,
-        model_version=e.model_version,
-        domain=e.domain,
-        tier=dpb.Tier.Value(f"TIER_{e.tier}") if e.tier else dpb.TIER_UNSPECIFIED,
-        reason=dpb.Reason.Value(f"REASON_{e.reason}") if e.reason else dpb.REASON_UNSPECIFIED,
-        rule_id=e.rule_id,
-        predicted_class=e.predicted_class,
-        predicted_label=e.predicted_label,
-        calibrated_confidence=e.calibrated_confidence,
-        policy_revision=e.policy_revision,
-        calibration_version=e.calibration_version,
-        experiment_arm=e.experiment_arm,
-        degraded=e.degraded,
-        input_ref=e.input_ref,
-        trace_id=e.trace_id,
-        created_at=e.created_at,
-        context=e.context,
-        string_attributes=e.string_attributes,
-        numeric_attributes=e.numeric_attributes,
-        logits=e.logits,
-        input_kind=dpb.InputKind.Value(f"INPUT_KIND_{e.input_kind}"),
+        escalation_id=r["escalation_id"],
+        request_id=r["request_id"],
+        model=r["model"],
+        model_version=r["model_version"],
+        domain=r["domain"],
+        tier=_TIER[r["tier"]],
+        reason=_REASON[r["reason"]],
+        rule_id=r["rule_id"],
+        predicted_class=r["predicted_class"],
+        predicted_label=r["predicted_label"],
+        calibrated_confidence=r["calibrated_confidence"],
+        policy_revision=r["policy_revision"],
+        calibration_version=r["calibration_version"],
+        experiment_arm=r["experiment_arm"],
+        degraded=r["degraded"],
+        input_ref=r["input_ref"],
+        trace_id=r["trace_id"],
+        created_at=r["created_at"],
+        context=r.get("context"),
+        string_attributes=r.get("string_attributes"),
+        numeric_attributes=r.get("numeric_attributes"),
+        logits=r.get("logits"),
+        input_kind=_INPUT_KIND[r.get("input_kind", "LOGITS")],
     )
 
 
@@ -66,7 +78,18 @@ def from_message(message: rpb.Escalation) -> Escalation:
     )
 
 
+def _values(items: list[tuple[str, V]], prefix: str) -> dict[str, V]:
+    """An enum's values by short name (TIER_HUMAN_PRIMARY -> HUMAN_PRIMARY), and ""
+    for its UNSPECIFIED value, as _name gives them."""
+    return {_name(name, prefix): value for name, value in items}
+
+
 def _name(full: str, prefix: str) -> str:
     """TIER_HUMAN_PRIMARY -> HUMAN_PRIMARY; an UNSPECIFIED value -> ''."""
     short = full.removeprefix(prefix)
     return "" if short == "UNSPECIFIED" else short
+
+
+_TIER = _values(dpb.Tier.items(), "TIER_")
+_REASON = _values(dpb.Reason.items(), "REASON_")
+_INPUT_KIND = _values(dpb.InputKind.items(), "INPUT_KIND_")

@@ -5,7 +5,7 @@ logits as sent). Pure."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 
@@ -48,3 +48,7 @@ class Escalation:
 
 
 FIELDS = tuple(f.name for f in fields(Escalation))
+# What a record must hold to be an escalation; the rest have defaults.
+REQUIRED = frozenset(
+    f.name for f in fields(Escalation) if f.default is MISSING and f.default_factory is MISSING
+)

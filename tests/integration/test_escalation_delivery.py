@@ -261,11 +261,13 @@ def test_full_spool_budget_refuses_and_loses_nothing_acknowledged(
 def test_dead_letters_are_listed_and_replayed_from_the_cli(
     tmp_path: Path, policy_file: Path, review_queue: ReviewProcess
 ) -> None:
-    """A spooled record the queue refuses for good (no model) is dead-lettered with
-    the queue's reason while the rest is delivered; `hitl escalations dead-letters`
-    shows it and `replay`, with the sidecar running, sends it through again."""
+    """A spooled record the queue refuses for good (no model) and one no queue
+    message can hold (a tier this version does not know) are dead-lettered with
+    their reasons while the rest is delivered; `hitl escalations dead-letters` shows
+    them and `replay`, with the sidecar running, sends them through again."""
     spool = Spool(tmp_path / "state" / "spool")
     spool.append(orjson.dumps(escalation("no-model", model="").to_dict()))
+    spool.append(orjson.dumps(escalation("new-tier", tier="HUMAN_LATER").to_dict()))
     spool.append(orjson.dumps(escalation("fine").to_dict()))
     spool.close()
     running = start_sidecar(tmp_path, policy_file, "--sink", f"review://{review_queue.address}")
@@ -274,10 +276,17 @@ def test_dead_letters_are_listed_and_replayed_from_the_cli(
         running.wait_serving()
         drained(running)
         listed = escalations_cli("dead-letters", "--state-dir", state)
-        (letter,) = [json.loads(line) for line in listed.splitlines()]
-        assert letter["escalation"]["escalation_id"] == "no-model"
-        assert (letter["sink"], letter["reason"].split(":")[0]) == ("review-queue", "model")
-        assert json.loads(escalations_cli("status", "--state-dir", state))["dead_letters"] == 1
+        letters = {
+            letter["escalation"]["escalation_id"]: (letter["sink"], letter["reason"])
+            for letter in map(json.loads, listed.splitlines())
+        }
+        assert letters.keys() == {"no-model", "new-tier"}
+        assert letters["no-model"][0] == "review-queue"
+        assert letters["no-model"][1].startswith("model")
+        assert letters["new-tier"][1].startswith(
+            "not an escalation message: KeyError('HUMAN_LATER')"
+        )
+        assert json.loads(escalations_cli("status", "--state-dir", state))["dead_letters"] == 2
         assert "replay" in escalations_cli("replay", "--state-dir", state)
         wait_for(
             lambda: any(e["event"] == "escalation.dead_letters_replayed" for e in running.log()),
@@ -286,9 +295,9 @@ def test_dead_letters_are_listed_and_replayed_from_the_cli(
         )
         drained(running)
         wait_for(
-            lambda: sum(e["event"] == "escalation.dead_lettered" for e in running.log()) == 2,
+            lambda: sum(e["event"] == "escalation.dead_lettered" for e in running.log()) == 4,
             10.0,
-            "the replayed record refused again",
+            "the replayed records refused again",
         )
     finally:
         assert running.stop() == 0

@@ -1,7 +1,8 @@
 """The NATS JetStream sink: one stream per deployment (``HITL_<DEPLOYMENT>``), a
 subject per model and tier (``hitl.<deployment>.<model>.<tier>``), the escalation
-as JSON, and ``Nats-Msg-Id: <escalation_id>`` so the server drops a resend within
-its duplicate window (an hour here; consumers dedupe by escalation_id beyond it).
+as JSON (the spool's record, sent as written), and ``Nats-Msg-Id: <escalation_id>``
+so the server drops a resend within its duplicate window (an hour here; consumers
+dedupe by escalation_id beyond it).
 
 A batch is published without waiting between messages and then every server ack is
 awaited; a missing ack, a lost connection or a server error fails the whole batch,
@@ -15,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import nats
-import orjson
 import structlog
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
@@ -27,8 +28,7 @@ from nats.js.api import Header, PubAck, StreamConfig
 from nats.js.errors import Error as JetStreamError
 
 from sidecar.errors import SinkUnavailable
-from sidecar.escalation.record import Escalation
-from sidecar.escalation.sinks import Rejection
+from sidecar.escalation.sinks import Rejection, Spooled
 
 log = structlog.get_logger("hitl.forwarder")
 
@@ -52,26 +52,26 @@ class NatsSink:
         self._client: Client | None = None
         self._js: JetStreamContext | None = None
 
-    def subject(self, escalation: Escalation) -> str:
-        return f"{self.prefix}.{token(escalation.model)}.{token(escalation.tier)}"
+    def subject(self, record: dict[str, Any]) -> str:
+        return f"{self.prefix}.{token(str(record['model']))}.{token(str(record['tier']))}"
 
-    async def deliver(self, batch: Sequence[Escalation]) -> list[Rejection]:
+    async def deliver(self, batch: Sequence[Spooled]) -> list[Rejection]:
         js = await self._jetstream()
         rejected: list[Rejection] = []
         acks: list[asyncio.Future[PubAck]] = []
         try:
-            for escalation in batch:
+            for item in batch:
                 try:
                     acks.append(
                         await js.publish_async(
-                            self.subject(escalation),
-                            orjson.dumps(escalation.to_dict()),
+                            self.subject(item.record),
+                            item.payload,
                             wait_stall=self._timeout,
-                            headers={Header.MSG_ID: escalation.escalation_id},
+                            headers={Header.MSG_ID: item.escalation_id},
                         )
                     )
                 except MaxPayloadError as exc:
-                    rejected.append(Rejection(escalation.escalation_id, f"NATS: {exc}"))
+                    rejected.append(Rejection(item.escalation_id, f"NATS: {exc}"))
             async with asyncio.timeout(self._timeout):
                 await asyncio.gather(*acks)
         except (NatsError, JetStreamError, TimeoutError, OSError) as exc:

@@ -12,9 +12,8 @@ import grpc
 from sidecar._proto.hitl.v1 import review_pb2 as rpb
 from sidecar._proto.hitl.v1 import review_pb2_grpc as rpb_grpc
 from sidecar.errors import SinkUnavailable
-from sidecar.escalation.messages import to_message
-from sidecar.escalation.record import Escalation
-from sidecar.escalation.sinks import YIELD_EVERY, Rejection
+from sidecar.escalation.messages import record_message
+from sidecar.escalation.sinks import YIELD_EVERY, Rejection, Spooled
 
 
 class ReviewQueueSink:
@@ -26,11 +25,14 @@ class ReviewQueueSink:
         self._channel = grpc.aio.insecure_channel(target)
         self._stub = rpb_grpc.ReviewQueueStub(self._channel)
 
-    async def deliver(self, batch: Sequence[Escalation]) -> list[Rejection]:
+    async def deliver(self, batch: Sequence[Spooled]) -> list[Rejection]:
         # Built a few at a time, like the forwarder decodes: the event loop is Route's.
-        messages = []
-        for count, escalation in enumerate(batch, 1):
-            messages.append(to_message(escalation))
+        messages, unfit = [], []
+        for count, item in enumerate(batch, 1):
+            try:
+                messages.append(record_message(item.record))
+            except (KeyError, TypeError, ValueError) as exc:  # no message holds it
+                unfit.append(Rejection(item.escalation_id, f"not an escalation message: {exc!r}"))
             if count % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
         request = rpb.SubmitRequest(escalations=messages)
@@ -40,7 +42,7 @@ class ReviewQueueSink:
             raise SinkUnavailable(
                 f"review queue {self.target}: {exc.code().name}: {exc.details()}"
             ) from exc
-        return [
+        return unfit + [
             Rejection(result.escalation_id, result.message)
             for result in response.results
             if result.status == rpb.SubmitResult.REJECTED

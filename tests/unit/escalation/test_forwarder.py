@@ -16,9 +16,8 @@ import pytest
 from sidecar.errors import SinkUnavailable
 from sidecar.escalation.deadletter import DeadLetters, entries, request_replay
 from sidecar.escalation.forwarder import Forwarder, ForwarderSettings
-from sidecar.escalation.record import Escalation
 from sidecar.escalation.retry import Circuit, CircuitBreaker, backoff_delay
-from sidecar.escalation.sinks import Rejection
+from sidecar.escalation.sinks import Rejection, Spooled
 from sidecar.escalation.spool import Spool
 from tests.escalations import escalation
 
@@ -44,7 +43,7 @@ class ScriptedSink:
         self.received: list[str] = []
         self.calls = 0
 
-    async def deliver(self, batch: Sequence[Escalation]) -> list[Rejection]:
+    async def deliver(self, batch: Sequence[Spooled]) -> list[Rejection]:
         self.calls += 1
         if self.down:
             self.down -= 1
