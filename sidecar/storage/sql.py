@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 # ``:name``, but not the second colon of a ``::type`` cast.
@@ -29,6 +30,16 @@ class DbCursor(Protocol):
     def executemany(self, statement: str, parameters: Iterable[Mapping[str, Any]], /) -> object: ...
 
     def fetchall(self) -> Sequence[Any]: ...
+
+
+class Database(Protocol):
+    """Where a store's transactions run (SqliteDatabase, PostgresDatabase)."""
+
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        """Begin a transaction; commit on exit, roll back on an exception."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class Transaction:

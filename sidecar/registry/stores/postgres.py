@@ -5,13 +5,10 @@ so of two replicas approving at once the second waits, then sees the head moved.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-
 from psycopg import errors
 
 from sidecar.registry.stores.sql import POSTGRES, SqlStore, statements
 from sidecar.storage.postgres import PostgresDatabase
-from sidecar.storage.sql import Transaction
 
 
 class PostgresStore(SqlStore):
@@ -19,13 +16,5 @@ class PostgresStore(SqlStore):
     search_path; it is created when missing (tests use one per test)."""
 
     def __init__(self, dsn: str, *, schema: str = "") -> None:
-        self._db = PostgresDatabase(dsn, schema=schema)
-        super().__init__(
-            statements(POSTGRES), where=self._db.where, duplicate=errors.UniqueViolation
-        )
-
-    def _transaction(self) -> AbstractContextManager[Transaction]:
-        return self._db.transaction()
-
-    def close(self) -> None:
-        self._db.close()
+        db = PostgresDatabase(dsn, schema=schema)
+        super().__init__(db, statements(POSTGRES), where=db.where, duplicate=errors.UniqueViolation)

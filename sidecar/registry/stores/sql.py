@@ -15,7 +15,6 @@ Unix seconds (float) from the caller."""
 from __future__ import annotations
 
 import json
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from sidecar.registry.store import Settlement
 from sidecar.registry.stores import migrations
 from sidecar.registry.stores.migrations import Migration
 from sidecar.storage import postgres, sqlite
-from sidecar.storage.sql import Transaction, render_parameters
+from sidecar.storage.sql import Database, Transaction, render_parameters
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,13 +270,16 @@ def migrate(tx: Transaction, sql: Statements, where: str) -> list[int]:
     return done
 
 
-class SqlStore(ABC):
-    """The RegistryStore logic on any dialect; subclasses open transactions.
+class SqlStore:
+    """The RegistryStore logic on any dialect, its transactions run by db.
 
     ``where`` names the database in messages; ``duplicate`` is the driver's error for
     a unique index refusing a row (translated into Conflict)."""
 
-    def __init__(self, sql: Statements, *, where: str, duplicate: type[Exception]) -> None:
+    def __init__(
+        self, db: Database, sql: Statements, *, where: str, duplicate: type[Exception]
+    ) -> None:
+        self._db = db
         self._sql = sql
         self._duplicate = duplicate
         try:
@@ -287,12 +289,11 @@ class SqlStore(ABC):
             self.close()
             raise
 
-    @abstractmethod
     def _transaction(self) -> AbstractContextManager[Transaction]:
-        """Begin a transaction; commit on exit, roll back on an exception."""
+        return self._db.transaction()
 
-    @abstractmethod
-    def close(self) -> None: ...
+    def close(self) -> None:
+        self._db.close()
 
     # -- revisions -----------------------------------------------------------------
 

@@ -6,23 +6,17 @@ write the next revision."""
 from __future__ import annotations
 
 import sqlite3
-from contextlib import AbstractContextManager
 from pathlib import Path
 
 from sidecar.registry.stores.sql import SQLITE, SqlStore, statements
-from sidecar.storage.sql import Transaction
 from sidecar.storage.sqlite import SqliteDatabase
 
 
 class SqliteStore(SqlStore):
     def __init__(self, path: Path) -> None:
-        self._db = SqliteDatabase(path)
         super().__init__(
-            statements(SQLITE), where=f"SQLite {path}", duplicate=sqlite3.IntegrityError
+            SqliteDatabase(path),
+            statements(SQLITE),
+            where=f"SQLite {path}",
+            duplicate=sqlite3.IntegrityError,
         )
-
-    def _transaction(self) -> AbstractContextManager[Transaction]:
-        return self._db.transaction()
-
-    def close(self) -> None:
-        self._db.close()

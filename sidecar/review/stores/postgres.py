@@ -5,11 +5,8 @@ and never claims it twice."""
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-
 from sidecar.review.stores.sql import POSTGRES, SqlStore, statements
 from sidecar.storage.postgres import PostgresDatabase
-from sidecar.storage.sql import Transaction
 
 
 class PostgresStore(SqlStore):
@@ -17,11 +14,4 @@ class PostgresStore(SqlStore):
     search_path; it is created when missing (tests use one per test)."""
 
     def __init__(self, dsn: str, *, schema: str = "") -> None:
-        self._db = PostgresDatabase(dsn, schema=schema)
-        super().__init__(statements(POSTGRES))
-
-    def _transaction(self) -> AbstractContextManager[Transaction]:
-        return self._db.transaction()
-
-    def close(self) -> None:
-        self._db.close()
+        super().__init__(PostgresDatabase(dsn, schema=schema), statements(POSTGRES))

@@ -13,7 +13,6 @@ the columns the queue filters and orders by. Times are Unix seconds (float)."""
 from __future__ import annotations
 
 import json
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from sidecar.escalation.record import Escalation
 from sidecar.review.item import TIERS, ItemState, Resolution, ReviewItem, Verdict
 from sidecar.review.sla import Sla
 from sidecar.storage import postgres, sqlite
-from sidecar.storage.sql import Transaction, render_parameters
+from sidecar.storage.sql import Database, Transaction, render_parameters
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,21 +191,21 @@ def statements(dialect: Dialect) -> Statements:
     )
 
 
-class SqlStore(ABC):
-    """The ReviewStore logic on any dialect; subclasses open transactions."""
+class SqlStore:
+    """The ReviewStore logic on any dialect, its transactions run by db."""
 
-    def __init__(self, sql: Statements) -> None:
+    def __init__(self, db: Database, sql: Statements) -> None:
+        self._db = db
         self._sql = sql
         with self._transaction() as tx:
             for statement in sql.schema:
                 tx.run(statement, {})
 
-    @abstractmethod
     def _transaction(self) -> AbstractContextManager[Transaction]:
-        """Begin a write transaction; commit on exit, roll back on an exception."""
+        return self._db.transaction()
 
-    @abstractmethod
-    def close(self) -> None: ...
+    def close(self) -> None:
+        self._db.close()
 
     def add(self, items: Sequence[ReviewItem]) -> list[bool]:
         with self._transaction() as tx:

@@ -5,21 +5,12 @@ never claim one item."""
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from pathlib import Path
 
 from sidecar.review.stores.sql import SQLITE, SqlStore, statements
-from sidecar.storage.sql import Transaction
 from sidecar.storage.sqlite import SqliteDatabase
 
 
 class SqliteStore(SqlStore):
     def __init__(self, path: Path) -> None:
-        self._db = SqliteDatabase(path)
-        super().__init__(statements(SQLITE))
-
-    def _transaction(self) -> AbstractContextManager[Transaction]:
-        return self._db.transaction()
-
-    def close(self) -> None:
-        self._db.close()
+        super().__init__(SqliteDatabase(path), statements(SQLITE))
