@@ -3,6 +3,7 @@ OTEL_* variables, and each Route span continues the caller's trace."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -95,3 +96,38 @@ def test_route_span_exported_over_otlp(
     assert {a.key: a.value.string_value for a in resource.attributes}[
         "service.name"
     ] == "sidecar-under-test"
+
+
+def test_the_exporter_child_runs_only_on_cores_nothing_else_wants(
+    tmp_path: Path, policy_file: Path, collector: tuple[Collector, int]
+) -> None:
+    """The span-export child, and every thread its exporter starts, are under
+    SCHED_IDLE, so its encoding never holds a core a Route call wakes up for; the
+    sidecar is not."""
+    receiver, port = collector
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+    }
+    running = start_sidecar(tmp_path, policy_file, env=env)
+    try:
+        running.wait_serving()
+        with grpc.insecure_channel(running.address) as channel:
+            router_pb2_grpc.RouterStub(channel).Route(
+                route_request("traced", "m", confident_logits(1)), timeout=2
+            )
+        wait_for(receiver.spans, 10, "an exported span")
+        pid = running.process.pid
+        (child,) = [  # beside it, multiprocessing's resource tracker
+            child
+            for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+        ]
+        threads = [int(t.name) for t in Path(f"/proc/{child}/task").iterdir()]
+        policies = {os.sched_getscheduler(t) for t in threads}
+        sidecar_policy = os.sched_getscheduler(pid)
+    finally:
+        running.stop()
+    assert len(threads) > 1
+    assert policies == {os.SCHED_IDLE}
+    assert sidecar_policy == os.SCHED_OTHER

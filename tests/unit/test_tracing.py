@@ -3,11 +3,15 @@ is shipped to the exporter child rebuilt as the span the OTLP exporter sends."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import SpanKind, StatusCode
 
-from sidecar.telemetry.span_export import FinishedSpan, _rebuild
+from sidecar.telemetry.span_export import EXPORTER_NICENESS, FinishedSpan, _rebuild
 from sidecar.telemetry.tracing import INSTRUMENTATION, ServerSpans
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -103,3 +107,24 @@ def test_sdk_disabled_means_no_ids_and_nothing_shipped(monkeypatch: pytest.Monke
     with ServerSpans(shipped).start("hitl.Route", traceparent()) as span:
         assert span.trace_ids() == ("", "")
     assert shipped.spans == []
+
+
+def test_where_the_idle_class_is_refused_the_exporter_runs_niced() -> None:
+    """A process the kernel (or a seccomp profile) refuses SCHED_IDLE lowers its nice
+    value instead; run in a process of its own, since both last for its lifetime."""
+    refused = (
+        "import os\n"
+        "from sidecar.telemetry import span_export\n"
+        "def refuse(*args):\n"
+        "    raise PermissionError(1, 'Operation not permitted')\n"
+        "os.sched_setscheduler = refuse\n"
+        "before = os.nice(0)\n"
+        "span_export.lower_priority()\n"
+        "print(os.nice(0) - before, os.sched_getscheduler(0))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", refused], capture_output=True, text=True, check=True
+    )
+    raised, policy = done.stdout.split()[-2:]
+    assert (int(raised), int(policy)) == (EXPORTER_NICENESS, os.SCHED_OTHER)
+    assert "spans.exporter_priority" in done.stdout
