@@ -29,6 +29,7 @@ class WorkerResult:
     elapsed: float
     started: float  # time.time() of the first scheduled call
     scheduled: npt.NDArray[np.float64]  # time.time() each succeeded call was due
+    escalated: npt.NDArray[np.bool_]  # each succeeded call answered with an escalation
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class LoadResult:
     # time.time() of the first scheduled call and of the last answer, over the workers
     window: tuple[float, float]
     scheduled: npt.NDArray[np.float64]  # time.time() each of latencies_ms was due
+    escalated: npt.NDArray[np.bool_]  # each of latencies_ms answered with an escalation
 
 
 def run_load(
@@ -65,6 +67,7 @@ def run_load(
         (sent - sum(r.errors for r in results)) / elapsed,
         (min(r.started for r in results), max(r.started + r.elapsed for r in results)),
         np.concatenate([r.scheduled for r in results]),
+        np.concatenate([r.escalated for r in results]),
     )
 
 
@@ -80,6 +83,7 @@ async def _drive(
     requests = [pb.RouteRequest.FromString(p) for p in payloads]
     total = int(rate * seconds)
     latencies = np.full(total, np.nan)
+    escalated = np.zeros(total, dtype=np.bool_)
     errors = 0
     async with grpc.aio.insecure_channel(target) as channel:
         route = pb_grpc.RouterStub(channel).Route
@@ -91,11 +95,12 @@ async def _drive(
             request.CopyFrom(requests[i % len(requests)])
             request.request_id = f"{tag}-{i}"
             try:
-                await route(request, timeout=5.0)
+                response = await route(request, timeout=5.0)
             except grpc.aio.AioRpcError:
                 errors += 1
                 return
             latencies[i] = (time.perf_counter() - scheduled) * 1000.0
+            escalated[i] = bool(response.escalation_id)
 
         loop_start = time.perf_counter() + 0.05
         started = time.time() + 0.05
@@ -110,7 +115,7 @@ async def _drive(
         elapsed = time.perf_counter() - loop_start
     ok = ~np.isnan(latencies)
     due = started + np.arange(total) / rate
-    return WorkerResult(latencies[ok], errors, total, elapsed, started, due[ok])
+    return WorkerResult(latencies[ok], errors, total, elapsed, started, due[ok], escalated[ok])
 
 
 def percentiles(latencies_ms: npt.NDArray[np.float64]) -> dict[str, float]:
