@@ -58,26 +58,31 @@ def collector() -> Iterator[tuple[Collector, int]]:
     server.stop(0)
 
 
+def otlp_env(port: int) -> dict[str, str]:
+    """The variables that export spans to the collector on port."""
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+    }
+
+
+def route(address: str, metadata: tuple[tuple[str, str], ...] = ()) -> None:
+    with grpc.insecure_channel(address) as channel:
+        router_pb2_grpc.RouterStub(channel).Route(
+            route_request("traced", "m", confident_logits(1)), metadata=metadata, timeout=2
+        )
+
+
 def test_route_span_exported_over_otlp(
     tmp_path: Path, policy_file: Path, collector: tuple[Collector, int]
 ) -> None:
     """One SERVER span per Route, child of the caller's span, with the decision attributes."""
     receiver, port = collector
-    env = {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
-        "OTEL_EXPORTER_OTLP_INSECURE": "true",
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-        "OTEL_SERVICE_NAME": "sidecar-under-test",
-    }
+    env = {**otlp_env(port), "OTEL_SERVICE_NAME": "sidecar-under-test"}
     running = start_sidecar(tmp_path, policy_file, env=env)
     try:
         running.wait_serving()
-        with grpc.insecure_channel(running.address) as channel:
-            router_pb2_grpc.RouterStub(channel).Route(
-                route_request("traced", "m", confident_logits(1)),
-                metadata=(("traceparent", f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"),),
-                timeout=2,
-            )
+        route(running.address, (("traceparent", f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"),))
         wait_for(
             lambda: any(s.name == "hitl.Route" for s in receiver.spans()), 10, "the exported span"
         )
@@ -105,17 +110,10 @@ def test_the_exporter_child_runs_only_on_cores_nothing_else_wants(
     SCHED_IDLE, so its encoding never holds a core a Route call wakes up for; the
     sidecar is not."""
     receiver, port = collector
-    env = {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
-        "OTEL_EXPORTER_OTLP_INSECURE": "true",
-    }
-    running = start_sidecar(tmp_path, policy_file, env=env)
+    running = start_sidecar(tmp_path, policy_file, env=otlp_env(port))
     try:
         running.wait_serving()
-        with grpc.insecure_channel(running.address) as channel:
-            router_pb2_grpc.RouterStub(channel).Route(
-                route_request("traced", "m", confident_logits(1)), timeout=2
-            )
+        route(running.address)
         wait_for(receiver.spans, 10, "an exported span")
         pid = running.process.pid
         (child,) = [  # beside it, multiprocessing's resource tracker
