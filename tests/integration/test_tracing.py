@@ -4,6 +4,8 @@ OTEL_* variables, and each Route span continues the caller's trace."""
 from __future__ import annotations
 
 import os
+import signal
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -13,9 +15,11 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otlp_grpc
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.trace import SpanKind
 
 from sidecar._proto.hitl.v1 import router_pb2_grpc
 from sidecar.client import route_request
+from sidecar.telemetry.span_export import MAX_QUEUE, SHIP_SECONDS, FinishedSpan, SpanShipper
 from tests.artefacts import confident_logits
 from tests.integration.conftest import start_sidecar, wait_for
 
@@ -129,3 +133,35 @@ def test_the_exporter_child_runs_only_on_cores_nothing_else_wants(
     assert len(threads) > 1
     assert policies == {os.SCHED_IDLE}
     assert sidecar_policy == os.SCHED_OTHER
+
+
+def test_a_starved_exporter_child_drops_spans_and_never_blocks_a_request(
+    collector: tuple[Collector, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under SCHED_IDLE the child may get no core for a while (here it is stopped):
+    the pipe fills, the shipper waits on it, and ``ship`` on the request path keeps
+    returning at once, dropping and counting what the bounded queue cannot hold.
+    Once the child runs again, what was shipped is exported and shutdown completes."""
+    receiver, port = collector
+    for name, value in otlp_env(port).items():
+        monkeypatch.setenv(name, value)
+    shipper = SpanShipper({"service.name": "starved"})
+    child = shipper._child.pid
+    assert child is not None
+    os.kill(child, signal.SIGSTOP)
+    try:
+        span = FinishedSpan(
+            "hitl.Route", 1, 2, 1, 0, False, SpanKind.SERVER, 1, 2, None, {"a": 1}, "s"
+        )
+        for _ in range(2000):  # more than the pipe holds; the shipper blocks on it
+            shipper.ship(span)
+        time.sleep(3 * SHIP_SECONDS)
+        before = shipper.dropped
+        for _ in range(MAX_QUEUE + 500):
+            shipper.ship(span)
+        assert shipper.dropped - before >= 500
+    finally:
+        os.kill(child, signal.SIGCONT)
+    shipper.shutdown()
+    assert shipper._child.exitcode == 0
+    assert len(receiver.spans()) == 2000 + MAX_QUEUE + 500 - shipper.dropped
