@@ -481,9 +481,9 @@ def run(
     calls: dict[str, loadgen.LoadResult] | None = None,
 ) -> dict[str, Any]:
     """The trials, sweep and throughput phases (spool: the sidecar's, drained before
-    each throughput phase); during(tag), when given, wraps each
-    trial phase (floor and sidecar alike, so both see the same extra load), and
-    calls, when given, receives each trial phase's result by tag."""
+    each throughput phase); during(tag), when given, wraps each trial phase (floor
+    and sidecar alike, so both see the same extra load), and calls, when given,
+    receives each trial phase's result by tag."""
     report: dict[str, Any] = {
         "machine": {
             "cores": os.cpu_count(),
