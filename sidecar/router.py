@@ -21,6 +21,7 @@ from sidecar.core.hashing import escalation_id
 from sidecar.core.replay import ReplayCache
 from sidecar.core.request import FloatArray, InputKind, RouteInput, Signals, signals_of
 from sidecar.core.validation import validate
+from sidecar.core.values import value
 from sidecar.errors import EscalationRefused, InvalidRequest, RequestConflict, RequestError
 from sidecar.escalation.record import Escalation
 from sidecar.escalation.recorder import Recorder
@@ -31,7 +32,7 @@ from sidecar.telemetry.metrics import RouterMetrics
 _TINY = np.float32(1e-30)  # floor for log(p) of a zero probability
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Routed:
     """A decision as answered to the caller."""
 
@@ -56,7 +57,7 @@ class OutcomeMatch:
     correct: bool
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class TraceIds:
     trace_id: str = ""
     span_id: str = ""

@@ -7,7 +7,6 @@ request's domain, then the audit sample of AUTOMATED decisions."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import Any
 
@@ -15,6 +14,7 @@ from sidecar.core.policy import ModelPolicy, Policy
 from sidecar.core.request import RouteInput, Signals
 from sidecar.core.rules import first_match
 from sidecar.core.thresholds import Thresholds, Tier
+from sidecar.core.values import value
 
 
 class Reason(IntEnum):
@@ -36,7 +36,7 @@ class CalibrationFailure(Enum):
     NON_FINITE = Reason.FALLBACK_NON_FINITE
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Decision:
     """Who acts on a prediction and why; everything the audit record needs."""
 
@@ -126,7 +126,7 @@ def _thresholds(model: ModelPolicy, request: RouteInput) -> tuple[str, Threshold
     return arm_name, table.for_domain(request.domain)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class _Context:
     revision: int
     model: ModelPolicy

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from enum import IntEnum
 
 import numpy as np
 import numpy.typing as npt
+
+from sidecar.core.values import value
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -21,7 +22,7 @@ class InputKind(IntEnum):
     PROBABILITIES = 2
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@value(eq=False)
 class RouteInput:
     """One prediction to route, as the caller sent it."""
 
@@ -43,7 +44,7 @@ class RouteInput:
         return hash(self.logits.tobytes())
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Signals:
     """The calibrated output for one prediction, as rules and thresholds see it."""
 

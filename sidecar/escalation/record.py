@@ -5,11 +5,13 @@ logits as sent). Pure."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, field, fields
 from typing import Any
 
+from sidecar.core.values import value
 
-@dataclass(frozen=True, slots=True)
+
+@value
 class Escalation:
     escalation_id: str
     request_id: str
