@@ -42,6 +42,7 @@ log = structlog.get_logger("hitl.telemetry")
 MAX_QUEUE = 8192
 EXPORTER_NICENESS = 10
 SHIP_SECONDS = 0.2
+CHILD_EXIT_SECONDS = 10.0  # on shutdown, for the child to export what it holds
 
 
 class FinishedSpan(NamedTuple):
@@ -144,9 +145,11 @@ class SpanShipper:
             with contextlib.suppress(OSError, ValueError):
                 self._send.send(None)
         self._send.close()
-        self._child.join(timeout=10)
+        self._child.join(timeout=CHILD_EXIT_SECONDS)
         if self._child.is_alive():
+            log.warning("spans.exporter_killed", waited_seconds=CHILD_EXIT_SECONDS)
             self._child.kill()
+            self._child.join(timeout=5)  # reaped, not left a zombie
 
 
 def lower_priority() -> None:

@@ -16,9 +16,11 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otlp_grpc
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.trace import SpanKind
+from structlog.testing import capture_logs
 
 from sidecar._proto.hitl.v1 import router_pb2_grpc
 from sidecar.client import route_request
+from sidecar.telemetry import span_export
 from sidecar.telemetry.span_export import MAX_QUEUE, SHIP_SECONDS, FinishedSpan, SpanShipper
 from tests.artefacts import confident_logits
 from tests.integration.conftest import start_sidecar, wait_for
@@ -165,3 +167,26 @@ def test_a_starved_exporter_child_drops_spans_and_never_blocks_a_request(
     shipper.shutdown()
     assert shipper._child.exitcode == 0
     assert len(receiver.spans()) == 2000 + MAX_QUEUE + 500 - shipper.dropped
+
+
+def test_an_exporter_child_that_never_exits_is_killed_and_reaped_on_shutdown(
+    collector: tuple[Collector, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child that does not finish within CHILD_EXIT_SECONDS of shutdown (here it
+    is stopped for good) is killed, logged, and reaped: shutdown returns and leaves
+    no zombie behind."""
+    _receiver, port = collector
+    for name, value in otlp_env(port).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(span_export, "CHILD_EXIT_SECONDS", 0.5)
+    shipper = SpanShipper({"service.name": "hung"})
+    child = shipper._child.pid
+    assert child is not None
+    os.kill(child, signal.SIGSTOP)
+    with capture_logs() as logs:
+        started = time.monotonic()
+        shipper.shutdown()
+    assert time.monotonic() - started < 5
+    assert shipper._child.exitcode == -signal.SIGKILL
+    assert not Path(f"/proc/{child}").exists()
+    assert [entry["event"] for entry in logs] == ["spans.exporter_killed"]
