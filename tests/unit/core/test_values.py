@@ -15,7 +15,7 @@ from sidecar.core.values import value
 
 
 def test_a_value_compares_by_its_fields() -> None:
-    """Two values with the same fields are equal; eq=False keeps identity."""
+    """Two values with the same fields are equal and hash alike; eq=False keeps identity."""
 
     @value
     class Pair:
@@ -23,6 +23,7 @@ def test_a_value_compares_by_its_fields() -> None:
         right: str = ""
 
     assert Pair(1, "a") == Pair(1, "a")
+    assert hash(Pair(1, "a")) == hash(Pair(1, "a"))  # as a frozen dataclass's
     assert Pair(1) != Pair(2)
     assert not hasattr(Pair(1), "__dict__")  # slotted
     request = RouteInput("r", "m", np.zeros(2, dtype=np.float32))
