@@ -682,7 +682,7 @@ def print_floor_note(report: dict[str, Any]) -> None:
     if floor_p99 >= LIMIT_P99_MS:
         print(
             f"note: the floor, which does nothing, had p99 {floor_p99:.2f} ms, over the limit"
-            " itself: the stalls are this machine's (README, Performance)"
+            " itself: the stalls are the machine's (benchmarks/RESULTS.md, run 11)"
         )
 
 
