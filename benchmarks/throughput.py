@@ -1,6 +1,6 @@
 """Closed-loop throughput of RouteBatch and RouteStream, in predictions per second.
 
-Every measurement sends request ids of its own (the worker's pid is in them): a
+Every measurement sends request ids of its own (a random prefix in each): a
 request_id the sidecar has seen in its replay window is answered from there, far
 more cheaply than a new prediction, so repeating ids across measurements would
 count replays as throughput."""
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
-import os
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 import grpc
@@ -39,7 +39,7 @@ async def _drive(
 ) -> float:
     requests = [pb.RouteRequest.FromString(p) for p in payloads]
     counter = iter(range(10**12))
-    run = os.getpid()
+    run = uuid.uuid4().hex[:12]
 
     def batch(lane: int) -> pb.RouteBatchRequest:
         items = []
