@@ -17,8 +17,8 @@ the others.
 
 Default rate, 500 requests/s: on a 2-core machine the two load processes, the
 sidecar, its span-export child and the OTLP receiver share the cores. On the
-2-core machines measured so far the do-nothing floor costs 340 to 740 us of server
-CPU per call and the sidecar 600 to 1530 us. On most of them the sidecar phase at
+2-core machines measured so far the do-nothing floor costs 200 to 750 us of server
+CPU per call and the sidecar 500 to 1530 us. On most of them the sidecar phase at
 500/s keeps the machine about half busy (sidecar 55 % of a core, each load process
 15 %), while at 1000/s the sidecar's p99 measures queueing for a core (21 to 97 ms
 against the floor's 2.6 to 3.6 ms), so 500/s leaves the cores headroom; on the
