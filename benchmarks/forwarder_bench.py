@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -26,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from benchmarks.route_bench import Proc, _wait_serving, prepare, start
+from benchmarks.route_bench import Proc, prepare, start, wait_serving
 from sidecar.escalation.record import Escalation
 from sidecar.escalation.spool import Spool, acked_offset
 
@@ -90,7 +91,7 @@ def measure(workdir: Path, sink: str, count: int) -> dict[str, Any]:
         workdir / f"sidecar-{sink}.addr", workdir / f"sidecar-{sink}.log",
     )  # fmt: skip
     try:
-        _wait_serving(sidecar.address)
+        wait_serving(sidecar.address)
         started = time.monotonic()
         while acked_offset(state / "spool") < end:
             if time.monotonic() - started > 300:
@@ -159,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nlimit: every sink >= {LIMIT_PER_SECOND:.0f}/s with all received: {'PASS' if ok else 'FAIL'}"
     )
+    shutil.rmtree(workdir, ignore_errors=True)  # kept, with its logs, by a run that raises
     return 0 if ok else 1
 
 

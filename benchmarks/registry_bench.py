@@ -41,6 +41,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -346,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\nlimit: every client on the new revision, verified, within {LIMIT_SECONDS:g} s "
         f"in each round: {'PASS' if ok else 'FAIL'}"
     )
+    shutil.rmtree(workdir, ignore_errors=True)  # kept, with its logs, by a run that raises
     return 0 if ok else 1
 
 

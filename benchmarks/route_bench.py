@@ -90,9 +90,16 @@ class Proc:
 
     def cpu_seconds(self) -> float:
         """CPU time of the process and its children (the sidecar's span-export child)."""
+        return sum(self.cpu_split())
+
+    def cpu_split(self) -> tuple[float, float, float]:
+        """CPU seconds of the main thread (the event loop), of the process's other
+        threads, and of its children."""
         pid = self.process.pid
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        return sum(_cpu_ticks(p) for p in [str(pid), *children]) / os.sysconf("SC_CLK_TCK")
+        main, process = _cpu_ticks(f"{pid}/task/{pid}"), _cpu_ticks(str(pid))
+        tick = os.sysconf("SC_CLK_TCK")
+        return main / tick, (process - main) / tick, sum(map(_cpu_ticks, children)) / tick
 
     def peak_rss_mb(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -109,6 +116,7 @@ class Proc:
 
 
 def _cpu_ticks(pid: str) -> int:
+    """User and system ticks of /proc/<pid>/stat (pid may be "<pid>/task/<tid>")."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except FileNotFoundError:  # a child that has just exited
@@ -291,35 +299,16 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="hitl-bench-"))
     payloads = prepare(workdir)
-    python = sys.executable
-    sink = start(
-        [python, "-m", "benchmarks.otlp_sink", "--port-file", str(workdir / "otlp.addr")],
-        workdir / "otlp.addr",
-        workdir / "otlp.log",
-        elsewhere=True,
-    )
-    otel = {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{sink.address}",
-        "OTEL_EXPORTER_OTLP_INSECURE": "true",
-    }
+    sink = start_sink(workdir)
     registry, swapper, policy_args = None, None, ["--policy", str(workdir / "policy.yaml")]
     calls: dict[str, loadgen.LoadResult] = {}
     if args.policy_swaps:
         registry, swapper, policy_args = start_registry(workdir, args.swap_seconds)
     review, review_db = start_review(workdir)
-    sidecar = start(
-        [python, "-m", "sidecar", "sidecar", *policy_args, "--listen", "127.0.0.1:0",
-         "--state-dir", str(workdir / "state"), "--port-file", str(workdir / "sidecar.addr"),
-         "--sink", f"review://{review.address}"],
-        workdir / "sidecar.addr", workdir / "sidecar.log", {**otel, "HITL_SPOOL_FSYNC": "true"},
-    )  # fmt: skip
-    floor = start(
-        [python, "-m", "benchmarks.floor", "--port-file", str(workdir / "floor.addr")],
-        workdir / "floor.addr",
-        workdir / "floor.log",
-    )
+    sidecar = start_sidecar(workdir, sink, review, policy_args)
+    floor = start_floor(workdir)
     try:
-        _wait_serving(sidecar.address)
+        wait_serving(sidecar.address)
         report = run(
             args,
             payloads,
@@ -358,7 +347,50 @@ def main(argv: list[str] | None = None) -> int:
             f" each measured window: {'PASS' if swapped else 'FAIL'}"
         )
         verdict = verdict and swapped
+    # Reported: the run's directory goes (its audit log alone reaches hundreds of MB).
+    # A run that raises keeps it, with every process's log.
+    shutil.rmtree(workdir, ignore_errors=True)
     return 0 if verdict else 1
+
+
+def start_sink(workdir: Path) -> Proc:
+    """The OTLP receiver the sidecar exports its spans to; it stands in for a
+    collector on other machines."""
+    return start(
+        [sys.executable, "-m", "benchmarks.otlp_sink", "--port-file", str(workdir / "otlp.addr")],
+        workdir / "otlp.addr",
+        workdir / "otlp.log",
+        elsewhere=True,
+    )
+
+
+def start_sidecar(
+    workdir: Path,
+    sink: Proc,
+    review: Proc,
+    policy_args: list[str],
+    env: dict[str, str] | None = None,
+) -> Proc:
+    """The sidecar as the benchmark runs it (spool fsync on, spans to sink,
+    escalations to review); env overrides its settings. It serves once
+    ``wait_serving`` returns."""
+    return start(
+        [sys.executable, "-m", "sidecar", "sidecar", *policy_args, "--listen", "127.0.0.1:0",
+         "--state-dir", str(workdir / "state"), "--port-file", str(workdir / "sidecar.addr"),
+         "--sink", f"review://{review.address}"],
+        workdir / "sidecar.addr",
+        workdir / "sidecar.log",
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{sink.address}",
+         "OTEL_EXPORTER_OTLP_INSECURE": "true", "HITL_SPOOL_FSYNC": "true", **(env or {})},
+    )  # fmt: skip
+
+
+def start_floor(workdir: Path) -> Proc:
+    return start(
+        [sys.executable, "-m", "benchmarks.floor", "--port-file", str(workdir / "floor.addr")],
+        workdir / "floor.addr",
+        workdir / "floor.log",
+    )
 
 
 def start_review(workdir: Path) -> tuple[Proc, Path]:
@@ -580,7 +612,7 @@ def drain(spool: Path, limit_seconds: float = 120.0) -> None:
     time.sleep(SETTLE_SECONDS)
 
 
-def _wait_serving(address: str) -> None:
+def wait_serving(address: str) -> None:
     from sidecar.client import RouterClient
 
     with RouterClient(address) as client:
