@@ -23,7 +23,7 @@ CPU per call and the sidecar 500 to 1530 us. On most of them the sidecar phase a
 15 %), while at 1000/s the sidecar's p99 measures queueing for a core (21 to 97 ms
 against the floor's 2.6 to 3.6 ms), so 500/s leaves the cores headroom; on the
 slowest (floor 740 us per call, its own p99 11.8 ms) 500/s was already near the
-sidecar's knee. 500 is also the lowest rate the benchmark may use. The sweep shows
+sidecar's knee. 500 is also the lowest default its requirements allow. The sweep shows
 the curve beyond.
 
 ``--policy-swaps`` (``make bench`` runs it after the default run): the sidecar takes
