@@ -67,6 +67,7 @@ from sidecar.telemetry.audit import FLUSH_SECONDS, AuditLog, JsonLinesAudit
 from sidecar.telemetry.metrics import (
     RouterMetrics,
     meter_provider,
+    observe_audit,
     observe_escalations,
     observe_policy_source,
 )
@@ -204,6 +205,7 @@ def build(
         forwarder = Forwarder(spool, sink, dead, settings, recorder.written)
     observe_escalations(meters.get_meter(INSTRUMENTATION), spool, dead.spool, forwarder, clock.now)
     audit = audit or JsonLinesAudit(config.audit_path)
+    observe_audit(meters.get_meter(INSTRUMENTATION), audit)
     router = Router(
         holder, recorder, audit, metrics, clock, config.replay_capacity, config.replay_ttl_seconds
     )

@@ -21,6 +21,7 @@ from sidecar.escalation.forwarder import Forwarder
 from sidecar.escalation.spool import Spool
 from sidecar.policy.snapshot import SnapshotHolder
 from sidecar.policy.source import SourceStats
+from sidecar.telemetry.audit import AuditLog
 
 # Route latency buckets (ms): fine below the 5 ms budget, coarse above it.
 LATENCY_BUCKETS_MS = (
@@ -177,6 +178,27 @@ def observe_escalations(
         "hitl.forwarder.circuit",
         [_constant(lambda: forwarder.circuit.value, attrs)],
         description="Circuit breaker state: 0 closed, 1 half-open, 2 open",
+    )
+
+
+def observe_audit(meter: Meter, audit: AuditLog) -> None:
+    """Flushes the audit file refused, records dropped while it did, and the bytes
+    held in memory for it."""
+    meter.create_observable_counter(
+        "hitl.audit.write_failures",
+        [lambda _options: [Observation(audit.failures)]],
+        description="Audit log flushes the file refused (records are held and retried)",
+    )
+    meter.create_observable_counter(
+        "hitl.audit.dropped",
+        [lambda _options: [Observation(audit.dropped)]],
+        description="Audit records dropped, held past the bound while the file refused writes",
+    )
+    meter.create_observable_gauge(
+        "hitl.audit.pending",
+        [lambda _options: [Observation(audit.pending_bytes())]],
+        unit="By",
+        description="Audit records in memory, not yet written",
     )
 
 

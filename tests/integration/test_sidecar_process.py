@@ -351,6 +351,42 @@ def test_full_disk_refuses_escalations_not_answers(tmp_path: Path, policy_file: 
         running.stop()
 
 
+def test_full_disk_under_the_audit_log(tmp_path: Path, policy_file: Path) -> None:
+    """With the audit log on a full disk, Route answers as before; the failure is
+    logged once, not at every retry, the records held show in the metrics, and a
+    stop says how many were never written and exits cleanly."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "audit.jsonl").symlink_to("/dev/full")
+    port = free_port()
+    running = start_sidecar(tmp_path, policy_file, "--metrics-addr", f"127.0.0.1:{port}")
+    try:
+        running.wait_serving()
+        with running.client() as client:
+            for i in range(5):
+                assert client.route(ok(f"a{i}")).tier == d.TIER_AUTOMATED
+            assert client.route(ok("review", strength=0.3)).escalation_id
+        wait_for(lambda: _sample(port, "hitl_audit_write_failures_total") >= 3, 5.0, "retries")
+        assert _sample(port, "hitl_audit_pending_bytes") > 0
+        assert _sample(port, "hitl_audit_dropped_total") == 0
+    finally:
+        assert running.stop() == 0
+    events = running.log()
+    assert [e["event"] for e in events].count("audit.write_failed") == 1
+    (unwritten,) = [e for e in events if e["event"] == "audit.unwritten"]
+    assert unwritten["records"] == 6
+    assert len(running.escalations()) == 1  # the spool is another file, and took it
+
+
+def _sample(port: int, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    raise AssertionError(f"{name} not in the scrape")
+
+
 def test_unix_socket_and_graceful_sigterm(tmp_path: Path, policy_file: Path) -> None:
     """The sidecar serves on a Unix socket and exits 0 on SIGTERM, logging its stop."""
     socket_path = tmp_path / "hitl.sock"
