@@ -19,9 +19,11 @@ it. The failure is logged when it starts and when it ends, not at every retry.""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -31,7 +33,6 @@ import structlog
 FLUSH_SECONDS = 0.1
 # About 60,000 records (3 s at 20,000 decisions/s) held while the file refuses writes.
 MAX_PENDING_BYTES = 64 * 1024 * 1024
-_NEWLINE = ord("\n")
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
 
 log = structlog.get_logger("hitl.audit")
@@ -58,7 +59,11 @@ class JsonLinesAudit:
     has gathered to the kernel in one write. The sidecar calls ``flush`` from a
     worker thread, so the event loop never waits on the file (an append can wait
     on the filesystem's journal for milliseconds). ``write`` and ``flush`` may run
-    in different threads."""
+    in different threads.
+
+    What a refused write leaves goes to a second buffer that only ``flush`` touches
+    and writes first; records are dropped from its front. ``write`` never waits on
+    it, however much it holds."""
 
     def __init__(self, path: str, max_pending_bytes: int = MAX_PENDING_BYTES) -> None:
         self.path = path
@@ -66,14 +71,12 @@ class JsonLinesAudit:
         self.failures = 0
         self.dropped = 0
         self._failing = False
-        self._midline = False  # the file ends inside a record a refused write cut short
-        self._file: BinaryIO
+        # Unbuffered, stdout too: each write says how much the file took, and a
+        # refused one leaves nothing in a buffer to be written twice.
         if path == "-":
-            self._file = sys.stdout.buffer  # shared with the operational logs, in order
+            self._file: BinaryIO = open(sys.stdout.fileno(), "wb", buffering=0, closefd=False)  # noqa: SIM115
         else:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            # Unbuffered: each write says how much the file took, and a refused one
-            # leaves nothing behind in a buffer to be written twice.
             self._file = Path(path).open("ab", buffering=0)  # noqa: SIM115 (kept open)
         # One buffer, not a list of lines: a line (about 1 KB, past the interpreter's
         # small-object limit) kept until the flush is a heap allocation of its own,
@@ -82,6 +85,10 @@ class JsonLinesAudit:
         self._pending = bytearray()
         self._lock = threading.Lock()  # the pending buffer, between write and flush
         self._flushing = threading.Lock()  # one flush at a time, so lines stay in order
+        # What the file refused, oldest first (flush's alone, under _flushing); its
+        # first _midline bytes end a record whose start the file already has.
+        self._held = bytearray()
+        self._midline = 0
 
     def write(self, record: Mapping[str, Any]) -> None:
         line = orjson.dumps(record, option=_OPTIONS)
@@ -91,63 +98,84 @@ class JsonLinesAudit:
     def flush(self) -> None:
         with self._flushing:
             with self._lock:
-                pending, self._pending = self._pending, bytearray()
-            written = 0
+                fresh, self._pending = self._pending, bytearray()
+            if self._held:
+                self._held += fresh
+            else:
+                self._held = fresh
+            data, written = self._held, 0
             try:
-                while written < len(pending):
-                    written += self._file.write(memoryview(pending)[written:])
-                self._file.flush()
+                while written < len(data):
+                    taken = self._file.write(memoryview(data)[written:])
+                    if taken is None:  # a non-blocking file that would block
+                        raise BlockingIOError(errno.EAGAIN, "the audit file would block")
+                    written += taken
             except OSError as exc:
-                if written:
-                    self._midline = pending[written - 1] != _NEWLINE
-                self._hold(pending[written:], exc)
+                self._refused(written, exc)
                 return
-            self._midline = False
-            if self._failing:
+            self._held, self._midline = bytearray(), 0
+            if written and self._failing:
                 self._failing = False
-                log.info("audit.write_recovered", path=self.path)
+                _report(log.info, "audit.write_recovered", path=self.path)
 
     def pending_bytes(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._held)
 
     def close(self) -> None:
         self.flush()
-        if self._pending:
-            log.error(
+        if self._held:
+            _report(
+                log.error,
                 "audit.unwritten",
                 path=self.path,
-                records=self._pending.count(b"\n"),
+                records=self._held.count(b"\n"),
                 detail="the file refused them until shutdown; they are lost",
             )
-        if self._file is not sys.stdout.buffer:
-            self._file.close()
+        self._file.close()
 
-    def _hold(self, unwritten: bytes | bytearray, error: OSError) -> None:
-        """Keep what the file refused, ahead of newer records; past the bound, drop
-        the oldest whole records (never the rest of one whose start the file has)."""
-        with self._lock:
-            self._pending[:0] = unwritten
-            keep = self._pending.find(b"\n") + 1 if self._midline else 0
-            excess = len(self._pending) - self.max_pending_bytes
-            dropped = 0
-            if excess > 0:
-                cut = self._pending.find(b"\n", keep + excess - 1) + 1 or len(self._pending)
-                dropped = self._pending.count(b"\n", keep, cut)
-                del self._pending[keep:cut]
-            held = len(self._pending)
+    def _refused(self, written: int, error: OSError) -> None:
+        """Keep what the file refused; past the bound, drop the oldest whole records
+        (never the end of one whose start the file has)."""
+        held = self._held
+        if written:
+            end = held.rfind(b"\n", 0, written) + 1  # the records the file has whole
+            self._midline = held.find(b"\n", written) + 1 - written if end < written else 0
+            del held[:written]  # from the front: no copy
+        dropped = 0
+        excess = len(held) - self.max_pending_bytes
+        if excess > 0:
+            keep = self._midline
+            cut = held.find(b"\n", keep + excess - 1) + 1 or len(held)
+            dropped = held.count(b"\n", keep, cut)
+            held[cut - keep : cut] = held[:keep]  # the end of the cut record moves up
+            del held[: cut - keep]
         self.failures += 1
         if not self._failing:
             self._failing = True
-            log.error(
+            _report(
+                log.error,
                 "audit.write_failed",
                 path=self.path,
                 error=str(error),
-                held_bytes=held,
+                held_bytes=len(held),
                 detail="records are held in memory and written when the file takes them",
             )
         if dropped:
             self.dropped += dropped
-            log.error("audit.records_dropped", path=self.path, records=dropped, held_bytes=held)
+            _report(
+                log.error,
+                "audit.records_dropped",
+                path=self.path,
+                records=dropped,
+                held_bytes=len(held),
+            )
+
+
+def _report(method: Callable[..., Any], event: str, **fields: Any) -> None:
+    """Log, unless the log is what refuses writes (the audit on stdout, with the
+    operational logs): the counters still say it."""
+    with contextlib.suppress(OSError):
+        method(event, **fields)
 
 
 class InMemoryAudit:

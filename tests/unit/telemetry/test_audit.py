@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -79,8 +80,9 @@ def test_flushing_from_another_thread_loses_and_splits_nothing(tmp_path: Path) -
 
 # Run in a child process: a file size limit (RLIMIT_FSIZE) applies to every file the
 # process writes, pytest's own capture files included. The child writes records of
-# equal size under a limit that cuts one short, keeps writing while the file refuses,
-# then lifts the limit; it reports the log events and counters as JSON.
+# equal size to the audit file (or to its stdout, redirected to that file) under a
+# limit that cuts one short, keeps writing while the file refuses, then lifts the
+# limit; it reports the log events and counters as JSON on stderr.
 _REFUSING_FILE = """
 import json, resource, signal, sys
 from structlog.testing import capture_logs
@@ -106,31 +108,37 @@ with capture_logs() as logs:
     audit.flush()
     audit.close()
 print(json.dumps({"events": [e["event"] for e in logs], "failures": audit.failures,
-                  "dropped": audit.dropped, "held": held}))
+                  "dropped": audit.dropped, "held": held}), file=sys.stderr)
 """
 
-
-def refusing_file(path: Path, limit: int, bound: int) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-c", _REFUSING_FILE, str(path), str(limit), str(bound)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
-
-
 RECORD_BYTES = len(b'{"event":"route.decision","request_id":"r0000"}\n')
+CUT_SHORT = 3 * RECORD_BYTES + RECORD_BYTES // 2  # three records and half of the fourth
 
 
-def test_a_refused_write_loses_nothing(tmp_path: Path) -> None:
+def refusing_file(path: Path, to_stdout: bool, bound: int) -> tuple[list[str], dict[str, Any]]:
+    """The request ids in the file, and the child's report."""
+    with path.open("wb") as out:
+        done = subprocess.run(
+            [sys.executable, "-c", _REFUSING_FILE, "-" if to_stdout else str(path),
+             str(CUT_SHORT), str(bound)],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=True,
+            env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
+        )  # fmt: skip
+    ids = [json.loads(line)["request_id"] for line in path.read_text().splitlines()]
+    report: dict[str, Any] = json.loads(done.stderr.splitlines()[-1])
+    return ids, report
+
+
+@pytest.mark.parametrize("to_stdout", [False, True], ids=["file", "stdout"])
+def test_a_refused_write_loses_nothing(tmp_path: Path, to_stdout: bool) -> None:
     """The file takes three records, then half of a fourth and no more (a full
     disk): every record is held and written once the file takes them again, whole,
-    once each and in order; the failure is logged when it starts and when it ends."""
-    path = tmp_path / "audit.jsonl"
-    outcome = refusing_file(path, 3 * RECORD_BYTES + RECORD_BYTES // 2, 1 << 20)
-    ids = [json.loads(line)["request_id"] for line in path.read_text().splitlines()]
+    once each and in order; the failure is logged when it starts and when it ends.
+    On stdout as well (without PYTHONUNBUFFERED, where Python would buffer it)."""
+    ids, outcome = refusing_file(tmp_path / "audit.jsonl", to_stdout, 1 << 20)
     assert ids == [f"r{i:04d}" for i in range(40)]
     assert outcome["dropped"] == 0
     assert outcome["failures"] == 8  # the flushes at records 5, 10, ..., 35 and after 39
@@ -141,16 +149,45 @@ def test_a_refused_write_loses_nothing(tmp_path: Path) -> None:
 def test_records_held_past_the_bound_are_dropped_oldest_first_and_counted(
     tmp_path: Path,
 ) -> None:
-    """Held records are bounded: past the bound the oldest whole records go, never
-    the rest of the one the file holds the start of, and the count says how many."""
-    path = tmp_path / "audit.jsonl"
-    outcome = refusing_file(path, 3 * RECORD_BYTES + RECORD_BYTES // 2, 10 * RECORD_BYTES)
-    ids = [json.loads(line)["request_id"] for line in path.read_text().splitlines()]
-    assert len(ids) == 40 - outcome["dropped"]
-    assert outcome["dropped"] > 0
+    """Held records are bounded: past the bound the oldest whole records go, as few
+    as keep it, never the end of the one the file holds the start of, and the count
+    says how many."""
+    bound = 10 * RECORD_BYTES
+    ids, outcome = refusing_file(tmp_path / "audit.jsonl", False, bound)
+    assert outcome["dropped"] == 40 - len(ids) > 0
     assert ids[:4] == ["r0000", "r0001", "r0002", "r0003"]  # the fourth was cut short
     assert ids[4:] == [f"r{i:04d}" for i in range(40 - len(ids) + 4, 40)]  # the newest
-    assert outcome["held"] <= 10 * RECORD_BYTES + RECORD_BYTES  # the bound, and the rest
+    # The end of the fourth record and as many whole records as fit in the bound.
+    remainder = RECORD_BYTES - RECORD_BYTES // 2
+    assert outcome["held"] == remainder + (bound - remainder) // RECORD_BYTES * RECORD_BYTES
     assert outcome["events"].count("audit.records_dropped") >= 1
     assert outcome["events"][0] == "audit.write_failed"
     assert outcome["events"][-1] == "audit.write_recovered"
+
+
+def test_audit_and_logs_on_a_stdout_that_refuses_writes() -> None:
+    """The audit on stdout with the operational logs, stdout on a full disk: flush
+    and close go on (the log of the failure cannot be written either) and the
+    counters say what happened."""
+    script = """
+import json, sys
+from sidecar.telemetry.audit import JsonLinesAudit
+from sidecar.telemetry.logs import configure_logging
+configure_logging("info")
+audit = JsonLinesAudit("-")
+for i in range(50):
+    audit.write({"event": "route.decision", "request_id": f"r{i}"})
+    audit.flush()
+audit.close()
+print(json.dumps({"failures": audit.failures}), file=sys.stderr)
+"""
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stderr.splitlines()[-1]) == {"failures": 51}  # and at close
