@@ -24,11 +24,14 @@ import errno
 import sys
 import threading
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 import orjson
 import structlog
+
+from sidecar.telemetry.logs import STDOUT_LOCK
 
 FLUSH_SECONDS = 0.1
 # About 60,000 records (3 s at 20,000 decisions/s) held while the file refuses writes.
@@ -73,8 +76,10 @@ class JsonLinesAudit:
         self._failing = False
         # Unbuffered, stdout too: each write says how much the file took, and a
         # refused one leaves nothing in a buffer to be written twice.
+        self._writing: AbstractContextManager[Any] = contextlib.nullcontext()
         if path == "-":
             self._file: BinaryIO = open(sys.stdout.fileno(), "wb", buffering=0, closefd=False)  # noqa: SIM115
+            self._writing = STDOUT_LOCK  # so no log line lands inside a record
         else:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._file = Path(path).open("ab", buffering=0)  # noqa: SIM115 (kept open)
@@ -103,15 +108,18 @@ class JsonLinesAudit:
                 self._held += fresh
             else:
                 self._held = fresh
-            data, written = self._held, 0
-            try:
-                while written < len(data):
-                    taken = self._file.write(memoryview(data)[written:])
-                    if taken is None:  # a non-blocking file that would block
-                        raise BlockingIOError(errno.EAGAIN, "the audit file would block")
-                    written += taken
-            except OSError as exc:
-                self._refused(written, exc)
+            data, written, refused = self._held, 0, None
+            with self._writing:
+                try:
+                    while written < len(data):
+                        taken = self._file.write(memoryview(data)[written:])
+                        if taken is None:  # a non-blocking file that would block
+                            raise BlockingIOError(errno.EAGAIN, "the audit file would block")
+                        written += taken
+                except OSError as exc:
+                    refused = exc
+            if refused is not None:  # reported outside the lock, which the log takes
+                self._refused(written, refused)
                 return
             self._held, self._midline = bytearray(), 0
             if written and self._failing:

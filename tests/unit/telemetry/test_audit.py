@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -191,3 +192,43 @@ print(json.dumps({"failures": audit.failures}), file=sys.stderr)
         )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stderr.splitlines()[-1]) == {"failures": 51}  # and at close
+
+
+def test_audit_on_stdout_and_logs_never_interleave() -> None:
+    """The audit on stdout (HITL_AUDIT_LOG=-, as in Kubernetes) with the operational
+    logs, a thread logging while the audit flushes chunks into a pipe read slowly:
+    every line comes out whole, each record and log line once."""
+    script = """
+import threading
+import structlog
+from sidecar.telemetry.audit import JsonLinesAudit
+from sidecar.telemetry.logs import configure_logging
+configure_logging("info")
+log = structlog.get_logger("test")
+audit = JsonLinesAudit("-")
+def logs():
+    for i in range(3000):
+        log.info("policy.loaded", n=i, pad="y" * 100)
+thread = threading.Thread(target=logs)
+thread.start()
+for b in range(60):
+    for i in range(300):
+        audit.write({"event": "route.decision", "request_id": f"b{b}-{i}", "pad": "x" * 300})
+    audit.flush()
+thread.join()
+audit.close()
+"""
+    output = bytearray()
+    with subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},  # as the image runs it
+    ) as child:
+        assert child.stdout is not None
+        while chunk := child.stdout.read(4096):  # slower than the child writes: the pipe fills
+            output += chunk
+            time.sleep(0.0002)
+    assert child.returncode == 0
+    events = [json.loads(line)["event"] for line in output.splitlines()]  # each line whole
+    assert events.count("route.decision") == 60 * 300
+    assert events.count("policy.loaded") == 3000
