@@ -74,9 +74,9 @@ class JsonLinesAudit:
         self.failures = 0
         self.dropped = 0
         self._failing = False
+        self._writing: AbstractContextManager[Any] = contextlib.nullcontext()
         # Unbuffered, stdout too: each write says how much the file took, and a
         # refused one leaves nothing in a buffer to be written twice.
-        self._writing: AbstractContextManager[Any] = contextlib.nullcontext()
         if path == "-":
             self._file: BinaryIO = open(sys.stdout.fileno(), "wb", buffering=0, closefd=False)  # noqa: SIM115
             self._writing = STDOUT_LOCK  # so no log line lands inside a record
