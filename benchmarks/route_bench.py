@@ -10,10 +10,13 @@ scheduling class (SCHED_IDLE), so they use a core only when nothing else wants i
 and the queue keeps its database in /dev/shm, so its commits do not contend with
 the spool's fsyncs for this disk.
 Load is open loop at a constant rate from worker processes. The benchmark exits 1
-when the sidecar's unary Route p99, the median over trials, is 5 ms or more. The
-sidecar's CPU per call counts its span-export child with it, and its latency is also
-split between the calls answered with an escalation (which wait for an fsync) and
-the others.
+when the sidecar's unary Route p99, the median over trials, is 5 ms or more. A
+trial in which the floor's own p99 reached the limit measured the machine's stalls,
+not the sidecar: it is reported, left out of the median and run again, up to
+MAX_REPEATS times, and the run fails if fewer trials than asked for could be judged.
+The sidecar's CPU per call counts its span-export child with it, and its latency is
+also split between the calls answered with an escalation (which wait for an fsync)
+and the others.
 
 Default rate, 500 requests/s: on a 2-core machine the two load processes, the
 sidecar, its span-export child and the OTLP receiver share the cores. On the
@@ -81,6 +84,7 @@ SEED = 7
 NEAR_SWAP_SECONDS = 0.1  # after a swap, calls still count as near it (a stall's queue drains)
 SHM = Path("/dev/shm")  # noqa: S108 (only mkdtemp's private directories go there)
 SETTLE_SECONDS = 2.0  # between phases, so one phase's backlog does not bleed into the next
+MAX_REPEATS = 3  # trials run again, at most, because the floor itself missed the limit
 
 
 @dataclass
@@ -332,14 +336,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     write_outputs(args.out, report)
     print_table(report)
-    verdict = (
-        report["enforced"]["sidecar_p99_median_ms"] < LIMIT_P99_MS
-        and report["enforced"]["errors"] == 0
-    )
+    verdict = report["enforced"]["passed"]
+    print_repeats(report, args.trials)
     print(
         f"\nlimit: unary Route p99 (median of {args.trials} trials) < {LIMIT_P99_MS} ms: {'PASS' if verdict else 'FAIL'}"
     )
-    print_floor_note(report)
     if swapper is not None:
         swapped = report["policy_swaps"]["complete"]
         print(
@@ -530,12 +531,12 @@ def run(
     }
     warm = loadgen.run_load(sidecar.address, args.rate, 2.0, payloads, args.workers, "warm")
     del warm
-    trials = []
-    for trial in range(args.trials):
+
+    def trial(index: int) -> dict[str, Any]:
         row: dict[str, Any] = {}
         for name, proc in (("floor", floor), ("sidecar", sidecar)):
             cpu = proc.cpu_seconds()
-            tag = f"t{trial}-{name}"
+            tag = f"t{index}-{name}"
             with during(tag) if during else nullcontext():
                 result = loadgen.run_load(
                     proc.address, args.rate, args.seconds, payloads, args.workers, tag
@@ -553,19 +554,11 @@ def run(
                 "escalated": loadgen.percentiles(result.latencies_ms[result.escalated]),
                 "not_escalated": loadgen.percentiles(result.latencies_ms[~result.escalated]),
             }
-        trials.append(row)
-    p99s = sorted(t["sidecar"]["p99"] for t in trials)
-    median_trial = next(t for t in trials if t["sidecar"]["p99"] == p99s[len(p99s) // 2])
+        return row
+
+    trials = run_trials(trial, args.trials)
     report["trials"] = trials
-    report["enforced"] = {
-        "sidecar_p99_median_ms": p99s[len(p99s) // 2],
-        "errors": sum(t["sidecar"]["errors"] + t["floor"]["errors"] for t in trials),
-        "median_trial": median_trial,
-        "ratio": {
-            k: median_trial["sidecar"][k] / median_trial["floor"][k]
-            for k in ("p50", "p90", "p99", "p99.9", "max")
-        },
-    }
+    report["enforced"] = enforced(trials, args.trials)
     report["sweep"] = []
     for rate in [float(r) for r in args.sweep.split(",") if r]:
         point: dict[str, Any] = {"rate": rate}
@@ -599,6 +592,44 @@ def run(
             )
     report["sidecar_peak_rss_mb"] = sidecar.peak_rss_mb()
     return report
+
+
+def run_trials(trial: Callable[[int], dict[str, Any]], wanted: int) -> list[dict[str, Any]]:
+    """Every trial run, in order, each marked judged or not: trial(i) is run until
+    wanted of them are judged, or MAX_REPEATS more have been run. A trial in which
+    the floor, which does nothing, missed the limit itself measured the machine,
+    not the sidecar: it is reported, not judged, and run again."""
+    trials: list[dict[str, Any]] = []
+    while sum(t["judged"] for t in trials) < wanted and len(trials) < wanted + MAX_REPEATS:
+        row = trial(len(trials))
+        row["judged"] = row["floor"]["p99"] < LIMIT_P99_MS
+        trials.append(row)
+    return trials
+
+
+def enforced(trials: list[dict[str, Any]], wanted: int) -> dict[str, Any]:
+    """The verdict and what it is taken from: the sidecar's p99 as the median over
+    the judged trials (those whose floor was under the limit), and no call failed.
+    With fewer than wanted judged, the machine could not judge the sidecar and the
+    verdict fails; the figures are then the median over every trial."""
+    judged = [t for t in trials if t["judged"]]
+    basis = judged if len(judged) >= wanted else trials
+    p99s = sorted(t["sidecar"]["p99"] for t in basis)
+    median = p99s[len(p99s) // 2]
+    median_trial = next(t for t in basis if t["sidecar"]["p99"] == median)
+    errors = sum(t["sidecar"]["errors"] + t["floor"]["errors"] for t in trials)
+    return {
+        "passed": len(judged) >= wanted and median < LIMIT_P99_MS and errors == 0,
+        "sidecar_p99_median_ms": median,
+        "judged_trials": len(judged),
+        "machine_judged": len(judged) >= wanted,
+        "errors": errors,
+        "median_trial": median_trial,
+        "ratio": {
+            k: median_trial["sidecar"][k] / median_trial["floor"][k]
+            for k in ("p50", "p90", "p99", "p99.9", "max")
+        },
+    }
 
 
 def drain(spool: Path, limit_seconds: float = 120.0) -> None:
@@ -679,7 +710,10 @@ def print_table(report: dict[str, Any]) -> None:
         print(f"  {part.replace('_', ' '):14}" + "".join(f"{r[k]:8.2f}" for k in ("p50", "p90", "p99", "p99.9", "max")))  # fmt: skip
     print(
         "sidecar p99 per trial: "
-        + ", ".join(f"{t['sidecar']['p99']:.2f}" for t in report["trials"])
+        + ", ".join(
+            f"{t['sidecar']['p99']:.2f}" + ("" if t["judged"] else " (not judged)")
+            for t in report["trials"]
+        )
         + " ms"
     )
     if "policy_swaps" in report:
@@ -708,13 +742,20 @@ def print_table(report: dict[str, Any]) -> None:
     print("targets: " + "; ".join(f"{k}: {'met' if v else 'missed'}" for k, v in targets.items()))
 
 
-def print_floor_note(report: dict[str, Any]) -> None:
-    """The verdict stands either way; this says what it is about."""
-    floor_p99 = report["enforced"]["median_trial"]["floor"]["p99"]
-    if floor_p99 >= LIMIT_P99_MS:
+def print_repeats(report: dict[str, Any], wanted: int) -> None:
+    """Which trials the machine spoiled; the verdict is taken without them."""
+    spoiled = [t["floor"]["p99"] for t in report["trials"] if not t["judged"]]
+    if not spoiled:
+        return
+    print(
+        f"note: in {len(spoiled)} trial(s) the floor, which does nothing, had p99 at or over the"
+        " limit itself (" + ", ".join(f"{p:.2f}" for p in spoiled) + " ms): they measured the"
+        " machine's stalls, not the sidecar (benchmarks/RESULTS.md, run 11), and are left out"
+    )
+    if not report["enforced"]["machine_judged"]:
         print(
-            f"note: the floor, which does nothing, had p99 {floor_p99:.2f} ms, over the limit"
-            " itself: the stalls are the machine's (benchmarks/RESULTS.md, run 11)"
+            f"note: fewer than {wanted} of {len(report['trials'])} trials could judge the sidecar;"
+            " the machine is too slow for the limit now, and the run fails"
         )
 
 
