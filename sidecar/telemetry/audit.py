@@ -15,12 +15,18 @@ A file that refuses a write (a full disk, a file size limit) loses nothing it ca
 keep: what was not written stays in memory, ahead of newer records, and the next
 flush writes it. The records held are bounded by MAX_PENDING_BYTES; past it the
 oldest whole records are dropped, counted and logged. Route never waits on any of
-it. The failure is logged when it starts and when it ends, not at every retry."""
+it. The failure is logged when it starts and when it ends, not at every retry.
+
+A file moved or removed by log rotation is followed, as logging's
+WatchedFileHandler does: each flush checks the path, and when it names another
+file or none, the flush writes to a new file there. A copy-and-truncate rotation
+needs nothing: the file is opened for appending."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -83,6 +89,7 @@ class JsonLinesAudit:
         else:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._file = Path(path).open("ab", buffering=0)  # noqa: SIM115 (kept open)
+        self._identity = _identity(self._file.fileno())
         # One buffer, not a list of lines: a line (about 1 KB, past the interpreter's
         # small-object limit) kept until the flush is a heap allocation of its own,
         # and at 20,000 records/s their churn left the process 23 MB larger (peak
@@ -111,6 +118,7 @@ class JsonLinesAudit:
             data, written, refused = self._held, 0, None
             with self._writing:
                 try:
+                    self._follow_rotation()
                     while written < len(data):
                         taken = self._file.write(memoryview(data)[written:])
                         if taken is None:  # a non-blocking file that would block
@@ -140,6 +148,27 @@ class JsonLinesAudit:
                 detail="the file refused them until shutdown; they are lost",
             )
         self._file.close()
+
+    def _follow_rotation(self) -> None:
+        """When the path names another file, or none, open a new one there (an
+        OSError if it cannot be: the records are held, as for a refused write). Not
+        while the file holds the start of a record whose end is held: that record
+        ends in the file it began in, and the next flush moves."""
+        if self.path == "-" or self._midline:
+            return
+        try:
+            if _identity(os.stat(self.path)) == self._identity:
+                return
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        except OSError:  # cannot tell: stay with the file there is
+            return
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        new = Path(self.path).open("ab", buffering=0)  # noqa: SIM115 (kept open)
+        old, self._file = self._file, new
+        self._identity = _identity(new.fileno())
+        old.close()
+        _report(log.info, "audit.reopened", path=self.path)
 
     def _refused(self, written: int, error: OSError) -> None:
         """Keep what the file refused; past the bound, drop the oldest whole records
@@ -177,6 +206,12 @@ class JsonLinesAudit:
                 records=dropped,
                 held_bytes=len(held),
             )
+
+
+def _identity(file: int | os.stat_result) -> tuple[int, int]:
+    """The device and inode of an open file descriptor, or of a stat result."""
+    st = os.fstat(file) if isinstance(file, int) else file
+    return st.st_dev, st.st_ino
 
 
 def _report(method: Callable[..., Any], event: str, **fields: Any) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import structlog
+from structlog.testing import capture_logs
 
 from sidecar.telemetry.audit import JsonLinesAudit
 from sidecar.telemetry.logs import configure_logging
@@ -201,6 +202,7 @@ def test_audit_on_stdout_and_logs_never_interleave() -> None:
     script = """
 import threading
 import structlog
+from structlog.testing import capture_logs
 from sidecar.telemetry.audit import JsonLinesAudit
 from sidecar.telemetry.logs import configure_logging
 configure_logging("info")
@@ -232,3 +234,117 @@ audit.close()
     events = [json.loads(line)["event"] for line in output.splitlines()]  # each line whole
     assert events.count("route.decision") == 60 * 300
     assert events.count("policy.loaded") == 3000
+
+
+def request_ids(path: Path) -> list[str]:
+    return [json.loads(line)["request_id"] for line in path.read_text().splitlines()]
+
+
+def test_a_file_moved_by_rotation_is_followed(tmp_path: Path) -> None:
+    """logrotate's default: the file is renamed and the writer must open a new
+    one. The next flush writes to a new file at the path, and says so."""
+    path = tmp_path / "audit.jsonl"
+    audit = JsonLinesAudit(str(path))
+    audit.write({"event": "route.decision", "request_id": "before"})
+    audit.flush()
+    path.rename(tmp_path / "audit.jsonl.1")
+    audit.write({"event": "route.decision", "request_id": "after"})
+    with capture_logs() as logs:
+        audit.flush()
+        audit.flush()
+    audit.close()
+    assert request_ids(tmp_path / "audit.jsonl.1") == ["before"]
+    assert request_ids(path) == ["after"]
+    assert [e["event"] for e in logs] == ["audit.reopened"]
+
+
+def test_a_removed_file_and_its_directory_are_made_again(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "audit.jsonl"
+    audit = JsonLinesAudit(str(path))
+    audit.write({"event": "route.decision", "request_id": "gone"})
+    audit.flush()
+    path.unlink()
+    path.parent.rmdir()
+    audit.write({"event": "route.decision", "request_id": "kept"})
+    audit.close()
+    assert request_ids(path) == ["kept"]
+
+
+def test_records_are_held_while_the_path_cannot_be_opened_again(tmp_path: Path) -> None:
+    """The file is removed and a file stands where its directory was: the records
+    are held, as for a full disk, and written once the path can be opened."""
+    path = tmp_path / "state" / "audit.jsonl"
+    audit = JsonLinesAudit(str(path))
+    path.unlink()
+    path.parent.rmdir()
+    path.parent.write_text("in the way")
+    with capture_logs() as logs:
+        for i in range(3):
+            audit.write({"event": "route.decision", "request_id": f"r{i}"})
+            audit.flush()
+        held = audit.pending_bytes()
+        path.parent.unlink()
+        audit.flush()
+    audit.close()
+    assert held > 0
+    assert audit.failures == 3
+    assert request_ids(path) == ["r0", "r1", "r2"]
+    assert [e["event"] for e in logs] == [
+        "audit.write_failed",
+        "audit.reopened",
+        "audit.write_recovered",
+    ]
+
+
+def test_a_copied_and_truncated_file_is_written_from_its_start(tmp_path: Path) -> None:
+    """logrotate's copytruncate: the file is appended to, so the next record lands
+    at the new end, with no gap of zeros where the old records were."""
+    path = tmp_path / "audit.jsonl"
+    audit = JsonLinesAudit(str(path))
+    audit.write({"event": "route.decision", "request_id": "copied"})
+    audit.flush()
+    (tmp_path / "audit.jsonl.1").write_bytes(path.read_bytes())
+    os.truncate(path, 0)
+    audit.write({"event": "route.decision", "request_id": "after"})
+    audit.close()
+    assert path.read_bytes() == b'{"event":"route.decision","request_id":"after"}\n'
+    assert request_ids(tmp_path / "audit.jsonl.1") == ["copied"]
+
+
+_ROTATED_MID_RECORD = """
+import resource, signal, sys
+from pathlib import Path
+from sidecar.telemetry.audit import JsonLinesAudit
+
+path, limit = Path(sys.argv[1]), int(sys.argv[2])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+audit = JsonLinesAudit(str(path))
+record = lambda i: {"event": "route.decision", "request_id": f"r{i:04d}"}
+for i in range(3):
+    audit.write(record(i))
+audit.flush()
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+for i in range(3, 6):
+    audit.write(record(i))
+audit.flush()  # the file takes half of r0003
+path.rename(path.with_name(path.name + ".1"))
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+for i in range(6, 8):
+    audit.write(record(i))
+audit.flush()
+for i in range(8, 10):
+    audit.write(record(i))
+audit.close()
+"""
+
+
+def test_a_record_cut_short_ends_in_the_file_it_began_in(tmp_path: Path) -> None:
+    """The file is rotated while it holds the start of a record whose end the disk
+    refused: the record is finished there, with what was held behind it, and the
+    flush after moves to the new file. No line is split between two files."""
+    path = tmp_path / "audit.jsonl"
+    subprocess.run([sys.executable, "-c", _ROTATED_MID_RECORD, str(path), str(CUT_SHORT)],
+                   check=True, capture_output=True)  # fmt: skip
+    assert request_ids(tmp_path / "audit.jsonl.1") == [f"r{i:04d}" for i in range(8)]
+    assert request_ids(path) == ["r0008", "r0009"]
