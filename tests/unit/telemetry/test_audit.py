@@ -85,16 +85,21 @@ def test_flushing_from_another_thread_loses_and_splits_nothing(tmp_path: Path) -
 # equal size to the audit file (or to its stdout, redirected to that file) under a
 # limit that cuts one short, keeps writing while the file refuses, then lifts the
 # limit; it reports the log events and counters as JSON on stderr.
-_REFUSING_FILE = """
+_CHILD = """
 import json, resource, signal, sys
+from pathlib import Path
 from structlog.testing import capture_logs
 from sidecar.telemetry.audit import JsonLinesAudit
 
-path, limit, bound = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a refused write raises EFBIG instead
 soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-audit = JsonLinesAudit(path, max_pending_bytes=bound)
 record = lambda i: {"event": "route.decision", "request_id": f"r{i:04d}"}
+"""
+_REFUSING_FILE = (
+    _CHILD
+    + """
+path, limit, bound = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+audit = JsonLinesAudit(path, max_pending_bytes=bound)
 with capture_logs() as logs:
     for i in range(3):
         audit.write(record(i))
@@ -112,6 +117,7 @@ with capture_logs() as logs:
 print(json.dumps({"events": [e["event"] for e in logs], "failures": audit.failures,
                   "dropped": audit.dropped, "held": held}), file=sys.stderr)
 """
+)
 
 RECORD_BYTES = len(b'{"event":"route.decision","request_id":"r0000"}\n')
 CUT_SHORT = 3 * RECORD_BYTES + RECORD_BYTES // 2  # three records and half of the fourth
@@ -311,16 +317,11 @@ def test_a_copied_and_truncated_file_is_written_from_its_start(tmp_path: Path) -
     assert request_ids(tmp_path / "audit.jsonl.1") == ["copied"]
 
 
-_ROTATED_MID_RECORD = """
-import resource, signal, sys
-from pathlib import Path
-from sidecar.telemetry.audit import JsonLinesAudit
-
+_ROTATED_MID_RECORD = (
+    _CHILD
+    + """
 path, limit = Path(sys.argv[1]), int(sys.argv[2])
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
 audit = JsonLinesAudit(str(path))
-record = lambda i: {"event": "route.decision", "request_id": f"r{i:04d}"}
 for i in range(3):
     audit.write(record(i))
 audit.flush()
@@ -337,6 +338,7 @@ for i in range(8, 10):
     audit.write(record(i))
 audit.close()
 """
+)
 
 
 def test_a_record_cut_short_ends_in_the_file_it_began_in(tmp_path: Path) -> None:
