@@ -92,6 +92,7 @@ class Spool:
         self._ack_lock = threading.Lock()  # one ack at a time; taken before _lock
         self._sync_lock = threading.Lock()  # one fsync at a time; taken before _lock
         self._broken = ""
+        self._retired: list[int] = []  # rolled segments' descriptors, closed by the next sync
         self._acked = acked_offset(self.directory)
         self._bases = self._segment_bases()
         self.truncated_bytes = self._recover_tail()
@@ -184,7 +185,10 @@ class Spool:
                 fsync_directory(self.directory)
         except OSError as exc:
             raise EscalationRefused(f"spool could not start a segment: {exc.strerror}") from exc
-        os.close(self._fd)
+        if self.fsync:  # a sync may be reading it: the next one closes it
+            self._retired.append(self._fd)
+        else:
+            os.close(self._fd)
         self._bases.append(self._end)
         self._fd, self._padded = fd, 0
 
@@ -200,11 +204,8 @@ class Spool:
             with self._lock:
                 if self._broken:
                     raise EscalationRefused(f"spool unusable until restarted: {self._broken}")
-                target = self._end
-                try:  # a duplicate stays valid if a roll closes the segment meanwhile
-                    fd = os.dup(self._fd)
-                except OSError as exc:
-                    raise EscalationRefused(f"spool fsync failed: {exc.strerror}") from exc
+                target, fd = self._end, self._fd
+                retired, self._retired = self._retired, []
             try:
                 # fdatasync: the records and the file size that reaches them, without
                 # the timestamps fsync would also write.
@@ -217,7 +218,8 @@ class Spool:
                     self._broken = f"an fsync failed ({exc.strerror})"
                 raise EscalationRefused(f"spool fsync failed: {exc.strerror}") from exc
             finally:
-                os.close(fd)
+                for old in retired:
+                    os.close(old)
             self._synced = target
             return target
 
@@ -283,8 +285,8 @@ class Spool:
                 os.ftruncate(self._fd, self._end - self._bases[-1])
             if self.fsync:
                 os.fsync(self._fd)
-            os.close(self._fd)
-            os.close(self._owner)
+            for fd in [*self._retired, self._fd, self._owner]:
+                os.close(fd)
 
     # -- files -----------------------------------------------------------------
 

@@ -323,3 +323,35 @@ def test_reads_stop_at_what_an_fsync_covered(tmp_path: Path) -> None:
     assert [p for _, p in spool.read(0, until=spool.synced_offset)] == [b"first"]
     spool.sync()
     assert [p for _, p in spool.read(0, until=spool.synced_offset)] == [b"first", b"second"]
+
+
+def test_a_roll_during_an_fsync_leaves_its_descriptor_open_until_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recorder's thread syncs the segment's descriptor while Route may roll to
+    a new segment: the rolled one stays open for the running fsync, the next sync
+    closes it, and close leaves no descriptor behind."""
+    before = set(os.listdir("/proc/self/fd"))
+    spool = Spool(tmp_path, segment_bytes=4096)
+    real_fdatasync = os.fdatasync
+    synced: list[int] = []
+
+    def rolling_meanwhile(fd: int) -> None:
+        if not synced:
+            spool.write(b"x" * 4000)  # the segment is full: a roll
+        real_fdatasync(fd)  # EBADF had the roll closed it
+        synced.append(fd)
+
+    monkeypatch.setattr(os, "fdatasync", rolling_meanwhile)
+    spool.write(b"first" * 100)
+    spool.sync()
+    rolled = synced[0]
+    os.fstat(rolled)  # still open: the next sync closes it
+    spool.write(b"second")
+    spool.sync()
+    assert synced[1] != rolled
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(rolled)
+    spool.close()
+    assert set(os.listdir("/proc/self/fd")) <= before
+    assert [p for _, p in Spool(tmp_path).read(0)] == [b"first" * 100, b"x" * 4000, b"second"]
