@@ -195,7 +195,9 @@ class Spool:
     def sync(self) -> int:
         """Make every record written so far durable; return the offset that covers.
         Callers queued behind a running fsync find their records covered by it and
-        return without another (group commit)."""
+        return without another (group commit). With fsync off, nothing to do."""
+        if not self.fsync:
+            return self.synced_offset
         with self._lock:
             wanted = self._end
         with self._sync_lock:
@@ -280,7 +282,7 @@ class Spool:
             )
 
     def close(self) -> None:
-        with self._lock:
+        with self._sync_lock, self._lock:  # not under a running fsync's descriptor
             with contextlib.suppress(OSError):  # zeros left behind read as no record
                 os.ftruncate(self._fd, self._end - self._bases[-1])
             if self.fsync:

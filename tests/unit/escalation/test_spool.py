@@ -325,14 +325,9 @@ def test_reads_stop_at_what_an_fsync_covered(tmp_path: Path) -> None:
     assert [p for _, p in spool.read(0, until=spool.synced_offset)] == [b"first", b"second"]
 
 
-def test_a_roll_during_an_fsync_leaves_its_descriptor_open_until_the_next(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The recorder's thread syncs the segment's descriptor while Route may roll to
-    a new segment: the rolled one stays open for the running fsync, the next sync
-    closes it, and close leaves no descriptor behind."""
-    before = set(os.listdir("/proc/self/fd"))
-    spool = Spool(tmp_path, segment_bytes=4096)
+def rolling_during_the_first_fsync(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """fdatasync rolls the spool to a new segment while it runs, the first time;
+    returns the descriptors it synced."""
     real_fdatasync = os.fdatasync
     synced: list[int] = []
 
@@ -343,6 +338,18 @@ def test_a_roll_during_an_fsync_leaves_its_descriptor_open_until_the_next(
         synced.append(fd)
 
     monkeypatch.setattr(os, "fdatasync", rolling_meanwhile)
+    return synced
+
+
+def test_a_roll_during_an_fsync_leaves_its_descriptor_open_until_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recorder's thread syncs the segment's descriptor while Route may roll to
+    a new segment: the rolled one stays open for the running fsync, the next sync
+    closes it, and close leaves no descriptor behind."""
+    before = set(os.listdir("/proc/self/fd"))
+    spool = Spool(tmp_path, segment_bytes=4096)
+    synced = rolling_during_the_first_fsync(spool, monkeypatch)
     spool.write(b"first" * 100)
     spool.sync()
     rolled = synced[0]
@@ -355,3 +362,42 @@ def test_a_roll_during_an_fsync_leaves_its_descriptor_open_until_the_next(
     spool.close()
     assert set(os.listdir("/proc/self/fd")) <= before
     assert [p for _, p in Spool(tmp_path).read(0)] == [b"first" * 100, b"x" * 4000, b"second"]
+
+
+def test_close_closes_a_rolled_descriptor_no_sync_has_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = set(os.listdir("/proc/self/fd"))
+    spool = Spool(tmp_path, segment_bytes=4096)
+    rolling_during_the_first_fsync(spool, monkeypatch)
+    spool.write(b"first" * 100)
+    spool.sync()
+    spool.close()
+    assert set(os.listdir("/proc/self/fd")) <= before
+
+
+def test_close_waits_for_a_running_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """close during an fsync waits for it, so the fsync never finds its descriptor
+    closed (EBADF would mark the spool broken) or reused by another file."""
+    spool = Spool(tmp_path)
+    real_fdatasync = os.fdatasync
+    started, release = threading.Event(), threading.Event()
+
+    def slow(fd: int) -> None:
+        started.set()
+        release.wait(5)
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", slow)
+    ticket = spool.write(b"record")
+    syncing = threading.Thread(target=spool.sync)
+    syncing.start()
+    started.wait(5)
+    closing = threading.Thread(target=spool.close)
+    closing.start()
+    closing.join(0.2)
+    assert closing.is_alive()  # waiting for the fsync
+    release.set()
+    syncing.join(5)
+    closing.join(5)
+    assert spool.synced_offset == ticket
