@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         "--rate", type=float, default=DEFAULT_RATE, help="requests/s for the enforced trials"
     )
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each trial phase")
-    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--trials", type=at_least_one, default=3)
     parser.add_argument("--workers", type=int, default=2, help="load generator processes")
     parser.add_argument(
         "--sweep", default="250,500,1000,1500,2000", help="rates for the sweep ('' for none)"
@@ -352,6 +352,13 @@ def main(argv: list[str] | None = None) -> int:
     # A run that raises keeps it, with every process's log.
     shutil.rmtree(workdir, ignore_errors=True)
     return 0 if verdict else 1
+
+
+def at_least_one(text: str) -> int:
+    count = int(text)
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {count}")
+    return count
 
 
 def start_sink(workdir: Path) -> Proc:
@@ -468,7 +475,9 @@ def swaps_report(
         "rejected": seen.rejected,
         "errors": swapper.errors,
         "reach_ms": {"p50": float(np.percentile(reach, 50)), "max": max(reach)} if reach else {},
-        "near_swaps": near_swaps(swapper, seen.loaded, calls, len(trials)),
+        "near_swaps": near_swaps(
+            swapper, seen.loaded, calls, [i for i, t in enumerate(trials) if t["judged"]]
+        ),
         "complete": (
             applied == len(swapper.made) > 0
             and not swapper.errors
@@ -482,12 +491,13 @@ def near_swaps(
     swapper: Swapper,
     loaded: dict[int, float],
     calls: dict[str, loadgen.LoadResult],
-    trials: int,
+    trials: list[int],
 ) -> dict[str, dict[str, float]]:
-    """The sidecar phases' calls split by when they were due: from a change being made
-    to NEAR_SWAP_SECONDS after the sidecar applied it (by kind), or elsewhere."""
+    """The judged trials' sidecar calls split by when they were due: from a change
+    being made to NEAR_SWAP_SECONDS after the sidecar applied it (by kind), or
+    elsewhere."""
     latencies, due, kinds = [], [], []
-    for trial in range(trials):
+    for trial in trials:
         result = calls[f"t{trial}-sidecar"]
         kind = np.full(result.scheduled.shape, "elsewhere", dtype=object)
         for change in swapper.made:
@@ -602,7 +612,7 @@ def run_trials(trial: Callable[[int], dict[str, Any]], wanted: int) -> list[dict
     trials: list[dict[str, Any]] = []
     while sum(t["judged"] for t in trials) < wanted and len(trials) < wanted + MAX_REPEATS:
         row = trial(len(trials))
-        row["judged"] = row["floor"]["p99"] < LIMIT_P99_MS
+        row["judged"] = bool(row["floor"]["p99"] < LIMIT_P99_MS)
         trials.append(row)
     return trials
 
@@ -613,16 +623,17 @@ def enforced(trials: list[dict[str, Any]], wanted: int) -> dict[str, Any]:
     With fewer than wanted judged, the machine could not judge the sidecar and the
     verdict fails; the figures are then the median over every trial."""
     judged = [t for t in trials if t["judged"]]
-    basis = judged if len(judged) >= wanted else trials
+    machine_judged = len(judged) >= wanted
+    basis = judged if machine_judged else trials
     p99s = sorted(t["sidecar"]["p99"] for t in basis)
     median = p99s[len(p99s) // 2]
     median_trial = next(t for t in basis if t["sidecar"]["p99"] == median)
     errors = sum(t["sidecar"]["errors"] + t["floor"]["errors"] for t in trials)
     return {
-        "passed": len(judged) >= wanted and median < LIMIT_P99_MS and errors == 0,
+        "passed": bool(machine_judged and median < LIMIT_P99_MS and errors == 0),
         "sidecar_p99_median_ms": median,
         "judged_trials": len(judged),
-        "machine_judged": len(judged) >= wanted,
+        "machine_judged": machine_judged,
         "errors": errors,
         "median_trial": median_trial,
         "ratio": {

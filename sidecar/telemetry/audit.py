@@ -87,8 +87,7 @@ class JsonLinesAudit:
             self._file: BinaryIO = open(sys.stdout.fileno(), "wb", buffering=0, closefd=False)  # noqa: SIM115
             self._writing = STDOUT_LOCK  # so no log line lands inside a record
         else:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._file = Path(path).open("ab", buffering=0)  # noqa: SIM115 (kept open)
+            self._file = _open(path)
         self._identity = _identity(self._file.fileno())
         # One buffer, not a list of lines: a line (about 1 KB, past the interpreter's
         # small-object limit) kept until the flush is a heap allocation of its own,
@@ -151,10 +150,11 @@ class JsonLinesAudit:
 
     def _follow_rotation(self) -> None:
         """When the path names another file, or none, open a new one there (an
-        OSError if it cannot be: the records are held, as for a refused write). Not
-        while the file holds the start of a record whose end is held: that record
-        ends in the file it began in, and the next flush moves."""
-        if self.path == "-" or self._midline:
+        OSError if it cannot be: the records are held, as for a refused write). A
+        record whose start the old file holds ends there, or, if the old file
+        refuses its end, is dropped and counted: no line spans two files. Files
+        only: their flush holds no lock, so this may log."""
+        if self.path == "-":
             return
         try:
             if _identity(os.stat(self.path)) == self._identity:
@@ -163,12 +163,27 @@ class JsonLinesAudit:
             pass
         except OSError:  # cannot tell: stay with the file there is
             return
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        new = Path(self.path).open("ab", buffering=0)  # noqa: SIM115 (kept open)
+        new = _open(self.path)
+        if self._midline:
+            self._end_record()
         old, self._file = self._file, new
         self._identity = _identity(new.fileno())
         old.close()
         _report(log.info, "audit.reopened", path=self.path)
+
+    def _end_record(self) -> None:
+        """Write the end of the record the current file holds the start of, or drop it."""
+        end = self._held[: self._midline]
+        written = 0
+        with contextlib.suppress(OSError):
+            while written < len(end) and (taken := self._file.write(end[written:])):
+                written += taken
+        del self._held[: self._midline]
+        self._midline = 0
+        if written < len(end):
+            self.dropped += 1
+            _report(log.error, "audit.records_dropped", path=self.path, records=1,
+                    held_bytes=len(self._held))  # fmt: skip
 
     def _refused(self, written: int, error: OSError) -> None:
         """Keep what the file refused; past the bound, drop the oldest whole records
@@ -206,6 +221,12 @@ class JsonLinesAudit:
                 records=dropped,
                 held_bytes=len(held),
             )
+
+
+def _open(path: str) -> BinaryIO:
+    """The audit file at path, for appending, unbuffered, its directory made if missing."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return Path(path).open("ab", buffering=0)
 
 
 def _identity(file: int | os.stat_result) -> tuple[int, int]:

@@ -4,16 +4,20 @@ too many trials fails the run rather than passing it unjudged."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+import numpy as np
 
 from benchmarks.route_bench import LIMIT_P99_MS, MAX_REPEATS, enforced, run_trials
 
 
 def measured(floor_p99: float, sidecar_p99: float) -> dict[str, Any]:
+    """A trial's figures as the benchmark has them (numpy floats, from np.percentile)."""
     figures = ("p50", "p90", "p99", "p99.9", "max")
     return {
-        "floor": {**dict.fromkeys(figures, floor_p99), "errors": 0},
-        "sidecar": {**dict.fromkeys(figures, sidecar_p99), "errors": 0},
+        "floor": {**dict.fromkeys(figures, np.float64(floor_p99)), "errors": 0},
+        "sidecar": {**dict.fromkeys(figures, np.float64(sidecar_p99)), "errors": 0},
     }
 
 
@@ -23,17 +27,20 @@ def trials_of(*pairs: tuple[float, float]) -> list[dict[str, Any]]:
 
 
 def test_three_trials_with_a_healthy_floor_are_all_judged() -> None:
+    """The usual run: three trials, the median of the sidecar's p99s."""
     trials = trials_of((1.8, 2.6), (1.9, 2.9), (1.7, 2.4))
 
     verdict = enforced(trials, wanted=3)
 
     assert [t["judged"] for t in trials] == [True, True, True]
-    assert verdict["passed"]
+    assert verdict["passed"] is True
+    assert json.loads(json.dumps([t["judged"] for t in trials])) == [True, True, True]
     assert verdict["sidecar_p99_median_ms"] == 2.6
     assert verdict["ratio"]["p99"] == 2.6 / 1.8
 
 
 def test_a_trial_whose_floor_missed_the_limit_is_run_again_and_left_out() -> None:
+    """A stalled floor spoils its trial: a fourth runs, and the median leaves it out."""
     trials = trials_of((1.8, 2.6), (LIMIT_P99_MS, 9.0), (1.9, 2.9), (1.7, 2.4))
 
     verdict = enforced(trials, wanted=3)
@@ -45,6 +52,7 @@ def test_a_trial_whose_floor_missed_the_limit_is_run_again_and_left_out() -> Non
 
 
 def test_a_sidecar_over_the_limit_beside_a_healthy_floor_is_judged() -> None:
+    """The rule never excuses the sidecar: with the floor healthy, its misses count."""
     trials = trials_of((1.8, 6.0), (1.9, 7.0), (1.7, 2.4))
 
     verdict = enforced(trials, wanted=3)
@@ -56,6 +64,7 @@ def test_a_sidecar_over_the_limit_beside_a_healthy_floor_is_judged() -> None:
 
 
 def test_a_machine_that_spoils_too_many_trials_cannot_pass() -> None:
+    """MAX_REPEATS spoiled trials and no more: the run fails, whatever the sidecar did."""
     stalled = (LIMIT_P99_MS + 1.0, 2.0)
     trials = trials_of((1.8, 2.6), *[stalled] * (MAX_REPEATS + 2))
 
@@ -68,6 +77,7 @@ def test_a_machine_that_spoils_too_many_trials_cannot_pass() -> None:
 
 
 def test_a_failed_call_fails_the_run() -> None:
+    """An error in any trial fails the run, however fast it was."""
     trials = trials_of((1.8, 2.6), (1.9, 2.9), (1.7, 2.4))
     trials[1]["sidecar"]["errors"] = 1
 

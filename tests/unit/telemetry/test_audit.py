@@ -265,6 +265,7 @@ def test_a_file_moved_by_rotation_is_followed(tmp_path: Path) -> None:
 
 
 def test_a_removed_file_and_its_directory_are_made_again(tmp_path: Path) -> None:
+    """The file and its directory were removed: both are made again at the next flush."""
     path = tmp_path / "state" / "audit.jsonl"
     audit = JsonLinesAudit(str(path))
     audit.write({"event": "route.decision", "request_id": "gone"})
@@ -320,7 +321,7 @@ def test_a_copied_and_truncated_file_is_written_from_its_start(tmp_path: Path) -
 _ROTATED_MID_RECORD = (
     _CHILD
     + """
-path, limit = Path(sys.argv[1]), int(sys.argv[2])
+path, limit, lift = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "lift"
 audit = JsonLinesAudit(str(path))
 for i in range(3):
     audit.write(record(i))
@@ -330,23 +331,55 @@ for i in range(3, 6):
     audit.write(record(i))
 audit.flush()  # the file takes half of r0003
 path.rename(path.with_name(path.name + ".1"))
+if lift:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+audit.flush()  # follows the rotation
 resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-for i in range(6, 8):
-    audit.write(record(i))
-audit.flush()
-for i in range(8, 10):
+for i in range(6, 10):
     audit.write(record(i))
 audit.close()
+print(json.dumps({"dropped": audit.dropped}), file=sys.stderr)
 """
 )
 
 
+def rotated_mid_record(tmp_path: Path, lift: bool) -> tuple[str, list[str], int]:
+    """The rotated file's text, the request ids in the new one, and the count of
+    records dropped."""
+    path = tmp_path / "audit.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-c", _ROTATED_MID_RECORD, str(path), str(CUT_SHORT),
+         "lift" if lift else "keep"],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    rotated = (tmp_path / "audit.jsonl.1").read_text()
+    return rotated, request_ids(path), json.loads(done.stderr.splitlines()[-1])["dropped"]
+
+
 def test_a_record_cut_short_ends_in_the_file_it_began_in(tmp_path: Path) -> None:
     """The file is rotated while it holds the start of a record whose end the disk
-    refused: the record is finished there, with what was held behind it, and the
-    flush after moves to the new file. No line is split between two files."""
-    path = tmp_path / "audit.jsonl"
-    subprocess.run([sys.executable, "-c", _ROTATED_MID_RECORD, str(path), str(CUT_SHORT)],
-                   check=True, capture_output=True)  # fmt: skip
-    assert request_ids(tmp_path / "audit.jsonl.1") == [f"r{i:04d}" for i in range(8)]
-    assert request_ids(path) == ["r0008", "r0009"]
+    refused, and the disk takes it now: the record is finished there, and every
+    later one goes to the new file. No line is split between two files."""
+    rotated, moved, dropped = rotated_mid_record(tmp_path, lift=True)
+    assert [json.loads(line)["request_id"] for line in rotated.splitlines()] == [
+        f"r{i:04d}" for i in range(4)
+    ]
+    assert moved == [f"r{i:04d}" for i in range(4, 10)]
+    assert dropped == 0
+
+
+def test_a_record_the_rotated_file_cannot_finish_is_dropped_and_counted(
+    tmp_path: Path,
+) -> None:
+    """The old file still refuses the record's end: the record is dropped and
+    counted, and the records held behind it go to the new file, not wait forever."""
+    rotated, moved, dropped = rotated_mid_record(tmp_path, lift=False)
+    whole, torn = rotated[: rotated.rindex("\n") + 1], rotated[rotated.rindex("\n") + 1 :]
+    assert [json.loads(line)["request_id"] for line in whole.splitlines()] == [
+        "r0000",
+        "r0001",
+        "r0002",
+    ]
+    assert torn == '{"event":"route.decision","request_id":"r0003"}'[: RECORD_BYTES // 2]
+    assert moved == [f"r{i:04d}" for i in range(4, 10)]
+    assert dropped == 1
