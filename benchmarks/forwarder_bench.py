@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from benchmarks.route_bench import Proc, prepare, start, wait_serving
+from benchmarks.harness import Proc, prepare, start, wait_serving
 from sidecar.escalation.record import Escalation
 from sidecar.escalation.spool import Spool, acked_offset
 

@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 
 from benchmarks import loadgen
-from benchmarks.route_bench import (
+from benchmarks.harness import (
     Proc,
     prepare,
     start_floor,

@@ -53,6 +53,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from benchmarks.harness import Proc, fit_artefact, prepare, start
 from benchmarks.registry_admin import (
     MODEL,
     Changes,
@@ -62,7 +63,6 @@ from benchmarks.registry_admin import (
     tightened,
     with_calibrator,
 )
-from benchmarks.route_bench import Proc, fit_artefact, prepare, start
 from sidecar._proto.hitl.v1 import registry_pb2 as rpb
 from sidecar.policy.last_known_good import LastKnownGood
 from sidecar.policy.registry_source import RegistryConnection, RegistryPolicySource

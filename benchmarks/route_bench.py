@@ -13,7 +13,10 @@ Load is open loop at a constant rate from worker processes. The benchmark exits 
 when the sidecar's unary Route p99, the median over trials, is 5 ms or more. A
 trial in which the floor's own p99 reached the limit measured the machine's stalls,
 not the sidecar: it is reported, left out of the median and run again, up to
-MAX_REPEATS times, and the run fails if fewer trials than asked for could be judged.
+MAX_REPEATS times. If fewer trials than asked for could be judged, the run says
+"this machine cannot judge the p99" and exits 3 (CANNOT_JUDGE): never a pass, and
+not a failure of the sidecar either. CI reports this benchmark without gating on it;
+its gates are instructions and CPU (``benchmarks.instructions``, ``cpu_gate``).
 The sidecar's CPU per call counts its span-export child with it, and its latency is
 also split between the calls answered with an escalation (which wait for an fsync)
 and the others.
@@ -49,27 +52,31 @@ import json
 import os
 import platform
 import shutil
-import signal
-import sqlite3
-import subprocess
-import sys
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from benchmarks import loadgen, throughput
+from benchmarks.harness import (
+    Proc,
+    delivered,
+    drain,
+    escalated_share,
+    phase,
+    prepare,
+    start_floor,
+    start_registry,
+    start_review,
+    start_sidecar,
+    start_sink,
+    wait_serving,
+)
 from benchmarks.policy_swapper import Swapper, read_sidecar_log
-from benchmarks.registry_admin import MODEL, Changes, prepare_registry
-from sidecar._proto.hitl.v1 import router_pb2 as pb
-from sidecar.client import route_request
 from sidecar.escalation.spool import read_unacked
 
 LIMIT_P99_MS = 5.0
@@ -79,196 +86,11 @@ TARGET_STREAM = 20_000.0
 TARGET_RSS_MB = 200.0
 DEFAULT_RATE = 500.0
 BATCH_SIZE = 100
-CLASSES = 10
-SEED = 7
 NEAR_SWAP_SECONDS = 0.1  # after a swap, calls still count as near it (a stall's queue drains)
-SHM = Path("/dev/shm")  # noqa: S108 (only mkdtemp's private directories go there)
-SETTLE_SECONDS = 2.0  # between phases, so one phase's backlog does not bleed into the next
+# The exit status of a run whose floor missed the limit in too many trials: the
+# machine could not judge the sidecar (never a pass).
+CANNOT_JUDGE = 3
 MAX_REPEATS = 3  # trials run again, at most, because the floor itself missed the limit
-
-
-@dataclass
-class Proc:
-    process: subprocess.Popen[bytes]
-    address: str
-
-    def cpu_seconds(self) -> float:
-        """CPU time of the process and its children (the sidecar's span-export child)."""
-        return sum(self.cpu_split())
-
-    def cpu_split(self) -> tuple[float, float, float]:
-        """CPU seconds of the main thread (the event loop), of the process's other
-        threads, and of its children."""
-        pid = self.process.pid
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        main, process = _cpu_ticks(f"{pid}/task/{pid}"), _cpu_ticks(str(pid))
-        tick = os.sysconf("SC_CLK_TCK")
-        return main / tick, (process - main) / tick, sum(map(_cpu_ticks, children)) / tick
-
-    def peak_rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-        return float("nan")
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
-
-def _cpu_ticks(pid: str) -> int:
-    """User and system ticks of /proc/<pid>/stat (pid may be "<pid>/task/<tid>")."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:  # a child that has just exited
-        return 0
-    return int(fields[11]) + int(fields[12])
-
-
-def start(
-    command: list[str],
-    port_file: Path,
-    log: Path,
-    env: dict[str, str] | None = None,
-    elsewhere: bool = False,
-) -> Proc:
-    """Start a process and wait for its port file. elsewhere: it stands in for a service
-    on other machines, so it runs under SCHED_IDLE and uses the cores only when the
-    sidecar and the load generators leave them idle. (At nice 19 it still took a core
-    from them at times: with both stand-ins at nice 19 the sidecar's p99 was
-    6.9 ms, under SCHED_IDLE 6.0 ms, medians of 6 interleaved rounds.)"""
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            ["chrt", "--idle", "0", *command] if elsewhere else command,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-        )
-    deadline = time.monotonic() + 60
-    while not port_file.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"{command[2]} did not start; see {log}")
-        time.sleep(0.05)
-    return Proc(process, port_file.read_text())
-
-
-def prepare(workdir: Path) -> list[bytes]:
-    """Fit a real calibrator, write a realistic policy, build the request mix."""
-    from calibrators.data import check
-    from calibrators.export import export_artefact
-    from calibrators.fit import fit_calibrator
-
-    rng = np.random.default_rng(SEED)
-    labels = rng.integers(0, CLASSES, 5000)
-    logits = _logits(rng, labels)
-    data = check("benchmark logits", logits, labels, None, probabilities=False)
-    fitted = export_artefact(fit_calibrator(data, "temperature"), workdir / "bench.onnx")
-    policy = {
-        "revision": 1,
-        "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "max_age_seconds": 86400,
-        "models": {
-            "bench": {
-                "calibrator": {
-                    "path": "bench.onnx",
-                    "sha256": fitted.sha256,
-                    "version": fitted.metadata.version,
-                },
-                "thresholds": {"t_high": 0.70, "t_low": 0.45},
-                "domains": {
-                    "eu": {"t_high": 0.74, "t_low": 0.5},
-                    "us": {"t_high": 0.68, "t_low": 0.4},
-                },
-                "rules": [
-                    {
-                        "id": "large-amount",
-                        "when": [{"field": "attributes.amount", "op": "gt", "value": 10000}],
-                    },
-                    {
-                        "id": "sensitive-topic",
-                        "when": [
-                            {"field": "attributes.topic", "op": "in", "value": ["legal", "medical"]}
-                        ],
-                    },
-                    {"id": "coin-flip", "when": [{"field": "margin", "op": "lt", "value": 0.02}]},
-                ],
-                "experiment": {
-                    "name": "stricter",
-                    "unit": "attributes.customer",
-                    "arms": [
-                        {"name": "control", "weight": 90},
-                        {
-                            "name": "strict",
-                            "weight": 10,
-                            "thresholds": {"t_high": 0.8, "t_low": 0.5},
-                        },
-                    ],
-                },
-                "audit_sample_rate": 0.05,
-            }
-        },
-    }
-    (workdir / "policy.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
-    mix = rng.integers(0, CLASSES, 2000)
-    topics = ["billing", "shipping", "returns", "legal", "medical"]
-    return [
-        route_request(
-            "template",
-            "bench",
-            row,
-            model_version="v1",
-            domain=["", "eu", "us"][i % 3],
-            numeric_attributes={
-                "amount": float(rng.choice([50.0, 900.0, 25000.0], p=[0.7, 0.28, 0.02]))
-            },
-            string_attributes={
-                "topic": topics[int(rng.choice(5, p=[0.5, 0.3, 0.18, 0.01, 0.01]))],
-                "customer": f"c{i % 500}",
-            },
-            input_ref=f"s3://bench/inputs/{i}",
-        ).SerializeToString()
-        for i, row in enumerate(_logits(rng, mix))
-    ]
-
-
-def fit_artefact(path: Path, seed: int) -> str:
-    """Another temperature calibrator for the same classifier, fitted on a sample drawn
-    with seed (another seed: another artefact, sha256 and version); returns its sha256."""
-    from calibrators.data import check
-    from calibrators.export import export_artefact
-    from calibrators.fit import fit_calibrator
-
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, CLASSES, 5000)
-    data = check("benchmark logits", _logits(rng, labels), labels, None, probabilities=False)
-    return export_artefact(fit_calibrator(data, "temperature"), path).sha256
-
-
-def _logits(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
-    """Over-confident logits of a ~85 %-accurate classifier; with the policy's thresholds,
-    rules and audit sample about 30 % of requests are escalated (the run reports it)."""
-    logits = rng.normal(0.0, 1.5, size=(labels.shape[0], CLASSES))
-    logits[np.arange(labels.shape[0]), labels] += rng.gamma(3.0, 2.0, labels.shape[0])
-    return logits * 2.0
-
-
-def escalated_share(address: str, payloads: list[bytes]) -> float:
-    from sidecar.client import RouterClient
-
-    with RouterClient(address) as client:
-        results = client.route_batch(
-            [_with_id(p, f"probe-{i}") for i, p in enumerate(payloads[:1000])], timeout=30
-        )
-    return sum(bool(r.response.escalation_id) for r in results) / len(results)
-
-
-def _with_id(payload: bytes, request_id: str) -> pb.RouteRequest:
-    request = pb.RouteRequest.FromString(payload)
-    request.request_id = request_id
-    return request
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -336,22 +158,33 @@ def main(argv: list[str] | None = None) -> int:
         )
     write_outputs(args.out, report)
     print_table(report)
-    verdict = report["enforced"]["passed"]
-    print_repeats(report, args.trials)
-    print(
-        f"\nlimit: unary Route p99 (median of {args.trials} trials) < {LIMIT_P99_MS} ms: {'PASS' if verdict else 'FAIL'}"
-    )
-    if swapper is not None:
-        swapped = report["policy_swaps"]["complete"]
-        print(
-            "policy swaps: every change made, applied by the sidecar, none refused, some in"
-            f" each measured window: {'PASS' if swapped else 'FAIL'}"
-        )
-        verdict = verdict and swapped
     # Reported: the run's directory goes (its audit log alone reaches hundreds of MB).
     # A run that raises keeps it, with every process's log.
     shutil.rmtree(workdir, ignore_errors=True)
-    return 0 if verdict else 1
+    return conclude(report, args.trials)
+
+
+def conclude(report: dict[str, Any], wanted: int) -> int:
+    """Print the verdicts; the exit status: 0 pass, 1 fail, CANNOT_JUDGE when the
+    machine could not judge the p99 and nothing else failed."""
+    print_repeats(report, wanted)
+    enforced = report["enforced"]
+    outcome = "PASS" if enforced["passed"] else "FAIL"
+    if not enforced["machine_judged"]:
+        outcome = "this machine cannot judge the p99"
+    print(f"\nlimit: unary Route p99 (median of {wanted} trials) < {LIMIT_P99_MS} ms: {outcome}")
+    swaps_failed = False
+    if "policy_swaps" in report:
+        swaps_failed = not report["policy_swaps"]["complete"]
+        print(
+            "policy swaps: every change made, applied by the sidecar, none refused, some in"
+            f" each measured window: {'FAIL' if swaps_failed else 'PASS'}"
+        )
+    if enforced["errors"] or swaps_failed:
+        return 1
+    if not enforced["machine_judged"]:
+        return CANNOT_JUDGE
+    return 0 if enforced["passed"] else 1
 
 
 def at_least_one(text: str) -> int:
@@ -359,92 +192,6 @@ def at_least_one(text: str) -> int:
     if count < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {count}")
     return count
-
-
-def start_sink(workdir: Path) -> Proc:
-    """The OTLP receiver the sidecar exports its spans to; it stands in for a
-    collector on other machines."""
-    return start(
-        [sys.executable, "-m", "benchmarks.otlp_sink", "--port-file", str(workdir / "otlp.addr")],
-        workdir / "otlp.addr",
-        workdir / "otlp.log",
-        elsewhere=True,
-    )
-
-
-def start_sidecar(
-    workdir: Path,
-    sink: Proc,
-    review: Proc,
-    policy_args: list[str],
-    env: dict[str, str] | None = None,
-) -> Proc:
-    """The sidecar as the benchmark runs it (spool fsync on, spans to sink,
-    escalations to review); env overrides its settings. It serves once
-    ``wait_serving`` returns."""
-    return start(
-        [sys.executable, "-m", "sidecar", "sidecar", *policy_args, "--listen", "127.0.0.1:0",
-         "--state-dir", str(workdir / "state"), "--port-file", str(workdir / "sidecar.addr"),
-         "--sink", f"review://{review.address}"],
-        workdir / "sidecar.addr",
-        workdir / "sidecar.log",
-        {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{sink.address}",
-         "OTEL_EXPORTER_OTLP_INSECURE": "true", "HITL_SPOOL_FSYNC": "true", **(env or {})},
-    )  # fmt: skip
-
-
-def start_floor(workdir: Path) -> Proc:
-    return start(
-        [sys.executable, "-m", "benchmarks.floor", "--port-file", str(workdir / "floor.addr")],
-        workdir / "floor.addr",
-        workdir / "floor.log",
-    )
-
-
-def start_review(workdir: Path) -> tuple[Proc, Path]:
-    """The review queue process and its database. The queue stands in for a service
-    on other machines, so its database goes to memory where the machine has /dev/shm:
-    on this disk its commits would share the filesystem journal with the spool's
-    fsyncs, which in production they never do."""
-    directory = Path(
-        tempfile.mkdtemp(
-            prefix="hitl-bench-review-",
-            dir=SHM if SHM.is_dir() else None,
-        )
-    )
-    database = directory / "review.db"
-    review = start(
-        [sys.executable, "-m", "sidecar", "review", "serve", "--listen", "127.0.0.1:0",
-         "--db", f"sqlite:{database}", "--port-file", str(workdir / "review.addr")],
-        workdir / "review.addr", workdir / "review.log", elsewhere=True,
-    )  # fmt: skip
-    return review, database
-
-
-def delivered(database: Path) -> int:
-    """How many escalations reached the review queue; its database is then removed."""
-    with sqlite3.connect(database) as db:
-        count: int = db.execute("SELECT count(*) FROM review_items").fetchone()[0]
-    shutil.rmtree(database.parent)
-    return count
-
-
-def start_registry(workdir: Path, interval: float) -> tuple[Proc, Swapper, list[str]]:
-    """A registry process holding the benchmark's policy as revision 1 (proposed and
-    approved) and a second calibrator; the swapper; the sidecar's flags for it."""
-    setup = prepare_registry(workdir)
-    registry = start(
-        setup.serve_command(workdir / "registry.addr"),
-        workdir / "registry.addr",
-        workdir / "registry.log",
-    )
-    fit_artefact(workdir / "bench-b.onnx", SEED + 1)
-    changes = Changes(registry.address, setup)
-    base = changes.publish_file(workdir / "policy.yaml")
-    calibrators = [base["models"][MODEL]["calibrator"], changes.upload(workdir / "bench-b.onnx")]
-    flags = ["--registry", registry.address, "--registry-token-file", str(setup.sidecar_token_file),
-             "--registry-public-key", str(setup.public_key)]  # fmt: skip
-    return registry, Swapper(changes, base, calibrators, interval), flags
 
 
 def swaps_report(
@@ -545,25 +292,13 @@ def run(
     def trial(index: int) -> dict[str, Any]:
         row: dict[str, Any] = {}
         for name, proc in (("floor", floor), ("sidecar", sidecar)):
-            cpu = proc.cpu_seconds()
             tag = f"t{index}-{name}"
             with during(tag) if during else nullcontext():
-                result = loadgen.run_load(
-                    proc.address, args.rate, args.seconds, payloads, args.workers, tag
+                result, row[name] = phase(
+                    proc, args.rate, args.seconds, payloads, args.workers, tag
                 )
             if calls is not None:
                 calls[tag] = result
-            row[name] = {
-                **loadgen.percentiles(result.latencies_ms),
-                "errors": result.errors,
-                "sent": result.sent,
-                "requested_rate": result.requested_rate,
-                "achieved_rate": result.achieved_rate,
-                "cpu_us_per_request": (proc.cpu_seconds() - cpu) / max(result.sent, 1) * 1e6,
-                "window": result.window,
-                "escalated": loadgen.percentiles(result.latencies_ms[result.escalated]),
-                "not_escalated": loadgen.percentiles(result.latencies_ms[~result.escalated]),
-            }
         return row
 
     trials = run_trials(trial, args.trials)
@@ -641,28 +376,6 @@ def enforced(trials: list[dict[str, Any]], wanted: int) -> dict[str, Any]:
             for k in ("p50", "p90", "p99", "p99.9", "max")
         },
     }
-
-
-def drain(spool: Path, limit_seconds: float = 120.0) -> None:
-    """Wait until the sidecar's forwarder has delivered every escalation in its spool
-    (a throughput phase escalates tens of thousands, and the next phase would share
-    the cores with their delivery), then SETTLE_SECONDS for the exporter and the
-    audit log."""
-    deadline = time.monotonic() + limit_seconds
-    while next(read_unacked(spool), None) is not None and time.monotonic() < deadline:
-        time.sleep(0.5)
-    time.sleep(SETTLE_SECONDS)
-
-
-def wait_serving(address: str) -> None:
-    from sidecar.client import RouterClient
-
-    with RouterClient(address) as client:
-        deadline = time.monotonic() + 60
-        while not client.serving():
-            if time.monotonic() > deadline:
-                raise SystemExit("sidecar did not become SERVING")
-            time.sleep(0.1)
 
 
 def write_outputs(out: Path, report: dict[str, Any]) -> None:
@@ -766,7 +479,8 @@ def print_repeats(report: dict[str, Any], wanted: int) -> None:
     if not report["enforced"]["machine_judged"]:
         print(
             f"note: fewer than {wanted} of {len(report['trials'])} trials could judge the sidecar;"
-            " the machine is too slow for the limit now, and the run fails"
+            " the machine is too slow to judge the limit now: neither a pass nor a failure"
+            f" of the sidecar (exit status {CANNOT_JUDGE})"
         )
 
 

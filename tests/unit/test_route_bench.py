@@ -9,7 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.route_bench import LIMIT_P99_MS, MAX_REPEATS, enforced, run_trials
+from benchmarks.route_bench import (
+    CANNOT_JUDGE,
+    LIMIT_P99_MS,
+    MAX_REPEATS,
+    conclude,
+    enforced,
+    run_trials,
+)
 
 
 def measured(floor_p99: float, sidecar_p99: float) -> dict[str, Any]:
@@ -82,3 +89,21 @@ def test_a_failed_call_fails_the_run() -> None:
     trials[1]["sidecar"]["errors"] = 1
 
     assert not enforced(trials, wanted=3)["passed"]
+
+
+def test_exit_status_says_when_the_machine_could_not_judge() -> None:
+    """0 for a pass, 1 for a sidecar over the limit, CANNOT_JUDGE (never 0) when the
+    floor spoiled too many trials, and 1 again if a call failed on such a machine."""
+    stalled = (LIMIT_P99_MS + 1.0, 2.0)
+    passing = trials_of((1.8, 2.6), (1.9, 2.9), (1.7, 2.4))
+    failing = trials_of((1.8, 6.0), (1.9, 7.0), (1.7, 2.4))
+    unjudged = trials_of(*[stalled] * (3 + MAX_REPEATS))
+
+    def status(trials: list[dict[str, Any]]) -> int:
+        return conclude({"trials": trials, "enforced": enforced(trials, wanted=3)}, wanted=3)
+
+    assert status(passing) == 0
+    assert status(failing) == 1
+    assert status(unjudged) == CANNOT_JUDGE != 0
+    unjudged[0]["sidecar"]["errors"] = 1
+    assert status(unjudged) == 1
