@@ -10,16 +10,27 @@ from __future__ import annotations
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from sidecar.clock import Clock
-from sidecar.core.decision import CalibrationFailure, Decision, decide
+from sidecar.core.batch import BatchRows, decide_rows
+from sidecar.core.decision import (
+    REASON_NAMES,
+    TIER_NAMES,
+    CalibrationFailure,
+    Decision,
+    Reason,
+    decide,
+    is_degraded,
+)
 from sidecar.core.hashing import escalation_id
 from sidecar.core.replay import ReplayCache
-from sidecar.core.request import FloatArray, InputKind, RouteInput, Signals, signals_of
+from sidecar.core.request import FloatArray, InputKind, RouteInput
+from sidecar.core.signals import Signals, signal_rows, signals_of
+from sidecar.core.thresholds import Tier
 from sidecar.core.validation import validate
 from sidecar.core.values import value
 from sidecar.errors import EscalationRefused, InvalidRequest, RequestConflict, RequestError
@@ -64,6 +75,39 @@ class TraceIds:
 
 
 ItemResult = Routed | RequestError | EscalationRefused
+DecisionRow = tuple[Any, ...]  # a decision as Decision.row() gives it
+_KIND_NAMES = {int(kind): kind.name for kind in InputKind}  # of validated requests
+_AUTOMATED, _AUDIT_SAMPLE = int(Tier.AUTOMATED), int(Reason.AUDIT_SAMPLE)
+
+
+@dataclass(slots=True)
+class BatchRouted:
+    """A batch's answers, in request order: row i's decision (as Decision.row() gives
+    it) and escalation id, or the error that answers row i. No object per row."""
+
+    request_ids: Sequence[str]
+    decisions: list[DecisionRow | None]
+    escalation_ids: list[str]
+    errors: dict[int, RequestError | EscalationRefused] = field(default_factory=dict)
+    ticket: int = 0  # the recorder's ticket covering every escalation of the batch
+
+    def refuse_escalations(self, exc: EscalationRefused) -> None:
+        """The escalations could not be made durable: no escalated row may be acted on."""
+        for i, esc_id in enumerate(self.escalation_ids):
+            if esc_id and i not in self.errors:
+                self.errors[i] = exc
+
+    def result(self, i: int) -> ItemResult:
+        """Row i as the unary path answers it (tests, and code that wants objects)."""
+        if i in self.errors:
+            return self.errors[i]
+        row = self.decisions[i]
+        assert row is not None
+        esc_id = self.escalation_ids[i]
+        return Routed(
+            self.request_ids[i], Decision.from_row(row), esc_id, self.ticket if esc_id else 0
+        )
+
 
 # The replay window keeps a request as one flat tuple of plain values (see
 # ReplayCache): (model, fingerprint, ticket, *decision row). Its escalation_id is
@@ -100,27 +144,48 @@ class Router:
             return self._finish(request, None, CalibrationFailure.RAISED, trace)
         return self._finish(request, snapshot, self._calibrate(snapshot, [request])[0], trace)
 
-    def route_batch(self, requests: Sequence[RouteInput], trace: TraceIds) -> list[ItemResult]:
-        """Decide each request; the calibrator runs once per model in the batch."""
+    def route_batch(
+        self,
+        requests: Sequence[RouteInput],
+        trace: TraceIds,
+        finite: Sequence[bool] | None = None,
+    ) -> BatchRouted:
+        """Decide each request: the calibrator runs once per model in the batch, the
+        decisions are made over columns (``core.batch``), a model's escalations are
+        written to the spool together and its audit records in one go. finite, when
+        given: whether each request's logits are all finite, checked at once."""
         snapshot = self._holder.current
-        results: list[ItemResult | None] = [None] * len(requests)
-        by_model: dict[str, list[int]] = defaultdict(list)
+        now = self._clock.now()
+        n = len(requests)
+        out = BatchRouted([r.request_id for r in requests], [None] * n, [""] * n)
+        fresh: dict[str, list[int]] = defaultdict(list)
+        again: list[int] = []  # a request_id seen earlier in this batch
+        seen: set[str] = set()
         for i, request in enumerate(requests):
             try:
-                self._validate(request, snapshot, f"requests[{i}]")
+                self._validate(request, snapshot, f"requests[{i}]", finite[i] if finite else None)
+                if request.request_id in seen:
+                    again.append(i)
+                    continue
+                seen.add(request.request_id)
+                routed = self._replayed(request)
             except RequestError as exc:
-                results[i] = exc
+                out.errors[i] = exc
                 continue
-            by_model[request.model].append(i)
-        signals: dict[int, Signals | CalibrationFailure] = {}
-        if snapshot is not None:
-            for indices in by_model.values():
-                rows = self._calibrate(snapshot, [requests[i] for i in indices])
-                signals.update(zip(indices, rows, strict=True))
-        for indices in by_model.values():
-            for i in indices:
-                results[i] = self._item(requests[i], snapshot, signals.get(i), trace)
-        return [result for result in results if result is not None]
+            if routed is None:
+                fresh[request.model].append(i)
+            else:
+                self._answer(out, i, routed)
+        for model, indices in fresh.items():
+            if snapshot is None:  # the no-policy fallback, request by request
+                for i in indices:
+                    self._answer(out, i, self._single(requests[i], None, trace))
+                continue
+            chosen = [requests[i] for i in indices]
+            self._decide_model(out, chosen, indices, snapshot, model, trace, now)
+        for i in again:  # after the first sends: each is a replay (or a conflict)
+            self._answer(out, i, self._single(requests[i], snapshot, trace))
+        return out
 
     async def durable(self, results: Sequence[ItemResult]) -> None:
         """Wait until every escalation among results is durable; raises
@@ -128,6 +193,14 @@ class Router:
         ticket = max((r.ticket for r in results if isinstance(r, Routed)), default=0)
         if ticket:
             await self._recorder.durable(ticket)
+
+    async def durable_batch(self, batch: BatchRouted) -> None:
+        """``durable`` for a batch: a refusal answers each escalated row with it."""
+        if batch.ticket:
+            try:
+                await self._recorder.durable(batch.ticket)
+            except EscalationRefused as exc:
+                batch.refuse_escalations(exc)
 
     def record_outcome(self, outcome: Outcome) -> OutcomeMatch:
         if not outcome.request_id:
@@ -163,9 +236,15 @@ class Router:
 
     # -- steps ------------------------------------------------------------------------
 
-    def _validate(self, request: RouteInput, snapshot: Snapshot | None, prefix: str) -> None:
+    def _validate(
+        self,
+        request: RouteInput,
+        snapshot: Snapshot | None,
+        prefix: str,
+        finite: bool | None = None,
+    ) -> None:
         try:
-            validate(request, snapshot.class_counts if snapshot else None)
+            validate(request, snapshot.class_counts if snapshot else None, finite)
         except InvalidRequest as exc:
             if self._metrics is not None:
                 self._metrics.invalid(exc.field.split("[")[0])
@@ -190,33 +269,48 @@ class Router:
     def _calibrate(
         self, snapshot: Snapshot, requests: Sequence[RouteInput]
     ) -> list[Signals | CalibrationFailure]:
+        probabilities = self._probabilities(snapshot, requests)
+        if probabilities is None:
+            return [CalibrationFailure.RAISED] * len(requests)
+        return [
+            CalibrationFailure.NON_FINITE if s is None else s for s in signals_of(probabilities)
+        ]
+
+    def _probabilities(
+        self, snapshot: Snapshot, requests: Sequence[RouteInput]
+    ) -> FloatArray | None:
+        """One calibrator run for requests of one model; None when the graph fails."""
         calibrator = snapshot.calibrators[requests[0].model]
         if len(requests) == 1:  # Route: a view, not a copy
             logits = _as_logits(requests[0])[np.newaxis, :]
         else:
             logits = np.stack([_as_logits(request) for request in requests])
         try:
-            probabilities = calibrator(logits)
+            return calibrator(logits)
         except Exception:  # any failure of the graph is a fallback, never a crash
-            return [CalibrationFailure.RAISED] * len(requests)
-        return [
-            CalibrationFailure.NON_FINITE if s is None else s for s in signals_of(probabilities)
-        ]
+            return None
 
-    def _item(
-        self,
-        request: RouteInput,
-        snapshot: Snapshot | None,
-        signals: Signals | CalibrationFailure | None,
-        trace: TraceIds,
+    def _single(
+        self, request: RouteInput, snapshot: Snapshot | None, trace: TraceIds
     ) -> ItemResult:
+        """One request of a batch routed on its own (a repeated request_id, or no policy)."""
         try:
             routed = self._replayed(request)
             if routed is not None:
                 return routed
-            return self._finish(request, snapshot, signals or CalibrationFailure.RAISED, trace)
+            if snapshot is None:  # decide() answers the no-policy fallback without signals
+                return self._finish(request, None, CalibrationFailure.RAISED, trace)
+            return self._finish(request, snapshot, self._calibrate(snapshot, [request])[0], trace)
         except (RequestError, EscalationRefused) as exc:
             return exc
+
+    def _answer(self, out: BatchRouted, i: int, result: ItemResult) -> None:
+        if not isinstance(result, Routed):
+            out.errors[i] = result
+            return
+        out.decisions[i] = result.decision.row()
+        out.escalation_ids[i] = result.escalation_id
+        out.ticket = max(out.ticket, result.ticket)
 
     def _finish(
         self,
@@ -228,62 +322,134 @@ class Router:
         now = self._clock.now()
         policy = snapshot.policy if snapshot else None
         decision = decide(request, policy, signals, now)
+        row = decision.row()
         esc_id, ticket = "", 0
         if decision.escalate:
             esc_id = escalation_id(request.model, request.request_id)
-            ticket = self._escalate(request, decision, esc_id, trace, now)
-        routed = Routed(request.request_id, decision, esc_id, ticket)
-        self._audit.write(_audit_fields(request, routed, trace, now))
+            ticket = self._escalate(request, row, esc_id, trace, now)
+        self._audit.write(_audit_fields(request, row, esc_id, trace, now))
         self._replay.put(
             request.request_id,
-            (sys.intern(request.model), request.fingerprint(), ticket, *decision.row()),
+            (sys.intern(request.model), request.fingerprint(), ticket, *row),
             now,
         )
         if self._metrics is not None:
             domains = policy.models[request.model].thresholds.domains if policy else {}
             domain = request.domain if request.domain in domains else "default"
             self._metrics.record(request.model, domain, decision)
-        return routed
+        return Routed(request.request_id, decision, esc_id, ticket)
+
+    def _decide_model(
+        self,
+        out: BatchRouted,
+        requests: Sequence[RouteInput],
+        indices: Sequence[int],
+        snapshot: Snapshot,
+        model: str,
+        trace: TraceIds,
+        now: float,
+    ) -> None:
+        """The fresh requests of one model (rows indices of out): one calibrator run,
+        the decisions as columns, escalations written together, audit in one go."""
+        probabilities = self._probabilities(snapshot, requests)
+        signals = CalibrationFailure.RAISED if probabilities is None else signal_rows(probabilities)
+        policy = snapshot.policy
+        columns = decide_rows(
+            policy.models[model],
+            policy.revision,
+            policy.is_stale(now),
+            BatchRows(
+                [r.request_id for r in requests],
+                [r.domain for r in requests],
+                [r.model_version for r in requests],
+                [r.string_attributes for r in requests],
+                [r.numeric_attributes for r in requests],
+            ),
+            signals,
+        )
+        rows = columns.rows()
+        tickets = [0] * len(rows)
+        esc_ids = [""] * len(rows)
+        refused = self._escalate_rows(out, requests, indices, rows, esc_ids, tickets, trace, now)
+        kept = [k for k in range(len(rows)) if k not in refused] if refused else range(len(rows))
+        self._audit.write_many(
+            [_audit_fields(requests[k], rows[k], esc_ids[k], trace, now) for k in kept]
+        )
+        name = sys.intern(model)
+        self._replay.put_many(
+            [(requests[k].request_id, (name, requests[k].fingerprint(), tickets[k], *rows[k]))
+             for k in kept],
+            now,
+        )  # fmt: skip
+        for k in kept:
+            out.decisions[indices[k]] = rows[k]
+            out.escalation_ids[indices[k]] = esc_ids[k]
+        if self._metrics is not None:
+            known = policy.models[model].thresholds.domains
+            self._metrics.record_columns(
+                model,
+                [requests[k].domain if requests[k].domain in known else "default" for k in kept],
+                [columns.tier[k] for k in kept],
+                [columns.reason[k] for k in kept],
+                [columns.arm[k] for k in kept],
+            )
+
+    def _escalate_rows(
+        self,
+        out: BatchRouted,
+        requests: Sequence[RouteInput],
+        indices: Sequence[int],
+        rows: Sequence[DecisionRow],
+        esc_ids: list[str],
+        tickets: list[int],
+        trace: TraceIds,
+        now: float,
+    ) -> set[int]:
+        """Record the escalations among rows together; fill esc_ids and tickets; the
+        rows whose escalation was refused (answered with the refusal)."""
+        escalating = [
+            k for k, row in enumerate(rows) if row[0] != _AUTOMATED or row[1] == _AUDIT_SAMPLE
+        ]
+        if not escalating:
+            return set()
+        model = requests[0].model
+        escalations = []
+        for k in escalating:
+            esc_ids[k] = escalation_id(model, requests[k].request_id)
+            escalations.append(_escalation(requests[k], rows[k], esc_ids[k], trace, now))
+        refused = set()
+        for k, ticket in zip(escalating, self._recorder.record_many(escalations), strict=True):
+            tier = TIER_NAMES[rows[k][0]]
+            if isinstance(ticket, EscalationRefused):
+                refused.add(k)
+                out.errors[indices[k]] = ticket
+                if self._metrics is not None:
+                    self._metrics.escalation(model, tier, "refused")
+                continue
+            tickets[k] = ticket
+            out.ticket = max(out.ticket, ticket)
+            if self._metrics is not None:
+                self._metrics.escalation(model, tier, "recorded")
+        return refused
 
     def _escalate(
-        self, request: RouteInput, decision: Decision, esc_id: str, trace: TraceIds, now: float
+        self, request: RouteInput, row: DecisionRow, esc_id: str, trace: TraceIds, now: float
     ) -> int:
-        escalation = Escalation(
-            escalation_id=esc_id,
-            request_id=request.request_id,
-            model=request.model,
-            model_version=request.model_version,
-            domain=request.domain,
-            tier=decision.tier.name,
-            reason=decision.reason.name,
-            rule_id=decision.rule_id,
-            predicted_class=decision.predicted_class,
-            predicted_label=decision.predicted_label,
-            calibrated_confidence=decision.confidence,
-            policy_revision=decision.policy_revision,
-            calibration_version=decision.calibration_version,
-            experiment_arm=decision.arm,
-            degraded=decision.degraded,
-            input_ref=request.input_ref,
-            trace_id=trace.trace_id,
-            created_at=now,
-            context=request.context or {},
-            string_attributes=request.string_attributes or {},
-            numeric_attributes=request.numeric_attributes or {},
-            logits=request.logits.tolist(),
-            input_kind="PROBABILITIES"
-            if request.input_kind == InputKind.PROBABILITIES
-            else "LOGITS",
-        )
+        tier = TIER_NAMES[row[0]]
         try:
-            ticket = self._recorder.record(escalation)
+            ticket = self._recorder.record(_escalation(request, row, esc_id, trace, now))
         except EscalationRefused:
             if self._metrics is not None:
-                self._metrics.escalation(request.model, decision.tier.name, "refused")
+                self._metrics.escalation(request.model, tier, "refused")
             raise
         if self._metrics is not None:
-            self._metrics.escalation(request.model, decision.tier.name, "recorded")
+            self._metrics.escalation(request.model, tier, "recorded")
         return ticket
+
+
+def _escalates(row: DecisionRow) -> bool:
+    """Decision.escalate, of a row: tiers 2 and 3, and audit samples."""
+    return bool(row[0] != _AUTOMATED or row[1] == _AUDIT_SAMPLE)
 
 
 def _as_logits(request: RouteInput) -> FloatArray:
@@ -292,10 +458,42 @@ def _as_logits(request: RouteInput) -> FloatArray:
     return request.logits
 
 
+def _escalation(
+    request: RouteInput, row: DecisionRow, esc_id: str, trace: TraceIds, now: float
+) -> Escalation:
+    tier, reason, cls, label, confidence, _, _, rule_id, _, _, arm, revision, version = row
+    return Escalation(
+        escalation_id=esc_id,
+        request_id=request.request_id,
+        model=request.model,
+        model_version=request.model_version,
+        domain=request.domain,
+        tier=TIER_NAMES[tier],
+        reason=REASON_NAMES[reason],
+        rule_id=rule_id,
+        predicted_class=cls,
+        predicted_label=label,
+        calibrated_confidence=confidence,
+        policy_revision=revision,
+        calibration_version=version,
+        experiment_arm=arm,
+        degraded=is_degraded(reason),
+        input_ref=request.input_ref,
+        trace_id=trace.trace_id,
+        created_at=now,
+        context=request.context or {},
+        string_attributes=request.string_attributes or {},
+        numeric_attributes=request.numeric_attributes or {},
+        logits=request.logits.tolist(),
+        input_kind="PROBABILITIES" if request.input_kind == InputKind.PROBABILITIES else "LOGITS",
+    )
+
+
 def _audit_fields(
-    request: RouteInput, routed: Routed, trace: TraceIds, now: float
+    request: RouteInput, row: DecisionRow, esc_id: str, trace: TraceIds, now: float
 ) -> dict[str, Any]:
-    decision = routed.decision
+    (tier, reason, cls, label, confidence, margin, entropy, rule_id, t_high, t_low, arm,
+     revision, version) = row  # fmt: skip
     return {
         "event": "route.decision",
         "timestamp": now,
@@ -303,27 +501,27 @@ def _audit_fields(
         "model": request.model,
         "model_version": request.model_version,
         "domain": request.domain,
-        "input_kind": InputKind(request.input_kind).name,
+        "input_kind": _KIND_NAMES[request.input_kind],
         "logits": request.logits,
         "string_attributes": request.string_attributes or {},
         "numeric_attributes": request.numeric_attributes or {},
         "input_ref": request.input_ref,
         "context": request.context or {},
-        "tier": decision.tier.name,
-        "reason": decision.reason.name,
-        "rule_id": decision.rule_id,
-        "predicted_class": decision.predicted_class,
-        "predicted_label": decision.predicted_label,
-        "calibrated_confidence": decision.confidence,
-        "margin": decision.margin,
-        "entropy": decision.entropy,
-        "t_high": decision.t_high,
-        "t_low": decision.t_low,
-        "experiment_arm": decision.arm,
-        "degraded": decision.degraded,
-        "policy_revision": decision.policy_revision,
-        "calibration_version": decision.calibration_version,
-        "escalation_id": routed.escalation_id,
+        "tier": TIER_NAMES[tier],
+        "reason": REASON_NAMES[reason],
+        "rule_id": rule_id,
+        "predicted_class": cls,
+        "predicted_label": label,
+        "calibrated_confidence": confidence,
+        "margin": margin,
+        "entropy": entropy,
+        "t_high": t_high,
+        "t_low": t_low,
+        "experiment_arm": arm,
+        "degraded": is_degraded(reason),
+        "policy_revision": revision,
+        "calibration_version": version,
+        "escalation_id": esc_id,
         "trace_id": trace.trace_id,
         "span_id": trace.span_id,
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
+from itertools import accumulate, chain
 from typing import Any, TypeVar
 
 import grpc
@@ -14,6 +15,7 @@ import structlog
 
 from sidecar._proto.hitl.v1 import router_pb2 as pb
 from sidecar._proto.hitl.v1 import router_pb2_grpc as pb_grpc
+from sidecar.core.decision import is_degraded
 from sidecar.core.request import RouteInput
 from sidecar.core.validation import check_batch_size
 from sidecar.errors import (
@@ -22,7 +24,7 @@ from sidecar.errors import (
     InvalidRequest,
     RequestConflict,
 )
-from sidecar.router import ItemResult, Outcome, Routed, Router, TraceIds
+from sidecar.router import BatchRouted, Outcome, Routed, Router, TraceIds
 from sidecar.telemetry.metrics import RouterMetrics
 from sidecar.telemetry.tracing import ServerSpan, ServerSpans
 
@@ -117,19 +119,11 @@ class RouterServicer(pb_grpc.RouterServicer):
     ) -> pb.RouteBatchResponse:
         with self._spans.start(name, context.invocation_metadata()) as span:
             span.attributes["hitl.batch_size"] = len(requests)
-            inputs = [to_input(item) for item in requests]
-            results = self._router.route_batch(inputs, TraceIds(*span.trace_ids()))
-            try:
-                await self._router.durable(results)
-            except EscalationRefused as exc:
-                # Not durable: no escalated item may be acted on.
-                results = [exc if isinstance(r, Routed) and r.ticket else r for r in results]
-            return pb.RouteBatchResponse(
-                results=[
-                    to_result(r.request_id, result)
-                    for r, result in zip(inputs, results, strict=True)
-                ]
-            )
+            inputs, finite = to_inputs(requests)
+            routed = self._router.route_batch(inputs, TraceIds(*span.trace_ids()), finite)
+            # Not durable: no escalated item may be acted on (each answers the refusal).
+            await self._router.durable_batch(routed)
+            return to_batch_response(routed)
 
     def _observe(self, start: float, method: str) -> None:
         if self._metrics is not None:
@@ -150,6 +144,36 @@ def to_input(message: pb.RouteRequest) -> RouteInput:
         input_ref=message.input_ref,
         context=_as_dict(message.context),
     )
+
+
+def to_inputs(messages: Sequence[pb.RouteRequest]) -> tuple[list[RouteInput], list[bool]]:
+    """A batch's requests, their logits views of one array read in one pass, and
+    whether each one's logits are all finite (checked at once)."""
+    sizes = [len(m.logits) for m in messages]
+    flat = np.fromiter(
+        chain.from_iterable(m.logits for m in messages), dtype=np.float32, count=sum(sizes)
+    )
+    ends = list(accumulate(sizes))
+    starts = [0, *ends[:-1]]
+    finite = [True] * len(messages)
+    if not np.isfinite(flat).all():
+        finite = [bool(np.isfinite(flat[a:b]).all()) for a, b in zip(starts, ends, strict=True)]
+    inputs = [
+        RouteInput(
+            request_id=m.request_id,
+            model=m.model,
+            logits=flat[a:b],
+            model_version=m.model_version,
+            input_kind=m.input_kind,
+            domain=m.domain,
+            string_attributes=_as_dict(m.string_attributes),
+            numeric_attributes=_as_dict(m.numeric_attributes),
+            input_ref=m.input_ref,
+            context=_as_dict(m.context),
+        )
+        for m, a, b in zip(messages, starts, ends, strict=True)
+    ]
+    return inputs, finite
 
 
 def _as_dict(entries: Mapping[str, T]) -> dict[str, T] | None:
@@ -180,13 +204,33 @@ def to_response(routed: Routed) -> pb.RouteResponse:
     )
 
 
-def to_result(request_id: str, result: ItemResult) -> pb.RouteResult:
-    if isinstance(result, Routed):
-        return pb.RouteResult(response=to_response(result))
-    code = status_of(result)
-    return pb.RouteResult(
-        error=pb.RouteError(request_id=request_id, code=code.value[0], message=str(result))
-    )
+def to_batch_response(routed: BatchRouted) -> pb.RouteBatchResponse:
+    """Each row's response or error; built from plain values (a message from dicts
+    in one constructor, rather than a message per row copied into its parent)."""
+    results: list[dict[str, Any]] = []
+    errors = routed.errors
+    for i, (request_id, row, esc_id) in enumerate(
+        zip(routed.request_ids, routed.decisions, routed.escalation_ids, strict=True)
+    ):
+        if row is None or i in errors:
+            error = errors[i]
+            code = status_of(error).value[0]
+            results.append(
+                {"error": {"request_id": request_id, "code": code, "message": str(error)}}
+            )
+            continue
+        (tier, reason, cls, label, confidence, _, _, rule_id, t_high, t_low, arm, revision,
+         version) = row  # fmt: skip
+        results.append(
+            {"response": {
+                "request_id": request_id, "tier": tier, "predicted_class": cls,
+                "predicted_label": label, "calibrated_confidence": confidence, "reason": reason,
+                "rule_id": rule_id, "policy_revision": revision, "calibration_version": version,
+                "experiment_arm": arm, "degraded": is_degraded(reason), "escalation_id": esc_id,
+                "t_high": t_high, "t_low": t_low,
+            }}
+        )  # fmt: skip
+    return pb.RouteBatchResponse(results=results)  # type: ignore[arg-type]  # upb takes dicts
 
 
 def _annotate(span: ServerSpan, model: str, routed: Routed) -> None:

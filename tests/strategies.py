@@ -8,9 +8,10 @@ from hypothesis import strategies as st
 from sidecar.core.decision import CalibrationFailure
 from sidecar.core.experiments import Arm, Experiment
 from sidecar.core.policy import CalibratorRef, ModelPolicy, Policy
-from sidecar.core.request import RouteInput, Signals
+from sidecar.core.request import RouteInput
 from sidecar.core.rules import Condition, Rule
 from sidecar.core.sampling import AuditSampler
+from sidecar.core.signals import Signals
 from sidecar.core.thresholds import Thresholds, ThresholdTable
 
 MODEL = "m"
@@ -47,6 +48,11 @@ conditions = st.one_of(
     ),
     st.builds(Condition, st.just("domain"), st.just("in"), st.just(("eu",))),
     st.builds(Condition, st.just("confidence"), st.just("lt"), unit),
+    st.builds(Condition, st.just("margin"), st.sampled_from(["ge", "lt"]), unit),
+    st.builds(Condition, st.just("entropy"), st.just("gt"), st.floats(0, 2)),
+    st.builds(Condition, st.just("predicted_class"), st.just("in"), st.just((0.0, 2.0))),
+    st.builds(Condition, st.just("predicted_label"), st.just("eq"), st.sampled_from(LABELS)),
+    st.builds(Condition, st.just("model_version"), st.just("ne"), st.just("v1")),
 )
 
 
@@ -99,6 +105,7 @@ def requests(draw: st.DrawFn) -> RouteInput:
             draw(st.lists(st.floats(-20, 20, width=32), min_size=3, max_size=3)), dtype=np.float32
         ),
         domain=draw(st.sampled_from(DOMAINS)),
+        model_version=draw(st.sampled_from(["", "v1"])),
         string_attributes=draw(
             st.dictionaries(st.sampled_from(["topic", "user"]), st.sampled_from(["x", "y", "u1"]))
         ),

@@ -11,8 +11,9 @@ from enum import Enum, IntEnum
 from typing import Any
 
 from sidecar.core.policy import ModelPolicy, Policy
-from sidecar.core.request import RouteInput, Signals
+from sidecar.core.request import RouteInput
 from sidecar.core.rules import first_match
+from sidecar.core.signals import Signals
 from sidecar.core.thresholds import Thresholds, Tier
 from sidecar.core.values import value
 
@@ -27,6 +28,16 @@ class Reason(IntEnum):
     FALLBACK_STALE_POLICY = 5
     FALLBACK_CALIBRATOR = 6
     FALLBACK_NON_FINITE = 7
+
+
+TIER_NAMES = {int(tier): tier.name for tier in Tier}
+REASON_NAMES = {int(reason): reason.name for reason in Reason}
+_FIRST_FALLBACK = int(Reason.FALLBACK_NO_POLICY)
+
+
+def is_degraded(reason: int) -> bool:
+    """Whether a decision of this reason used a fallback (FALLBACK_* reasons)."""
+    return reason >= _FIRST_FALLBACK
 
 
 class CalibrationFailure(Enum):
@@ -80,7 +91,7 @@ class Decision:
 
     @property
     def degraded(self) -> bool:
-        return self.reason >= Reason.FALLBACK_NO_POLICY
+        return is_degraded(self.reason)
 
     @property
     def escalate(self) -> bool:

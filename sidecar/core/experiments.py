@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sidecar.core.hashing import bound, draw, salt_for
@@ -45,17 +46,27 @@ class Experiment:
         object.__setattr__(self, "_edges", tuple(edges))
 
     def choose(self, request: RouteInput) -> Arm:
-        key = self._unit_key(request)
+        return self.arm_for(
+            self.unit_key(request.request_id, request.string_attributes, request.numeric_attributes)
+        )
+
+    def arm_for(self, key: str | None) -> Arm:
+        """The arm of a unit key (None: the request does not carry it)."""
         if key is None:
             return self.arms[0]
         return self.arms[bisect_right(self._edges, draw(self._salt, key))]
 
-    def _unit_key(self, request: RouteInput) -> str | None:
+    def unit_key(
+        self,
+        request_id: str,
+        strings: Mapping[str, str] | None,
+        numbers: Mapping[str, float] | None,
+    ) -> str | None:
         if self.unit == "request_id":
-            return request.request_id
+            return request_id
         name = self.unit.removeprefix(ATTRIBUTE_PREFIX)
-        text = (request.string_attributes or {}).get(name)
+        text = (strings or {}).get(name)
         if text is not None:
             return text
-        number = (request.numeric_attributes or {}).get(name)
+        number = (numbers or {}).get(name)
         return None if number is None else repr(number)

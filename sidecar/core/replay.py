@@ -12,6 +12,7 @@ thousand on an idle core, and far more under load."""
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -36,10 +37,16 @@ class ReplayCache:
         return entry[:-1]
 
     def put(self, key: str, value: tuple[Any, ...], now: float) -> None:
-        self._entries[key] = (*value, now + self._ttl)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._capacity:
-            self._entries.popitem(last=False)
+        self.put_many([(key, value)], now)
+
+    def put_many(self, items: Iterable[tuple[str, tuple[Any, ...]]], now: float) -> None:
+        """``put`` for each (key, value), in order (a batch's decisions)."""
+        entries, expiry = self._entries, now + self._ttl
+        for key, value in items:
+            entries[key] = (*value, expiry)
+            entries.move_to_end(key)
+        while len(entries) > self._capacity:
+            entries.popitem(last=False)
         self._expire(now)
 
     def _expire(self, now: float) -> None:

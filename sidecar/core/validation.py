@@ -28,8 +28,11 @@ PROBABILITY_SUM_TOLERANCE = 1e-3
 _INPUT_KINDS = frozenset(int(kind) for kind in InputKind)
 
 
-def validate(request: RouteInput, class_counts: Mapping[str, int] | None) -> None:
-    """Raise InvalidRequest naming the first field that is out of bounds."""
+def validate(
+    request: RouteInput, class_counts: Mapping[str, int] | None, finite: bool | None = None
+) -> None:
+    """Raise InvalidRequest naming the first field that is out of bounds. finite:
+    whether every logit is finite, when the caller has checked a batch's at once."""
     _check_text(request.request_id, "request_id", MAX_REQUEST_ID, required=True)
     _check_text(request.model, "model", MAX_NAME, required=True)
     _check_text(request.model_version, "model_version", MAX_NAME)
@@ -42,7 +45,7 @@ def validate(request: RouteInput, class_counts: Mapping[str, int] | None) -> Non
             raise InvalidRequest("model", f"unknown model {request.model!r} (known: {known})")
     if request.input_kind not in _INPUT_KINDS:
         raise InvalidRequest("input_kind", f"unknown value {request.input_kind}")
-    _check_logits(request, expected)
+    _check_logits(request, expected, finite)
     _check_attributes(request)
     _check_text(request.input_ref, "input_ref", MAX_INPUT_REF)
     _check_context(request.context or {})
@@ -62,7 +65,7 @@ def _check_text(value: str, field: str, limit: int, *, required: bool = False) -
         raise InvalidRequest(field, f"{len(value)} characters; at most {limit}")
 
 
-def _check_logits(request: RouteInput, expected: int | None) -> None:
+def _check_logits(request: RouteInput, expected: int | None, finite: bool | None) -> None:
     logits = request.logits
     size = logits.shape[0]
     if size == 0:
@@ -73,7 +76,7 @@ def _check_logits(request: RouteInput, expected: int | None) -> None:
         )
     if size > MAX_LOGITS:
         raise InvalidRequest("logits", f"{size} values; at most {MAX_LOGITS}")
-    if not np.isfinite(logits).all():
+    if not (np.isfinite(logits).all() if finite is None else finite):
         raise InvalidRequest("logits", "holds NaN or infinity")
     if request.input_kind == InputKind.PROBABILITIES:
         if logits.min() < 0.0 or logits.max() > 1.0:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+from collections.abc import Sequence
 from typing import Protocol
 
 import orjson
@@ -28,6 +29,10 @@ log = structlog.get_logger("hitl.escalation")
 class Recorder(Protocol):
     def record(self, escalation: Escalation) -> int: ...
 
+    def record_many(self, escalations: Sequence[Escalation]) -> list[int | EscalationRefused]:
+        """Each escalation's ticket, or why it was refused; together where they can be."""
+        ...
+
     async def durable(self, ticket: int) -> None: ...
 
     def close(self) -> None: ...
@@ -42,6 +47,15 @@ class MemoryRecorder:
     def record(self, escalation: Escalation) -> int:
         self.escalations.append(escalation)
         return len(self.escalations)
+
+    def record_many(self, escalations: Sequence[Escalation]) -> list[int | EscalationRefused]:
+        return [self._one(escalation) for escalation in escalations]
+
+    def _one(self, escalation: Escalation) -> int | EscalationRefused:
+        try:
+            return self.record(escalation)
+        except EscalationRefused as exc:
+            return exc
 
     async def durable(self, ticket: int) -> None:
         return None
@@ -75,17 +89,42 @@ class SpoolRecorder:
         try:
             ticket = self.spool.write(orjson.dumps(escalation.to_dict()))
         except EscalationRefused as exc:
-            log.error(
-                "escalation.refused",
-                escalation_id=escalation.escalation_id,
-                trace_id=escalation.trace_id,
-                spool=str(self.spool.directory),
-                error=str(exc),
-            )
-            raise type(exc)(f"escalation not recorded: {exc}") from exc
+            raise self._refused(escalation, exc) from exc
+        self._wrote()
+        return ticket
+
+    def record_many(self, escalations: Sequence[Escalation]) -> list[int | EscalationRefused]:
+        """One write for all of them; where the spool cannot take them together (a full
+        budget, a segment to roll), each on its own, so as many as fit are kept."""
+        payloads = [orjson.dumps(escalation.to_dict()) for escalation in escalations]
+        try:
+            ticket = self.spool.write_many(payloads)
+        except EscalationRefused:
+            return [self._one(e, p) for e, p in zip(escalations, payloads, strict=True)]
+        self._wrote()
+        return [ticket] * len(escalations)
+
+    def _one(self, escalation: Escalation, payload: bytes) -> int | EscalationRefused:
+        try:
+            ticket = self.spool.write(payload)
+        except EscalationRefused as exc:
+            return self._refused(escalation, exc)
+        self._wrote()
+        return ticket
+
+    def _refused(self, escalation: Escalation, exc: EscalationRefused) -> EscalationRefused:
+        log.error(
+            "escalation.refused",
+            escalation_id=escalation.escalation_id,
+            trace_id=escalation.trace_id,
+            spool=str(self.spool.directory),
+            error=str(exc),
+        )
+        return type(exc)(f"escalation not recorded: {exc}")
+
+    def _wrote(self) -> None:
         if not self.spool.fsync:  # already as durable as the setting promises
             self.written.set()
-        return ticket
 
     async def durable(self, ticket: int) -> None:
         if self.spool.synced_offset < ticket:

@@ -39,7 +39,7 @@ import os
 import struct
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import takewhile
 from pathlib import Path
@@ -135,6 +135,35 @@ class Spool:
             self._write(frame)
             self._end += len(frame)
             self._records += 1
+            return self._end
+
+    def write_many(self, payloads: Sequence[bytes]) -> int:
+        """Hand records to the kernel together, in one write where they fit the
+        current segment and the budget, and return the offset past the last. All or
+        none: raises SpoolFull or EscalationRefused, writing nothing, when they do
+        not fit together (a caller may then write them one by one)."""
+        for payload in payloads:
+            if not 0 < len(payload) <= MAX_RECORD:
+                raise EscalationRefused(
+                    f"a record must hold 1 to {MAX_RECORD} bytes, not {len(payload)}"
+                )
+        frames = b"".join(
+            HEADER.pack(len(payload), zlib.crc32(payload)) + payload for payload in payloads
+        )
+        with self._lock:
+            if self._broken:
+                raise EscalationRefused(f"spool unusable until restarted: {self._broken}")
+            if self._bytes_on_disk() + len(frames) > self.budget_bytes:
+                raise SpoolFull(
+                    f"spool budget of {self.budget_bytes} bytes cannot take {len(payloads)}"
+                    f" more records ({self._records} await delivery)"
+                )
+            used = self._end - self._bases[-1]
+            if used + len(frames) > self.segment_bytes:
+                raise EscalationRefused("the records do not fit the current segment together")
+            self._write(frames)
+            self._end += len(frames)
+            self._records += len(payloads)
             return self._end
 
     def _write(self, frame: bytes) -> None:

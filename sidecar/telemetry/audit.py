@@ -29,7 +29,7 @@ import errno
 import os
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -53,6 +53,9 @@ class AuditLog(Protocol):
 
     def write(self, record: Mapping[str, Any]) -> None:
         """Log record; its first key is "event", the record's kind."""
+
+    def write_many(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Log records in order (a batch's decisions)."""
 
     def flush(self) -> None: ...
 
@@ -105,6 +108,11 @@ class JsonLinesAudit:
         line = orjson.dumps(record, option=_OPTIONS)
         with self._lock:
             self._pending += line
+
+    def write_many(self, records: Iterable[Mapping[str, Any]]) -> None:
+        lines = b"".join([orjson.dumps(record, option=_OPTIONS) for record in records])
+        with self._lock:
+            self._pending += lines
 
     def flush(self) -> None:
         with self._flushing:
@@ -252,6 +260,9 @@ class InMemoryAudit:
 
     def write(self, record: Mapping[str, Any]) -> None:
         self.records.append(dict(record))
+
+    def write_many(self, records: Iterable[Mapping[str, Any]]) -> None:
+        self.records.extend(dict(record) for record in records)
 
     def flush(self) -> None:
         return None

@@ -16,7 +16,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
-from sidecar.core.decision import Decision
+from sidecar.core.decision import REASON_NAMES, TIER_NAMES, Decision, is_degraded
 from sidecar.escalation.forwarder import Forwarder
 from sidecar.escalation.spool import Spool
 from sidecar.policy.snapshot import SnapshotHolder
@@ -95,6 +95,22 @@ class RouterMetrics:
         self._decisions[model, domain, decision.tier.name, reason, decision.arm] += 1
         if decision.degraded:
             self._fallbacks[model, reason] += 1
+
+    def record_columns(
+        self,
+        model: str,
+        domains: Iterable[str],
+        tiers: Iterable[int],
+        reasons: Iterable[int],
+        arms: Iterable[str],
+    ) -> None:
+        """``record`` for a batch's decisions, given as columns (tiers and reasons as ints)."""
+        counts = Counter(zip(domains, tiers, reasons, arms, strict=True))
+        for (domain, tier, reason, arm), count in counts.items():
+            name = REASON_NAMES[reason]
+            self._decisions[model, domain, TIER_NAMES[tier], name, arm] += count
+            if is_degraded(reason):
+                self._fallbacks[model, name] += count
 
     def invalid(self, field: str) -> None:
         self._invalid[(field,)] += 1

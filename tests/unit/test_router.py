@@ -3,13 +3,17 @@ ONNX calibrator: replay, conflicts, refusals, batches, fallbacks, audit records.
 
 from __future__ import annotations
 
+import functools
 import gc
+import tempfile
 import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from calibrators.export import to_onnx, write_artefact
 from calibrators.methods.temperature import TemperatureScaling
@@ -19,7 +23,7 @@ from sidecar.core.decision import Reason
 from sidecar.core.policy import Policy, parse_policy
 from sidecar.core.request import FloatArray, InputKind, RouteInput
 from sidecar.core.thresholds import Tier
-from sidecar.errors import EscalationRefused, InvalidRequest, RequestConflict
+from sidecar.errors import EscalationRefused, InvalidRequest, RequestConflict, RequestError
 from sidecar.escalation.record import Escalation
 from sidecar.escalation.recorder import MemoryRecorder
 from sidecar.policy.loader import build_snapshot
@@ -214,6 +218,18 @@ def test_refused_escalation_is_not_remembered(snapshot: Snapshot) -> None:
     assert len(rig.sink.escalations) == 1
 
 
+def test_a_batch_answers_refused_escalations_row_by_row(snapshot: Snapshot) -> None:
+    """In a batch, each row whose escalation was refused answers the refusal and is
+    neither audited nor remembered; the rows that needed no escalation are answered."""
+    rig = Rig(snapshot, RefusingRecorder())
+    routed = rig.router.route_batch([request("a", strength=0.5), request("b", cls=1)], TRACE)
+    assert isinstance(routed.result(0), EscalationRefused)
+    assert isinstance(routed.result(1), Routed)
+    assert [r["request_id"] for r in rig.audit.records] == ["b"]
+    rig.router._recorder = rig.sink = MemoryRecorder()
+    assert rig.route("a", strength=0.5).escalation_id
+
+
 def test_invalid_request_raises_and_is_not_audited(snapshot: Snapshot) -> None:
     """Validation runs first: nothing is audited or escalated for a bad request."""
     rig = Rig(snapshot)
@@ -270,7 +286,8 @@ def test_batch_items_succeed_or_fail_on_their_own(snapshot: Snapshot) -> None:
         request("c", cls=1),
         request("a", strength=0.5),
     ]
-    results = rig.router.route_batch(batch, TRACE)
+    routed = rig.router.route_batch(batch, TRACE)
+    results = [routed.result(i) for i in range(len(batch))]
     assert isinstance(results[0], Routed)
     assert isinstance(results[1], InvalidRequest)
     assert results[1].field == "requests[1].logits"
@@ -333,3 +350,75 @@ def test_audit_record_reproduces_the_decision(snapshot: Snapshot) -> None:
         record["policy_revision"],
         record["calibration_version"],
     )
+
+
+@functools.cache
+def _rich_snapshot() -> Snapshot:
+    """A snapshot with domains, a rule, an experiment and an audit sample (one per run)."""
+    directory = Path(tempfile.mkdtemp(prefix="hitl-router-test-"))
+    sha = temperature_artefact(directory / "cal.onnx")
+    doc = policy_doc(
+        sha,
+        domains={"eu": {"t_high": 0.95, "t_low": 0.6}},
+        rules=[{"id": "big", "when": [{"field": "attributes.amount", "op": "gt", "value": 100}]}],
+        experiment={
+            "name": "e",
+            "unit": "attributes.user",
+            "arms": [
+                {"name": "a", "weight": 1},
+                {"name": "b", "weight": 1, "thresholds": {"t_high": 0.8, "t_low": 0.3}},
+            ],
+        },
+        audit_sample_rate=0.3,
+    )
+    return build_snapshot(parse_policy(doc), directory, "test")
+
+
+items = st.tuples(
+    st.sampled_from(["a", "b", "c", "d", "e", "f"]),  # repeats: replays within a batch
+    st.integers(0, 2),
+    st.floats(0.0, 6.0),
+    st.sampled_from(["", "eu"]),
+    st.sampled_from([1.0, 500.0]),
+    st.sampled_from(["u1", "u2", "u3"]),
+    st.sampled_from([3, 3, 3, 4]),  # 4 classes: refused
+)
+
+
+@given(st.lists(items, min_size=1, max_size=8))
+def test_a_batch_answers_as_its_requests_would_one_by_one(
+    batch: list[tuple[str, int, float, str, float, str, int]],
+) -> None:
+    """Every row's answer, escalation and audit record equal those of routing the same
+    requests one at a time, in order, on a router of its own."""
+    inputs = [
+        RouteInput(
+            request_id,
+            "m",
+            np.array(confident_logits(cls, strength) + [0.0] * (size - 3), dtype=np.float32),
+            domain=domain,
+            numeric_attributes={"amount": amount},
+            string_attributes={"user": user},
+        )
+        for request_id, cls, strength, domain, amount, user, size in batch
+    ]
+    batched, single = Rig(_rich_snapshot()), Rig(_rich_snapshot())
+    routed = batched.router.route_batch(inputs, TRACE)
+    alone: list[object] = []
+    for i, request in enumerate(inputs):
+        try:
+            alone.append(single.router.route(request, TRACE))
+        except InvalidRequest as exc:
+            alone.append(exc.at(f"requests[{i}]"))
+        except RequestError as exc:
+            alone.append(exc)
+    for i, expected in enumerate(alone):
+        got = routed.result(i)
+        if isinstance(expected, Routed):
+            assert isinstance(got, Routed)
+            assert (got.decision, got.escalation_id) == (expected.decision, expected.escalation_id)
+        else:
+            assert type(got) is type(expected)
+            assert str(got) == str(expected)
+    assert batched.sink.escalations == single.sink.escalations
+    assert sorted(batched.audit.records, key=repr) == sorted(single.audit.records, key=repr)

@@ -9,9 +9,10 @@ from hypothesis import strategies as st
 from sidecar.core.decision import CalibrationFailure, Reason, decide
 from sidecar.core.experiments import Arm, Experiment
 from sidecar.core.policy import CalibratorRef, ModelPolicy, Policy
-from sidecar.core.request import RouteInput, Signals
+from sidecar.core.request import RouteInput
 from sidecar.core.rules import Condition, Rule
 from sidecar.core.sampling import AuditSampler
+from sidecar.core.signals import Signals
 from sidecar.core.thresholds import Thresholds, ThresholdTable, Tier
 from tests.strategies import failures, policies, requests, signals
 

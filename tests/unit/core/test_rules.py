@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sidecar.core.request import RouteInput, Signals
+from sidecar.core.request import RouteInput
 from sidecar.core.rules import Condition, Rule, first_match
+from sidecar.core.signals import Signals
 
 SIGNALS = Signals(predicted_class=2, confidence=0.7, margin=0.4, entropy=0.9)
 

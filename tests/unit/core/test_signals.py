@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from sidecar.core.request import signals_of
+from sidecar.core.signals import signals_of
 
 rows = arrays(
     np.float32, st.tuples(st.integers(1, 5), st.integers(2, 12)), elements=st.floats(0, 1, width=32)

@@ -401,3 +401,19 @@ def test_close_waits_for_a_running_fsync(tmp_path: Path, monkeypatch: pytest.Mon
     syncing.join(5)
     closing.join(5)
     assert spool.synced_offset == ticket
+
+
+def test_write_many_writes_together_or_not_at_all(tmp_path: Path) -> None:
+    """Records that fit go in one write and read back in order; records that would
+    pass the budget or the segment are refused whole, nothing written."""
+    spool = Spool(tmp_path, segment_bytes=1024, budget_bytes=2048, fsync=False)
+    end = spool.write_many(payloads(10))
+    assert end == spool.synced_offset
+    assert [p for _, p in spool.read(0)] == payloads(10)
+    with pytest.raises(EscalationRefused, match="do not fit the current segment"):
+        spool.write_many(payloads(20))  # 480 + 960 bytes: past the 1024-byte segment
+    with pytest.raises(SpoolFull, match="cannot take 50 more records"):
+        spool.write_many(payloads(50))
+    assert [p for _, p in spool.read(0)] == payloads(10)
+    with pytest.raises(EscalationRefused, match="1 to"):
+        spool.write_many([b"ok", b""])
