@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from sidecar.core.request import InputKind, RouteInput
+from sidecar.core.request import FloatArray, InputKind, RouteInput
 from sidecar.errors import InvalidRequest
 
 MAX_REQUEST_ID = 128
@@ -26,6 +26,7 @@ MAX_CONTEXT_BYTES = 16 * 1024
 MAX_BATCH = 4096
 PROBABILITY_SUM_TOLERANCE = 1e-3
 _INPUT_KINDS = frozenset(int(kind) for kind in InputKind)
+_SUMMED = 256  # logits up to this many are checked for finiteness in plain Python
 
 
 def validate(
@@ -76,7 +77,7 @@ def _check_logits(request: RouteInput, expected: int | None, finite: bool | None
         )
     if size > MAX_LOGITS:
         raise InvalidRequest("logits", f"{size} values; at most {MAX_LOGITS}")
-    if not (np.isfinite(logits).all() if finite is None else finite):
+    if not (_all_finite(logits) if finite is None else finite):
         raise InvalidRequest("logits", "holds NaN or infinity")
     if request.input_kind == InputKind.PROBABILITIES:
         if logits.min() < 0.0 or logits.max() > 1.0:
@@ -84,6 +85,15 @@ def _check_logits(request: RouteInput, expected: int | None, finite: bool | None
         total = float(logits.sum(dtype=np.float64))
         if abs(total - 1.0) > PROBABILITY_SUM_TOLERANCE:
             raise InvalidRequest("logits", f"probabilities sum to {total:.6f}, not 1")
+
+
+def _all_finite(logits: FloatArray) -> bool:
+    """Whether no value is NaN or infinite. A few values are summed as Python floats
+    (float32 values cannot overflow a double sum; NaN and infinity survive it), which
+    costs a third of numpy's two calls; many go to numpy."""
+    if logits.shape[0] <= _SUMMED:
+        return math.isfinite(sum(logits.tolist()))
+    return bool(np.isfinite(logits).all())
 
 
 def _check_attributes(request: RouteInput) -> None:

@@ -33,6 +33,12 @@ from sidecar.telemetry.span_export import FinishedSpan, SpanShipper
 
 INSTRUMENTATION = "hitl.sidecar"
 _SERVER = trace.SpanKind.SERVER
+_SAMPLED = int(trace.TraceFlags.SAMPLED)
+_DEFAULT_SAMPLER = (
+    "ParentBased{root:AlwaysOnSampler,remoteParentSampled:AlwaysOnSampler,"
+    "remoteParentNotSampled:AlwaysOffSampler,localParentSampled:AlwaysOnSampler,"
+    "localParentNotSampled:AlwaysOffSampler}"
+)
 
 
 class Shipper(Protocol):
@@ -126,6 +132,9 @@ class ServerSpans:
         # Only for the sampler and id generator it builds from the environment.
         provider = TracerProvider(shutdown_on_exit=False)
         self._sampler = provider.sampler
+        # The SDK's default sampler samples every trace the caller did not mark
+        # unsampled; knowing that at start-up spares a SamplingResult per call.
+        self._follows_parent = provider.sampler.get_description() == _DEFAULT_SAMPLER
         self._ids = provider.id_generator
         self._disabled = sdk_disabled()
         self._fields = frozenset(propagate.get_global_textmap().fields)
@@ -143,8 +152,12 @@ class ServerSpans:
             trace_id = parent.trace_id
         else:
             parent, trace_id = None, self._ids.generate_trace_id()
-        sampled = self._sampler.should_sample(context, trace_id, name, _SERVER).decision
-        flags = int(trace.TraceFlags.SAMPLED) if sampled is Decision.RECORD_AND_SAMPLE else 0
+        if self._follows_parent:
+            sampled = parent is None or parent.trace_flags.sampled
+        else:
+            decision = self._sampler.should_sample(context, trace_id, name, _SERVER).decision
+            sampled = decision is Decision.RECORD_AND_SAMPLE
+        flags = _SAMPLED if sampled else 0
         ship = self._shipper if flags else None
         return ServerSpan(name, (trace_id, self._ids.generate_span_id(), flags), parent, ship)
 

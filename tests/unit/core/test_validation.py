@@ -6,9 +6,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from sidecar.core.request import InputKind, RouteInput
-from sidecar.core.validation import MAX_BATCH, check_batch_size, validate
+from sidecar.core.validation import MAX_BATCH, _all_finite, check_batch_size, validate
 from sidecar.errors import InvalidRequest
 
 COUNTS = {"m": 3}
@@ -88,3 +91,21 @@ def test_batch_item_errors_carry_the_index() -> None:
     error = InvalidRequest("logits", "is empty").at("requests[3]")
     assert error.field == "requests[3].logits"
     assert str(error) == "requests[3].logits: is empty"
+
+
+@given(
+    arrays(
+        np.float32,
+        st.integers(1, 300),
+        elements=st.floats(width=32, allow_nan=True, allow_infinity=True),
+    )
+)
+def test_the_finiteness_check_agrees_with_numpy(logits: np.ndarray) -> None:
+    """Summed in Python or checked by numpy, NaN and infinity are found, and the
+    largest finite float32 values are not taken for them."""
+    assert _all_finite(logits) == bool(np.isfinite(logits).all())
+
+
+def test_the_largest_float32_values_are_finite() -> None:
+    """256 values of float32's maximum sum to a finite double."""
+    assert _all_finite(np.full(256, np.finfo(np.float32).max, dtype=np.float32))
