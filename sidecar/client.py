@@ -14,7 +14,9 @@ replay with the original decision and never escalates twice.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -26,7 +28,24 @@ from opentelemetry import propagate
 from sidecar._proto.hitl.v1 import decision_pb2 as decision_pb
 from sidecar._proto.hitl.v1 import router_pb2 as pb
 from sidecar._proto.hitl.v1 import router_pb2_grpc as pb_grpc
+from sidecar.coalescer import Batching, Coalescer, RouteError
 
+__all__ = [
+    "TIER_AUTOMATED",
+    "TIER_HUMAN_ASSISTED",
+    "TIER_HUMAN_PRIMARY",
+    "AsyncRouterClient",
+    "Batching",
+    "Reason",
+    "RouteError",
+    "RouteRequest",
+    "RouteResponse",
+    "RouteResult",
+    "RouterClient",
+    "Tier",
+    "channel_options",
+    "route_request",
+]
 RouteRequest = pb.RouteRequest
 RouteResponse = pb.RouteResponse
 RouteResult = pb.RouteResult
@@ -105,17 +124,31 @@ def _trace_metadata() -> tuple[tuple[str, str | bytes], ...]:
 
 
 class RouterClient:
-    """Blocking client; thread-safe (gRPC channels are)."""
+    """Blocking client; thread-safe (gRPC channels are).
+
+    With ``batching``, ``route`` calls from several threads are coalesced into
+    RouteStream batches by an ``AsyncRouterClient`` on an event loop of its own, in
+    a thread the client starts and ``close`` stops."""
 
     def __init__(
-        self, target: str, *, timeout: float = DEFAULT_TIMEOUT, max_attempts: int = 4
+        self,
+        target: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_attempts: int = 4,
+        batching: Batching | None = None,
     ) -> None:
         self._channel = grpc.insecure_channel(target, options=channel_options(max_attempts))
         self._stub = pb_grpc.RouterStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self.timeout = timeout
+        self._batched: _LoopThread | None = None
+        if batching is not None:
+            self._batched = _LoopThread(target, timeout, max_attempts, batching)
 
     def route(self, request: pb.RouteRequest, *, timeout: float | None = None) -> pb.RouteResponse:
+        if self._batched is not None:
+            return self._batched.route(request, timeout or self.timeout)
         response: pb.RouteResponse = self._stub.Route(
             request, timeout=timeout or self.timeout, metadata=_trace_metadata()
         )
@@ -151,6 +184,8 @@ class RouterClient:
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     def close(self) -> None:
+        if self._batched is not None:
+            self._batched.close()
         self._channel.close()
 
     def __enter__(self) -> Self:
@@ -162,19 +197,59 @@ class RouterClient:
         self.close()
 
 
+class _LoopThread:
+    """An AsyncRouterClient with batching on an event loop in a thread of its own."""
+
+    def __init__(self, target: str, timeout: float, max_attempts: int, batching: Batching) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="hitl-client-batching", daemon=True
+        )
+        self._thread.start()
+
+        async def make() -> AsyncRouterClient:
+            return AsyncRouterClient(
+                target, timeout=timeout, max_attempts=max_attempts, batching=batching
+            )
+
+        self._client = asyncio.run_coroutine_threadsafe(make(), self._loop).result()
+
+    def route(self, request: pb.RouteRequest, timeout: float) -> pb.RouteResponse:
+        coroutine = self._client.route(request, timeout=timeout)
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._client.close(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+
 class AsyncRouterClient:
-    """asyncio client; create it inside the event loop that uses it."""
+    """asyncio client; create it inside the event loop that uses it.
+
+    With ``batching``, concurrent ``route`` calls are coalesced into RouteStream
+    batches (``sidecar.coalescer``); errors are then ``RouteError``, a
+    ``grpc.RpcError`` with the same ``code()`` and ``details()`` a unary call gives."""
 
     def __init__(
-        self, target: str, *, timeout: float = DEFAULT_TIMEOUT, max_attempts: int = 4
+        self,
+        target: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_attempts: int = 4,
+        batching: Batching | None = None,
     ) -> None:
         self._channel = grpc.aio.insecure_channel(target, options=channel_options(max_attempts))
-        self._stub = pb_grpc.RouterStub(self._channel)
+        self._stub: pb_grpc.RouterAsyncStub = pb_grpc.RouterStub(self._channel)
         self.timeout = timeout
+        self.coalescer = None if batching is None else Coalescer(self._stub, batching, timeout)
 
     async def route(
         self, request: pb.RouteRequest, *, timeout: float | None = None
     ) -> pb.RouteResponse:
+        if self.coalescer is not None:
+            return await self.coalescer.route(request, timeout or self.timeout)
         response: pb.RouteResponse = await self._stub.Route(
             request, timeout=timeout or self.timeout, metadata=_trace_metadata()
         )
@@ -213,6 +288,8 @@ class AsyncRouterClient:
         return response
 
     async def close(self) -> None:
+        if self.coalescer is not None:
+            await self.coalescer.close()
         await self._channel.close(None)
 
     async def __aenter__(self) -> Self:
