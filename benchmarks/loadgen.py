@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sidecar._proto.hitl.v1 import router_pb2 as pb
-from sidecar._proto.hitl.v1 import router_pb2_grpc as pb_grpc
+from sidecar.client import AsyncRouterClient, Batching
 
 
 @dataclass(frozen=True)
@@ -46,16 +46,28 @@ class LoadResult:
 
 
 def run_load(
-    target: str, rate: float, seconds: float, payloads: list[bytes], workers: int, tag: str
+    target: str,
+    rate: float,
+    seconds: float,
+    payloads: list[bytes],
+    workers: int,
+    tag: str,
+    batching: Batching | None = None,
 ) -> LoadResult:
-    """Drive target at rate (requests/s, split over workers) for seconds."""
+    """Drive target at rate (requests/s, split over workers) for seconds; with
+    batching, each worker's calls go through one client that coalesces them."""
     context = mp.get_context("spawn")
     with context.Pool(workers) as pool:
         args = [
-            (target, rate / workers, seconds, payloads[w::workers], f"{tag}-w{w}")
+            (target, rate / workers, seconds, payloads[w::workers], f"{tag}-w{w}", batching)
             for w in range(workers)
         ]
         results = pool.starmap(_worker, args)
+    return merge(results, rate)
+
+
+def merge(results: list[WorkerResult], rate: float) -> LoadResult:
+    """The workers' results as one load's."""
     latencies = np.concatenate([r.latencies_ms for r in results])
     sent = sum(r.sent for r in results)
     elapsed = max(r.elapsed for r in results)
@@ -72,22 +84,32 @@ def run_load(
 
 
 def _worker(
-    target: str, rate: float, seconds: float, payloads: list[bytes], tag: str
+    target: str,
+    rate: float,
+    seconds: float,
+    payloads: list[bytes],
+    tag: str,
+    batching: Batching | None,
 ) -> WorkerResult:
-    return asyncio.run(_drive(target, rate, seconds, payloads, tag))
+    return asyncio.run(_drive(target, rate, seconds, payloads, tag, batching))
 
 
 async def _drive(
-    target: str, rate: float, seconds: float, payloads: list[bytes], tag: str
+    target: str,
+    rate: float,
+    seconds: float,
+    payloads: list[bytes],
+    tag: str,
+    batching: Batching | None,
 ) -> WorkerResult:
     requests = [pb.RouteRequest.FromString(p) for p in payloads]
     total = int(rate * seconds)
     latencies = np.full(total, np.nan)
     escalated = np.zeros(total, dtype=np.bool_)
     errors = 0
-    async with grpc.aio.insecure_channel(target) as channel:
-        route = pb_grpc.RouterStub(channel).Route
-        await channel.channel_ready()
+    async with AsyncRouterClient(target, timeout=5.0, max_attempts=1, batching=batching) as client:
+        await client.wait_ready()
+        route = client.route
 
         async def call(i: int, scheduled: float) -> None:
             nonlocal errors
@@ -96,7 +118,7 @@ async def _drive(
             request.request_id = f"{tag}-{i}"
             try:
                 response = await route(request, timeout=5.0)
-            except grpc.aio.AioRpcError:
+            except grpc.RpcError:
                 errors += 1
                 return
             latencies[i] = (time.perf_counter() - scheduled) * 1000.0
@@ -123,3 +145,74 @@ def percentiles(latencies_ms: npt.NDArray[np.float64]) -> dict[str, float]:
         return {k: float("nan") for k in ("p50", "p90", "p99", "p99.9", "max")}
     p50, p90, p99, p999 = np.percentile(latencies_ms, [50, 90, 99, 99.9])
     return {"p50": p50, "p90": p90, "p99": p99, "p99.9": p999, "max": float(latencies_ms.max())}
+
+
+@dataclass(frozen=True)
+class ClosedLoopResult:
+    rate: float  # answers per second
+    latencies_ms: npt.NDArray[np.float64]
+    errors: int
+
+
+def closed_loop(
+    target: str,
+    concurrency: int,
+    seconds: float,
+    payloads: list[bytes],
+    tag: str,
+    batching: Batching | None = None,
+) -> ClosedLoopResult:
+    """concurrency callers in one worker process, each sending its next Route as soon
+    as its last is answered, through one client (coalescing them with batching)."""
+    with mp.get_context("spawn").Pool(1) as pool:
+        result: ClosedLoopResult = pool.apply(
+            _closed_worker, (target, concurrency, seconds, payloads, tag, batching)
+        )
+    return result
+
+
+def _closed_worker(
+    target: str,
+    concurrency: int,
+    seconds: float,
+    payloads: list[bytes],
+    tag: str,
+    batching: Batching | None,
+) -> ClosedLoopResult:
+    return asyncio.run(_closed(target, concurrency, seconds, payloads, tag, batching))
+
+
+async def _closed(
+    target: str,
+    concurrency: int,
+    seconds: float,
+    payloads: list[bytes],
+    tag: str,
+    batching: Batching | None,
+) -> ClosedLoopResult:
+    requests = [pb.RouteRequest.FromString(p) for p in payloads]
+    latencies: list[float] = []
+    errors = 0
+    async with AsyncRouterClient(target, timeout=10.0, max_attempts=1, batching=batching) as client:
+        await client.wait_ready()
+        deadline = time.perf_counter() + seconds
+
+        async def caller(lane: int) -> None:
+            nonlocal errors
+            i = lane
+            while (start := time.perf_counter()) < deadline:
+                request = pb.RouteRequest()
+                request.CopyFrom(requests[i % len(requests)])
+                request.request_id = f"{tag}-{lane}-{i}"
+                i += concurrency
+                try:
+                    await client.route(request)
+                except grpc.RpcError:
+                    errors += 1
+                    continue
+                latencies.append((time.perf_counter() - start) * 1000.0)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(caller(lane) for lane in range(concurrency)))
+        elapsed = time.perf_counter() - began
+    return ClosedLoopResult(len(latencies) / elapsed, np.array(latencies), errors)

@@ -287,6 +287,10 @@ class AsyncRouterClient:
         )
         return response
 
+    async def wait_ready(self) -> None:
+        """Return once the channel is connected (it connects lazily otherwise)."""
+        await self._channel.channel_ready()
+
     async def close(self) -> None:
         if self.coalescer is not None:
             await self.coalescer.close()

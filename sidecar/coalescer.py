@@ -2,10 +2,13 @@
 RouteStream batches, so a model server that answers many requests at once pays the
 sidecar's batch cost per prediction without changing its code.
 
-A call joins the pending batch; the batch goes out when it holds ``max_items``
-requests or ``window_us`` microseconds after its first request arrived, whichever
-comes first, so a call at low load waits at most the window. Batches go out in
-order on one long-lived RouteStream, whose answers come back in the same order;
+A call goes out at once when no batch is on its way to the sidecar, so a call at low
+load waits for nothing. Otherwise it joins the pending batch, which goes out when
+the batch on its way is answered, when it holds ``max_items`` requests, or
+``window_us`` microseconds after its first request arrived, whichever comes first:
+under load, a batch gathers what arrived while the last one was being decided.
+Batches go out in order on one long-lived RouteStream, whose answers come back in
+the same order;
 each caller gets its own request's answer, or its own error (an invalid request
 fails alone, as in RouteBatch). When the stream breaks (the sidecar restarted, a
 connection dropped), the batches it had not answered are sent again as RouteBatch
@@ -34,8 +37,8 @@ MAX_ITEMS = 4096  # the sidecar's own bound on a batch
 
 @dataclass(frozen=True, slots=True)
 class Batching:
-    """When a pending batch goes out: at max_items requests, or window_us after its
-    first request arrived."""
+    """When a pending batch goes out (besides when the last one is answered): at
+    max_items requests, or window_us after its first request arrived."""
 
     max_items: int = 64
     window_us: float = 200.0
@@ -91,7 +94,7 @@ class Coalescer:
         waiter: Waiter = loop.create_future()
         self._pending.append(request)
         self._waiters.append(waiter)
-        if len(self._pending) >= self._batching.max_items:
+        if len(self._pending) >= self._batching.max_items or not self._sent:
             self._flush()
         elif self._timer is None:
             self._timer = loop.call_later(self._batching.window_us / 1e6, self._flush)
@@ -156,6 +159,8 @@ class Coalescer:
             async for response in call:
                 _requests, waiters = self._sent.popleft()
                 _deliver(waiters, response)
+                if not self._sent:
+                    self._flush()  # what gathered while this batch was decided
         except grpc.aio.AioRpcError:
             pass  # what was not answered is sent again below
         except Exception as exc:  # a malformed answer: its callers learn of it, nobody hangs
