@@ -35,7 +35,12 @@ from benchmarks.harness import (
     wait_serving,
 )
 
-LIMIT_RATIO = 2.3  # the sidecar's CPU per call over the floor's (median of rounds)
+# The sidecar's CPU per call over the floor's (median of rounds). The same code's
+# medians spread over 1.9 to 2.3 on one machine in one session (docs/performance.md):
+# the limit sits above that spread, so the verdict repeats, and fails a change that
+# adds about a quarter to the sidecar's CPU per call. Smaller regressions are the
+# instruction gate's to catch.
+LIMIT_RATIO = 2.6
 RATE = 300.0
 SECONDS = 5.0
 ROUNDS = 5
