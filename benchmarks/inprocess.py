@@ -181,7 +181,7 @@ def run(
     marks[1](); returns the predictions each measured loop routed, by name.
 
     With slowdown, the scenarios then run a second time, named ``<name>+slowdown``,
-    with slowdown called inside every Router.route: the gate's test of itself."""
+    with slowdown called inside every unary decision: the gate's test of itself."""
     chosen = [s for s in SCENARIOS if not only or s.name in only]
     with tempfile.TemporaryDirectory(prefix="hitl-rig-") as directory:
         rig = build_rig(policy_file, Path(directory))

@@ -86,11 +86,11 @@ def peer_app(policy_file: Path, state: Path) -> FastAPI:
             "reason": decision.reason.name,
             "predicted_class": decision.predicted_class,
             "predicted_label": decision.predicted_label,
-            "calibrated_confidence": decision.confidence,
+            "calibrated_confidence": decision.calibrated_confidence,
             "rule_id": decision.rule_id,
             "t_high": decision.t_high,
             "t_low": decision.t_low,
-            "experiment_arm": decision.arm,
+            "experiment_arm": decision.experiment_arm,
             "policy_revision": decision.policy_revision,
             "escalated": decision.escalate,
         }

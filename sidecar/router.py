@@ -133,8 +133,34 @@ class Router:
         self._clock = clock
         self._replay = ReplayCache(replay_capacity, replay_ttl)
 
-    def route(self, request: RouteInput, trace: TraceIds) -> Routed:
-        """Decide one request; raises RequestError or EscalationRefused."""
+    async def route(self, request: RouteInput, trace: TraceIds) -> Routed:
+        """Decide one request and return once its escalation, if any, is as durable as
+        the spool's setting promises; raises RequestError or EscalationRefused (the
+        caller must not act on a review nobody will see)."""
+        routed = self.decide(request, trace)
+        if routed.ticket:
+            await self._recorder.durable(routed.ticket)
+        return routed
+
+    async def route_batch(
+        self,
+        requests: Sequence[RouteInput],
+        trace: TraceIds,
+        finite: Sequence[bool] | None = None,
+    ) -> BatchRouted:
+        """``decide_batch``, returning once the batch's escalations are durable; if
+        they cannot be made so, each escalated row is answered with the refusal."""
+        batch = self.decide_batch(requests, trace, finite)
+        if batch.ticket:
+            try:
+                await self._recorder.durable(batch.ticket)
+            except EscalationRefused as exc:
+                batch.refuse_escalations(exc)
+        return batch
+
+    def decide(self, request: RouteInput, trace: TraceIds) -> Routed:
+        """Decide one request, its escalation written but not yet durable (``route``
+        waits for that); raises RequestError or EscalationRefused."""
         snapshot = self._holder.current
         self._validate(request, snapshot, "")
         routed = self._replayed(request)
@@ -144,13 +170,14 @@ class Router:
             return self._finish(request, None, CalibrationFailure.RAISED, trace)
         return self._finish(request, snapshot, self._calibrate(snapshot, [request])[0], trace)
 
-    def route_batch(
+    def decide_batch(
         self,
         requests: Sequence[RouteInput],
         trace: TraceIds,
         finite: Sequence[bool] | None = None,
     ) -> BatchRouted:
-        """Decide each request: the calibrator runs once per model in the batch, the
+        """Decide each request (``route_batch`` then waits for durability): the
+        calibrator runs once per model in the batch, the
         decisions are made over columns (``core.batch``), a model's escalations are
         written to the spool together and its audit records in one go. finite, when
         given: whether each request's logits are all finite, checked at once."""
@@ -187,21 +214,6 @@ class Router:
             self._answer(out, i, self._single(requests[i], snapshot, trace))
         return out
 
-    async def durable(self, results: Sequence[ItemResult]) -> None:
-        """Wait until every escalation among results is durable; raises
-        EscalationRefused when the recorder cannot make it so."""
-        ticket = max((r.ticket for r in results if isinstance(r, Routed)), default=0)
-        if ticket:
-            await self._recorder.durable(ticket)
-
-    async def durable_batch(self, batch: BatchRouted) -> None:
-        """``durable`` for a batch: a refusal answers each escalated row with it."""
-        if batch.ticket:
-            try:
-                await self._recorder.durable(batch.ticket)
-            except EscalationRefused as exc:
-                batch.refuse_escalations(exc)
-
     def record_outcome(self, outcome: Outcome) -> OutcomeMatch:
         if not outcome.request_id:
             raise InvalidRequest("request_id", "is required")
@@ -227,7 +239,7 @@ class Router:
                 "correct": correct,
                 "tier": decision.tier.name,
                 "predicted_class": decision.predicted_class,
-                "calibrated_confidence": decision.confidence,
+                "calibrated_confidence": decision.calibrated_confidence,
             },
         )
         if self._metrics is not None:
@@ -391,7 +403,7 @@ class Router:
                 [requests[k].domain if requests[k].domain in known else "default" for k in kept],
                 [columns.tier[k] for k in kept],
                 [columns.reason[k] for k in kept],
-                [columns.arm[k] for k in kept],
+                [columns.experiment_arm[k] for k in kept],
             )
 
     def _escalate_rows(

@@ -1,6 +1,5 @@
-"""The Router servicer: proto in, core types to the Router, proto out. Nothing else.
-
-Also the one table that maps the sidecar's errors to gRPC status codes."""
+"""The Router servicer: proto in, core types to the Router, proto out. Nothing else;
+errors become status codes through ``sidecar.serving.status_of``."""
 
 from __future__ import annotations
 
@@ -19,32 +18,19 @@ from sidecar.core.decision import is_degraded
 from sidecar.core.request import RouteInput
 from sidecar.core.validation import check_batch_size
 from sidecar.errors import (
-    EscalationRefused,
     HitlError,
     InvalidRequest,
-    RequestConflict,
 )
 from sidecar.router import BatchRouted, Outcome, Routed, Router, TraceIds
+from sidecar.serving import status_of
 from sidecar.telemetry.metrics import RouterMetrics
 from sidecar.telemetry.tracing import ServerSpan, ServerSpans
 
 log = structlog.get_logger("hitl.server")
 
-STATUS: dict[type[HitlError], grpc.StatusCode] = {
-    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
-    RequestConflict: grpc.StatusCode.ALREADY_EXISTS,
-    EscalationRefused: grpc.StatusCode.UNAVAILABLE,
-}
 Context = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
 _METHOD = {name: {"method": name} for name in ("Route", "RouteBatch", "RouteStream")}
-
-
-def status_of(exc: HitlError) -> grpc.StatusCode:
-    for kind in type(exc).__mro__:  # SpoolFull is an EscalationRefused
-        if kind in STATUS:
-            return STATUS[kind]
-    return grpc.StatusCode.INTERNAL
 
 
 class RouterServicer(pb_grpc.RouterServicer):
@@ -58,8 +44,7 @@ class RouterServicer(pb_grpc.RouterServicer):
         failure: HitlError | None = None
         with self._spans.start("hitl.Route", context.invocation_metadata()) as span:
             try:
-                routed = self._router.route(to_input(request), TraceIds(*span.trace_ids()))
-                await self._router.durable([routed])
+                routed = await self._router.route(to_input(request), TraceIds(*span.trace_ids()))
             except HitlError as exc:
                 failure = exc
                 span.error(str(exc))
@@ -77,7 +62,7 @@ class RouterServicer(pb_grpc.RouterServicer):
         try:
             check_batch_size(len(request.requests))
         except InvalidRequest as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await context.abort(status_of(exc), str(exc))
         response = await self._batch(request.requests, context, "hitl.RouteBatch")
         self._observe(start, "RouteBatch")
         return response
@@ -92,7 +77,7 @@ class RouterServicer(pb_grpc.RouterServicer):
             try:
                 check_batch_size(len(batch.requests))
             except InvalidRequest as exc:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                await context.abort(status_of(exc), str(exc))
             yield await self._batch(batch.requests, context, "hitl.RouteStream")
             self._observe(start, "RouteStream")
 
@@ -120,9 +105,7 @@ class RouterServicer(pb_grpc.RouterServicer):
         with self._spans.start(name, context.invocation_metadata()) as span:
             span.attributes["hitl.batch_size"] = len(requests)
             inputs, finite = to_inputs(requests)
-            routed = self._router.route_batch(inputs, TraceIds(*span.trace_ids()), finite)
-            # Not durable: no escalated item may be acted on (each answers the refusal).
-            await self._router.durable_batch(routed)
+            routed = await self._router.route_batch(inputs, TraceIds(*span.trace_ids()), finite)
             return to_batch_response(routed)
 
     def _observe(self, start: float, method: str) -> None:
@@ -191,12 +174,12 @@ def to_response(routed: Routed) -> pb.RouteResponse:
         tier=int(d.tier),  # type: ignore[arg-type]
         predicted_class=d.predicted_class,
         predicted_label=d.predicted_label,
-        calibrated_confidence=d.confidence,
+        calibrated_confidence=d.calibrated_confidence,
         reason=int(d.reason),  # type: ignore[arg-type]
         rule_id=d.rule_id,
         policy_revision=d.policy_revision,
         calibration_version=d.calibration_version,
-        experiment_arm=d.arm,
+        experiment_arm=d.experiment_arm,
         degraded=d.degraded,
         escalation_id=routed.escalation_id,
         t_high=d.t_high,

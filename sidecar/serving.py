@@ -1,5 +1,7 @@
 """What every hitl server process does the same way: bind its listen address,
-enable reflection, serve Prometheus, and announce its address in a port file."""
+enable reflection, serve Prometheus, announce its address in a port file, and turn
+its errors into gRPC status codes (``status_of``: the one table, for every server;
+servicers only raise)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,47 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.metrics.export import MetricReader
 
 from sidecar.config import split_host_port
-from sidecar.errors import ConfigError
+from sidecar.errors import (
+    ConfigError,
+    Conflict,
+    EscalationRefused,
+    HitlError,
+    InvalidRequest,
+    ItemConflict,
+    ItemNotFound,
+    NotFound,
+    PermissionDenied,
+    PolicyError,
+    RequestConflict,
+    StoreUnavailable,
+    Unauthenticated,
+)
 from sidecar.files import replace_file
+
+# Each error's status; a subclass takes its nearest listed ancestor's (SpoolFull is
+# an EscalationRefused), and an error with none is INTERNAL.
+STATUS: dict[type[HitlError], grpc.StatusCode] = {
+    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    PolicyError: grpc.StatusCode.INVALID_ARGUMENT,
+    RequestConflict: grpc.StatusCode.ALREADY_EXISTS,
+    EscalationRefused: grpc.StatusCode.UNAVAILABLE,
+    StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    ItemNotFound: grpc.StatusCode.NOT_FOUND,
+    Conflict: grpc.StatusCode.FAILED_PRECONDITION,
+    ItemConflict: grpc.StatusCode.FAILED_PRECONDITION,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+}
+
+
+def status_of(exc: HitlError) -> grpc.StatusCode:
+    """The status a caller gets for exc."""
+    for kind in type(exc).__mro__:
+        code = STATUS.get(kind)
+        if code is not None:
+            return code
+    return grpc.StatusCode.INTERNAL
 
 
 def bind(

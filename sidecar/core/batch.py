@@ -46,13 +46,13 @@ class DecisionColumns:
     reason: list[int]
     predicted_class: list[int]
     predicted_label: list[str]
-    confidence: list[float]
+    calibrated_confidence: list[float]
     margin: list[float]
     entropy: list[float]
     rule_id: list[str]
     t_high: list[float]
     t_low: list[float]
-    arm: list[str]
+    experiment_arm: list[str]
     policy_revision: int
     calibration_version: str
 
@@ -61,8 +61,8 @@ class DecisionColumns:
         n = len(self.tier)
         return list(
             zip(self.tier, self.reason, self.predicted_class, self.predicted_label,
-                self.confidence, self.margin, self.entropy, self.rule_id, self.t_high,
-                self.t_low, self.arm, [self.policy_revision] * n,
+                self.calibrated_confidence, self.margin, self.entropy, self.rule_id, self.t_high,
+                self.t_low, self.experiment_arm, [self.policy_revision] * n,
                 [self.calibration_version] * n, strict=True)
         )  # fmt: skip
 
@@ -91,7 +91,7 @@ def decide_rows(
         cls, confidence, margin, entropy = cast(SignalRow, signals[i])
         out.predicted_class[i] = cls
         out.predicted_label[i] = labels[cls] if cls < len(labels) else str(cls)
-        out.confidence[i], out.margin[i], out.entropy[i] = confidence, margin, entropy
+        out.calibrated_confidence[i], out.margin[i], out.entropy[i] = confidence, margin, entropy
     if stale:
         for i in live:
             out.reason[i] = int(Reason.FALLBACK_STALE_POLICY)
@@ -149,14 +149,14 @@ def _apply_thresholds(
             arm = experiment.arm_for(
                 experiment.unit_key(ids[i], rows.string_attributes[i], rows.numeric_attributes[i])
             )
-            out.arm[i] = arm.name
+            out.experiment_arm[i] = arm.name
             thresholds = (arm.thresholds or table).for_domain(domains[i])
         else:
             thresholds = table.for_domain(domains[i])
         out.t_high[i], out.t_low[i] = thresholds.t_high, thresholds.t_low
         if out.reason[i] == _RULE:
             continue
-        tier = int(thresholds.tier(out.confidence[i]))
+        tier = int(thresholds.tier(out.calibrated_confidence[i]))
         out.tier[i] = tier
         sampled = tier == _AUTOMATED and model.audit.should_sample(ids[i])
         out.reason[i] = _SAMPLE if sampled else _THRESHOLD

@@ -55,13 +55,13 @@ class Decision:
     reason: Reason
     predicted_class: int = -1
     predicted_label: str = ""
-    confidence: float = 0.0
+    calibrated_confidence: float = 0.0
     margin: float = 0.0
     entropy: float = 0.0
     rule_id: str = ""
     t_high: float = 0.0
     t_low: float = 0.0
-    arm: str = ""
+    experiment_arm: str = ""
     policy_revision: int = 0
     calibration_version: str = ""
 
@@ -73,13 +73,13 @@ class Decision:
             int(self.reason),
             self.predicted_class,
             self.predicted_label,
-            self.confidence,
+            self.calibrated_confidence,
             self.margin,
             self.entropy,
             self.rule_id,
             self.t_high,
             self.t_low,
-            self.arm,
+            self.experiment_arm,
             self.policy_revision,
             self.calibration_version,
         )
@@ -158,13 +158,13 @@ class _Context:
             reason=reason,
             predicted_class=cls,
             predicted_label=labels[cls] if cls < len(labels) else str(cls),
-            confidence=signals.confidence,
+            calibrated_confidence=signals.confidence,
             margin=signals.margin,
             entropy=signals.entropy,
             rule_id=rule_id,
             t_high=thresholds.t_high,
             t_low=thresholds.t_low,
-            arm=arm,
+            experiment_arm=arm,
             policy_revision=self.revision,
             calibration_version=self.model.calibrator.version,
         )

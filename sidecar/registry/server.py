@@ -19,40 +19,24 @@ from sidecar._proto.hitl.v1 import registry_pb2 as pb
 from sidecar._proto.hitl.v1 import registry_pb2_grpc as pb_grpc
 from sidecar.clock import Clock
 from sidecar.errors import (
-    Conflict,
     HitlError,
     InvalidRequest,
-    NotFound,
-    PermissionDenied,
     PolicyError,
     StoreUnavailable,
-    Unauthenticated,
 )
 from sidecar.registry import messages
 from sidecar.registry.auth import authorize, bearer_token, identify
 from sidecar.registry.metrics import RegistryMetrics
 from sidecar.registry.model import AuditEntry, Principal, Proposal
 from sidecar.registry.service import MAX_CALIBRATOR_BYTES, Registry, Signed, changes
+from sidecar.serving import status_of
 
 log = structlog.get_logger("hitl.registry")
 
-STATUS: dict[type[HitlError], grpc.StatusCode] = {
-    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
-    PolicyError: grpc.StatusCode.INVALID_ARGUMENT,
-    NotFound: grpc.StatusCode.NOT_FOUND,
-    Conflict: grpc.StatusCode.FAILED_PRECONDITION,
-    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-    StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
-}
 CHUNK_BYTES = 256 * 1024
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
 T = TypeVar("T")
 Context = grpc.aio.ServicerContext[Any, Any]
-
-
-def status_of(exc: HitlError) -> grpc.StatusCode:
-    return STATUS.get(type(exc), grpc.StatusCode.INTERNAL)
 
 
 def message_of(exc: HitlError) -> str:

@@ -14,23 +14,14 @@ import structlog
 
 from sidecar._proto.hitl.v1 import review_pb2 as rpb
 from sidecar._proto.hitl.v1 import review_pb2_grpc as rpb_grpc
-from sidecar.errors import HitlError, InvalidRequest, ItemConflict, ItemNotFound, StoreUnavailable
+from sidecar.errors import HitlError
 from sidecar.review import messages
 from sidecar.review.queue import ReviewQueue
+from sidecar.serving import status_of
 
 log = structlog.get_logger("hitl.review")
 
-STATUS: dict[type[HitlError], grpc.StatusCode] = {
-    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
-    ItemNotFound: grpc.StatusCode.NOT_FOUND,
-    ItemConflict: grpc.StatusCode.FAILED_PRECONDITION,
-    StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
-}
 T = TypeVar("T")
-
-
-def status_of(exc: HitlError) -> grpc.StatusCode:
-    return STATUS.get(type(exc), grpc.StatusCode.INTERNAL)
 
 
 class ReviewQueueServicer(rpb_grpc.ReviewQueueServicer):

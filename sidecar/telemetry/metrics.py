@@ -92,7 +92,7 @@ class RouterMetrics:
 
     def record(self, model: str, domain: str, decision: Decision) -> None:
         reason = decision.reason.name
-        self._decisions[model, domain, decision.tier.name, reason, decision.arm] += 1
+        self._decisions[model, domain, decision.tier.name, reason, decision.experiment_arm] += 1
         if decision.degraded:
             self._fallbacks[model, reason] += 1
 

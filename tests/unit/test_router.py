@@ -3,6 +3,7 @@ ONNX calibrator: replay, conflicts, refusals, batches, fallbacks, audit records.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gc
 import tempfile
@@ -47,6 +48,13 @@ class RefusingRecorder(MemoryRecorder):
         raise EscalationRefused("disk full")
 
 
+class UnsyncedRecorder(MemoryRecorder):
+    """Records, but can never make a record durable (an fsync that fails)."""
+
+    async def durable(self, ticket: int) -> None:
+        raise EscalationRefused("spool fsync failed: EIO")
+
+
 class Breaking:
     """A calibrator whose graph raises or returns NaN at run time."""
 
@@ -83,7 +91,7 @@ class Rig:
     def route(
         self, request_id: str = "r1", cls: int = 0, strength: float = 8.0, **kw: Any
     ) -> Routed:
-        return self.router.route(request(request_id, cls, strength, **kw), TRACE)
+        return self.router.decide(request(request_id, cls, strength, **kw), TRACE)
 
 
 def request(request_id: str = "r1", cls: int = 0, strength: float = 8.0, **kw: Any) -> RouteInput:
@@ -195,7 +203,7 @@ def test_a_remembered_request_costs_the_same_memory_whatever_its_class_count(
     try:
         before = tracemalloc.get_traced_memory()[0]
         for item in requests:
-            rig.router.route(item, TRACE)
+            rig.router.decide(item, TRACE)
         rig.audit.records.clear()
         rig.sink.escalations.clear()
         gc.collect()
@@ -204,7 +212,7 @@ def test_a_remembered_request_costs_the_same_memory_whatever_its_class_count(
         tracemalloc.stop()
     assert per_entry < 512
     with pytest.raises(RequestConflict):  # remembered all the same
-        rig.router.route(RouteInput("r7", "m", requests[8].logits), TRACE)
+        rig.router.decide(RouteInput("r7", "m", requests[8].logits), TRACE)
 
 
 def test_refused_escalation_is_not_remembered(snapshot: Snapshot) -> None:
@@ -222,12 +230,26 @@ def test_a_batch_answers_refused_escalations_row_by_row(snapshot: Snapshot) -> N
     """In a batch, each row whose escalation was refused answers the refusal and is
     neither audited nor remembered; the rows that needed no escalation are answered."""
     rig = Rig(snapshot, RefusingRecorder())
-    routed = rig.router.route_batch([request("a", strength=0.5), request("b", cls=1)], TRACE)
+    routed = rig.router.decide_batch([request("a", strength=0.5), request("b", cls=1)], TRACE)
     assert isinstance(routed.result(0), EscalationRefused)
     assert isinstance(routed.result(1), Routed)
     assert [r["request_id"] for r in rig.audit.records] == ["b"]
     rig.router._recorder = rig.sink = MemoryRecorder()
     assert rig.route("a", strength=0.5).escalation_id
+
+
+def test_route_answers_only_once_the_escalation_is_durable(snapshot: Snapshot) -> None:
+    """route() waits for durability itself: an escalation that cannot be made durable
+    fails the call, and a batch answers each escalated row with the refusal."""
+    rig = Rig(snapshot, UnsyncedRecorder())
+    with pytest.raises(EscalationRefused, match="fsync failed"):
+        asyncio.run(rig.router.route(request("a", strength=0.5), TRACE))
+    assert asyncio.run(rig.router.route(request("b", cls=1), TRACE)).escalation_id == ""
+    batch = asyncio.run(
+        rig.router.route_batch([request("c", strength=0.5), request("d", cls=1)], TRACE)
+    )
+    assert isinstance(batch.result(0), EscalationRefused)
+    assert isinstance(batch.result(1), Routed)
 
 
 def test_invalid_request_raises_and_is_not_audited(snapshot: Snapshot) -> None:
@@ -262,7 +284,7 @@ def test_calibrator_failures_fall_back(snapshot: Snapshot, mode: str, reason: Re
 def test_no_policy_answers_with_fallback() -> None:
     """Before any policy: any model and class count get the no-policy fallback."""
     rig = Rig(None)
-    routed = rig.router.route(RouteInput("r", "unknown", np.ones(5, dtype=np.float32)), TRACE)
+    routed = rig.router.decide(RouteInput("r", "unknown", np.ones(5, dtype=np.float32)), TRACE)
     assert routed.decision.reason is Reason.FALLBACK_NO_POLICY
     assert routed.decision.tier is Tier.HUMAN_ASSISTED
 
@@ -272,9 +294,11 @@ def test_probabilities_input_matches_logits(snapshot: Snapshot) -> None:
     rig = Rig(snapshot)
     logits = np.array([1.0, 2.0, 0.5], dtype=np.float32)
     probs = (np.exp(logits) / np.exp(logits).sum()).astype(np.float32)
-    a = rig.router.route(RouteInput("a", "m", logits), TRACE)
-    b = rig.router.route(RouteInput("b", "m", probs, input_kind=InputKind.PROBABILITIES), TRACE)
-    assert a.decision.confidence == pytest.approx(b.decision.confidence, abs=1e-5)
+    a = rig.router.decide(RouteInput("a", "m", logits), TRACE)
+    b = rig.router.decide(RouteInput("b", "m", probs, input_kind=InputKind.PROBABILITIES), TRACE)
+    assert a.decision.calibrated_confidence == pytest.approx(
+        b.decision.calibrated_confidence, abs=1e-5
+    )
 
 
 def test_batch_items_succeed_or_fail_on_their_own(snapshot: Snapshot) -> None:
@@ -286,7 +310,7 @@ def test_batch_items_succeed_or_fail_on_their_own(snapshot: Snapshot) -> None:
         request("c", cls=1),
         request("a", strength=0.5),
     ]
-    routed = rig.router.route_batch(batch, TRACE)
+    routed = rig.router.decide_batch(batch, TRACE)
     results = [routed.result(i) for i in range(len(batch))]
     assert isinstance(results[0], Routed)
     assert isinstance(results[1], InvalidRequest)
@@ -317,7 +341,7 @@ def test_audit_record_reproduces_the_decision(snapshot: Snapshot) -> None:
     record = rig.audit.records[0]
     rerun = (
         Rig(snapshot)
-        .router.route(
+        .router.decide(
             RouteInput(
                 record["request_id"],
                 record["model"],
@@ -337,11 +361,11 @@ def test_audit_record_reproduces_the_decision(snapshot: Snapshot) -> None:
         record["reason"],
         record["rule_id"],
     )
-    assert (rerun.confidence, rerun.predicted_class) == (
+    assert (rerun.calibrated_confidence, rerun.predicted_class) == (
         record["calibrated_confidence"],
         record["predicted_class"],
     )
-    assert (rerun.t_high, rerun.t_low, rerun.arm) == (
+    assert (rerun.t_high, rerun.t_low, rerun.experiment_arm) == (
         record["t_high"],
         record["t_low"],
         record["experiment_arm"],
@@ -403,11 +427,11 @@ def test_a_batch_answers_as_its_requests_would_one_by_one(
         for request_id, cls, strength, domain, amount, user, size in batch
     ]
     batched, single = Rig(_rich_snapshot()), Rig(_rich_snapshot())
-    routed = batched.router.route_batch(inputs, TRACE)
+    routed = batched.router.decide_batch(inputs, TRACE)
     alone: list[object] = []
     for i, request in enumerate(inputs):
         try:
-            alone.append(single.router.route(request, TRACE))
+            alone.append(single.router.decide(request, TRACE))
         except InvalidRequest as exc:
             alone.append(exc.at(f"requests[{i}]"))
         except RequestError as exc:

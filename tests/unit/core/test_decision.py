@@ -86,7 +86,7 @@ def test_experiment_arm_thresholds_apply() -> None:
     strict = ThresholdTable(Thresholds(0.99, 0.5))
     experiment = Experiment("m/e", "request_id", (Arm("control", 0.0), Arm("strict", 1.0, strict)))
     d = decide(request(), policy(experiment=experiment), sig(0.95), 0.0)
-    assert (d.arm, d.tier, d.t_high) == ("strict", Tier.HUMAN_ASSISTED, 0.99)
+    assert (d.experiment_arm, d.tier, d.t_high) == ("strict", Tier.HUMAN_ASSISTED, 0.99)
 
 
 def test_audit_sample_escalates_automated() -> None:

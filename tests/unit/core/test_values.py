@@ -40,11 +40,11 @@ def test_the_type_checker_refuses_to_change_a_value(tmp_path: Path) -> None:
             from sidecar.core.thresholds import Tier
 
             decision = Decision(Tier.AUTOMATED, Reason.THRESHOLD)
-            decision.confidence = 0.99
+            decision.calibrated_confidence = 0.99
             """
         )
     )
     out, _err, status = api.run(["--strict", "--no-incremental", str(snippet)])
     assert status == 1
-    assert 'Property "confidence" defined in "Decision" is read-only' in out
-    assert Decision(Tier.AUTOMATED, Reason.THRESHOLD).confidence == 0.0
+    assert 'Property "calibrated_confidence" defined in "Decision" is read-only' in out
+    assert Decision(Tier.AUTOMATED, Reason.THRESHOLD).calibrated_confidence == 0.0

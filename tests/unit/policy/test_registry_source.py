@@ -161,7 +161,7 @@ def decide(holder: SnapshotHolder, request_id: str) -> Any:
     """Route one confident prediction (class 2) with the holder's snapshot."""
     router = Router(holder, MemoryRecorder(), InMemoryAudit(), None, SystemClock(), 100, 60.0)
     request = RouteInput(request_id, "m", np.array(confident_logits(2), dtype=np.float32))
-    return router.route(request, TRACE).decision
+    return router.decide(request, TRACE).decision
 
 
 def test_first_policy_is_served_by_the_wired_sidecar(
