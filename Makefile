@@ -1,5 +1,6 @@
 # make demo   set up .venv if missing, run the end-to-end demo on the embedded default
-# make test   set up .venv if missing, lint, type-check and run every test
+# make test   set up .venv if missing, lint, type-check, build the docs and run every test
+# make docs   build the documentation site (mkdocs, warnings as errors) into build/site
 # make lint   ruff (lint + format check) and mypy
 # make gate   CI's performance gates: instructions per prediction against committed
 #             baselines (callgrind), and the sidecar/floor server CPU ratio
@@ -16,7 +17,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint proto fmt gate bench calibration-report k8s
+.PHONY: demo test lint docs proto fmt gate bench calibration-report k8s
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,8 +28,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/hitl demo
 
-test: lint
+test: lint docs
 	$(BIN)/python -m pytest
+
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

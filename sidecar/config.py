@@ -62,7 +62,7 @@ SPOOL_DIR, DEAD_LETTER_DIR, POLICY_DIR = "spool", "dead-letter", "policy"
 
 @dataclass(frozen=True, slots=True)
 class SidecarConfig:
-    """Settings of one sidecar process (see the README's "Configuration")."""
+    """Settings of one sidecar process (docs/running.md, "Configuration")."""
 
     policy: Path | None = None
     listen: str = DEFAULT_LISTEN

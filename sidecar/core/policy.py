@@ -3,7 +3,7 @@
 Parsing is pure (a mapping in, a ``Policy`` out); reading the file and loading the
 calibrators it names happen in ``sidecar.policy``. Every error names the field by
 its path, for example ``models.digits.domains.eu.t_high: must be in [0, 1]``.
-The schema is documented in the README ("Policy file")."""
+The schema is documented in docs/policy.md."""
 
 from __future__ import annotations
 

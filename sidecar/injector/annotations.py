@@ -51,7 +51,7 @@ STATE_SIZE = PREFIX + "state-size"
 STATE_VOLUME = PREFIX + "state-volume"
 LOG_LEVEL = PREFIX + "log-level"
 
-# What each annotation does, for the refusal that lists them (and the README).
+# What each annotation does, for the refusal that lists them (and docs/kubernetes.md).
 KNOWN: dict[str, str] = {
     MODEL: "required: the model deployment's name (a DNS label), HITL_DEPLOYMENT",
     REGISTRY: "HOST:PORT of the registry the policy comes from",

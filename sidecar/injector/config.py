@@ -93,7 +93,7 @@ class SidecarDefaults:
 
 @dataclass(frozen=True, slots=True)
 class InjectorConfig:
-    """Settings of one webhook process (see the README's "Kubernetes")."""
+    """Settings of one webhook process (docs/kubernetes.md)."""
 
     sidecar: SidecarDefaults
     listen: str = DEFAULT_INJECTOR_LISTEN

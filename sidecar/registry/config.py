@@ -32,7 +32,7 @@ DEFAULT_REGISTRY_DB = "sqlite:hitl-registry/registry.db"
 
 @dataclass(frozen=True, slots=True)
 class RegistryConfig:
-    """Settings of one registry process (see the README's "The registry")."""
+    """Settings of one registry process (docs/registry.md)."""
 
     signing_key: Path
     listen: str = DEFAULT_REGISTRY_LISTEN

@@ -29,7 +29,7 @@ DEFAULT_REVIEW_DB = "sqlite:hitl-state/review.db"
 
 @dataclass(frozen=True, slots=True)
 class ReviewConfig:
-    """Settings of one review queue process (see the README's "The review queue")."""
+    """Settings of one review queue process (docs/review.md)."""
 
     listen: str = DEFAULT_REVIEW_LISTEN
     db: str = DEFAULT_REVIEW_DB

@@ -51,7 +51,7 @@ Global___ProposalState: _TypeAlias = ProposalState  # noqa: Y015
 @_typing.final
 class Policy(_message.Message):
     """The routing policy for every model a sidecar serves: the policy file's schema
-    (README, "Policy file") as a message.
+    (docs/policy.md) as a message.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
