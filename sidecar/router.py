@@ -272,7 +272,8 @@ class Router:
         if model != request.model or fingerprint != request.fingerprint():
             raise RequestConflict(
                 "request_id",
-                f"{request.request_id!r} was routed recently with a different model or logits",
+                f"{request.request_id!r} was routed recently with different inputs (model,"
+                " model_version, input_kind, logits, domain or attributes)",
             )
         decision = Decision.from_row(remembered[3:])
         esc_id = escalation_id(model, request.request_id) if decision.escalate else ""

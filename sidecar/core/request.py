@@ -37,7 +37,20 @@ class RouteInput:
     context: Mapping[str, str] | None = None
 
     def fingerprint(self) -> int:
-        """The logits as sent, hashed to 64 bits: with the model, what makes two sends
-        of one request_id the same prediction. Its size does not grow with the class
-        count, and two different predictions share one with odds of 2**-64."""
-        return hash(self.logits.tobytes())
+        """Everything besides the model that can change this request's decision, hashed
+        to 64 bits: model_version, input kind, domain, logits and every attribute (not
+        the context or input_ref, which no decision reads). Two sends of one
+        request_id are the same prediction when model and fingerprint agree; -0.0
+        and 0.0 count as one value, and two different predictions share a
+        fingerprint with odds of 2**-64 (the replay window keeps the 64 bits, whatever
+        the class count)."""
+        return hash(
+            (
+                self.model_version,
+                int(self.input_kind) or int(InputKind.LOGITS),  # UNSPECIFIED is LOGITS
+                self.domain,
+                tuple(self.logits.tolist()),  # floats hash by value: -0.0 as 0.0
+                frozenset(self.string_attributes.items()) if self.string_attributes else None,
+                frozenset(self.numeric_attributes.items()) if self.numeric_attributes else None,
+            )
+        )

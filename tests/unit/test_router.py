@@ -446,3 +446,80 @@ def test_a_batch_answers_as_its_requests_would_one_by_one(
             assert str(got) == str(expected)
     assert batched.sink.escalations == single.sink.escalations
     assert sorted(batched.audit.records, key=repr) == sorted(single.audit.records, key=repr)
+
+
+# What a resend of a request_id may change: every RouteRequest field is listed, so a
+# new field of the contract fails test_every_field_of_route_request_is_classified
+# until someone decides whether it can change a decision.
+DECISION_INPUTS: dict[str, dict[str, Any]] = {
+    "model": {"model": "m2"},
+    "model_version": {"model_version": "v2"},
+    "input_kind": {"input_kind": InputKind.PROBABILITIES},
+    "logits": {"logits": np.array([0.6, 0.3, 0.1], dtype=np.float32)},
+    "domain": {"domain": "eu"},
+    "string_attributes": {"string_attributes": {"topic": "legal"}},
+    "numeric_attributes": {"numeric_attributes": {"amount": 50_000.0}},
+}
+NOT_DECISION_INPUTS: dict[str, dict[str, Any]] = {
+    "input_ref": {"input_ref": "s3://elsewhere"},
+    "context": {"context": {"note": "resent"}},
+}
+
+
+@pytest.fixture
+def two_models(tmp_path: Path) -> Snapshot:
+    sha = temperature_artefact(tmp_path / "cal.onnx")
+    doc = policy_doc(sha)
+    doc["models"]["m2"] = doc["models"]["m"]
+    return build_snapshot(parse_policy(doc), tmp_path, "test")
+
+
+def _base(**changes: Any) -> RouteInput:
+    fields: dict[str, Any] = {
+        "request_id": "same-id",
+        "model": "m",
+        "logits": np.array([0.7, 0.2, 0.1], dtype=np.float32),
+        "input_kind": InputKind.LOGITS,
+        "string_attributes": {"topic": "billing"},
+        "numeric_attributes": {"amount": 10.0},
+    }
+    fields.update(changes)
+    return RouteInput(**fields)
+
+
+def test_every_field_of_route_request_is_classified() -> None:
+    """The lists above name every field of the contract's RouteRequest."""
+    from sidecar._proto.hitl.v1 import router_pb2
+
+    names = {field.name for field in router_pb2.RouteRequest.DESCRIPTOR.fields}
+    assert names == {"request_id", *DECISION_INPUTS, *NOT_DECISION_INPUTS}
+
+
+@pytest.mark.parametrize("name", sorted(DECISION_INPUTS))
+def test_a_resend_that_changes_a_decision_input_conflicts(two_models: Snapshot, name: str) -> None:
+    """Changing anything a decision reads is ALREADY_EXISTS, never the old answer."""
+    rig = Rig(two_models)
+    rig.router.decide(_base(), TRACE)
+    with pytest.raises(RequestConflict) as raised:
+        rig.router.decide(_base(**DECISION_INPUTS[name]), TRACE)
+    assert raised.value.field == "request_id"
+    batch = rig.router.decide_batch([_base(**DECISION_INPUTS[name])], TRACE)
+    assert isinstance(batch.result(0), RequestConflict)
+
+
+@pytest.mark.parametrize("name", sorted(NOT_DECISION_INPUTS))
+def test_a_resend_that_changes_nothing_decided_is_a_replay(two_models: Snapshot, name: str) -> None:
+    """Where the reviewer finds the input, and its context, are not decision inputs."""
+    rig = Rig(two_models)
+    first = rig.router.decide(_base(), TRACE)
+    assert rig.router.decide(_base(**NOT_DECISION_INPUTS[name]), TRACE) == first
+
+
+def test_negative_zero_is_zero_for_replay(two_models: Snapshot) -> None:
+    """-0.0 and 0.0 are one value, in logits and in attributes."""
+    rig = Rig(two_models)
+    logits = np.array([0.7, 0.0, 0.1], dtype=np.float32)
+    first = rig.router.decide(_base(logits=logits, numeric_attributes={"amount": 0.0}), TRACE)
+    negative = np.array([0.7, -0.0, 0.1], dtype=np.float32)
+    again = _base(logits=negative, numeric_attributes={"amount": -0.0})
+    assert rig.router.decide(again, TRACE) == first
