@@ -1,7 +1,7 @@
 # make demo   set up .venv if missing, run the end-to-end demo on the embedded default
 # make test   set up .venv if missing, lint, type-check, build the docs and run every test
 # make docs   build the documentation site (mkdocs, warnings as errors) into build/site
-# make lint   ruff (lint + format check) and mypy
+# make lint   ruff (lint + format check), mypy, and import-linter (the layers)
 # make gate   CI's performance gates: instructions per prediction against committed
 #             baselines (callgrind), and the sidecar/floor server CPU ratio
 # make bench  Route latency (enforced p99 < 5 ms; again during policy swaps from the registry),
@@ -38,6 +38,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 # Both gates run even when the first fails; the target fails if either did.
 gate: $(STAMP)

@@ -15,7 +15,6 @@ dial the pod's IP. Its port must differ from the Router's and the metrics port."
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,11 +22,24 @@ from pathlib import Path
 from typing import Any
 
 from sidecar.errors import ConfigError
+from sidecar.escalation.sinks import sink_addresses
+from sidecar.policy.signing import load_verifier
+from sidecar.settings import (
+    DEAD_LETTER_DIR,
+    ENV_GRACE,
+    ENV_LOG_LEVEL,
+    ENV_STATE_DIR,
+    POLICY_DIR,
+    SPOOL_DIR,
+    check_address,
+    check_log_level,
+    positive,
+    split_host_port,
+)
 
 ENV_LISTEN = "HITL_LISTEN"
 ENV_HEALTH_LISTEN = "HITL_HEALTH_LISTEN"
 ENV_POLICY = "HITL_POLICY"
-ENV_STATE_DIR = "HITL_STATE_DIR"
 ENV_AUDIT_LOG = "HITL_AUDIT_LOG"
 ENV_SINK = "HITL_SINK"
 ENV_DEPLOYMENT = "HITL_DEPLOYMENT"
@@ -37,11 +49,9 @@ ENV_FORWARD_BATCH = "HITL_FORWARD_BATCH"
 ENV_FORWARD_TIMEOUT = "HITL_FORWARD_TIMEOUT_SECONDS"
 ENV_FORWARD_MAX_BACKOFF = "HITL_FORWARD_MAX_BACKOFF_SECONDS"
 ENV_METRICS_ADDR = "HITL_METRICS_ADDR"
-ENV_LOG_LEVEL = "HITL_LOG_LEVEL"
 ENV_POLICY_POLL = "HITL_POLICY_POLL_SECONDS"
 ENV_REPLAY_TTL = "HITL_REPLAY_TTL_SECONDS"
 ENV_REPLAY_CAPACITY = "HITL_REPLAY_CAPACITY"
-ENV_GRACE = "HITL_SHUTDOWN_GRACE_SECONDS"
 ENV_PORT_FILE = "HITL_PORT_FILE"
 ENV_REGISTRY = "HITL_REGISTRY"
 ENV_REGISTRY_TOKEN_FILE = "HITL_REGISTRY_TOKEN_FILE"  # noqa: S105 (a variable's name, no secret)
@@ -52,12 +62,8 @@ ENV_REGISTRY_KEY = "HITL_REGISTRY_KEY"
 ENV_REGISTRY_POLL = "HITL_REGISTRY_POLL_SECONDS"
 
 DEFAULT_LISTEN = "127.0.0.1:7431"
-LOG_LEVELS = frozenset({"debug", "info", "warning", "error"})
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 MAX_SEGMENT_BYTES = 64 * 1024 * 1024
-# Under the state directory: the escalation spools, and the last-known-good policy
-# (with its calibrators) of a sidecar fed by the registry.
-SPOOL_DIR, DEAD_LETTER_DIR, POLICY_DIR = "spool", "dead-letter", "policy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +222,6 @@ def _registry_settings(
             f"{ENV_REGISTRY_PUBLIC_KEY} (or --registry-public-key) is required with"
             f" {ENV_REGISTRY}: the PEM public key the registry signs policies with"
         )
-    from sidecar.policy.signing import load_verifier
 
     try:
         load_verifier(public_key)
@@ -258,30 +263,6 @@ def _registry_settings(
     }
 
 
-# -- checks every hitl process's settings share ------------------------------------
-
-
-def positive(value: str, var: str) -> float:
-    """value as a finite number above 0; ConfigError naming var otherwise."""
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"{var} must be a number, got {value!r}") from None
-    if not (math.isfinite(number) and number > 0):
-        raise ConfigError(f"{var} must be positive, got {value!r}")
-    return number
-
-
-def check_log_level(level: str) -> None:
-    if level not in LOG_LEVELS:
-        raise ConfigError(f"{ENV_LOG_LEVEL} must be one of {sorted(LOG_LEVELS)}, got {level!r}")
-
-
-def check_address(address: str, var: str) -> None:
-    """HOST:PORT with a port up to 65535."""
-    split_host_port(address, var)
-
-
 def _check_listen(listen: str) -> None:
     if listen.startswith("unix:"):
         if len(listen) <= len("unix:"):
@@ -307,18 +288,9 @@ def _check_health_listen(health: str, listen: str, metrics_addr: str) -> None:
 
 
 def _check_sink(sink: str) -> None:
-    from sidecar.escalation.sinks import sink_addresses
-
     try:
         _, addresses = sink_addresses(sink)
     except ValueError as exc:
         raise ConfigError(f"{ENV_SINK} {exc}") from None
     for address in addresses:
         check_address(address, ENV_SINK)
-
-
-def split_host_port(address: str, var: str) -> tuple[str, int]:
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"{var} must be HOST:PORT, got {address!r}")
-    return host, int(port)

@@ -12,7 +12,6 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.metrics.export import MetricReader
 
-from sidecar.config import split_host_port
 from sidecar.errors import (
     ConfigError,
     Conflict,
@@ -29,6 +28,7 @@ from sidecar.errors import (
     Unauthenticated,
 )
 from sidecar.files import replace_file
+from sidecar.settings import split_host_port
 
 # Each error's status; a subclass takes its nearest listed ancestor's (SpoolFull is
 # an EscalationRefused), and an error with none is INTERNAL.

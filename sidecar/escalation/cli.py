@@ -14,11 +14,11 @@ from pathlib import Path
 
 import orjson
 
-from sidecar.config import DEAD_LETTER_DIR as DEAD_LETTER
-from sidecar.config import ENV_STATE_DIR
-from sidecar.config import SPOOL_DIR as SPOOL
 from sidecar.escalation.deadletter import DeadLetters, entries, request_replay
 from sidecar.escalation.spool import Spool, SpoolBusy, read_unacked
+from sidecar.settings import DEAD_LETTER_DIR as DEAD_LETTER
+from sidecar.settings import ENV_STATE_DIR
+from sidecar.settings import SPOOL_DIR as SPOOL
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

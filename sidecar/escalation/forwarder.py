@@ -29,9 +29,9 @@ import structlog
 from sidecar.errors import SinkUnavailable
 from sidecar.escalation.deadletter import DeadLetters
 from sidecar.escalation.record import REQUIRED
-from sidecar.escalation.retry import Circuit, CircuitBreaker, backoff_delay
 from sidecar.escalation.sinks import YIELD_EVERY, Rejection, Sink, Spooled
 from sidecar.escalation.spool import Spool
+from sidecar.retry import Circuit, CircuitBreaker, backoff_delay
 
 log = structlog.get_logger("hitl.forwarder")
 

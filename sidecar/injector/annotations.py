@@ -9,21 +9,13 @@ not know is refused, so a typo (``hitl.dev/modle``) never passes silently."""
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sidecar.errors import ConfigError
-from sidecar.escalation.sinks import sink_addresses
+from sidecar.injector.checks import DNS_LABEL, check_address, check_sink, dns_subdomain
 from sidecar.injector.config import (
     BOOLEANS,
-    ENV_PUBLIC_KEY_CONFIGMAP,
-    ENV_REGISTRY,
-    ENV_REGISTRY_CA_CONFIGMAP,
-    ENV_SINK,
-    ENV_TOKEN_SECRET,
     SidecarDefaults,
 )
 from sidecar.injector.errors import InjectionRefused
@@ -88,9 +80,6 @@ DEFAULT_STATE_SIZE = "1Gi"
 MIN_STATE_BYTES = 16 * 2**20
 SPOOL_SHARE = Decimal("0.9")  # of the state volume; the rest is last-known-good and slack
 LOG_LEVELS = ("debug", "info", "warning", "error")
-
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-_HOSTNAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,21 +188,6 @@ def read_settings(annotations: Mapping[str, str], defaults: SidecarDefaults) -> 
     )
 
 
-def check_defaults(defaults: SidecarDefaults) -> None:
-    """The injector's own defaults obey the annotations' rules (a ConfigError at start-up)."""
-    try:
-        if defaults.registry:
-            check_address(ENV_REGISTRY, defaults.registry)
-        if defaults.sink:
-            check_sink(defaults.sink, ENV_SINK)
-        _dns_subdomain(ENV_TOKEN_SECRET, defaults.token_secret)
-        _dns_subdomain(ENV_PUBLIC_KEY_CONFIGMAP, defaults.public_key_configmap)
-        if defaults.registry_ca_configmap:
-            _dns_subdomain(ENV_REGISTRY_CA_CONFIGMAP, defaults.registry_ca_configmap)
-    except InjectionRefused as exc:
-        raise ConfigError(str(exc)) from exc
-
-
 def _policy_source(
     annotations: Mapping[str, str], defaults: SidecarDefaults
 ) -> FromRegistry | FromConfigMap:
@@ -223,7 +197,7 @@ def _policy_source(
             f"{POLICY} and {REGISTRY} both set: a sidecar takes its policy from one of them"
         )
     if configmap:
-        _dns_subdomain(POLICY, configmap)
+        dns_subdomain(POLICY, configmap)
         return FromConfigMap(configmap)
     address = annotations.get(REGISTRY, defaults.registry)
     if not address:
@@ -233,12 +207,12 @@ def _policy_source(
         )
     check_address(REGISTRY if REGISTRY in annotations else "the default registry", address)
     token = annotations.get(REGISTRY_TOKEN_SECRET, defaults.token_secret)
-    _dns_subdomain(REGISTRY_TOKEN_SECRET, token)
+    dns_subdomain(REGISTRY_TOKEN_SECRET, token)
     key = annotations.get(REGISTRY_PUBLIC_KEY, defaults.public_key_configmap)
-    _dns_subdomain(REGISTRY_PUBLIC_KEY, key)
+    dns_subdomain(REGISTRY_PUBLIC_KEY, key)
     ca = annotations.get(REGISTRY_CA, defaults.registry_ca_configmap)
     if ca:
-        _dns_subdomain(REGISTRY_CA, ca)
+        dns_subdomain(REGISTRY_CA, ca)
     return FromRegistry(address, token, key, ca)
 
 
@@ -300,45 +274,8 @@ def _boolean(name: str, value: str | None, default: bool) -> bool:
 
 
 def _dns_label(name: str, value: str) -> None:
-    if not _DNS_LABEL.fullmatch(value):
+    if not DNS_LABEL.fullmatch(value):
         raise InjectionRefused(
             f"{name} must be a DNS label (lower-case letters, digits and '-', at most 63, "
             f"starting and ending with a letter or digit), got {value!r}"
         )
-
-
-def _dns_subdomain(name: str, value: str) -> None:
-    if len(value) > 253 or not all(_DNS_LABEL.fullmatch(part) for part in value.split(".")):
-        raise InjectionRefused(
-            f"{name} must name a Kubernetes object (a DNS subdomain: lower-case letters, "
-            f"digits, '-' and '.'), got {value!r}"
-        )
-
-
-def check_address(name: str, value: str) -> None:
-    """HOST:PORT with a DNS name, an IPv4 address or a bracketed IPv6 address."""
-    host, sep, port = value.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        valid_host = _is_ip(host[1:-1], 6)
-    else:
-        valid_host = _is_ip(host, 4) or (
-            len(host) <= 253 and all(_HOSTNAME.fullmatch(p) for p in host.split("."))
-        )
-    if not (sep and valid_host and port.isdigit() and 1 <= int(port) <= 65535):
-        raise InjectionRefused(f"{name} must be HOST:PORT, got {value!r}")
-
-
-def check_sink(value: str, name: str) -> None:
-    try:
-        _, addresses = sink_addresses(value)
-    except ValueError as exc:
-        raise InjectionRefused(f"{name} {exc}") from None
-    for address in addresses:
-        check_address(name, address)
-
-
-def _is_ip(text: str, version: int) -> bool:
-    try:
-        return ipaddress.ip_address(text).version == version
-    except ValueError:
-        return False

@@ -16,12 +16,12 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 
-from sidecar.config import split_host_port
 from sidecar.injector.config import ENV_INJECTOR_LISTEN, ENV_INJECTOR_METRICS_ADDR, InjectorConfig
 from sidecar.injector.metrics import InjectorMetrics
 from sidecar.injector.server import WebhookServer
 from sidecar.injector.tls import ReloadingContext
 from sidecar.serving import prometheus_reader, write_port_file
+from sidecar.settings import split_host_port
 from sidecar.telemetry.metrics import meter_provider
 from sidecar.telemetry.tracing import INSTRUMENTATION
 

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sidecar.config import ENV_LOG_LEVEL
 from sidecar.injector.config import (
     ENV_INJECTOR_LISTEN,
     ENV_INJECTOR_METRICS_ADDR,
@@ -30,6 +29,7 @@ from sidecar.injector.config import (
     ENV_TLS_KEY,
     PULL_POLICIES,
 )
+from sidecar.settings import ENV_LOG_LEVEL
 
 TEMPLATE_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"})
 

@@ -11,8 +11,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from sidecar.config import ENV_LOG_LEVEL, check_address, check_log_level
 from sidecar.errors import ConfigError
+from sidecar.injector import checks
+from sidecar.injector.errors import InjectionRefused
+from sidecar.settings import ENV_LOG_LEVEL, check_address, check_log_level
 
 ENV_SIDECAR_IMAGE = "HITL_INJECTOR_SIDECAR_IMAGE"
 ENV_PULL_POLICY = "HITL_INJECTOR_IMAGE_PULL_POLICY"
@@ -85,9 +87,7 @@ class SidecarDefaults:
             registry_ca_configmap=text("registry_ca_configmap", ENV_REGISTRY_CA_CONFIGMAP, ""),
             sink=text("sink", ENV_SINK, ""),
         )
-        from sidecar.injector.annotations import check_defaults
-
-        check_defaults(defaults)
+        _check(defaults)
         return defaults
 
 
@@ -150,3 +150,18 @@ def _reader(
         return str(given.get(name, environ.get(var, default)))
 
     return text
+
+
+def _check(defaults: SidecarDefaults) -> None:
+    """The injector's own defaults obey the annotations' rules (a ConfigError at start-up)."""
+    try:
+        if defaults.registry:
+            checks.check_address(ENV_REGISTRY, defaults.registry)
+        if defaults.sink:
+            checks.check_sink(defaults.sink, ENV_SINK)
+        checks.dns_subdomain(ENV_TOKEN_SECRET, defaults.token_secret)
+        checks.dns_subdomain(ENV_PUBLIC_KEY_CONFIGMAP, defaults.public_key_configmap)
+        if defaults.registry_ca_configmap:
+            checks.dns_subdomain(ENV_REGISTRY_CA_CONFIGMAP, defaults.registry_ca_configmap)
+    except InjectionRefused as exc:
+        raise ConfigError(str(exc)) from exc

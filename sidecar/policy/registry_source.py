@@ -49,7 +49,6 @@ from sidecar._proto.hitl.v1 import registry_pb2_grpc as rpb_grpc
 from sidecar.clock import Clock, SystemClock
 from sidecar.core.policy import CalibratorRef, Policy
 from sidecar.errors import PolicyError, SignatureError
-from sidecar.escalation.retry import backoff_delay
 from sidecar.policy.last_known_good import DigestMismatch, LastKnownGood
 from sidecar.policy.loader import build_snapshot
 from sidecar.policy.signed import open_signed
@@ -64,6 +63,7 @@ from sidecar.policy.source import (
     SourceStats,
     rejection_reason,
 )
+from sidecar.retry import backoff_delay
 
 log = structlog.get_logger("hitl.policy")
 

@@ -97,3 +97,7 @@ class AuditEntry:
     method: str  # the rpc name, for example "Approve"
     outcome: str  # a gRPC status name: "OK", "PERMISSION_DENIED", ...
     detail: str
+
+
+# How a pending proposal is settled: (APPLIED or REJECTED, decided_by, reason).
+Settlement = tuple[ProposalState, str, str]

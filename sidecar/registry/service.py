@@ -40,8 +40,9 @@ from sidecar.registry.model import (
     ProposalState,
     Revision,
     Role,
+    Settlement,
 )
-from sidecar.registry.store import RegistryStore, Settlement
+from sidecar.registry.store import RegistryStore
 
 log = structlog.get_logger("hitl.registry")
 

@@ -21,12 +21,13 @@ from sidecar.registry.model import (
     ProposalState,
     Revision,
     Role,
+    Settlement,
 )
+from sidecar.registry.stores.sqlite import SqliteStore
 from sidecar.storage.url import is_postgres, sqlite_path
 
 # What settle() returns for a pending proposal: apply it (the store writes the next
 # revision with approved_by) or reject it; ``reason`` is kept as the decision's.
-Settlement = tuple[ProposalState, str, str]  # (APPLIED or REJECTED, decided_by, reason)
 
 
 class RegistryStore(Protocol):
@@ -118,11 +119,10 @@ class RegistryStore(Protocol):
 
 
 def open_store(url: str) -> RegistryStore:
-    """``postgresql://...`` (a libpq URI) or ``sqlite:PATH`` (or a bare path)."""
+    """``postgresql://...`` (a libpq URI) or ``sqlite:PATH`` (or a bare path). The
+    PostgreSQL store is imported only when asked for: psycopg is an optional extra."""
     if is_postgres(url):
         from sidecar.registry.stores.postgres import PostgresStore
 
         return PostgresStore(url)
-    from sidecar.registry.stores.sqlite import SqliteStore
-
     return SqliteStore(sqlite_path(url))

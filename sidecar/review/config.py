@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sidecar.config import ENV_GRACE, ENV_LOG_LEVEL, check_address, check_log_level, positive
 from sidecar.review.sla import Sla, parse_sla
+from sidecar.settings import ENV_GRACE, ENV_LOG_LEVEL, check_address, check_log_level, positive
 from sidecar.storage.url import check_db
 
 ENV_REVIEW_LISTEN = "HITL_REVIEW_LISTEN"

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from sidecar.review.item import ItemState, Resolution, ReviewItem
 from sidecar.review.sla import Sla
+from sidecar.review.stores.sqlite import SqliteStore
 from sidecar.storage.url import is_postgres, sqlite_path
 
 
@@ -64,11 +65,10 @@ class ReviewStore(Protocol):
 
 
 def open_store(url: str) -> ReviewStore:
-    """``postgresql://...`` (a libpq URI) or ``sqlite:PATH`` (or a bare path)."""
+    """``postgresql://...`` (a libpq URI) or ``sqlite:PATH`` (or a bare path). The
+    PostgreSQL store is imported only when asked for: psycopg is an optional extra."""
     if is_postgres(url):
         from sidecar.review.stores.postgres import PostgresStore
 
         return PostgresStore(url)
-    from sidecar.review.stores.sqlite import SqliteStore
-
     return SqliteStore(sqlite_path(url))

@@ -28,7 +28,7 @@ from nats.js.api import Header, PubAck, StreamConfig
 from nats.js.errors import Error as JetStreamError
 
 from sidecar.errors import SinkUnavailable
-from sidecar.escalation.sinks import Rejection, Spooled
+from sidecar.escalation.sinks.base import Rejection, Spooled
 
 log = structlog.get_logger("hitl.forwarder")
 

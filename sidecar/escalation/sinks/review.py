@@ -13,7 +13,7 @@ from sidecar._proto.hitl.v1 import review_pb2 as rpb
 from sidecar._proto.hitl.v1 import review_pb2_grpc as rpb_grpc
 from sidecar.errors import SinkUnavailable
 from sidecar.escalation.messages import record_message
-from sidecar.escalation.sinks import YIELD_EVERY, Rejection, Spooled
+from sidecar.escalation.sinks.base import YIELD_EVERY, Rejection, Spooled
 
 
 class ReviewQueueSink:

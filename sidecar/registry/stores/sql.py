@@ -30,8 +30,8 @@ from sidecar.registry.model import (
     ProposalState,
     Revision,
     Role,
+    Settlement,
 )
-from sidecar.registry.store import Settlement
 from sidecar.registry.stores import migrations
 from sidecar.registry.stores.migrations import Migration
 from sidecar.storage import postgres, sqlite

@@ -16,9 +16,9 @@ import pytest
 from sidecar.errors import SinkUnavailable
 from sidecar.escalation.deadletter import DeadLetters, entries, request_replay
 from sidecar.escalation.forwarder import Forwarder, ForwarderSettings
-from sidecar.escalation.retry import Circuit, CircuitBreaker, backoff_delay
 from sidecar.escalation.sinks import Rejection, Spooled
 from sidecar.escalation.spool import Spool
+from sidecar.retry import Circuit, CircuitBreaker, backoff_delay
 from tests.escalations import escalation
 
 FAST = ForwarderSettings(

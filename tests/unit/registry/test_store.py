@@ -23,8 +23,9 @@ from sidecar.registry.model import (
     Proposal,
     ProposalState,
     Role,
+    Settlement,
 )
-from sidecar.registry.store import RegistryStore, Settlement, open_store
+from sidecar.registry.store import RegistryStore, open_store
 from sidecar.registry.stores import migrations
 from sidecar.registry.stores.migrations import Migration
 from sidecar.registry.stores.postgres import PostgresStore
