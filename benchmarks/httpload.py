@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-from benchmarks.loadgen import ClosedLoopResult, LoadResult, WorkerResult, merge
+from benchmarks.loadgen import ClosedLoopResult, LoadResult, WorkerResult, merge, open_loop
 
 
 def run_load(
@@ -39,41 +39,16 @@ def _worker(
 async def _drive(
     url: str, rate: float, seconds: float, bodies: list[dict[str, Any]], tag: str
 ) -> WorkerResult:
-    total = int(rate * seconds)
-    latencies = np.full(total, np.nan)
-    escalated = np.zeros(total, dtype=np.bool_)
-    errors = 0
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
 
-        async def call(i: int, scheduled: float) -> None:
-            nonlocal errors
+        async def call(i: int) -> bool:
             body = {**bodies[i % len(bodies)], "request_id": f"{tag}-{i}"}
-            try:
-                async with session.post(url, json=body) as response:
-                    answer = await response.json()
-                    if response.status != 200:
-                        errors += 1
-                        return
-            except aiohttp.ClientError:
-                errors += 1
-                return
-            latencies[i] = (time.perf_counter() - scheduled) * 1000.0
-            escalated[i] = bool(answer.get("escalated"))
+            async with session.post(url, json=body) as response:
+                answer = await response.json()
+                response.raise_for_status()
+            return bool(answer.get("escalated"))
 
-        loop_start = time.perf_counter() + 0.05
-        started = time.time() + 0.05
-        tasks = []
-        for i in range(total):
-            scheduled = loop_start + i / rate
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(call(i, scheduled)))
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - loop_start
-    ok = ~np.isnan(latencies)
-    due = started + np.arange(total) / rate
-    return WorkerResult(latencies[ok], errors, total, elapsed, started, due[ok], escalated[ok])
+        return await open_loop(rate, seconds, call, aiohttp.ClientError)
 
 
 def closed_loop(

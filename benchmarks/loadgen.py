@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
@@ -103,38 +104,53 @@ async def _drive(
     batching: Batching | None,
 ) -> WorkerResult:
     requests = [pb.RouteRequest.FromString(p) for p in payloads]
+    async with AsyncRouterClient(target, timeout=5.0, max_attempts=1, batching=batching) as client:
+        await client.wait_ready()
+
+        async def call(i: int) -> bool:
+            request = pb.RouteRequest()
+            request.CopyFrom(requests[i % len(requests)])
+            request.request_id = f"{tag}-{i}"
+            response = await client.route(request, timeout=5.0)
+            return bool(response.escalation_id)
+
+        return await open_loop(rate, seconds, call, grpc.RpcError)
+
+
+async def open_loop(
+    rate: float,
+    seconds: float,
+    call: Callable[[int], Awaitable[bool]],
+    failure: type[BaseException],
+) -> WorkerResult:
+    """Fire call(i) at start + i / rate for seconds, whatever the earlier calls are
+    doing, and measure each from its scheduled time. call(i) answers whether the
+    request was escalated; raising failure counts an error."""
     total = int(rate * seconds)
     latencies = np.full(total, np.nan)
     escalated = np.zeros(total, dtype=np.bool_)
     errors = 0
-    async with AsyncRouterClient(target, timeout=5.0, max_attempts=1, batching=batching) as client:
-        await client.wait_ready()
-        route = client.route
 
-        async def call(i: int, scheduled: float) -> None:
-            nonlocal errors
-            request = pb.RouteRequest()
-            request.CopyFrom(requests[i % len(requests)])
-            request.request_id = f"{tag}-{i}"
-            try:
-                response = await route(request, timeout=5.0)
-            except grpc.RpcError:
-                errors += 1
-                return
-            latencies[i] = (time.perf_counter() - scheduled) * 1000.0
-            escalated[i] = bool(response.escalation_id)
+    async def timed(i: int, scheduled: float) -> None:
+        nonlocal errors
+        try:
+            escalated[i] = await call(i)
+        except failure:
+            errors += 1
+            return
+        latencies[i] = (time.perf_counter() - scheduled) * 1000.0
 
-        loop_start = time.perf_counter() + 0.05
-        started = time.time() + 0.05
-        tasks = []
-        for i in range(total):
-            scheduled = loop_start + i / rate
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(call(i, scheduled)))
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - loop_start
+    loop_start = time.perf_counter() + 0.05
+    started = time.time() + 0.05
+    tasks = []
+    for i in range(total):
+        scheduled = loop_start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(timed(i, scheduled)))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - loop_start
     ok = ~np.isnan(latencies)
     due = started + np.arange(total) / rate
     return WorkerResult(latencies[ok], errors, total, elapsed, started, due[ok], escalated[ok])
