@@ -4,7 +4,8 @@
 # make lint   ruff (lint + format check), mypy, and import-linter (the layers)
 # make gate   CI's performance gates: instructions per prediction against committed
 #             baselines (callgrind), and the sidecar/floor server CPU ratio
-# make bench  Route latency (enforced p99 < 5 ms; again during policy swaps from the registry),
+# make bench  instructions per prediction (against the baselines and the targets), Route
+#             latency (enforced p99 < 5 ms; again during policy swaps from the registry),
 #             the sidecar beside a FastAPI peer and with client batching, forwarder rate per
 #             sink, a revision reaching 100 watchers, into bench-output/;
 #             exit 3 when the machine cannot judge the p99 (its floor misses the limit)
@@ -51,7 +52,7 @@ gate: $(STAMP)
 # if any did, else exits 3 if a machine too slow to judge the p99 left a verdict open.
 bench: $(STAMP)
 	status=0; \
-	for bench in "route_bench" "peer_bench" "forwarder_bench" "route_bench --policy-swaps" "registry_bench"; do \
+	for bench in "instructions" "route_bench" "peer_bench" "forwarder_bench" "route_bench --policy-swaps" "registry_bench"; do \
 	  $(BIN)/python -m benchmarks.$$bench; code=$$?; \
 	  if [ $$code = 3 ] && [ $$status = 0 ]; then status=3; elif [ $$code != 0 ] && [ $$code != 3 ]; then status=1; fi; \
 	done; \
