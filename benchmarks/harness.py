@@ -9,6 +9,7 @@ contend with the spool's fsyncs for this disk."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import signal
@@ -76,6 +77,40 @@ def _cpu_ticks(pid: str) -> int:
     except FileNotFoundError:  # a child that has just exited
         return 0
     return int(fields[11]) + int(fields[12])
+
+
+@dataclass
+class Servers:
+    """The sidecar on the benchmark's policy file, as the benchmarks run it, the floor
+    beside it, and the stand-ins it talks to."""
+
+    sidecar: Proc
+    floor: Proc
+    sink: Proc
+    review: Proc
+    review_db: Path
+
+    def stop(self) -> None:
+        for proc in (self.sidecar, self.floor, self.sink, self.review):
+            proc.stop()
+        shutil.rmtree(self.review_db.parent, ignore_errors=True)
+
+
+def start_servers(workdir: Path) -> Servers:
+    """``Servers`` for the policy ``prepare`` wrote in workdir; the sidecar serves once
+    ``wait_serving`` returns."""
+    sink = start_sink(workdir)
+    review, review_db = start_review(workdir)
+    sidecar = start_sidecar(workdir, sink, review, ["--policy", str(workdir / "policy.yaml")])
+    return Servers(sidecar, start_floor(workdir), sink, review, review_db)
+
+
+def phase_seconds(text: str) -> float:
+    """An argparse type: the length of a measured phase, 1 to 600 s."""
+    seconds = float(text)
+    if not 1.0 <= seconds <= 600.0:
+        raise argparse.ArgumentTypeError(f"1 to 600 seconds, not {text}")
+    return seconds
 
 
 def phase(

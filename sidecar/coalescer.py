@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from sidecar._proto.hitl.v1 import router_pb2 as pb
 from sidecar._proto.hitl.v1 import router_pb2_grpc as pb_grpc
 
 MAX_ITEMS = 4096  # the sidecar's own bound on a batch
+log = logging.getLogger("hitl.client")  # the standard library's: the client adds no dependency
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,7 @@ class Coalescer:
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
         self.batches = 0  # sent, for tests and the benchmark
+        self.stream_failures = 0  # streams that broke or answered badly (logged too)
 
     async def route(self, request: pb.RouteRequest, timeout: float) -> pb.RouteResponse:
         if self._closed:
@@ -106,13 +109,11 @@ class Coalescer:
             ) from None
 
     async def close(self) -> None:
-        """Fail what has not gone out and end the stream; answers on the way still land."""
+        """End the stream; every call not yet answered fails with CANCELLED."""
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_exception(RouteError(grpc.StatusCode.CANCELLED, "the client closed"))
+        _fail(self._waiters, RouteError(grpc.StatusCode.CANCELLED, "the client closed"))
         self._pending, self._waiters = [], []
         if self._outbox is not None:
             self._outbox.put_nowait(None)
@@ -161,9 +162,14 @@ class Coalescer:
                 _deliver(waiters, response)
                 if not self._sent:
                     self._flush()  # what gathered while this batch was decided
-        except grpc.aio.AioRpcError:
-            pass  # what was not answered is sent again below
+        except grpc.aio.AioRpcError as exc:  # what was not answered is sent again below
+            self.stream_failures += 1
+            log.warning(
+                "RouteStream broke (%s); %d batches sent again", exc.code(), len(self._sent)
+            )
         except Exception as exc:  # a malformed answer: its callers learn of it, nobody hangs
+            self.stream_failures += 1
+            log.error("bad RouteStream answer: %s", exc)
             self._fail_sent(RouteError(grpc.StatusCode.INTERNAL, f"bad RouteStream answer: {exc}"))
         finally:
             if self._outbox is outbox:
@@ -180,20 +186,23 @@ class Coalescer:
                 pb.RouteBatchRequest(requests=requests),
                 timeout=self._retry_timeout,
             )
+            _deliver(waiters, response)
         except grpc.aio.AioRpcError as exc:
-            error = RouteError(exc.code(), exc.details() or "the sidecar did not answer")
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(error)
-            return
-        _deliver(waiters, response)
+            _fail(waiters, RouteError(exc.code(), exc.details() or "the sidecar did not answer"))
+        except Exception as exc:  # a malformed answer: nobody waits for ever
+            log.error("bad RouteBatch answer: %s", exc)
+            _fail(waiters, RouteError(grpc.StatusCode.INTERNAL, f"bad RouteBatch answer: {exc}"))
 
     def _fail_sent(self, error: RouteError) -> None:
         for _requests, waiters in self._sent:
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(error)
+            _fail(waiters, error)
         self._sent.clear()
+
+
+def _fail(waiters: list[Waiter], error: RouteError) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_exception(error)
 
 
 def _deliver(waiters: list[Waiter], response: pb.RouteBatchResponse) -> None:

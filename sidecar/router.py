@@ -22,15 +22,14 @@ from sidecar.core.decision import (
     TIER_NAMES,
     CalibrationFailure,
     Decision,
-    Reason,
     decide,
+    escalates,
     is_degraded,
 )
 from sidecar.core.hashing import escalation_id
 from sidecar.core.replay import ReplayCache
 from sidecar.core.request import FloatArray, InputKind, RouteInput
 from sidecar.core.signals import Signals, signal_rows, signals_of
-from sidecar.core.thresholds import Tier
 from sidecar.core.validation import validate
 from sidecar.core.values import value
 from sidecar.errors import EscalationRefused, InvalidRequest, RequestConflict, RequestError
@@ -77,7 +76,6 @@ class TraceIds:
 ItemResult = Routed | RequestError | EscalationRefused
 DecisionRow = tuple[Any, ...]  # a decision as Decision.row() gives it
 _KIND_NAMES = {int(kind): kind.name for kind in InputKind}  # of validated requests
-_AUTOMATED, _AUDIT_SAMPLE = int(Tier.AUTOMATED), int(Reason.AUDIT_SAMPLE)
 
 
 @dataclass(slots=True)
@@ -420,9 +418,7 @@ class Router:
     ) -> set[int]:
         """Record the escalations among rows together; fill esc_ids and tickets; the
         rows whose escalation was refused (answered with the refusal)."""
-        escalating = [
-            k for k, row in enumerate(rows) if row[0] != _AUTOMATED or row[1] == _AUDIT_SAMPLE
-        ]
+        escalating = [k for k, row in enumerate(rows) if escalates(row[0], row[1])]
         if not escalating:
             return set()
         model = requests[0].model
@@ -458,11 +454,6 @@ class Router:
         if self._metrics is not None:
             self._metrics.escalation(request.model, tier, "recorded")
         return ticket
-
-
-def _escalates(row: DecisionRow) -> bool:
-    """Decision.escalate, of a row: tiers 2 and 3, and audit samples."""
-    return bool(row[0] != _AUTOMATED or row[1] == _AUDIT_SAMPLE)
 
 
 def _as_logits(request: RouteInput) -> FloatArray:

@@ -15,7 +15,7 @@ import structlog
 from sidecar._proto.hitl.v1 import router_pb2 as pb
 from sidecar._proto.hitl.v1 import router_pb2_grpc as pb_grpc
 from sidecar.core.decision import is_degraded
-from sidecar.core.request import RouteInput
+from sidecar.core.request import FloatArray, RouteInput
 from sidecar.core.validation import check_batch_size
 from sidecar.errors import (
     HitlError,
@@ -113,12 +113,15 @@ class RouterServicer(pb_grpc.RouterServicer):
             self._metrics.latency.record((time.perf_counter() - start) * 1000.0, _METHOD[method])
 
 
-def to_input(message: pb.RouteRequest) -> RouteInput:
-    logits = message.logits
+def to_input(message: pb.RouteRequest, logits: FloatArray | None = None) -> RouteInput:
+    """The request, with its logits read from the message unless given (a batch's
+    views of one array)."""
+    if logits is None:
+        logits = np.fromiter(message.logits, dtype=np.float32, count=len(message.logits))
     return RouteInput(
         request_id=message.request_id,
         model=message.model,
-        logits=np.fromiter(logits, dtype=np.float32, count=len(logits)),
+        logits=logits,
         model_version=message.model_version,
         input_kind=message.input_kind,
         domain=message.domain,
@@ -141,21 +144,7 @@ def to_inputs(messages: Sequence[pb.RouteRequest]) -> tuple[list[RouteInput], li
     finite = [True] * len(messages)
     if not np.isfinite(flat).all():
         finite = [bool(np.isfinite(flat[a:b]).all()) for a, b in zip(starts, ends, strict=True)]
-    inputs = [
-        RouteInput(
-            request_id=m.request_id,
-            model=m.model,
-            logits=flat[a:b],
-            model_version=m.model_version,
-            input_kind=m.input_kind,
-            domain=m.domain,
-            string_attributes=_as_dict(m.string_attributes),
-            numeric_attributes=_as_dict(m.numeric_attributes),
-            input_ref=m.input_ref,
-            context=_as_dict(m.context),
-        )
-        for m, a, b in zip(messages, starts, ends, strict=True)
-    ]
+    inputs = [to_input(m, flat[a:b]) for m, a, b in zip(messages, starts, ends, strict=True)]
     return inputs, finite
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sidecar.core.decision import CalibrationFailure, Reason
+from sidecar.core.decision import CalibrationFailure, Reason, label_of
 from sidecar.core.policy import ModelPolicy
 from sidecar.core.rules import RuleColumns
 from sidecar.core.signals import SignalRow
@@ -83,14 +83,14 @@ def decide_rows(
         out.reason[:] = [int(signals.value)] * n
         return out
     live = [i for i, s in enumerate(signals) if s is not None]
-    if len(live) < n:
-        for i in (i for i, s in enumerate(signals) if s is None):
+    for i, s in enumerate(signals):
+        if s is None:
             out.reason[i] = int(Reason.FALLBACK_NON_FINITE)
     labels = model.labels or ()
     for i in live:
         cls, confidence, margin, entropy = cast(SignalRow, signals[i])
         out.predicted_class[i] = cls
-        out.predicted_label[i] = labels[cls] if cls < len(labels) else str(cls)
+        out.predicted_label[i] = label_of(labels, cls)
         out.calibrated_confidence[i], out.margin[i], out.entropy[i] = confidence, margin, entropy
     if stale:
         for i in live:

@@ -7,6 +7,7 @@ request's domain, then the audit sample of AUTOMATED decisions."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import Enum, IntEnum
 from typing import Any
 
@@ -33,11 +34,22 @@ class Reason(IntEnum):
 TIER_NAMES = {int(tier): tier.name for tier in Tier}
 REASON_NAMES = {int(reason): reason.name for reason in Reason}
 _FIRST_FALLBACK = int(Reason.FALLBACK_NO_POLICY)
+_AUTOMATED, _AUDIT_SAMPLE = int(Tier.AUTOMATED), int(Reason.AUDIT_SAMPLE)
 
 
 def is_degraded(reason: int) -> bool:
     """Whether a decision of this reason used a fallback (FALLBACK_* reasons)."""
     return reason >= _FIRST_FALLBACK
+
+
+def label_of(labels: Sequence[str], cls: int) -> str:
+    """A class's label, or its number where the policy names no label for it."""
+    return labels[cls] if cls < len(labels) else str(cls)
+
+
+def escalates(tier: int, reason: int) -> bool:
+    """Whether a person must see a decision: tiers 2 and 3, and audit samples."""
+    return tier != _AUTOMATED or reason == _AUDIT_SAMPLE
 
 
 class CalibrationFailure(Enum):
@@ -96,7 +108,7 @@ class Decision:
     @property
     def escalate(self) -> bool:
         """A person must see it: tiers 2 and 3, and audit samples."""
-        return self.tier is not Tier.AUTOMATED or self.reason is Reason.AUDIT_SAMPLE
+        return escalates(self.tier, self.reason)
 
 
 def decide(
@@ -157,7 +169,7 @@ class _Context:
             tier=tier,
             reason=reason,
             predicted_class=cls,
-            predicted_label=labels[cls] if cls < len(labels) else str(cls),
+            predicted_label=label_of(labels, cls),
             calibrated_confidence=signals.confidence,
             margin=signals.margin,
             entropy=signals.entropy,

@@ -111,6 +111,8 @@ def test_a_restarted_sidecar_costs_the_callers_nothing(tmp_path: Path, policy_fi
                 after = await asyncio.gather(*(client.route(r) for r in requests("y", 8)))
             finally:
                 second.stop()
+            assert client.coalescer is not None
+            assert client.coalescer.stream_failures >= 1  # the break was seen and counted
             return [*before, *after]
 
     answers = asyncio.run(run())
