@@ -10,6 +10,7 @@ hitl registry serve|keygen|principal|audit   the policy registry
 hitl policy show|propose|proposals|approve|reject|history|rollback|diff   policies in it
 hitl escalations status|dead-letters|replay   inspect a sidecar's spools
 hitl injector serve|render                the Kubernetes sidecar injector webhook
+hitl settings                            every setting of every process, as Markdown
 """
 
 from __future__ import annotations
@@ -32,9 +33,13 @@ from sidecar.config import DEFAULT_LISTEN, SidecarConfig
 from sidecar.errors import ConfigError, HitlError
 from sidecar.escalation.cli import add_commands as add_escalation_commands
 from sidecar.injector.cli import add_commands as add_injector_commands
+from sidecar.injector.config import InjectorConfig, SidecarDefaults
 from sidecar.registry.cli import add_commands as add_registry_commands
 from sidecar.registry.cli import add_publish_command
+from sidecar.registry.config import RegistryConfig
 from sidecar.review.cli import add_commands as add_review_commands
+from sidecar.review.config import ReviewConfig
+from sidecar.settings import add_flags, flag_values, reference
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,49 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     side = commands.add_parser("sidecar", help="run the routing sidecar")
-    side.add_argument("--policy", help="policy file, JSON or YAML (env HITL_POLICY)")
-    side.add_argument(
-        "--listen", help=f"HOST:PORT or unix:PATH (env HITL_LISTEN, default {DEFAULT_LISTEN})"
-    )
-    side.add_argument(
-        "--health-listen",
-        help="HOST:PORT of a listener serving only gRPC health, for probes from outside"
-        " the pod (env HITL_HEALTH_LISTEN, default off)",
-    )
-    side.add_argument("--state-dir", help="local state directory (env HITL_STATE_DIR)")
-    side.add_argument("--audit-log", help="audit log path, - for stdout (env HITL_AUDIT_LOG)")
-    side.add_argument(
-        "--sink",
-        help="where escalations go: review://HOST:PORT or nats://HOST:PORT (env HITL_SINK)",
-    )
-    side.add_argument("--deployment", help="names the NATS stream (env HITL_DEPLOYMENT)")
-    side.add_argument("--metrics-addr", help="Prometheus scrape HOST:PORT (env HITL_METRICS_ADDR)")
-    side.add_argument("--log-level", help="debug, info, warning or error (env HITL_LOG_LEVEL)")
-    side.add_argument("--port-file", help="write the bound address here once listening")
-    side.add_argument(
-        "--registry",
-        help="take the policy from the registry at HOST:PORT instead of a file (env HITL_REGISTRY)",
-    )
-    side.add_argument(
-        "--registry-token-file",
-        help="file holding the registry bearer token (env HITL_REGISTRY_TOKEN_FILE)",
-    )
-    side.add_argument(
-        "--registry-public-key",
-        help="PEM key the registry signs policies with (env HITL_REGISTRY_PUBLIC_KEY)",
-    )
-    side.add_argument(
-        "--registry-ca",
-        help="CA certificate: connect to the registry over TLS (env HITL_REGISTRY_CA)",
-    )
-    side.add_argument(
-        "--registry-cert", help="client certificate for mTLS (env HITL_REGISTRY_CERT)"
-    )
-    side.add_argument("--registry-key", help="its private key (env HITL_REGISTRY_KEY)")
-    side.add_argument(
-        "--registry-poll-seconds",
-        help="poll interval while the Watch stream is down (env HITL_REGISTRY_POLL_SECONDS, 10)",
-    )
+    add_flags(side, SidecarConfig)
     side.set_defaults(run=_run_sidecar)
 
     demo = commands.add_parser("demo", help="train, calibrate, route and report, end to end")
@@ -122,6 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     route.set_defaults(run=_run_route)
 
+    settings = commands.add_parser(
+        "settings", help="print every process's settings as Markdown (docs/configuration.md)"
+    )
+    settings.set_defaults(run=_run_settings)
+
     add_publish_command(add_calibrate_commands(commands))
     add_review_commands(commands)
     add_escalation_commands(commands)
@@ -134,29 +102,38 @@ def _run_sidecar(args: argparse.Namespace) -> int:
     from sidecar.app import serve
     from sidecar.telemetry.logs import configure_logging
 
-    config = SidecarConfig.load(
-        {
-            "policy": args.policy,
-            "listen": args.listen,
-            "health_listen": args.health_listen,
-            "state_dir": args.state_dir,
-            "audit_log": args.audit_log,
-            "sink": args.sink,
-            "deployment": args.deployment,
-            "metrics_addr": args.metrics_addr,
-            "log_level": args.log_level,
-            "port_file": args.port_file,
-            "registry": args.registry,
-            "registry_token_file": args.registry_token_file,
-            "registry_public_key": args.registry_public_key,
-            "registry_ca": args.registry_ca,
-            "registry_cert": args.registry_cert,
-            "registry_key": args.registry_key,
-            "registry_poll_seconds": args.registry_poll_seconds,
-        }
-    )
+    config = SidecarConfig.load(flag_values(args, SidecarConfig))
     configure_logging(config.log_level)
     asyncio.run(serve(config))
+    return 0
+
+
+# Each process's settings, in the order docs/configuration.md lists them.
+SETTINGS_PAGES = (
+    ("The sidecar (`hitl sidecar`)", SidecarConfig),
+    ("The registry (`hitl registry serve`)", RegistryConfig),
+    ("The review queue (`hitl review serve`)", ReviewConfig),
+    ("The injector's webhook (`hitl injector serve`)", InjectorConfig),
+    ("What the injector gives each sidecar (`hitl injector serve|render`)", SidecarDefaults),
+)
+
+
+def settings_page() -> str:
+    """docs/configuration.md: generated from the settings' declarations."""
+    sections = [
+        "# Configuration reference\n\n"
+        "<!-- Generated by `hitl settings > docs/configuration.md`; a test keeps it in step. -->"
+        "\n\nEvery setting is an environment variable and a flag of the same name; the flag"
+        " wins. A bad value stops the process at start-up with a message naming the"
+        " variable. `HITL_LOG_LEVEL` and `HITL_SHUTDOWN_GRACE_SECONDS` are shared by every"
+        " process.\n"
+    ]
+    sections += [f"## {title}\n\n{reference(cls)}" for title, cls in SETTINGS_PAGES]
+    return "\n".join(sections)
+
+
+def _run_settings(args: argparse.Namespace) -> int:
+    sys.stdout.write(settings_page())
     return 0
 
 

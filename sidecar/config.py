@@ -1,7 +1,7 @@
-"""The sidecar's settings: one frozen object, validated at start-up.
-
-Every environment variable is a constant here. Explicit arguments (the CLI's flags)
-override the environment; a bad value fails at start-up naming the variable.
+"""The sidecar's settings, each declared once (``sidecar.settings.setting``): one
+frozen object, validated at start-up. Flags override the environment; a bad value
+fails at start-up naming the variable. docs/configuration.md is generated from the
+declarations.
 
 The policy comes from exactly one place: a local file (HITL_POLICY) or the registry
 (HITL_REGISTRY, with the public key its policies must be signed with). Files named
@@ -15,7 +15,6 @@ dial the pod's IP. Its port must differ from the Router's and the metrics port."
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,33 +25,27 @@ from sidecar.escalation.sinks import sink_addresses
 from sidecar.policy.signing import load_verifier
 from sidecar.settings import (
     DEAD_LETTER_DIR,
-    ENV_GRACE,
-    ENV_LOG_LEVEL,
     ENV_STATE_DIR,
     POLICY_DIR,
     SPOOL_DIR,
-    check_address,
-    check_log_level,
-    positive,
+    address,
+    count,
+    grace_setting,
+    log_level_setting,
+    optional_address,
+    optional_path,
+    read,
+    readable_file,
+    setting,
     split_host_port,
 )
 
 ENV_LISTEN = "HITL_LISTEN"
 ENV_HEALTH_LISTEN = "HITL_HEALTH_LISTEN"
 ENV_POLICY = "HITL_POLICY"
-ENV_AUDIT_LOG = "HITL_AUDIT_LOG"
-ENV_SINK = "HITL_SINK"
-ENV_DEPLOYMENT = "HITL_DEPLOYMENT"
-ENV_SPOOL_FSYNC = "HITL_SPOOL_FSYNC"
-ENV_SPOOL_BUDGET = "HITL_SPOOL_BUDGET_BYTES"
-ENV_FORWARD_BATCH = "HITL_FORWARD_BATCH"
-ENV_FORWARD_TIMEOUT = "HITL_FORWARD_TIMEOUT_SECONDS"
-ENV_FORWARD_MAX_BACKOFF = "HITL_FORWARD_MAX_BACKOFF_SECONDS"
 ENV_METRICS_ADDR = "HITL_METRICS_ADDR"
-ENV_POLICY_POLL = "HITL_POLICY_POLL_SECONDS"
 ENV_REPLAY_TTL = "HITL_REPLAY_TTL_SECONDS"
-ENV_REPLAY_CAPACITY = "HITL_REPLAY_CAPACITY"
-ENV_PORT_FILE = "HITL_PORT_FILE"
+ENV_SINK = "HITL_SINK"
 ENV_REGISTRY = "HITL_REGISTRY"
 ENV_REGISTRY_TOKEN_FILE = "HITL_REGISTRY_TOKEN_FILE"  # noqa: S105 (a variable's name, no secret)
 ENV_REGISTRY_PUBLIC_KEY = "HITL_REGISTRY_PUBLIC_KEY"
@@ -62,40 +55,150 @@ ENV_REGISTRY_KEY = "HITL_REGISTRY_KEY"
 ENV_REGISTRY_POLL = "HITL_REGISTRY_POLL_SECONDS"
 
 DEFAULT_LISTEN = "127.0.0.1:7431"
-_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 MAX_SEGMENT_BYTES = 64 * 1024 * 1024
+
+
+def _listen(value: str, var: str) -> str:
+    if value.startswith("unix:"):
+        if len(value) <= len("unix:"):
+            raise ConfigError(f"{var}: unix: needs a socket path")
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{var} must be HOST:PORT or unix:PATH, got {value!r}")
+    return value
+
+
+def _sink(value: str, var: str) -> str:
+    if not value:
+        return ""
+    try:
+        _, addresses = sink_addresses(value)
+    except ValueError as exc:
+        raise ConfigError(f"{var} {exc}") from None
+    for each in addresses:
+        address(each, var)
+    return value
 
 
 @dataclass(frozen=True, slots=True)
 class SidecarConfig:
-    """Settings of one sidecar process (docs/running.md, "Configuration")."""
+    """Settings of one sidecar process (docs/configuration.md)."""
 
-    policy: Path | None = None
-    listen: str = DEFAULT_LISTEN
-    health_listen: str = ""  # off: health is served on the Router's address only
-    state_dir: Path = Path("hitl-state")
-    audit_log: str = ""
-    sink: str = ""
-    deployment: str = "default"
-    spool_fsync: bool = True
-    spool_budget_bytes: int = 1024 * 1024 * 1024
-    forward_batch: int = 256
-    forward_timeout_seconds: float = 5.0
-    forward_max_backoff_seconds: float = 30.0
-    metrics_addr: str = ""
-    log_level: str = "info"
-    policy_poll_seconds: float = 1.0
-    replay_ttl_seconds: float = 600.0
-    replay_capacity: int = 100_000
-    shutdown_grace_seconds: float = 10.0
-    port_file: Path | None = None
-    registry: str = ""
+    policy: Path | None = setting(
+        ENV_POLICY,
+        None,
+        "policy file, YAML or JSON; exactly one of this and HITL_REGISTRY",
+        parse=optional_path,
+        shown="one of the two",
+    )
+    registry: str = setting(
+        ENV_REGISTRY,
+        "",
+        "take the policy from the registry at HOST:PORT instead of a file",
+        parse=optional_address,
+        shown="one of the two",
+    )
+    listen: str = setting(
+        ENV_LISTEN, DEFAULT_LISTEN, "HOST:PORT (port 0 picks one) or unix:PATH", parse=_listen
+    )
+    health_listen: str = setting(
+        ENV_HEALTH_LISTEN,
+        "",
+        "HOST:PORT of a listener serving only gRPC health and reflection, for probes from"
+        " outside the pod; its port must differ from the Router's and the metrics port",
+        parse=optional_address,
+    )
+    state_dir: Path = setting(
+        ENV_STATE_DIR,
+        Path("hitl-state"),
+        "the audit log, the escalation spool (spool/) and dead letters (dead-letter/);"
+        " a local volume that outlives the container",
+        parse=lambda value, var: Path(value or "hitl-state"),
+    )
+    audit_log: str = setting(
+        "HITL_AUDIT_LOG", "", "audit log path, - for stdout", shown="$HITL_STATE_DIR/audit.jsonl"
+    )
+    sink: str = setting(
+        ENV_SINK,
+        "",
+        "where the forwarder delivers: review://HOST:PORT or nats://HOST:PORT[,nats://...];"
+        " without one escalations stay in the spool",
+        parse=_sink,
+    )
+    deployment: str = setting(
+        "HITL_DEPLOYMENT",
+        "default",
+        "names the NATS stream (HITL_<DEPLOYMENT>) and subjects",
+        parse=lambda value, var: value or "default",
+    )
+    spool_fsync: bool = setting(
+        "HITL_SPOOL_FSYNC",
+        True,
+        "false relaxes the no-loss guarantee to a killed process (see guarantees.md)",
+    )
+    spool_budget_bytes: int = setting(
+        "HITL_SPOOL_BUDGET_BYTES",
+        1024 * 1024 * 1024,
+        "disk the spool may use (at least 4096); when full, escalations are refused",
+        parse=count(low=4096),
+    )
+    forward_batch: int = setting(
+        "HITL_FORWARD_BATCH", 256, "escalations per delivery (at most 1000)", parse=count(1, 1000)
+    )
+    forward_timeout_seconds: float = setting(
+        "HITL_FORWARD_TIMEOUT_SECONDS", 5.0, "a delivery taking longer counts as failed"
+    )
+    forward_max_backoff_seconds: float = setting(
+        "HITL_FORWARD_MAX_BACKOFF_SECONDS",
+        30.0,
+        "longest wait between retries; an open circuit waits a third of it",
+    )
+    metrics_addr: str = setting(
+        ENV_METRICS_ADDR, "", "Prometheus scrape endpoint, HOST:PORT", parse=optional_address
+    )
+    log_level: str = log_level_setting()
+    policy_poll_seconds: float = setting(
+        "HITL_POLICY_POLL_SECONDS", 1.0, "how often the policy file is checked for changes"
+    )
+    replay_ttl_seconds: float = setting(ENV_REPLAY_TTL, 600.0, "replay window age, seconds")
+    replay_capacity: int = setting("HITL_REPLAY_CAPACITY", 100_000, "replay window size")
+    shutdown_grace_seconds: float = grace_setting(10.0)
+    port_file: Path | None = setting(
+        "HITL_PORT_FILE",
+        None,
+        "the bound address is written here once listening",
+        parse=optional_path,
+    )
+    registry_token_file: Path | None = setting(
+        ENV_REGISTRY_TOKEN_FILE,
+        None,
+        "file holding the sidecar's registry bearer token",
+        parse=readable_file,
+    )
+    registry_public_key: Path | None = setting(
+        ENV_REGISTRY_PUBLIC_KEY,
+        None,
+        "the PEM public key the registry signs policies with; required with HITL_REGISTRY",
+        parse=readable_file,
+    )
+    registry_ca: Path | None = setting(
+        ENV_REGISTRY_CA,
+        None,
+        "CA certificate of the registry's TLS certificate (turns TLS on)",
+        parse=readable_file,
+    )
+    registry_cert: Path | None = setting(
+        ENV_REGISTRY_CERT, None, "client certificate for mTLS to the registry", parse=readable_file
+    )
+    registry_key: Path | None = setting(
+        ENV_REGISTRY_KEY, None, "the client certificate's private key", parse=readable_file
+    )
+    registry_poll_seconds: float = setting(
+        ENV_REGISTRY_POLL, 10.0, "poll interval while the registry's Watch stream is down"
+    )
+    # Read from registry_token_file at start-up.
     registry_token: str = field(default="", repr=False)
-    registry_public_key: Path | None = None
-    registry_ca: Path | None = None
-    registry_cert: Path | None = None
-    registry_key: Path | None = None
-    registry_poll_seconds: float = 10.0
 
     @property
     def audit_path(self) -> str:
@@ -123,154 +226,54 @@ class SidecarConfig:
         cls, overrides: Mapping[str, object] | None = None, env: Mapping[str, str] | None = None
     ) -> SidecarConfig:
         """Settings from env (default: os.environ), with overrides (not None) on top."""
-        env = os.environ if env is None else env
-        given = {k: v for k, v in (overrides or {}).items() if v is not None}
-
-        def text(name: str, var: str, default: str) -> str:
-            return str(given.get(name, env.get(var, default)))
-
-        policy = text("policy", ENV_POLICY, "")
-        registry = text("registry", ENV_REGISTRY, "")
-        if bool(policy) == bool(registry):
+        values = read(cls, overrides, env)
+        if bool(values["policy"]) == bool(values["registry"]):
             raise ConfigError(
                 f"exactly one of {ENV_POLICY} (or --policy: a policy file) and {ENV_REGISTRY}"
                 " (or --registry: HOST:PORT of the registry) is required"
-                + (", not both" if policy else "")
+                + (", not both" if values["policy"] else "")
             )
-        remote = _registry_settings(given, env, registry) if registry else {}
-        listen = text("listen", ENV_LISTEN, DEFAULT_LISTEN)
-        _check_listen(listen)
-        level = text("log_level", ENV_LOG_LEVEL, "info").lower()
-        check_log_level(level)
-        metrics_addr = text("metrics_addr", ENV_METRICS_ADDR, "")
-        if metrics_addr:
-            check_address(metrics_addr, ENV_METRICS_ADDR)
-        health_listen = text("health_listen", ENV_HEALTH_LISTEN, "")
-        if health_listen:
-            _check_health_listen(health_listen, listen, metrics_addr)
-        sink = text("sink", ENV_SINK, "")
-        if sink:
-            _check_sink(sink)
-        fsync = text("spool_fsync", ENV_SPOOL_FSYNC, "true").lower()
-        if fsync not in _BOOLEANS:
-            raise ConfigError(f"{ENV_SPOOL_FSYNC} must be true or false, got {fsync!r}")
-        budget = positive(
-            text("spool_budget_bytes", ENV_SPOOL_BUDGET, "1073741824"), ENV_SPOOL_BUDGET
-        )
-        if budget < 4096:
-            raise ConfigError(f"{ENV_SPOOL_BUDGET} must be at least 4096, got {budget:.0f}")
-        batch = positive(text("forward_batch", ENV_FORWARD_BATCH, "256"), ENV_FORWARD_BATCH)
-        if batch > 1000:
-            raise ConfigError(f"{ENV_FORWARD_BATCH} must be at most 1000, got {batch:.0f}")
-        port_file = text("port_file", ENV_PORT_FILE, "")
-        return cls(
-            policy=Path(policy) if policy else None,
-            listen=listen,
-            health_listen=health_listen,
-            state_dir=Path(text("state_dir", ENV_STATE_DIR, "hitl-state")),
-            audit_log=text("audit_log", ENV_AUDIT_LOG, ""),
-            sink=sink,
-            deployment=text("deployment", ENV_DEPLOYMENT, "default") or "default",
-            spool_fsync=_BOOLEANS[fsync],
-            spool_budget_bytes=int(budget),
-            forward_batch=int(batch),
-            forward_timeout_seconds=positive(
-                text("forward_timeout_seconds", ENV_FORWARD_TIMEOUT, "5"), ENV_FORWARD_TIMEOUT
-            ),
-            forward_max_backoff_seconds=positive(
-                text("forward_max_backoff_seconds", ENV_FORWARD_MAX_BACKOFF, "30"),
-                ENV_FORWARD_MAX_BACKOFF,
-            ),
-            metrics_addr=metrics_addr,
-            log_level=level,
-            policy_poll_seconds=positive(
-                text("policy_poll_seconds", ENV_POLICY_POLL, "1"), ENV_POLICY_POLL
-            ),
-            replay_ttl_seconds=positive(
-                text("replay_ttl_seconds", ENV_REPLAY_TTL, "600"), ENV_REPLAY_TTL
-            ),
-            replay_capacity=int(
-                positive(
-                    text("replay_capacity", ENV_REPLAY_CAPACITY, "100000"), ENV_REPLAY_CAPACITY
-                )
-            ),
-            shutdown_grace_seconds=positive(
-                text("shutdown_grace_seconds", ENV_GRACE, "10"), ENV_GRACE
-            ),
-            port_file=Path(port_file) if port_file else None,
-            **remote,
-        )
+        if values["health_listen"]:
+            _check_health_listen(values["health_listen"], values["listen"], values["metrics_addr"])
+        if values["registry"]:
+            values["registry_token"] = _registry_token(values)
+        return cls(**values)
 
 
-def _registry_settings(
-    given: Mapping[str, object], env: Mapping[str, str], registry: str
-) -> dict[str, Any]:
-    """The registry's settings, each file checked now (see the module docstring)."""
-    split_host_port(registry, ENV_REGISTRY)
-
-    def path(name: str, var: str) -> Path | None:
-        value = str(given.get(name, env.get(var, "")))
-        if not value:
-            return None
-        if not os.access(value, os.R_OK) or not os.path.isfile(value):
-            raise ConfigError(f"{var}: {value} is not a readable file")
-        return Path(value)
-
-    public_key = path("registry_public_key", ENV_REGISTRY_PUBLIC_KEY)
+def _registry_token(values: Mapping[str, Any]) -> str:
+    """Check the registry's settings together (each file was checked when read) and
+    read the bearer token, if any."""
+    public_key: Path | None = values["registry_public_key"]
     if public_key is None:
         raise ConfigError(
             f"{ENV_REGISTRY_PUBLIC_KEY} (or --registry-public-key) is required with"
             f" {ENV_REGISTRY}: the PEM public key the registry signs policies with"
         )
-
     try:
         load_verifier(public_key)
     except ConfigError as exc:
         raise ConfigError(f"{ENV_REGISTRY_PUBLIC_KEY}: {exc}") from exc
-    token = ""
-    token_file = path("registry_token_file", ENV_REGISTRY_TOKEN_FILE)
-    if token_file is not None:
-        try:
-            token = token_file.read_text().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                f"{ENV_REGISTRY_TOKEN_FILE}: cannot read {token_file}: {exc}"
-            ) from exc
-        if not token:
-            raise ConfigError(f"{ENV_REGISTRY_TOKEN_FILE}: {token_file} is empty")
-    ca = path("registry_ca", ENV_REGISTRY_CA)
-    cert = path("registry_cert", ENV_REGISTRY_CERT)
-    key = path("registry_key", ENV_REGISTRY_KEY)
+    cert, key = values["registry_cert"], values["registry_key"]
     if (cert is None) != (key is None):
         raise ConfigError(
             f"{ENV_REGISTRY_CERT} and {ENV_REGISTRY_KEY} go together: the client"
             " certificate and its private key"
         )
-    if cert is not None and ca is None:
+    if cert is not None and values["registry_ca"] is None:
         raise ConfigError(
             f"{ENV_REGISTRY_CERT} needs {ENV_REGISTRY_CA}: a client certificate is only"
             " presented over TLS, which the CA turns on"
         )
-    poll = str(given.get("registry_poll_seconds", env.get(ENV_REGISTRY_POLL, "10")))
-    return {
-        "registry": registry,
-        "registry_token": token,
-        "registry_public_key": public_key,
-        "registry_ca": ca,
-        "registry_cert": cert,
-        "registry_key": key,
-        "registry_poll_seconds": positive(poll, ENV_REGISTRY_POLL),
-    }
-
-
-def _check_listen(listen: str) -> None:
-    if listen.startswith("unix:"):
-        if len(listen) <= len("unix:"):
-            raise ConfigError(f"{ENV_LISTEN}: unix: needs a socket path")
-        return
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"{ENV_LISTEN} must be HOST:PORT or unix:PATH, got {listen!r}")
+    token_file: Path | None = values["registry_token_file"]
+    if token_file is None:
+        return ""
+    try:
+        token = token_file.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{ENV_REGISTRY_TOKEN_FILE}: cannot read {token_file}: {exc}") from exc
+    if not token:
+        raise ConfigError(f"{ENV_REGISTRY_TOKEN_FILE}: {token_file} is empty")
+    return token
 
 
 def _check_health_listen(health: str, listen: str, metrics_addr: str) -> None:
@@ -285,12 +288,3 @@ def _check_health_listen(health: str, listen: str, metrics_addr: str) -> None:
             raise ConfigError(
                 f"{ENV_HEALTH_LISTEN} ({health}) must use another port than {var} ({other})"
             )
-
-
-def _check_sink(sink: str) -> None:
-    try:
-        _, addresses = sink_addresses(sink)
-    except ValueError as exc:
-        raise ConfigError(f"{ENV_SINK} {exc}") from None
-    for address in addresses:
-        check_address(address, ENV_SINK)

@@ -1,20 +1,182 @@
-"""What every hitl process's settings share: the common variables, the checks of a
-value (each failing with a ConfigError that names its variable), and where the
-sidecar keeps its state. Each process's own settings module builds on these."""
+"""What every hitl process's settings share: the declaration of a setting, the
+loader, flags and reference table derived from it, the common variables, the checks
+of a value (each failing with a ConfigError that names its variable), and where the
+sidecar keeps its state.
+
+A process's settings are a frozen dataclass whose fields are declared with
+``setting(...)``: the environment variable, the default, the help and the parser
+that validates a value, once. ``read`` loads them (flags over the environment over
+the default), ``add_flags`` gives the command its ``--flags``, and ``reference``
+writes the table of docs/configuration.md; a test keeps that page in step."""
 
 from __future__ import annotations
 
+import argparse
 import math
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from pathlib import Path
+from typing import Any
 
 from sidecar.errors import ConfigError
 
 ENV_LOG_LEVEL = "HITL_LOG_LEVEL"
 ENV_GRACE = "HITL_SHUTDOWN_GRACE_SECONDS"
 ENV_STATE_DIR = "HITL_STATE_DIR"
-LOG_LEVELS = frozenset({"debug", "info", "warning", "error"})
+LOG_LEVELS = ("debug", "info", "warning", "error")
 # Under the state directory: the escalation spools, and the last-known-good policy
 # (with its calibrators) of a sidecar fed by the registry.
 SPOOL_DIR, DEAD_LETTER_DIR, POLICY_DIR = "spool", "dead-letter", "policy"
+
+Parse = Callable[[str, str], Any]
+_SETTING = "hitl.setting"
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One declared setting: its variable, what it means, how a value is read."""
+
+    env: str
+    help: str
+    parse: Parse
+    unset: str  # what the variable reads as when it is not set
+    shown: str  # the default as the reference shows it
+    flag: str  # the flag's name without "--"; "" derives it from the field's name
+
+
+def setting(
+    env: str,
+    default: Any = MISSING,
+    help: str = "",
+    *,
+    parse: Parse | None = None,
+    flag: str = "",
+    shown: str = "",
+    unset: str | None = None,
+    secret: bool = False,
+) -> Any:
+    """A dataclass field that is a setting. Without a default it is required.
+    parse defaults by the default's type: text, a positive number, true/false."""
+    if parse is None:
+        parse = _PARSERS[type(default)]
+    if unset is None:
+        unset = "" if default is MISSING or default is None else _text(default)
+    declared = Setting(env, help, parse, unset, shown or unset or "off", flag)
+    metadata = {_SETTING: declared}
+    if default is MISSING:
+        return field(metadata=metadata, repr=not secret)
+    return field(default=default, metadata=metadata, repr=not secret)
+
+
+def declared(cls: type) -> Iterator[tuple[str, Setting]]:
+    """(field name, setting) for every declared setting of a settings class."""
+    for item in fields(cls):
+        found = item.metadata.get(_SETTING)
+        if isinstance(found, Setting):
+            yield item.name, found
+
+
+def read(
+    cls: type, overrides: Mapping[str, object] | None = None, env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Every setting of cls: the override (not None) over env (default os.environ) over
+    the default, parsed; a bad or missing value is a ConfigError naming the variable."""
+    environ = os.environ if env is None else env
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values: dict[str, Any] = {}
+    for name, declared_setting in declared(cls):
+        text = str(given.get(name, environ.get(declared_setting.env, declared_setting.unset)))
+        if not text and _required(cls, name):
+            raise ConfigError(
+                f"{declared_setting.env} (or --{flag_of(name, declared_setting)}) is required:"
+                f" {declared_setting.help}"
+            )
+        values[name] = declared_setting.parse(text, declared_setting.env)
+    return values
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """A --flag for every setting of cls, its help naming the variable and default."""
+    for name, declared_setting in declared(cls):
+        default = "required" if _required(cls, name) else declared_setting.shown
+        parser.add_argument(
+            f"--{flag_of(name, declared_setting)}",
+            dest=name,
+            help=f"{declared_setting.help} (env {declared_setting.env}, default {default})",
+        )
+
+
+def flag_values(args: argparse.Namespace, cls: type) -> dict[str, object]:
+    """The flags add_flags declared, as overrides for read (None where not given)."""
+    return {name: getattr(args, name, None) for name, _ in declared(cls)}
+
+
+def reference(cls: type) -> str:
+    """The Markdown table of cls's settings, for docs/configuration.md."""
+    rows = ["| Variable | Flag | Default | Meaning |", "| --- | --- | --- | --- |"]
+    for name, declared_setting in declared(cls):
+        shown = "required" if _required(cls, name) else declared_setting.shown
+        default = shown if " " in shown or shown in {"off", "required"} else f"`{shown}`"
+        help_text = declared_setting.help.replace("|", "\\|")
+        rows.append(
+            f"| `{declared_setting.env}` | `--{flag_of(name, declared_setting)}` | {default}"
+            f" | {help_text} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def flag_of(name: str, declared_setting: Setting) -> str:
+    return declared_setting.flag or name.replace("_", "-")
+
+
+def _required(cls: type, name: str) -> bool:
+    item: Field[Any] = next(f for f in fields(cls) if f.name == name)
+    return item.default is MISSING and item.default_factory is MISSING
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+# Parsers: (text, variable) -> value, or a ConfigError naming the variable.
+
+
+def text(value: str, var: str) -> str:
+    return value
+
+
+def optional_path(value: str, var: str) -> Path | None:
+    return Path(value) if value else None
+
+
+def path(value: str, var: str) -> Path:
+    if not value:
+        raise ConfigError(f"{var} must name a file")
+    return Path(value)
+
+
+def readable_file(value: str, var: str) -> Path | None:
+    """A file that exists and can be read now, so a typo fails at start-up; or None."""
+    if not value:
+        return None
+    if not os.access(value, os.R_OK) or not os.path.isfile(value):
+        raise ConfigError(f"{var}: {value} is not a readable file")
+    return Path(value)
+
+
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def boolean(value: str, var: str) -> bool:
+    try:
+        return _BOOLEANS[value.lower()]
+    except KeyError:
+        raise ConfigError(f"{var} must be true or false, got {value!r}") from None
 
 
 def positive(value: str, var: str) -> float:
@@ -28,18 +190,81 @@ def positive(value: str, var: str) -> float:
     return number
 
 
-def check_log_level(level: str) -> None:
+def count(low: int = 1, high: int | None = None) -> Parse:
+    """A parser of a whole number between low and high (inclusive)."""
+
+    def parse(value: str, var: str) -> int:
+        number = positive(value, var)
+        if number < low or (high is not None and number > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise ConfigError(f"{var} must be {bound}, got {value!r}")
+        return int(number)
+
+    return parse
+
+
+def seconds_between(low: float, high: float) -> Parse:
+    """A parser of a duration in seconds between low and high (inclusive)."""
+
+    def parse(value: str, var: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{var} must be a number, got {value!r}") from None
+        if not low <= number <= high:
+            raise ConfigError(f"{var} must be between {low:g} and {high:g}, got {value!r}")
+        return number
+
+    return parse
+
+
+def one_of(*choices: str) -> Parse:
+    def parse(value: str, var: str) -> str:
+        if value not in choices:
+            raise ConfigError(f"{var} must be one of {list(choices)}, got {value!r}")
+        return value
+
+    return parse
+
+
+def log_level(value: str, var: str) -> str:
+    level = value.lower()
     if level not in LOG_LEVELS:
-        raise ConfigError(f"{ENV_LOG_LEVEL} must be one of {sorted(LOG_LEVELS)}, got {level!r}")
+        raise ConfigError(f"{var} must be one of {list(LOG_LEVELS)}, got {value!r}")
+    return level
 
 
-def check_address(address: str, var: str) -> None:
+def address(value: str, var: str) -> str:
     """HOST:PORT with a port up to 65535."""
-    split_host_port(address, var)
+    split_host_port(value, var)
+    return value
 
 
-def split_host_port(address: str, var: str) -> tuple[str, int]:
-    host, sep, port = address.rpartition(":")
+def optional_address(value: str, var: str) -> str:
+    """HOST:PORT, or empty for off."""
+    return address(value, var) if value else ""
+
+
+def check_address(value: str, var: str) -> None:
+    split_host_port(value, var)
+
+
+def split_host_port(value: str, var: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"{var} must be HOST:PORT, got {address!r}")
+        raise ConfigError(f"{var} must be HOST:PORT, got {value!r}")
     return host, int(port)
+
+
+_PARSERS: dict[type, Parse] = {str: text, bool: boolean, float: positive, int: count()}
+
+
+# Settings every process shares.
+
+
+def log_level_setting() -> Any:
+    return setting(ENV_LOG_LEVEL, "info", "debug, info, warning or error", parse=log_level)
+
+
+def grace_setting(default: float) -> Any:
+    return setting(ENV_GRACE, default, "drain time on SIGTERM, seconds")

@@ -14,13 +14,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from sidecar.injector.checks import DNS_LABEL, check_address, check_sink, dns_subdomain
-from sidecar.injector.config import (
-    BOOLEANS,
-    SidecarDefaults,
-)
+from sidecar.injector.config import SidecarDefaults
 from sidecar.injector.errors import InjectionRefused
 from sidecar.injector.quantity import parse_quantity
 
+BOOLEANS = {"true": True, "false": False}
 PREFIX = "hitl.dev/"
 INJECT = PREFIX + "inject"  # the opt-in label
 STATUS = PREFIX + "status"  # written by the injector: "injected"

@@ -38,7 +38,8 @@ from sidecar.config import (
     ENV_REGISTRY_KEY,
     ENV_REGISTRY_TOKEN_FILE,
 )
-from sidecar.registry.config import DEFAULT_REGISTRY_DB, DEFAULT_REGISTRY_LISTEN
+from sidecar.registry.config import DEFAULT_REGISTRY_DB, DEFAULT_REGISTRY_LISTEN, RegistryConfig
+from sidecar.settings import add_flags, flag_values
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
@@ -61,30 +62,7 @@ def _add_registry(commands: Any) -> None:
     registry = commands.add_parser("registry", help="run and administer the policy registry")
     actions = registry.add_subparsers(required=True, metavar="ACTION")
     serve = actions.add_parser("serve", help="run the registry's gRPC server")
-    serve.add_argument(
-        "--signing-key", help="Ed25519 private key PEM (env HITL_REGISTRY_SIGNING_KEY)"
-    )
-    serve.add_argument(
-        "--listen", help=f"HOST:PORT (env HITL_REGISTRY_LISTEN, default {DEFAULT_REGISTRY_LISTEN})"
-    )
-    _db(serve)
-    serve.add_argument(
-        "--metrics-addr", help="Prometheus scrape HOST:PORT (env HITL_REGISTRY_METRICS_ADDR)"
-    )
-    serve.add_argument(
-        "--refresh-seconds",
-        help="re-sign the head for watchers this often (env HITL_REGISTRY_REFRESH_SECONDS, 30)",
-    )
-    serve.add_argument(
-        "--tls-cert", help="serve TLS with this certificate (env HITL_REGISTRY_TLS_CERT)"
-    )
-    serve.add_argument("--tls-key", help="its private key (env HITL_REGISTRY_TLS_KEY)")
-    serve.add_argument(
-        "--client-ca",
-        help="require client certificates signed by this CA (env HITL_REGISTRY_CLIENT_CA)",
-    )
-    serve.add_argument("--log-level", help="debug, info, warning or error (env HITL_LOG_LEVEL)")
-    serve.add_argument("--port-file", help="write the bound address here once listening")
+    add_flags(serve, RegistryConfig)
     serve.set_defaults(run=run_serve)
 
     keygen = actions.add_parser("keygen", help="write a new signing key pair")
@@ -237,23 +215,9 @@ def run_serve(args: argparse.Namespace) -> int:
     import asyncio
 
     from sidecar.registry.app import serve
-    from sidecar.registry.config import RegistryConfig
     from sidecar.telemetry.logs import configure_logging
 
-    config = RegistryConfig.load(
-        {
-            "signing_key": args.signing_key,
-            "listen": args.listen,
-            "db": args.db,
-            "metrics_addr": args.metrics_addr,
-            "refresh_seconds": args.refresh_seconds,
-            "tls_cert": args.tls_cert,
-            "tls_key": args.tls_key,
-            "client_ca": args.client_ca,
-            "log_level": args.log_level,
-            "port_file": args.port_file,
-        }
-    )
+    config = RegistryConfig.load(flag_values(args, RegistryConfig))
     configure_logging(config.log_level)
     asyncio.run(serve(config))
     return 0

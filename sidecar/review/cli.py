@@ -23,8 +23,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sidecar.review.config import DEFAULT_REVIEW_DB, DEFAULT_REVIEW_LISTEN
+from sidecar.review.config import DEFAULT_REVIEW_LISTEN, ReviewConfig
 from sidecar.review.item import TIERS
+from sidecar.settings import add_flags, flag_values
 
 if TYPE_CHECKING:
     from sidecar.review.client import ReviewClient
@@ -39,27 +40,7 @@ def add_commands(commands: Any) -> None:
     actions = review.add_subparsers(required=True, metavar="ACTION")
 
     serve = actions.add_parser("serve", help="run the review queue's gRPC server")
-    serve.add_argument(
-        "--listen", help=f"HOST:PORT (env HITL_REVIEW_LISTEN, default {DEFAULT_REVIEW_LISTEN})"
-    )
-    serve.add_argument(
-        "--db",
-        help=f"sqlite:PATH or postgresql://... (env HITL_REVIEW_DB, default {DEFAULT_REVIEW_DB})",
-    )
-    serve.add_argument(
-        "--sla",
-        help="deadlines per tier, e.g. HUMAN_PRIMARY=900,HUMAN_ASSISTED=2h,AUTOMATED=1d "
-        "(env HITL_REVIEW_SLA; default 15m, 2h, 24h)",
-    )
-    serve.add_argument(
-        "--sweep-seconds", help="how often overdue items are raised (env HITL_REVIEW_SWEEP_SECONDS)"
-    )
-    serve.add_argument(
-        "--metrics-addr", help="Prometheus scrape HOST:PORT (env HITL_REVIEW_METRICS_ADDR)"
-    )
-    serve.add_argument("--workers", help="gRPC worker threads (env HITL_REVIEW_WORKERS)")
-    serve.add_argument("--log-level", help="debug, info, warning or error (env HITL_LOG_LEVEL)")
-    serve.add_argument("--port-file", help="write the bound address here once listening")
+    add_flags(serve, ReviewConfig)
     serve.set_defaults(run=run_serve)
 
     claim = actions.add_parser("next", help="claim the most urgent open item and print it")
@@ -151,21 +132,9 @@ def _reports_refusals(run: Run) -> Run:
 
 def run_serve(args: argparse.Namespace) -> int:
     from sidecar.review.app import serve
-    from sidecar.review.config import ReviewConfig
     from sidecar.telemetry.logs import configure_logging
 
-    config = ReviewConfig.load(
-        {
-            "listen": args.listen,
-            "db": args.db,
-            "sla": args.sla,
-            "sweep_seconds": args.sweep_seconds,
-            "metrics_addr": args.metrics_addr,
-            "workers": args.workers,
-            "log_level": args.log_level,
-            "port_file": args.port_file,
-        }
-    )
+    config = ReviewConfig.load(flag_values(args, ReviewConfig))
     configure_logging(config.log_level)
     serve(config)
     return 0

@@ -1,27 +1,27 @@
-"""The review queue's settings: one frozen object, validated at start-up.
-
-Every environment variable the queue reads is a constant here (the log level and
-shutdown grace are the sidecar's, shared). Explicit arguments (the CLI's flags)
-override the environment; a bad value fails at start-up naming the variable."""
+"""The review queue's settings, each declared once (``sidecar.settings.setting``):
+one frozen object, validated at start-up. Flags override the environment; a bad
+value fails at start-up naming the variable."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from sidecar.review.sla import Sla, parse_sla
-from sidecar.settings import ENV_GRACE, ENV_LOG_LEVEL, check_address, check_log_level, positive
+from sidecar.settings import (
+    address,
+    grace_setting,
+    log_level_setting,
+    optional_address,
+    optional_path,
+    read,
+    setting,
+)
 from sidecar.storage.url import check_db
 
 ENV_REVIEW_LISTEN = "HITL_REVIEW_LISTEN"
-ENV_REVIEW_DB = "HITL_REVIEW_DB"
-ENV_REVIEW_SLA = "HITL_REVIEW_SLA"
-ENV_REVIEW_SWEEP = "HITL_REVIEW_SWEEP_SECONDS"
 ENV_REVIEW_METRICS_ADDR = "HITL_REVIEW_METRICS_ADDR"
-ENV_REVIEW_WORKERS = "HITL_REVIEW_WORKERS"
-ENV_REVIEW_PORT_FILE = "HITL_REVIEW_PORT_FILE"
 
 DEFAULT_REVIEW_LISTEN = "127.0.0.1:7432"
 DEFAULT_REVIEW_DB = "sqlite:hitl-state/review.db"
@@ -29,47 +29,51 @@ DEFAULT_REVIEW_DB = "sqlite:hitl-state/review.db"
 
 @dataclass(frozen=True, slots=True)
 class ReviewConfig:
-    """Settings of one review queue process (docs/review.md)."""
+    """Settings of one review queue process (docs/configuration.md)."""
 
-    listen: str = DEFAULT_REVIEW_LISTEN
-    db: str = DEFAULT_REVIEW_DB
-    sla: Sla = field(default_factory=Sla)
-    sweep_seconds: float = 10.0
-    metrics_addr: str = ""
-    log_level: str = "info"
-    workers: int = 16
-    shutdown_grace_seconds: float = 10.0
-    port_file: Path | None = None
+    listen: str = setting(
+        ENV_REVIEW_LISTEN,
+        DEFAULT_REVIEW_LISTEN,
+        "HOST:PORT; port 0 picks a free one",
+        parse=address,
+    )
+    db: str = setting(
+        "HITL_REVIEW_DB",
+        DEFAULT_REVIEW_DB,
+        "sqlite:PATH (or a bare path) or postgresql://...",
+        parse=check_db,
+    )
+    sla: Sla = setting(
+        "HITL_REVIEW_SLA",
+        Sla(),
+        "deadline per tier, e.g. HUMAN_PRIMARY=15m; seconds or 15m, 2h, 1d;"
+        " unnamed tiers keep their default",
+        parse=parse_sla,
+        unset="",
+        shown=Sla().describe(),
+    )
+    sweep_seconds: float = setting(
+        "HITL_REVIEW_SWEEP_SECONDS", 10.0, "how often overdue items are raised"
+    )
+    metrics_addr: str = setting(
+        ENV_REVIEW_METRICS_ADDR,
+        "",
+        "Prometheus scrape HOST:PORT (OTLP by the standard OTEL_* variables)",
+        parse=optional_address,
+    )
+    log_level: str = log_level_setting()
+    workers: int = setting("HITL_REVIEW_WORKERS", 16, "gRPC worker threads")
+    shutdown_grace_seconds: float = grace_setting(10.0)
+    port_file: Path | None = setting(
+        "HITL_REVIEW_PORT_FILE",
+        None,
+        "the bound address is written here once listening",
+        parse=optional_path,
+    )
 
     @classmethod
     def load(
         cls, overrides: Mapping[str, object] | None = None, env: Mapping[str, str] | None = None
     ) -> ReviewConfig:
         """Settings from env (default: os.environ), with overrides (not None) on top."""
-        env = os.environ if env is None else env
-        given = {k: v for k, v in (overrides or {}).items() if v is not None}
-
-        def text(name: str, var: str, default: str) -> str:
-            return str(given.get(name, env.get(var, default)))
-
-        listen = text("listen", ENV_REVIEW_LISTEN, DEFAULT_REVIEW_LISTEN)
-        check_address(listen, ENV_REVIEW_LISTEN)
-        metrics_addr = text("metrics_addr", ENV_REVIEW_METRICS_ADDR, "")
-        if metrics_addr:
-            check_address(metrics_addr, ENV_REVIEW_METRICS_ADDR)
-        level = text("log_level", ENV_LOG_LEVEL, "info").lower()
-        check_log_level(level)
-        port_file = text("port_file", ENV_REVIEW_PORT_FILE, "")
-        return cls(
-            listen=listen,
-            db=check_db(text("db", ENV_REVIEW_DB, DEFAULT_REVIEW_DB), ENV_REVIEW_DB),
-            sla=parse_sla(text("sla", ENV_REVIEW_SLA, ""), ENV_REVIEW_SLA),
-            sweep_seconds=positive(text("sweep_seconds", ENV_REVIEW_SWEEP, "10"), ENV_REVIEW_SWEEP),
-            metrics_addr=metrics_addr,
-            log_level=level,
-            workers=int(positive(text("workers", ENV_REVIEW_WORKERS, "16"), ENV_REVIEW_WORKERS)),
-            shutdown_grace_seconds=positive(
-                text("shutdown_grace_seconds", ENV_GRACE, "10"), ENV_GRACE
-            ),
-            port_file=Path(port_file) if port_file else None,
-        )
+        return cls(**read(cls, overrides, env))
