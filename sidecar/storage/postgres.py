@@ -25,7 +25,6 @@ from sidecar.errors import StoreUnavailable
 from sidecar.storage.sql import Transaction
 
 CONNECT_TIMEOUT_SECONDS = 5
-PARAMETER = "%({name})s"  # psycopg's named placeholder
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 Connection = psycopg.Connection[dict[str, Any]]

@@ -18,7 +18,6 @@ from sidecar.storage.sql import Transaction
 
 BUSY_TIMEOUT_SECONDS = 5.0
 WAL_RETRY_SECONDS = 0.005
-PARAMETER = ":{name}"  # sqlite3's named placeholder
 
 
 class SqliteDatabase:

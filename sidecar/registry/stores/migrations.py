@@ -1,27 +1,10 @@
-"""The registry's schema, as numbered migrations applied in order at open (``sql``
-applies them and records each in ``registry_migrations``). Never edit or renumber a
-migration that has shipped: add the next one.
-
-Templates name the dialect's column types (``{serial_key}``, ``{blob}``); statements
-only one database understands sit in that dialect's tuple. No I/O here."""
+"""The registry's schema, as numbered migrations applied in order at open and
+recorded in ``registry_migrations`` (``sidecar.storage.migrations`` says how). Never
+edit or renumber a migration that has shipped: add the next one. No I/O here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    version: int
-    summary: str
-    statements: tuple[str, ...]  # for both dialects, in order
-    sqlite: tuple[str, ...] = ()  # then these on SQLite only
-    postgresql: tuple[str, ...] = ()  # or these on PostgreSQL only
-
-    def for_dialect(self, name: str) -> tuple[str, ...]:
-        extra = {"sqlite": self.sqlite, "postgresql": self.postgresql}[name]
-        return self.statements + extra
-
+from sidecar.storage.migrations import Migration
 
 _APPEND_ONLY = "registry_audit is append-only"
 

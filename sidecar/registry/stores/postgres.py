@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from psycopg import errors
 
-from sidecar.registry.stores.sql import POSTGRES, SqlStore, statements
+from sidecar.registry.stores.sql import SqlStore
 from sidecar.storage.postgres import PostgresDatabase
+from sidecar.storage.sql import POSTGRES
 
 
 class PostgresStore(SqlStore):
@@ -17,4 +18,4 @@ class PostgresStore(SqlStore):
 
     def __init__(self, dsn: str, *, schema: str = "") -> None:
         db = PostgresDatabase(dsn, schema=schema)
-        super().__init__(db, statements(POSTGRES), where=db.where, duplicate=errors.UniqueViolation)
+        super().__init__(db, POSTGRES, where=db.where, duplicate=errors.UniqueViolation)

@@ -1,11 +1,10 @@
 """The registry store's SQL, written once for SQLite and PostgreSQL, and the store
 logic both run. Statements use ``:name`` parameters; a Dialect renders them once, at
-start-up, for its driver and adds what only it has (row locks, the advisory lock
-that keeps replicas starting together from migrating at once, column types).
+start-up, for its driver (``sidecar.storage.sql``) and adds what only it has (row
+locks, column types).
 
-Opening a store applies the migrations (``migrations``) the database lacks, in one
-transaction, and refuses a database that records a migration this version does not
-know (it was written by a newer one).
+Opening a store applies the migrations (``migrations``) the database lacks, as
+``sidecar.storage.migrations`` does for every store.
 
 A revision is written only with ``registry_head`` locked (the first thing such a
 transaction does), so concurrent approvals queue: the first writes head + 1, the
@@ -20,7 +19,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar.errors import ConfigError, Conflict, NotFound
+from sidecar.errors import Conflict, NotFound
 from sidecar.registry.model import (
     AuditEntry,
     CalibratorInfo,
@@ -33,40 +32,12 @@ from sidecar.registry.model import (
     Settlement,
 )
 from sidecar.registry.stores import migrations
-from sidecar.registry.stores.migrations import Migration
-from sidecar.storage import postgres, sqlite
-from sidecar.storage.sql import Database, Transaction, render_parameters
+from sidecar.storage.migrations import Schema, migrate
+from sidecar.storage.sql import Database, Dialect, Transaction
+from sidecar.storage.sql import render as render_sql
 
+REGISTRY_LOCK_KEY = 7433  # its PostgreSQL advisory lock; the review store's is 7432
 
-@dataclass(frozen=True, slots=True)
-class Dialect:
-    name: str
-    parameter: str  # how ``:name`` is written for the driver, with {name}
-    row_lock: str  # appended to reads of a row the transaction will change
-    migration_lock: str  # run first when migrating, so replicas starting together queue
-    serial_key: str  # an integer primary key the database numbers
-    blob: str  # a column of bytes
-    timestamp: str  # a column the database fills with its current time
-
-
-SQLITE = Dialect(
-    "sqlite",
-    sqlite.PARAMETER,
-    "",  # BEGIN IMMEDIATE already holds the database's write lock
-    "",
-    "INTEGER PRIMARY KEY",
-    "BLOB",
-    "TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP",
-)
-POSTGRES = Dialect(
-    "postgresql",
-    postgres.PARAMETER,
-    "FOR UPDATE",
-    "SELECT pg_advisory_xact_lock(7433)",  # any fixed key; the review store's is 7432
-    "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
-    "BYTEA",
-    "TIMESTAMPTZ NOT NULL DEFAULT now()",
-)
 
 PROPOSAL_COLUMNS = (
     "id, base_revision, document, proposed_by, reason, rollback_of, widening, state, "
@@ -76,15 +47,6 @@ REVISION_COLUMNS = "revision, document, proposal_id, proposed_by, approved_by, r
 CALIBRATOR_COLUMNS = "sha256, name, version, size, uploaded_by, uploaded_at"
 PRINCIPAL_COLUMNS = "name, roles"
 AUDIT_COLUMNS = "at, principal, method, outcome, detail"
-
-CREATE_MIGRATIONS = """
-    CREATE TABLE IF NOT EXISTS registry_migrations (
-        version INTEGER PRIMARY KEY,
-        summary TEXT NOT NULL,
-        applied_at {timestamp}
-    )"""
-APPLIED_MIGRATIONS = "SELECT version FROM registry_migrations ORDER BY version"
-RECORD_MIGRATION = "INSERT INTO registry_migrations (version, summary) VALUES (:version, :summary)"
 
 HEAD = "SELECT {revision_columns} FROM registry_revisions ORDER BY revision DESC LIMIT 1"
 LOCK_HEAD = "SELECT revision FROM registry_head WHERE id = 1 {row_lock}"
@@ -164,11 +126,6 @@ AUDIT_TRAIL = "SELECT {audit_columns} FROM registry_audit ORDER BY id DESC LIMIT
 class Statements:
     """Every statement, rendered for one dialect."""
 
-    migration_lock: str  # empty: the dialect needs none
-    create_migrations: str
-    applied_migrations: str
-    record_migration: str
-    migrations: tuple[tuple[Migration, tuple[str, ...]], ...]  # each with its SQL
     head: str
     lock_head: str
     move_head: str
@@ -194,32 +151,20 @@ class Statements:
 
 
 def statements(dialect: Dialect) -> Statements:
-    """Every statement for dialect, and the migrations known now (read at each call,
-    so a test can add one)."""
+    """Every statement, rendered for dialect."""
 
     def render(template: str) -> str:
-        text = template.format(
+        return render_sql(
+            template,
+            dialect,
             proposal_columns=PROPOSAL_COLUMNS,
             revision_columns=REVISION_COLUMNS,
             calibrator_columns=CALIBRATOR_COLUMNS,
             principal_columns=PRINCIPAL_COLUMNS,
             audit_columns=AUDIT_COLUMNS,
-            row_lock=dialect.row_lock,
-            serial_key=dialect.serial_key,
-            blob=dialect.blob,
-            timestamp=dialect.timestamp,
         )
-        return render_parameters(text, dialect.parameter)
 
     return Statements(
-        migration_lock=dialect.migration_lock,
-        create_migrations=render(CREATE_MIGRATIONS),
-        applied_migrations=render(APPLIED_MIGRATIONS),
-        record_migration=render(RECORD_MIGRATION),
-        migrations=tuple(
-            (m, tuple(render(s) for s in m.for_dialect(dialect.name)))
-            for m in sorted(migrations.MIGRATIONS, key=lambda m: m.version)
-        ),
         head=render(HEAD),
         lock_head=render(LOCK_HEAD),
         move_head=render(MOVE_HEAD),
@@ -245,31 +190,6 @@ def statements(dialect: Dialect) -> Statements:
     )
 
 
-def migrate(tx: Transaction, sql: Statements, where: str) -> list[int]:
-    """Apply, in order, the migrations the database lacks; the versions applied.
-    ConfigError when it records one this version does not know."""
-    if sql.migration_lock:
-        tx.run(sql.migration_lock, {})
-    tx.run(sql.create_migrations, {})
-    applied = {int(row["version"]) for row in tx.rows(sql.applied_migrations, {})}
-    known = {migration.version for migration, _ in sql.migrations}
-    if unknown := sorted(applied - known):
-        raise ConfigError(
-            f"{where}: the registry's database records schema migration(s) "
-            f"{', '.join(map(str, unknown))}, which this version does not know "
-            f"(it knows 1 to {max(known)}): a newer hitl-sidecar migrated it; run that one"
-        )
-    done = []
-    for migration, rendered in sql.migrations:
-        if migration.version in applied:
-            continue
-        for statement in rendered:
-            tx.run(statement, {})
-        tx.run(sql.record_migration, {"version": migration.version, "summary": migration.summary})
-        done.append(migration.version)
-    return done
-
-
 class SqlStore:
     """The RegistryStore logic on any dialect, its transactions run by db.
 
@@ -277,14 +197,16 @@ class SqlStore:
     a unique index refusing a row (translated into Conflict)."""
 
     def __init__(
-        self, db: Database, sql: Statements, *, where: str, duplicate: type[Exception]
+        self, db: Database, dialect: Dialect, *, where: str, duplicate: type[Exception]
     ) -> None:
         self._db = db
-        self._sql = sql
+        self._sql = statements(dialect)
         self._duplicate = duplicate
         try:
             with self._transaction() as tx:
-                self.migrated = migrate(tx, sql, where)
+                # MIGRATIONS is read at each open, so a test can add one.
+                schema = Schema("registry", REGISTRY_LOCK_KEY, migrations.MIGRATIONS)
+                self.migrated = migrate(tx, dialect, schema, where)
         except BaseException:
             self.close()
             raise

@@ -8,7 +8,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from sidecar.registry.stores.sql import SQLITE, SqlStore, statements
+from sidecar.registry.stores.sql import SqlStore
+from sidecar.storage.sql import SQLITE
 from sidecar.storage.sqlite import SqliteDatabase
 
 
@@ -16,7 +17,7 @@ class SqliteStore(SqlStore):
     def __init__(self, path: Path) -> None:
         super().__init__(
             SqliteDatabase(path),
-            statements(SQLITE),
+            SQLITE,
             where=f"SQLite {path}",
             duplicate=sqlite3.IntegrityError,
         )

@@ -1,3 +1,3 @@
-"""The review store's implementations: ``sql`` holds the statements and the logic
-both share; ``sqlite`` and ``postgres`` hold only connections, transactions and the
-translation of their driver's errors."""
+"""The review store's implementations: ``migrations`` holds the numbered schema
+changes, ``sql`` the statements and the logic both share; ``sqlite`` and ``postgres``
+hold only how they open their database (``sidecar.storage``)."""

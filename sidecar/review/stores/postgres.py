@@ -5,8 +5,9 @@ and never claims it twice."""
 
 from __future__ import annotations
 
-from sidecar.review.stores.sql import POSTGRES, SqlStore, statements
+from sidecar.review.stores.sql import SqlStore
 from sidecar.storage.postgres import PostgresDatabase
+from sidecar.storage.sql import POSTGRES
 
 
 class PostgresStore(SqlStore):
@@ -14,4 +15,5 @@ class PostgresStore(SqlStore):
     search_path; it is created when missing (tests use one per test)."""
 
     def __init__(self, dsn: str, *, schema: str = "") -> None:
-        super().__init__(PostgresDatabase(dsn, schema=schema), statements(POSTGRES))
+        db = PostgresDatabase(dsn, schema=schema)
+        super().__init__(db, POSTGRES, where=db.where)

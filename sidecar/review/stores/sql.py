@@ -1,7 +1,9 @@
 """The review store's SQL, written once for SQLite and PostgreSQL, and the store logic
 both run. Statements use ``:name`` parameters; a Dialect renders them once, at
-start-up, for its driver and adds what only it has (row locks, ``SKIP LOCKED`` so
-replicas claiming from one database never wait on, or hand out, the same item).
+start-up, for its driver (``sidecar.storage.sql``) and adds what only it has (row
+locks, ``SKIP LOCKED`` so replicas claiming from one database never wait on, or hand
+out, the same item). Opening a store applies the migrations (``migrations``) the
+database lacks.
 
 Templates name the shared fragments (``{columns}``, ``{claimable}``, ``{urgency}``)
 and the dialect's additions (``{skip_locked}``, ``{row_lock}``); nothing else is
@@ -22,27 +24,10 @@ from sidecar.errors import ItemNotFound
 from sidecar.escalation.record import Escalation
 from sidecar.review.item import TIERS, ItemState, Resolution, ReviewItem, Verdict
 from sidecar.review.sla import Sla
-from sidecar.storage import postgres, sqlite
-from sidecar.storage.sql import Database, Transaction, render_parameters
-
-
-@dataclass(frozen=True, slots=True)
-class Dialect:
-    name: str
-    parameter: str  # how ``:name`` is written for the driver, with {name}
-    skip_locked: str  # appended to Claim's choice of item
-    row_lock: str  # appended to Resolve's read of its item
-    schema_lock: str  # run before the schema, so replicas starting together do not race
-
-
-SQLITE = Dialect("sqlite", sqlite.PARAMETER, "", "", "")
-POSTGRES = Dialect(
-    "postgresql",
-    postgres.PARAMETER,
-    "FOR UPDATE SKIP LOCKED",
-    "FOR UPDATE",
-    "SELECT pg_advisory_xact_lock(7432)",
-)
+from sidecar.review.stores.migrations import SCHEMA
+from sidecar.storage.migrations import migrate
+from sidecar.storage.sql import Database, Dialect, Transaction
+from sidecar.storage.sql import render as render_sql
 
 COLUMNS = (
     "escalation_id, model, tier, priority, state, due_at, escalation_level, received_at, "
@@ -52,38 +37,6 @@ COLUMNS = (
 URGENCY = "escalation_level DESC, priority, due_at, received_at, escalation_id"
 # An item a reviewer can claim: open, or claimed with its lease run out.
 CLAIMABLE = "state <> 'RESOLVED' AND (state = 'OPEN' OR lease_expires_at <= :now)"
-
-SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS review_items (
-        escalation_id TEXT PRIMARY KEY,
-        model TEXT NOT NULL,
-        tier TEXT NOT NULL,
-        priority INTEGER NOT NULL,
-        state TEXT NOT NULL,
-        due_at DOUBLE PRECISION NOT NULL,
-        escalation_level INTEGER NOT NULL,
-        received_at DOUBLE PRECISION NOT NULL,
-        trace_id TEXT NOT NULL,
-        claimed_by TEXT NOT NULL DEFAULT '',
-        claimed_at DOUBLE PRECISION NOT NULL DEFAULT 0,
-        lease_expires_at DOUBLE PRECISION NOT NULL DEFAULT 0,
-        reviewer TEXT,
-        verdict TEXT,
-        label_class INTEGER,
-        label TEXT,
-        rationale TEXT,
-        time_to_label_seconds DOUBLE PRECISION,
-        resolved_at DOUBLE PRECISION,
-        escalation TEXT NOT NULL
-    )""",
-    """CREATE INDEX IF NOT EXISTS review_items_urgency
-        ON review_items ({urgency}) WHERE state <> 'RESOLVED'""",
-    """CREATE INDEX IF NOT EXISTS review_items_due
-        ON review_items (due_at) WHERE state <> 'RESOLVED'""",
-    "CREATE INDEX IF NOT EXISTS review_items_model ON review_items (model, state)",
-    """CREATE INDEX IF NOT EXISTS review_items_resolved
-        ON review_items (resolved_at, escalation_id) WHERE state = 'RESOLVED'""",
-)
 
 INSERT = """
     INSERT INTO review_items (escalation_id, model, tier, priority, state, due_at,
@@ -155,7 +108,6 @@ COUNTS = """
 class Statements:
     """Every statement, rendered for one dialect."""
 
-    schema: tuple[str, ...]
     insert: str
     claim: str
     select_one: str
@@ -168,18 +120,9 @@ class Statements:
 
 def statements(dialect: Dialect) -> Statements:
     def render(template: str) -> str:
-        text = template.format(
-            columns=COLUMNS,
-            claimable=CLAIMABLE,
-            urgency=URGENCY,
-            skip_locked=dialect.skip_locked,
-            row_lock=dialect.row_lock,
-        )
-        return render_parameters(text, dialect.parameter)
+        return render_sql(template, dialect, columns=COLUMNS, claimable=CLAIMABLE, urgency=URGENCY)
 
-    schema = tuple(filter(None, (dialect.schema_lock, *SCHEMA)))
     return Statements(
-        schema=tuple(render(s) for s in schema),
         insert=render(INSERT),
         claim=render(CLAIM),
         select_one=render(SELECT_ONE),
@@ -194,12 +137,15 @@ def statements(dialect: Dialect) -> Statements:
 class SqlStore:
     """The ReviewStore logic on any dialect, its transactions run by db."""
 
-    def __init__(self, db: Database, sql: Statements) -> None:
+    def __init__(self, db: Database, dialect: Dialect, *, where: str) -> None:
         self._db = db
-        self._sql = sql
-        with self._transaction() as tx:
-            for statement in sql.schema:
-                tx.run(statement, {})
+        self._sql = statements(dialect)
+        try:
+            with self._transaction() as tx:
+                self.migrated = migrate(tx, dialect, SCHEMA, where)
+        except BaseException:
+            self.close()
+            raise
 
     def _transaction(self) -> AbstractContextManager[Transaction]:
         return self._db.transaction()

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sidecar.review.stores.sql import SQLITE, SqlStore, statements
+from sidecar.review.stores.sql import SqlStore
+from sidecar.storage.sql import SQLITE
 from sidecar.storage.sqlite import SqliteDatabase
 
 
 class SqliteStore(SqlStore):
     def __init__(self, path: Path) -> None:
-        super().__init__(SqliteDatabase(path), statements(SQLITE))
+        super().__init__(SqliteDatabase(path), SQLITE, where=f"SQLite {path}")

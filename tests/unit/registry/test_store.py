@@ -27,9 +27,9 @@ from sidecar.registry.model import (
 )
 from sidecar.registry.store import RegistryStore, open_store
 from sidecar.registry.stores import migrations
-from sidecar.registry.stores.migrations import Migration
 from sidecar.registry.stores.postgres import PostgresStore
 from sidecar.registry.stores.sqlite import SqliteStore
+from sidecar.storage.migrations import Migration
 from tests.postgres import DSN, dsn_for, fresh_schema
 from tests.unit.registry.conftest import Backend
 

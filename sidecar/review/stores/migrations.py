@@ -1,0 +1,55 @@
+"""The review store's schema, as numbered migrations applied in order at open and
+recorded in ``review_migrations`` (``sidecar.storage.migrations`` says how). Never
+edit or renumber a migration that has shipped: add the next one. No I/O here.
+
+Migration 1 is the schema the store had before it had migrations, written with ``IF
+NOT EXISTS``: a database made then is adopted as it is (the statements find
+everything in place, and the migration is recorded), never rebuilt."""
+
+from __future__ import annotations
+
+from sidecar.storage.migrations import Migration, Schema
+
+REVIEW_LOCK_KEY = 7432  # its PostgreSQL advisory lock; the registry's is 7433
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "review items: each escalation beside the columns the queue filters and orders by",
+        (
+            """CREATE TABLE IF NOT EXISTS review_items (
+                escalation_id TEXT PRIMARY KEY,
+                model TEXT NOT NULL,
+                tier TEXT NOT NULL,
+                priority INTEGER NOT NULL,
+                state TEXT NOT NULL,
+                due_at DOUBLE PRECISION NOT NULL,
+                escalation_level INTEGER NOT NULL,
+                received_at DOUBLE PRECISION NOT NULL,
+                trace_id TEXT NOT NULL,
+                claimed_by TEXT NOT NULL DEFAULT '',
+                claimed_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+                lease_expires_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+                reviewer TEXT,
+                verdict TEXT,
+                label_class INTEGER,
+                label TEXT,
+                rationale TEXT,
+                time_to_label_seconds DOUBLE PRECISION,
+                resolved_at DOUBLE PRECISION,
+                escalation TEXT NOT NULL
+            )""",
+            """CREATE INDEX IF NOT EXISTS review_items_urgency
+                ON review_items (escalation_level DESC, priority, due_at, received_at,
+                    escalation_id)
+                WHERE state <> 'RESOLVED'""",
+            """CREATE INDEX IF NOT EXISTS review_items_due
+                ON review_items (due_at) WHERE state <> 'RESOLVED'""",
+            "CREATE INDEX IF NOT EXISTS review_items_model ON review_items (model, state)",
+            """CREATE INDEX IF NOT EXISTS review_items_resolved
+                ON review_items (resolved_at, escalation_id) WHERE state = 'RESOLVED'""",
+        ),
+    ),
+)
+
+SCHEMA = Schema("review", REVIEW_LOCK_KEY, MIGRATIONS)
