@@ -21,10 +21,13 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 RUN python -m venv /opt/hitl
 COPY pyproject.toml README.md ./
+COPY client ./client
 COPY sidecar ./sidecar
 COPY calibrators ./calibrators
-# The postgres extra: the registry and review queue on PostgreSQL (production overlay).
-RUN /opt/hitl/bin/pip install --no-cache-dir ".[postgres]" \
+# The client distribution first (the sidecar depends on it), then the sidecar with the
+# postgres extra (the registry and review queue on PostgreSQL, the production
+# overlay) and the web extra (the injector's HTTPS webhook).
+RUN /opt/hitl/bin/pip install --no-cache-dir "./client[tracing]" ".[postgres,web]" \
     && /opt/hitl/bin/python -m compileall -q /opt/hitl/lib
 
 FROM ${PYTHON_IMAGE}

@@ -10,7 +10,7 @@
 #             sink, a revision reaching 100 watchers, into bench-output/;
 #             exit 3 when the machine cannot judge the p99 (its floor misses the limit)
 # make calibration-report  every calibrator on ../shared/data/calibration, when present
-# make proto  regenerate sidecar/_proto from proto/ (pinned grpcio-tools, mypy-protobuf)
+# make proto  regenerate client/hitl_client/stubs from proto/ (pinned grpcio-tools, mypy-protobuf)
 # make k8s    the Kubernetes tests alone: injector, manifests, alert rules, dashboard, Dockerfile
 
 PYTHON ?= python3
@@ -20,10 +20,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint docs proto fmt gate bench calibration-report k8s
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e './client[tracing]' -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -80,7 +80,7 @@ def measure(workdir: Path, sink: str, count: int) -> dict[str, Any]:
     deployment = f"bench-{uuid.uuid4().hex[:8]}"
     if sink == "review":
         server = start(
-            [python, "-m", "sidecar", "review", "serve", "--listen", "127.0.0.1:0",
+            [python, "-m", "hitl", "review", "serve", "--listen", "127.0.0.1:0",
              "--db", f"sqlite:{workdir / 'review.db'}", "--port-file", str(workdir / "review.addr")],
             workdir / "review.addr", workdir / "review.log",
         )  # fmt: skip
@@ -88,7 +88,7 @@ def measure(workdir: Path, sink: str, count: int) -> dict[str, Any]:
     else:
         url = NATS_URL
     sidecar = start(
-        [python, "-m", "sidecar", "sidecar", "--policy", str(workdir / "policy.yaml"),
+        [python, "-m", "hitl", "sidecar", "--policy", str(workdir / "policy.yaml"),
          "--listen", "127.0.0.1:0", "--state-dir", str(state), "--sink", url,
          "--deployment", deployment, "--port-file", str(workdir / f"sidecar-{sink}.addr")],
         workdir / f"sidecar-{sink}.addr", workdir / f"sidecar-{sink}.log",

@@ -28,8 +28,8 @@ import yaml
 from benchmarks import loadgen
 from benchmarks.policy_swapper import Swapper
 from benchmarks.registry_admin import MODEL, Changes, prepare_registry
-from sidecar._proto.hitl.v1 import router_pb2 as pb
-from sidecar.client import route_request
+from hitl_client.router import route_request
+from hitl_client.stubs.hitl.v1 import router_pb2 as pb
 from sidecar.escalation.spool import read_unacked
 
 CLASSES = 10
@@ -261,7 +261,7 @@ def _logits(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
 
 
 def escalated_share(address: str, payloads: list[bytes]) -> float:
-    from sidecar.client import RouterClient
+    from hitl_client.router import RouterClient
 
     with RouterClient(address) as client:
         results = client.route_batch(
@@ -298,7 +298,7 @@ def start_sidecar(
     escalations to review); env overrides its settings. It serves once
     ``wait_serving`` returns."""
     return start(
-        [sys.executable, "-m", "sidecar", "sidecar", *policy_args, "--listen", "127.0.0.1:0",
+        [sys.executable, "-m", "hitl", "sidecar", *policy_args, "--listen", "127.0.0.1:0",
          "--state-dir", str(workdir / "state"), "--port-file", str(workdir / "sidecar.addr"),
          "--sink", f"review://{review.address}"],
         workdir / "sidecar.addr",
@@ -329,7 +329,7 @@ def start_review(workdir: Path) -> tuple[Proc, Path]:
     )
     database = directory / "review.db"
     review = start(
-        [sys.executable, "-m", "sidecar", "review", "serve", "--listen", "127.0.0.1:0",
+        [sys.executable, "-m", "hitl", "review", "serve", "--listen", "127.0.0.1:0",
          "--db", f"sqlite:{database}", "--port-file", str(workdir / "review.addr")],
         workdir / "review.addr", workdir / "review.log", elsewhere=True,
     )  # fmt: skip
@@ -374,7 +374,7 @@ def drain(spool: Path, limit_seconds: float = 120.0) -> None:
 
 
 def wait_serving(address: str) -> None:
-    from sidecar.client import RouterClient
+    from hitl_client.router import RouterClient
 
     with RouterClient(address) as client:
         deadline = time.monotonic() + 60

@@ -28,7 +28,7 @@ from typing import Any
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from sidecar._proto.hitl.v1 import router_pb2 as pb
+from hitl_client.stubs.hitl.v1 import router_pb2 as pb
 from sidecar.clock import FakeClock
 from sidecar.escalation.recorder import SpoolRecorder
 from sidecar.escalation.spool import Spool

@@ -34,7 +34,7 @@ from typing import Any
 from benchmarks import inprocess
 from benchmarks.harness import prepare
 from benchmarks.inprocess import SLOWED
-from sidecar._proto.hitl.v1 import router_pb2 as pb
+from hitl_client.stubs.hitl.v1 import router_pb2 as pb
 
 BASELINES = Path(__file__).with_name("instructions.json")
 TOLERANCE = 0.02  # the same commit repeats within 0.5 %; a 5 % slowdown must fail

@@ -18,8 +18,8 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 
-from sidecar._proto.hitl.v1 import router_pb2 as pb
-from sidecar.client import AsyncRouterClient, Batching
+from hitl_client.router import AsyncRouterClient, Batching
+from hitl_client.stubs.hitl.v1 import router_pb2 as pb
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,8 @@ from benchmarks.harness import (
     start_servers,
     wait_serving,
 )
-from sidecar._proto.hitl.v1 import router_pb2 as pb
-from sidecar.client import Batching, RouterClient
+from hitl_client.router import Batching, RouterClient
+from hitl_client.stubs.hitl.v1 import router_pb2 as pb
 from sidecar.core.decision import REASON_NAMES, TIER_NAMES
 
 RATE = 300.0

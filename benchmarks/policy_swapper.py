@@ -27,7 +27,7 @@ from pathlib import Path
 import orjson
 
 from benchmarks.registry_admin import Changes, Document, tightened, with_calibrator
-from sidecar._proto.hitl.v1 import registry_pb2 as rpb
+from hitl_client.stubs.hitl.v1 import registry_pb2 as rpb
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sidecar._proto.hitl.v1 import registry_pb2 as rpb
+from hitl_client.stubs.hitl.v1 import registry_pb2 as rpb
 from sidecar.policy.signing import generate_key_pair
 from sidecar.registry.auth import hash_token, new_token
 from sidecar.registry.client import RegistryClient, artefact_version, upload_policy_file
@@ -40,7 +40,7 @@ class RegistrySetup:
     sidecar_token_file: Path
 
     def serve_command(self, port_file: Path, *extra: str) -> list[str]:
-        return [sys.executable, "-m", "sidecar", "registry", "serve",
+        return [sys.executable, "-m", "hitl", "registry", "serve",
                 "--signing-key", str(self.private_key), "--db", self.db,
                 "--listen", "127.0.0.1:0", "--port-file", str(port_file), *extra]  # fmt: skip
 

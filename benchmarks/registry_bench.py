@@ -63,7 +63,7 @@ from benchmarks.registry_admin import (
     tightened,
     with_calibrator,
 )
-from sidecar._proto.hitl.v1 import registry_pb2 as rpb
+from hitl_client.stubs.hitl.v1 import registry_pb2 as rpb
 from sidecar.policy.last_known_good import LastKnownGood
 from sidecar.policy.registry_source import RegistryConnection, RegistryPolicySource
 from sidecar.policy.signing import load_verifier

@@ -12,8 +12,8 @@ import grpc
 import numpy as np
 import structlog
 
-from sidecar._proto.hitl.v1 import router_pb2 as pb
-from sidecar._proto.hitl.v1 import router_pb2_grpc as pb_grpc
+from hitl_client.stubs.hitl.v1 import router_pb2 as pb
+from hitl_client.stubs.hitl.v1 import router_pb2_grpc as pb_grpc
 from sidecar.core.decision import is_degraded
 from sidecar.core.request import FloatArray, RouteInput
 from sidecar.core.validation import check_batch_size

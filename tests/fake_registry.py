@@ -22,8 +22,8 @@ from typing import Any, NoReturn
 
 import grpc
 
-from sidecar._proto.hitl.v1 import registry_pb2 as rpb
-from sidecar._proto.hitl.v1 import registry_pb2_grpc as rpb_grpc
+from hitl_client.stubs.hitl.v1 import registry_pb2 as rpb
+from hitl_client.stubs.hitl.v1 import registry_pb2_grpc as rpb_grpc
 from sidecar.policy.signing import Signer, canonical, generate_key_pair, load_signer
 
 CHUNK_BYTES = 16 * 1024

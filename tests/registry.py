@@ -144,7 +144,7 @@ def start_process(registry: Registry, *extra: str, listen: str = "127.0.0.1:0") 
     """Start (or restart) the registry process; waits for its port file."""
     port_file = registry.workdir / "registry.addr"
     port_file.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "sidecar", "registry", "serve"]
+    command = [sys.executable, "-m", "hitl", "registry", "serve"]
     command += ["--signing-key", str(registry.keys.private), "--db", registry.db]
     command += ["--listen", listen, "--port-file", str(port_file), *extra]
     with (registry.workdir / "registry.log").open("ab") as log:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from sidecar._proto.hitl.v1 import decision_pb2 as dpb
-from sidecar._proto.hitl.v1 import review_pb2 as rpb
+from hitl_client.stubs.hitl.v1 import decision_pb2 as dpb
+from hitl_client.stubs.hitl.v1 import review_pb2 as rpb
 from sidecar.escalation.record import Escalation
 
 V = TypeVar("V")

@@ -1,24 +1,29 @@
-"""Assemble and run the injector: certificate, metrics, HTTPS server; stop on SIGTERM.
+"""Assemble and run the injector: certificate, metrics, the webhook on uvicorn over
+TLS; stop on SIGTERM.
 
 Shutdown order: /readyz turns 503 and the server keeps answering for the drain
 period (the endpoints controller takes the pod out of the Service meanwhile), then
-it stops accepting, and the meter provider is flushed."""
+it stops accepting, finishes what it is answering, and the meter provider is
+flushed. uvicorn runs on a thread of its own, so the signals stay with this
+module's main thread."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 from dataclasses import dataclass, field
 
 import structlog
+import uvicorn
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 
 from sidecar.injector.config import ENV_INJECTOR_LISTEN, ENV_INJECTOR_METRICS_ADDR, InjectorConfig
 from sidecar.injector.metrics import InjectorMetrics
-from sidecar.injector.server import WebhookServer
+from sidecar.injector.server import Readiness, webhook
 from sidecar.injector.tls import ReloadingContext
 from sidecar.serving import prometheus_reader, write_port_file
 from sidecar.settings import split_host_port
@@ -26,30 +31,35 @@ from sidecar.telemetry.metrics import meter_provider
 from sidecar.telemetry.tracing import INSTRUMENTATION
 
 log = structlog.get_logger("hitl.injector")
+STOP_SECONDS = 10.0  # how long stop waits for the server's thread after the drain
 
 
 @dataclass
 class Injector:
     config: InjectorConfig
-    server: WebhookServer
+    server: uvicorn.Server
+    listener: socket.socket
+    readiness: Readiness
     meters: MeterProvider
     address: str
     _thread: threading.Thread | None = field(default=None)
 
     def start(self) -> None:
         self._thread = threading.Thread(
-            target=self.server.serve_forever, name="injector-accept", daemon=True
+            target=self.server.run, kwargs={"sockets": [self.listener]}, name="injector-http"
         )
         self._thread.start()
-        self.server.ready.set()
+        self.readiness.ready = True
         log.info("injector.serving", address=self.address, image=self.config.sidecar.image)
 
     def stop(self, drain_seconds: float = 0.0) -> None:
-        self.server.ready.clear()
+        self.readiness.ready = False
         if drain_seconds > 0:
             threading.Event().wait(drain_seconds)
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(STOP_SECONDS)
+        self.listener.close()
         self.meters.shutdown()
 
 
@@ -63,18 +73,39 @@ def build(config: InjectorConfig, metric_readers: list[MetricReader] | None = No
         readers.append(prometheus_reader(config.metrics_addr, ENV_INJECTOR_METRICS_ADDR))
     meters = meter_provider(resource, readers)
     tls = ReloadingContext(config.tls_cert, config.tls_key)
-    host, port = split_host_port(config.listen, ENV_INJECTOR_LISTEN)
-    server = WebhookServer(
-        host,
-        port,
-        tls,
-        config.sidecar,
-        InjectorMetrics(meters.get_meter(INSTRUMENTATION)),
-        handshake_timeout=config.handshake_timeout_seconds,
-        idle_timeout=config.idle_timeout_seconds,
+    readiness = Readiness()
+    app = webhook(config.sidecar, InjectorMetrics(meters.get_meter(INSTRUMENTATION)), readiness)
+    server_config = uvicorn.Config(
+        app,
+        lifespan="off",
+        log_config=None,
+        access_log=False,  # every review is logged once, by the application
+        timeout_keep_alive=int(config.idle_timeout_seconds),
+        timeout_graceful_shutdown=int(STOP_SECONDS),
     )
-    address = f"{host}:{server.server_address[1]}"
-    return Injector(config, server, meters, address)
+    server_config.load()
+    server_config.ssl = tls.serving_context()
+    listener = _bind(config.listen)
+    host = config.listen.rpartition(":")[0]
+    return Injector(
+        config,
+        uvicorn.Server(server_config),
+        listener,
+        readiness,
+        meters,
+        f"{host}:{listener.getsockname()[1]}",
+    )
+
+
+def _bind(listen: str) -> socket.socket:
+    """The listening socket, bound now so the port (0 picks one) is known at once."""
+    host, port = split_host_port(listen, ENV_INJECTOR_LISTEN)
+    family = socket.AF_INET6 if host.startswith("[") else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host.strip("[]"), port))
+    listener.listen(128)
+    return listener
 
 
 def serve(config: InjectorConfig) -> None:

@@ -131,8 +131,7 @@ class InjectorConfig:
         "how long /readyz reports 503 before the server stops on SIGTERM (0 to 60)",
         parse=seconds_between(0, 60),
     )
-    # How long a client may take over the TLS handshake, and keep an idle connection.
-    handshake_timeout_seconds: float = 5.0
+    # How long a client may keep an idle connection open.
     idle_timeout_seconds: float = 60.0
 
     @classmethod

@@ -1,30 +1,25 @@
-"""The webhook's HTTPS server: ``POST /mutate`` answers AdmissionReviews,
-``GET /healthz`` and ``GET /readyz`` answer probes (readyz turns 503 while the
-server drains on SIGTERM, so the Service stops sending before it closes).
+"""The webhook's HTTP application: ``POST /mutate`` answers AdmissionReviews, ``GET
+/healthz`` and ``GET /readyz`` answer probes (readyz turns 503 while the server drains
+on SIGTERM, so the Service stops sending before it closes).
 
-The standard library's threading HTTP server, one thread per connection; the TLS
-handshake runs on that thread, with a deadline, so a slow client never holds up
-accepting the next one. Connections are kept alive (the API server reuses them)
-until they sit idle for the configured time."""
+A Starlette application, served over TLS by uvicorn (``app``): the API server's
+connections are kept alive between reviews, and a slow client's handshake or body
+never holds up another's."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import socket
-import ssl
-import threading
 import time
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import structlog
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from sidecar.injector.admission import BadReview, Outcome, review
 from sidecar.injector.config import SidecarDefaults
 from sidecar.injector.metrics import INVALID, InjectorMetrics
-from sidecar.injector.tls import ReloadingContext
 
 log = structlog.get_logger("hitl.injector")
 
@@ -32,101 +27,64 @@ MUTATE_PATH = "/mutate"
 MAX_BODY_BYTES = 8 * 2**20  # the API server sends at most a few MiB per object
 
 
-class WebhookServer(ThreadingHTTPServer):
-    daemon_threads = True  # idle keep-alive connections must not hold up exit
+class Readiness:
+    """Whether /readyz says ready: set once serving, cleared when draining starts."""
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        tls: ReloadingContext,
-        defaults: SidecarDefaults,
-        metrics: InjectorMetrics,
-        *,
-        handshake_timeout: float,
-        idle_timeout: float,
-    ) -> None:
-        bracketed = host.startswith("[") and host.endswith("]")
-        self.address_family = socket.AF_INET6 if bracketed else socket.AF_INET
-        self.tls = tls
-        self.defaults = defaults
-        self.metrics = metrics
-        self.handshake_timeout = handshake_timeout
-        self.idle_timeout = idle_timeout
-        self.ready = threading.Event()
-        super().__init__((host.strip("[]"), port), WebhookHandler)
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        request.settimeout(self.handshake_timeout)
-        try:
-            tls = self.tls.context().wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError) as exc:
-            log.info("injector.tls_handshake_failed", client=client_address[0], error=str(exc))
-            return
-        try:
-            tls.settimeout(self.idle_timeout)
-            WebhookHandler(tls, client_address, self)
-        finally:
-            with contextlib.suppress(OSError):
-                tls.close()
+    def __init__(self) -> None:
+        self.ready = False
 
 
-class WebhookHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: WebhookServer
+def webhook(defaults: SidecarDefaults, metrics: InjectorMetrics, readiness: Readiness) -> Starlette:
+    """The webhook's routes; any other path or method is answered as JSON, too."""
 
-    def do_GET(self) -> None:
-        path = self.path.partition("?")[0]
-        if path == "/healthz":
-            self._send(HTTPStatus.OK, {"status": "ok"})
-        elif path == "/readyz":
-            ready = self.server.ready.is_set()
-            self._send(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE,
-                       {"status": "ready" if ready else "draining"})  # fmt: skip
-        else:
-            self._send(HTTPStatus.NOT_FOUND, {"error": f"no such path {path}"})
-
-    def do_POST(self) -> None:
-        path = self.path.partition("?")[0]
-        if path != MUTATE_PATH:
-            self._send(HTTPStatus.NOT_FOUND, {"error": f"no such path {path}"})
-            return
-        length = self.headers.get("Content-Length", "")
+    async def mutate(request: Request) -> JSONResponse:
+        client = request.client.host if request.client else ""
+        length = request.headers.get("content-length", "")
         if not length.isdigit() or int(length) > MAX_BODY_BYTES:
-            self._invalid(f"Content-Length must be given and at most {MAX_BODY_BYTES}")
-            return
-        body = self.rfile.read(int(length))
+            return _invalid(
+                metrics, client, f"Content-Length must be given and at most {MAX_BODY_BYTES}"
+            )
+        body = await request.body()
         started = time.perf_counter()
         try:
-            reviewed = review(body, self.server.defaults)
+            reviewed = review(body, defaults)
         except BadReview as exc:
-            self._invalid(str(exc))
-            return
-        self.server.metrics.record(reviewed.outcome.value, _ms_since(started))
+            return _invalid(metrics, client, str(exc))
+        metrics.record(reviewed.outcome.value, (time.perf_counter() - started) * 1000.0)
         if reviewed.outcome is Outcome.SKIPPED:
             log.debug("injector.skipped", pod=reviewed.pod, reason=reviewed.message)
         elif reviewed.outcome is Outcome.REJECTED:
             log.warning("injector.rejected", pod=reviewed.pod, reason=reviewed.message)
         else:
             log.info("injector.injected", pod=reviewed.pod)
-        self._send(HTTPStatus.OK, reviewed.response)
+        return JSONResponse(reviewed.response)
 
-    def _invalid(self, message: str) -> None:
-        self.server.metrics.record(INVALID, 0.0)
-        log.warning("injector.invalid_request", client=self.client_address[0], error=message)
-        self._send(HTTPStatus.BAD_REQUEST, {"error": message})
+    async def healthz(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
 
-    def _send(self, status: HTTPStatus, document: dict[str, Any]) -> None:
-        body = json.dumps(document).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    async def readyz(_: Request) -> JSONResponse:
+        if readiness.ready:
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "draining"}, HTTPStatus.SERVICE_UNAVAILABLE)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """Access lines are not logged: every review is, once, by do_POST."""
+    async def not_found(request: Request, exc: Exception) -> JSONResponse:
+        status = getattr(exc, "status_code", HTTPStatus.NOT_FOUND)
+        return JSONResponse({"error": f"no {request.method} {request.url.path}"}, status)
+
+    return Starlette(
+        routes=[
+            Route(MUTATE_PATH, mutate, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ],
+        exception_handlers={
+            HTTPStatus.NOT_FOUND: not_found,
+            HTTPStatus.METHOD_NOT_ALLOWED: not_found,
+        },
+    )
 
 
-def _ms_since(started: float) -> float:
-    return (time.perf_counter() - started) * 1000.0
+def _invalid(metrics: InjectorMetrics, client: str, message: str) -> JSONResponse:
+    metrics.record(INVALID, 0.0)
+    log.warning("injector.invalid_request", client=client, error=message)
+    return JSONResponse({"error": message}, HTTPStatus.BAD_REQUEST)

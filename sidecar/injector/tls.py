@@ -3,7 +3,11 @@
 cert-manager renews the certificate into the Secret, and the kubelet swaps the
 mounted files (atomically, by symlink); the next connection after that gets a
 context with the new pair. A pair that fails to load (caught half-written, or a
-key that does not match) is logged and the previous context stays in use."""
+key that does not match) is logged and the previous context stays in use.
+
+The ASGI server takes one SSLContext for its listener (``serving_context``); its
+server-name callback, which OpenSSL runs early in every handshake (with or without
+SNI), moves the connection to the current context before a certificate is chosen."""
 
 from __future__ import annotations
 
@@ -56,6 +60,18 @@ class ReloadingContext:
                     self._stamp = stamp
                     log.info("injector.tls_reloaded", cert=str(self.cert))
         return self._context
+
+    def serving_context(self) -> ssl.SSLContext:
+        """The listener's context: each handshake continues on ``context()``."""
+        listener = self._load()
+
+        def current(
+            connection: ssl.SSLObject | ssl.SSLSocket, _name: str | None, _: object
+        ) -> None:
+            connection.context = self.context()
+
+        listener.sni_callback = current
+        return listener
 
     def _load(self) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

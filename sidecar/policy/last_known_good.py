@@ -32,7 +32,7 @@ from pathlib import Path
 import structlog
 from google.protobuf.message import DecodeError
 
-from sidecar._proto.hitl.v1 import registry_pb2 as rpb
+from hitl_client.stubs.hitl.v1 import registry_pb2 as rpb
 from sidecar.core.policy import Policy
 from sidecar.errors import CalibratorError, PolicyError, SignatureError
 from sidecar.files import fsync_directory

@@ -44,8 +44,8 @@ import grpc
 import orjson
 import structlog
 
-from sidecar._proto.hitl.v1 import registry_pb2 as rpb
-from sidecar._proto.hitl.v1 import registry_pb2_grpc as rpb_grpc
+from hitl_client.stubs.hitl.v1 import registry_pb2 as rpb
+from hitl_client.stubs.hitl.v1 import registry_pb2_grpc as rpb_grpc
 from sidecar.clock import Clock, SystemClock
 from sidecar.core.policy import CalibratorRef, Policy
 from sidecar.errors import PolicyError, SignatureError

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import orjson
 
-from sidecar._proto.hitl.v1 import registry_pb2 as rpb
+from hitl_client.stubs.hitl.v1 import registry_pb2 as rpb
 from sidecar.core.policy import Policy, parse_policy
 from sidecar.errors import PolicyError
 from sidecar.policy.signing import Verifier

@@ -24,8 +24,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 
-from sidecar._proto.hitl.v1 import registry_pb2 as pb
-from sidecar._proto.hitl.v1 import registry_pb2_grpc as pb_grpc
+from hitl_client.stubs.hitl.v1 import registry_pb2 as pb
+from hitl_client.stubs.hitl.v1 import registry_pb2_grpc as pb_grpc
 from sidecar.clock import Clock, SystemClock
 from sidecar.errors import ConfigError
 from sidecar.policy.signing import load_signer

@@ -334,7 +334,7 @@ def run_propose(args: argparse.Namespace) -> int:
 
 @_reports_refusals
 def run_proposals(args: argparse.Namespace) -> int:
-    from sidecar._proto.hitl.v1 import registry_pb2 as pb
+    from hitl_client.stubs.hitl.v1 import registry_pb2 as pb
 
     state = pb.ProposalState.Value(args.state.upper()) if args.state else 0
     with _connect(args) as client:

@@ -14,8 +14,8 @@ from types import TracebackType
 import grpc
 import yaml
 
-from sidecar._proto.hitl.v1 import registry_pb2 as pb
-from sidecar._proto.hitl.v1 import registry_pb2_grpc as pb_grpc
+from hitl_client.stubs.hitl.v1 import registry_pb2 as pb
+from hitl_client.stubs.hitl.v1 import registry_pb2_grpc as pb_grpc
 
 CHUNK_BYTES = 256 * 1024
 

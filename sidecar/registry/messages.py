@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sidecar._proto.hitl.v1 import registry_pb2 as pb
+from hitl_client.stubs.hitl.v1 import registry_pb2 as pb
 from sidecar.core.diff import FieldChange
 from sidecar.errors import PolicyError
 from sidecar.registry.model import CalibratorInfo, Proposal, ProposalState, Revision

@@ -15,8 +15,8 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 import structlog
 
-from sidecar._proto.hitl.v1 import registry_pb2 as pb
-from sidecar._proto.hitl.v1 import registry_pb2_grpc as pb_grpc
+from hitl_client.stubs.hitl.v1 import registry_pb2 as pb
+from hitl_client.stubs.hitl.v1 import registry_pb2_grpc as pb_grpc
 from sidecar.clock import Clock
 from sidecar.errors import (
     HitlError,

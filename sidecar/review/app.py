@@ -19,8 +19,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 
-from sidecar._proto.hitl.v1 import review_pb2 as rpb
-from sidecar._proto.hitl.v1 import review_pb2_grpc as rpb_grpc
+from hitl_client.stubs.hitl.v1 import review_pb2 as rpb
+from hitl_client.stubs.hitl.v1 import review_pb2_grpc as rpb_grpc
 from sidecar.clock import Clock, SystemClock
 from sidecar.errors import HitlError
 from sidecar.review.config import ENV_REVIEW_LISTEN, ENV_REVIEW_METRICS_ADDR, ReviewConfig

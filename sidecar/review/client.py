@@ -19,9 +19,9 @@ from typing import Self
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from sidecar._proto.hitl.v1 import decision_pb2 as dpb
-from sidecar._proto.hitl.v1 import review_pb2 as rpb
-from sidecar._proto.hitl.v1 import review_pb2_grpc as rpb_grpc
+from hitl_client.stubs.hitl.v1 import decision_pb2 as dpb
+from hitl_client.stubs.hitl.v1 import review_pb2 as rpb
+from hitl_client.stubs.hitl.v1 import review_pb2_grpc as rpb_grpc
 from sidecar.escalation.messages import to_message
 from sidecar.escalation.record import Escalation
 from sidecar.review.config import DEFAULT_REVIEW_LISTEN

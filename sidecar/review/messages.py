@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from sidecar._proto.hitl.v1 import decision_pb2 as dpb
-from sidecar._proto.hitl.v1 import review_pb2 as rpb
+from hitl_client.stubs.hitl.v1 import decision_pb2 as dpb
+from hitl_client.stubs.hitl.v1 import review_pb2 as rpb
 from sidecar.errors import InvalidRequest
 from sidecar.escalation.messages import from_message, to_message
 from sidecar.escalation.record import Escalation

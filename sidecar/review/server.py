@@ -12,8 +12,8 @@ from typing import NoReturn, TypeVar
 import grpc
 import structlog
 
-from sidecar._proto.hitl.v1 import review_pb2 as rpb
-from sidecar._proto.hitl.v1 import review_pb2_grpc as rpb_grpc
+from hitl_client.stubs.hitl.v1 import review_pb2 as rpb
+from hitl_client.stubs.hitl.v1 import review_pb2_grpc as rpb_grpc
 from sidecar.errors import HitlError
 from sidecar.review import messages
 from sidecar.review.queue import ReviewQueue

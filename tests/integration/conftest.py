@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from sidecar.client import RouterClient
+from hitl_client.router import RouterClient
 from sidecar.escalation.spool import read_unacked
 from sidecar.review.client import ReviewClient
 from tests.artefacts import policy_doc, temperature_artefact, write_policy
@@ -81,7 +81,7 @@ def start_sidecar(
     """A sidecar on policy (a file), or on whatever extra says (--registry ...)."""
     port_file = workdir / "sidecar.addr"
     port_file.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "sidecar", "sidecar"]
+    command = [sys.executable, "-m", "hitl", "sidecar"]
     command += ["--policy", str(policy)] if policy is not None else []
     command += ["--listen", listen, "--state-dir", str(workdir / "state")]
     command += ["--port-file", str(port_file), *extra]
@@ -132,10 +132,10 @@ HITL = Path(sys.executable).with_name("hitl")
 
 
 def hitl_command(*args: str) -> list[str]:
-    """The hitl command line (the venv's entry point, or python -m sidecar without it)."""
+    """The hitl command line (the venv's entry point, or python -m hitl without it)."""
     if HITL.exists():
         return [str(HITL), *args]
-    return [sys.executable, "-m", "sidecar", *args]
+    return [sys.executable, "-m", "hitl", *args]
 
 
 @dataclass

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from benchmarks import loadgen, throughput
-from sidecar._proto.hitl.v1 import router_pb2 as pb
-from sidecar._proto.hitl.v1 import router_pb2_grpc as pb_grpc
-from sidecar.client import route_request
+from hitl_client.router import route_request
+from hitl_client.stubs.hitl.v1 import router_pb2 as pb
+from hitl_client.stubs.hitl.v1 import router_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ import grpc
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from sidecar._proto.hitl.v1 import router_pb2 as pb
-from sidecar._proto.hitl.v1 import router_pb2_grpc as pb_grpc
-from sidecar.client import RouterClient, route_request
+from hitl_client.router import RouterClient, route_request
+from hitl_client.stubs.hitl.v1 import router_pb2 as pb
+from hitl_client.stubs.hitl.v1 import router_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.integration
 

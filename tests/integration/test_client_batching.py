@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from sidecar.client import (
+from hitl_client.router import (
     AsyncRouterClient,
     Batching,
     RouteError,

@@ -17,7 +17,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     escalation answered is recorded."""
     workdir = tmp_path / "demo"
     result = subprocess.run(
-        [sys.executable, "-m", "sidecar", "demo", "--workdir", str(workdir)],
+        [sys.executable, "-m", "hitl", "demo", "--workdir", str(workdir)],
         capture_output=True,
         text=True,
         timeout=300,

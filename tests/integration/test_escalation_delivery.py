@@ -18,7 +18,7 @@ import grpc
 import orjson
 import pytest
 
-from sidecar.client import RouterClient
+from hitl_client.router import RouterClient
 from sidecar.escalation.spool import Spool, read_unacked
 from tests.escalations import escalation
 from tests.integration.conftest import (

@@ -24,6 +24,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,8 +35,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from sidecar._proto.hitl.v1 import router_pb2_grpc as pb_grpc
-from sidecar.client import RouterClient, route_request
+from hitl_client.router import RouterClient, route_request
+from hitl_client.stubs.hitl.v1 import router_pb2_grpc as pb_grpc
 from sidecar.injector import annotations as a
 from tests.artefacts import confident_logits, policy_doc, temperature_artefact, write_policy
 from tests.certs import Pki, serving_pair
@@ -60,8 +61,7 @@ class InjectorProcess:
     log: Path
 
     def connection(self, ca_pem: bytes) -> http.client.HTTPSConnection:
-        context = ssl.create_default_context(cadata=ca_pem.decode())
-        return http.client.HTTPSConnection("localhost", self.port, context=context, timeout=10)
+        return https(self.port, ca_pem)
 
     def post(
         self, connection: http.client.HTTPSConnection, body: bytes, path: str = "/mutate"
@@ -69,6 +69,12 @@ class InjectorProcess:
         connection.request("POST", path, body, {"Content-Type": "application/json"})
         response = connection.getresponse()
         return response.status, json.loads(response.read())
+
+
+def https(port: int, ca_pem: bytes) -> http.client.HTTPSConnection:
+    """A connection to the webhook on port that trusts only ca_pem."""
+    context = ssl.create_default_context(cadata=ca_pem.decode())
+    return http.client.HTTPSConnection("localhost", port, context=context, timeout=10)
 
 
 @pytest.fixture
@@ -210,7 +216,7 @@ def test_sigterm_turns_not_ready_and_exits_cleanly(injector: InjectorProcess, pk
     """Ready until SIGTERM; then it drains and exits 0."""
     connection = injector.connection(pki.ca_pem)
     connection.request("GET", "/readyz")
-    assert connection.getresponse().read() == b'{"status": "ready"}'
+    assert json.loads(connection.getresponse().read()) == {"status": "ready"}
     connection.close()
     injector.process.send_signal(signal.SIGTERM)
     assert injector.process.wait(timeout=20) == 0
@@ -376,3 +382,39 @@ def test_render_prints_what_the_webhook_would_run(tmp_path: Path) -> None:
     assert 'Deployment/fraud-model: hitl.dev/native-sidecar must be "true" or "false"' in (
         done.stderr
     )
+
+
+def test_draining_answers_not_ready_until_it_stops(pki: Pki) -> None:
+    """In process: ready while serving; during the drain /readyz answers 503 and the
+    webhook still works; then the port is closed. Unknown paths and methods get JSON."""
+    from sidecar.injector.app import build
+    from sidecar.injector.config import InjectorConfig
+
+    config = InjectorConfig.load(
+        {"listen": "127.0.0.1:0", "tls_cert": pki.cert, "tls_key": pki.key, "image": IMAGE},
+        env={},
+    )
+    injector = build(config)
+    injector.start()
+    port = int(injector.address.rpartition(":")[2])
+
+    def get(path: str) -> tuple[int, Any]:
+        connection = https(port, pki.ca_pem)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            return response.status, json.loads(response.read())
+        finally:
+            connection.close()
+
+    assert get("/readyz") == (200, {"status": "ready"})
+    assert get("/nowhere") == (404, {"error": "no GET /nowhere"})
+    assert get("/mutate") == (405, {"error": "no GET /mutate"})
+    stopping = threading.Thread(target=injector.stop, args=(2.0,))
+    stopping.start()
+    wait_for(lambda: get("/readyz")[0] == 503, 2, "draining")
+    assert get("/healthz") == (200, {"status": "ok"})
+    stopping.join(20)
+    assert not stopping.is_alive()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2)

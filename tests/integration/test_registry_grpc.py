@@ -14,7 +14,7 @@ import grpc
 import pytest
 import yaml
 
-from sidecar._proto.hitl.v1 import registry_pb2 as pb
+from hitl_client.stubs.hitl.v1 import registry_pb2 as pb
 from sidecar.core.policy import parse_policy
 from sidecar.policy.signing import load_verifier
 from sidecar.registry.client import RegistryClient

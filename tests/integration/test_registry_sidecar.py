@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from sidecar._proto.hitl.v1 import decision_pb2 as d
-from sidecar._proto.hitl.v1 import router_pb2 as pb
-from sidecar.client import route_request
+from hitl_client.router import route_request
+from hitl_client.stubs.hitl.v1 import decision_pb2 as d
+from hitl_client.stubs.hitl.v1 import router_pb2 as pb
 from sidecar.registry.messages import policy_from_document
 from sidecar.registry.model import CalibratorInfo
 from sidecar.registry.store import open_store

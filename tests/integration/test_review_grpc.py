@@ -16,9 +16,9 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from sidecar._proto.hitl.v1 import decision_pb2 as dpb
-from sidecar._proto.hitl.v1 import review_pb2 as rpb
-from sidecar._proto.hitl.v1 import review_pb2_grpc as rpb_grpc
+from hitl_client.stubs.hitl.v1 import decision_pb2 as dpb
+from hitl_client.stubs.hitl.v1 import review_pb2 as rpb
+from hitl_client.stubs.hitl.v1 import review_pb2_grpc as rpb_grpc
 from sidecar.clock import FakeClock
 from sidecar.escalation.messages import to_message
 from sidecar.review.app import ReviewServer, build

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from calibrators.data import load_dataset
-from sidecar.client import route_request
+from hitl_client.router import route_request
 from sidecar.review.item import Verdict
 from tests.artefacts import confident_logits
 from tests.escalations import escalation

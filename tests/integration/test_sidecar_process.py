@@ -21,10 +21,10 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar._proto.hitl.v1 import decision_pb2 as d
-from sidecar._proto.hitl.v1 import router_pb2 as pb
-from sidecar._proto.hitl.v1 import router_pb2_grpc as pb_grpc
-from sidecar.client import AsyncRouterClient, route_request
+from hitl_client.router import AsyncRouterClient, route_request
+from hitl_client.stubs.hitl.v1 import decision_pb2 as d
+from hitl_client.stubs.hitl.v1 import router_pb2 as pb
+from hitl_client.stubs.hitl.v1 import router_pb2_grpc as pb_grpc
 from tests.artefacts import (
     confident_logits,
     naive_softmax_artefact,
@@ -277,7 +277,7 @@ def test_trace_context_is_continued(sidecar: SidecarProcess) -> None:
     """The caller's W3C traceparent becomes the parent: its trace id is in audit and escalation."""
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     with grpc.insecure_channel(sidecar.address) as channel:
-        from sidecar._proto.hitl.v1 import router_pb2_grpc
+        from hitl_client.stubs.hitl.v1 import router_pb2_grpc
 
         router_pb2_grpc.RouterStub(channel).Route(
             ok("traced", strength=0.3),

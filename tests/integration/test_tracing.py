@@ -18,8 +18,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.trace import SpanKind
 from structlog.testing import capture_logs
 
-from sidecar._proto.hitl.v1 import router_pb2_grpc
-from sidecar.client import route_request
+from hitl_client.router import route_request
+from hitl_client.stubs.hitl.v1 import router_pb2_grpc
 from sidecar.telemetry import span_export
 from sidecar.telemetry.span_export import MAX_QUEUE, SHIP_SECONDS, FinishedSpan, SpanShipper
 from tests.artefacts import confident_logits

@@ -168,7 +168,7 @@ def scraped(tmp_path: Path) -> Iterator[set[str]]:
 
 
 def _request(request_id: str) -> Any:
-    from sidecar.client import route_request
+    from hitl_client.router import route_request
 
     return route_request(request_id, "m", confident_logits(0))
 

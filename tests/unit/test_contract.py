@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sidecar._proto.hitl.v1 import decision_pb2
+from hitl_client.stubs.hitl.v1 import decision_pb2
 from sidecar.core.decision import Reason
 from sidecar.core.request import InputKind
 from sidecar.core.thresholds import Tier
@@ -19,14 +19,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_committed_stubs_are_fresh(tmp_path: Path) -> None:
-    """Regenerating from proto/ gives the committed sidecar/_proto byte for byte."""
+    """Regenerating from proto/ gives the committed client/hitl_client/stubs byte for byte."""
     sys.path.insert(0, str(ROOT / "proto"))
     try:
         import codegen
     finally:
         sys.path.pop(0)
     codegen.generate(tmp_path / "out")
-    compared = filecmp.dircmp(tmp_path / "out", ROOT / "sidecar" / "_proto", ignore=["__pycache__"])
+    stubs = ROOT / "client" / "hitl_client" / "stubs"
+    compared = filecmp.dircmp(tmp_path / "out", stubs, ignore=["__pycache__"])
     stale: list[str] = []
 
     def walk(d: filecmp.dircmp[str], prefix: str) -> None:

@@ -33,7 +33,7 @@ def test_every_docs_page_is_in_the_site_navigation() -> None:
 def test_the_configuration_reference_is_generated_from_the_declarations() -> None:
     """docs/configuration.md is what `hitl settings` prints: adding or changing a
     setting without regenerating the page fails here."""
-    from sidecar.cli import settings_page
+    from hitl.cli import settings_page
 
     assert (ROOT / "docs" / "configuration.md").read_text() == settings_page(), (
         "regenerate: hitl settings > docs/configuration.md"

@@ -489,7 +489,7 @@ def _base(**changes: Any) -> RouteInput:
 
 def test_every_field_of_route_request_is_classified() -> None:
     """The lists above name every field of the contract's RouteRequest."""
-    from sidecar._proto.hitl.v1 import router_pb2
+    from hitl_client.stubs.hitl.v1 import router_pb2
 
     names = {field.name for field in router_pb2.RouteRequest.DESCRIPTOR.fields}
     assert names == {"request_id", *DECISION_INPUTS, *NOT_DECISION_INPUTS}

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 import grpc
 
-from sidecar._proto.hitl.v1 import review_pb2 as rpb
-from sidecar._proto.hitl.v1 import review_pb2_grpc as rpb_grpc
+from hitl_client.stubs.hitl.v1 import review_pb2 as rpb
+from hitl_client.stubs.hitl.v1 import review_pb2_grpc as rpb_grpc
 from sidecar.errors import SinkUnavailable
 from sidecar.escalation.messages import record_message
 from sidecar.escalation.sinks.base import YIELD_EVERY, Rejection, Spooled

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from calibrators.metrics import softmax
-from sidecar.cli import main
+from hitl.cli import main
 from sidecar.policy.loader import build_snapshot, parse_policy_bytes
 from tests.calibration_data import synthetic
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from sidecar._proto.hitl.v1 import registry_pb2 as rpb
+from hitl_client.stubs.hitl.v1 import registry_pb2 as rpb
 from sidecar.policy.last_known_good import DigestMismatch, LastKnownGood
 from sidecar.policy.signing import Signer, load_verifier
 from tests.artefacts import temperature_artefact

@@ -25,10 +25,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from structlog.testing import capture_logs
 
-from sidecar._proto.hitl.v1 import decision_pb2 as dpb
-from sidecar._proto.hitl.v1 import router_pb2_grpc as pb_grpc
+from hitl_client.router import route_request
+from hitl_client.stubs.hitl.v1 import decision_pb2 as dpb
+from hitl_client.stubs.hitl.v1 import router_pb2_grpc as pb_grpc
 from sidecar.app import build
-from sidecar.client import route_request
 from sidecar.clock import SystemClock
 from sidecar.config import SidecarConfig
 from sidecar.core.decision import Reason

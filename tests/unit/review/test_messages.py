@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar._proto.hitl.v1 import review_pb2 as rpb
+from hitl_client.stubs.hitl.v1 import review_pb2 as rpb
 from sidecar.errors import InvalidRequest
 from sidecar.escalation.messages import to_message
 from sidecar.review import messages

@@ -29,8 +29,8 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
-from sidecar._proto.hitl.v1 import router_pb2 as pb
-from sidecar.client import TIER_AUTOMATED, Reason, RouterClient, Tier, route_request
+from hitl_client.router import TIER_AUTOMATED, Reason, RouterClient, Tier, route_request
+from hitl_client.stubs.hitl.v1 import router_pb2 as pb
 
 MODEL = "digits"
 SEED = 20261121
@@ -68,7 +68,7 @@ def run_demo(workdir: Path) -> int:
     )
     policy = _calibrate_and_write_policy(workdir, cal_logits, splits.cal_y)
     tokens = _registry_principals(workdir)
-    python = [sys.executable, "-m", "sidecar"]
+    python = [sys.executable, "-m", "hitl"]
     with ExitStack() as processes:
         registry_address = _start(
             processes, "registry",
@@ -382,7 +382,7 @@ def _review(workdir: Path, address: str, escalated: int, labels: npt.NDArray[np.
                 )
     export = workdir / "labelled.jsonl"
     subprocess.run(
-        [sys.executable, "-m", "sidecar", "review", "export", "--target", address,
+        [sys.executable, "-m", "hitl", "review", "export", "--target", address,
          "--out", str(export)],
         check=True, stdout=subprocess.DEVNULL,
     )  # fmt: skip

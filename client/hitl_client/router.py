@@ -1,12 +1,13 @@
 """Clients for serving code: ``RouterClient`` (blocking) and ``AsyncRouterClient``.
 
 Each keeps one channel for its lifetime (create one per process and reuse it), sets
-a deadline on every call, propagates the current OpenTelemetry trace context, and
+a deadline on every call, propagates the current OpenTelemetry trace context (when
+opentelemetry-api is installed: ``pip install 'hitl-client[tracing]'``), and
 retries UNAVAILABLE with gRPC's own retry policy (exponential backoff, jitter). A
 retry resends the same message, so the same request_id: the sidecar answers a
 replay with the original decision and never escalates twice.
 
-    from sidecar.client import RouterClient, route_request
+    from hitl_client import RouterClient, route_request
     with RouterClient("127.0.0.1:7431") as client:
         decision = client.route(route_request("req-1", "digits", logits))
         if decision.tier != TIER_AUTOMATED: ...
@@ -23,12 +24,16 @@ from typing import Any, Self
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from opentelemetry import propagate
 
-from sidecar._proto.hitl.v1 import decision_pb2 as decision_pb
-from sidecar._proto.hitl.v1 import router_pb2 as pb
-from sidecar._proto.hitl.v1 import router_pb2_grpc as pb_grpc
-from sidecar.coalescer import Batching, Coalescer, RouteError
+from hitl_client.coalescer import Batching, Coalescer, RouteError
+from hitl_client.stubs.hitl.v1 import decision_pb2 as decision_pb
+from hitl_client.stubs.hitl.v1 import router_pb2 as pb
+from hitl_client.stubs.hitl.v1 import router_pb2_grpc as pb_grpc
+
+try:
+    from opentelemetry import propagate
+except ImportError:  # installed without the tracing extra: there is no context to carry
+    propagate = None  # type: ignore[assignment]
 
 __all__ = [
     "TIER_AUTOMATED",
@@ -118,6 +123,8 @@ def channel_options(max_attempts: int = 4) -> list[tuple[str, Any]]:
 
 
 def _trace_metadata() -> tuple[tuple[str, str | bytes], ...]:
+    if propagate is None:
+        return ()
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return tuple(carrier.items())
@@ -229,7 +236,7 @@ class AsyncRouterClient:
     """asyncio client; create it inside the event loop that uses it.
 
     With ``batching``, concurrent ``route`` calls are coalesced into RouteStream
-    batches (``sidecar.coalescer``); errors are then ``RouteError``, a
+    batches (``hitl_client.coalescer``); errors are then ``RouteError``, a
     ``grpc.RpcError`` with the same ``code()`` and ``details()`` a unary call gives."""
 
     def __init__(

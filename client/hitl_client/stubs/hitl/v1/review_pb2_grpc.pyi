@@ -7,7 +7,7 @@ also the contract of the sidecar forwarder's review-queue sink.
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from sidecar._proto.hitl.v1 import review_pb2 as _review_pb2
+from hitl_client.stubs.hitl.v1 import review_pb2 as _review_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

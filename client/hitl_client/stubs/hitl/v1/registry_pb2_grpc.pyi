@@ -13,7 +13,7 @@ Every attempt, allowed or not, is written to the registry's audit trail.
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from sidecar._proto.hitl.v1 import registry_pb2 as _registry_pb2
+from hitl_client.stubs.hitl.v1 import registry_pb2 as _registry_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

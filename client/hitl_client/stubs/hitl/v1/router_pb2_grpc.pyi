@@ -7,7 +7,7 @@ answers who must act on it, and records why.
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from sidecar._proto.hitl.v1 import router_pb2 as _router_pb2
+from hitl_client.stubs.hitl.v1 import router_pb2 as _router_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

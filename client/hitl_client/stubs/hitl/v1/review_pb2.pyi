@@ -10,7 +10,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
-from sidecar._proto.hitl.v1 import decision_pb2 as _decision_pb2
+from hitl_client.stubs.hitl.v1 import decision_pb2 as _decision_pb2
 import builtins as _builtins
 import sys
 import typing as _typing

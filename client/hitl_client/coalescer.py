@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import grpc
 
-from sidecar._proto.hitl.v1 import router_pb2 as pb
-from sidecar._proto.hitl.v1 import router_pb2_grpc as pb_grpc
+from hitl_client.stubs.hitl.v1 import router_pb2 as pb
+from hitl_client.stubs.hitl.v1 import router_pb2_grpc as pb_grpc
 
 MAX_ITEMS = 4096  # the sidecar's own bound on a batch
 log = logging.getLogger("hitl.client")  # the standard library's: the client adds no dependency

@@ -138,13 +138,13 @@ def _run_settings(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from sidecar.demo import run_demo
+    from hitl.demo import run_demo
 
     return run_demo(Path(args.workdir))
 
 
 def _run_route(args: argparse.Namespace) -> int:
-    from sidecar.client import RouterClient, route_request
+    from hitl_client.router import RouterClient, route_request
 
     strings: dict[str, str] = {}
     numbers: dict[str, float] = {}
