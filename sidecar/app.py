@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import os
-import signal
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -32,7 +30,6 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
-from opentelemetry.sdk.resources import Resource
 
 from hitl_client.stubs.hitl.v1 import router_pb2 as pb
 from hitl_client.stubs.hitl.v1 import router_pb2_grpc as pb_grpc
@@ -62,14 +59,14 @@ from sidecar.policy.snapshot import Snapshot, SnapshotHolder
 from sidecar.policy.source import PolicySource
 from sidecar.router import Router
 from sidecar.server import RouterServicer
-from sidecar.serving import bind, enable_reflection, prometheus_reader, write_port_file
+from sidecar.serving import async_stop_event, bind, enable_reflection, write_port_file
 from sidecar.telemetry.audit import FLUSH_SECONDS, AuditLog, JsonLinesAudit
 from sidecar.telemetry.metrics import (
     RouterMetrics,
-    meter_provider,
     observe_audit,
     observe_escalations,
     observe_policy_source,
+    service_meters,
 )
 from sidecar.telemetry.tracing import INSTRUMENTATION, ServerSpans, server_spans
 
@@ -174,13 +171,9 @@ def build(
 ) -> Sidecar:
     """Wire a sidecar from config; keyword arguments replace the real adapters."""
     clock = clock or SystemClock()
-    resource = Resource.create(
-        {"service.name": os.environ.get("OTEL_SERVICE_NAME", "hitl-sidecar")}
+    resource, meters = service_meters(
+        "hitl-sidecar", config.metrics_addr, ENV_METRICS_ADDR, metric_readers or ()
     )
-    readers = list(metric_readers or [])
-    if config.metrics_addr:
-        readers.append(prometheus_reader(config.metrics_addr, ENV_METRICS_ADDR))
-    meters = meter_provider(resource, readers)
     spans = server_spans(resource)
     holder = SnapshotHolder()
     metrics = RouterMetrics(meters.get_meter(INSTRUMENTATION), holder, clock.now)
@@ -295,10 +288,6 @@ async def serve(config: SidecarConfig) -> None:
     gc.freeze()
     if config.port_file is not None:
         write_port_file(config.port_file, sidecar.address)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+    await async_stop_event().wait()
     log.info("sidecar.stopping", grace_seconds=config.shutdown_grace_seconds)
     await sidecar.stop()

@@ -32,8 +32,10 @@ from sidecar.settings import (
     count,
     grace_setting,
     log_level_setting,
+    metrics_setting,
     optional_address,
     optional_path,
+    port_file_setting,
     read,
     readable_file,
     setting,
@@ -154,9 +156,7 @@ class SidecarConfig:
         30.0,
         "longest wait between retries; an open circuit waits a third of it",
     )
-    metrics_addr: str = setting(
-        ENV_METRICS_ADDR, "", "Prometheus scrape endpoint, HOST:PORT", parse=optional_address
-    )
+    metrics_addr: str = metrics_setting(ENV_METRICS_ADDR)
     log_level: str = log_level_setting()
     policy_poll_seconds: float = setting(
         "HITL_POLICY_POLL_SECONDS", 1.0, "how often the policy file is checked for changes"
@@ -164,12 +164,7 @@ class SidecarConfig:
     replay_ttl_seconds: float = setting(ENV_REPLAY_TTL, 600.0, "replay window age, seconds")
     replay_capacity: int = setting("HITL_REPLAY_CAPACITY", 100_000, "replay window size")
     shutdown_grace_seconds: float = grace_setting(10.0)
-    port_file: Path | None = setting(
-        "HITL_PORT_FILE",
-        None,
-        "the bound address is written here once listening",
-        parse=optional_path,
-    )
+    port_file: Path | None = port_file_setting("HITL_PORT_FILE")
     registry_token_file: Path | None = setting(
         ENV_REGISTRY_TOKEN_FILE,
         None,

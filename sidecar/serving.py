@@ -1,10 +1,13 @@
 """What every hitl server process does the same way: bind its listen address,
-enable reflection, serve Prometheus, announce its address in a port file, and turn
-its errors into gRPC status codes (``status_of``: the one table, for every server;
-servicers only raise)."""
+enable reflection, serve Prometheus, announce its address in a port file, stop on
+SIGTERM or SIGINT, and turn its errors into gRPC status codes (``status_of``: the
+one table, for every server; servicers only raise)."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import threading
 from pathlib import Path
 
 import grpc
@@ -98,3 +101,20 @@ def prometheus_reader(address: str, var: str) -> MetricReader:
 def write_port_file(path: Path, address: str) -> None:
     """Write the bound address atomically: a reader sees all of it or no file."""
     replace_file(path, address.encode())
+
+
+def stop_event() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (for a process whose main thread waits)."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: stop.set())
+    return stop
+
+
+def async_stop_event() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT (for a process run by asyncio)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop

@@ -268,3 +268,18 @@ def log_level_setting() -> Any:
 
 def grace_setting(default: float) -> Any:
     return setting(ENV_GRACE, default, "drain time on SIGTERM, seconds")
+
+
+def metrics_setting(env: str) -> Any:
+    return setting(
+        env,
+        "",
+        "Prometheus scrape endpoint, HOST:PORT (OTLP by the standard OTEL_* variables)",
+        parse=optional_address,
+    )
+
+
+def port_file_setting(env: str) -> Any:
+    return setting(
+        env, None, "the bound address is written here once listening", parse=optional_path
+    )

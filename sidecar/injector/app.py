@@ -9,8 +9,6 @@ module's main thread."""
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -19,15 +17,14 @@ import structlog
 import uvicorn
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
-from opentelemetry.sdk.resources import Resource
 
 from sidecar.injector.config import ENV_INJECTOR_LISTEN, ENV_INJECTOR_METRICS_ADDR, InjectorConfig
 from sidecar.injector.metrics import InjectorMetrics
 from sidecar.injector.server import Readiness, webhook
 from sidecar.injector.tls import ReloadingContext
-from sidecar.serving import prometheus_reader, write_port_file
+from sidecar.serving import stop_event, write_port_file
 from sidecar.settings import split_host_port
-from sidecar.telemetry.metrics import meter_provider
+from sidecar.telemetry.metrics import service_meters
 from sidecar.telemetry.tracing import INSTRUMENTATION
 
 log = structlog.get_logger("hitl.injector")
@@ -65,13 +62,9 @@ class Injector:
 
 def build(config: InjectorConfig, metric_readers: list[MetricReader] | None = None) -> Injector:
     """Wire an injector from config (metric_readers: extra readers, for tests)."""
-    resource = Resource.create(
-        {"service.name": os.environ.get("OTEL_SERVICE_NAME", "hitl-injector")}
+    _, meters = service_meters(
+        "hitl-injector", config.metrics_addr, ENV_INJECTOR_METRICS_ADDR, metric_readers or ()
     )
-    readers = list(metric_readers or [])
-    if config.metrics_addr:
-        readers.append(prometheus_reader(config.metrics_addr, ENV_INJECTOR_METRICS_ADDR))
-    meters = meter_provider(resource, readers)
     tls = ReloadingContext(config.tls_cert, config.tls_key)
     readiness = Readiness()
     app = webhook(config.sidecar, InjectorMetrics(meters.get_meter(INSTRUMENTATION)), readiness)
@@ -110,9 +103,7 @@ def _bind(listen: str) -> socket.socket:
 
 def serve(config: InjectorConfig) -> None:
     """Run until SIGTERM or SIGINT."""
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda _signum, _frame: stop.set())
+    stop = stop_event()
     injector = build(config)
     injector.start()
     if config.port_file is not None:

@@ -16,10 +16,10 @@ from sidecar.injector.errors import InjectionRefused
 from sidecar.settings import (
     address,
     log_level_setting,
+    metrics_setting,
     one_of,
-    optional_address,
-    optional_path,
     path,
+    port_file_setting,
     read,
     seconds_between,
     setting,
@@ -112,19 +112,9 @@ class InjectorConfig:
     tls_key: Path = setting(
         "HITL_INJECTOR_TLS_KEY", DEFAULT_TLS_DIR / "tls.key", "its private key (PEM)", parse=path
     )
-    metrics_addr: str = setting(
-        ENV_INJECTOR_METRICS_ADDR,
-        "",
-        "Prometheus scrape endpoint, HOST:PORT",
-        parse=optional_address,
-    )
+    metrics_addr: str = metrics_setting(ENV_INJECTOR_METRICS_ADDR)
     log_level: str = log_level_setting()
-    port_file: Path | None = setting(
-        "HITL_INJECTOR_PORT_FILE",
-        None,
-        "the bound address is written here once listening",
-        parse=optional_path,
-    )
+    port_file: Path | None = port_file_setting("HITL_INJECTOR_PORT_FILE")
     drain_seconds: float = setting(
         "HITL_INJECTOR_DRAIN_SECONDS",
         3.0,

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 from dataclasses import dataclass
 
 import grpc
@@ -22,7 +20,6 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
-from opentelemetry.sdk.resources import Resource
 
 from hitl_client.stubs.hitl.v1 import registry_pb2 as pb
 from hitl_client.stubs.hitl.v1 import registry_pb2_grpc as pb_grpc
@@ -34,8 +31,8 @@ from sidecar.registry.metrics import RegistryMetrics
 from sidecar.registry.server import Publisher, RegistryServicer
 from sidecar.registry.service import Registry
 from sidecar.registry.store import RegistryStore, open_store
-from sidecar.serving import bind, enable_reflection, prometheus_reader, write_port_file
-from sidecar.telemetry.metrics import meter_provider
+from sidecar.serving import async_stop_event, bind, enable_reflection, write_port_file
+from sidecar.telemetry.metrics import service_meters
 
 log = structlog.get_logger("hitl.registry")
 
@@ -86,13 +83,9 @@ def build(
     """Wire a registry from config; keyword arguments replace the real adapters."""
     clock = clock or SystemClock()
     signer = load_signer(config.signing_key)
-    resource = Resource.create(
-        {"service.name": os.environ.get("OTEL_SERVICE_NAME", "hitl-registry")}
+    _, meters = service_meters(
+        "hitl-registry", config.metrics_addr, ENV_REGISTRY_METRICS_ADDR, metric_readers or ()
     )
-    readers = list(metric_readers or [])
-    if config.metrics_addr:
-        readers.append(prometheus_reader(config.metrics_addr, ENV_REGISTRY_METRICS_ADDR))
-    meters = meter_provider(resource, readers)
     registry = Registry(store or open_store(config.db), signer, clock)
     publisher = Publisher(registry, clock, config.head_poll_seconds, config.refresh_seconds)
     metrics = RegistryMetrics(meters.get_meter(INSTRUMENTATION), lambda: publisher.revision)
@@ -135,10 +128,6 @@ async def serve(config: RegistryConfig) -> None:
     await registry.start()
     if config.port_file is not None:
         write_port_file(config.port_file, registry.address)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+    await async_stop_event().wait()
     log.info("registry.stopping", grace_seconds=config.shutdown_grace_seconds)
     await registry.stop()

@@ -13,9 +13,10 @@ from sidecar.settings import (
     address,
     grace_setting,
     log_level_setting,
-    optional_address,
+    metrics_setting,
     optional_path,
     path,
+    port_file_setting,
     read,
     setting,
 )
@@ -49,12 +50,7 @@ class RegistryConfig:
         "sqlite:PATH or postgresql://... (pip install 'hitl-sidecar[postgres]')",
         parse=check_db,
     )
-    metrics_addr: str = setting(
-        ENV_REGISTRY_METRICS_ADDR,
-        "",
-        "Prometheus scrape endpoint, HOST:PORT",
-        parse=optional_address,
-    )
+    metrics_addr: str = metrics_setting(ENV_REGISTRY_METRICS_ADDR)
     refresh_seconds: float = setting(
         "HITL_REGISTRY_REFRESH_SECONDS", 30.0, "how often the head is re-signed for watchers"
     )
@@ -77,12 +73,7 @@ class RegistryConfig:
     )
     log_level: str = log_level_setting()
     shutdown_grace_seconds: float = grace_setting(5.0)
-    port_file: Path | None = setting(
-        "HITL_REGISTRY_PORT_FILE",
-        None,
-        "the bound address is written here once listening",
-        parse=optional_path,
-    )
+    port_file: Path | None = port_file_setting("HITL_REGISTRY_PORT_FILE")
 
     @classmethod
     def load(

@@ -6,8 +6,6 @@ grace period, the sweep stops, then the store and metric exporters are closed.""
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -17,7 +15,6 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
-from opentelemetry.sdk.resources import Resource
 
 from hitl_client.stubs.hitl.v1 import review_pb2 as rpb
 from hitl_client.stubs.hitl.v1 import review_pb2_grpc as rpb_grpc
@@ -28,8 +25,8 @@ from sidecar.review.metrics import ReviewMetrics
 from sidecar.review.queue import ReviewQueue
 from sidecar.review.server import ReviewQueueServicer
 from sidecar.review.store import ReviewStore, open_store
-from sidecar.serving import bind, enable_reflection, prometheus_reader, write_port_file
-from sidecar.telemetry.metrics import meter_provider
+from sidecar.serving import bind, enable_reflection, stop_event, write_port_file
+from sidecar.telemetry.metrics import service_meters
 
 log = structlog.get_logger("hitl.review")
 
@@ -93,11 +90,9 @@ def build(
     metric_readers: list[MetricReader] | None = None,
 ) -> ReviewServer:
     """Wire a review queue from config; keyword arguments replace the real adapters."""
-    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "hitl-review")})
-    readers = list(metric_readers or [])
-    if config.metrics_addr:
-        readers.append(prometheus_reader(config.metrics_addr, ENV_REVIEW_METRICS_ADDR))
-    meters = meter_provider(resource, readers)
+    _, meters = service_meters(
+        "hitl-review", config.metrics_addr, ENV_REVIEW_METRICS_ADDR, metric_readers or ()
+    )
     metrics = ReviewMetrics(meters.get_meter(INSTRUMENTATION))
     queue = ReviewQueue(store or open_store(config.db), clock or SystemClock(), config.sla, metrics)
     # SO_REUSEPORT off: a second queue on a taken port must fail, not share it.
@@ -117,9 +112,7 @@ def build(
 
 def serve(config: ReviewConfig) -> None:
     """Run until SIGTERM or SIGINT."""
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda _signum, _frame: stop.set())
+    stop = stop_event()
     review = build(config)
     review.start()
     if config.port_file is not None:

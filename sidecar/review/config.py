@@ -13,8 +13,8 @@ from sidecar.settings import (
     address,
     grace_setting,
     log_level_setting,
-    optional_address,
-    optional_path,
+    metrics_setting,
+    port_file_setting,
     read,
     setting,
 )
@@ -55,21 +55,11 @@ class ReviewConfig:
     sweep_seconds: float = setting(
         "HITL_REVIEW_SWEEP_SECONDS", 10.0, "how often overdue items are raised"
     )
-    metrics_addr: str = setting(
-        ENV_REVIEW_METRICS_ADDR,
-        "",
-        "Prometheus scrape HOST:PORT (OTLP by the standard OTEL_* variables)",
-        parse=optional_address,
-    )
+    metrics_addr: str = metrics_setting(ENV_REVIEW_METRICS_ADDR)
     log_level: str = log_level_setting()
     workers: int = setting("HITL_REVIEW_WORKERS", 16, "gRPC worker threads")
     shutdown_grace_seconds: float = grace_setting(10.0)
-    port_file: Path | None = setting(
-        "HITL_REVIEW_PORT_FILE",
-        None,
-        "the bound address is written here once listening",
-        parse=optional_path,
-    )
+    port_file: Path | None = port_file_setting("HITL_REVIEW_PORT_FILE")
 
     @classmethod
     def load(

@@ -21,6 +21,7 @@ from sidecar.escalation.forwarder import Forwarder
 from sidecar.escalation.spool import Spool
 from sidecar.policy.snapshot import SnapshotHolder
 from sidecar.policy.source import SourceStats
+from sidecar.serving import prometheus_reader
 from sidecar.telemetry.audit import AuditLog
 
 # Route latency buckets (ms): fine below the 5 ms budget, coarse above it.
@@ -271,6 +272,19 @@ def otlp_requested(signal: str) -> bool:
         os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
         or os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
     )
+
+
+def service_meters(
+    service: str, metrics_addr: str, var: str, readers: Iterable[MetricReader] = ()
+) -> tuple[Resource, MeterProvider]:
+    """A process's resource (named by OTEL_SERVICE_NAME, default service) and meter
+    provider: the given readers, Prometheus on metrics_addr when set (var names it in
+    errors), and OTLP when the environment asks."""
+    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service)})
+    all_readers = list(readers)
+    if metrics_addr:
+        all_readers.append(prometheus_reader(metrics_addr, var))
+    return resource, meter_provider(resource, all_readers)
 
 
 def meter_provider(resource: Resource, readers: list[MetricReader]) -> MeterProvider:
