@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from benchmarks.harness import Proc, prepare, start, wait_serving
+from benchmarks.harness import REVIEW_TOKEN, Proc, prepare, review_principal, start, wait_serving
 from sidecar.escalation.record import Escalation
 from sidecar.escalation.spool import Spool, acked_offset
 
@@ -78,7 +78,10 @@ def measure(workdir: Path, sink: str, count: int) -> dict[str, Any]:
     python = sys.executable
     server: Proc | None = None
     deployment = f"bench-{uuid.uuid4().hex[:8]}"
+    credentials: list[str] = []
     if sink == "review":
+        review_principal(f"sqlite:{workdir / 'review.db'}", workdir / REVIEW_TOKEN)
+        credentials = ["--review-token-file", str(workdir / REVIEW_TOKEN)]
         server = start(
             [python, "-m", "hitl", "review", "serve", "--listen", "127.0.0.1:0",
              "--db", f"sqlite:{workdir / 'review.db'}", "--port-file", str(workdir / "review.addr")],
@@ -90,7 +93,8 @@ def measure(workdir: Path, sink: str, count: int) -> dict[str, Any]:
     sidecar = start(
         [python, "-m", "hitl", "sidecar", "--policy", str(workdir / "policy.yaml"),
          "--listen", "127.0.0.1:0", "--state-dir", str(state), "--sink", url,
-         "--deployment", deployment, "--port-file", str(workdir / f"sidecar-{sink}.addr")],
+         "--deployment", deployment, "--port-file", str(workdir / f"sidecar-{sink}.addr"),
+         *credentials],
         workdir / f"sidecar-{sink}.addr", workdir / f"sidecar-{sink}.log",
     )  # fmt: skip
     try:

@@ -287,6 +287,9 @@ def start_sink(workdir: Path) -> Proc:
     )
 
 
+REVIEW_TOKEN = "review-sidecar.token"  # noqa: S105 (a file name in the workdir, no secret)
+
+
 def start_sidecar(
     workdir: Path,
     sink: Proc,
@@ -300,7 +303,8 @@ def start_sidecar(
     return start(
         [sys.executable, "-m", "hitl", "sidecar", *policy_args, "--listen", "127.0.0.1:0",
          "--state-dir", str(workdir / "state"), "--port-file", str(workdir / "sidecar.addr"),
-         "--sink", f"review://{review.address}"],
+         "--sink", f"review://{review.address}",
+         "--review-token-file", str(workdir / REVIEW_TOKEN)],
         workdir / "sidecar.addr",
         workdir / "sidecar.log",
         {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{sink.address}",
@@ -328,12 +332,27 @@ def start_review(workdir: Path) -> tuple[Proc, Path]:
         )
     )
     database = directory / "review.db"
+    review_principal(f"sqlite:{database}", workdir / REVIEW_TOKEN)
     review = start(
         [sys.executable, "-m", "hitl", "review", "serve", "--listen", "127.0.0.1:0",
          "--db", f"sqlite:{database}", "--port-file", str(workdir / "review.addr")],
         workdir / "review.addr", workdir / "review.log", elsewhere=True,
     )  # fmt: skip
     return review, database
+
+
+def review_principal(db: str, token_file: Path) -> None:
+    """The sidecar's principal in the review queue's database; its token in token_file."""
+    from sidecar.auth import hash_token, new_token
+    from sidecar.review.store import open_store
+
+    token = new_token()
+    store = open_store(db)
+    try:
+        store.add_principal("bench-sidecar", frozenset({"sidecar"}), hash_token(token), "", 0.0)
+    finally:
+        store.close()
+    token_file.write_text(token)
 
 
 def delivered(database: Path) -> int:

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from hitl_client.stubs.hitl.v1 import registry_pb2 as rpb
+from sidecar.auth import hash_token, new_token
 from sidecar.policy.signing import generate_key_pair
-from sidecar.registry.auth import hash_token, new_token
 from sidecar.registry.client import RegistryClient, artefact_version, upload_policy_file
 from sidecar.registry.messages import document_from_policy, policy_from_document
 from sidecar.registry.model import Role

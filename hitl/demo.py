@@ -14,6 +14,7 @@ reviewer, exports the labelled set, and prints what happened. Needs the
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -68,6 +69,7 @@ def run_demo(workdir: Path) -> int:
     )
     policy = _calibrate_and_write_policy(workdir, cal_logits, splits.cal_y)
     tokens = _registry_principals(workdir)
+    reviewers = _review_principals(workdir)
     python = [sys.executable, "-m", "hitl"]
     with ExitStack() as processes:
         registry_address = _start(
@@ -90,11 +92,12 @@ def run_demo(workdir: Path) -> int:
              "--registry-token-file", str(workdir / "keys" / "sidecar.token"),
              "--registry-public-key", str(workdir / "keys" / "signing.pub"),
              "--listen", "127.0.0.1:0", "--state-dir", str(workdir / "state"),
-             "--sink", f"review://{queue_address}"],
+             "--sink", f"review://{queue_address}",
+             "--review-token-file", str(workdir / "keys" / "review-sidecar.token")],
             workdir, "sidecar",
         )  # fmt: skip
         summary = _route_test_split(address, test_logits, splits.test_y)
-        review = _review(workdir, queue_address, summary.escalated, splits.test_y)
+        review = _review(workdir, queue_address, summary.escalated, splits.test_y, reviewers)
     _report(workdir, policy, approval, summary, review)
     return 0
 
@@ -240,8 +243,8 @@ def _registry_principals(workdir: Path) -> dict[str, str]:
     """A signing key pair and three principals: an operator who proposes, an approver
     who approves, and the sidecar (what ``hitl registry keygen`` and ``hitl registry
     principal add`` do). Returns their tokens; the sidecar's is also written to a file."""
+    from sidecar.auth import hash_token, new_token
     from sidecar.policy.signing import generate_key_pair
-    from sidecar.registry.auth import hash_token, new_token
     from sidecar.registry.model import Role
     from sidecar.registry.store import open_store
 
@@ -256,6 +259,29 @@ def _registry_principals(workdir: Path) -> dict[str, str]:
     finally:
         store.close()
     (keys / "sidecar.token").write_text(tokens["sidecar"])
+    return tokens
+
+
+def _review_principals(workdir: Path) -> dict[str, str]:
+    """The review queue's principals (what ``hitl review principal add`` does): the
+    sidecar that submits, a reviewer, and the exporter of labelled data. Returns their
+    tokens; the sidecar's is also written to a file."""
+    from sidecar.auth import hash_token, new_token
+    from sidecar.review.store import open_store
+
+    roles = {
+        "sidecar": {"sidecar"},
+        "demo-reviewer": {"reviewer", "viewer"},  # a viewer too: it waits on the queue
+        "exporter": {"exporter"},
+    }
+    tokens = {name: new_token() for name in roles}
+    store = open_store(f"sqlite:{workdir / 'review.db'}")
+    try:
+        for name, held in roles.items():
+            store.add_principal(name, frozenset(held), hash_token(tokens[name]), "", time.time())
+    finally:
+        store.close()
+    (workdir / "keys" / "review-sidecar.token").write_text(tokens["sidecar"])
     return tokens
 
 
@@ -348,16 +374,22 @@ class Reviewed:
     delivery_seconds: float
 
 
-def _review(workdir: Path, address: str, escalated: int, labels: npt.NDArray[np.int64]) -> Reviewed:
+def _review(
+    workdir: Path,
+    address: str,
+    escalated: int,
+    labels: npt.NDArray[np.int64],
+    tokens: dict[str, str],
+) -> Reviewed:
     """Wait for the forwarder to deliver every escalation, resolve a share of the
-    queue as a stand-in reviewer who knows the true labels, export the labelled set."""
+    queue as a stand-in reviewer who knows the true labels, export the labelled set:
+    each as its own principal."""
     from calibrators.data import load_dataset
     from sidecar.review.client import ReviewClient
     from sidecar.review.item import Verdict
 
-    reviewer = "demo-reviewer"
     started = time.monotonic()
-    with ReviewClient(address) as client:
+    with ReviewClient(address, tokens["demo-reviewer"]) as client:
         while (queued := len(client.list_items(limit=1000))) < escalated:
             if time.monotonic() - started > 60:
                 raise SystemExit(f"only {queued} of {escalated} escalations reached the queue")
@@ -366,15 +398,14 @@ def _review(workdir: Path, address: str, escalated: int, labels: npt.NDArray[np.
         overridden = 0
         resolved = round(queued * REVIEWED_SHARE)
         for _ in range(resolved):
-            item = client.claim(reviewer)
+            item = client.claim()
             truth = int(labels[int(item.escalation.request_id.removeprefix("demo-"))])
             if truth == item.escalation.predicted_class:
-                client.resolve(item.escalation_id, reviewer, Verdict.ACCEPT, rationale="agrees")
+                client.resolve(item.escalation_id, Verdict.ACCEPT, rationale="agrees")
             else:
                 overridden += 1
                 client.resolve(
                     item.escalation_id,
-                    reviewer,
                     Verdict.OVERRIDE,
                     corrected_class=truth,
                     corrected_label=f"digit-{truth}",
@@ -385,6 +416,7 @@ def _review(workdir: Path, address: str, escalated: int, labels: npt.NDArray[np.
         [sys.executable, "-m", "hitl", "review", "export", "--target", address,
          "--out", str(export)],
         check=True, stdout=subprocess.DEVNULL,
+        env={**os.environ, "HITL_REVIEW_TOKEN": tokens["exporter"]},
     )  # fmt: skip
     exported = len(load_dataset(export).labels)  # what hitl calibrate fit would read
     return Reviewed(queued, resolved, overridden, exported, export, delivery)

@@ -185,7 +185,12 @@ def build(
     recorder = SpoolRecorder(spool)
     dead = DeadLetters(Spool(config.dead_letter_dir, fsync=True))
     if sink is None and config.sink:
-        sink = open_sink(config.sink, config.deployment, config.forward_timeout_seconds)
+        sink = open_sink(
+            config.sink,
+            config.deployment,
+            config.forward_timeout_seconds,
+            config.review_credentials(),
+        )
     forwarder = None
     if sink is not None:
         settings = ForwarderSettings(

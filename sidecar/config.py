@@ -28,6 +28,7 @@ from sidecar.settings import (
     ENV_STATE_DIR,
     POLICY_DIR,
     SPOOL_DIR,
+    ClientCredentials,
     address,
     count,
     grace_setting,
@@ -192,8 +193,30 @@ class SidecarConfig:
     registry_poll_seconds: float = setting(
         ENV_REGISTRY_POLL, 10.0, "poll interval while the registry's Watch stream is down"
     )
-    # Read from registry_token_file at start-up.
+    review_token_file: Path | None = setting(
+        "HITL_REVIEW_TOKEN_FILE",
+        None,
+        "file holding the sidecar's bearer token for a review:// sink",
+        parse=readable_file,
+    )
+    review_ca: Path | None = setting(
+        "HITL_REVIEW_CA",
+        None,
+        "CA certificate of the review queue's TLS certificate (turns TLS on)",
+        parse=readable_file,
+    )
+    review_cert: Path | None = setting(
+        "HITL_REVIEW_CERT",
+        None,
+        "client certificate for mTLS to the review queue",
+        parse=readable_file,
+    )
+    review_key: Path | None = setting(
+        "HITL_REVIEW_KEY", None, "the client certificate's private key", parse=readable_file
+    )
+    # Read from registry_token_file and review_token_file at start-up.
     registry_token: str = field(default="", repr=False)
+    review_token: str = field(default="", repr=False)
 
     @property
     def audit_path(self) -> str:
@@ -232,7 +255,22 @@ class SidecarConfig:
             _check_health_listen(values["health_listen"], values["listen"], values["metrics_addr"])
         if values["registry"]:
             values["registry_token"] = _registry_token(values)
+        if values["review_token_file"] is not None:
+            values["review_token"] = read_token(
+                values["review_token_file"], "HITL_REVIEW_TOKEN_FILE"
+            )
+        _check_pair(values, "review", "HITL_REVIEW")
         return cls(**values)
+
+    def review_credentials(self) -> ClientCredentials:
+        """What the review:// sink presents: the token, and the TLS files' contents."""
+        return ClientCredentials(
+            self.review_token,
+            *(
+                p.read_bytes() if p else None
+                for p in (self.review_ca, self.review_cert, self.review_key)
+            ),
+        )
 
 
 def _registry_token(values: Mapping[str, Any]) -> str:
@@ -248,26 +286,34 @@ def _registry_token(values: Mapping[str, Any]) -> str:
         load_verifier(public_key)
     except ConfigError as exc:
         raise ConfigError(f"{ENV_REGISTRY_PUBLIC_KEY}: {exc}") from exc
-    cert, key = values["registry_cert"], values["registry_key"]
+    _check_pair(values, "registry", "HITL_REGISTRY")
+    token_file: Path | None = values["registry_token_file"]
+    return "" if token_file is None else read_token(token_file, ENV_REGISTRY_TOKEN_FILE)
+
+
+def _check_pair(values: Mapping[str, Any], service: str, prefix: str) -> None:
+    """A client certificate and its key go together, and only over TLS."""
+    cert, key = values[f"{service}_cert"], values[f"{service}_key"]
     if (cert is None) != (key is None):
         raise ConfigError(
-            f"{ENV_REGISTRY_CERT} and {ENV_REGISTRY_KEY} go together: the client"
-            " certificate and its private key"
+            f"{prefix}_CERT and {prefix}_KEY go together: the client certificate and its"
+            " private key"
         )
-    if cert is not None and values["registry_ca"] is None:
+    if cert is not None and values[f"{service}_ca"] is None:
         raise ConfigError(
-            f"{ENV_REGISTRY_CERT} needs {ENV_REGISTRY_CA}: a client certificate is only"
-            " presented over TLS, which the CA turns on"
+            f"{prefix}_CERT needs {prefix}_CA: a client certificate is only presented over"
+            " TLS, which the CA turns on"
         )
-    token_file: Path | None = values["registry_token_file"]
-    if token_file is None:
-        return ""
+
+
+def read_token(path: Path, var: str) -> str:
+    """The bearer token in the file at path; ConfigError naming var otherwise."""
     try:
-        token = token_file.read_text().strip()
+        token = path.read_text().strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{ENV_REGISTRY_TOKEN_FILE}: cannot read {token_file}: {exc}") from exc
+        raise ConfigError(f"{var}: cannot read {path}: {exc}") from exc
     if not token:
-        raise ConfigError(f"{ENV_REGISTRY_TOKEN_FILE}: {token_file} is empty")
+        raise ConfigError(f"{var}: {path} is empty")
     return token
 
 

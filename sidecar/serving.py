@@ -9,12 +9,14 @@ import asyncio
 import signal
 import threading
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.metrics.export import MetricReader
 
+from sidecar.auth import bearer_token
 from sidecar.errors import (
     ConfigError,
     Conflict,
@@ -80,6 +82,47 @@ def bind(
     if listen.startswith("unix:"):
         return listen
     return f"{listen.rpartition(':')[0]}:{port}"
+
+
+def caller_credentials(
+    context: grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any],
+) -> tuple[str, str]:
+    """(bearer token, client certificate common name) a call came with; '' for none."""
+    metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+    names = context.auth_context().get("x509_common_name") or []
+    first = next(iter(names), b"")
+    return bearer_token(metadata), first.decode() if isinstance(first, bytes) else ""
+
+
+def server_credentials(
+    cert: Path | None, key: Path | None, client_ca: Path | None
+) -> grpc.ServerCredentials | None:
+    """TLS when a certificate is configured; mTLS (client certificates required and
+    checked against the CA) when a client CA is too."""
+    if cert is None or key is None:
+        return None
+    try:
+        pair = (key.read_bytes(), cert.read_bytes())
+        ca = client_ca.read_bytes() if client_ca else None
+    except OSError as exc:
+        raise ConfigError(f"cannot read TLS file {exc.filename}: {exc.strerror}") from exc
+    return grpc.ssl_server_credentials(
+        [pair], root_certificates=ca, require_client_auth=ca is not None
+    )
+
+
+def client_channel(
+    target: str, ca: bytes | None = None, cert: bytes | None = None, key: bytes | None = None
+) -> grpc.Channel:
+    """A channel to a hitl service: TLS when ca is given (mTLS with cert and key)."""
+    if ca is None:
+        return grpc.insecure_channel(target)
+    return grpc.secure_channel(target, grpc.ssl_channel_credentials(ca, key, cert))
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata carrying token ('' sends none)."""
+    return (("authorization", f"Bearer {token}"),) if token else ()
 
 
 def enable_reflection(server: grpc.Server | grpc.aio.Server, *services: str) -> None:

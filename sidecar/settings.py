@@ -283,3 +283,66 @@ def port_file_setting(env: str) -> Any:
     return setting(
         env, None, "the bound address is written here once listening", parse=optional_path
     )
+
+
+def check_tls(values: Mapping[str, Any], cert_var: str, key_var: str, ca_var: str) -> None:
+    """A server's TLS settings (tls_cert, tls_key, client_ca) make sense together."""
+    if (values["tls_cert"] is None) != (values["tls_key"] is None):
+        raise ConfigError(f"{cert_var} and {key_var} go together")
+    if values["client_ca"] is not None and values["tls_cert"] is None:
+        raise ConfigError(f"{ca_var} (mTLS) needs {cert_var}")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCredentials:
+    """What a command presents to a hitl service: a bearer token and, for TLS, the
+    service's CA (with a client certificate and key for mTLS)."""
+
+    token: str = field(default="", repr=False)
+    ca: bytes | None = None
+    cert: bytes | None = None
+    key: bytes | None = None
+
+
+def add_client_flags(parser: argparse.ArgumentParser, env_prefix: str) -> None:
+    """--token-file, --ca, --cert and --key of a command calling a service, each
+    defaulting to <env_prefix>_TOKEN_FILE, _CA, _CERT and _KEY; <env_prefix>_TOKEN may
+    hold the token itself."""
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        default=os.environ.get(f"{env_prefix}_TOKEN_FILE") or None,
+        help=f"file holding your bearer token (env {env_prefix}_TOKEN_FILE,"
+        f" or the token itself in {env_prefix}_TOKEN)",
+    )
+    flags = (
+        ("ca", "CA of the service's TLS certificate (turns TLS on)"),
+        ("cert", "client certificate for mTLS"),
+        ("key", "its private key"),
+    )
+    for flag, what in flags:
+        variable = f"{env_prefix}_{flag.upper()}"
+        parser.add_argument(
+            f"--{flag}",
+            type=Path,
+            default=os.environ.get(variable) or None,
+            help=f"{what} (env {variable})",
+        )
+
+
+def client_credentials(args: argparse.Namespace, env_prefix: str) -> ClientCredentials:
+    """The credentials add_client_flags asked for; ConfigError naming a file that
+    cannot be read."""
+
+    def read(path: Path | None) -> bytes | None:
+        if path is None:
+            return None
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+
+    token = os.environ.get(f"{env_prefix}_TOKEN", "")
+    if args.token_file is not None:
+        token = (read(args.token_file) or b"").decode().strip()
+    return ClientCredentials(token, read(args.ca), read(args.cert), read(args.key))

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sidecar.auth import hash_token
 from sidecar.policy.signing import generate_key_pair
 from sidecar.registry.app import RegistryServer, build
-from sidecar.registry.auth import hash_token
 from sidecar.registry.client import RegistryClient
 from sidecar.registry.config import RegistryConfig
 from sidecar.registry.model import Role

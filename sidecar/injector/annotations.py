@@ -29,6 +29,7 @@ REGISTRY_PUBLIC_KEY = PREFIX + "registry-public-key"
 REGISTRY_CA = PREFIX + "registry-ca"
 POLICY = PREFIX + "policy"
 SINK = PREFIX + "sink"
+REVIEW_TOKEN_SECRET = PREFIX + "review-token-secret"
 PORT = PREFIX + "port"
 HEALTH_PORT = PREFIX + "health-port"
 METRICS_PORT = PREFIX + "metrics-port"
@@ -51,6 +52,8 @@ KNOWN: dict[str, str] = {
     "empty: plaintext",
     POLICY: "ConfigMap holding policy.yaml (and its calibrators): a policy file, no registry",
     SINK: "review://HOST:PORT or nats://HOST:PORT[,nats://...]: where escalations go",
+    REVIEW_TOKEN_SECRET: "Secret (key 'token') with the sidecar's review queue bearer token, "
+    "for a review:// sink",
     PORT: "TCP port of the Router, on 127.0.0.1: only the pod's containers reach it (default 7431)",
     HEALTH_PORT: "TCP port of the sidecar's gRPC health on the pod network, where the "
     "kubelet probes it; nothing else is served there (default 7434)",
@@ -114,6 +117,7 @@ class PodSettings:
     model: str
     policy: FromRegistry | FromConfigMap
     sink: str = ""
+    review_token_secret: str = ""  # a review:// sink's token, mounted; empty: none
     port: int = DEFAULT_PORT
     health_port: int = DEFAULT_HEALTH_PORT
     metrics_port: int = DEFAULT_METRICS_PORT
@@ -153,6 +157,12 @@ def read_settings(annotations: Mapping[str, str], defaults: SidecarDefaults) -> 
     sink = get(SINK, defaults.sink)
     if sink:
         check_sink(sink, SINK if SINK in annotations else "the injector's default sink")
+    review_token = ""
+    if sink.startswith("review://"):
+        review_token = get(REVIEW_TOKEN_SECRET, defaults.review_token_secret)
+        dns_subdomain(REVIEW_TOKEN_SECRET, review_token)
+    elif REVIEW_TOKEN_SECRET in annotations:
+        raise InjectionRefused(f"{REVIEW_TOKEN_SECRET} is for a review:// sink; {SINK} is {sink!r}")
     port = _port(PORT, get(PORT), DEFAULT_PORT)
     health_port = _port(HEALTH_PORT, get(HEALTH_PORT), DEFAULT_HEALTH_PORT)
     metrics_port = _port(METRICS_PORT, get(METRICS_PORT), DEFAULT_METRICS_PORT)
@@ -174,6 +184,7 @@ def read_settings(annotations: Mapping[str, str], defaults: SidecarDefaults) -> 
         model=model,
         policy=policy,
         sink=sink,
+        review_token_secret=review_token,
         port=port,
         health_port=health_port,
         metrics_port=metrics_port,

@@ -32,6 +32,7 @@ ENV_TOKEN_SECRET = "HITL_INJECTOR_REGISTRY_TOKEN_SECRET"  # noqa: S105 - a varia
 ENV_PUBLIC_KEY_CONFIGMAP = "HITL_INJECTOR_REGISTRY_PUBLIC_KEY_CONFIGMAP"
 ENV_REGISTRY_CA_CONFIGMAP = "HITL_INJECTOR_REGISTRY_CA_CONFIGMAP"
 ENV_SINK = "HITL_INJECTOR_SINK"
+ENV_REVIEW_TOKEN_SECRET = "HITL_INJECTOR_REVIEW_TOKEN_SECRET"  # noqa: S105 - a variable name
 ENV_INJECTOR_LISTEN = "HITL_INJECTOR_LISTEN"
 ENV_INJECTOR_METRICS_ADDR = "HITL_INJECTOR_METRICS_ADDR"
 
@@ -86,6 +87,12 @@ class SidecarDefaults:
         "default ConfigMap (key ca.crt) with the registry's TLS CA; empty: plaintext gRPC",
     )
     sink: str = setting(ENV_SINK, "", "the escalation sink for pods that do not name one")
+    review_token_secret: str = setting(
+        ENV_REVIEW_TOKEN_SECRET,
+        "hitl-review-token",
+        "default Secret (key token) holding the sidecar's review queue bearer token,"
+        " mounted for a review:// sink",
+    )
 
     @classmethod
     def load(
@@ -140,6 +147,7 @@ def _check(defaults: SidecarDefaults) -> None:
             checks.check_sink(defaults.sink, ENV_SINK)
         checks.dns_subdomain(ENV_TOKEN_SECRET, defaults.token_secret)
         checks.dns_subdomain(ENV_PUBLIC_KEY_CONFIGMAP, defaults.public_key_configmap)
+        checks.dns_subdomain(ENV_REVIEW_TOKEN_SECRET, defaults.review_token_secret)
         if defaults.registry_ca_configmap:
             checks.dns_subdomain(ENV_REGISTRY_CA_CONFIGMAP, defaults.registry_ca_configmap)
     except InjectionRefused as exc:

@@ -47,13 +47,22 @@ POLICY_VOLUME = "hitl-policy"
 TOKEN_VOLUME = "hitl-registry-token"  # noqa: S105 - a volume name, not a token
 PUBLIC_KEY_VOLUME = "hitl-registry-public-key"
 CA_VOLUME = "hitl-registry-ca"
-VOLUME_NAMES = (STATE_VOLUME, POLICY_VOLUME, TOKEN_VOLUME, PUBLIC_KEY_VOLUME, CA_VOLUME)
+REVIEW_TOKEN_VOLUME = "hitl-review-token"  # noqa: S105 - a volume name, not a token
+VOLUME_NAMES = (
+    STATE_VOLUME,
+    POLICY_VOLUME,
+    TOKEN_VOLUME,
+    PUBLIC_KEY_VOLUME,
+    CA_VOLUME,
+    REVIEW_TOKEN_VOLUME,
+)
 
 STATE_DIR = "/var/lib/hitl"
 POLICY_DIR = "/etc/hitl/policy"
 POLICY_FILE = "policy.yaml"
 TOKEN_DIR = "/var/run/secrets/hitl/registry"  # noqa: S105 - where it is mounted
 TOKEN_KEY = "token"  # noqa: S105 - the Secret's key name
+REVIEW_TOKEN_DIR = "/var/run/secrets/hitl/review"  # noqa: S105 - where it is mounted
 PUBLIC_KEY_DIR = "/etc/hitl/registry"
 PUBLIC_KEY_KEY = "public-key.pem"
 CA_DIR = "/etc/hitl/registry-ca"
@@ -112,18 +121,12 @@ def sidecar_volumes(settings: PodSettings) -> list[JsonObject]:
     volumes: list[JsonObject] = []
     if not settings.state_volume:
         volumes.append({"name": STATE_VOLUME, "emptyDir": {"sizeLimit": settings.state_size}})
+    if settings.review_token_secret:
+        volumes.append(_secret(REVIEW_TOKEN_VOLUME, settings.review_token_secret))
     if isinstance(settings.policy, FromConfigMap):
         volumes.append({"name": POLICY_VOLUME, "configMap": {"name": settings.policy.name}})
     else:
-        volumes.append(
-            {
-                "name": TOKEN_VOLUME,
-                "secret": {
-                    "secretName": settings.policy.token_secret,
-                    "items": [{"key": TOKEN_KEY, "path": TOKEN_KEY}],
-                },
-            }
-        )
+        volumes.append(_secret(TOKEN_VOLUME, settings.policy.token_secret))
         volumes.append(
             {
                 "name": PUBLIC_KEY_VOLUME,
@@ -146,6 +149,14 @@ def sidecar_volumes(settings: PodSettings) -> list[JsonObject]:
     return volumes
 
 
+def _secret(volume: str, secret: str) -> JsonObject:
+    """A volume of the token in a Secret's key ``token``."""
+    return {
+        "name": volume,
+        "secret": {"secretName": secret, "items": [{"key": TOKEN_KEY, "path": TOKEN_KEY}]},
+    }
+
+
 def _env(settings: PodSettings) -> list[JsonObject]:
     values = [
         ("HITL_LISTEN", f"127.0.0.1:{settings.port}"),
@@ -159,6 +170,8 @@ def _env(settings: PodSettings) -> list[JsonObject]:
     ]
     if settings.sink:
         values.append(("HITL_SINK", settings.sink))
+    if settings.review_token_secret:
+        values.append(("HITL_REVIEW_TOKEN_FILE", f"{REVIEW_TOKEN_DIR}/{TOKEN_KEY}"))
     policy = settings.policy
     if isinstance(policy, FromRegistry):
         values += [
@@ -193,6 +206,10 @@ def _mounts(settings: PodSettings) -> list[JsonObject]:
         mounts.append({"name": PUBLIC_KEY_VOLUME, "mountPath": PUBLIC_KEY_DIR, "readOnly": True})
         if settings.policy.ca_configmap:
             mounts.append({"name": CA_VOLUME, "mountPath": CA_DIR, "readOnly": True})
+    if settings.review_token_secret:
+        mounts.append(
+            {"name": REVIEW_TOKEN_VOLUME, "mountPath": REVIEW_TOKEN_DIR, "readOnly": True}
+        )
     return mounts
 
 

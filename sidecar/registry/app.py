@@ -24,14 +24,19 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from hitl_client.stubs.hitl.v1 import registry_pb2 as pb
 from hitl_client.stubs.hitl.v1 import registry_pb2_grpc as pb_grpc
 from sidecar.clock import Clock, SystemClock
-from sidecar.errors import ConfigError
 from sidecar.policy.signing import load_signer
 from sidecar.registry.config import ENV_REGISTRY_LISTEN, ENV_REGISTRY_METRICS_ADDR, RegistryConfig
 from sidecar.registry.metrics import RegistryMetrics
 from sidecar.registry.server import Publisher, RegistryServicer
 from sidecar.registry.service import Registry
 from sidecar.registry.store import RegistryStore, open_store
-from sidecar.serving import async_stop_event, bind, enable_reflection, write_port_file
+from sidecar.serving import (
+    async_stop_event,
+    bind,
+    enable_reflection,
+    server_credentials,
+    write_port_file,
+)
 from sidecar.telemetry.metrics import service_meters
 
 log = structlog.get_logger("hitl.registry")
@@ -97,24 +102,14 @@ def build(
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     enable_reflection(server, REGISTRY_SERVICE)
-    address = bind(server, config.listen, ENV_REGISTRY_LISTEN, _credentials(config))
+    address = bind(
+        server,
+        config.listen,
+        ENV_REGISTRY_LISTEN,
+        server_credentials(config.tls_cert, config.tls_key, config.client_ca),
+    )
     log.info("registry.signing", key_id=signer.key_id)
     return RegistryServer(config, registry, publisher, server, health, meters, address)
-
-
-def _credentials(config: RegistryConfig) -> grpc.ServerCredentials | None:
-    """TLS when a certificate is configured; mTLS (client certificates required and
-    checked against the CA) when a client CA is too."""
-    if config.tls_cert is None or config.tls_key is None:
-        return None
-    try:
-        pair = (config.tls_key.read_bytes(), config.tls_cert.read_bytes())
-        client_ca = config.client_ca.read_bytes() if config.client_ca else None
-    except OSError as exc:
-        raise ConfigError(f"cannot read TLS file {exc.filename}: {exc.strerror}") from exc
-    return grpc.ssl_server_credentials(
-        [pair], root_certificates=client_ca, require_client_auth=client_ca is not None
-    )
 
 
 def _where(db: str) -> str:

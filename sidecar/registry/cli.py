@@ -31,15 +31,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sidecar.config import (
-    ENV_REGISTRY,
-    ENV_REGISTRY_CA,
-    ENV_REGISTRY_CERT,
-    ENV_REGISTRY_KEY,
-    ENV_REGISTRY_TOKEN_FILE,
-)
+from sidecar.admin import add_principal_commands
+from sidecar.config import ENV_REGISTRY
 from sidecar.registry.config import DEFAULT_REGISTRY_DB, DEFAULT_REGISTRY_LISTEN, RegistryConfig
-from sidecar.settings import add_flags, flag_values
+from sidecar.settings import add_client_flags, add_flags, client_credentials, flag_values
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
@@ -47,7 +42,6 @@ if TYPE_CHECKING:
     from sidecar.registry.client import RegistryClient
 
 Run = Callable[[argparse.Namespace], int]
-ENV_TOKEN = "HITL_REGISTRY_TOKEN"  # noqa: S105 (a variable's name, no secret)
 ROLES = ("viewer", "sidecar", "operator", "approver")
 STATES = ("pending", "applied", "rejected", "superseded")
 
@@ -69,18 +63,7 @@ def _add_registry(commands: Any) -> None:
     keygen.add_argument("--out", required=True, type=Path, help="directory for signing.key/.pub")
     keygen.set_defaults(run=run_keygen)
 
-    principal = actions.add_parser("principal", help="who may call the registry")
-    who = principal.add_subparsers(required=True, metavar="ACTION")
-    add = who.add_parser("add", help="create or replace a principal; prints its new token")
-    add.add_argument("name")
-    add.add_argument("--role", action="append", required=True, choices=ROLES, dest="roles")
-    add.add_argument("--cert-subject", default="", help="client certificate CN (mTLS)")
-    add.add_argument("--no-token", action="store_true", help="certificate only, no token")
-    _db(add)
-    add.set_defaults(run=run_principal_add)
-    listing = who.add_parser("list", help="principals and their roles")
-    _db(listing)
-    listing.set_defaults(run=run_principal_list)
+    add_principal_commands(actions, "registry", ROLES, _db, _open)
     audit = actions.add_parser("audit", help="the newest calls, allowed or not")
     audit.add_argument("--limit", type=int, default=50)
     _db(audit)
@@ -154,34 +137,15 @@ def _client(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=os.environ.get(ENV_REGISTRY, DEFAULT_REGISTRY_LISTEN),
         help=f"registry HOST:PORT (env {ENV_REGISTRY})",
     )
-    parser.add_argument(
-        "--token-file",
-        type=Path,
-        default=os.environ.get(ENV_REGISTRY_TOKEN_FILE) or None,
-        help=f"file holding your bearer token (env {ENV_REGISTRY_TOKEN_FILE},"
-        f" or the token in {ENV_TOKEN})",
-    )
-    parser.add_argument(
-        "--ca", type=Path, default=os.environ.get(ENV_REGISTRY_CA) or None, help="TLS CA"
-    )
-    parser.add_argument("--cert", type=Path, default=os.environ.get(ENV_REGISTRY_CERT) or None)
-    parser.add_argument("--key", type=Path, default=os.environ.get(ENV_REGISTRY_KEY) or None)
+    add_client_flags(parser, "HITL_REGISTRY")
     return parser
 
 
 def _connect(args: argparse.Namespace) -> RegistryClient:
     from sidecar.registry.client import RegistryClient
 
-    token = os.environ.get(ENV_TOKEN, "")
-    if args.token_file is not None:
-        token = args.token_file.read_text().strip()
-
-    def read(path: Path | None) -> bytes | None:
-        return path.read_bytes() if path is not None else None
-
-    return RegistryClient(
-        args.registry, token, ca=read(args.ca), cert=read(args.cert), key=read(args.key)
-    )
+    given = client_credentials(args, "HITL_REGISTRY")
+    return RegistryClient(args.registry, given.token, ca=given.ca, cert=given.cert, key=given.key)
 
 
 def _reports_refusals(run: Run) -> Run:
@@ -247,38 +211,6 @@ def _open(args: argparse.Namespace) -> Any:
     return open_store(
         check_db(args.db or os.environ.get(ENV_REGISTRY_DB, DEFAULT_REGISTRY_DB), ENV_REGISTRY_DB)
     )
-
-
-def run_principal_add(args: argparse.Namespace) -> int:
-    import time
-
-    from sidecar.registry.auth import hash_token, new_token
-    from sidecar.registry.model import Role
-
-    token = "" if args.no_token else new_token()
-    store = _open(args)
-    try:
-        store.add_principal(
-            args.name,
-            frozenset(Role(r) for r in args.roles),
-            hash_token(token) if token else "",
-            args.cert_subject,
-            time.time(),
-        )
-    finally:
-        store.close()
-    print(json.dumps({"name": args.name, "roles": sorted(args.roles), "token": token}))
-    return 0
-
-
-def run_principal_list(args: argparse.Namespace) -> int:
-    store = _open(args)
-    try:
-        for principal in store.principals():
-            print(json.dumps({"name": principal.name, "roles": sorted(principal.roles)}))
-    finally:
-        store.close()
-    return 0
 
 
 def run_audit(args: argparse.Namespace) -> int:

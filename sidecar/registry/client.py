@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
-import grpc
 import yaml
 
 from hitl_client.stubs.hitl.v1 import registry_pb2 as pb
 from hitl_client.stubs.hitl.v1 import registry_pb2_grpc as pb_grpc
+from sidecar.serving import bearer, client_channel
 
 CHUNK_BYTES = 256 * 1024
 
@@ -31,13 +31,9 @@ class RegistryClient:
         key: bytes | None = None,
         timeout: float = 10.0,
     ) -> None:
-        if ca is not None:
-            credentials = grpc.ssl_channel_credentials(ca, key, cert)
-            self._channel = grpc.secure_channel(target, credentials)
-        else:
-            self._channel = grpc.insecure_channel(target)
+        self._channel = client_channel(target, ca, cert, key)
         self._stub = pb_grpc.RegistryStub(self._channel)
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._metadata = bearer(token)
         self._timeout = timeout
 
     def get_policy(self, revision: int = 0) -> pb.PolicyRevision:

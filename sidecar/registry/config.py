@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from sidecar.errors import ConfigError
 from sidecar.settings import (
     address,
+    check_tls,
     grace_setting,
     log_level_setting,
     metrics_setting,
@@ -81,8 +81,5 @@ class RegistryConfig:
     ) -> RegistryConfig:
         """Settings from env (default: os.environ), with overrides (not None) on top."""
         values = read(cls, overrides, env)
-        if (values["tls_cert"] is None) != (values["tls_key"] is None):
-            raise ConfigError(f"{ENV_REGISTRY_TLS_CERT} and {ENV_REGISTRY_TLS_KEY} go together")
-        if values["client_ca"] is not None and values["tls_cert"] is None:
-            raise ConfigError(f"{ENV_REGISTRY_CLIENT_CA} (mTLS) needs {ENV_REGISTRY_TLS_CERT}")
+        check_tls(values, ENV_REGISTRY_TLS_CERT, ENV_REGISTRY_TLS_KEY, ENV_REGISTRY_CLIENT_CA)
         return cls(**values)

@@ -18,15 +18,6 @@ class Role(enum.StrEnum):
     APPROVER = "approver"  # approve or reject another principal's proposal
 
 
-@dataclass(frozen=True, slots=True)
-class Principal:
-    name: str
-    roles: frozenset[Role]
-
-    def has(self, role: Role) -> bool:
-        return role in self.roles
-
-
 class ProposalState(enum.StrEnum):
     PENDING = "PENDING"  # waits for an approver
     APPLIED = "APPLIED"  # became a revision

@@ -17,6 +17,7 @@ import structlog
 
 from hitl_client.stubs.hitl.v1 import registry_pb2 as pb
 from hitl_client.stubs.hitl.v1 import registry_pb2_grpc as pb_grpc
+from sidecar.auth import Principal, identify
 from sidecar.clock import Clock
 from sidecar.errors import (
     HitlError,
@@ -25,11 +26,11 @@ from sidecar.errors import (
     StoreUnavailable,
 )
 from sidecar.registry import messages
-from sidecar.registry.auth import authorize, bearer_token, identify
+from sidecar.registry.auth import authorize
 from sidecar.registry.metrics import RegistryMetrics
-from sidecar.registry.model import AuditEntry, Principal, Proposal
+from sidecar.registry.model import AuditEntry, Proposal
 from sidecar.registry.service import MAX_CALIBRATOR_BYTES, Registry, Signed, changes
-from sidecar.serving import status_of
+from sidecar.serving import caller_credentials, status_of
 
 log = structlog.get_logger("hitl.registry")
 
@@ -275,13 +276,9 @@ class RegistryServicer(pb_grpc.RegistryServicer):
         return result
 
     def _identify(self, context: Context) -> Principal:
-        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-        names = list(context.auth_context().get("x509_common_name") or [])
-        subject = names[0].decode() if names else ""
+        token, subject = caller_credentials(context)
         store = self._registry.store
-        return identify(
-            bearer_token(metadata), subject, store.principal_for_token, store.principal_for_subject
-        )
+        return identify(token, subject, store.principal_for_token, store.principal_for_subject)
 
     async def _audit(
         self, principal: Principal | None, method: str, outcome: str, detail: str

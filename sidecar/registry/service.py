@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from sidecar.auth import Principal
 from sidecar.calibration.runtime import build_session, verify
 from sidecar.clock import Clock
 from sidecar.core.diff import FieldChange, diff
@@ -35,7 +36,6 @@ from sidecar.policy.signing import Signer, canonical
 from sidecar.registry.model import (
     CalibratorInfo,
     NewProposal,
-    Principal,
     Proposal,
     ProposalState,
     Revision,

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from sidecar.auth import Principal
 from sidecar.registry.model import (
     AuditEntry,
     CalibratorInfo,
     NewProposal,
-    Principal,
     Proposal,
     ProposalState,
     Revision,

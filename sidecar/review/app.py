@@ -25,7 +25,13 @@ from sidecar.review.metrics import ReviewMetrics
 from sidecar.review.queue import ReviewQueue
 from sidecar.review.server import ReviewQueueServicer
 from sidecar.review.store import ReviewStore, open_store
-from sidecar.serving import bind, enable_reflection, stop_event, write_port_file
+from sidecar.serving import (
+    bind,
+    enable_reflection,
+    server_credentials,
+    stop_event,
+    write_port_file,
+)
 from sidecar.telemetry.metrics import service_meters
 
 log = structlog.get_logger("hitl.review")
@@ -94,19 +100,27 @@ def build(
         "hitl-review", config.metrics_addr, ENV_REVIEW_METRICS_ADDR, metric_readers or ()
     )
     metrics = ReviewMetrics(meters.get_meter(INSTRUMENTATION))
-    queue = ReviewQueue(store or open_store(config.db), clock or SystemClock(), config.sla, metrics)
+    queue = ReviewQueue(
+        store or open_store(config.db),
+        clock or SystemClock(),
+        config.sla,
+        metrics,
+        max_claims=config.max_claims,
+        max_lease_seconds=config.max_lease_seconds,
+    )
     # SO_REUSEPORT off: a second queue on a taken port must fail, not share it.
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="review"),
         options=[("grpc.so_reuseport", 0)],
     )
-    rpb_grpc.add_ReviewQueueServicer_to_server(ReviewQueueServicer(queue), server)
+    rpb_grpc.add_ReviewQueueServicer_to_server(ReviewQueueServicer(queue, metrics), server)
     health_servicer = health.HealthServicer()
     for service in HEALTH_SERVICES:
         health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection(server, REVIEW_SERVICE)
-    address = bind(server, config.listen, ENV_REVIEW_LISTEN)
+    credentials = server_credentials(config.tls_cert, config.tls_key, config.client_ca)
+    address = bind(server, config.listen, ENV_REVIEW_LISTEN, credentials)
     return ReviewServer(config, queue, server, health_servicer, meters, address)
 
 

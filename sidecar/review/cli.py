@@ -1,21 +1,28 @@
 """``hitl review``: run the review queue, and work it as a reviewer.
 
     hitl review serve [--listen HOST:PORT] [--db sqlite:PATH | postgresql://...] [--sla ...]
-    hitl review next --reviewer ID [--model M]          claim the most urgent item, print it
-    hitl review resolve ID --reviewer ID (--accept | --override --class K / --label L)
+    hitl review principal add NAME --role R...          prints a new bearer token once
+    hitl review principal list                          (these two act on the database)
+    hitl review next [--model M]                        claim the most urgent item, print it
+    hitl review resolve ID (--accept | --override --class K / --label L)
     hitl review list [--state open|claimed|resolved] [--model M] [--tier T]
     hitl review export --out FILE.jsonl [--model M] [--since T]   labelled data for calibrators
     hitl review submit FILE.jsonl                       escalation records, one JSON object a line
 
-Reviewer commands talk to a running queue (``--target``, default the queue's default
-address), print JSON on stdout, and exit 1 with the server's status and message
-on stderr when it refuses (``hitl: NOT_FOUND: no open item``)."""
+Commands other than serve and principal talk to a running queue (``--target``, env
+HITL_REVIEW_TARGET, default the queue's default address) as the principal their
+credentials name (``--token-file`` or HITL_REVIEW_TOKEN_FILE, or the token in
+HITL_REVIEW_TOKEN; ``--ca`` for TLS, ``--cert``/``--key`` for mTLS). A lead may name
+the reviewer it acts for (``--for``). They print JSON on stdout, and exit 1 with the
+server's status and message on stderr when it refuses (``hitl: NOT_FOUND: no open
+item``)."""
 
 from __future__ import annotations
 
 import argparse
 import functools
 import json
+import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -23,12 +30,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sidecar.review.config import DEFAULT_REVIEW_LISTEN, ReviewConfig
+from sidecar.admin import add_principal_commands
+from sidecar.review.access import ReviewRole
+from sidecar.review.config import DEFAULT_REVIEW_DB, DEFAULT_REVIEW_LISTEN, ReviewConfig
 from sidecar.review.item import TIERS
-from sidecar.settings import add_flags, flag_values
+from sidecar.settings import add_client_flags, add_flags, client_credentials, flag_values
 
 if TYPE_CHECKING:
     from sidecar.review.client import ReviewClient
+    from sidecar.review.store import ReviewStore
 
 STATES = ("open", "claimed", "resolved")
 Run = Callable[[argparse.Namespace], int]
@@ -42,10 +52,11 @@ def add_commands(commands: Any) -> None:
     serve = actions.add_parser("serve", help="run the review queue's gRPC server")
     add_flags(serve, ReviewConfig)
     serve.set_defaults(run=run_serve)
+    add_principal_commands(actions, "review queue", [r.value for r in ReviewRole], _db, _open)
 
     claim = actions.add_parser("next", help="claim the most urgent open item and print it")
     _target(claim)
-    claim.add_argument("--reviewer", required=True, help="who claims it")
+    _acting_for(claim)
     claim.add_argument("--model", default="", help="only items of this model")
     claim.add_argument("--lease", type=float, default=0.0, help="lease seconds (default 300)")
     claim.set_defaults(run=run_next)
@@ -53,7 +64,7 @@ def add_commands(commands: Any) -> None:
     resolve = actions.add_parser("resolve", help="record your verdict on an item you claimed")
     _target(resolve)
     resolve.add_argument("escalation_id")
-    resolve.add_argument("--reviewer", required=True)
+    _acting_for(resolve)
     verdict = resolve.add_mutually_exclusive_group(required=True)
     verdict.add_argument("--accept", action="store_true", help="the model's answer is right")
     verdict.add_argument("--override", action="store_true", help="the model was wrong")
@@ -94,8 +105,35 @@ def add_commands(commands: Any) -> None:
 
 def _target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--target", default=DEFAULT_REVIEW_LISTEN, help=f"queue address ({DEFAULT_REVIEW_LISTEN})"
+        "--target",
+        default=os.environ.get("HITL_REVIEW_TARGET", DEFAULT_REVIEW_LISTEN),
+        help=f"queue HOST:PORT (env HITL_REVIEW_TARGET, default {DEFAULT_REVIEW_LISTEN})",
     )
+    add_client_flags(parser, "HITL_REVIEW")
+
+
+def _acting_for(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--for",
+        dest="reviewer",
+        default="",
+        metavar="REVIEWER",
+        help="leads only: the reviewer this is done for (default: yourself)",
+    )
+
+
+def _db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db", help=f"sqlite:PATH or postgresql://... (env HITL_REVIEW_DB, {DEFAULT_REVIEW_DB})"
+    )
+
+
+def _open(args: argparse.Namespace) -> ReviewStore:
+    from sidecar.review.store import open_store
+    from sidecar.storage.url import check_db
+
+    url = args.db or os.environ.get("HITL_REVIEW_DB", DEFAULT_REVIEW_DB)
+    return open_store(check_db(url, "HITL_REVIEW_DB"))
 
 
 def _time(text: str) -> float:
@@ -145,7 +183,7 @@ def run_next(args: argparse.Namespace) -> int:
     from sidecar.review.records import item_record
 
     with _client(args) as client:
-        item = client.claim(args.reviewer, args.model, args.lease)
+        item = client.claim(args.model, args.lease, reviewer=args.reviewer)
     _print(item_record(item))
     return 0
 
@@ -158,8 +196,8 @@ def run_resolve(args: argparse.Namespace) -> int:
     with _client(args) as client:
         item = client.resolve(
             args.escalation_id,
-            args.reviewer,
             Verdict.ACCEPT if args.accept else Verdict.OVERRIDE,
+            reviewer=args.reviewer,
             corrected_class=args.corrected_class,
             corrected_label=args.label,
             rationale=args.rationale,
@@ -256,7 +294,8 @@ def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 def _client(args: argparse.Namespace) -> ReviewClient:
     from sidecar.review.client import ReviewClient
 
-    return ReviewClient(args.target)
+    given = client_credentials(args, "HITL_REVIEW")
+    return ReviewClient(args.target, given.token, ca=given.ca, cert=given.cert, key=given.key)
 
 
 def _print(record: dict[str, Any]) -> None:

@@ -1,13 +1,16 @@
 """A blocking client of the review queue, for the reviewer CLI, tools and tests.
 
 One channel for the client's lifetime; a deadline on every call (Export's is long,
-it streams every resolved item). Errors are grpc.RpcError with the server's status
-code and a message naming the field. (The sidecar's forwarder has its own sink,
-``sidecar.escalation.sinks.review``, on the same Submit.)
+it streams every resolved item). Credentials go with every call: a bearer token as
+metadata, and over TLS the CA that signed the queue's certificate plus, for mTLS, a
+client certificate. The queue knows the caller by them: a claim or a verdict is the
+caller's own unless a lead names the reviewer it acts for. Errors are grpc.RpcError
+with the server's status code and a message naming the field. (The sidecar's
+forwarder has its own sink, ``sidecar.escalation.sinks.review``, on the same Submit.)
 
-    with ReviewClient("127.0.0.1:7432") as client:
-        item = client.claim("alice")
-        client.resolve(item.escalation_id, "alice", Verdict.ACCEPT)
+    with ReviewClient("127.0.0.1:7432", token) as client:
+        item = client.claim()
+        client.resolve(item.escalation_id, Verdict.ACCEPT)
 """
 
 from __future__ import annotations
@@ -28,33 +31,48 @@ from sidecar.review.config import DEFAULT_REVIEW_LISTEN
 from sidecar.review.item import ItemState, ReviewItem, Verdict
 from sidecar.review.messages import item_from_message, submitted_from_message
 from sidecar.review.queue import Submitted
+from sidecar.serving import bearer, client_channel
 
 DEFAULT_TIMEOUT = 5.0
 EXPORT_TIMEOUT = 600.0
 
 
 class ReviewClient:
-    def __init__(self, target: str = DEFAULT_REVIEW_LISTEN, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(
+        self,
+        target: str = DEFAULT_REVIEW_LISTEN,
+        token: str = "",
+        *,
+        ca: bytes | None = None,
+        cert: bytes | None = None,
+        key: bytes | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
         self.target = target
         self._timeout = timeout
-        self._channel = grpc.insecure_channel(target)
+        self._channel = client_channel(target, ca, cert, key)
         self._stub = rpb_grpc.ReviewQueueStub(self._channel)
+        self._metadata = bearer(token)
 
     def submit(self, escalations: Sequence[Escalation]) -> list[Submitted]:
         request = rpb.SubmitRequest(escalations=[to_message(e) for e in escalations])
-        response = self._stub.Submit(request, timeout=self._timeout)
+        response = self._stub.Submit(request, metadata=self._metadata, timeout=self._timeout)
         return [submitted_from_message(result) for result in response.results]
 
-    def claim(self, reviewer: str, model: str = "", lease_seconds: float = 0.0) -> ReviewItem:
+    def claim(
+        self, model: str = "", lease_seconds: float = 0.0, *, reviewer: str = ""
+    ) -> ReviewItem:
+        """The most urgent open item, leased to the caller (or, for a lead, to reviewer)."""
         request = rpb.ClaimRequest(reviewer=reviewer, model=model, lease_seconds=lease_seconds)
-        return item_from_message(self._stub.Claim(request, timeout=self._timeout).item)
+        response = self._stub.Claim(request, metadata=self._metadata, timeout=self._timeout)
+        return item_from_message(response.item)
 
     def resolve(
         self,
         escalation_id: str,
-        reviewer: str,
         verdict: Verdict,
         *,
+        reviewer: str = "",
         corrected_class: int | None = None,
         corrected_label: str = "",
         rationale: str = "",
@@ -69,7 +87,8 @@ class ReviewClient:
             rationale=rationale,
             time_to_label_seconds=time_to_label_seconds,
         )
-        return item_from_message(self._stub.Resolve(request, timeout=self._timeout).item)
+        response = self._stub.Resolve(request, metadata=self._metadata, timeout=self._timeout)
+        return item_from_message(response.item)
 
     def list_items(
         self, state: ItemState | None = None, model: str = "", tier: str = "", limit: int = 0
@@ -80,12 +99,12 @@ class ReviewClient:
             tier=dpb.Tier.Value(f"TIER_{tier or 'UNSPECIFIED'}"),
             limit=limit,
         )
-        response = self._stub.List(request, timeout=self._timeout)
+        response = self._stub.List(request, metadata=self._metadata, timeout=self._timeout)
         return [item_from_message(item) for item in response.items]
 
     def export(self, model: str = "", since: float = 0.0) -> Iterator[ReviewItem]:
         request = rpb.ExportRequest(model=model, resolved_since=since)
-        for item in self._stub.Export(request, timeout=EXPORT_TIMEOUT):
+        for item in self._stub.Export(request, metadata=self._metadata, timeout=EXPORT_TIMEOUT):
             yield item_from_message(item)
 
     def serving(self) -> bool:

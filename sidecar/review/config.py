@@ -9,11 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sidecar.review.sla import Sla, parse_sla
+from sidecar.review.validation import DEFAULT_MAX_CLAIMS, DEFAULT_MAX_LEASE_SECONDS
 from sidecar.settings import (
     address,
+    check_tls,
     grace_setting,
     log_level_setting,
     metrics_setting,
+    optional_path,
     port_file_setting,
     read,
     setting,
@@ -22,6 +25,9 @@ from sidecar.storage.url import check_db
 
 ENV_REVIEW_LISTEN = "HITL_REVIEW_LISTEN"
 ENV_REVIEW_METRICS_ADDR = "HITL_REVIEW_METRICS_ADDR"
+ENV_REVIEW_TLS_CERT = "HITL_REVIEW_TLS_CERT"
+ENV_REVIEW_TLS_KEY = "HITL_REVIEW_TLS_KEY"
+ENV_REVIEW_CLIENT_CA = "HITL_REVIEW_CLIENT_CA"
 
 DEFAULT_REVIEW_LISTEN = "127.0.0.1:7432"
 DEFAULT_REVIEW_DB = "sqlite:hitl-state/review.db"
@@ -58,6 +64,26 @@ class ReviewConfig:
     metrics_addr: str = metrics_setting(ENV_REVIEW_METRICS_ADDR)
     log_level: str = log_level_setting()
     workers: int = setting("HITL_REVIEW_WORKERS", 16, "gRPC worker threads")
+    max_claims: int = setting(
+        "HITL_REVIEW_MAX_CLAIMS", DEFAULT_MAX_CLAIMS, "items one reviewer may hold at once"
+    )
+    max_lease_seconds: float = setting(
+        "HITL_REVIEW_MAX_LEASE_SECONDS",
+        DEFAULT_MAX_LEASE_SECONDS,
+        "the longest lease a claim may ask for, seconds",
+    )
+    tls_cert: Path | None = setting(
+        ENV_REVIEW_TLS_CERT, None, "serve TLS with this certificate (PEM)", parse=optional_path
+    )
+    tls_key: Path | None = setting(
+        ENV_REVIEW_TLS_KEY, None, "the TLS certificate's private key", parse=optional_path
+    )
+    client_ca: Path | None = setting(
+        ENV_REVIEW_CLIENT_CA,
+        None,
+        "require client certificates signed by this CA (mTLS)",
+        parse=optional_path,
+    )
     shutdown_grace_seconds: float = grace_setting(10.0)
     port_file: Path | None = port_file_setting("HITL_REVIEW_PORT_FILE")
 
@@ -66,4 +92,6 @@ class ReviewConfig:
         cls, overrides: Mapping[str, object] | None = None, env: Mapping[str, str] | None = None
     ) -> ReviewConfig:
         """Settings from env (default: os.environ), with overrides (not None) on top."""
-        return cls(**read(cls, overrides, env))
+        values = read(cls, overrides, env)
+        check_tls(values, ENV_REVIEW_TLS_CERT, ENV_REVIEW_TLS_KEY, ENV_REVIEW_CLIENT_CA)
+        return cls(**values)

@@ -37,6 +37,7 @@ class Resolution:
     rationale: str
     time_to_label_seconds: float
     resolved_at: float
+    acted_by: str = ""  # a lead who recorded the verdict for the reviewer
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "verdict": self.verdict.value}

@@ -59,6 +59,7 @@ def item_message(item: ReviewItem) -> rpb.ReviewItem:
                 rationale=r.rationale,
                 time_to_label_seconds=r.time_to_label_seconds,
                 resolved_at=r.resolved_at,
+                acted_by=r.acted_by,
             )
         )
     return message
@@ -77,6 +78,7 @@ def item_from_message(message: rpb.ReviewItem) -> ReviewItem:
             rationale=r.rationale,
             time_to_label_seconds=r.time_to_label_seconds,
             resolved_at=r.resolved_at,
+            acted_by=r.acted_by,
         )
     return ReviewItem(
         escalation=from_message(message.escalation),
@@ -120,7 +122,11 @@ def tier_filter(value: int) -> str:
     return dpb.Tier.Name(value).removeprefix("TIER_")  # type: ignore[arg-type]
 
 
-def reviewer_verdict(message: rpb.ResolveRequest) -> ReviewerVerdict:
+def reviewer_verdict(
+    message: rpb.ResolveRequest, reviewer: str, acted_by: str = ""
+) -> ReviewerVerdict:
+    """The verdict message asks for, given for reviewer (who the caller's credential
+    says it is, or acts for: ``access.reviewer_for``)."""
     if message.verdict == rpb.VERDICT_UNSPECIFIED:
         verdict = None
     elif message.verdict in rpb.Verdict.values():
@@ -129,10 +135,11 @@ def reviewer_verdict(message: rpb.ResolveRequest) -> ReviewerVerdict:
         raise InvalidRequest("verdict", f"unknown value {message.verdict}")
     return ReviewerVerdict(
         escalation_id=message.escalation_id,
-        reviewer=message.reviewer,
+        reviewer=reviewer,
         verdict=verdict,
         corrected_class=message.corrected_class if message.HasField("corrected_class") else None,
         corrected_label=message.corrected_label,
         rationale=message.rationale,
         time_to_label_seconds=message.time_to_label_seconds,
+        acted_by=acted_by,
     )

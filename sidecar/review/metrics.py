@@ -9,6 +9,8 @@ names, so cardinality stays bounded.
     hitl.review.time_to_label  histogram  seconds from claim (or as the reviewer's tool
                                           measured) to label, by tier
     hitl.review.items          gauge      unresolved items by state (open, claimed), tier
+    hitl.review.calls          counter    calls by method and outcome (OK, or the status
+                                          code: UNAUTHENTICATED, PERMISSION_DENIED, ...)
 
 Prometheus names them ``hitl_review_submitted_total``, ``hitl_review_overdue_total``
 and so on. The gauge reports the counts of the last sweep (``refresh``), so a
@@ -42,6 +44,9 @@ class ReviewMetrics:
             unit="s",
             description="Seconds a reviewer took to label an item, by tier",
             explicit_bucket_boundaries_advisory=[float(b) for b in TIME_TO_LABEL_BUCKETS_S],
+        )
+        self.calls = meter.create_counter(
+            "hitl.review.calls", description="Calls by method and outcome (OK or the status)"
         )
         self._items: dict[tuple[str, str], int] = {}
         meter.create_observable_gauge(

@@ -8,6 +8,7 @@ sidecar hosts are not the queue's."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -15,7 +16,7 @@ from enum import StrEnum
 import structlog
 
 from sidecar.clock import Clock
-from sidecar.errors import InvalidRequest, ItemNotFound
+from sidecar.errors import InvalidRequest, ItemConflict, ItemNotFound
 from sidecar.escalation.record import Escalation
 from sidecar.review import validation
 from sidecar.review.item import PRIORITY, TIERS, ItemState, ReviewItem
@@ -31,8 +32,9 @@ EXPORT_PAGE = 500
 
 class SubmitStatus(StrEnum):
     ACCEPTED = "ACCEPTED"
-    DUPLICATE = "DUPLICATE"  # already held; nothing changed
+    DUPLICATE = "DUPLICATE"  # already held, the same; nothing changed
     REJECTED = "REJECTED"  # unusable for good; message names the field
+    CONFLICT = "CONFLICT"  # the id is held with other content; the stored item stays
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +51,16 @@ class ReviewQueue:
         clock: Clock,
         sla: Sla | None = None,
         metrics: ReviewMetrics | None = None,
+        *,
+        max_claims: int = validation.DEFAULT_MAX_CLAIMS,
+        max_lease_seconds: float = validation.DEFAULT_MAX_LEASE_SECONDS,
     ) -> None:
         self.store = store
         self.sla = sla or Sla()
         self._clock = clock
         self._metrics = metrics
+        self._max_claims = max_claims
+        self._max_lease_seconds = max_lease_seconds
 
     def submit(self, escalations: Sequence[Escalation]) -> list[Submitted]:
         """Judge each escalation on its own; one answer per escalation, in order.
@@ -74,22 +81,33 @@ class ReviewQueue:
         stored = self.store.add([item for _, item in fresh])
         for (index, item), new in zip(fresh, stored, strict=True):
             if not new:
-                answers[index] = Submitted(item.escalation_id, SubmitStatus.DUPLICATE)
+                answers[index] = self._resend(item.escalation)
         self._count_submitted(escalations, answers)
         return answers
 
-    def claim(self, reviewer: str, model: str = "", lease_seconds: float = 0.0) -> ReviewItem:
-        """Lease the most urgent open item; ItemNotFound when none is open."""
+    def claim(
+        self, reviewer: str, model: str = "", lease_seconds: float = 0.0, acted_by: str = ""
+    ) -> ReviewItem:
+        """Lease the most urgent open item; ItemNotFound when none is open, ItemConflict
+        when the reviewer already holds as many items as allowed."""
         validation.check_reviewer(reviewer)
         validation.check_model_filter(model)
-        lease = validation.lease_seconds(lease_seconds)
-        item = self.store.claim(reviewer, model, lease, self._clock.now())
+        lease = validation.lease_seconds(lease_seconds, self._max_lease_seconds)
+        now = self._clock.now()
+        held = self.store.held(reviewer, now)
+        if held >= self._max_claims:
+            raise ItemConflict(
+                f"{reviewer} holds {held} items, the most allowed: resolve one, or let a"
+                " lease run out, before claiming another"
+            )
+        item = self.store.claim(reviewer, model, lease, now)
         if item is None:
             raise ItemNotFound("no open item" + (f" of model {model!r}" if model else ""))
         log.info(
             "review.claimed",
             escalation_id=item.escalation_id,
             reviewer=reviewer,
+            acted_by=acted_by,
             model=item.escalation.model,
             tier=item.escalation.tier,
             escalation_level=item.escalation_level,
@@ -113,6 +131,7 @@ class ReviewQueue:
             "review.resolved",
             escalation_id=item.escalation_id,
             reviewer=resolution.reviewer,
+            acted_by=resolution.acted_by,
             verdict=resolution.verdict.value,
             label_class=resolution.label_class,
             time_to_label_seconds=resolution.time_to_label_seconds,
@@ -158,6 +177,24 @@ class ReviewQueue:
             self._metrics.refresh(self.store.counts(now))
         return raised
 
+    def _resend(self, e: Escalation) -> Submitted:
+        """DUPLICATE when the held escalation is this one; CONFLICT, logged and
+        counted, when the id is held with other content (a forgery, or a bug)."""
+        held = self.store.item(e.escalation_id, self._clock.now())
+        if held is not None and _same(held.escalation, e):
+            return Submitted(e.escalation_id, SubmitStatus.DUPLICATE)
+        log.error(
+            "review.conflicting_submission",
+            escalation_id=e.escalation_id,
+            model=e.model,
+            request_id=e.request_id,
+        )
+        return Submitted(
+            e.escalation_id,
+            SubmitStatus.CONFLICT,
+            "escalation_id is held with other content; the stored escalation stays",
+        )
+
     def _admit(self, e: Escalation, now: float) -> ReviewItem:
         return ReviewItem(
             escalation=e,
@@ -184,3 +221,8 @@ class ReviewQueue:
         for e, answer in zip(escalations, answers, strict=True):
             tier = e.tier if e.tier in TIERS else "unknown"
             self._metrics.submitted.add(1, {"result": answer.status.value.lower(), "tier": tier})
+
+
+def _same(a: Escalation, b: Escalation) -> bool:
+    """Equal content (as JSON, so a fallback's NaN confidence equals itself)."""
+    return json.dumps(a.to_dict(), sort_keys=True) == json.dumps(b.to_dict(), sort_keys=True)

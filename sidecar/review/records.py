@@ -3,7 +3,8 @@ export line. Pure.
 
 An export line is the escalation's fields (the decision context, ``logits`` as
 sent and ``input_kind``, ``domain``) joined with its resolution: ``label`` (the
-true class index), ``label_name``, ``verdict``, ``reviewer``, ``rationale``,
+true class index), ``label_name``, ``verdict``, ``reviewer`` (and ``acted_by``, a
+lead who recorded the verdict for them), ``rationale``,
 ``time_to_label_seconds``, ``resolved_at``, plus ``received_at`` and
 ``escalation_level``. Probabilities are written under ``probabilities`` instead of
 ``logits``, so ``calibrators.data`` (``hitl calibrate fit --data FILE.jsonl``) reads
@@ -57,6 +58,7 @@ def export_record(item: ReviewItem) -> dict[str, Any]:
         label_name=r.label,
         verdict=r.verdict.value,
         reviewer=r.reviewer,
+        acted_by=r.acted_by,
         rationale=r.rationale,
         time_to_label_seconds=r.time_to_label_seconds,
         resolved_at=r.resolved_at,

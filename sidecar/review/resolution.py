@@ -26,6 +26,7 @@ class ReviewerVerdict:
     rationale: str = ""
     # Measured by the reviewer's tool; 0 means claim-to-resolve time.
     time_to_label_seconds: float = 0.0
+    acted_by: str = ""  # a lead recording the verdict for the reviewer
 
 
 def settle(item: ReviewItem, answer: ReviewerVerdict, now: float) -> Resolution:
@@ -55,6 +56,7 @@ def settle(item: ReviewItem, answer: ReviewerVerdict, now: float) -> Resolution:
         rationale=answer.rationale,
         time_to_label_seconds=measured if measured > 0 else max(0.0, now - item.claimed_at),
         resolved_at=now,
+        acted_by=answer.acted_by,
     )
 
 

@@ -1,8 +1,11 @@
-"""The ReviewQueue servicer: proto in, ReviewQueue calls, proto out. Nothing else.
+"""The ReviewQueue servicer: identify and authorise the caller, then proto in,
+ReviewQueue calls, proto out. Nothing else.
 
-Also the one table that maps the review queue's errors to gRPC status codes. The
-server is gRPC's thread-pool server: every store call blocks on its database, and a
-review queue's traffic (forwarder batches, people clicking) needs no event loop."""
+Every call is identified by its credential (``sidecar.auth``) and authorised by role
+(``access``); who a claim or a verdict is for comes from that credential. A refused
+call is logged and counted like any other outcome. The server is gRPC's thread-pool
+server: every store call blocks on its database, and a review queue's traffic
+(forwarder batches, people clicking) needs no event loop."""
 
 from __future__ import annotations
 
@@ -14,10 +17,13 @@ import structlog
 
 from hitl_client.stubs.hitl.v1 import review_pb2 as rpb
 from hitl_client.stubs.hitl.v1 import review_pb2_grpc as rpb_grpc
+from sidecar.auth import Principal, identify
 from sidecar.errors import HitlError
 from sidecar.review import messages
+from sidecar.review.access import check_method, reviewer_for
+from sidecar.review.metrics import ReviewMetrics
 from sidecar.review.queue import ReviewQueue
-from sidecar.serving import status_of
+from sidecar.serving import caller_credentials, status_of
 
 log = structlog.get_logger("hitl.review")
 
@@ -25,59 +31,99 @@ T = TypeVar("T")
 
 
 class ReviewQueueServicer(rpb_grpc.ReviewQueueServicer):
-    def __init__(self, queue: ReviewQueue) -> None:
+    def __init__(self, queue: ReviewQueue, metrics: ReviewMetrics | None = None) -> None:
         self._queue = queue
+        self._metrics = metrics
 
     def Submit(
         self, request: rpb.SubmitRequest, context: grpc.ServicerContext
     ) -> rpb.SubmitResponse:
-        escalations = [messages.to_escalation(m) for m in request.escalations]
-        results = _call(context, "Submit", lambda: self._queue.submit(escalations))
-        return rpb.SubmitResponse(results=[messages.submit_result(r) for r in results])
+        def work(_: Principal) -> rpb.SubmitResponse:
+            escalations = [messages.to_escalation(m) for m in request.escalations]
+            results = self._queue.submit(escalations)
+            return rpb.SubmitResponse(results=[messages.submit_result(r) for r in results])
+
+        return self._call(context, "Submit", work)
 
     def List(self, request: rpb.ListRequest, context: grpc.ServicerContext) -> rpb.ListResponse:
-        items = _call(
-            context,
-            "List",
-            lambda: self._queue.list_items(
+        def work(_: Principal) -> rpb.ListResponse:
+            items = self._queue.list_items(
                 messages.state_filter(request.state),
                 request.model,
                 messages.tier_filter(request.tier),
                 request.limit,
-            ),
-        )
-        return rpb.ListResponse(items=[messages.item_message(item) for item in items])
+            )
+            return rpb.ListResponse(items=[messages.item_message(item) for item in items])
+
+        return self._call(context, "List", work)
 
     def Claim(self, request: rpb.ClaimRequest, context: grpc.ServicerContext) -> rpb.ClaimResponse:
-        item = _call(
-            context,
-            "Claim",
-            lambda: self._queue.claim(request.reviewer, request.model, request.lease_seconds),
-        )
-        return rpb.ClaimResponse(item=messages.item_message(item))
+        def work(principal: Principal) -> rpb.ClaimResponse:
+            reviewer, acted_by = reviewer_for(principal, request.reviewer)
+            item = self._queue.claim(reviewer, request.model, request.lease_seconds, acted_by)
+            return rpb.ClaimResponse(item=messages.item_message(item))
+
+        return self._call(context, "Claim", work)
 
     def Resolve(
         self, request: rpb.ResolveRequest, context: grpc.ServicerContext
     ) -> rpb.ResolveResponse:
-        item = _call(
-            context, "Resolve", lambda: self._queue.resolve(messages.reviewer_verdict(request))
-        )
-        return rpb.ResolveResponse(item=messages.item_message(item))
+        def work(principal: Principal) -> rpb.ResolveResponse:
+            reviewer, acted_by = reviewer_for(principal, request.reviewer)
+            item = self._queue.resolve(messages.reviewer_verdict(request, reviewer, acted_by))
+            return rpb.ResolveResponse(item=messages.item_message(item))
+
+        return self._call(context, "Resolve", work)
 
     def Export(
         self, request: rpb.ExportRequest, context: grpc.ServicerContext
     ) -> Iterator[rpb.ReviewItem]:
-        items = _call(
-            context, "Export", lambda: self._queue.export(request.model, request.resolved_since)
+        items = self._call(
+            context,
+            "Export",
+            lambda _: self._queue.export(request.model, request.resolved_since),
         )
         while True:
-            item = _call(context, "Export", lambda: next(items, None))
+            item = _guarded(context, "Export", lambda: next(items, None))
             if item is None:
                 return
             yield messages.item_message(item)
 
+    def _call(
+        self, context: grpc.ServicerContext, method: str, work: Callable[[Principal], T]
+    ) -> T:
+        """Identify and authorise the caller, then run work for it; count the outcome."""
+        principal: Principal | None = None
+        try:
+            token, subject = caller_credentials(context)
+            store = self._queue.store
+            principal = identify(
+                token, subject, store.principal_for_token, store.principal_for_subject
+            )
+            check_method(principal, method)
+            result = work(principal)
+        except HitlError as exc:
+            code = status_of(exc)
+            self._count(method, code.name)
+            if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                log.warning(
+                    "review.refused",
+                    method=method,
+                    code=code.name,
+                    principal=principal.name if principal else "",
+                    peer=context.peer(),
+                    error=str(exc),
+                )
+            _abort(context, method, exc)
+        self._count(method, "OK")
+        return result
 
-def _call(context: grpc.ServicerContext, method: str, work: Callable[[], T]) -> T:
+    def _count(self, method: str, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.calls.add(1, {"method": method, "outcome": outcome})
+
+
+def _guarded(context: grpc.ServicerContext, method: str, work: Callable[[], T]) -> T:
     try:
         return work()
     except HitlError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
+from sidecar.auth import Principal
 from sidecar.review.item import ItemState, Resolution, ReviewItem
 from sidecar.review.sla import Sla
 from sidecar.review.stores.sqlite import SqliteStore
@@ -56,6 +57,26 @@ class ReviewStore(Protocol):
         """Every unresolved item due at or before now: escalation_level + 1 and a new
         due_at of now plus its tier's SLA. Returns them as raised."""
         ...
+
+    def item(self, escalation_id: str, now: float) -> ReviewItem | None:
+        """The item, its state as of now; None when there is none."""
+        ...
+
+    def held(self, reviewer: str, now: float) -> int:
+        """How many items reviewer holds under a lease that has not run out."""
+        ...
+
+    def add_principal(
+        self, name: str, roles: frozenset[str], token_sha256: str, cert_subject: str, now: float
+    ) -> None:
+        """Create or replace a principal who may call the queue (sidecar.storage.principals)."""
+        ...
+
+    def principal_for_token(self, token_sha256: str) -> Principal | None: ...
+
+    def principal_for_subject(self, cert_subject: str) -> Principal | None: ...
+
+    def principals(self) -> list[Principal]: ...
 
     def counts(self, now: float) -> Mapping[tuple[ItemState, str], int]:
         """Unresolved items by (OPEN or CLAIMED, tier), as of now."""

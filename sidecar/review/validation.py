@@ -15,7 +15,8 @@ MAX_BATCH = 1000
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 DEFAULT_LEASE_SECONDS = 300.0
-MAX_LEASE_SECONDS = 86400.0
+DEFAULT_MAX_LEASE_SECONDS = 3600.0  # a lease no longer than this (HITL_REVIEW_MAX_LEASE_SECONDS)
+DEFAULT_MAX_CLAIMS = 10  # items one reviewer may hold at once (HITL_REVIEW_MAX_CLAIMS)
 MAX_REVIEWER = 128
 MAX_RATIONALE = 16 * 1024
 MAX_LABEL = 1024
@@ -51,14 +52,12 @@ def check_model_filter(model: str) -> None:
     _text(model, "model", MAX_NAME)
 
 
-def lease_seconds(value: float) -> float:
-    """The lease asked for, 0 meaning the default."""
+def lease_seconds(value: float, longest: float = DEFAULT_MAX_LEASE_SECONDS) -> float:
+    """The lease asked for, 0 meaning the default (or longest, when shorter)."""
     if value == 0:
-        return DEFAULT_LEASE_SECONDS
-    if not (math.isfinite(value) and 0 < value <= MAX_LEASE_SECONDS):
-        raise InvalidRequest(
-            "lease_seconds", f"must be in (0, {MAX_LEASE_SECONDS:g}] seconds, got {value}"
-        )
+        return min(DEFAULT_LEASE_SECONDS, longest)
+    if not (math.isfinite(value) and 0 < value <= longest):
+        raise InvalidRequest("lease_seconds", f"must be in (0, {longest:g}] seconds, got {value}")
     return value
 
 

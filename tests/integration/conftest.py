@@ -18,7 +18,9 @@ import pytest
 from hitl_client.router import RouterClient
 from sidecar.escalation.spool import read_unacked
 from sidecar.review.client import ReviewClient
+from sidecar.review.store import open_store as open_review_store
 from tests.artefacts import policy_doc, temperature_artefact, write_policy
+from tests.reviewers import add_principals
 
 pytestmark = pytest.mark.integration
 
@@ -143,18 +145,30 @@ class ReviewProcess:
     process: subprocess.Popen[bytes]
     address: str
     workdir: Path
+    tokens: dict[str, str]  # of tests.reviewers.PRINCIPALS, by name
 
-    def client(self) -> ReviewClient:
-        return ReviewClient(self.address)
+    def client(self, who: str = "desk") -> ReviewClient:
+        return ReviewClient(self.address, self.tokens[who])
 
-    def hitl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """Run ``hitl review ARGS --target <this queue>``; never raises on exit status."""
+    def sink(self) -> tuple[str, ...]:
+        """The sidecar's flags that deliver to this queue, as its sidecar principal."""
+        return review_sink(self.workdir, int(self.address.rpartition(":")[2]))
+
+    def token_file(self, who: str) -> Path:
+        path = self.workdir / f"{who}.token"
+        path.write_text(self.tokens[who])
+        return path
+
+    def hitl(self, *args: str, who: str = "desk") -> subprocess.CompletedProcess[str]:
+        """Run ``hitl review ARGS --target <this queue>`` as who; never raises on exit
+        status."""
         return subprocess.run(
             hitl_command("review", *args, "--target", self.address),
             capture_output=True,
             text=True,
             timeout=60,
             check=False,
+            env={**os.environ, "HITL_REVIEW_TOKEN": self.tokens.get(who, "unknown")},
         )
 
     def log(self) -> list[dict[str, Any]]:
@@ -176,16 +190,48 @@ class ReviewProcess:
             raise AssertionError(f"review queue ignored SIGTERM for {timeout} s:\n{tail}") from None
 
 
+def prepare_review(workdir: Path, db: str = "") -> dict[str, str]:
+    """The principals of tests.reviewers in a review queue's database (a SQLite file in
+    workdir unless db), before the queue starts; the sidecar's token also goes to
+    workdir/sidecar.token, for ``--review-token-file``. Their tokens by name."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    store = open_review_store(db or f"sqlite:{workdir / 'review.db'}")
+    try:
+        tokens = add_principals(store)
+    finally:
+        store.close()
+    (workdir / "sidecar.token").write_text(tokens["sidecar-1"])
+    return tokens
+
+
+def review_sink(workdir: Path, port: int) -> tuple[str, ...]:
+    """The sidecar's flags to deliver to the queue prepared in workdir on a loopback port."""
+    return (
+        "--sink",
+        f"review://127.0.0.1:{port}",
+        "--review-token-file",
+        str(workdir / "sidecar.token"),
+    )
+
+
 def start_review(
-    workdir: Path, *extra: str, db: str = "", listen: str = "127.0.0.1:0"
+    workdir: Path,
+    *extra: str,
+    db: str = "",
+    listen: str = "127.0.0.1:0",
+    tokens: dict[str, str] | None = None,
 ) -> ReviewProcess:
-    """``hitl review serve`` on listen (a SQLite file in workdir unless db), once its port
-    file says it is listening and health answers SERVING."""
+    """``hitl review serve`` on listen (a SQLite file in workdir unless db), with the
+    principals of tests.reviewers (or, for a database another queue shares, the tokens
+    it already has), once its port file says it is listening and health answers
+    SERVING."""
     workdir.mkdir(parents=True, exist_ok=True)
     port_file = workdir / "review.addr"
+    db = db or f"sqlite:{workdir / 'review.db'}"
+    tokens = tokens or prepare_review(workdir, db)
     port_file.unlink(missing_ok=True)
     command = hitl_command("review", "serve", "--listen", listen, "--port-file", str(port_file))
-    command += ["--db", db or f"sqlite:{workdir / 'review.db'}", *extra]
+    command += ["--db", db, *extra]
     with (workdir / "review.log").open("ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -201,7 +247,7 @@ def start_review(
         raise AssertionError(
             f"review queue exited {process.returncode}: {(workdir / 'review.log').read_text()}"
         )
-    running = ReviewProcess(process, port_file.read_text(), workdir)
+    running = ReviewProcess(process, port_file.read_text(), workdir, tokens)
     with running.client() as client:
         wait_for(client.serving, 20.0, "review queue SERVING")
     return running

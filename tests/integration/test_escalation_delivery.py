@@ -25,6 +25,8 @@ from tests.integration.conftest import (
     ReviewProcess,
     SidecarProcess,
     hitl_command,
+    prepare_review,
+    review_sink,
     start_review,
     start_sidecar,
     wait_for,
@@ -191,15 +193,16 @@ def test_review_queue_down_for_a_long_stretch_then_back_loses_nothing(
     again and again; the queue comes up on its address and receives all of them,
     once each."""
     port = free_port()
+    tokens = prepare_review(tmp_path / "review")
     running = start_sidecar(
-        tmp_path, policy_file, "--sink", f"review://127.0.0.1:{port}", env=FAST_RETRY
+        tmp_path, policy_file, *review_sink(tmp_path / "review", port), env=FAST_RETRY
     )
     try:
         running.wait_serving()
         ids = route_escalations(running, "outage", 300)
         time.sleep(6.0)
         assert len(running.escalations()) == 300
-        queue = start_review(tmp_path / "review", listen=f"127.0.0.1:{port}")
+        queue = start_review(tmp_path / "review", listen=f"127.0.0.1:{port}", tokens=tokens)
         try:
             drained(running)
             with queue.client() as client:
@@ -220,8 +223,9 @@ def test_full_spool_budget_refuses_and_loses_nothing_acknowledged(
     escalation acknowledged before that reaches the queue when it comes up; then
     escalations are accepted again."""
     port = free_port()
+    tokens = prepare_review(tmp_path / "review")
     running = start_sidecar(
-        tmp_path, policy_file, "--sink", f"review://127.0.0.1:{port}",
+        tmp_path, policy_file, *review_sink(tmp_path / "review", port),
         env={**FAST_RETRY, "HITL_SPOOL_BUDGET_BYTES": "16384"},
     )  # fmt: skip
     acknowledged: list[str] = []
@@ -239,7 +243,7 @@ def test_full_spool_budget_refuses_and_loses_nothing_acknowledged(
         assert refusal is not None, "the budget never filled"
         assert refusal.code() == grpc.StatusCode.UNAVAILABLE
         assert "spool budget" in str(refusal.details())
-        queue = start_review(tmp_path / "review", listen=f"127.0.0.1:{port}")
+        queue = start_review(tmp_path / "review", listen=f"127.0.0.1:{port}", tokens=tokens)
         try:
             drained(running)
             with running.client() as client:
@@ -270,7 +274,7 @@ def test_dead_letters_are_listed_and_replayed_from_the_cli(
     spool.append(orjson.dumps(escalation("new-tier", tier="HUMAN_LATER").to_dict()))
     spool.append(orjson.dumps(escalation("fine").to_dict()))
     spool.close()
-    running = start_sidecar(tmp_path, policy_file, "--sink", f"review://{review_queue.address}")
+    running = start_sidecar(tmp_path, policy_file, *review_queue.sink())
     state = str(tmp_path / "state")
     try:
         running.wait_serving()

@@ -1,11 +1,15 @@
 """The review queue's gRPC surface, served in-process on a loopback port: every RPC's
 validation (status code, message naming the field), the per-item Submit answers,
-the lifecycle over the wire, health and reflection."""
+the lifecycle over the wire, health and reflection; and who may call it: every call
+authenticated (a bearer token, or a client certificate under mTLS) and authorised by
+role, on SQLite and PostgreSQL, in the clear and over TLS."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from hitl_client.stubs.hitl.v1 import decision_pb2 as dpb
 from hitl_client.stubs.hitl.v1 import review_pb2 as rpb
@@ -23,26 +28,62 @@ from sidecar.clock import FakeClock
 from sidecar.escalation.messages import to_message
 from sidecar.review.app import ReviewServer, build
 from sidecar.review.config import ReviewConfig
+from tests.certs import Authority
 from tests.escalations import escalation
+from tests.postgres import dsn_for, fresh_schema
+from tests.reviewers import add_principals, with_token
+from tests.unit.review.conftest import points
 
 pytestmark = pytest.mark.integration
 
 Code = grpc.StatusCode
 
 
+@contextmanager
+def served(tmp_path: Path, backend: str = "sqlite", **settings: Any) -> Iterator[Served]:
+    """A queue in process on backend, with PRINCIPALS; settings are ReviewConfig's."""
+    with ExitStack() as stack:
+        if backend == "sqlite":
+            db = f"sqlite:{tmp_path / 'review.db'}"
+        else:
+            db = dsn_for(stack.enter_context(fresh_schema()))
+        config = ReviewConfig(listen="127.0.0.1:0", db=db, **settings)
+        review = build(config, clock=FakeClock(), metric_readers=[reader := InMemoryMetricReader()])
+        tokens = add_principals(review.queue.store)
+        review.start()
+        try:
+            yield Served(review, tokens, reader)
+        finally:
+            review.stop(grace=0)
+
+
+@dataclass
+class Served:
+    server: ReviewServer
+    tokens: dict[str, str]
+    reader: InMemoryMetricReader
+
+    def stub(
+        self, who: str | None, channel: grpc.Channel | None = None
+    ) -> rpb_grpc.ReviewQueueStub:
+        """A stub calling as who (None: without credentials)."""
+        channel = channel or grpc.insecure_channel(self.server.address)
+        if who is not None:
+            channel = with_token(channel, self.tokens[who])
+        return rpb_grpc.ReviewQueueStub(channel)
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ReviewServer]:
-    config = ReviewConfig(listen="127.0.0.1:0", db=f"sqlite:{tmp_path / 'review.db'}")
-    review = build(config, clock=FakeClock())
-    review.start()
-    yield review
-    review.stop(grace=0)
+    with served(tmp_path) as running:
+        yield running.server
 
 
 @pytest.fixture
-def stub(server: ReviewServer) -> Iterator[rpb_grpc.ReviewQueueStub]:
-    with grpc.insecure_channel(server.address) as channel:
-        yield rpb_grpc.ReviewQueueStub(channel)
+def stub(tmp_path: Path) -> Iterator[rpb_grpc.ReviewQueueStub]:
+    """Calls as "desk": sidecar, lead and exporter, so every RPC is allowed."""
+    with served(tmp_path) as running:
+        yield running.stub("desk")
 
 
 def message(escalation_id: str = "e1", **fields: Any) -> rpb.Escalation:
@@ -68,12 +109,10 @@ INVALID = [
     ("List", rpb.ListRequest(state=9), "state"),  # type: ignore[arg-type]
     ("List", rpb.ListRequest(tier=9), "tier"),  # type: ignore[arg-type]
     ("List", rpb.ListRequest(model="m" * 129), "model"),
-    ("Claim", rpb.ClaimRequest(), "reviewer"),
     ("Claim", rpb.ClaimRequest(reviewer="alice", lease_seconds=-1), "lease_seconds"),
     ("Claim", rpb.ClaimRequest(reviewer="alice", lease_seconds=86401), "lease_seconds"),
     ("Claim", rpb.ClaimRequest(reviewer="alice", lease_seconds=math.nan), "lease_seconds"),
     ("Resolve", rpb.ResolveRequest(reviewer="a", verdict=rpb.VERDICT_ACCEPT), "escalation_id"),
-    ("Resolve", rpb.ResolveRequest(escalation_id="e1", verdict=rpb.VERDICT_ACCEPT), "reviewer"),
     ("Resolve", rpb.ResolveRequest(escalation_id="e1", reviewer="a"), "verdict"),
     ("Resolve", rpb.ResolveRequest(escalation_id="e1", reviewer="a", verdict=7), "verdict"),  # type: ignore[arg-type]
     (
@@ -222,3 +261,135 @@ def test_health_and_reflection(server: ReviewServer) -> None:
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
         described = ProtoReflectionDescriptorDatabase(channel).get_services()
         assert "hitl.v1.ReviewQueue" in described
+
+
+# -- who may call it -------------------------------------------------------------------
+
+CALLS: dict[str, Callable[[rpb_grpc.ReviewQueueStub], Any]] = {
+    "Submit": lambda s: s.Submit(rpb.SubmitRequest(escalations=[message("x1")]), timeout=5),
+    "List": lambda s: s.List(rpb.ListRequest(), timeout=5),
+    "Claim": lambda s: s.Claim(rpb.ClaimRequest(), timeout=5),
+    "Resolve": lambda s: s.Resolve(
+        rpb.ResolveRequest(escalation_id="x1", verdict=rpb.VERDICT_ACCEPT), timeout=5
+    ),
+    "Export": lambda s: list(s.Export(rpb.ExportRequest(), timeout=5)),
+}
+# Who may call each method (anyone else is PERMISSION_DENIED).
+ALLOWED = {
+    "Submit": {"sidecar-1", "desk"},
+    "List": {"viewer", "lead", "desk"},
+    "Claim": {"alice", "bob", "lead", "desk"},
+    "Resolve": {"alice", "bob", "lead", "desk"},
+    "Export": {"exporter", "lead", "desk"},
+}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_every_call_is_authenticated_and_authorised(tmp_path: Path, backend: str) -> None:
+    """No token or an unknown one: UNAUTHENTICATED; a role that does not allow the
+    method: PERMISSION_DENIED naming the roles it needs; each refusal counted."""
+    with served(tmp_path, backend) as running:
+        running.tokens["stranger"] = "not-a-token"
+
+        def as_(who: str | None, method: str) -> Callable[[], Any]:
+            return lambda: CALLS[method](running.stub(who))
+
+        for method in CALLS:
+            assert refusal(as_(None, method))[0] == Code.UNAUTHENTICATED
+            assert refusal(as_("stranger", method))[0] == Code.UNAUTHENTICATED
+            for who in sorted(set(running.tokens) - ALLOWED[method] - {"stranger"}):
+                code, details = refusal(as_(who, method))
+                assert code == Code.PERMISSION_DENIED, (method, who)
+                assert f"{who} (roles: " in details
+                assert f"may not call {method}" in details
+        calls = points(running.reader, "hitl.review.calls")
+        assert calls[frozenset({("method", "Submit"), ("outcome", "UNAUTHENTICATED")})] == 2
+        assert calls[frozenset({("method", "Export"), ("outcome", "PERMISSION_DENIED")})] == 4
+
+
+def test_the_reviewer_is_who_the_credential_says(tmp_path: Path) -> None:
+    """A claim and a verdict are the caller's own; naming another reviewer is refused
+    unless the caller is a lead, whose verdict for the holder records it as acting."""
+    with served(tmp_path) as running:
+        running.stub("sidecar-1").Submit(
+            rpb.SubmitRequest(escalations=[message("e1"), message("e2")]), timeout=5
+        )
+        alice, lead = running.stub("alice"), running.stub("lead")
+        claimed = alice.Claim(rpb.ClaimRequest(), timeout=5).item
+        assert claimed.claimed_by == "alice"
+        code, details = refusal(lambda: alice.Claim(rpb.ClaimRequest(reviewer="bob"), timeout=5))
+        assert (code, details) == (
+            Code.PERMISSION_DENIED,
+            "alice may not act for 'bob': only a lead acts for another reviewer",
+        )
+        accept = rpb.ResolveRequest(escalation_id="e1", verdict=rpb.VERDICT_ACCEPT)
+        assert refusal(lambda: running.stub("bob").Resolve(accept, timeout=5))[0] == (
+            Code.FAILED_PRECONDITION  # alice holds it, and bob cannot say he is alice
+        )
+        mine = alice.Resolve(accept, timeout=5).item.resolution
+        assert (mine.reviewer, mine.acted_by) == ("alice", "")
+        for_bob = lead.Claim(rpb.ClaimRequest(reviewer="bob"), timeout=5).item
+        assert for_bob.claimed_by == "bob"
+        adjudicated = lead.Resolve(
+            rpb.ResolveRequest(escalation_id="e2", reviewer="bob", verdict=rpb.VERDICT_ACCEPT),
+            timeout=5,
+        ).item.resolution
+        assert (adjudicated.reviewer, adjudicated.acted_by) == ("bob", "lead")
+
+
+def test_nobody_hoards_the_queue(tmp_path: Path) -> None:
+    """A reviewer holds at most HITL_REVIEW_MAX_CLAIMS items, each for at most
+    HITL_REVIEW_MAX_LEASE_SECONDS."""
+    with served(tmp_path, max_claims=2, max_lease_seconds=600.0) as running:
+        batch = [message(f"e{i}") for i in range(5)]
+        running.stub("sidecar-1").Submit(rpb.SubmitRequest(escalations=batch), timeout=5)
+        alice = running.stub("alice")
+        long = rpb.ClaimRequest(lease_seconds=601)
+        assert refusal(lambda: alice.Claim(long, timeout=5))[0] == Code.INVALID_ARGUMENT
+        for _ in range(2):
+            alice.Claim(rpb.ClaimRequest(lease_seconds=600), timeout=5)
+        code, details = refusal(lambda: alice.Claim(rpb.ClaimRequest(), timeout=5))
+        assert code == Code.FAILED_PRECONDITION
+        assert details.startswith("alice holds 2 items, the most allowed")
+        assert running.stub("bob").Claim(rpb.ClaimRequest(), timeout=5).item.claimed_by == "bob"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_tls_and_mtls(tmp_path: Path, backend: str) -> None:
+    """Over TLS a token still names the caller; under mTLS a client certificate alone
+    does, one no principal holds is UNAUTHENTICATED, and none fails the handshake."""
+    ca = Authority(tmp_path / "ca")
+    issued = ca.issue("review", server=True)
+    tls = {"tls_cert": issued.cert, "tls_key": issued.key}
+    with served(tmp_path / "tls", backend, **tls) as running:
+        secure = grpc.secure_channel(
+            running.server.address, grpc.ssl_channel_credentials(ca.cert.read_bytes())
+        )
+        listed = running.stub("viewer", secure).List(rpb.ListRequest(), timeout=5)
+        assert list(listed.items) == []
+        assert refusal(lambda: CALLS["List"](running.stub(None, secure)))[0] == (
+            Code.UNAUTHENTICATED
+        )
+    with served(tmp_path / "mtls", backend, **tls, client_ca=ca.cert) as running:
+        running.server.queue.store.add_principal(
+            "sidecar-cert", frozenset({"sidecar"}), "", "sidecar-cert", 0.0
+        )
+
+        def by_certificate(common_name: str | None) -> rpb_grpc.ReviewQueueStub:
+            client = ca.issue(common_name) if common_name else None
+            credentials = grpc.ssl_channel_credentials(
+                ca.cert.read_bytes(),
+                client.key.read_bytes() if client else None,
+                client.cert.read_bytes() if client else None,
+            )
+            channel = grpc.secure_channel(running.server.address, credentials)
+            return rpb_grpc.ReviewQueueStub(channel)
+
+        submitted = CALLS["Submit"](by_certificate("sidecar-cert"))
+        assert submitted.results[0].status == rpb.SubmitResult.ACCEPTED
+        code, details = refusal(lambda: CALLS["Submit"](by_certificate("nobody")))
+        assert (code, details) == (
+            Code.UNAUTHENTICATED,
+            "the client certificate 'nobody' names no principal",
+        )
+        assert refusal(lambda: CALLS["List"](by_certificate(None)))[0] == Code.UNAVAILABLE

@@ -66,33 +66,33 @@ def test_reviewer_workflow(review_queue: ReviewProcess, tmp_path: Path) -> None:
     resent = json.loads(review_queue.hitl("submit", str(source)).stdout)
     assert (resent["duplicate"], resent["rejected"]) == (3, 1)
 
-    first = ok(review_queue.hitl("next", "--reviewer", "alice"))
+    first = ok(review_queue.hitl("next", who="alice"))
     assert (first["escalation_id"], first["state"], first["claimed_by"]) == (
         "primary",
         "CLAIMED",
         "alice",
     )
     assert first["escalation"]["logits"] == pytest.approx([2.0, 0.1, 0.3])
-    second = ok(review_queue.hitl("next", "--reviewer", "bob", "--model", "m"))
+    second = ok(review_queue.hitl("next", "--model", "m", who="bob"))
     assert second["escalation_id"] == "assisted"
 
-    stderr = refused(review_queue.hitl("resolve", "primary", "--reviewer", "bob", "--accept"))
+    stderr = refused(review_queue.hitl("resolve", "primary", "--accept", who="bob"))
     assert "FAILED_PRECONDITION: escalation_id 'primary' is claimed by 'alice'" in stderr
-    stderr = refused(review_queue.hitl("resolve", "nope", "--reviewer", "bob", "--accept"))
+    stderr = refused(review_queue.hitl("resolve", "nope", "--accept", who="bob"))
     assert "NOT_FOUND" in stderr
-    stderr = refused(review_queue.hitl("resolve", "assisted", "--reviewer", "bob", "--override"))
+    stderr = refused(review_queue.hitl("resolve", "assisted", "--override", who="bob"))
     assert "INVALID_ARGUMENT: corrected_class" in stderr
 
     overridden = ok(
         review_queue.hitl(
-            "resolve", "primary", "--reviewer", "alice", "--override", "--class", "2",
-            "--label", "c", "--rationale", "a chargeback, not a sale",
+            "resolve", "primary", "--override", "--class", "2",
+            "--label", "c", "--rationale", "a chargeback, not a sale", who="alice",
         )
     )  # fmt: skip
     assert overridden["state"] == "RESOLVED"
     assert overridden["resolution"]["label_class"] == 2
     assert overridden["resolution"]["rationale"] == "a chargeback, not a sale"
-    ok(review_queue.hitl("resolve", "assisted", "--reviewer", "bob", "--accept"))
+    ok(review_queue.hitl("resolve", "assisted", "--accept", who="bob"))
 
     open_items = review_queue.hitl("list", "--state", "open")
     assert [json.loads(line)["escalation_id"] for line in open_items.stdout.splitlines()] == [
@@ -120,9 +120,13 @@ def test_reviewer_workflow(review_queue: ReviewProcess, tmp_path: Path) -> None:
 
 def test_refusals_and_bad_arguments(review_queue: ReviewProcess) -> None:
     """Nothing to claim exits 1 with NOT_FOUND; bad arguments exit 2 before any call."""
-    assert "NOT_FOUND: no open item" in refused(review_queue.hitl("next", "--reviewer", "a"))
-    assert "INVALID_ARGUMENT: reviewer" in refused(review_queue.hitl("next", "--reviewer", ""))
-    no_verdict = review_queue.hitl("resolve", "e1", "--reviewer", "a")
+    assert "NOT_FOUND: no open item" in refused(review_queue.hitl("next", who="alice"))
+    assert "PERMISSION_DENIED: alice may not act for 'bob'" in refused(
+        review_queue.hitl("next", "--for", "bob", who="alice")
+    )
+    anonymous = review_queue.hitl("list", who="nobody")
+    assert "UNAUTHENTICATED: the bearer token belongs to no principal" in refused(anonymous)
+    no_verdict = review_queue.hitl("resolve", "e1", who="alice")
     assert "one of the arguments --accept --override is required" in refused(no_verdict, 2)
     bad_since = review_queue.hitl("export", "--out", "x.jsonl", "--since", "yesterday")
     assert "neither Unix seconds nor an ISO 8601 time" in refused(bad_since, 2)
@@ -213,13 +217,14 @@ def test_replicas_share_one_postgresql_database(tmp_path: Path) -> None:
     with fresh_schema() as schema:
         db = dsn_for(schema)
         one = start_review(tmp_path / "one", db=db)
-        two = start_review(tmp_path / "two", db=db)
+        two = start_review(tmp_path / "two", db=db, tokens=one.tokens)
         try:
             with one.client() as first, two.client() as second:
                 assert [r.status.value for r in first.submit([escalation("e1")])] == ["ACCEPTED"]
                 assert [r.status.value for r in second.submit([escalation("e1")])] == ["DUPLICATE"]
-                assert second.claim("bob").escalation_id == "e1"
-            assert "NOT_FOUND" in refused(one.hitl("next", "--reviewer", "alice"))
+            with two.client("bob") as bob:
+                assert bob.claim().escalation_id == "e1"
+            assert "NOT_FOUND" in refused(one.hitl("next", who="alice"))
         finally:
             assert one.stop() == 0
             assert two.stop() == 0
@@ -273,7 +278,7 @@ def test_sidecar_escalations_reach_the_queue(
 ) -> None:
     """A real sidecar with ``--sink review://`` this queue: what Route escalated arrives
     once each, with its decision context, and a reviewer's labels export for fitting."""
-    sidecar = start_sidecar(tmp_path, policy_file, "--sink", f"review://{review_queue.address}")
+    sidecar = start_sidecar(tmp_path, policy_file, *review_queue.sink())
     try:
         # Before the policy loads, decisions are fallbacks with no class to accept.
         sidecar.wait_serving()
@@ -292,9 +297,10 @@ def test_sidecar_escalations_reach_the_queue(
             items = queue.list_items()
             assert {i.escalation_id for i in items} == escalated
             assert {i.escalation.model for i in items} == {"m"}
+        with review_queue.client("alice") as alice:
             for _ in items:
-                item = queue.claim("alice")
-                queue.resolve(item.escalation_id, "alice", Verdict.ACCEPT)
+                item = alice.claim()
+                alice.resolve(item.escalation_id, Verdict.ACCEPT)
         out = tmp_path / "labelled.jsonl"
         assert ok(review_queue.hitl("export", "--out", str(out)))["exported"] == len(escalated)
         assert load_dataset(out).rows == len(escalated)

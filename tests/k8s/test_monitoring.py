@@ -123,7 +123,7 @@ def scraped(tmp_path: Path) -> Iterator[set[str]]:
     write_policy(tmp_path / "policy.yaml", policy)
     sidecar = start_sidecar(
         tmp_path, tmp_path / "policy.yaml",
-        "--metrics-addr", f"127.0.0.1:{sidecar_metrics}", "--sink", f"review://{review.address}",
+        "--metrics-addr", f"127.0.0.1:{sidecar_metrics}", *review.sink(),
     )  # fmt: skip
     pki = serving_pair(tmp_path / "tls", "ca")
     port_file = tmp_path / "injector.addr"
@@ -143,8 +143,9 @@ def scraped(tmp_path: Path) -> Iterator[set[str]]:
         (tmp_path / "policy.yaml").write_text("revision: [not, a, policy]\n")
         with review.client() as queue:
             wait_for(lambda: len(queue.list_items(None, "", "", 10)) == 2, 10, "escalations")
-            item = queue.claim("reviewer-1", "", 0.0)  # one resolved, one left to go overdue
-            queue.resolve(item.escalation.escalation_id, "reviewer-1", Verdict.ACCEPT)
+        with review.client("alice") as queue:
+            item = queue.claim()  # one resolved, one left to go overdue
+            queue.resolve(item.escalation.escalation_id, Verdict.ACCEPT)
         wait_for(port_file.exists, 30, "the injector")
         context = ssl.create_default_context(cadata=pki.ca_pem.decode())
         urllib.request.urlopen(

@@ -12,12 +12,15 @@ from sidecar.escalation.sinks.base import (
     Spooled,
     sink_addresses,
 )
+from sidecar.settings import ClientCredentials
 
 __all__ = ["YIELD_EVERY", "Rejection", "Sink", "Spooled", "open_sink", "sink_addresses"]
 
 
-def open_sink(url: str, deployment: str, timeout: float) -> Sink:
-    """A sink from its URL (``sink_addresses``)."""
+def open_sink(
+    url: str, deployment: str, timeout: float, credentials: ClientCredentials | None = None
+) -> Sink:
+    """A sink from its URL (``sink_addresses``); credentials are the review queue's."""
     try:
         scheme, addresses = sink_addresses(url)
     except ValueError as exc:
@@ -25,7 +28,7 @@ def open_sink(url: str, deployment: str, timeout: float) -> Sink:
     if scheme == "review":
         from sidecar.escalation.sinks.review import ReviewQueueSink
 
-        return ReviewQueueSink(addresses[0], timeout)
+        return ReviewQueueSink(addresses[0], timeout, credentials or ClientCredentials())
     from sidecar.escalation.sinks.nats import NatsSink
 
     return NatsSink(url.split(","), deployment, timeout)

@@ -1,6 +1,9 @@
 """The review queue sink: escalations to ``hitl review`` over gRPC Submit, which is
-idempotent by escalation_id. Any RPC failure leaves the whole batch for a retry;
-items the queue answers REJECTED are refused for good."""
+idempotent by escalation_id, as the principal its credentials name (role sidecar),
+over TLS when a CA is given. Any RPC failure leaves the whole batch for a retry;
+items the queue answers REJECTED are refused for good, and so are those it answers
+CONFLICT (their id is held with other content), which are also logged as errors: a
+forged or corrupted escalation took the id first."""
 
 from __future__ import annotations
 
@@ -8,22 +11,32 @@ import asyncio
 from collections.abc import Sequence
 
 import grpc
+import structlog
 
 from hitl_client.stubs.hitl.v1 import review_pb2 as rpb
 from hitl_client.stubs.hitl.v1 import review_pb2_grpc as rpb_grpc
 from sidecar.errors import SinkUnavailable
 from sidecar.escalation.messages import record_message
 from sidecar.escalation.sinks.base import YIELD_EVERY, Rejection, Spooled
+from sidecar.serving import bearer
+from sidecar.settings import ClientCredentials
+
+log = structlog.get_logger("hitl.forwarder")
 
 
 class ReviewQueueSink:
     name = "review-queue"
 
-    def __init__(self, target: str, timeout: float) -> None:
+    def __init__(self, target: str, timeout: float, credentials: ClientCredentials) -> None:
         self.target = target
         self._timeout = timeout
-        self._channel = grpc.aio.insecure_channel(target)
+        if credentials.ca is None:
+            self._channel = grpc.aio.insecure_channel(target)
+        else:
+            tls = grpc.ssl_channel_credentials(credentials.ca, credentials.key, credentials.cert)
+            self._channel = grpc.aio.secure_channel(target, tls)
         self._stub = rpb_grpc.ReviewQueueStub(self._channel)
+        self._metadata = bearer(credentials.token)
 
     async def deliver(self, batch: Sequence[Spooled]) -> list[Rejection]:
         # Built a few at a time, like the forwarder decodes: the event loop is Route's.
@@ -37,16 +50,25 @@ class ReviewQueueSink:
                 await asyncio.sleep(0)
         request = rpb.SubmitRequest(escalations=messages)
         try:
-            response = await self._stub.Submit(request, timeout=self._timeout)
+            response = await self._stub.Submit(
+                request, metadata=self._metadata, timeout=self._timeout
+            )
         except grpc.aio.AioRpcError as exc:
             raise SinkUnavailable(
                 f"review queue {self.target}: {exc.code().name}: {exc.details()}"
             ) from exc
-        return unfit + [
-            Rejection(result.escalation_id, result.message)
-            for result in response.results
-            if result.status == rpb.SubmitResult.REJECTED
-        ]
+        refused = []
+        for result in response.results:
+            if result.status == rpb.SubmitResult.CONFLICT:
+                log.error(
+                    "forwarder.conflicting_escalation",
+                    escalation_id=result.escalation_id,
+                    sink=self.name,
+                    error=result.message,
+                )
+            if result.status in (rpb.SubmitResult.REJECTED, rpb.SubmitResult.CONFLICT):
+                refused.append(Rejection(result.escalation_id, result.message))
+        return unfit + refused
 
     async def close(self) -> None:
         await self._channel.close(None)

@@ -24,15 +24,14 @@ from sidecar.registry.model import (
     AuditEntry,
     CalibratorInfo,
     NewProposal,
-    Principal,
     Proposal,
     ProposalState,
     Revision,
-    Role,
     Settlement,
 )
 from sidecar.registry.stores import migrations
 from sidecar.storage.migrations import Schema, migrate
+from sidecar.storage.principals import PrincipalTable, StoresPrincipals
 from sidecar.storage.sql import Database, Dialect, Transaction
 from sidecar.storage.sql import render as render_sql
 
@@ -45,7 +44,6 @@ PROPOSAL_COLUMNS = (
 )
 REVISION_COLUMNS = "revision, document, proposal_id, proposed_by, approved_by, reason, created_at"
 CALIBRATOR_COLUMNS = "sha256, name, version, size, uploaded_by, uploaded_at"
-PRINCIPAL_COLUMNS = "name, roles"
 AUDIT_COLUMNS = "at, principal, method, outcome, detail"
 
 HEAD = "SELECT {revision_columns} FROM registry_revisions ORDER BY revision DESC LIMIT 1"
@@ -96,26 +94,6 @@ CALIBRATORS = """
     SELECT {calibrator_columns} FROM registry_calibrators ORDER BY uploaded_at DESC, sha256"""
 
 # Who else holds either credential (an empty one names nobody).
-CREDENTIAL_HOLDERS = """
-    SELECT name, token_sha256, cert_subject FROM registry_principals
-    WHERE name <> :name
-      AND ((token_sha256 <> '' AND token_sha256 = :token_sha256)
-           OR (cert_subject <> '' AND cert_subject = :cert_subject))
-    ORDER BY name"""
-PUT_PRINCIPAL = """
-    INSERT INTO registry_principals (name, roles, token_sha256, cert_subject, created_at)
-    VALUES (:name, :roles, :token_sha256, :cert_subject, :created_at)
-    ON CONFLICT (name) DO UPDATE
-    SET roles = excluded.roles, token_sha256 = excluded.token_sha256,
-        cert_subject = excluded.cert_subject"""
-PRINCIPAL_BY_TOKEN = """
-    SELECT {principal_columns} FROM registry_principals
-    WHERE token_sha256 = :token_sha256 AND token_sha256 <> ''"""  # noqa: S105 (a query, no secret)
-PRINCIPAL_BY_SUBJECT = """
-    SELECT {principal_columns} FROM registry_principals
-    WHERE cert_subject = :cert_subject AND cert_subject <> ''"""
-PRINCIPALS = "SELECT {principal_columns} FROM registry_principals ORDER BY name"
-
 INSERT_AUDIT = """
     INSERT INTO registry_audit ({audit_columns})
     VALUES (:at, :principal, :method, :outcome, :detail)"""
@@ -141,11 +119,6 @@ class Statements:
     put_calibrator: str
     calibrator: str
     calibrators: str
-    credential_holders: str
-    put_principal: str
-    principal_by_token: str
-    principal_by_subject: str
-    principals: str
     insert_audit: str
     audit_trail: str
 
@@ -160,7 +133,6 @@ def statements(dialect: Dialect) -> Statements:
             proposal_columns=PROPOSAL_COLUMNS,
             revision_columns=REVISION_COLUMNS,
             calibrator_columns=CALIBRATOR_COLUMNS,
-            principal_columns=PRINCIPAL_COLUMNS,
             audit_columns=AUDIT_COLUMNS,
         )
 
@@ -180,17 +152,12 @@ def statements(dialect: Dialect) -> Statements:
         put_calibrator=render(PUT_CALIBRATOR),
         calibrator=render(CALIBRATOR),
         calibrators=render(CALIBRATORS),
-        credential_holders=render(CREDENTIAL_HOLDERS),
-        put_principal=render(PUT_PRINCIPAL),
-        principal_by_token=render(PRINCIPAL_BY_TOKEN),
-        principal_by_subject=render(PRINCIPAL_BY_SUBJECT),
-        principals=render(PRINCIPALS),
         insert_audit=render(INSERT_AUDIT),
         audit_trail=render(AUDIT_TRAIL),
     )
 
 
-class SqlStore:
+class SqlStore(StoresPrincipals):
     """The RegistryStore logic on any dialect, its transactions run by db.
 
     ``where`` names the database in messages; ``duplicate`` is the driver's error for
@@ -201,6 +168,7 @@ class SqlStore:
     ) -> None:
         self._db = db
         self._sql = statements(dialect)
+        self._principals = PrincipalTable("registry_principals", dialect)
         self._duplicate = duplicate
         try:
             with self._transaction() as tx:
@@ -385,41 +353,6 @@ class SqlStore:
 
     # -- principals and audit --------------------------------------------------------
 
-    def add_principal(
-        self, name: str, roles: frozenset[Role], token_sha256: str, cert_subject: str, now: float
-    ) -> None:
-        parameters = {
-            "name": name,
-            "roles": ",".join(sorted(roles)),
-            "token_sha256": token_sha256,
-            "cert_subject": cert_subject,
-            "created_at": now,
-        }
-        try:
-            with self._transaction() as tx:
-                holders = tx.rows(self._sql.credential_holders, parameters)
-                if holders:
-                    raise Conflict(_credential_held(name, holders[0], token_sha256))
-                tx.run(self._sql.put_principal, parameters)
-        except self._duplicate as exc:
-            # Another transaction gave the credential away between our check and write.
-            raise Conflict(f"principal {name!r}: its credential is held by another") from exc
-
-    def principal_for_token(self, token_sha256: str) -> Principal | None:
-        with self._transaction() as tx:
-            rows = tx.rows(self._sql.principal_by_token, {"token_sha256": token_sha256})
-        return principal_from_row(rows[0]) if rows else None
-
-    def principal_for_subject(self, cert_subject: str) -> Principal | None:
-        with self._transaction() as tx:
-            rows = tx.rows(self._sql.principal_by_subject, {"cert_subject": cert_subject})
-        return principal_from_row(rows[0]) if rows else None
-
-    def principals(self) -> list[Principal]:
-        with self._transaction() as tx:
-            rows = tx.rows(self._sql.principals, {})
-        return [principal_from_row(row) for row in rows]
-
     def record(self, entries: Sequence[AuditEntry]) -> None:
         if not entries:
             return
@@ -434,15 +367,6 @@ class SqlStore:
 
 def _moved(head: int, base: int) -> str:
     return f"the head is revision {head}, not its base revision {base}"
-
-
-def _credential_held(name: str, holder: Mapping[str, Any], token_sha256: str) -> str:
-    if token_sha256 and holder["token_sha256"] == token_sha256:
-        return f"principal {name!r}: that token already identifies {holder['name']!r}"
-    return (
-        f"principal {name!r}: cert_subject {holder['cert_subject']!r} "
-        f"already identifies {holder['name']!r}"
-    )
 
 
 def revision_parameters(revision: Revision) -> dict[str, Any]:
@@ -505,12 +429,6 @@ def calibrator_from_row(row: Mapping[str, Any]) -> CalibratorInfo:
         size=int(row["size"]),
         uploaded_by=row["uploaded_by"],
         uploaded_at=float(row["uploaded_at"]),
-    )
-
-
-def principal_from_row(row: Mapping[str, Any]) -> Principal:
-    return Principal(
-        name=row["name"], roles=frozenset(Role(r) for r in row["roles"].split(",") if r)
     )
 
 

@@ -5,6 +5,8 @@ and never claims it twice."""
 
 from __future__ import annotations
 
+from psycopg import errors
+
 from sidecar.review.stores.sql import SqlStore
 from sidecar.storage.postgres import PostgresDatabase
 from sidecar.storage.sql import POSTGRES
@@ -16,4 +18,4 @@ class PostgresStore(SqlStore):
 
     def __init__(self, dsn: str, *, schema: str = "") -> None:
         db = PostgresDatabase(dsn, schema=schema)
-        super().__init__(db, POSTGRES, where=db.where)
+        super().__init__(db, POSTGRES, where=db.where, duplicate=errors.UniqueViolation)

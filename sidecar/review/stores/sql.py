@@ -26,13 +26,14 @@ from sidecar.review.item import TIERS, ItemState, Resolution, ReviewItem, Verdic
 from sidecar.review.sla import Sla
 from sidecar.review.stores.migrations import SCHEMA
 from sidecar.storage.migrations import migrate
+from sidecar.storage.principals import PrincipalTable, StoresPrincipals
 from sidecar.storage.sql import Database, Dialect, Transaction
 from sidecar.storage.sql import render as render_sql
 
 COLUMNS = (
     "escalation_id, model, tier, priority, state, due_at, escalation_level, received_at, "
     "claimed_by, claimed_at, lease_expires_at, reviewer, verdict, label_class, label, "
-    "rationale, time_to_label_seconds, resolved_at, escalation"
+    "rationale, time_to_label_seconds, resolved_at, acted_by, escalation"
 )
 URGENCY = "escalation_level DESC, priority, due_at, received_at, escalation_id"
 # An item a reviewer can claim: open, or claimed with its lease run out.
@@ -63,8 +64,15 @@ RESOLVE = """
     UPDATE review_items
     SET state = 'RESOLVED', reviewer = :reviewer, verdict = :verdict,
         label_class = :label_class, label = :label, rationale = :rationale,
-        time_to_label_seconds = :time_to_label_seconds, resolved_at = :resolved_at
+        time_to_label_seconds = :time_to_label_seconds, resolved_at = :resolved_at,
+        acted_by = :acted_by
     WHERE escalation_id = :escalation_id"""
+
+ITEM = "SELECT {columns} FROM review_items WHERE escalation_id = :escalation_id"
+
+HELD = """
+    SELECT COUNT(*) AS items FROM review_items
+    WHERE state = 'CLAIMED' AND claimed_by = :reviewer AND lease_expires_at > :now"""
 
 LIST = """
     SELECT {columns} FROM review_items
@@ -116,6 +124,8 @@ class Statements:
     resolved_page: str
     raise_overdue: str
     counts: str
+    held: str
+    item: str
 
 
 def statements(dialect: Dialect) -> Statements:
@@ -131,15 +141,21 @@ def statements(dialect: Dialect) -> Statements:
         resolved_page=render(RESOLVED_PAGE),
         raise_overdue=render(RAISE_OVERDUE),
         counts=render(COUNTS),
+        held=render(HELD),
+        item=render(ITEM),
     )
 
 
-class SqlStore:
+class SqlStore(StoresPrincipals):
     """The ReviewStore logic on any dialect, its transactions run by db."""
 
-    def __init__(self, db: Database, dialect: Dialect, *, where: str) -> None:
+    def __init__(
+        self, db: Database, dialect: Dialect, *, where: str, duplicate: type[Exception]
+    ) -> None:
         self._db = db
         self._sql = statements(dialect)
+        self._principals = PrincipalTable("review_principals", dialect)
+        self._duplicate = duplicate
         try:
             with self._transaction() as tx:
                 self.migrated = migrate(tx, dialect, SCHEMA, where)
@@ -221,6 +237,16 @@ class SqlStore:
         items = [item_from_row(row, now) for row in rows]
         return sorted(items, key=lambda i: (-i.escalation_level, i.priority, i.escalation_id))
 
+    def item(self, escalation_id: str, now: float) -> ReviewItem | None:
+        with self._transaction() as tx:
+            rows = tx.rows(self._sql.item, {"escalation_id": escalation_id})
+        return item_from_row(rows[0], now) if rows else None
+
+    def held(self, reviewer: str, now: float) -> int:
+        with self._transaction() as tx:
+            rows = tx.rows(self._sql.held, {"reviewer": reviewer, "now": now})
+        return int(rows[0]["items"])
+
     def counts(self, now: float) -> dict[tuple[ItemState, str], int]:
         with self._transaction() as tx:
             rows = tx.rows(self._sql.counts, {"now": now})
@@ -271,4 +297,5 @@ def _resolution(row: Mapping[str, Any]) -> Resolution:
         rationale=row["rationale"],
         time_to_label_seconds=float(row["time_to_label_seconds"]),
         resolved_at=float(row["resolved_at"]),
+        acted_by=row["acted_by"],
     )

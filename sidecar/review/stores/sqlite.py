@@ -5,6 +5,7 @@ never claim one item."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from sidecar.review.stores.sql import SqlStore
@@ -14,4 +15,9 @@ from sidecar.storage.sqlite import SqliteDatabase
 
 class SqliteStore(SqlStore):
     def __init__(self, path: Path) -> None:
-        super().__init__(SqliteDatabase(path), SQLITE, where=f"SQLite {path}")
+        super().__init__(
+            SqliteDatabase(path),
+            SQLITE,
+            where=f"SQLite {path}",
+            duplicate=sqlite3.IntegrityError,
+        )

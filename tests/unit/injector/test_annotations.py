@@ -91,6 +91,19 @@ def test_the_default_sink_applies_unless_overridden() -> None:
     assert overridden.sink == "nats://n:4222"
 
 
+def test_a_review_sink_brings_its_token_secret() -> None:
+    """A review:// sink mounts the injector's default review token Secret, or the one
+    the pod names; any other sink has none."""
+    defaults = SidecarDefaults(image="i", registry="r:1", sink="review://q.hitl-system.svc:7432")
+    secret = read_settings({a.MODEL: "m"}, defaults).review_token_secret
+    assert secret == "hitl-review-token"  # noqa: S105 (a Secret's name)
+    named = {a.MODEL: "m", a.REVIEW_TOKEN_SECRET: "fraud-review-token"}
+    secret = read_settings(named, defaults).review_token_secret
+    assert secret == "fraud-review-token"  # noqa: S105 (a Secret's name)
+    nats = read_settings({a.MODEL: "m", a.SINK: "nats://n:4222"}, defaults)
+    assert nats.review_token_secret == ""
+
+
 @pytest.mark.parametrize(
     ("annotations", "expected"),
     [
@@ -109,6 +122,14 @@ def test_the_default_sink_applies_unless_overridden() -> None:
         ({a.MODEL: "m", a.SINK: "http://q:80"}, "hitl.dev/sink must be review://HOST:PORT"),
         ({a.MODEL: "m", a.SINK: "review://a:1,review://b:1"}, "hitl.dev/sink must be"),
         ({a.MODEL: "m", a.SINK: "nats://n"}, "hitl.dev/sink must be HOST:PORT"),
+        (
+            {a.MODEL: "m", a.SINK: "review://q:1", a.REVIEW_TOKEN_SECRET: "Token"},
+            "hitl.dev/review-token-secret must name a Kubernetes",
+        ),
+        (
+            {a.MODEL: "m", a.SINK: "nats://n:4222", a.REVIEW_TOKEN_SECRET: "t"},
+            "hitl.dev/review-token-secret is for a review:// sink",
+        ),
         ({a.MODEL: "m", a.PORT: "80"}, "hitl.dev/port must be a port number from 1024"),
         ({a.MODEL: "m", a.PORT: "seven"}, "hitl.dev/port must be a port number"),
         ({a.MODEL: "m", a.METRICS_PORT: "70000"}, "hitl.dev/metrics-port must be a port"),

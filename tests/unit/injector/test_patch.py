@@ -147,14 +147,16 @@ def test_registry_over_tls_mounts_its_ca() -> None:
 
 
 def test_the_sidecar_accepts_the_injected_registry_environment(tmp_path: Path) -> None:
-    """The environment injected for registry mode (with TLS) is one the sidecar's own
-    config loader accepts once the Secret and ConfigMaps are mounted."""
+    """The environment injected for registry mode (with TLS) and a review:// sink is
+    one the sidecar's own config loader accepts once the Secrets and ConfigMaps are
+    mounted."""
     sidecar = sidecar_of(injected(pod({a.MODEL: "fraud", a.REGISTRY_CA: "registry-ca"})))
     mounted = {mount["mountPath"]: tmp_path / mount["name"] for mount in sidecar["volumeMounts"]}
     for directory in mounted.values():
         directory.mkdir()
     generate_key_pair(tmp_path / "signing.key", mounted["/etc/hitl/registry"] / "public-key.pem")
     (mounted["/var/run/secrets/hitl/registry"] / "token").write_text("t0ken\n")
+    (mounted["/var/run/secrets/hitl/review"] / "token").write_text("r3view\n")
     (mounted["/etc/hitl/registry-ca"] / "ca.crt").write_text("PEM")
 
     def local(value: str) -> str:
@@ -170,6 +172,8 @@ def test_the_sidecar_accepts_the_injected_registry_environment(tmp_path: Path) -
     assert config.health_listen == "0.0.0.0:7434"
     assert config.spool_budget_bytes == int(2**30 * 0.9)
     assert config.deployment == "fraud"
+    assert config.sink.startswith("review://")
+    assert config.review_token == "r3view"  # noqa: S105 (a test token)
 
 
 def test_policy_configmap_mode() -> None:

@@ -14,12 +14,12 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
+from sidecar.auth import Principal
 from sidecar.errors import ConfigError, Conflict, NotFound, PermissionDenied, StoreUnavailable
 from sidecar.registry.model import (
     AuditEntry,
     CalibratorInfo,
     NewProposal,
-    Principal,
     Proposal,
     ProposalState,
     Role,

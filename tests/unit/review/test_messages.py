@@ -51,10 +51,9 @@ def test_unknown_filters_name_their_field(convert: object, value: int, field: st
 def test_resolve_request_keeps_an_explicit_class_zero() -> None:
     """corrected_class is optional on the wire: 0 given is 0, not absent."""
     given = messages.reviewer_verdict(
-        rpb.ResolveRequest(
-            escalation_id="e1", reviewer="a", verdict=rpb.VERDICT_OVERRIDE, corrected_class=0
-        )
+        rpb.ResolveRequest(escalation_id="e1", verdict=rpb.VERDICT_OVERRIDE, corrected_class=0),
+        "a",
     )
-    absent = messages.reviewer_verdict(rpb.ResolveRequest(escalation_id="e1", reviewer="a"))
+    absent = messages.reviewer_verdict(rpb.ResolveRequest(escalation_id="e1"), "a")
     assert (given.corrected_class, given.verdict) == (0, Verdict.OVERRIDE)
     assert (absent.corrected_class, absent.verdict) == (None, None)

@@ -23,28 +23,38 @@ from sidecar.review.store import ReviewStore
 from tests.escalations import escalation
 from tests.unit.review.conftest import OpenStore, points
 
-ACCEPTED, DUPLICATE, REJECTED = SubmitStatus
+ACCEPTED, DUPLICATE, REJECTED, CONFLICT = SubmitStatus
 
 
 def accept(escalation_id: str, reviewer: str = "alice", **kw: object) -> ReviewerVerdict:
     return ReviewerVerdict(escalation_id, reviewer, Verdict.ACCEPT, **kw)  # type: ignore[arg-type]
 
 
-def test_submit_is_idempotent_by_escalation_id(queue: ReviewQueue) -> None:
-    """A resend is DUPLICATE and changes nothing, even when its content differs."""
+def test_submit_is_idempotent_by_escalation_id(
+    queue: ReviewQueue, reader: InMemoryMetricReader
+) -> None:
+    """A resend of the same escalation is DUPLICATE and changes nothing; another with
+    the same escalation_id but other content is CONFLICT, logged and counted, and the
+    stored one stays (a forgery cannot pass for a duplicate)."""
     first = queue.submit([escalation("e1")])
-    again = queue.submit([escalation("e1", model="other", tier="HUMAN_PRIMARY")])
-    assert [r.status for r in first] == [ACCEPTED]
-    assert [r.status for r in again] == [DUPLICATE]
+    again = queue.submit([escalation("e1")])
+    with capture_logs() as logs:
+        forged = queue.submit([escalation("e1", model="other", tier="HUMAN_PRIMARY")])
+    assert [r.status for r in first + again + forged] == [ACCEPTED, DUPLICATE, CONFLICT]
+    assert "other content" in forged[0].message
+    assert [e["event"] for e in logs] == ["review.conflicting_submission"]
     (item,) = queue.list_items()
     assert item.escalation == escalation("e1")
     assert (item.state, item.priority, item.escalation_level) == (ItemState.OPEN, 1, 0)
+    submitted = points(reader, "hitl.review.submitted")
+    assert submitted[frozenset({("result", "conflict"), ("tier", "HUMAN_PRIMARY")})] == 1
 
 
 def test_duplicates_within_one_batch_store_the_first(queue: ReviewQueue) -> None:
-    """The same escalation_id twice in one batch: ACCEPTED, then DUPLICATE."""
-    results = queue.submit([escalation("e1"), escalation("e1", model="other")])
-    assert [r.status for r in results] == [ACCEPTED, DUPLICATE]
+    """The same escalation twice in one batch: ACCEPTED, then DUPLICATE; the same id
+    with other content: CONFLICT."""
+    results = queue.submit([escalation("e1"), escalation("e1"), escalation("e1", model="x")])
+    assert [r.status for r in results] == [ACCEPTED, DUPLICATE, CONFLICT]
     assert [i.escalation.model for i in queue.list_items()] == ["m"]
 
 
@@ -350,7 +360,7 @@ def test_items_survive_reopening(open_store: OpenStore, clock: FakeClock) -> Non
 def test_concurrent_claims_never_share_an_item(open_store: OpenStore, clock: FakeClock) -> None:
     """Eight reviewers on two replicas of one database claim 60 items at once: each
     item goes to exactly one of them, and all of them are claimed."""
-    replicas = [ReviewQueue(open_store(), clock), ReviewQueue(open_store(), clock)]
+    replicas = [ReviewQueue(open_store(), clock, max_claims=60) for _ in range(2)]
     replicas[0].submit([escalation(f"e{i:02d}") for i in range(60)])
     claimed: list[tuple[str, str]] = []
     lock = threading.Lock()

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from hitl_client.stubs.hitl.v1 import decision_pb2 as hitl_dot_v1_dot_decision__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14hitl/v1/review.proto\x12\x07hitl.v1\x1a\x16hitl/v1/decision.proto\"\xc2\x06\n\nEscalation\x12\x15\n\rescalation_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x0e\n\x06\x64omain\x18\x05 \x01(\t\x12\x1b\n\x04tier\x18\x06 \x01(\x0e\x32\r.hitl.v1.Tier\x12\x1f\n\x06reason\x18\x07 \x01(\x0e\x32\x0f.hitl.v1.Reason\x12\x0f\n\x07rule_id\x18\x08 \x01(\t\x12\x17\n\x0fpredicted_class\x18\t \x01(\x05\x12\x17\n\x0fpredicted_label\x18\n \x01(\t\x12\x1d\n\x15\x63\x61librated_confidence\x18\x0b \x01(\x01\x12\x17\n\x0fpolicy_revision\x18\x0c \x01(\x03\x12\x1b\n\x13\x63\x61libration_version\x18\r \x01(\t\x12\x16\n\x0e\x65xperiment_arm\x18\x0e \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x0f \x01(\x08\x12\x11\n\tinput_ref\x18\x10 \x01(\t\x12\x10\n\x08trace_id\x18\x11 \x01(\t\x12\x12\n\ncreated_at\x18\x12 \x01(\x01\x12\x31\n\x07\x63ontext\x18\x13 \x03(\x0b\x32 .hitl.v1.Escalation.ContextEntry\x12\x44\n\x11string_attributes\x18\x14 \x03(\x0b\x32).hitl.v1.Escalation.StringAttributesEntry\x12\x46\n\x12numeric_attributes\x18\x15 \x03(\x0b\x32*.hitl.v1.Escalation.NumericAttributesEntry\x12\x0e\n\x06logits\x18\x16 \x03(\x02\x12&\n\ninput_kind\x18\x17 \x01(\x0e\x32\x12.hitl.v1.InputKind\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x37\n\x15StringAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x38\n\x16NumericAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"9\n\rSubmitRequest\x12(\n\x0b\x65scalations\x18\x01 \x03(\x0b\x32\x13.hitl.v1.Escalation\"8\n\x0eSubmitResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.hitl.v1.SubmitResult\"\xb1\x01\n\x0cSubmitResult\x12\x15\n\rescalation_id\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.hitl.v1.SubmitResult.Status\x12\x0f\n\x07message\x18\x03 \x01(\t\"K\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x01\x12\r\n\tDUPLICATE\x10\x02\x12\x0c\n\x08REJECTED\x10\x03\"\xac\x01\n\nResolution\x12\x10\n\x08reviewer\x18\x01 \x01(\t\x12!\n\x07verdict\x18\x02 \x01(\x0e\x32\x10.hitl.v1.Verdict\x12\x13\n\x0blabel_class\x18\x03 \x01(\x05\x12\r\n\x05label\x18\x04 \x01(\t\x12\x11\n\trationale\x18\x05 \x01(\t\x12\x1d\n\x15time_to_label_seconds\x18\x06 \x01(\x01\x12\x13\n\x0bresolved_at\x18\x07 \x01(\x01\"\x80\x02\n\nReviewItem\x12\'\n\nescalation\x18\x01 \x01(\x0b\x32\x13.hitl.v1.Escalation\x12!\n\x05state\x18\x02 \x01(\x0e\x32\x12.hitl.v1.ItemState\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12\x0e\n\x06\x64ue_at\x18\x04 \x01(\x01\x12\x18\n\x10\x65scalation_level\x18\x05 \x01(\x05\x12\x13\n\x0breceived_at\x18\x06 \x01(\x01\x12\x12\n\nclaimed_by\x18\x07 \x01(\t\x12\x18\n\x10lease_expires_at\x18\x08 \x01(\x01\x12\'\n\nresolution\x18\t \x01(\x0b\x32\x13.hitl.v1.Resolution\"k\n\x0bListRequest\x12!\n\x05state\x18\x01 \x01(\x0e\x32\x12.hitl.v1.ItemState\x12\r\n\x05model\x18\x02 \x01(\t\x12\x1b\n\x04tier\x18\x03 \x01(\x0e\x32\r.hitl.v1.Tier\x12\r\n\x05limit\x18\x04 \x01(\x05\"2\n\x0cListResponse\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.hitl.v1.ReviewItem\"F\n\x0c\x43laimRequest\x12\x10\n\x08reviewer\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rlease_seconds\x18\x03 \x01(\x01\"2\n\rClaimResponse\x12!\n\x04item\x18\x01 \x01(\x0b\x32\x13.hitl.v1.ReviewItem\"\xd9\x01\n\x0eResolveRequest\x12\x15\n\rescalation_id\x18\x01 \x01(\t\x12\x10\n\x08reviewer\x18\x02 \x01(\t\x12!\n\x07verdict\x18\x03 \x01(\x0e\x32\x10.hitl.v1.Verdict\x12\x1c\n\x0f\x63orrected_class\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x17\n\x0f\x63orrected_label\x18\x05 \x01(\t\x12\x11\n\trationale\x18\x06 \x01(\t\x12\x1d\n\x15time_to_label_seconds\x18\x07 \x01(\x01\x42\x12\n\x10_corrected_class\"4\n\x0fResolveResponse\x12!\n\x04item\x18\x01 \x01(\x0b\x32\x13.hitl.v1.ReviewItem\"6\n\rExportRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x16\n\x0eresolved_since\x18\x02 \x01(\x01*m\n\tItemState\x12\x1a\n\x16ITEM_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fITEM_STATE_OPEN\x10\x01\x12\x16\n\x12ITEM_STATE_CLAIMED\x10\x02\x12\x17\n\x13ITEM_STATE_RESOLVED\x10\x03*L\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x12\n\x0eVERDICT_ACCEPT\x10\x01\x12\x14\n\x10VERDICT_OVERRIDE\x10\x02\x32\xac\x02\n\x0bReviewQueue\x12\x39\n\x06Submit\x12\x16.hitl.v1.SubmitRequest\x1a\x17.hitl.v1.SubmitResponse\x12\x33\n\x04List\x12\x14.hitl.v1.ListRequest\x1a\x15.hitl.v1.ListResponse\x12\x36\n\x05\x43laim\x12\x15.hitl.v1.ClaimRequest\x1a\x16.hitl.v1.ClaimResponse\x12<\n\x07Resolve\x12\x17.hitl.v1.ResolveRequest\x1a\x18.hitl.v1.ResolveResponse\x12\x37\n\x06\x45xport\x12\x16.hitl.v1.ExportRequest\x1a\x13.hitl.v1.ReviewItem0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14hitl/v1/review.proto\x12\x07hitl.v1\x1a\x16hitl/v1/decision.proto\"\xc2\x06\n\nEscalation\x12\x15\n\rescalation_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x0e\n\x06\x64omain\x18\x05 \x01(\t\x12\x1b\n\x04tier\x18\x06 \x01(\x0e\x32\r.hitl.v1.Tier\x12\x1f\n\x06reason\x18\x07 \x01(\x0e\x32\x0f.hitl.v1.Reason\x12\x0f\n\x07rule_id\x18\x08 \x01(\t\x12\x17\n\x0fpredicted_class\x18\t \x01(\x05\x12\x17\n\x0fpredicted_label\x18\n \x01(\t\x12\x1d\n\x15\x63\x61librated_confidence\x18\x0b \x01(\x01\x12\x17\n\x0fpolicy_revision\x18\x0c \x01(\x03\x12\x1b\n\x13\x63\x61libration_version\x18\r \x01(\t\x12\x16\n\x0e\x65xperiment_arm\x18\x0e \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x0f \x01(\x08\x12\x11\n\tinput_ref\x18\x10 \x01(\t\x12\x10\n\x08trace_id\x18\x11 \x01(\t\x12\x12\n\ncreated_at\x18\x12 \x01(\x01\x12\x31\n\x07\x63ontext\x18\x13 \x03(\x0b\x32 .hitl.v1.Escalation.ContextEntry\x12\x44\n\x11string_attributes\x18\x14 \x03(\x0b\x32).hitl.v1.Escalation.StringAttributesEntry\x12\x46\n\x12numeric_attributes\x18\x15 \x03(\x0b\x32*.hitl.v1.Escalation.NumericAttributesEntry\x12\x0e\n\x06logits\x18\x16 \x03(\x02\x12&\n\ninput_kind\x18\x17 \x01(\x0e\x32\x12.hitl.v1.InputKind\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x37\n\x15StringAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x38\n\x16NumericAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"9\n\rSubmitRequest\x12(\n\x0b\x65scalations\x18\x01 \x03(\x0b\x32\x13.hitl.v1.Escalation\"8\n\x0eSubmitResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.hitl.v1.SubmitResult\"\xbf\x01\n\x0cSubmitResult\x12\x15\n\rescalation_id\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.hitl.v1.SubmitResult.Status\x12\x0f\n\x07message\x18\x03 \x01(\t\"Y\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x01\x12\r\n\tDUPLICATE\x10\x02\x12\x0c\n\x08REJECTED\x10\x03\x12\x0c\n\x08\x43ONFLICT\x10\x04\"\xbe\x01\n\nResolution\x12\x10\n\x08reviewer\x18\x01 \x01(\t\x12!\n\x07verdict\x18\x02 \x01(\x0e\x32\x10.hitl.v1.Verdict\x12\x13\n\x0blabel_class\x18\x03 \x01(\x05\x12\r\n\x05label\x18\x04 \x01(\t\x12\x11\n\trationale\x18\x05 \x01(\t\x12\x1d\n\x15time_to_label_seconds\x18\x06 \x01(\x01\x12\x13\n\x0bresolved_at\x18\x07 \x01(\x01\x12\x10\n\x08\x61\x63ted_by\x18\x08 \x01(\t\"\x80\x02\n\nReviewItem\x12\'\n\nescalation\x18\x01 \x01(\x0b\x32\x13.hitl.v1.Escalation\x12!\n\x05state\x18\x02 \x01(\x0e\x32\x12.hitl.v1.ItemState\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12\x0e\n\x06\x64ue_at\x18\x04 \x01(\x01\x12\x18\n\x10\x65scalation_level\x18\x05 \x01(\x05\x12\x13\n\x0breceived_at\x18\x06 \x01(\x01\x12\x12\n\nclaimed_by\x18\x07 \x01(\t\x12\x18\n\x10lease_expires_at\x18\x08 \x01(\x01\x12\'\n\nresolution\x18\t \x01(\x0b\x32\x13.hitl.v1.Resolution\"k\n\x0bListRequest\x12!\n\x05state\x18\x01 \x01(\x0e\x32\x12.hitl.v1.ItemState\x12\r\n\x05model\x18\x02 \x01(\t\x12\x1b\n\x04tier\x18\x03 \x01(\x0e\x32\r.hitl.v1.Tier\x12\r\n\x05limit\x18\x04 \x01(\x05\"2\n\x0cListResponse\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.hitl.v1.ReviewItem\"F\n\x0c\x43laimRequest\x12\x10\n\x08reviewer\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rlease_seconds\x18\x03 \x01(\x01\"2\n\rClaimResponse\x12!\n\x04item\x18\x01 \x01(\x0b\x32\x13.hitl.v1.ReviewItem\"\xd9\x01\n\x0eResolveRequest\x12\x15\n\rescalation_id\x18\x01 \x01(\t\x12\x10\n\x08reviewer\x18\x02 \x01(\t\x12!\n\x07verdict\x18\x03 \x01(\x0e\x32\x10.hitl.v1.Verdict\x12\x1c\n\x0f\x63orrected_class\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x17\n\x0f\x63orrected_label\x18\x05 \x01(\t\x12\x11\n\trationale\x18\x06 \x01(\t\x12\x1d\n\x15time_to_label_seconds\x18\x07 \x01(\x01\x42\x12\n\x10_corrected_class\"4\n\x0fResolveResponse\x12!\n\x04item\x18\x01 \x01(\x0b\x32\x13.hitl.v1.ReviewItem\"6\n\rExportRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x16\n\x0eresolved_since\x18\x02 \x01(\x01*m\n\tItemState\x12\x1a\n\x16ITEM_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fITEM_STATE_OPEN\x10\x01\x12\x16\n\x12ITEM_STATE_CLAIMED\x10\x02\x12\x17\n\x13ITEM_STATE_RESOLVED\x10\x03*L\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x12\n\x0eVERDICT_ACCEPT\x10\x01\x12\x14\n\x10VERDICT_OVERRIDE\x10\x02\x32\xac\x02\n\x0bReviewQueue\x12\x39\n\x06Submit\x12\x16.hitl.v1.SubmitRequest\x1a\x17.hitl.v1.SubmitResponse\x12\x33\n\x04List\x12\x14.hitl.v1.ListRequest\x1a\x15.hitl.v1.ListResponse\x12\x36\n\x05\x43laim\x12\x15.hitl.v1.ClaimRequest\x1a\x16.hitl.v1.ClaimResponse\x12<\n\x07Resolve\x12\x17.hitl.v1.ResolveRequest\x1a\x18.hitl.v1.ResolveResponse\x12\x37\n\x06\x45xport\x12\x16.hitl.v1.ExportRequest\x1a\x13.hitl.v1.ReviewItem0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,10 +38,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ESCALATION_STRINGATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_ESCALATION_NUMERICATTRIBUTESENTRY']._loaded_options = None
   _globals['_ESCALATION_NUMERICATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_ITEMSTATE']._serialized_start=2240
-  _globals['_ITEMSTATE']._serialized_end=2349
-  _globals['_VERDICT']._serialized_start=2351
-  _globals['_VERDICT']._serialized_end=2427
+  _globals['_ITEMSTATE']._serialized_start=2272
+  _globals['_ITEMSTATE']._serialized_end=2381
+  _globals['_VERDICT']._serialized_start=2383
+  _globals['_VERDICT']._serialized_end=2459
   _globals['_ESCALATION']._serialized_start=58
   _globals['_ESCALATION']._serialized_end=892
   _globals['_ESCALATION_CONTEXTENTRY']._serialized_start=731
@@ -55,27 +55,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITRESPONSE']._serialized_start=953
   _globals['_SUBMITRESPONSE']._serialized_end=1009
   _globals['_SUBMITRESULT']._serialized_start=1012
-  _globals['_SUBMITRESULT']._serialized_end=1189
+  _globals['_SUBMITRESULT']._serialized_end=1203
   _globals['_SUBMITRESULT_STATUS']._serialized_start=1114
-  _globals['_SUBMITRESULT_STATUS']._serialized_end=1189
-  _globals['_RESOLUTION']._serialized_start=1192
-  _globals['_RESOLUTION']._serialized_end=1364
-  _globals['_REVIEWITEM']._serialized_start=1367
-  _globals['_REVIEWITEM']._serialized_end=1623
-  _globals['_LISTREQUEST']._serialized_start=1625
-  _globals['_LISTREQUEST']._serialized_end=1732
-  _globals['_LISTRESPONSE']._serialized_start=1734
-  _globals['_LISTRESPONSE']._serialized_end=1784
-  _globals['_CLAIMREQUEST']._serialized_start=1786
-  _globals['_CLAIMREQUEST']._serialized_end=1856
-  _globals['_CLAIMRESPONSE']._serialized_start=1858
-  _globals['_CLAIMRESPONSE']._serialized_end=1908
-  _globals['_RESOLVEREQUEST']._serialized_start=1911
-  _globals['_RESOLVEREQUEST']._serialized_end=2128
-  _globals['_RESOLVERESPONSE']._serialized_start=2130
-  _globals['_RESOLVERESPONSE']._serialized_end=2182
-  _globals['_EXPORTREQUEST']._serialized_start=2184
-  _globals['_EXPORTREQUEST']._serialized_end=2238
-  _globals['_REVIEWQUEUE']._serialized_start=2430
-  _globals['_REVIEWQUEUE']._serialized_end=2730
+  _globals['_SUBMITRESULT_STATUS']._serialized_end=1203
+  _globals['_RESOLUTION']._serialized_start=1206
+  _globals['_RESOLUTION']._serialized_end=1396
+  _globals['_REVIEWITEM']._serialized_start=1399
+  _globals['_REVIEWITEM']._serialized_end=1655
+  _globals['_LISTREQUEST']._serialized_start=1657
+  _globals['_LISTREQUEST']._serialized_end=1764
+  _globals['_LISTRESPONSE']._serialized_start=1766
+  _globals['_LISTRESPONSE']._serialized_end=1816
+  _globals['_CLAIMREQUEST']._serialized_start=1818
+  _globals['_CLAIMREQUEST']._serialized_end=1888
+  _globals['_CLAIMRESPONSE']._serialized_start=1890
+  _globals['_CLAIMRESPONSE']._serialized_end=1940
+  _globals['_RESOLVEREQUEST']._serialized_start=1943
+  _globals['_RESOLVEREQUEST']._serialized_end=2160
+  _globals['_RESOLVERESPONSE']._serialized_start=2162
+  _globals['_RESOLVERESPONSE']._serialized_end=2214
+  _globals['_EXPORTREQUEST']._serialized_start=2216
+  _globals['_EXPORTREQUEST']._serialized_end=2270
+  _globals['_REVIEWQUEUE']._serialized_start=2462
+  _globals['_REVIEWQUEUE']._serialized_end=2762
 # @@protoc_insertion_point(module_scope)

@@ -273,12 +273,16 @@ class SubmitResult(_message.Message):
         ACCEPTED: SubmitResult._Status.ValueType  # 1
         DUPLICATE: SubmitResult._Status.ValueType  # 2
         REJECTED: SubmitResult._Status.ValueType  # 3
+        CONFLICT: SubmitResult._Status.ValueType  # 4
+        """The escalation_id is held with other content: refused, the stored one stays."""
 
     class Status(_Status, metaclass=_StatusEnumTypeWrapper): ...
     STATUS_UNSPECIFIED: SubmitResult.Status.ValueType  # 0
     ACCEPTED: SubmitResult.Status.ValueType  # 1
     DUPLICATE: SubmitResult.Status.ValueType  # 2
     REJECTED: SubmitResult.Status.ValueType  # 3
+    CONFLICT: SubmitResult.Status.ValueType  # 4
+    """The escalation_id is held with other content: refused, the stored one stays."""
 
     ESCALATION_ID_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
@@ -286,7 +290,7 @@ class SubmitResult(_message.Message):
     escalation_id: _builtins.str
     status: Global___SubmitResult.Status.ValueType
     message: _builtins.str
-    """Why an item was REJECTED (names the field)."""
+    """Why an item was REJECTED (names the field) or a CONFLICT."""
     def __init__(
         self,
         *,
@@ -313,6 +317,7 @@ class Resolution(_message.Message):
     RATIONALE_FIELD_NUMBER: _builtins.int
     TIME_TO_LABEL_SECONDS_FIELD_NUMBER: _builtins.int
     RESOLVED_AT_FIELD_NUMBER: _builtins.int
+    ACTED_BY_FIELD_NUMBER: _builtins.int
     reviewer: _builtins.str
     verdict: Global___Verdict.ValueType
     label_class: _builtins.int
@@ -321,6 +326,8 @@ class Resolution(_message.Message):
     rationale: _builtins.str
     time_to_label_seconds: _builtins.float
     resolved_at: _builtins.float
+    acted_by: _builtins.str
+    """A lead who recorded the verdict for the reviewer; empty when the reviewer did."""
     def __init__(
         self,
         *,
@@ -331,10 +338,11 @@ class Resolution(_message.Message):
         rationale: _builtins.str = ...,
         time_to_label_seconds: _builtins.float = ...,
         resolved_at: _builtins.float = ...,
+        acted_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "label_class", b"label_class", "rationale", b"rationale", "resolved_at", b"resolved_at", "reviewer", b"reviewer", "time_to_label_seconds", b"time_to_label_seconds", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acted_by", b"acted_by", "label", b"label", "label_class", b"label_class", "rationale", b"rationale", "resolved_at", b"resolved_at", "reviewer", b"reviewer", "time_to_label_seconds", b"time_to_label_seconds", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -446,10 +454,13 @@ class ClaimRequest(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     LEASE_SECONDS_FIELD_NUMBER: _builtins.int
     reviewer: _builtins.str
+    """Who the item is for: empty (or the caller's own name) for the caller; another
+    reviewer's name only for a lead.
+    """
     model: _builtins.str
     """Only items of this model (optional)."""
     lease_seconds: _builtins.float
-    """Lease length; default 300, at most 86400."""
+    """Lease length; default 300, at most the queue's HITL_REVIEW_MAX_LEASE_SECONDS."""
     def __init__(
         self,
         *,
@@ -498,6 +509,9 @@ class ResolveRequest(_message.Message):
     TIME_TO_LABEL_SECONDS_FIELD_NUMBER: _builtins.int
     escalation_id: _builtins.str
     reviewer: _builtins.str
+    """Whose verdict it is: empty (or the caller's own name) for the caller; a lead may
+    name the reviewer holding the item, and is recorded as acting for them.
+    """
     verdict: Global___Verdict.ValueType
     corrected_class: _builtins.int
     """Required on OVERRIDE: the corrected class, the label, or both."""

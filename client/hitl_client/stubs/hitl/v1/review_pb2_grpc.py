@@ -67,8 +67,15 @@ class ReviewQueueServicer:
     def Submit(self, request, context):
         """Store escalations. Idempotent by escalation_id: a resend is answered DUPLICATE
         and changes nothing. Items are judged one by one; an invalid item is REJECTED
-        (a permanent answer: the forwarder dead-letters it) without failing the rest.
+        (a permanent answer: the forwarder dead-letters it) without failing the rest; an
+        escalation_id already held with other content is CONFLICT (the stored item
+        stays; the forwarder dead-letters the newcomer and raises an alarm).
         Errors: INVALID_ARGUMENT (no escalations, or more than 1000).
+
+        Every call needs credentials (a bearer token, or a client certificate under
+        mTLS) of a principal whose roles allow it: Submit sidecar; List viewer or lead;
+        Claim and Resolve reviewer or lead; Export exporter or lead. UNAUTHENTICATED or
+        PERMISSION_DENIED otherwise.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -83,7 +90,9 @@ class ReviewQueueServicer:
 
     def Claim(self, request, context):
         """Lease the most urgent open item to a reviewer. An item whose lease expires
-        without a Resolve returns to the queue. NOT_FOUND when nothing is open.
+        without a Resolve returns to the queue. NOT_FOUND when nothing is open;
+        FAILED_PRECONDITION when the reviewer already holds the most items allowed
+        (HITL_REVIEW_MAX_CLAIMS).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

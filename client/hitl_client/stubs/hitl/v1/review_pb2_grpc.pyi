@@ -36,14 +36,23 @@ class ReviewQueueStub:
     Submit: _grpc.UnaryUnaryMultiCallable[_review_pb2.SubmitRequest, _review_pb2.SubmitResponse]
     """Store escalations. Idempotent by escalation_id: a resend is answered DUPLICATE
     and changes nothing. Items are judged one by one; an invalid item is REJECTED
-    (a permanent answer: the forwarder dead-letters it) without failing the rest.
+    (a permanent answer: the forwarder dead-letters it) without failing the rest; an
+    escalation_id already held with other content is CONFLICT (the stored item
+    stays; the forwarder dead-letters the newcomer and raises an alarm).
     Errors: INVALID_ARGUMENT (no escalations, or more than 1000).
+
+    Every call needs credentials (a bearer token, or a client certificate under
+    mTLS) of a principal whose roles allow it: Submit sidecar; List viewer or lead;
+    Claim and Resolve reviewer or lead; Export exporter or lead. UNAUTHENTICATED or
+    PERMISSION_DENIED otherwise.
     """
     List: _grpc.UnaryUnaryMultiCallable[_review_pb2.ListRequest, _review_pb2.ListResponse]
     """Items by state, model and tier, most urgent first."""
     Claim: _grpc.UnaryUnaryMultiCallable[_review_pb2.ClaimRequest, _review_pb2.ClaimResponse]
     """Lease the most urgent open item to a reviewer. An item whose lease expires
-    without a Resolve returns to the queue. NOT_FOUND when nothing is open.
+    without a Resolve returns to the queue. NOT_FOUND when nothing is open;
+    FAILED_PRECONDITION when the reviewer already holds the most items allowed
+    (HITL_REVIEW_MAX_CLAIMS).
     """
     Resolve: _grpc.UnaryUnaryMultiCallable[_review_pb2.ResolveRequest, _review_pb2.ResolveResponse]
     """Record the reviewer's verdict on an item they hold. Errors: NOT_FOUND (no such
@@ -60,14 +69,23 @@ class ReviewQueueAsyncStub(ReviewQueueStub):
     Submit: _aio.UnaryUnaryMultiCallable[_review_pb2.SubmitRequest, _review_pb2.SubmitResponse]  # type: ignore[assignment]
     """Store escalations. Idempotent by escalation_id: a resend is answered DUPLICATE
     and changes nothing. Items are judged one by one; an invalid item is REJECTED
-    (a permanent answer: the forwarder dead-letters it) without failing the rest.
+    (a permanent answer: the forwarder dead-letters it) without failing the rest; an
+    escalation_id already held with other content is CONFLICT (the stored item
+    stays; the forwarder dead-letters the newcomer and raises an alarm).
     Errors: INVALID_ARGUMENT (no escalations, or more than 1000).
+
+    Every call needs credentials (a bearer token, or a client certificate under
+    mTLS) of a principal whose roles allow it: Submit sidecar; List viewer or lead;
+    Claim and Resolve reviewer or lead; Export exporter or lead. UNAUTHENTICATED or
+    PERMISSION_DENIED otherwise.
     """
     List: _aio.UnaryUnaryMultiCallable[_review_pb2.ListRequest, _review_pb2.ListResponse]  # type: ignore[assignment]
     """Items by state, model and tier, most urgent first."""
     Claim: _aio.UnaryUnaryMultiCallable[_review_pb2.ClaimRequest, _review_pb2.ClaimResponse]  # type: ignore[assignment]
     """Lease the most urgent open item to a reviewer. An item whose lease expires
-    without a Resolve returns to the queue. NOT_FOUND when nothing is open.
+    without a Resolve returns to the queue. NOT_FOUND when nothing is open;
+    FAILED_PRECONDITION when the reviewer already holds the most items allowed
+    (HITL_REVIEW_MAX_CLAIMS).
     """
     Resolve: _aio.UnaryUnaryMultiCallable[_review_pb2.ResolveRequest, _review_pb2.ResolveResponse]  # type: ignore[assignment]
     """Record the reviewer's verdict on an item they hold. Errors: NOT_FOUND (no such
@@ -87,8 +105,15 @@ class ReviewQueueServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_review_pb2.SubmitResponse, _abc.Awaitable[_review_pb2.SubmitResponse]]:
         """Store escalations. Idempotent by escalation_id: a resend is answered DUPLICATE
         and changes nothing. Items are judged one by one; an invalid item is REJECTED
-        (a permanent answer: the forwarder dead-letters it) without failing the rest.
+        (a permanent answer: the forwarder dead-letters it) without failing the rest; an
+        escalation_id already held with other content is CONFLICT (the stored item
+        stays; the forwarder dead-letters the newcomer and raises an alarm).
         Errors: INVALID_ARGUMENT (no escalations, or more than 1000).
+
+        Every call needs credentials (a bearer token, or a client certificate under
+        mTLS) of a principal whose roles allow it: Submit sidecar; List viewer or lead;
+        Claim and Resolve reviewer or lead; Export exporter or lead. UNAUTHENTICATED or
+        PERMISSION_DENIED otherwise.
         """
 
     @_abc_1.abstractmethod
@@ -106,7 +131,9 @@ class ReviewQueueServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_review_pb2.ClaimResponse, _abc.Awaitable[_review_pb2.ClaimResponse]]:
         """Lease the most urgent open item to a reviewer. An item whose lease expires
-        without a Resolve returns to the queue. NOT_FOUND when nothing is open.
+        without a Resolve returns to the queue. NOT_FOUND when nothing is open;
+        FAILED_PRECONDITION when the reviewer already holds the most items allowed
+        (HITL_REVIEW_MAX_CLAIMS).
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,80 @@
+"""``hitl <service> principal add|list``: who may call a service, administered on its
+database directly (the first principals must exist before anyone can call it).
+Shared by the registry and the review queue, each with its own roles and store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from sidecar.auth import Principal, hash_token, new_token
+
+
+class PrincipalStore(Protocol):
+    def add_principal(
+        self, name: str, roles: frozenset[str], token_sha256: str, cert_subject: str, now: float
+    ) -> None: ...
+
+    def principals(self) -> list[Principal]: ...
+
+    def close(self) -> None: ...
+
+
+Opener = Callable[[argparse.Namespace], PrincipalStore]
+
+
+def add_principal_commands(
+    actions: Any,
+    service: str,
+    roles: Iterable[str],
+    add_db_flag: Callable[[argparse.ArgumentParser], None],
+    open_store: Opener,
+) -> None:
+    """Add ``principal add`` and ``principal list`` under a service's actions."""
+    principal = actions.add_parser("principal", help=f"who may call the {service}")
+    who = principal.add_subparsers(required=True, metavar="ACTION")
+    add = who.add_parser("add", help="create or replace a principal; prints its new token")
+    add.add_argument("name")
+    add.add_argument("--role", action="append", required=True, choices=sorted(roles), dest="roles")
+    add.add_argument("--cert-subject", default="", help="client certificate CN (mTLS)")
+    add.add_argument("--no-token", action="store_true", help="certificate only, no token")
+    add_db_flag(add)
+    add.set_defaults(run=lambda args: _add(args, open_store))
+    listing = who.add_parser("list", help="principals and their roles")
+    add_db_flag(listing)
+    listing.set_defaults(run=lambda args: _list(args, open_store))
+
+
+def _add(
+    args: argparse.Namespace, open_store: Callable[[argparse.Namespace], PrincipalStore]
+) -> int:
+    token = "" if args.no_token else new_token()
+    store = open_store(args)
+    try:
+        store.add_principal(
+            args.name,
+            frozenset(args.roles),
+            hash_token(token) if token else "",
+            args.cert_subject,
+            time.time(),
+        )
+    finally:
+        store.close()
+    # The token is shown once: only its hash is kept.
+    print(json.dumps({"name": args.name, "roles": sorted(args.roles), "token": token}))
+    return 0
+
+
+def _list(
+    args: argparse.Namespace, open_store: Callable[[argparse.Namespace], PrincipalStore]
+) -> int:
+    store = open_store(args)
+    try:
+        for principal in store.principals():
+            print(json.dumps({"name": principal.name, "roles": sorted(principal.roles)}))
+    finally:
+        store.close()
+    return 0

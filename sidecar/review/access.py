@@ -1,0 +1,50 @@
+"""Who may do what in the review queue, and on whose behalf. Pure.
+
+Roles: ``sidecar`` submits escalations; ``reviewer`` claims and resolves items for
+itself; ``lead`` may do that for another reviewer (recorded as such), list and
+export; ``viewer`` lists; ``exporter`` exports the labelled items. Who a claim or a
+verdict is for comes from the caller's credential, never from a request field: the
+field may only name the caller, or, for a lead, the reviewer the lead acts for."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+from sidecar.auth import Principal, authorize
+from sidecar.errors import PermissionDenied
+
+
+class ReviewRole(enum.StrEnum):
+    SIDECAR = "sidecar"
+    REVIEWER = "reviewer"
+    LEAD = "lead"
+    VIEWER = "viewer"
+    EXPORTER = "exporter"
+
+
+METHOD_ROLES: Mapping[str, frozenset[str]] = {
+    "Submit": frozenset({ReviewRole.SIDECAR}),
+    "List": frozenset({ReviewRole.VIEWER, ReviewRole.LEAD}),
+    "Claim": frozenset({ReviewRole.REVIEWER, ReviewRole.LEAD}),
+    "Resolve": frozenset({ReviewRole.REVIEWER, ReviewRole.LEAD}),
+    "Export": frozenset({ReviewRole.EXPORTER, ReviewRole.LEAD}),
+}
+
+
+def check_method(principal: Principal, method: str) -> None:
+    """PermissionDenied unless the principal's roles allow method."""
+    authorize(principal, method, METHOD_ROLES[method])
+
+
+def reviewer_for(principal: Principal, named: str) -> tuple[str, str]:
+    """(reviewer, acted_by) of a claim or verdict whose request names ``named``: the
+    caller itself when named is empty or its own name; the named reviewer, with the
+    caller as acted_by, for a lead; PermissionDenied for anyone else."""
+    if not named or named == principal.name:
+        return principal.name, ""
+    if principal.has(ReviewRole.LEAD):
+        return named, principal.name
+    raise PermissionDenied(
+        f"{principal.name} may not act for {named!r}: only a lead acts for another reviewer"
+    )
