@@ -30,7 +30,7 @@ from sidecar.core.hashing import escalation_id
 from sidecar.core.replay import ReplayCache
 from sidecar.core.request import FloatArray, InputKind, RouteInput
 from sidecar.core.signals import Signals, signal_rows, signals_of
-from sidecar.core.validation import validate
+from sidecar.core.validation import check_outcome, validate
 from sidecar.core.values import value
 from sidecar.errors import EscalationRefused, InvalidRequest, RequestConflict, RequestError
 from sidecar.escalation.record import Escalation
@@ -213,14 +213,15 @@ class Router:
         return out
 
     def record_outcome(self, outcome: Outcome) -> OutcomeMatch:
-        if not outcome.request_id:
-            raise InvalidRequest("request_id", "is required")
-        if not outcome.model:
-            raise InvalidRequest("model", "is required")
-        if outcome.true_class is None and not outcome.true_label:
-            raise InvalidRequest("true_class", "true_class or true_label is required")
-        if outcome.true_class is not None and outcome.true_class < 0:
-            raise InvalidRequest("true_class", "must be >= 0")
+        snapshot = self._holder.current
+        check_outcome(
+            outcome.request_id,
+            outcome.model,
+            outcome.true_class,
+            outcome.true_label,
+            outcome.source,
+            snapshot.class_counts.get(outcome.model) if snapshot else None,
+        )
         remembered = self._replay.get(outcome.request_id, self._clock.now())
         if remembered is None or remembered[0] != outcome.model:
             self._audit.write({**_outcome_fields(outcome), "matched": False})

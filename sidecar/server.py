@@ -22,7 +22,7 @@ from sidecar.errors import (
     InvalidRequest,
 )
 from sidecar.router import BatchRouted, Outcome, Routed, Router, TraceIds
-from sidecar.serving import status_of
+from sidecar.serving import details, status_of
 from sidecar.telemetry.metrics import RouterMetrics
 from sidecar.telemetry.tracing import ServerSpan, ServerSpans
 
@@ -52,7 +52,7 @@ class RouterServicer(pb_grpc.RouterServicer):
                 _annotate(span, request.model, routed)
         self._observe(start, "Route")
         if failure is not None:
-            await context.abort(status_of(failure), str(failure))
+            await context.abort(status_of(failure), details(str(failure)))
         return to_response(routed)
 
     async def RouteBatch(
@@ -62,7 +62,7 @@ class RouterServicer(pb_grpc.RouterServicer):
         try:
             check_batch_size(len(request.requests))
         except InvalidRequest as exc:
-            await context.abort(status_of(exc), str(exc))
+            await context.abort(status_of(exc), details(str(exc)))
         response = await self._batch(request.requests, context, "hitl.RouteBatch")
         self._observe(start, "RouteBatch")
         return response
@@ -77,7 +77,7 @@ class RouterServicer(pb_grpc.RouterServicer):
             try:
                 check_batch_size(len(batch.requests))
             except InvalidRequest as exc:
-                await context.abort(status_of(exc), str(exc))
+                await context.abort(status_of(exc), details(str(exc)))
             yield await self._batch(batch.requests, context, "hitl.RouteStream")
             self._observe(start, "RouteStream")
 
@@ -94,7 +94,7 @@ class RouterServicer(pb_grpc.RouterServicer):
         try:
             match = self._router.record_outcome(outcome)
         except HitlError as exc:
-            await context.abort(status_of(exc), str(exc))
+            await context.abort(status_of(exc), details(str(exc)))
         return pb.OutcomeResponse(matched=match.matched, correct=match.correct)
 
     # -- helpers ----------------------------------------------------------------------

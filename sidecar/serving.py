@@ -84,6 +84,17 @@ def bind(
     return f"{listen.rpartition(':')[0]}:{port}"
 
 
+MAX_DETAILS = 1024  # characters of a status message
+
+
+def details(message: str) -> str:
+    """A status message as sent: errors may quote what the caller sent, so the
+    message is cut to a bounded length (gRPC refuses trailers over 16 KiB)."""
+    if len(message) <= MAX_DETAILS:
+        return message
+    return message[:MAX_DETAILS] + f"... ({len(message)} characters)"
+
+
 def caller_credentials(
     context: grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any],
 ) -> tuple[str, str]:

@@ -8,7 +8,8 @@ from sidecar.escalation.record import Escalation
 
 
 def escalation(escalation_id: str = "e1", **fields: Any) -> Escalation:
-    """A HUMAN_ASSISTED escalation of model 'm' predicting class 1 ('b') of three."""
+    """A HUMAN_ASSISTED escalation of model 'm' predicting class 1 ('b') of three; an
+    AUTOMATED one is an audit sample unless the fields say otherwise."""
     values: dict[str, Any] = {
         "escalation_id": escalation_id,
         "request_id": f"req-{escalation_id}",
@@ -34,5 +35,7 @@ def escalation(escalation_id: str = "e1", **fields: Any) -> Escalation:
         "logits": [0.5, 2.0, -1.0],
         "input_kind": "LOGITS",
     }
+    if fields.get("tier") == "AUTOMATED":
+        values["reason"] = "AUDIT_SAMPLE"
     values.update(fields)
     return Escalation(**values)

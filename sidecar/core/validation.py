@@ -34,10 +34,10 @@ def validate(
 ) -> None:
     """Raise InvalidRequest naming the first field that is out of bounds. finite:
     whether every logit is finite, when the caller has checked a batch's at once."""
-    _check_text(request.request_id, "request_id", MAX_REQUEST_ID, required=True)
-    _check_text(request.model, "model", MAX_NAME, required=True)
-    _check_text(request.model_version, "model_version", MAX_NAME)
-    _check_text(request.domain, "domain", MAX_NAME)
+    check_text(request.request_id, "request_id", MAX_REQUEST_ID, required=True)
+    check_text(request.model, "model", MAX_NAME, required=True)
+    check_text(request.model_version, "model_version", MAX_NAME)
+    check_text(request.domain, "domain", MAX_NAME)
     expected = None
     if class_counts is not None:
         expected = class_counts.get(request.model)
@@ -47,9 +47,32 @@ def validate(
     if request.input_kind not in _INPUT_KINDS:
         raise InvalidRequest("input_kind", f"unknown value {request.input_kind}")
     _check_logits(request, expected, finite)
-    _check_attributes(request)
-    _check_text(request.input_ref, "input_ref", MAX_INPUT_REF)
-    _check_context(request.context or {})
+    check_attributes(request.string_attributes or {}, request.numeric_attributes or {})
+    check_text(request.input_ref, "input_ref", MAX_INPUT_REF)
+    check_context(request.context or {})
+
+
+def check_outcome(
+    request_id: str,
+    model: str,
+    true_class: int | None,
+    true_label: str,
+    source: str,
+    classes: int | None,
+) -> None:
+    """A RecordOutcome's bounds; classes is the model's class count when it is known."""
+    check_text(request_id, "request_id", MAX_REQUEST_ID, required=True)
+    check_text(model, "model", MAX_NAME, required=True)
+    check_text(true_label, "true_label", MAX_STRING_VALUE)
+    check_text(source, "source", MAX_NAME)
+    if true_class is None and not true_label:
+        raise InvalidRequest("true_class", "true_class or true_label is required")
+    if true_class is not None and true_class < 0:
+        raise InvalidRequest("true_class", "must be >= 0")
+    if true_class is not None and classes is not None and true_class >= classes:
+        raise InvalidRequest(
+            "true_class", f"{true_class} is not a class of model {model!r} (0 to {classes - 1})"
+        )
 
 
 def check_batch_size(size: int) -> None:
@@ -59,7 +82,7 @@ def check_batch_size(size: int) -> None:
         raise InvalidRequest("requests", f"{size} requests; at most {MAX_BATCH} per batch")
 
 
-def _check_text(value: str, field: str, limit: int, *, required: bool = False) -> None:
+def check_text(value: str, field: str, limit: int, *, required: bool = False) -> None:
     if required and not value:
         raise InvalidRequest(field, "is required")
     if len(value) > limit:
@@ -96,9 +119,7 @@ def _all_finite(logits: FloatArray) -> bool:
     return bool(np.isfinite(logits).all())
 
 
-def _check_attributes(request: RouteInput) -> None:
-    strings = request.string_attributes or {}
-    numbers = request.numeric_attributes or {}
+def check_attributes(strings: Mapping[str, str], numbers: Mapping[str, float]) -> None:
     if len(strings) + len(numbers) > MAX_ATTRIBUTES:
         raise InvalidRequest(
             "string_attributes",
@@ -121,7 +142,7 @@ def _check_attributes(request: RouteInput) -> None:
             raise InvalidRequest(f"numeric_attributes[{name!r}]", "must be finite")
 
 
-def _check_context(context: Mapping[str, str]) -> None:
+def check_context(context: Mapping[str, str]) -> None:
     if len(context) > MAX_CONTEXT_ENTRIES:
         raise InvalidRequest("context", f"{len(context)} entries; at most {MAX_CONTEXT_ENTRIES}")
     size = sum(len(k.encode()) + len(v.encode()) for k, v in context.items())

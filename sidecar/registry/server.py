@@ -30,12 +30,13 @@ from sidecar.registry.auth import authorize
 from sidecar.registry.metrics import RegistryMetrics
 from sidecar.registry.model import AuditEntry, Proposal
 from sidecar.registry.service import MAX_CALIBRATOR_BYTES, Registry, Signed, changes
-from sidecar.serving import caller_credentials, status_of
+from sidecar.serving import caller_credentials, details, status_of
 
 log = structlog.get_logger("hitl.registry")
 
 CHUNK_BYTES = 256 * 1024
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
+MAX_AUDIT_DETAIL = 512  # characters of an audit entry's detail
 T = TypeVar("T")
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -210,6 +211,9 @@ class RegistryServicer(pb_grpc.RegistryServicer):
     async def PutCalibrator(
         self, request_iterator: AsyncIterator[pb.CalibratorChunk], context: Context
     ) -> pb.CalibratorInfo:
+        # The caller is identified and authorised before a byte of the upload is read,
+        # so a stranger cannot make the registry buffer anything.
+        principal = await self._admit(context, "PutCalibrator", "")
         info: pb.CalibratorInfo | None = None
         data = bytearray()
         async for chunk in request_iterator:
@@ -231,7 +235,11 @@ class RegistryServicer(pb_grpc.RegistryServicer):
             return messages.calibrator_message(stored)
 
         return await self._call(
-            context, "PutCalibrator", f"sha256={first.sha256} name={first.name}", work
+            context,
+            "PutCalibrator",
+            f"sha256={first.sha256} name={first.name}",
+            work,
+            principal,
         )
 
     async def GetCalibrator(
@@ -252,19 +260,32 @@ class RegistryServicer(pb_grpc.RegistryServicer):
     def _proposal(self, proposal: Proposal) -> pb.Proposal:
         return messages.proposal_message(proposal, self._registry.proposal_changes(proposal))
 
+    async def _admit(self, context: Context, method: str, detail: str) -> Principal:
+        """The caller, identified and authorised for method; a refusal is audited and
+        becomes the caller's status."""
+        principal: Principal | None = None
+        try:
+            principal = await asyncio.to_thread(self._identify, context)
+            authorize(principal, method)
+        except HitlError as exc:
+            code = status_of(exc)
+            await self._audit(principal, method, code.name, f"{detail}: {message_of(exc)}")
+            await _abort(context, code, message_of(exc))
+        return principal
+
     async def _call(
         self,
         context: Context,
         method: str,
         detail: str,
         work: Callable[[Principal], T],
+        admitted: Principal | None = None,
     ) -> T:
-        """Identify and authorise the caller, run work in a thread, audit the attempt;
-        a HitlError becomes the caller's status (after it is audited)."""
-        principal: Principal | None = None
+        """Identify and authorise the caller (unless admitted already), run work in a
+        thread, audit the attempt; a HitlError becomes the caller's status (after it is
+        audited)."""
+        principal = admitted or await self._admit(context, method, detail)
         try:
-            principal = await asyncio.to_thread(self._identify, context)
-            authorize(principal, method)
             result = await asyncio.to_thread(work, principal)
         except HitlError as exc:
             code = status_of(exc)
@@ -283,6 +304,8 @@ class RegistryServicer(pb_grpc.RegistryServicer):
     async def _audit(
         self, principal: Principal | None, method: str, outcome: str, detail: str
     ) -> None:
+        if len(detail) > MAX_AUDIT_DETAIL:  # callers fill it: bounded, so they cannot flood
+            detail = detail[:MAX_AUDIT_DETAIL] + f"... ({len(detail)} characters)"
         entry = AuditEntry(
             self._clock.now(), principal.name if principal else "", method, outcome, detail
         )
@@ -320,5 +343,5 @@ def _limit(limit: int) -> int:
 
 
 async def _abort(context: Context, code: grpc.StatusCode, message: str) -> NoReturn:
-    await context.abort(code, message)
+    await context.abort(code, details(message))
     raise AssertionError("context.abort returns only by raising")

@@ -32,7 +32,7 @@ class Verdict(StrEnum):
 class Resolution:
     reviewer: str
     verdict: Verdict
-    label_class: int  # the true class, or UNKNOWN_CLASS when only a label was given
+    label_class: int  # the true class (UNKNOWN_CLASS: a label-only override of an older version)
     label: str
     rationale: str
     time_to_label_seconds: float

@@ -2,16 +2,17 @@
 
 ACCEPT labels the item with the model's predicted class and label (a fallback
 decision has none, predicted_class -1: only OVERRIDE can label it). OVERRIDE carries
-the true class, the true label, or both; a label alone is kept with
-``UNKNOWN_CLASS`` unless it is the predicted label (the queue does not know a
-model's class names beyond what its escalations carry)."""
+the true class, one of the item's classes (its logits say how many), and may name
+its label too. A label alone is refused: the queue does not know a model's class
+names beyond what its escalations carry, and a label without its class could not be
+fitted on."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from sidecar.errors import InvalidRequest, ItemConflict
-from sidecar.review.item import UNKNOWN_CLASS, ItemState, Resolution, ReviewItem, Verdict
+from sidecar.review.item import ItemState, Resolution, ReviewItem, Verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,5 +77,15 @@ def _label(item: ReviewItem, answer: ReviewerVerdict) -> tuple[int, str]:
         raise InvalidRequest(
             "corrected_label", f"{predicted[1]!r} is the predicted label; use ACCEPT"
         )
-    cls = UNKNOWN_CLASS if answer.corrected_class is None else answer.corrected_class
-    return cls, answer.corrected_label
+    classes = len(item.escalation.logits)
+    if answer.corrected_class is None:
+        raise InvalidRequest(
+            "corrected_class",
+            f"an override needs the true class (0 to {classes - 1}), not only a label",
+        )
+    if answer.corrected_class >= classes:
+        raise InvalidRequest(
+            "corrected_class",
+            f"{answer.corrected_class} is not a class of this item (0 to {classes - 1})",
+        )
+    return answer.corrected_class, answer.corrected_label

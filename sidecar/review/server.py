@@ -23,7 +23,7 @@ from sidecar.review import messages
 from sidecar.review.access import check_method, reviewer_for
 from sidecar.review.metrics import ReviewMetrics
 from sidecar.review.queue import ReviewQueue
-from sidecar.serving import caller_credentials, status_of
+from sidecar.serving import caller_credentials, details, status_of
 
 log = structlog.get_logger("hitl.review")
 
@@ -134,4 +134,4 @@ def _abort(context: grpc.ServicerContext, method: str, exc: HitlError) -> NoRetu
     code = status_of(exc)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL):
         log.error("review.failed", method=method, code=code.name, error=str(exc))
-    context.abort(code, str(exc))
+    context.abort(code, details(str(exc)))

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import math
 
-from sidecar.core.validation import MAX_NAME, MAX_REQUEST_ID
+from sidecar.core.validation import (
+    MAX_INPUT_REF,
+    MAX_LOGITS,
+    MAX_NAME,
+    MAX_REQUEST_ID,
+    MAX_STRING_VALUE,
+    check_attributes,
+    check_context,
+)
 from sidecar.errors import InvalidRequest
 from sidecar.escalation.record import Escalation
 from sidecar.review.item import TIERS, Verdict
@@ -18,6 +26,7 @@ DEFAULT_LEASE_SECONDS = 300.0
 DEFAULT_MAX_LEASE_SECONDS = 3600.0  # a lease no longer than this (HITL_REVIEW_MAX_LEASE_SECONDS)
 DEFAULT_MAX_CLAIMS = 10  # items one reviewer may hold at once (HITL_REVIEW_MAX_CLAIMS)
 MAX_REVIEWER = 128
+MAX_TRACE_ID = 64
 MAX_RATIONALE = 16 * 1024
 MAX_LABEL = 1024
 _INPUT_KINDS = frozenset({"LOGITS", "PROBABILITIES"})
@@ -31,17 +40,33 @@ def check_batch_size(size: int) -> None:
 
 
 def check_escalation(e: Escalation) -> None:
-    """What makes an escalation unusable for good (the forwarder dead-letters it)."""
+    """What makes an escalation unusable for good (the forwarder dead-letters it): the
+    sidecar's own bounds on what a Route may carry, and a decision that holds together."""
     _text(e.escalation_id, "escalation_id", MAX_REQUEST_ID, required=True)
+    _text(e.request_id, "request_id", MAX_REQUEST_ID)
     _text(e.model, "model", MAX_NAME, required=True)
+    for field in ("model_version", "domain", "rule_id", "calibration_version", "experiment_arm"):
+        _text(getattr(e, field), field, MAX_NAME)
+    _text(e.predicted_label, "predicted_label", MAX_STRING_VALUE)
+    _text(e.input_ref, "input_ref", MAX_INPUT_REF)
+    _text(e.trace_id, "trace_id", MAX_TRACE_ID)
     if e.tier not in TIERS:
         raise InvalidRequest("tier", f"must be one of {', '.join(TIERS)}, got {e.tier or 'none'}")
+    if e.tier == "AUTOMATED" and e.reason != "AUDIT_SAMPLE":
+        raise InvalidRequest("reason", f"an AUTOMATED item is an audit sample, not {e.reason}")
     if e.input_kind not in _INPUT_KINDS:
         raise InvalidRequest("input_kind", f"unknown value {e.input_kind}")
+    if not 0 < len(e.logits) <= MAX_LOGITS:
+        raise InvalidRequest("logits", f"{len(e.logits)} values; 1 to {MAX_LOGITS}")
     if not all(math.isfinite(x) for x in e.logits):
         raise InvalidRequest("logits", "must be finite")
-    if not all(math.isfinite(x) for x in e.numeric_attributes.values()):
-        raise InvalidRequest("numeric_attributes", "must be finite")
+    if not -1 <= e.predicted_class < len(e.logits):
+        raise InvalidRequest(
+            "predicted_class",
+            f"{e.predicted_class} is not a class of its {len(e.logits)} logits (or -1)",
+        )
+    check_attributes(e.string_attributes, e.numeric_attributes)
+    check_context(e.context)
 
 
 def check_reviewer(reviewer: str) -> None:

@@ -37,6 +37,9 @@ def sha(registry: Registry, tmp_path: Path) -> str:
     return upload_artefact(registry, tmp_path / "cal.onnx")
 
 
+UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
+
+
 def refused(call: Any, code: grpc.StatusCode) -> str:
     """Run call; assert it fails with code; return the message."""
     with pytest.raises(grpc.RpcError) as caught:
@@ -272,6 +275,34 @@ def test_every_attempt_is_audited(registry: Registry, sha: str) -> None:
     assert ("vic", "ProposeChange", "PERMISSION_DENIED") in outcomes
     assert ("", "History", "UNAUTHENTICATED") in outcomes
     assert ("alice", "PutCalibrator", "OK") in outcomes
+
+
+def test_uploads_and_audit_entries_are_bounded_for_strangers(registry: Registry) -> None:
+    """An unauthenticated PutCalibrator is refused before its upload is read (the
+    client is asked for a few of its 256 chunks of 256 KiB, not 64 MiB), and a
+    caller-filled audit detail is cut to a bounded length."""
+    pulled = 0
+
+    def chunks() -> Iterator[pb.CalibratorChunk]:
+        nonlocal pulled
+        info = pb.CalibratorInfo(name="n", version="v", sha256="s" * 100_000)
+        for index in range(256):
+            pulled += 1
+            yield pb.CalibratorChunk(info=info if index == 0 else None, data=b"x" * 2**18)
+
+    with RegistryClient(registry.address, "bogus") as stranger:
+        refused(lambda: stranger._stub.PutCalibrator(chunks(), timeout=30), UNAUTHENTICATED)
+    assert pulled < 256
+    (entry,) = registry.store.audit_trail(1)
+    assert (entry.method, entry.outcome) == ("PutCalibrator", "UNAUTHENTICATED")
+    with registry.client("alice") as alice:
+        refused(
+            lambda: alice._stub.PutCalibrator(chunks(), metadata=alice._metadata, timeout=30),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+    (entry,) = registry.store.audit_trail(1)
+    assert entry.outcome == "INVALID_ARGUMENT"
+    assert len(entry.detail) < 600
 
 
 def test_mtls_client_certificate_names_the_principal(tmp_path: Path) -> None:

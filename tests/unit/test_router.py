@@ -334,6 +334,31 @@ def test_outcome_joins_with_decision(snapshot: Snapshot) -> None:
         rig.router.record_outcome(Outcome("r1", "m", None, "", "test"))
 
 
+@pytest.mark.parametrize(
+    ("outcome", "field"),
+    [
+        (Outcome("r" * (2**20), "m", 1, "", "test"), "request_id"),
+        (Outcome("r1", "m" * 129, 1, "", "test"), "model"),
+        (Outcome("r1", "m", None, "x" * (2**20), "test"), "true_label"),
+        (Outcome("r1", "m", 1, "", "s" * 129), "source"),
+        (Outcome("r1", "m", 3, "", "test"), "true_class"),  # m has 3 classes
+        (Outcome("zz", "m", 999, "", "test"), "true_class"),  # unmatched, still checked
+    ],
+)
+def test_outcomes_are_bounded_before_anything_is_written(
+    snapshot: Snapshot, outcome: Outcome, field: str
+) -> None:
+    """An oversized field or a class the model does not have is refused naming the
+    field, and nothing reaches the audit log."""
+    rig = Rig(snapshot)
+    rig.route(cls=2)
+    written = len(rig.audit.records)
+    with pytest.raises(InvalidRequest) as raised:
+        rig.router.record_outcome(outcome)
+    assert raised.value.field == field
+    assert len(rig.audit.records) == written
+
+
 def test_audit_record_reproduces_the_decision(snapshot: Snapshot) -> None:
     """An audit record holds what is needed to re-run its decision on the same snapshot."""
     rig = Rig(snapshot)

@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 from sidecar.clock import FakeClock
 from sidecar.errors import InvalidRequest, ItemConflict, ItemNotFound
 from sidecar.review import queue as queue_module
-from sidecar.review.item import UNKNOWN_CLASS, ItemState, Verdict
+from sidecar.review.item import ItemState, Verdict
 from sidecar.review.queue import ReviewQueue, SubmitStatus
 from sidecar.review.resolution import ReviewerVerdict
 from sidecar.review.sla import Sla
@@ -59,7 +59,9 @@ def test_duplicates_within_one_batch_store_the_first(queue: ReviewQueue) -> None
 
 
 def test_invalid_items_are_rejected_alone(queue: ReviewQueue, reader: InMemoryMetricReader) -> None:
-    """Each bad item is REJECTED naming its field; the valid ones in the batch are stored."""
+    """Each bad item is REJECTED naming its field, with the sidecar's own bounds on what
+    a Route may carry (no 1 MiB ids, 3 MiB contexts or 100,000 logits) and a decision
+    that holds together; the valid ones in the batch are stored."""
     batch = [
         escalation("ok-1"),
         escalation(""),
@@ -69,10 +71,17 @@ def test_invalid_items_are_rejected_alone(queue: ReviewQueue, reader: InMemoryMe
         escalation("nan", logits=[0.1, math.nan, 0.2]),
         escalation("odd-kind", input_kind="3"),
         escalation("inf", numeric_attributes={"amount": math.inf}),
+        escalation("x" * 129),
+        escalation("big-context", context={"note": "x" * (3 * 2**20)}),
+        escalation("many-logits", logits=[0.0] * 100_000),
+        escalation("no-logits", logits=[]),
+        escalation("class-out", predicted_class=3),
+        escalation("automated", tier="AUTOMATED", reason="THRESHOLD"),
+        escalation("long-ref", input_ref="s3://" + "x" * 4096),
         escalation("ok-2", tier="HUMAN_PRIMARY"),
     ]
     results = queue.submit(batch)
-    assert [r.status for r in results] == [ACCEPTED] + [REJECTED] * 7 + [ACCEPTED]
+    assert [r.status for r in results] == [ACCEPTED] + [REJECTED] * 14 + [ACCEPTED]
     fields = [r.message.split(":")[0] for r in results if r.status is REJECTED]
     assert fields == [
         "escalation_id",
@@ -81,11 +90,19 @@ def test_invalid_items_are_rejected_alone(queue: ReviewQueue, reader: InMemoryMe
         "tier",
         "logits",
         "input_kind",
-        "numeric_attributes",
+        "numeric_attributes['amount']",
+        "escalation_id",
+        "context",
+        "logits",
+        "logits",
+        "predicted_class",
+        "reason",
+        "input_ref",
     ]
     assert sorted(i.escalation_id for i in queue.list_items()) == ["ok-1", "ok-2"]
     submitted = points(reader, "hitl.review.submitted")
     assert submitted[frozenset({("result", "rejected"), ("tier", "unknown")})] == 2
+    assert submitted[frozenset({("result", "rejected"), ("tier", "AUTOMATED")})] == 1
     assert submitted[frozenset({("result", "accepted"), ("tier", "HUMAN_PRIMARY")})] == 1
 
 
@@ -180,8 +197,8 @@ def test_resolve_preconditions(queue: ReviewQueue) -> None:
 
 
 def test_verdicts_record_the_true_label(queue: ReviewQueue, clock: FakeClock) -> None:
-    """ACCEPT takes the predicted class and label; OVERRIDE the reviewer's class and/or
-    label (a label alone: class unknown); the tool's time to label wins over the queue's."""
+    """ACCEPT takes the predicted class and label; OVERRIDE the reviewer's class and
+    label; the tool's time to label wins over the queue's."""
     queue.submit([escalation(f"e{i}") for i in range(3)])
     for _ in range(3):
         queue.claim("alice")
@@ -192,7 +209,12 @@ def test_verdicts_record_the_true_label(queue: ReviewQueue, clock: FakeClock) ->
     )
     by_label = queue.resolve(
         ReviewerVerdict(
-            "e2", "alice", Verdict.OVERRIDE, corrected_label="z", time_to_label_seconds=4.5
+            "e2",
+            "alice",
+            Verdict.OVERRIDE,
+            corrected_class=0,
+            corrected_label="z",
+            time_to_label_seconds=4.5,
         )
     )
     labels = [
@@ -203,7 +225,7 @@ def test_verdicts_record_the_true_label(queue: ReviewQueue, clock: FakeClock) ->
     assert labels == [
         (Verdict.ACCEPT, 1, "b", 30.0),
         (Verdict.OVERRIDE, 2, "c", 30.0),
-        (Verdict.OVERRIDE, UNKNOWN_CLASS, "z", 4.5),
+        (Verdict.OVERRIDE, 0, "z", 4.5),
     ]
     assert accepted.resolution is not None
     assert accepted.resolution.rationale == "clear case"

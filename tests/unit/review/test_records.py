@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -109,16 +110,17 @@ def test_non_finite_numbers_are_written_null(queue: ReviewQueue, clock: FakeCloc
 def test_items_without_a_class_index_are_not_calibration_examples(
     queue: ReviewQueue, clock: FakeClock
 ) -> None:
-    """Labelled by name only, or without logits: unusable says why; an open item refuses export."""
-    queue.submit([escalation("named"), escalation("empty", logits=[]), escalation("open")])
+    """Labelled by name only, or without logits (what older versions let through):
+    unusable says why; an open item refuses export."""
+    queue.submit([escalation("done"), escalation("open")])
     queue.claim("alice")
-    queue.claim("alice")
-    queue.resolve(ReviewerVerdict("named", "alice", Verdict.OVERRIDE, corrected_label="zebra"))
-    queue.resolve(ReviewerVerdict("empty", "alice", Verdict.ACCEPT))
-    empty, named = queue.export()  # one resolution time: by escalation_id
-    assert named.resolution is not None
-    assert named.resolution.label_class == UNKNOWN_CLASS
+    queue.resolve(ReviewerVerdict("done", "alice", Verdict.ACCEPT))
+    (done,) = queue.export()
+    assert done.resolution is not None
+    assert unusable(done) == ""
+    named = replace(done, resolution=replace(done.resolution, label_class=UNKNOWN_CLASS))
     assert unusable(named) == "labelled by name only (no class index)"
+    empty = replace(done, escalation=replace(done.escalation, logits=[]))
     assert unusable(empty) == "no logits"
     (still_open,) = [i for i in queue.list_items() if i.escalation_id == "open"]
     assert unusable(still_open) == "unresolved"

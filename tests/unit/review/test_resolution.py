@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 
 import pytest
 
 from sidecar.errors import InvalidRequest, ItemConflict
-from sidecar.review.item import UNKNOWN_CLASS, ItemState, Resolution, ReviewItem, Verdict
+from sidecar.review.item import ItemState, Resolution, ReviewItem, Verdict
 from sidecar.review.resolution import ReviewerVerdict, settle
 from sidecar.review.validation import check_verdict
 from tests.escalations import escalation
@@ -40,12 +41,12 @@ def test_accept_labels_the_predicted_class() -> None:
 
 @pytest.mark.parametrize(
     ("corrected_class", "corrected_label", "expected"),
-    [(2, "c", (2, "c")), (0, "", (0, "")), (None, "zebra", (UNKNOWN_CLASS, "zebra"))],
+    [(2, "c", (2, "c")), (0, "", (0, ""))],
 )
 def test_override_labels_what_the_reviewer_gave(
     corrected_class: int | None, corrected_label: str, expected: tuple[int, str]
 ) -> None:
-    """OVERRIDE: the reviewer's class and/or label; a label alone leaves the class unknown."""
+    """OVERRIDE: the reviewer's class, with its label when given."""
     answer = verdict(
         Verdict.OVERRIDE, corrected_class=corrected_class, corrected_label=corrected_label
     )
@@ -63,6 +64,22 @@ def test_override_to_the_prediction_is_refused(kw: dict[str, object], field: str
     with pytest.raises(InvalidRequest) as raised:
         settle(HELD, verdict(Verdict.OVERRIDE, **kw), NOW)
     assert raised.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"corrected_label": "zebra"}, "an override needs the true class (0 to 2)"),
+        ({"corrected_class": 3}, "3 is not a class of this item (0 to 2)"),
+        ({"corrected_class": 999, "corrected_label": "c"}, "999 is not a class of this item"),
+    ],
+)
+def test_an_override_names_one_of_the_items_classes(kw: dict[str, object], message: str) -> None:
+    """A label alone (which could never be fitted on) or a class beyond the item's
+    logits is refused, naming corrected_class."""
+    with pytest.raises(InvalidRequest, match=re.escape(message)) as raised:
+        settle(HELD, verdict(Verdict.OVERRIDE, **kw), NOW)
+    assert raised.value.field == "corrected_class"
 
 
 def test_reviewers_time_wins() -> None:
