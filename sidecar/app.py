@@ -58,8 +58,14 @@ from sidecar.policy.signing import load_verifier
 from sidecar.policy.snapshot import Snapshot, SnapshotHolder
 from sidecar.policy.source import PolicySource
 from sidecar.router import Router
-from sidecar.server import RouterServicer
-from sidecar.serving import async_stop_event, bind, enable_reflection, write_port_file
+from sidecar.server import RouterServicer, read_batch
+from sidecar.serving import (
+    add_servicer,
+    async_stop_event,
+    bind,
+    enable_reflection,
+    write_port_file,
+)
 from sidecar.telemetry.audit import FLUSH_SECONDS, AuditLog, JsonLinesAudit
 from sidecar.telemetry.metrics import (
     RouterMetrics,
@@ -208,7 +214,12 @@ def build(
         holder, recorder, audit, metrics, clock, config.replay_capacity, config.replay_ttl_seconds
     )
     server = grpc.aio.server()
-    pb_grpc.add_RouterServicer_to_server(RouterServicer(router, metrics, spans), server)
+    add_servicer(
+        pb_grpc.add_RouterServicer_to_server,
+        RouterServicer(router, metrics, spans),
+        server,
+        {"RouteBatch": read_batch, "RouteStream": read_batch},
+    )
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     enable_reflection(server, ROUTER_SERVICE)

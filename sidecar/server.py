@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 import structlog
+from google.protobuf.message import DecodeError
 
 from hitl_client.stubs.hitl.v1 import router_pb2 as pb
 from hitl_client.stubs.hitl.v1 import router_pb2_grpc as pb_grpc
@@ -22,7 +23,7 @@ from sidecar.errors import (
     InvalidRequest,
 )
 from sidecar.router import BatchRouted, Outcome, Routed, Router, TraceIds
-from sidecar.serving import details, status_of
+from sidecar.serving import Unreadable, details, reader, status_of
 from sidecar.telemetry.metrics import RouterMetrics
 from sidecar.telemetry.tracing import ServerSpan, ServerSpans
 
@@ -56,29 +57,34 @@ class RouterServicer(pb_grpc.RouterServicer):
         return to_response(routed)
 
     async def RouteBatch(
-        self, request: pb.RouteBatchRequest, context: Context
+        self, request: pb.RouteBatchRequest | Frames, context: Context
     ) -> pb.RouteBatchResponse:
         start = time.perf_counter()
         try:
-            check_batch_size(len(request.requests))
+            check_batch_size(_size(request))
         except InvalidRequest as exc:
             await context.abort(status_of(exc), details(str(exc)))
-        response = await self._batch(request.requests, context, "hitl.RouteBatch")
+        response = await self._answer(request, context, "hitl.RouteBatch")
         self._observe(start, "RouteBatch")
         return response
 
     async def RouteStream(
         self,
-        request_iterator: AsyncIterator[pb.RouteBatchRequest],
+        request_iterator: AsyncIterator[pb.RouteBatchRequest | Frames | Unreadable],
         context: Context,
     ) -> AsyncIterator[pb.RouteBatchResponse]:
+        """Every inbound batch gets one outbound batch: an empty, oversized or
+        unreadable one gets a single error result, and the stream stays open."""
         async for batch in request_iterator:
             start = time.perf_counter()
             try:
-                check_batch_size(len(batch.requests))
+                if isinstance(batch, Unreadable):
+                    raise InvalidRequest("requests", batch.message("batch"))
+                check_batch_size(_size(batch))
             except InvalidRequest as exc:
-                await context.abort(status_of(exc), details(str(exc)))
-            yield await self._batch(batch.requests, context, "hitl.RouteStream")
+                yield pb.RouteBatchResponse(results=[_error("", exc)])
+                continue
+            yield await self._answer(batch, context, "hitl.RouteStream")
             self._observe(start, "RouteStream")
 
     async def RecordOutcome(
@@ -98,6 +104,24 @@ class RouterServicer(pb_grpc.RouterServicer):
         return pb.OutcomeResponse(matched=match.matched, correct=match.correct)
 
     # -- helpers ----------------------------------------------------------------------
+
+    async def _answer(
+        self, batch: pb.RouteBatchRequest | Frames, context: Context, name: str
+    ) -> pb.RouteBatchResponse:
+        """A batch's answer; requests protobuf could not read fail alone, in place."""
+        if isinstance(batch, pb.RouteBatchRequest):
+            return await self._batch(batch.requests, context, name)
+        readable = [item for item in batch if not isinstance(item, Unreadable)]
+        answered = await self._batch(readable, context, name) if readable else None
+        results = iter(answered.results if answered else ())
+        return pb.RouteBatchResponse(
+            results=[
+                _error("", InvalidRequest(f"requests[{i}]", item.message("request")))
+                if isinstance(item, Unreadable)
+                else next(results)
+                for i, item in enumerate(batch)
+            ]
+        )
 
     async def _batch(
         self, requests: Sequence[pb.RouteRequest], context: Context, name: str
@@ -129,6 +153,36 @@ def to_input(message: pb.RouteRequest, logits: FloatArray | None = None) -> Rout
         numeric_attributes=_as_dict(message.numeric_attributes),
         input_ref=message.input_ref,
         context=_as_dict(message.context),
+    )
+
+
+# A batch read request by request because the whole could not be parsed.
+Frames = list[pb.RouteRequest | Unreadable]
+_read_request = reader(pb.RouteRequest.FromString)
+
+
+def read_batch(raw: bytes) -> pb.RouteBatchRequest | Frames | Unreadable:
+    """A RouteBatchRequest; where protobuf cannot parse it whole, its requests one by
+    one (RouteBatchFrames), so each unreadable one fails alone."""
+    try:
+        return pb.RouteBatchRequest.FromString(raw)
+    except DecodeError:
+        pass
+    try:
+        frames = pb.RouteBatchFrames.FromString(raw)
+    except DecodeError as exc:
+        return Unreadable("hitl.v1.RouteBatchRequest", str(exc) or "cannot be parsed")
+    return [_read_request(frame) for frame in frames.requests]
+
+
+def _size(batch: pb.RouteBatchRequest | Frames) -> int:
+    return len(batch.requests) if isinstance(batch, pb.RouteBatchRequest) else len(batch)
+
+
+def _error(request_id: str, error: HitlError) -> pb.RouteResult:
+    code = status_of(error).value[0]
+    return pb.RouteResult(
+        error=pb.RouteError(request_id=request_id, code=code, message=details(str(error)))
     )
 
 
@@ -187,9 +241,8 @@ def to_batch_response(routed: BatchRouted) -> pb.RouteBatchResponse:
         if row is None or i in errors:
             error = errors[i]
             code = status_of(error).value[0]
-            results.append(
-                {"error": {"request_id": request_id, "code": code, "message": str(error)}}
-            )
+            message = details(str(error))
+            results.append({"error": {"request_id": request_id, "code": code, "message": message}})
             continue
         (tier, reason, cls, label, confidence, _, _, rule_id, t_high, t_low, arm, revision,
          version) = row  # fmt: skip

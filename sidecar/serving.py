@@ -6,12 +6,16 @@ one table, for every server; servicers only raise)."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import signal
 import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.metrics.export import MetricReader
@@ -172,3 +176,117 @@ def async_stop_event() -> asyncio.Event:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     return stop
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A request body protobuf could not parse (a corrupt frame, invalid UTF-8 in a
+    string field): answered INVALID_ARGUMENT, never gRPC's own INTERNAL or UNKNOWN."""
+
+    type_name: str
+    reason: str
+
+    def message(self, field: str = "request") -> str:
+        return f"{field}: not a valid {self.type_name} ({self.reason})"
+
+
+Reader = Callable[[bytes], Any]
+
+
+def add_servicer(
+    add: Callable[[Any, Any], None],
+    servicer: object,
+    server: grpc.Server | grpc.aio.Server,
+    readers: Mapping[str, Reader] | None = None,
+) -> None:
+    """Register servicer as the generated ``add_*_to_server`` function would, with its
+    requests read so that a body protobuf cannot parse is an ``Unreadable``: a unary
+    request's call answers INVALID_ARGUMENT before the servicer runs; a streamed one
+    is handed to the servicer, which answers it (readers: a method's own reader)."""
+    captured = _Captured()
+    add(servicer, captured)
+    handlers = {
+        name: _checked(handler, (readers or {}).get(name))
+        for name, handler in captured.handlers.items()
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(captured.service, handlers),)
+    )
+    # As the generated function does: grpc finds registered methods faster.
+    getattr(server, "add_registered_method_handlers")(captured.service, handlers)  # noqa: B009
+
+
+def reader(deserialize: Callable[[bytes], Any]) -> Reader:
+    """deserialize, returning an Unreadable where protobuf cannot parse the body."""
+    message = getattr(deserialize, "__self__", None)
+    type_name = message.DESCRIPTOR.full_name if message is not None else "message"
+
+    def read(raw: bytes) -> Any:
+        try:
+            return deserialize(raw)
+        except DecodeError as exc:
+            return Unreadable(type_name, str(exc) or "cannot be parsed")
+
+    return read
+
+
+class _Captured:
+    """Stands in for a server while a generated add_*_to_server function runs."""
+
+    def __init__(self) -> None:
+        self.service = ""
+        self.handlers: dict[str, Any] = {}
+
+    def add_generic_rpc_handlers(self, _: object) -> None:
+        """The generic handler is rebuilt from the method handlers."""
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        self.service, self.handlers = service, handlers
+
+
+def _checked(handler: Any, own_reader: Reader | None) -> Any:
+    read = own_reader or reader(handler.request_deserializer)
+    if handler.request_streaming:
+        return handler._replace(request_deserializer=read)
+    if handler.response_streaming:
+        return handler._replace(
+            request_deserializer=read, unary_stream=_refusing_stream(handler.unary_stream)
+        )
+    return handler._replace(request_deserializer=read, unary_unary=_refusing(handler.unary_unary))
+
+
+def _refusing(behavior: Callable[..., Any]) -> Callable[..., Any]:
+    if inspect.iscoroutinefunction(behavior):
+
+        async def answer_async(request: Any, context: Any) -> Any:
+            if isinstance(request, Unreadable):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, details(request.message()))
+            return await behavior(request, context)
+
+        return answer_async
+
+    def answer(request: Any, context: Any) -> Any:
+        if isinstance(request, Unreadable):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, details(request.message()))
+        return behavior(request, context)
+
+    return answer
+
+
+def _refusing_stream(behavior: Callable[..., Any]) -> Callable[..., Any]:
+    if inspect.isasyncgenfunction(behavior):
+
+        async def stream_async(request: Any, context: Any) -> AsyncIterator[Any]:
+            if isinstance(request, Unreadable):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, details(request.message()))
+            async for item in behavior(request, context):
+                yield item
+
+        return stream_async
+
+    def stream(request: Any, context: Any) -> Iterator[Any]:
+        if isinstance(request, Unreadable):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, details(request.message()))
+        yield from behavior(request, context)
+
+    return stream

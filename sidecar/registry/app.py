@@ -31,6 +31,7 @@ from sidecar.registry.server import Publisher, RegistryServicer
 from sidecar.registry.service import Registry
 from sidecar.registry.store import RegistryStore, open_store
 from sidecar.serving import (
+    add_servicer,
     async_stop_event,
     bind,
     enable_reflection,
@@ -96,8 +97,10 @@ def build(
     metrics = RegistryMetrics(meters.get_meter(INSTRUMENTATION), lambda: publisher.revision)
     # SO_REUSEPORT off: a second registry on a taken port must fail, not share it.
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    pb_grpc.add_RegistryServicer_to_server(
-        RegistryServicer(registry, publisher, clock, metrics), server
+    add_servicer(
+        pb_grpc.add_RegistryServicer_to_server,
+        RegistryServicer(registry, publisher, clock, metrics),
+        server,
     )
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

@@ -30,7 +30,7 @@ from sidecar.registry.auth import authorize
 from sidecar.registry.metrics import RegistryMetrics
 from sidecar.registry.model import AuditEntry, Proposal
 from sidecar.registry.service import MAX_CALIBRATOR_BYTES, Registry, Signed, changes
-from sidecar.serving import caller_credentials, details, status_of
+from sidecar.serving import Unreadable, caller_credentials, details, status_of
 
 log = structlog.get_logger("hitl.registry")
 
@@ -216,7 +216,11 @@ class RegistryServicer(pb_grpc.RegistryServicer):
         principal = await self._admit(context, "PutCalibrator", "")
         info: pb.CalibratorInfo | None = None
         data = bytearray()
+        unreadable: Unreadable | None = None
         async for chunk in request_iterator:
+            if isinstance(chunk, Unreadable):
+                unreadable = chunk
+                break
             if info is None:
                 info = chunk.info if chunk.HasField("info") else pb.CalibratorInfo()
             data += chunk.data
@@ -225,6 +229,8 @@ class RegistryServicer(pb_grpc.RegistryServicer):
         first = info or pb.CalibratorInfo()
 
         def work(principal: Principal) -> pb.CalibratorInfo:
+            if unreadable is not None:
+                raise InvalidRequest("chunk", unreadable.message("chunk"))
             if info is None:
                 raise InvalidRequest("info", "the first chunk must carry name, version, sha256")
             if len(data) > MAX_CALIBRATOR_BYTES:

@@ -26,6 +26,7 @@ from sidecar.review.queue import ReviewQueue
 from sidecar.review.server import ReviewQueueServicer
 from sidecar.review.store import ReviewStore, open_store
 from sidecar.serving import (
+    add_servicer,
     bind,
     enable_reflection,
     server_credentials,
@@ -113,7 +114,9 @@ def build(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="review"),
         options=[("grpc.so_reuseport", 0)],
     )
-    rpb_grpc.add_ReviewQueueServicer_to_server(ReviewQueueServicer(queue, metrics), server)
+    add_servicer(
+        rpb_grpc.add_ReviewQueueServicer_to_server, ReviewQueueServicer(queue, metrics), server
+    )
     health_servicer = health.HealthServicer()
     for service in HEALTH_SERVICES:
         health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)

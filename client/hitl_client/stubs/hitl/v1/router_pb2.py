@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from hitl_client.stubs.hitl.v1 import decision_pb2 as hitl_dot_v1_dot_decision__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14hitl/v1/router.proto\x12\x07hitl.v1\x1a\x16hitl/v1/decision.proto\"\x8d\x04\n\x0cRouteRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0e\n\x06logits\x18\x04 \x03(\x02\x12&\n\ninput_kind\x18\x05 \x01(\x0e\x32\x12.hitl.v1.InputKind\x12\x0e\n\x06\x64omain\x18\x06 \x01(\t\x12\x46\n\x11string_attributes\x18\x07 \x03(\x0b\x32+.hitl.v1.RouteRequest.StringAttributesEntry\x12H\n\x12numeric_attributes\x18\x08 \x03(\x0b\x32,.hitl.v1.RouteRequest.NumericAttributesEntry\x12\x11\n\tinput_ref\x18\t \x01(\t\x12\x33\n\x07\x63ontext\x18\n \x03(\x0b\x32\".hitl.v1.RouteRequest.ContextEntry\x1a\x37\n\x15StringAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x38\n\x16NumericAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd9\x02\n\rRouteResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1b\n\x04tier\x18\x02 \x01(\x0e\x32\r.hitl.v1.Tier\x12\x17\n\x0fpredicted_class\x18\x03 \x01(\x05\x12\x17\n\x0fpredicted_label\x18\x04 \x01(\t\x12\x1d\n\x15\x63\x61librated_confidence\x18\x05 \x01(\x01\x12\x1f\n\x06reason\x18\x06 \x01(\x0e\x32\x0f.hitl.v1.Reason\x12\x0f\n\x07rule_id\x18\x07 \x01(\t\x12\x17\n\x0fpolicy_revision\x18\x08 \x01(\x03\x12\x1b\n\x13\x63\x61libration_version\x18\t \x01(\t\x12\x16\n\x0e\x65xperiment_arm\x18\n \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x0b \x01(\x08\x12\x15\n\rescalation_id\x18\x0c \x01(\t\x12\x0e\n\x06t_high\x18\r \x01(\x01\x12\r\n\x05t_low\x18\x0e \x01(\x01\"<\n\x11RouteBatchRequest\x12\'\n\x08requests\x18\x01 \x03(\x0b\x32\x15.hitl.v1.RouteRequest\";\n\x12RouteBatchResponse\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.hitl.v1.RouteResult\"i\n\x0bRouteResult\x12*\n\x08response\x18\x01 \x01(\x0b\x32\x16.hitl.v1.RouteResponseH\x00\x12$\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x13.hitl.v1.RouteErrorH\x00\x42\x08\n\x06result\"?\n\nRouteError\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x7f\n\x0eOutcomeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x17\n\ntrue_class\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\ntrue_label\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\tB\r\n\x0b_true_class\"3\n\x0fOutcomeResponse\x12\x0f\n\x07matched\x18\x01 \x01(\x08\x12\x0f\n\x07\x63orrect\x18\x02 \x01(\x08\x32\x97\x02\n\x06Router\x12\x36\n\x05Route\x12\x15.hitl.v1.RouteRequest\x1a\x16.hitl.v1.RouteResponse\x12\x45\n\nRouteBatch\x12\x1a.hitl.v1.RouteBatchRequest\x1a\x1b.hitl.v1.RouteBatchResponse\x12J\n\x0bRouteStream\x12\x1a.hitl.v1.RouteBatchRequest\x1a\x1b.hitl.v1.RouteBatchResponse(\x01\x30\x01\x12\x42\n\rRecordOutcome\x12\x17.hitl.v1.OutcomeRequest\x1a\x18.hitl.v1.OutcomeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14hitl/v1/router.proto\x12\x07hitl.v1\x1a\x16hitl/v1/decision.proto\"\x8d\x04\n\x0cRouteRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0e\n\x06logits\x18\x04 \x03(\x02\x12&\n\ninput_kind\x18\x05 \x01(\x0e\x32\x12.hitl.v1.InputKind\x12\x0e\n\x06\x64omain\x18\x06 \x01(\t\x12\x46\n\x11string_attributes\x18\x07 \x03(\x0b\x32+.hitl.v1.RouteRequest.StringAttributesEntry\x12H\n\x12numeric_attributes\x18\x08 \x03(\x0b\x32,.hitl.v1.RouteRequest.NumericAttributesEntry\x12\x11\n\tinput_ref\x18\t \x01(\t\x12\x33\n\x07\x63ontext\x18\n \x03(\x0b\x32\".hitl.v1.RouteRequest.ContextEntry\x1a\x37\n\x15StringAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x38\n\x16NumericAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd9\x02\n\rRouteResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1b\n\x04tier\x18\x02 \x01(\x0e\x32\r.hitl.v1.Tier\x12\x17\n\x0fpredicted_class\x18\x03 \x01(\x05\x12\x17\n\x0fpredicted_label\x18\x04 \x01(\t\x12\x1d\n\x15\x63\x61librated_confidence\x18\x05 \x01(\x01\x12\x1f\n\x06reason\x18\x06 \x01(\x0e\x32\x0f.hitl.v1.Reason\x12\x0f\n\x07rule_id\x18\x07 \x01(\t\x12\x17\n\x0fpolicy_revision\x18\x08 \x01(\x03\x12\x1b\n\x13\x63\x61libration_version\x18\t \x01(\t\x12\x16\n\x0e\x65xperiment_arm\x18\n \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x0b \x01(\x08\x12\x15\n\rescalation_id\x18\x0c \x01(\t\x12\x0e\n\x06t_high\x18\r \x01(\x01\x12\r\n\x05t_low\x18\x0e \x01(\x01\"<\n\x11RouteBatchRequest\x12\'\n\x08requests\x18\x01 \x03(\x0b\x32\x15.hitl.v1.RouteRequest\"$\n\x10RouteBatchFrames\x12\x10\n\x08requests\x18\x01 \x03(\x0c\";\n\x12RouteBatchResponse\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.hitl.v1.RouteResult\"i\n\x0bRouteResult\x12*\n\x08response\x18\x01 \x01(\x0b\x32\x16.hitl.v1.RouteResponseH\x00\x12$\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x13.hitl.v1.RouteErrorH\x00\x42\x08\n\x06result\"?\n\nRouteError\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x7f\n\x0eOutcomeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x17\n\ntrue_class\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\ntrue_label\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\tB\r\n\x0b_true_class\"3\n\x0fOutcomeResponse\x12\x0f\n\x07matched\x18\x01 \x01(\x08\x12\x0f\n\x07\x63orrect\x18\x02 \x01(\x08\x32\x97\x02\n\x06Router\x12\x36\n\x05Route\x12\x15.hitl.v1.RouteRequest\x1a\x16.hitl.v1.RouteResponse\x12\x45\n\nRouteBatch\x12\x1a.hitl.v1.RouteBatchRequest\x1a\x1b.hitl.v1.RouteBatchResponse\x12J\n\x0bRouteStream\x12\x1a.hitl.v1.RouteBatchRequest\x1a\x1b.hitl.v1.RouteBatchResponse(\x01\x30\x01\x12\x42\n\rRecordOutcome\x12\x17.hitl.v1.OutcomeRequest\x1a\x18.hitl.v1.OutcomeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,16 +50,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROUTERESPONSE']._serialized_end=931
   _globals['_ROUTEBATCHREQUEST']._serialized_start=933
   _globals['_ROUTEBATCHREQUEST']._serialized_end=993
-  _globals['_ROUTEBATCHRESPONSE']._serialized_start=995
-  _globals['_ROUTEBATCHRESPONSE']._serialized_end=1054
-  _globals['_ROUTERESULT']._serialized_start=1056
-  _globals['_ROUTERESULT']._serialized_end=1161
-  _globals['_ROUTEERROR']._serialized_start=1163
-  _globals['_ROUTEERROR']._serialized_end=1226
-  _globals['_OUTCOMEREQUEST']._serialized_start=1228
-  _globals['_OUTCOMEREQUEST']._serialized_end=1355
-  _globals['_OUTCOMERESPONSE']._serialized_start=1357
-  _globals['_OUTCOMERESPONSE']._serialized_end=1408
-  _globals['_ROUTER']._serialized_start=1411
-  _globals['_ROUTER']._serialized_end=1690
+  _globals['_ROUTEBATCHFRAMES']._serialized_start=995
+  _globals['_ROUTEBATCHFRAMES']._serialized_end=1031
+  _globals['_ROUTEBATCHRESPONSE']._serialized_start=1033
+  _globals['_ROUTEBATCHRESPONSE']._serialized_end=1092
+  _globals['_ROUTERESULT']._serialized_start=1094
+  _globals['_ROUTERESULT']._serialized_end=1199
+  _globals['_ROUTEERROR']._serialized_start=1201
+  _globals['_ROUTEERROR']._serialized_end=1264
+  _globals['_OUTCOMEREQUEST']._serialized_start=1266
+  _globals['_OUTCOMEREQUEST']._serialized_end=1393
+  _globals['_OUTCOMERESPONSE']._serialized_start=1395
+  _globals['_OUTCOMERESPONSE']._serialized_end=1446
+  _globals['_ROUTER']._serialized_start=1449
+  _globals['_ROUTER']._serialized_end=1728
 # @@protoc_insertion_point(module_scope)

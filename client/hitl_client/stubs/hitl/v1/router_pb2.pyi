@@ -248,6 +248,32 @@ class RouteBatchRequest(_message.Message):
 Global___RouteBatchRequest: _TypeAlias = RouteBatchRequest  # noqa: Y015
 
 @_typing.final
+class RouteBatchFrames(_message.Message):
+    """The wire form of RouteBatchRequest with each request still encoded (bytes and an
+    embedded message are one wire type): what the sidecar reads a batch as when the
+    whole cannot be parsed, so that each unreadable request fails alone. Clients send
+    RouteBatchRequest.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RouteBatchFrames: _TypeAlias = RouteBatchFrames  # noqa: Y015
+
+@_typing.final
 class RouteBatchResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
