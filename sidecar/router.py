@@ -30,6 +30,7 @@ from sidecar.core.hashing import escalation_id
 from sidecar.core.replay import ReplayCache
 from sidecar.core.request import FloatArray, InputKind, RouteInput
 from sidecar.core.signals import Signals, signal_rows, signals_of
+from sidecar.core.thresholds import UnknownDomain
 from sidecar.core.validation import check_outcome, validate
 from sidecar.core.values import value
 from sidecar.errors import EscalationRefused, InvalidRequest, RequestConflict, RequestError
@@ -256,12 +257,29 @@ class Router:
     ) -> None:
         try:
             validate(request, snapshot.class_counts if snapshot else None, finite)
+            if request.domain and snapshot is not None:
+                self._check_domain(request, snapshot)
         except InvalidRequest as exc:
             if self._metrics is not None:
                 self._metrics.invalid(exc.field.split("[")[0])
             if prefix:
                 raise exc.at(prefix) from None
             raise
+
+    def _check_domain(self, request: RouteInput, snapshot: Snapshot) -> None:
+        """A domain the model's policy does not name is counted, and refused when the
+        policy says unknown_domain: reject (otherwise the thresholds say what it gets)."""
+        table = snapshot.policy.models[request.model].thresholds
+        if table.knows(request.domain):
+            return
+        if self._metrics is not None:
+            self._metrics.unknown_domain(request.model, request.domain)
+        if table.unknown is UnknownDomain.REJECT:
+            known = ", ".join(sorted(table.domains)) or "none"
+            raise InvalidRequest(
+                "domain",
+                f"unknown domain {request.domain!r} for model {request.model!r} (known: {known})",
+            )
 
     def _replayed(self, request: RouteInput) -> Routed | None:
         remembered = self._replay.get(request.request_id, self._clock.now())

@@ -17,7 +17,7 @@ from typing import Any
 from sidecar.core.experiments import ATTRIBUTE_PREFIX, Arm, Experiment
 from sidecar.core.rules import OPS, SET_OPS, SIGNAL_FIELDS, CompiledRule, Condition, Rule
 from sidecar.core.sampling import AuditSampler
-from sidecar.core.thresholds import Thresholds, ThresholdTable
+from sidecar.core.thresholds import Thresholds, ThresholdTable, UnknownDomain
 from sidecar.errors import PolicyError
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -123,8 +123,10 @@ def _model(name: str, body: object, path: str) -> ModelPolicy:
             "experiment",
             "audit_sample_rate",
             "target_tier1_accuracy",
+            "unknown_domain",
         },
     )
+    unknown = _unknown_domain(doc.get("unknown_domain", "strictest"), f"{path}.unknown_domain")
     labels = doc.get("labels")
     if labels is not None:
         labels = tuple(
@@ -135,10 +137,10 @@ def _model(name: str, body: object, path: str) -> ModelPolicy:
     return ModelPolicy(
         name=name,
         calibrator=_calibrator(doc.get("calibrator"), f"{path}.calibrator"),
-        thresholds=_table(doc, path),
+        thresholds=_table(doc, path, unknown),
         labels=labels,
         rules=_rules(doc.get("rules", []), f"{path}.rules"),
-        experiment=_experiment(doc.get("experiment"), f"{path}.experiment", name),
+        experiment=_experiment(doc.get("experiment"), f"{path}.experiment", name, unknown),
         audit=AuditSampler(
             _number(doc.get("audit_sample_rate", 0.0), f"{path}.audit_sample_rate", 0.0, 1.0),
             name,
@@ -165,7 +167,7 @@ def _calibrator(body: object, path: str) -> CalibratorRef:
     )
 
 
-def _table(doc: Mapping[str, Any], path: str) -> ThresholdTable:
+def _table(doc: Mapping[str, Any], path: str, unknown: UnknownDomain) -> ThresholdTable:
     default = _thresholds(doc.get("thresholds"), f"{path}.thresholds")
     domains = _mapping(doc.get("domains", {}), f"{path}.domains")
     return ThresholdTable(
@@ -174,7 +176,15 @@ def _table(doc: Mapping[str, Any], path: str) -> ThresholdTable:
             _name(domain, f"{path}.domains"): _thresholds(body, f"{path}.domains.{domain}")
             for domain, body in domains.items()
         },
+        unknown,
     )
+
+
+def _unknown_domain(value: object, path: str) -> UnknownDomain:
+    choices = [u.value for u in UnknownDomain]
+    if value not in choices:
+        raise PolicyError(path, f"must be one of {', '.join(choices)}, got {value!r}")
+    return UnknownDomain(value)
 
 
 def _thresholds(body: object, path: str) -> Thresholds:
@@ -237,7 +247,7 @@ def _condition(body: object, path: str) -> Condition:
     return Condition(name, op, value)
 
 
-def _experiment(body: object, path: str, model: str) -> Experiment | None:
+def _experiment(body: object, path: str, model: str, unknown: UnknownDomain) -> Experiment | None:
     if body is None:
         return None
     doc = _mapping(body, path)
@@ -251,7 +261,7 @@ def _experiment(body: object, path: str, model: str) -> Experiment | None:
         where = f"{path}.arms[{i}]"
         arm = _mapping(item, where)
         _known(arm, where, {"name", "weight", "thresholds", "domains"})
-        table = _table(arm, where) if "thresholds" in arm else None
+        table = _table(arm, where, unknown) if "thresholds" in arm else None
         if table is None and "domains" in arm:
             raise PolicyError(f"{where}.domains", "needs thresholds beside it")
         arms.append(

@@ -61,6 +61,7 @@ class RouterMetrics:
         self._invalid: Counter[tuple[str, ...]] = Counter()
         self._escalations: Counter[tuple[str, ...]] = Counter()
         self._outcomes: Counter[tuple[str, ...]] = Counter()
+        self._unknown_domains: Counter[tuple[str, ...]] = Counter()
         for name, counts, keys, description in (
             ("hitl.route.decisions", self._decisions, ("model", "domain", "tier", "reason", "arm"),
              "Decisions by model, domain, tier, reason and arm"),
@@ -72,6 +73,8 @@ class RouterMetrics:
              "Escalations by model, tier and result (recorded or refused)"),
             ("hitl.outcomes", self._outcomes, ("model", "tier", "correct"),
              "Outcomes reported, by model, tier and correctness"),
+            ("hitl.route.unknown_domains", self._unknown_domains, ("model", "domain"),
+             "Requests naming a domain their model's policy does not, by model and domain"),
         ):  # fmt: skip
             meter.create_observable_counter(name, [_observe(counts, keys)], description=description)
         self._holder = holder
@@ -112,6 +115,9 @@ class RouterMetrics:
             self._decisions[model, domain, TIER_NAMES[tier], name, arm] += count
             if is_degraded(reason):
                 self._fallbacks[model, name] += count
+
+    def unknown_domain(self, model: str, domain: str) -> None:
+        self._unknown_domains[model, domain] += 1
 
     def invalid(self, field: str) -> None:
         self._invalid[(field,)] += 1

@@ -7,6 +7,7 @@ import asyncio
 import functools
 import gc
 import tempfile
+import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from calibrators.export import to_onnx, write_artefact
 from calibrators.methods.temperature import TemperatureScaling
@@ -31,7 +34,9 @@ from sidecar.policy.loader import build_snapshot
 from sidecar.policy.snapshot import Snapshot, SnapshotHolder
 from sidecar.router import Outcome, Routed, Router, TraceIds
 from sidecar.telemetry.audit import InMemoryAudit
+from sidecar.telemetry.metrics import RouterMetrics
 from tests.artefacts import confident_logits, metadata, policy_doc, temperature_artefact
+from tests.unit.review.conftest import points
 
 TRACE = TraceIds("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
 AUDIT_FIELDS = {
@@ -548,3 +553,40 @@ def test_negative_zero_is_zero_for_replay(two_models: Snapshot) -> None:
     negative = np.array([0.7, -0.0, 0.1], dtype=np.float32)
     again = _base(logits=negative, numeric_attributes={"amount": -0.0})
     assert rig.router.decide(again, TRACE) == first
+
+
+@pytest.mark.parametrize("mode", ["reject", "default", "strictest"])
+def test_unknown_domains_are_counted_and_get_what_the_policy_says(
+    tmp_path: Path, mode: str
+) -> None:
+    """A domain the model does not name (here 'EU' for 'eu') is counted by model and
+    domain, and refused naming the field, given the default thresholds, or the
+    strictest, as the policy's unknown_domain says; a named domain is not counted."""
+    sha = temperature_artefact(tmp_path / "cal.onnx")
+    doc = policy_doc(
+        sha,
+        domains={"eu": {"t_high": 0.999, "t_low": 0.6}},
+        unknown_domain=mode,
+    )
+    rig = Rig(build_snapshot(parse_policy(doc), tmp_path, "test"))
+    reader = InMemoryMetricReader()
+    rig.router = Router(
+        rig.holder,
+        rig.sink,
+        rig.audit,
+        RouterMetrics(MeterProvider(metric_readers=[reader]).get_meter("t"), rig.holder, time.time),
+        rig.clock,
+        100,
+        60.0,
+    )
+    rig.route("named", domain="eu", strength=6.0)
+    if mode == "reject":
+        with pytest.raises(
+            InvalidRequest, match=r"unknown domain 'EU' for model 'm' \(known: eu\)"
+        ):
+            rig.route("typo", domain="EU", strength=6.0)
+    else:
+        tier = rig.route("typo", domain="EU", strength=6.0).decision.tier
+        assert tier is (Tier.AUTOMATED if mode == "default" else Tier.HUMAN_ASSISTED)
+    counted = points(reader, "hitl.route.unknown_domains")
+    assert counted == {frozenset({("domain", "EU"), ("model", "m")}): 1}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,7 +15,7 @@ from sidecar.core.request import RouteInput
 from sidecar.core.rules import Condition, Rule
 from sidecar.core.sampling import AuditSampler
 from sidecar.core.signals import Signals
-from sidecar.core.thresholds import Thresholds, ThresholdTable, Tier
+from sidecar.core.thresholds import Thresholds, ThresholdTable, Tier, UnknownDomain
 from tests.strategies import failures, policies, requests, signals
 
 TABLE = ThresholdTable(Thresholds(0.9, 0.5), {"eu": Thresholds(0.97, 0.6)})
@@ -58,9 +60,15 @@ def test_threshold_edges() -> None:
 
 
 def test_domain_overrides_default() -> None:
-    """A domain with its own thresholds uses them; an unknown domain uses the default."""
+    """A domain with its own thresholds uses them; no domain uses the default; a domain
+    the policy does not name gets the strictest thresholds, or the default when the
+    policy says unknown_domain: default."""
     assert decide(request(domain="eu"), policy(), sig(0.95), 0.0).tier is Tier.HUMAN_ASSISTED
-    assert decide(request(domain="mars"), policy(), sig(0.95), 0.0).tier is Tier.AUTOMATED
+    assert decide(request(), policy(), sig(0.95), 0.0).tier is Tier.AUTOMATED
+    assert decide(request(domain="mars"), policy(), sig(0.95), 0.0).tier is Tier.HUMAN_ASSISTED
+    assert decide(request(domain="EU"), policy(), sig(0.95), 0.0).tier is Tier.HUMAN_ASSISTED
+    lenient = policy(thresholds=replace(TABLE, unknown=UnknownDomain.DEFAULT))
+    assert decide(request(domain="mars"), lenient, sig(0.95), 0.0).tier is Tier.AUTOMATED
 
 
 def test_first_matching_rule_wins_and_is_primary() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from sidecar.core.policy import parse_policy
-from sidecar.core.thresholds import Thresholds
+from sidecar.core.thresholds import Thresholds, UnknownDomain
 from sidecar.errors import PolicyError
 
 SHA = "a" * 64
@@ -48,7 +48,9 @@ def test_valid_policy_compiles() -> None:
     assert policy.max_age_seconds == 3600
     assert policy.issued_at == pytest.approx(1795251600.0)
     assert model.thresholds.for_domain("eu") == Thresholds(0.98, 0.7)
-    assert model.thresholds.for_domain("us") == Thresholds(0.95, 0.6)
+    assert model.thresholds.for_domain("") == Thresholds(0.95, 0.6)
+    assert model.thresholds.for_domain("us") == Thresholds(0.98, 0.7)  # unknown: strictest
+    assert model.thresholds.unknown is UnknownDomain.STRICTEST
     assert model.rules[0].id == "big"
     assert model.experiment is not None
     assert [a.name for a in model.experiment.arms] == ["control", "strict"]
