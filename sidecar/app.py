@@ -181,7 +181,7 @@ def build(
         "hitl-sidecar", config.metrics_addr, ENV_METRICS_ADDR, metric_readers or ()
     )
     spans = server_spans(resource)
-    holder = SnapshotHolder()
+    holder = SnapshotHolder(config.audit_key)
     metrics = RouterMetrics(meters.get_meter(INSTRUMENTATION), holder, clock.now)
     spool = Spool(
         config.spool_dir, config.segment_bytes, config.spool_budget_bytes, config.spool_fsync

@@ -214,9 +214,17 @@ class SidecarConfig:
     review_key: Path | None = setting(
         "HITL_REVIEW_KEY", None, "the client certificate's private key", parse=readable_file
     )
-    # Read from registry_token_file and review_token_file at start-up.
+    audit_key_file: Path | None = setting(
+        "HITL_AUDIT_KEY_FILE",
+        None,
+        "file holding the deployment's secret (at least 16 bytes) that keys the audit"
+        " sample, so serving code cannot predict which requests are audited",
+        parse=readable_file,
+    )
+    # Read from the files above at start-up.
     registry_token: str = field(default="", repr=False)
     review_token: str = field(default="", repr=False)
+    audit_key: bytes = field(default=b"", repr=False)
 
     @property
     def audit_path(self) -> str:
@@ -260,6 +268,8 @@ class SidecarConfig:
                 values["review_token_file"], "HITL_REVIEW_TOKEN_FILE"
             )
         _check_pair(values, "review", "HITL_REVIEW")
+        if (audit_key_file := values["audit_key_file"]) is not None:
+            values["audit_key"] = _audit_key(audit_key_file)
         return cls(**values)
 
     def review_credentials(self) -> ClientCredentials:
@@ -304,6 +314,16 @@ def _check_pair(values: Mapping[str, Any], service: str, prefix: str) -> None:
             f"{prefix}_CERT needs {prefix}_CA: a client certificate is only presented over"
             " TLS, which the CA turns on"
         )
+
+
+def _audit_key(path: Path) -> bytes:
+    try:
+        key = path.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"HITL_AUDIT_KEY_FILE: cannot read {path}: {exc.strerror}") from exc
+    if len(key) < 16:
+        raise ConfigError(f"HITL_AUDIT_KEY_FILE: {path} holds {len(key)} bytes; at least 16")
+    return key
 
 
 def read_token(path: Path, var: str) -> str:

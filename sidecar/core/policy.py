@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -80,6 +80,14 @@ class Policy:
     models: Mapping[str, ModelPolicy]
     issued_at: float | None = None
     max_age_seconds: float | None = None
+
+    def with_audit_key(self, key: bytes) -> Policy:
+        """This policy, its audit samples drawn with the deployment's secret key."""
+        models = {
+            name: replace(model, audit=replace(model.audit, key=key))
+            for name, model in self.models.items()
+        }
+        return replace(self, models=models)
 
     def is_stale(self, now: float) -> bool:
         """Older than max_age_seconds (measured from issued_at)."""

@@ -1,5 +1,9 @@
 """The audit sample: a stable share of AUTOMATED decisions also escalated for review,
-so the accuracy of what is automated is measured, not assumed."""
+so the accuracy of what is automated is measured, not assumed.
+
+With a deployment's secret key (``HITL_AUDIT_KEY_FILE``) the draw is keyed BLAKE2b:
+serving code cannot compute offline which request ids escape the audit, while
+whoever holds the key can reproduce every draw."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ class AuditSampler:
 
     rate: float
     name: str
+    key: bytes = field(default=b"", repr=False)
     _salt: bytes = field(init=False, repr=False, compare=False)
     _bound: int = field(init=False, repr=False, compare=False)
 
@@ -24,4 +29,4 @@ class AuditSampler:
     def should_sample(self, request_id: str) -> bool:
         if self._bound == 0:
             return False
-        return draw(self._salt, request_id) < self._bound
+        return draw(self._salt, request_id, self.key) < self._bound

@@ -7,7 +7,7 @@ in CPython, and all readers run on the server's event loop."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sidecar.calibration.runtime import Calibrator
 from sidecar.core.policy import Policy
@@ -27,15 +27,21 @@ Listener = Callable[[Snapshot], None]
 
 
 class SnapshotHolder:
-    def __init__(self) -> None:
+    """The snapshot in force. With an audit key (the deployment's secret), every
+    snapshot swapped in has its audit samples drawn with it, whatever its source."""
+
+    def __init__(self, audit_key: bytes = b"") -> None:
         self.current: Snapshot | None = None
         self._listeners: list[Listener] = []
+        self._audit_key = audit_key
 
     def subscribe(self, listener: Listener) -> None:
         """Call listener on every swap (health, metrics)."""
         self._listeners.append(listener)
 
     def swap(self, snapshot: Snapshot) -> None:
+        if self._audit_key:
+            snapshot = replace(snapshot, policy=snapshot.policy.with_audit_key(self._audit_key))
         self.current = snapshot
         for listener in self._listeners:
             listener(snapshot)

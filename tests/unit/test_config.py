@@ -191,3 +191,15 @@ def test_bad_registry_settings_fail_naming_the_variable(
     env = {**registry_env, **{k: v.format(tmp=tmp_path) for k, v in change.items()}}
     with pytest.raises(ConfigError, match=named):
         SidecarConfig.load(env=env)
+
+
+def test_the_audit_key_is_read_at_start_up(tmp_path: Path) -> None:
+    """HITL_AUDIT_KEY_FILE's bytes key the audit sample; a short key fails naming it."""
+    key = tmp_path / "audit.key"
+    key.write_bytes(b"0123456789abcdef0123\n")
+    config = SidecarConfig.load(env={ENV_POLICY: "p", "HITL_AUDIT_KEY_FILE": str(key)})
+    assert config.audit_key == b"0123456789abcdef0123"
+    assert "0123456789" not in repr(config)
+    key.write_bytes(b"short")
+    with pytest.raises(ConfigError, match="HITL_AUDIT_KEY_FILE: .* holds 5 bytes; at least 16"):
+        SidecarConfig.load(env={ENV_POLICY: "p", "HITL_AUDIT_KEY_FILE": str(key)})

@@ -56,3 +56,38 @@ def test_independent_draws_for_audit_and_arms() -> None:
     experiment = Experiment("m", "request_id", (Arm("a", 1.0), Arm("b", 1.0)))
     both = sum(sampler.should_sample(i) and experiment.choose(request(i)).name == "a" for i in IDS)
     assert abs(both / len(IDS) - 0.25) < 0.015
+
+
+def test_a_keyed_audit_sample_cannot_be_predicted_without_the_key() -> None:
+    """With the deployment's key the sample keeps its rate and is the same on every
+    run, but it is another sample than the unkeyed (public) one and another key's:
+    serving code that knows the salt, not the key, cannot pick ids that escape it."""
+    public = {i for i in IDS if AuditSampler(0.05, "m").should_sample(i)}
+    keyed = {i for i in IDS if AuditSampler(0.05, "m", b"k" * 32).should_sample(i)}
+    again = {i for i in IDS if AuditSampler(0.05, "m", b"k" * 32).should_sample(i)}
+    other = {i for i in IDS if AuditSampler(0.05, "m", b"j" * 32).should_sample(i)}
+    assert keyed == again
+    assert abs(len(keyed) / len(IDS) - 0.05) < 0.01
+    assert len(keyed & public) < len(keyed) * 0.2  # about 5 % overlap, as for independent draws
+    assert len(keyed & other) < len(keyed) * 0.2
+
+
+def test_the_holder_keys_every_snapshot_it_serves() -> None:
+    """A SnapshotHolder with an audit key applies it to each snapshot swapped in."""
+    from sidecar.core.policy import parse_policy
+    from sidecar.policy.snapshot import Snapshot, SnapshotHolder
+
+    doc = {
+        "revision": 1,
+        "models": {
+            "m": {
+                "calibrator": {"path": "c.onnx", "sha256": "0" * 64, "version": "v"},
+                "thresholds": {"t_high": 0.9, "t_low": 0.5},
+                "audit_sample_rate": 0.05,
+            }
+        },
+    }
+    holder = SnapshotHolder(b"k" * 32)
+    holder.swap(Snapshot(parse_policy(doc), {}, {}, "test"))
+    assert holder.current is not None
+    assert holder.current.policy.models["m"].audit.key == b"k" * 32
