@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import gc
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,12 +66,14 @@ from sidecar.serving import (
     enable_reflection,
     write_port_file,
 )
+from sidecar.supervision import Supervisor, TaskState
 from sidecar.telemetry.audit import FLUSH_SECONDS, AuditLog, JsonLinesAudit
 from sidecar.telemetry.metrics import (
     RouterMetrics,
     observe_audit,
     observe_escalations,
     observe_policy_source,
+    observe_tasks,
     service_meters,
 )
 from sidecar.telemetry.tracing import INSTRUMENTATION, ServerSpans, server_spans
@@ -80,6 +82,7 @@ log = structlog.get_logger("hitl.sidecar")
 
 ROUTER_SERVICE = pb.DESCRIPTOR.services_by_name["Router"].full_name
 HEALTH_SERVICES = ("", ROUTER_SERVICE)
+TASK_HEALTH = "hitl.task."  # + a background task's name: NOT_SERVING while it cannot run
 # A health listener refuses to share its port (gRPC's default is SO_REUSEPORT), so a
 # port already taken fails at start-up instead of splitting another server's calls.
 HEALTH_SERVER_OPTIONS = (("grpc.so_reuseport", 0),)
@@ -104,8 +107,12 @@ class Sidecar:
     address: str = ""
     health_server: grpc.aio.Server | None = None
     health_address: str = ""
+    supervisor: Supervisor = field(default_factory=Supervisor)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _forwarding: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        self.supervisor.on_change = self._on_task
 
     async def start(self) -> None:
         for service in HEALTH_SERVICES:
@@ -114,10 +121,10 @@ class Sidecar:
         await self.server.start()
         if self.health_server is not None:
             await self.health_server.start()
-        self._spawn(self.source.run())
-        self._spawn(self._flush_audit())
+        self._supervise("policy-source", self.source.run)
+        self._supervise("audit-flush", self._flush_audit)
         if self.forwarder is not None:
-            self._forwarding = self._spawn(self.forwarder.run())
+            self._forwarding = self._supervise("forwarder", self.forwarder.run)
         else:
             log.warning(
                 "sidecar.no_sink", detail="escalations stay in the spool until a sink is set"
@@ -159,6 +166,18 @@ class Sidecar:
     def _on_snapshot(self, _snapshot: Snapshot) -> None:
         for service in HEALTH_SERVICES:
             self._spawn(self.health.set(service, health_pb2.HealthCheckResponse.SERVING))
+
+    def _supervise(self, name: str, work: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        """A background task that is restarted after an unexpected error; meanwhile
+        health reports hitl.task.<name> NOT_SERVING (the Router's own health is not
+        touched: Route still answers and spools)."""
+        self._spawn(self.health.set(TASK_HEALTH + name, health_pb2.HealthCheckResponse.SERVING))
+        return self._spawn(self.supervisor.run(name, work))
+
+    def _on_task(self, state: TaskState) -> None:
+        status = health_pb2.HealthCheckResponse
+        serving = status.SERVING if state.running else status.NOT_SERVING
+        self._spawn(self.health.set(TASK_HEALTH + state.name, serving))
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coroutine)
@@ -210,6 +229,8 @@ def build(
     observe_escalations(meters.get_meter(INSTRUMENTATION), spool, dead.spool, forwarder, clock.now)
     audit = audit or JsonLinesAudit(config.audit_path)
     observe_audit(meters.get_meter(INSTRUMENTATION), audit)
+    supervisor = Supervisor()
+    observe_tasks(meters.get_meter(INSTRUMENTATION), supervisor)
     router = Router(
         holder, recorder, audit, metrics, clock, config.replay_capacity, config.replay_ttl_seconds
     )
@@ -245,6 +266,7 @@ def build(
         address,
         health_server,
         health_address,
+        supervisor,
     )
 
 

@@ -66,10 +66,15 @@ class SpoolBusy(HitlError):
 @dataclass(frozen=True)
 class SpoolStats:
     records: int  # appended and not yet acknowledged
-    bytes_on_disk: int
+    bytes_on_disk: int  # delivered records too, until their segment is removed
     end_offset: int
     acked_offset: int
     truncated_bytes: int  # a torn tail cut when the spool was opened (zeros not counted)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of the records that wait for delivery."""
+        return self.end_offset - self.acked_offset
 
 
 class Spool:

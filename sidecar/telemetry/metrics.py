@@ -22,6 +22,7 @@ from sidecar.escalation.spool import Spool
 from sidecar.policy.snapshot import SnapshotHolder
 from sidecar.policy.source import SourceStats
 from sidecar.serving import prometheus_reader
+from sidecar.supervision import Supervisor
 from sidecar.telemetry.audit import AuditLog
 
 # Route latency buckets (ms): fine below the 5 ms budget, coarse above it.
@@ -179,8 +180,14 @@ def observe_escalations(
     gauge(
         "hitl.spool.bytes",
         "By",
-        "Bytes of spool segments on disk",
+        "Bytes of spool segments on disk (delivered records too, until a segment rolls)",
         lambda: spool.stats().bytes_on_disk,
+    )
+    gauge(
+        "hitl.spool.pending_bytes",
+        "By",
+        "Bytes of the escalations that wait for delivery",
+        lambda: spool.stats().pending_bytes,
     )
     gauge("hitl.spool.budget", "By", "The spool's disk budget", lambda: spool.budget_bytes)
     gauge("hitl.spool.oldest_age", "s", "Age of the oldest undelivered escalation", oldest_age)
@@ -300,3 +307,23 @@ def meter_provider(resource: Resource, readers: list[MetricReader]) -> MeterProv
 
         readers = [*readers, PeriodicExportingMetricReader(OTLPMetricExporter())]
     return MeterProvider(resource=resource, metric_readers=readers)
+
+
+def observe_tasks(meter: Meter, supervisor: Supervisor) -> None:
+    """Each supervised background task: running (1) or waiting to restart (0), and
+    its failures so far (an alert fires on any)."""
+
+    def running(_: CallbackOptions) -> Iterable[Observation]:
+        for state in supervisor.tasks.values():
+            yield Observation(int(state.running), {"task": state.name})
+
+    def failures(_: CallbackOptions) -> Iterable[Observation]:
+        for state in supervisor.tasks.values():
+            yield Observation(state.failures, {"task": state.name})
+
+    meter.create_observable_gauge(
+        "hitl.task.running", [running], description="1 while a background task runs"
+    )
+    meter.create_observable_counter(
+        "hitl.task.failures", [failures], description="Background task failures, by task"
+    )

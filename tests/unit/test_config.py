@@ -201,5 +201,5 @@ def test_the_audit_key_is_read_at_start_up(tmp_path: Path) -> None:
     assert config.audit_key == b"0123456789abcdef0123"
     assert "0123456789" not in repr(config)
     key.write_bytes(b"short")
-    with pytest.raises(ConfigError, match="HITL_AUDIT_KEY_FILE: .* holds 5 bytes; at least 16"):
+    with pytest.raises(ConfigError, match=r"HITL_AUDIT_KEY_FILE: .* holds 5 bytes; at least 16"):
         SidecarConfig.load(env={ENV_POLICY: "p", "HITL_AUDIT_KEY_FILE": str(key)})
