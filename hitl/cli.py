@@ -3,7 +3,7 @@
 hitl sidecar --policy policy.yaml        run a sidecar on a policy file
 hitl sidecar --registry HOST:PORT ...    run a sidecar fed by the registry
 hitl demo                                the end-to-end demo on the embedded default
-hitl route --model M --logits 0.1,2.3    send one Route to a running sidecar
+hitl route --model M --logits 0.1,2.3 [--str K=V] [--num K=N]   one Route to a running sidecar
 hitl calibrate fit|evaluate|thresholds|export|compare   offline calibrator work
 hitl review serve|next|resolve|list|export|submit   the review queue and its reviewers
 hitl registry serve|keygen|principal|audit   the policy registry
@@ -77,12 +77,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     route.add_argument("--target", default=DEFAULT_LISTEN, help="sidecar address")
     route.add_argument("--model", required=True)
-    route.add_argument("--logits", required=True, help="comma-separated values")
+    scores = route.add_mutually_exclusive_group(required=True)
+    scores.add_argument("--logits", type=_numbers, help="comma-separated values, one per class")
+    scores.add_argument(
+        "--probabilities", type=_numbers, help="comma-separated probabilities summing to 1"
+    )
     route.add_argument("--request-id", default="", help="default: a new UUID")
+    route.add_argument("--model-version", default="")
     route.add_argument("--domain", default="")
     route.add_argument(
-        "--attr", action="append", default=[], help="NAME=VALUE (numbers become numeric)"
-    )
+        "--str", dest="strings", action="append", default=[], type=_pair,
+        metavar="NAME=TEXT", help="a string attribute (repeatable)",
+    )  # fmt: skip
+    route.add_argument(
+        "--num", dest="numbers", action="append", default=[], type=_number_pair,
+        metavar="NAME=NUMBER", help="a numeric attribute (repeatable)",
+    )  # fmt: skip
+    route.add_argument("--input-ref", default="", help="where a reviewer finds the input")
+    route.add_argument(
+        "--context", action="append", default=[], type=_pair, metavar="NAME=TEXT",
+        help="carried to the reviewer and the audit log (repeatable)",
+    )  # fmt: skip
     route.set_defaults(run=_run_route)
 
     settings = commands.add_parser(
@@ -143,27 +158,46 @@ def _run_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.workdir))
 
 
+def _numbers(text: str) -> list[float]:
+    """Comma-separated numbers, for argparse (a bad one is a usage error, exit 2)."""
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not comma-separated numbers") from None
+
+
+def _pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name, value
+
+
+def _number_pair(text: str) -> tuple[str, float]:
+    name, value = _pair(text)
+    try:
+        return name, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: {value!r} is not a number") from None
+
+
 def _run_route(args: argparse.Namespace) -> int:
+    import grpc
+
     from hitl_client.router import RouterClient, route_request
 
-    strings: dict[str, str] = {}
-    numbers: dict[str, float] = {}
-    for item in args.attr:
-        name, _, value = item.partition("=")
-        try:
-            numbers[name] = float(value)
-        except ValueError:
-            strings[name] = value
     request = route_request(
         args.request_id or str(uuid.uuid4()),
         args.model,
-        [float(x) for x in args.logits.split(",")],
+        args.logits if args.logits is not None else args.probabilities,
+        model_version=args.model_version,
         domain=args.domain,
-        string_attributes=strings,
-        numeric_attributes=numbers,
+        string_attributes=dict(args.strings),
+        numeric_attributes=dict(args.numbers),
+        input_ref=args.input_ref,
+        context=dict(args.context),
+        probabilities=args.probabilities is not None,
     )
-    import grpc
-
     with RouterClient(args.target) as client:
         try:
             response = client.route(request)

@@ -17,7 +17,8 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import _async as reflection_async
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 from opentelemetry.sdk.metrics.export import MetricReader
 
 from sidecar.auth import bearer_token
@@ -140,10 +141,29 @@ def bearer(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
 def enable_reflection(server: grpc.Server | grpc.aio.Server, *services: str) -> None:
-    """Server reflection for services, health and reflection itself."""
+    """Server reflection for services, health and reflection itself, as
+    ``grpc.reflection.v1`` (what current tools ask first) and ``v1alpha``. The Python
+    package implements v1alpha only; v1's messages are the same on the wire, so the
+    same servicer answers both names."""
     health = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-    reflection.enable_server_reflection((*services, health, reflection.SERVICE_NAME), server)
+    names = (*services, health, reflection.SERVICE_NAME, REFLECTION_V1)
+    reflection.enable_server_reflection(names, server)
+    if isinstance(server, grpc.aio.Server):
+        servicer: Any = reflection_async.ReflectionServicer(names)
+    else:
+        servicer = reflection.ReflectionServicer(names)
+    info = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": info}),)
+    )
 
 
 def prometheus_reader(address: str, var: str) -> MetricReader:

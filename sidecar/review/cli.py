@@ -24,6 +24,7 @@ import functools
 import json
 import os
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -184,7 +185,7 @@ def run_next(args: argparse.Namespace) -> int:
 
     with _client(args) as client:
         item = client.claim(args.model, args.lease, reviewer=args.reviewer)
-    _print(item_record(item))
+    _print(item_record(item, time.time()))
     return 0
 
 
@@ -203,7 +204,7 @@ def run_resolve(args: argparse.Namespace) -> int:
             rationale=args.rationale,
             time_to_label_seconds=args.time_to_label,
         )
-    _print(item_record(item))
+    _print(item_record(item, time.time()))
     return 0
 
 
@@ -216,7 +217,7 @@ def run_list(args: argparse.Namespace) -> int:
     with _client(args) as client:
         items = client.list_items(state, args.model, args.tier or "", args.limit)
     for item in items:
-        print(json.dumps(item_record(item), allow_nan=False))
+        print(json.dumps(item_record(item, time.time()), allow_nan=False))
     return 0
 
 

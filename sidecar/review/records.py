@@ -13,25 +13,36 @@ the file as it is. Non-finite numbers (a fallback's confidence) are written null
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from typing import Any
 
 from sidecar.review.item import UNKNOWN_CLASS, ReviewItem
 
 
-def item_record(item: ReviewItem) -> dict[str, Any]:
+def item_record(item: ReviewItem, now: float) -> dict[str, Any]:
+    """What a reviewer reads: times as ISO 8601 (UTC) with the time left until the
+    deadline (negative: overdue), and logits as the float32 values they were, without
+    the digits a double adds to them."""
     r = item.resolution
+    escalation = _finite(item.escalation.to_dict())
+    escalation["logits"] = [float(f"{x:.7g}") for x in item.escalation.logits]
     return {
         "escalation_id": item.escalation_id,
         "state": item.state.value,
         "priority": item.priority,
-        "due_at": item.due_at,
+        "due": _iso(item.due_at),
+        "time_left_seconds": round(item.due_at - now, 1),
         "escalation_level": item.escalation_level,
-        "received_at": item.received_at,
+        "received": _iso(item.received_at),
         "claimed_by": item.claimed_by,
-        "lease_expires_at": item.lease_expires_at,
-        "escalation": _finite(item.escalation.to_dict()),
+        "lease_expires": _iso(item.lease_expires_at) if item.lease_expires_at else None,
+        "escalation": escalation,
         "resolution": None if r is None else r.to_dict(),
     }
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
 
 
 def unusable(item: ReviewItem) -> str:

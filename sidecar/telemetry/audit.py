@@ -232,9 +232,12 @@ class JsonLinesAudit:
 
 
 def _open(path: str) -> BinaryIO:
-    """The audit file at path, for appending, unbuffered, its directory made if missing."""
+    """The audit file at path, for appending, unbuffered, its directory made if missing.
+    A new file is readable by its owner and group only (0640, like the spool): it
+    holds logits, attributes and context."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return Path(path).open("ab", buffering=0)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    return os.fdopen(fd, "ab", buffering=0)
 
 
 def _identity(file: int | os.stat_result) -> tuple[int, int]:

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from grpc_reflection.v1alpha import reflection_pb2
 
 from hitl_client.router import RouterClient
 from sidecar.escalation.spool import read_unacked
@@ -260,3 +262,14 @@ def review_queue(tmp_path: Path) -> Iterator[ReviewProcess]:
     yield running
     running.process.kill()
     running.process.wait()
+
+
+def reflection_v1_services(channel: grpc.Channel) -> set[str]:
+    """The services grpc.reflection.v1 lists (its messages are v1alpha's on the wire)."""
+    call = channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        reflection_pb2.ServerReflectionRequest.SerializeToString,
+        reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    (answer,) = call(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+    return {service.name for service in answer.list_services_response.service}

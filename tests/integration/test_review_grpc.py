@@ -30,6 +30,7 @@ from sidecar.review.app import ReviewServer, build
 from sidecar.review.config import ReviewConfig
 from tests.certs import Authority
 from tests.escalations import escalation
+from tests.integration.conftest import reflection_v1_services
 from tests.postgres import dsn_for, fresh_schema
 from tests.reviewers import add_principals, with_token
 from tests.unit.review.conftest import points
@@ -261,6 +262,7 @@ def test_health_and_reflection(server: ReviewServer) -> None:
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
         described = ProtoReflectionDescriptorDatabase(channel).get_services()
         assert "hitl.v1.ReviewQueue" in described
+        assert "hitl.v1.ReviewQueue" in reflection_v1_services(channel)
 
 
 # -- who may call it -------------------------------------------------------------------

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import queue
 import signal
 import socket
+import subprocess
 import urllib.request
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -32,7 +34,13 @@ from tests.artefacts import (
     temperature_artefact,
     write_policy,
 )
-from tests.integration.conftest import SidecarProcess, start_sidecar, wait_for
+from tests.integration.conftest import (
+    SidecarProcess,
+    hitl_command,
+    reflection_v1_services,
+    start_sidecar,
+    wait_for,
+)
 from tests.natsserver import free_port
 
 pytestmark = pytest.mark.integration
@@ -123,14 +131,18 @@ def test_health_listener_serves_health_and_not_the_router(tmp_path: Path) -> Non
 
 
 def test_reflection_lists_services(sidecar: SidecarProcess) -> None:
-    """Server reflection names the Router, Health and reflection services."""
+    """Server reflection, as v1alpha and as v1 (what current tools ask first), names
+    the Router, Health and both reflection services."""
     with grpc.insecure_channel(sidecar.address) as channel:
         services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
+        by_v1 = reflection_v1_services(channel)
     assert {
         "hitl.v1.Router",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
     } <= services
+    assert by_v1 == services
 
 
 def test_route_decides_audits_and_escalates(sidecar: SidecarProcess) -> None:
@@ -437,3 +449,34 @@ def test_prometheus_metrics(tmp_path: Path, policy_file: Path) -> None:
 
 def _labels(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, v) for k, v in labels.items() if not k.startswith("otel_scope")))
+
+
+def test_hitl_route_sends_every_field_typed(sidecar: SidecarProcess) -> None:
+    """hitl route: attributes typed by their flag (a zip code stays a string), input_ref,
+    context and probabilities reach the sidecar; bad arguments exit 2 with a usage
+    message, never a traceback."""
+    common = ["route", "--target", sidecar.address, "--model", "m", "--request-id", "cli-1"]
+    sent = subprocess.run(
+        hitl_command(
+            *common, "--probabilities", "0.98,0.01,0.01", "--str", "zip=02139",
+            "--num", "amount=12.5", "--input-ref", "s3://in/cli-1", "--context", "who=cli",
+        ),
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    assert json.loads(sent.stdout)["requestId"] == "cli-1"
+    (record,) = [r for r in sidecar.audit(1) if r.get("request_id") == "cli-1"]
+    assert record["string_attributes"] == {"zip": "02139"}
+    assert record["numeric_attributes"] == {"amount": 12.5}
+    assert record["input_kind"] == "PROBABILITIES"
+    for bad, message in [
+        (["--logits", "a,b"], "is not comma-separated numbers"),
+        (["--logits", "1,2", "--str", "noequals"], "is not NAME=VALUE"),
+        (["--logits", "1,2", "--num", "zip=abc"], "'abc' is not a number"),
+    ]:
+        refused = subprocess.run(
+            hitl_command(*common, *bad), capture_output=True, text=True, check=False
+        )
+        assert refused.returncode == 2
+        assert message in refused.stderr
+        assert "Traceback" not in refused.stderr

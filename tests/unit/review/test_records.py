@@ -100,7 +100,7 @@ def test_non_finite_numbers_are_written_null(queue: ReviewQueue, clock: FakeCloc
     queue.submit([escalation("e1", calibrated_confidence=math.nan, reason="FALLBACK_NON_FINITE")])
     queue.claim("alice")
     (item,) = queue.list_items()
-    assert item_record(item)["escalation"]["calibrated_confidence"] is None
+    assert item_record(item, 0.0)["escalation"]["calibrated_confidence"] is None
     queue.resolve(ReviewerVerdict("e1", "alice", Verdict.ACCEPT))
     (resolved,) = queue.export()
     json.dumps(export_record(resolved), allow_nan=False)
@@ -126,3 +126,14 @@ def test_items_without_a_class_index_are_not_calibration_examples(
     assert unusable(still_open) == "unresolved"
     with pytest.raises(ValueError, match="not resolved"):
         export_record(still_open)
+
+
+def test_a_reviewer_reads_times_and_logits_as_people_do(queue: ReviewQueue) -> None:
+    """Deadlines as ISO 8601 with the time left; float32 logits without float noise."""
+    queue.submit([escalation("e1", logits=[0.30000001192092896, 2.0, -1.0])])
+    (item,) = queue.list_items()
+    record = item_record(item, item.due_at - 90.0)
+    assert record["time_left_seconds"] == 90.0
+    assert record["due"].endswith("+00:00")
+    assert record["escalation"]["logits"] == [0.3, 2.0, -1.0]
+    assert record["lease_expires"] is None

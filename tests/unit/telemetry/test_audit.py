@@ -58,6 +58,16 @@ def test_flush_makes_records_visible(tmp_path: Path) -> None:
     audit.close()
 
 
+def test_a_new_audit_file_is_not_world_readable(tmp_path: Path) -> None:
+    """It holds logits, attributes and context: owner and group only (0640)."""
+    path = tmp_path / "audit.jsonl"
+    audit = JsonLinesAudit(str(path))
+    audit.write({"event": "route.decision", "request_id": "r3"})
+    audit.flush()
+    audit.close()
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
 def test_flushing_from_another_thread_loses_and_splits_nothing(tmp_path: Path) -> None:
     """The sidecar writes on its event loop and flushes from a worker thread: every
     record arrives once, whole, in the order written."""
