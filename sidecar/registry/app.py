@@ -38,6 +38,7 @@ from sidecar.serving import (
     server_credentials,
     write_port_file,
 )
+from sidecar.supervision import Supervisor
 from sidecar.telemetry.metrics import service_meters
 
 log = structlog.get_logger("hitl.registry")
@@ -62,7 +63,9 @@ class RegistryServer:
 
     async def start(self) -> None:
         await self.server.start()
-        self._publishing = asyncio.create_task(self.publisher.run(), name="registry-publisher")
+        self._publishing = asyncio.create_task(
+            Supervisor().run("registry-publisher", self.publisher.run), name="registry-publisher"
+        )
         for service in HEALTH_SERVICES:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info("registry.listening", address=self.address, db=_where(self.config.db))

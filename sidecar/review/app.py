@@ -19,7 +19,6 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from hitl_client.stubs.hitl.v1 import review_pb2 as rpb
 from hitl_client.stubs.hitl.v1 import review_pb2_grpc as rpb_grpc
 from sidecar.clock import Clock, SystemClock
-from sidecar.errors import HitlError
 from sidecar.review.config import ENV_REVIEW_LISTEN, ENV_REVIEW_METRICS_ADDR, ReviewConfig
 from sidecar.review.metrics import ReviewMetrics
 from sidecar.review.queue import ReviewQueue
@@ -79,12 +78,14 @@ class ReviewServer:
         log.info("review.stopped")
 
     def _sweep(self) -> None:
-        """Sweep at once (so the item gauge starts right), then every sweep_seconds."""
+        """Sweep at once (so the item gauge starts right), then every sweep_seconds; a
+        sweep that fails, whatever the error, is logged with its traceback and the next
+        one runs on time: the thread never dies."""
         while True:
             try:
                 self.queue.sweep()
-            except HitlError as exc:
-                log.error("review.sweep_failed", error=str(exc))
+            except Exception as exc:
+                log.error("review.sweep_failed", error=repr(exc), exc_info=exc)
             if self._stopping.wait(self.config.sweep_seconds):
                 return
 
