@@ -26,8 +26,9 @@ COPY sidecar ./sidecar
 COPY calibrators ./calibrators
 # The client distribution first (the sidecar depends on it), then the sidecar with the
 # postgres extra (the registry and review queue on PostgreSQL, the production
-# overlay) and the web extra (the injector's HTTPS webhook).
-RUN /opt/hitl/bin/pip install --no-cache-dir "./client[tracing]" ".[postgres,web]" \
+# overlay), the web extra (the injector's HTTPS webhook) and the nats extra (the
+# JetStream sink).
+RUN /opt/hitl/bin/pip install --no-cache-dir "./client[tracing]" ".[postgres,web,nats]" \
     && /opt/hitl/bin/python -m compileall -q /opt/hitl/lib
 
 FROM ${PYTHON_IMAGE}

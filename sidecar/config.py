@@ -15,6 +15,7 @@ dial the pod's IP. Its port must differ from the Router's and the metrics port."
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,11 +77,13 @@ def _sink(value: str, var: str) -> str:
     if not value:
         return ""
     try:
-        _, addresses = sink_addresses(value)
+        scheme, addresses = sink_addresses(value)
     except ValueError as exc:
         raise ConfigError(f"{var} {exc}") from None
     for each in addresses:
         address(each, var)
+    if scheme == "nats" and importlib.util.find_spec("nats") is None:
+        raise ConfigError(f"{var}: a NATS sink needs nats-py: pip install 'hitl-sidecar[nats]'")
     return value
 
 

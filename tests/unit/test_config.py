@@ -203,3 +203,15 @@ def test_the_audit_key_is_read_at_start_up(tmp_path: Path) -> None:
     key.write_bytes(b"short")
     with pytest.raises(ConfigError, match=r"HITL_AUDIT_KEY_FILE: .* holds 5 bytes; at least 16"):
         SidecarConfig.load(env={ENV_POLICY: "p", "HITL_AUDIT_KEY_FILE": str(key)})
+
+
+def test_a_nats_sink_without_its_extra_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """nats-py is an extra: a NATS sink without it stops start-up saying what to install."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "nats" else real(name, *a)
+    )
+    with pytest.raises(ConfigError, match=r"HITL_SINK: .*pip install 'hitl-sidecar\[nats\]'"):
+        SidecarConfig.load(env={ENV_POLICY: "p", "HITL_SINK": "nats://n:4222"})
