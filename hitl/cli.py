@@ -29,6 +29,7 @@ from pathlib import Path
 from google.protobuf.json_format import MessageToDict
 
 from calibrators.cli import add_commands as add_calibrate_commands
+from sidecar.commands import reports_refusals
 from sidecar.config import DEFAULT_LISTEN, SidecarConfig
 from sidecar.errors import ConfigError, HitlError
 from sidecar.escalation.cli import add_commands as add_escalation_commands
@@ -181,9 +182,8 @@ def _number_pair(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"{text!r}: {value!r} is not a number") from None
 
 
+@reports_refusals
 def _run_route(args: argparse.Namespace) -> int:
-    import grpc
-
     from hitl_client.router import RouterClient, route_request
 
     request = route_request(
@@ -199,10 +199,6 @@ def _run_route(args: argparse.Namespace) -> int:
         probabilities=args.probabilities is not None,
     )
     with RouterClient(args.target) as client:
-        try:
-            response = client.route(request)
-        except grpc.RpcError as exc:
-            print(f"hitl: {exc.code().name}: {exc.details()}", file=sys.stderr)
-            return 1
+        response = client.route(request)
     print(json.dumps(MessageToDict(response, always_print_fields_with_no_presence=True), indent=2))
     return 0

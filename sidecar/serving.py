@@ -12,7 +12,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -134,6 +134,38 @@ def client_channel(
     if ca is None:
         return grpc.insecure_channel(target)
     return grpc.secure_channel(target, grpc.ssl_channel_credentials(ca, key, cert))
+
+
+class ServiceClient:
+    """A blocking client's one channel to a hitl service (TLS when ca is given, mTLS
+    with cert and key), its credentials sent with every call and a deadline on each
+    (timeout, or the client's default_timeout)."""
+
+    default_timeout = 10.0
+
+    def __init__(
+        self,
+        target: str,
+        token: str = "",
+        *,
+        ca: bytes | None = None,
+        cert: bytes | None = None,
+        key: bytes | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.target = target
+        self._channel = client_channel(target, ca, cert, key)
+        self._metadata = bearer(token)
+        self._timeout = self.default_timeout if timeout is None else timeout
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:

@@ -23,7 +23,6 @@ when it refuses (``hitl: PERMISSION_DENIED: ...``)."""
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import sys
@@ -31,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sidecar.admin import add_principal_commands
+from sidecar.commands import add_principal_commands, reports_refusals
 from sidecar.config import ENV_REGISTRY
 from sidecar.registry.config import DEFAULT_REGISTRY_DB, DEFAULT_REGISTRY_LISTEN, RegistryConfig
 from sidecar.settings import add_client_flags, add_flags, client_credentials, flag_values
@@ -148,24 +147,6 @@ def _connect(args: argparse.Namespace) -> RegistryClient:
     return RegistryClient(args.registry, given.token, ca=given.ca, cert=given.cert, key=given.key)
 
 
-def _reports_refusals(run: Run) -> Run:
-    """Print a refused call as ``hitl: CODE: message`` and exit 1."""
-
-    @functools.wraps(run)
-    def wrapped(args: argparse.Namespace) -> int:
-        import grpc
-
-        try:
-            return run(args)
-        except grpc.RpcError as exc:
-            code = exc.code().name if isinstance(exc, grpc.Call) else "ERROR"
-            detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-            print(f"hitl: {code}: {detail}", file=sys.stderr)
-            return 1
-
-    return wrapped
-
-
 def _print(message: Message) -> None:
     from google.protobuf.json_format import MessageToDict
 
@@ -228,7 +209,7 @@ def run_audit(args: argparse.Namespace) -> int:
 # -- policy --------------------------------------------------------------------------
 
 
-@_reports_refusals
+@reports_refusals
 def run_show(args: argparse.Namespace) -> int:
     import yaml
 
@@ -253,7 +234,7 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
-@_reports_refusals
+@reports_refusals
 def run_propose(args: argparse.Namespace) -> int:
     from sidecar.registry.client import upload_policy_file
 
@@ -264,7 +245,7 @@ def run_propose(args: argparse.Namespace) -> int:
     return 0
 
 
-@_reports_refusals
+@reports_refusals
 def run_proposals(args: argparse.Namespace) -> int:
     from hitl_client.stubs.hitl.v1 import registry_pb2 as pb
 
@@ -275,21 +256,21 @@ def run_proposals(args: argparse.Namespace) -> int:
     return 0
 
 
-@_reports_refusals
+@reports_refusals
 def run_approve(args: argparse.Namespace) -> int:
     with _connect(args) as client:
         _print(client.approve(args.proposal, args.reason))
     return 0
 
 
-@_reports_refusals
+@reports_refusals
 def run_reject(args: argparse.Namespace) -> int:
     with _connect(args) as client:
         _print(client.reject(args.proposal, args.reason))
     return 0
 
 
-@_reports_refusals
+@reports_refusals
 def run_history(args: argparse.Namespace) -> int:
     with _connect(args) as client:
         for revision in client.history(args.limit, args.before):
@@ -298,14 +279,14 @@ def run_history(args: argparse.Namespace) -> int:
     return 0
 
 
-@_reports_refusals
+@reports_refusals
 def run_rollback(args: argparse.Namespace) -> int:
     with _connect(args) as client:
         _print(client.rollback(args.revision, args.reason))
     return 0
 
 
-@_reports_refusals
+@reports_refusals
 def run_diff(args: argparse.Namespace) -> int:
     from sidecar.core.diff import diff
 
@@ -316,7 +297,7 @@ def run_diff(args: argparse.Namespace) -> int:
     return 0
 
 
-@_reports_refusals
+@reports_refusals
 def run_publish(args: argparse.Namespace) -> int:
     from sidecar.registry.client import artefact_version
     from sidecar.registry.messages import document_from_policy, policy_from_document

@@ -6,35 +6,24 @@ are gRPC's own ``grpc.RpcError`` with the registry's status and message."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 
 import yaml
 
 from hitl_client.stubs.hitl.v1 import registry_pb2 as pb
 from hitl_client.stubs.hitl.v1 import registry_pb2_grpc as pb_grpc
-from sidecar.serving import bearer, client_channel
+from sidecar.serving import ServiceClient
 
 CHUNK_BYTES = 256 * 1024
 
 
-class RegistryClient:
-    def __init__(
-        self,
-        target: str,
-        token: str = "",
-        *,
-        ca: bytes | None = None,
-        cert: bytes | None = None,
-        key: bytes | None = None,
-        timeout: float = 10.0,
-    ) -> None:
-        self._channel = client_channel(target, ca, cert, key)
-        self._stub = pb_grpc.RegistryStub(self._channel)
-        self._metadata = bearer(token)
-        self._timeout = timeout
+class RegistryClient(ServiceClient):
+    @functools.cached_property
+    def _stub(self) -> pb_grpc.RegistryStub:
+        return pb_grpc.RegistryStub(self._channel)
 
     def get_policy(self, revision: int = 0) -> pb.PolicyRevision:
         return self._stub.GetPolicy(
@@ -99,20 +88,6 @@ class RegistryClient:
                 info = chunk.info
             data += chunk.data
         return info, bytes(data)
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> RegistryClient:
-        return self
-
-    def __exit__(
-        self,
-        _type: type[BaseException] | None,
-        _value: BaseException | None,
-        _traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def upload_policy_file(client: RegistryClient, path: Path) -> pb.Policy:

@@ -20,7 +20,6 @@ item``)."""
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import sys
@@ -31,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sidecar.admin import add_principal_commands
+from sidecar.commands import add_principal_commands, reports_refusals
 from sidecar.review.access import ReviewRole
 from sidecar.review.config import DEFAULT_REVIEW_DB, DEFAULT_REVIEW_LISTEN, ReviewConfig
 from sidecar.review.item import TIERS
@@ -153,22 +152,6 @@ def _time(text: str) -> float:
     return moment.timestamp()
 
 
-def _reports_refusals(run: Run) -> Run:
-    """Run a reviewer command; a gRPC error becomes its status and message, exit 1."""
-
-    @functools.wraps(run)
-    def command(args: argparse.Namespace) -> int:
-        import grpc
-
-        try:
-            return run(args)
-        except grpc.RpcError as exc:
-            print(f"hitl: {exc.code().name}: {exc.details()}", file=sys.stderr)
-            return 1
-
-    return command
-
-
 def run_serve(args: argparse.Namespace) -> int:
     from sidecar.review.app import serve
     from sidecar.telemetry.logs import configure_logging
@@ -179,7 +162,7 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-@_reports_refusals
+@reports_refusals
 def run_next(args: argparse.Namespace) -> int:
     from sidecar.review.records import item_record
 
@@ -189,7 +172,7 @@ def run_next(args: argparse.Namespace) -> int:
     return 0
 
 
-@_reports_refusals
+@reports_refusals
 def run_resolve(args: argparse.Namespace) -> int:
     from sidecar.review.item import Verdict
     from sidecar.review.records import item_record
@@ -208,7 +191,7 @@ def run_resolve(args: argparse.Namespace) -> int:
     return 0
 
 
-@_reports_refusals
+@reports_refusals
 def run_list(args: argparse.Namespace) -> int:
     from sidecar.review.item import ItemState
     from sidecar.review.records import item_record
@@ -221,7 +204,7 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
-@_reports_refusals
+@reports_refusals
 def run_export(args: argparse.Namespace) -> int:
     from sidecar.review.records import export_record, unusable
 
@@ -250,7 +233,7 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-@_reports_refusals
+@reports_refusals
 def run_submit(args: argparse.Namespace) -> int:
     from sidecar.errors import DataError
     from sidecar.escalation.record import Escalation

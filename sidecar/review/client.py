@@ -15,9 +15,8 @@ forwarder has its own sink, ``sidecar.escalation.sinks.review``, on the same Sub
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
-from types import TracebackType
-from typing import Self
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -27,32 +26,21 @@ from hitl_client.stubs.hitl.v1 import review_pb2 as rpb
 from hitl_client.stubs.hitl.v1 import review_pb2_grpc as rpb_grpc
 from sidecar.escalation.messages import to_message
 from sidecar.escalation.record import Escalation
-from sidecar.review.config import DEFAULT_REVIEW_LISTEN
 from sidecar.review.item import ItemState, ReviewItem, Verdict
 from sidecar.review.messages import item_from_message, submitted_from_message
 from sidecar.review.queue import Submitted
-from sidecar.serving import bearer, client_channel
+from sidecar.serving import ServiceClient
 
 DEFAULT_TIMEOUT = 5.0
 EXPORT_TIMEOUT = 600.0
 
 
-class ReviewClient:
-    def __init__(
-        self,
-        target: str = DEFAULT_REVIEW_LISTEN,
-        token: str = "",
-        *,
-        ca: bytes | None = None,
-        cert: bytes | None = None,
-        key: bytes | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-    ) -> None:
-        self.target = target
-        self._timeout = timeout
-        self._channel = client_channel(target, ca, cert, key)
-        self._stub = rpb_grpc.ReviewQueueStub(self._channel)
-        self._metadata = bearer(token)
+class ReviewClient(ServiceClient):
+    default_timeout = DEFAULT_TIMEOUT
+
+    @functools.cached_property
+    def _stub(self) -> rpb_grpc.ReviewQueueStub:
+        return rpb_grpc.ReviewQueueStub(self._channel)
 
     def submit(self, escalations: Sequence[Escalation]) -> list[Submitted]:
         request = rpb.SubmitRequest(escalations=[to_message(e) for e in escalations])
@@ -116,17 +104,3 @@ class ReviewClient:
         except grpc.RpcError:
             return False
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        _type: type[BaseException] | None,
-        _value: BaseException | None,
-        _traceback: TracebackType | None,
-    ) -> None:
-        self.close()

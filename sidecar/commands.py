@@ -1,16 +1,40 @@
-"""``hitl <service> principal add|list``: who may call a service, administered on its
-database directly (the first principals must exist before anyone can call it).
-Shared by the registry and the review queue, each with its own roles and store."""
+"""What the services' commands share: ``hitl <service> principal add|list`` (who may
+call a service, administered on its database directly, since the first principals
+must exist before anyone can call it; the registry and the review queue each with
+their own roles and store), and how a refused call is reported."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from sidecar.auth import Principal, hash_token, new_token
+
+Run = Callable[[argparse.Namespace], int]
+
+
+def reports_refusals(run: Run) -> Run:
+    """A command calling a service: a refused call prints ``hitl: CODE: message`` on
+    stderr and exits 1 (no traceback)."""
+
+    @functools.wraps(run)
+    def command(args: argparse.Namespace) -> int:
+        import grpc
+
+        try:
+            return run(args)
+        except grpc.RpcError as exc:
+            code = exc.code().name if isinstance(exc, grpc.Call) else "ERROR"
+            detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+            print(f"hitl: {code}: {detail}", file=sys.stderr)
+            return 1
+
+    return command
 
 
 class PrincipalStore(Protocol):
