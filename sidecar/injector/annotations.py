@@ -30,6 +30,7 @@ REGISTRY_CA = PREFIX + "registry-ca"
 POLICY = PREFIX + "policy"
 SINK = PREFIX + "sink"
 REVIEW_TOKEN_SECRET = PREFIX + "review-token-secret"
+REVIEW_CA = PREFIX + "review-ca"
 PORT = PREFIX + "port"
 HEALTH_PORT = PREFIX + "health-port"
 METRICS_PORT = PREFIX + "metrics-port"
@@ -54,6 +55,8 @@ KNOWN: dict[str, str] = {
     SINK: "review://HOST:PORT or nats://HOST:PORT[,nats://...]: where escalations go",
     REVIEW_TOKEN_SECRET: "Secret (key 'token') with the sidecar's review queue bearer token, "
     "for a review:// sink",
+    REVIEW_CA: "ConfigMap (key 'ca.crt') with the CA of the review queue's TLS certificate, "
+    "for a review:// sink; empty: plaintext",
     PORT: "TCP port of the Router, on 127.0.0.1: only the pod's containers reach it (default 7431)",
     HEALTH_PORT: "TCP port of the sidecar's gRPC health on the pod network, where the "
     "kubelet probes it; nothing else is served there (default 7434)",
@@ -118,6 +121,7 @@ class PodSettings:
     policy: FromRegistry | FromConfigMap
     sink: str = ""
     review_token_secret: str = ""  # a review:// sink's token, mounted; empty: none
+    review_ca_configmap: str = ""  # the review queue's TLS CA, mounted; empty: plaintext
     port: int = DEFAULT_PORT
     health_port: int = DEFAULT_HEALTH_PORT
     metrics_port: int = DEFAULT_METRICS_PORT
@@ -157,12 +161,17 @@ def read_settings(annotations: Mapping[str, str], defaults: SidecarDefaults) -> 
     sink = get(SINK, defaults.sink)
     if sink:
         check_sink(sink, SINK if SINK in annotations else "the injector's default sink")
-    review_token = ""
+    review_token = review_ca = ""
     if sink.startswith("review://"):
         review_token = get(REVIEW_TOKEN_SECRET, defaults.review_token_secret)
         dns_subdomain(REVIEW_TOKEN_SECRET, review_token)
-    elif REVIEW_TOKEN_SECRET in annotations:
-        raise InjectionRefused(f"{REVIEW_TOKEN_SECRET} is for a review:// sink; {SINK} is {sink!r}")
+        review_ca = get(REVIEW_CA, defaults.review_ca_configmap)
+        if review_ca:
+            dns_subdomain(REVIEW_CA, review_ca)
+    else:
+        for name in (REVIEW_TOKEN_SECRET, REVIEW_CA):
+            if name in annotations:
+                raise InjectionRefused(f"{name} is for a review:// sink; {SINK} is {sink!r}")
     port = _port(PORT, get(PORT), DEFAULT_PORT)
     health_port = _port(HEALTH_PORT, get(HEALTH_PORT), DEFAULT_HEALTH_PORT)
     metrics_port = _port(METRICS_PORT, get(METRICS_PORT), DEFAULT_METRICS_PORT)
@@ -185,6 +194,7 @@ def read_settings(annotations: Mapping[str, str], defaults: SidecarDefaults) -> 
         policy=policy,
         sink=sink,
         review_token_secret=review_token,
+        review_ca_configmap=review_ca,
         port=port,
         health_port=health_port,
         metrics_port=metrics_port,

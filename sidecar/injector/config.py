@@ -93,6 +93,12 @@ class SidecarDefaults:
         "default Secret (key token) holding the sidecar's review queue bearer token,"
         " mounted for a review:// sink",
     )
+    review_ca_configmap: str = setting(
+        "HITL_INJECTOR_REVIEW_CA_CONFIGMAP",
+        "",
+        "default ConfigMap (key ca.crt) with the review queue's TLS CA, for a review:// sink;"
+        " empty: plaintext gRPC",
+    )
 
     @classmethod
     def load(
@@ -150,5 +156,7 @@ def _check(defaults: SidecarDefaults) -> None:
         checks.dns_subdomain(ENV_REVIEW_TOKEN_SECRET, defaults.review_token_secret)
         if defaults.registry_ca_configmap:
             checks.dns_subdomain(ENV_REGISTRY_CA_CONFIGMAP, defaults.registry_ca_configmap)
+        if defaults.review_ca_configmap:
+            checks.dns_subdomain("HITL_INJECTOR_REVIEW_CA_CONFIGMAP", defaults.review_ca_configmap)
     except InjectionRefused as exc:
         raise ConfigError(str(exc)) from exc

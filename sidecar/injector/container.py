@@ -48,6 +48,7 @@ TOKEN_VOLUME = "hitl-registry-token"  # noqa: S105 - a volume name, not a token
 PUBLIC_KEY_VOLUME = "hitl-registry-public-key"
 CA_VOLUME = "hitl-registry-ca"
 REVIEW_TOKEN_VOLUME = "hitl-review-token"  # noqa: S105 - a volume name, not a token
+REVIEW_CA_VOLUME = "hitl-review-ca"
 VOLUME_NAMES = (
     STATE_VOLUME,
     POLICY_VOLUME,
@@ -55,6 +56,7 @@ VOLUME_NAMES = (
     PUBLIC_KEY_VOLUME,
     CA_VOLUME,
     REVIEW_TOKEN_VOLUME,
+    REVIEW_CA_VOLUME,
 )
 
 STATE_DIR = "/var/lib/hitl"
@@ -63,6 +65,7 @@ POLICY_FILE = "policy.yaml"
 TOKEN_DIR = "/var/run/secrets/hitl/registry"  # noqa: S105 - where it is mounted
 TOKEN_KEY = "token"  # noqa: S105 - the Secret's key name
 REVIEW_TOKEN_DIR = "/var/run/secrets/hitl/review"  # noqa: S105 - where it is mounted
+REVIEW_CA_DIR = "/etc/hitl/review-ca"
 PUBLIC_KEY_DIR = "/etc/hitl/registry"
 PUBLIC_KEY_KEY = "public-key.pem"
 CA_DIR = "/etc/hitl/registry-ca"
@@ -123,6 +126,8 @@ def sidecar_volumes(settings: PodSettings) -> list[JsonObject]:
         volumes.append({"name": STATE_VOLUME, "emptyDir": {"sizeLimit": settings.state_size}})
     if settings.review_token_secret:
         volumes.append(_secret(REVIEW_TOKEN_VOLUME, settings.review_token_secret))
+    if settings.review_ca_configmap:
+        volumes.append(_ca(REVIEW_CA_VOLUME, settings.review_ca_configmap))
     if isinstance(settings.policy, FromConfigMap):
         volumes.append({"name": POLICY_VOLUME, "configMap": {"name": settings.policy.name}})
     else:
@@ -137,15 +142,7 @@ def sidecar_volumes(settings: PodSettings) -> list[JsonObject]:
             }
         )
         if settings.policy.ca_configmap:
-            volumes.append(
-                {
-                    "name": CA_VOLUME,
-                    "configMap": {
-                        "name": settings.policy.ca_configmap,
-                        "items": [{"key": CA_KEY, "path": CA_KEY}],
-                    },
-                }
-            )
+            volumes.append(_ca(CA_VOLUME, settings.policy.ca_configmap))
     return volumes
 
 
@@ -154,6 +151,14 @@ def _secret(volume: str, secret: str) -> JsonObject:
     return {
         "name": volume,
         "secret": {"secretName": secret, "items": [{"key": TOKEN_KEY, "path": TOKEN_KEY}]},
+    }
+
+
+def _ca(volume: str, configmap: str) -> JsonObject:
+    """A volume of a CA certificate in a ConfigMap's key ``ca.crt``."""
+    return {
+        "name": volume,
+        "configMap": {"name": configmap, "items": [{"key": CA_KEY, "path": CA_KEY}]},
     }
 
 
@@ -172,6 +177,8 @@ def _env(settings: PodSettings) -> list[JsonObject]:
         values.append(("HITL_SINK", settings.sink))
     if settings.review_token_secret:
         values.append(("HITL_REVIEW_TOKEN_FILE", f"{REVIEW_TOKEN_DIR}/{TOKEN_KEY}"))
+    if settings.review_ca_configmap:
+        values.append(("HITL_REVIEW_CA", f"{REVIEW_CA_DIR}/{CA_KEY}"))
     policy = settings.policy
     if isinstance(policy, FromRegistry):
         values += [
@@ -210,6 +217,8 @@ def _mounts(settings: PodSettings) -> list[JsonObject]:
         mounts.append(
             {"name": REVIEW_TOKEN_VOLUME, "mountPath": REVIEW_TOKEN_DIR, "readOnly": True}
         )
+    if settings.review_ca_configmap:
+        mounts.append({"name": REVIEW_CA_VOLUME, "mountPath": REVIEW_CA_DIR, "readOnly": True})
     return mounts
 
 

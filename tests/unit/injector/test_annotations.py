@@ -130,6 +130,14 @@ def test_a_review_sink_brings_its_token_secret() -> None:
             {a.MODEL: "m", a.SINK: "nats://n:4222", a.REVIEW_TOKEN_SECRET: "t"},
             "hitl.dev/review-token-secret is for a review:// sink",
         ),
+        (
+            {a.MODEL: "m", a.SINK: "nats://n:4222", a.REVIEW_CA: "ca"},
+            "hitl.dev/review-ca is for a review:// sink",
+        ),
+        (
+            {a.MODEL: "m", a.SINK: "review://q:1", a.REVIEW_CA: "CA!"},
+            "hitl.dev/review-ca must name a Kubernetes",
+        ),
         ({a.MODEL: "m", a.PORT: "80"}, "hitl.dev/port must be a port number from 1024"),
         ({a.MODEL: "m", a.PORT: "seven"}, "hitl.dev/port must be a port number"),
         ({a.MODEL: "m", a.METRICS_PORT: "70000"}, "hitl.dev/metrics-port must be a port"),

@@ -150,13 +150,15 @@ def test_the_sidecar_accepts_the_injected_registry_environment(tmp_path: Path) -
     """The environment injected for registry mode (with TLS) and a review:// sink is
     one the sidecar's own config loader accepts once the Secrets and ConfigMaps are
     mounted."""
-    sidecar = sidecar_of(injected(pod({a.MODEL: "fraud", a.REGISTRY_CA: "registry-ca"})))
+    annotations = {a.MODEL: "fraud", a.REGISTRY_CA: "registry-ca", a.REVIEW_CA: "review-ca"}
+    sidecar = sidecar_of(injected(pod(annotations)))
     mounted = {mount["mountPath"]: tmp_path / mount["name"] for mount in sidecar["volumeMounts"]}
     for directory in mounted.values():
         directory.mkdir()
     generate_key_pair(tmp_path / "signing.key", mounted["/etc/hitl/registry"] / "public-key.pem")
     (mounted["/var/run/secrets/hitl/registry"] / "token").write_text("t0ken\n")
     (mounted["/var/run/secrets/hitl/review"] / "token").write_text("r3view\n")
+    (mounted["/etc/hitl/review-ca"] / "ca.crt").write_text("PEM")
     (mounted["/etc/hitl/registry-ca"] / "ca.crt").write_text("PEM")
 
     def local(value: str) -> str:
@@ -174,6 +176,7 @@ def test_the_sidecar_accepts_the_injected_registry_environment(tmp_path: Path) -
     assert config.deployment == "fraud"
     assert config.sink.startswith("review://")
     assert config.review_token == "r3view"  # noqa: S105 (a test token)
+    assert config.review_ca == mounted["/etc/hitl/review-ca"] / "ca.crt"
 
 
 def test_policy_configmap_mode() -> None:
