@@ -3,7 +3,9 @@
 Every command reads labelled model outputs (``calibrators.data``: .npz, .npy with
 --labels, .csv, .jsonl; logits or probabilities, optional domains), prints a JSON
 summary on stdout, shows progress on stderr for long work, and exits 2 with a
-message naming the problem when an input is unusable. Heavy imports happen inside
+message naming the problem when an input or option is unusable (never a traceback).
+``thresholds`` exits 3, with JSON giving the best bound reached and what would make
+a threshold possible, when no threshold can be defended. Heavy imports happen inside
 the commands, so ``hitl --help`` stays fast and the sidecar never loads scipy."""
 
 from __future__ import annotations
@@ -22,6 +24,44 @@ if TYPE_CHECKING:
 DEFAULT_TARGET = 0.99
 DEFAULT_LOW_TARGET = 0.80
 DEFAULT_LEVEL = 0.95
+NO_THRESHOLD = 3  # the exit code when no threshold can be defended
+# The methods fit can use (calibrators.methods.METHODS, named here so --help needs no
+# scipy); a test keeps the two in step.
+METHOD_NAMES = ("temperature", "vector", "platt", "isotonic", "isotonic-ovr", "histogram")
+HELP = argparse.ArgumentDefaultsHelpFormatter
+
+
+def _share(text: str) -> float:
+    """An accuracy target: a number strictly between 0 and 1."""
+    value = _number(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} must lie strictly between 0 and 1")
+    return value
+
+
+def _level(text: str) -> float:
+    """A confidence level: at least 0.5 and below 1 (0.95, not 95)."""
+    value = _number(text)
+    if not 0.5 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be in [0.5, 1), e.g. 0.95")
+    return value
+
+
+def _folds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: cross-validation needs at least 2 folds")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
 
 
 def add_commands(commands: Any) -> Any:
@@ -30,50 +70,65 @@ def add_commands(commands: Any) -> Any:
     calibrate = commands.add_parser("calibrate", help="fit, evaluate and export calibrators")
     actions = calibrate.add_subparsers(required=True, metavar="ACTION")
 
-    fit = actions.add_parser("fit", help="fit a calibrator (auto-selected by default)")
+    fit = actions.add_parser(
+        "fit", help="fit a calibrator (auto-selected by default)", formatter_class=HELP
+    )
     _data_arguments(fit)
-    fit.add_argument("--method", default="auto", help="auto (default) or a method name")
+    fit.add_argument(
+        "--method",
+        default="auto",
+        choices=("auto", *METHOD_NAMES),
+        help="auto: chosen by cross-validated NLL",
+    )
     fit.add_argument("--out", required=True, type=Path, help="the fit, as JSON")
     fit.add_argument("--onnx", type=Path, help="also export the artefact here")
     _export_arguments(fit)
-    fit.add_argument("--folds", type=int, default=5, help="cross-validation folds for auto")
-    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--folds", type=_folds, default=5, help="cross-validation folds for auto")
+    fit.add_argument("--seed", type=int, default=0, help="of the folds")
     fit.set_defaults(run=run_fit)
 
-    export = actions.add_parser("export", help="export a saved fit as an ONNX artefact")
+    export = actions.add_parser(
+        "export", help="export a saved fit as an ONNX artefact", formatter_class=HELP
+    )
     export.add_argument("--fit", required=True, type=Path, help="JSON written by fit")
     export.add_argument("--out", required=True, type=Path, help="the .onnx to write")
     _export_arguments(export)
     export.set_defaults(run=run_export)
 
-    evaluate = actions.add_parser("evaluate", help="metrics and reliability diagrams")
+    evaluate = actions.add_parser(
+        "evaluate", help="metrics and reliability diagrams", formatter_class=HELP
+    )
     _data_arguments(evaluate)
     _calibrator_argument(evaluate, required=False)
     evaluate.add_argument("--out", type=Path, help="write the JSON report here too")
     evaluate.add_argument("--plots", type=Path, help="directory for reliability PNGs")
     evaluate.set_defaults(run=run_evaluate)
 
-    thresholds = actions.add_parser("thresholds", help="recommend t_high / t_low")
+    thresholds = actions.add_parser(
+        "thresholds", help="recommend t_high / t_low", formatter_class=HELP
+    )
     _data_arguments(thresholds)
     _calibrator_argument(thresholds, required=True)
-    thresholds.add_argument("--target", type=float, default=DEFAULT_TARGET, help="Tier-1 accuracy")
+    thresholds.add_argument("--target", type=_share, default=DEFAULT_TARGET, help="Tier-1 accuracy")
     thresholds.add_argument(
         "--low-target",
-        type=float,
+        type=_share,
         default=DEFAULT_LOW_TARGET,
         help="accuracy below which the model's answer is not shown as a suggestion (t_low)",
     )
-    thresholds.add_argument("--level", type=float, default=DEFAULT_LEVEL, help="confidence level")
+    thresholds.add_argument("--level", type=_level, default=DEFAULT_LEVEL, help="confidence level")
     thresholds.add_argument("--model", default="model", help="model name in the fragment")
     thresholds.add_argument("--out", type=Path, help="write the policy fragment (YAML) here")
     thresholds.set_defaults(run=run_thresholds)
 
-    compare = actions.add_parser("compare", help="every method on a seeded half / half split")
+    compare = actions.add_parser(
+        "compare", help="every method on a seeded half / half split", formatter_class=HELP
+    )
     _data_arguments(compare)
     compare.add_argument("--methods", help="comma-separated (default: all that apply)")
-    compare.add_argument("--target", type=float, default=DEFAULT_TARGET, help="Tier-1 accuracy")
-    compare.add_argument("--level", type=float, default=DEFAULT_LEVEL, help="confidence level")
-    compare.add_argument("--seed", type=int, default=0)
+    compare.add_argument("--target", type=_share, default=DEFAULT_TARGET, help="Tier-1 accuracy")
+    compare.add_argument("--level", type=_level, default=DEFAULT_LEVEL, help="confidence level")
+    compare.add_argument("--seed", type=int, default=0, help="of the split")
     compare.add_argument("--out", type=Path, help="write the JSON report here too")
     compare.set_defaults(run=run_compare)
     return actions
@@ -219,7 +274,6 @@ def run_thresholds(args: argparse.Namespace) -> int:
     import yaml
 
     from calibrators.thresholds import ThresholdError, recommend_thresholds
-    from sidecar.errors import DataError
 
     data = _load(args)
     probs = _predict(args.calibrator, data)
@@ -229,7 +283,9 @@ def run_thresholds(args: argparse.Namespace) -> int:
             probs.max(axis=1), correct, args.target, args.low_target, args.level, data.domains
         )
     except ThresholdError as exc:
-        raise DataError(str(args.data), str(exc)) from exc
+        print(f"hitl: {args.data}: no threshold can be defended: {exc}", file=sys.stderr)
+        _print(_no_threshold(exc, args.target, args.level))
+        return NO_THRESHOLD
     for warning in report.warnings:
         print(f"hitl: warning: {warning}", file=sys.stderr)
     fragment = report.policy_fragment(args.model)
@@ -238,6 +294,26 @@ def run_thresholds(args: argparse.Namespace) -> int:
         args.out.write_text(yaml.safe_dump(fragment, sort_keys=False), encoding="utf-8")
     _print({"report": asdict(report), "policy_fragment": fragment})
     return 0
+
+
+def _no_threshold(exc: Any, target: float, level: float) -> dict[str, Any]:
+    """What the best threshold reached, and what would make one defensible."""
+    from calibrators.thresholds import rows_needed
+
+    return {
+        "error": "no_threshold",
+        "message": str(exc),
+        "rows": exc.rows,
+        "target": target,
+        "level": level,
+        "best_bound": round(exc.best_bound, 6),
+        "best_bound_automates": round(exc.best_share, 6),
+        "hint": (
+            f"the best threshold bounds Tier-1 accuracy at {exc.best_bound:.4f}; a --target "
+            f"at or below it, or more labelled rows (at least {rows_needed(target, level)} "
+            "above the threshold), can be defended"
+        ),
+    }
 
 
 def run_compare(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ import csv
 import hashlib
 import json
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,12 +93,21 @@ def _read_npz(path: Path) -> Raw:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError) as exc:
-        raise DataError(str(path), f"not a readable .npz: {exc}") from exc
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(str(path), f"not a readable .npz: {exc or 'empty file'}") from exc
     logits = _first(arrays, LOGIT_KEYS)
     probs = _first(arrays, PROBABILITY_KEYS)
     if logits is None and probs is None:
         raise DataError(str(path), f"holds none of {', '.join(LOGIT_KEYS + PROBABILITY_KEYS)}")
+    if logits is not None and probs is not None:
+        raise DataError(str(path), "holds both logits and probabilities; keep one of them")
+    if logits is not None and looks_like_probabilities(logits):
+        key = next(k for k in LOGIT_KEYS if k in arrays)
+        raise DataError(
+            str(path),
+            f"{key!r} holds probabilities (every row in [0, 1], summing to 1): store them"
+            " under 'probabilities', or they would be softmaxed a second time",
+        )
     labels = _first(arrays, LABEL_KEYS)
     if labels is None:
         raise DataError(str(path), f"holds none of {', '.join(LABEL_KEYS)}")
@@ -208,6 +218,8 @@ def check(source: str, scores: Any, labels: Any, domains: Any, probabilities: bo
     except ValueError as exc:
         raise DataError(source, f"scores are not a numeric [rows, classes] table: {exc}") from exc
     y = np.asarray(labels)
+    if y.ndim == 2 and y.shape[1] == 1:  # a column of labels, as many tools save them
+        y = y[:, 0]
     if values.size == 0 or y.size == 0:
         raise DataError(source, "no rows")
     if values.ndim != 2 or values.shape[1] < 2:

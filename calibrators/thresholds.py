@@ -151,7 +151,34 @@ def _pair(s: SegmentThresholds) -> dict[str, float]:
 
 
 class ThresholdError(ValueError):
-    """No defensible threshold: too few rows, or the target is out of reach."""
+    """No defensible threshold: too few rows, or the target is out of reach. Says
+    the best bound any threshold reached (and on what share of rows), if any."""
+
+    def __init__(
+        self, message: str, best_bound: float = 0.0, best_share: float = 0.0, rows: int = 0
+    ) -> None:
+        super().__init__(message)
+        self.best_bound = best_bound
+        self.best_share = best_share
+        self.rows = rows
+
+
+def best_bound(
+    confidence: npt.ArrayLike, correct: npt.ArrayLike, level: float
+) -> tuple[float, float]:
+    """The highest lower bound on Tier-1 accuracy any threshold reaches, and the share
+    of rows that threshold automates: how far a missed target is."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    ok = np.asarray(correct, dtype=bool)
+    if conf.size == 0:
+        return 0.0, 0.0
+    order = np.argsort(-conf, kind="stable")
+    conf, ok = conf[order], ok[order]
+    trials = np.arange(1, conf.shape[0] + 1)
+    last = np.r_[conf[1:] != conf[:-1], True]
+    lower = np.where(last, clopper_pearson_lower(np.cumsum(ok), trials, level), 0.0)
+    i = int(np.argmax(lower))
+    return float(lower[i]), float(trials[i] / conf.shape[0])
 
 
 def recommend_thresholds(
@@ -169,7 +196,8 @@ def recommend_thresholds(
     ok = np.asarray(correct, dtype=bool)
     default, problem = _segment(DEFAULT, conf, ok, target, low_target, level)
     if default is None:
-        raise ThresholdError(problem)
+        bound, share = best_bound(conf, ok, level)
+        raise ThresholdError(problem, bound, share, int(conf.shape[0]))
     segments: dict[str, SegmentThresholds] = {}
     warnings: list[str] = []
     if domains is not None:

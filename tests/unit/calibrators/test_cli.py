@@ -20,7 +20,7 @@ from tests.calibration_data import synthetic
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:
     code = main(["calibrate", *argv])
     out, err = capsys.readouterr()
-    return code, (json.loads(out) if code == 0 else None), err
+    return code, (json.loads(out) if code in (0, 3) else None), err
 
 
 @pytest.fixture
@@ -257,10 +257,11 @@ def test_bad_input_is_named_and_exits_2(
     assert message in err
 
 
-def test_too_few_rows_for_the_bound_exits_2(
+def test_no_defensible_threshold_exits_3_with_what_would_help(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Asking for a 0.999 bound from 500 rows says how many rows it needs."""
+    """Asking for a 0.999 bound from 500 rows exits 3 (not 2, a bad input) with JSON:
+    the best bound any threshold reached, and how many rows a threshold needs."""
     data = synthetic(1.0, rows=500, classes=3)
     path = _npz(tmp_path, logits=data.logits, labels=data.labels)
     run(
@@ -273,7 +274,7 @@ def test_too_few_rows_for_the_bound_exits_2(
         "--out",
         str(tmp_path / "f.json"),
     )
-    code, _, err = run(
+    code, answer, err = run(
         capsys,
         "thresholds",
         "--data",
@@ -283,8 +284,12 @@ def test_too_few_rows_for_the_bound_exits_2(
         "--target",
         "0.999",
     )
-    assert code == 2
+    assert code == 3
     assert "500 rows; bounding accuracy at 0.999 with 95% confidence needs at least 5990" in err
+    assert answer["error"] == "no_threshold"
+    assert answer["rows"] == 500
+    assert 0.9 < answer["best_bound"] < 0.999
+    assert "at least 5990" in answer["hint"]
 
 
 def test_calibrator_of_the_wrong_width_and_wrong_method_exit_2(
@@ -320,3 +325,84 @@ def test_calibrator_of_the_wrong_width_and_wrong_method_exit_2(
     )
     assert code == 2
     assert "calibrates 4 classes; the data has 3" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["thresholds", "--level", "95"], "'95' must be in [0.5, 1), e.g. 0.95"),
+        (["thresholds", "--level", "1"], "'1' must be in [0.5, 1)"),
+        (["thresholds", "--level", "0"], "'0' must be in [0.5, 1)"),
+        (["thresholds", "--target", "1.5"], "'1.5' must lie strictly between 0 and 1"),
+        (["fit", "--folds", "1"], "'1': cross-validation needs at least 2 folds"),
+        (["fit", "--method", "magic"], "invalid choice: 'magic'"),
+    ],
+)
+def test_bad_options_exit_2_naming_them_before_any_data_is_read(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An option out of range is a usage error (exit 2) naming it, checked before the
+    data file is even opened (here it does not exist)."""
+    rest = ["--data", "missing.npz", "--calibrator", "c.json", "--out", "o.json"]
+    if argv[0] == "fit":
+        rest.remove("--calibrator")
+        rest.remove("c.json")
+    with pytest.raises(SystemExit) as exited:
+        main(["calibrate", *argv, *rest])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({}, "not a readable .npz"),  # a 0-byte file
+        (
+            {"logits": [[0.7, 0.3], [0.2, 0.8]], "labels": [0, 1]},
+            "'logits' holds probabilities",
+        ),
+        (
+            {
+                "logits": [[1.0, -1.0], [0.5, 2.0]],
+                "probabilities": [[0.7, 0.3], [0.2, 0.8]],
+                "labels": [0, 1],
+            },
+            "holds both logits and probabilities",
+        ),
+    ],
+)
+def test_unusable_npz_files_are_named(
+    tmp_path: Path, arrays: dict[str, Any], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 0-byte file, probabilities stored under 'logits' (which would be softmaxed a
+    second time), or both keys at once: exit 2 with the file and the reason."""
+    if arrays:
+        path = _npz(tmp_path, **{k: np.asarray(v) for k, v in arrays.items()})
+    else:
+        path = tmp_path / "bad.npz"
+        path.write_bytes(b"")
+    code = main(["calibrate", "evaluate", "--data", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert str(path) in err
+    assert message in err
+
+
+def test_labels_as_a_column_are_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Labels saved as shape (N, 1), as many tools do, are the same labels."""
+    data = synthetic(1.0, rows=200, classes=3)
+    path = _npz(tmp_path, logits=data.logits, labels=data.labels.reshape(-1, 1))
+    code, report, _ = run(capsys, "evaluate", "--data", str(path))
+    assert code == 0
+    assert report["rows"] == 200
+
+
+def test_the_method_choices_are_the_methods() -> None:
+    """--method's choices (named in the command, so --help needs no scipy) are exactly
+    the methods fit knows."""
+    from calibrators.cli import METHOD_NAMES
+    from calibrators.methods import METHODS
+
+    assert set(METHOD_NAMES) == set(METHODS)
