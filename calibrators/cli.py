@@ -83,8 +83,16 @@ def add_commands(commands: Any) -> Any:
     fit.add_argument("--out", required=True, type=Path, help="the fit, as JSON")
     fit.add_argument("--onnx", type=Path, help="also export the artefact here")
     _export_arguments(fit)
-    fit.add_argument("--folds", type=_folds, default=5, help="cross-validation folds for auto")
+    fit.add_argument("--folds", type=_folds, default=5, help="cross-validation folds")
     fit.add_argument("--seed", type=int, default=0, help="of the folds")
+    fit.add_argument(
+        "--thresholds",
+        type=Path,
+        metavar="FRAGMENT",
+        help="also recommend t_high / t_low, bounded on cross-fitted confidences (each row"
+        " calibrated by a fit on the other folds), and write the policy fragment here",
+    )
+    _threshold_arguments(fit)
     fit.set_defaults(run=run_fit)
 
     export = actions.add_parser(
@@ -109,15 +117,7 @@ def add_commands(commands: Any) -> Any:
     )
     _data_arguments(thresholds)
     _calibrator_argument(thresholds, required=True)
-    thresholds.add_argument("--target", type=_share, default=DEFAULT_TARGET, help="Tier-1 accuracy")
-    thresholds.add_argument(
-        "--low-target",
-        type=_share,
-        default=DEFAULT_LOW_TARGET,
-        help="accuracy below which the model's answer is not shown as a suggestion (t_low)",
-    )
-    thresholds.add_argument("--level", type=_level, default=DEFAULT_LEVEL, help="confidence level")
-    thresholds.add_argument("--model", default="model", help="model name in the fragment")
+    _threshold_arguments(thresholds)
     thresholds.add_argument("--out", type=Path, help="write the policy fragment (YAML) here")
     thresholds.set_defaults(run=run_thresholds)
 
@@ -132,6 +132,18 @@ def add_commands(commands: Any) -> Any:
     compare.add_argument("--out", type=Path, help="write the JSON report here too")
     compare.set_defaults(run=run_compare)
     return actions
+
+
+def _threshold_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", type=_share, default=DEFAULT_TARGET, help="Tier-1 accuracy")
+    parser.add_argument(
+        "--low-target",
+        type=_share,
+        default=DEFAULT_LOW_TARGET,
+        help="accuracy below which the model's answer is not shown as a suggestion (t_low)",
+    )
+    parser.add_argument("--level", type=_level, default=DEFAULT_LEVEL, help="confidence level")
+    parser.add_argument("--model", default="model", help="model name in the fragment")
 
 
 def _data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -174,7 +186,7 @@ def _class_labels(args: argparse.Namespace) -> list[str] | None:
 
 def run_fit(args: argparse.Namespace) -> int:
     from calibrators.export import export_artefact
-    from calibrators.fit import fit_calibrator, save_fit
+    from calibrators.fit import cross_fitted, fit_calibrator, save_fit
 
     data = _load(args)
     result = fit_calibrator(data, args.method, args.folds, args.seed, progress=True)
@@ -192,6 +204,12 @@ def run_fit(args: argparse.Namespace) -> int:
     if args.onnx is not None:
         exported = export_artefact(result, args.onnx, args.version, _class_labels(args))
         summary["artefact"] = _artefact_summary(exported)
+    if args.thresholds is not None:
+        probs = cross_fitted(data, result.method, args.folds, args.seed)
+        recommended = _recommend(args, data, probs, args.thresholds)
+        if recommended is None:
+            return NO_THRESHOLD
+        summary["thresholds"] = recommended
     _print(summary)
     return 0
 
@@ -222,18 +240,26 @@ def _short(parameters: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _predict(path: Path, data: Dataset) -> Floats:
+def _predict(path: Path, data: Dataset) -> tuple[Floats, str]:
+    """data's calibrated probabilities, and the fingerprint of the data the calibrator
+    was fitted on."""
     from calibrators.export import OnnxPredictor
     from calibrators.fit import load_fit
     from sidecar.errors import DataError
 
-    predictor: Any = OnnxPredictor(path) if path.suffix == ".onnx" else load_fit(path).calibrator
+    predictor: Any
+    if path.suffix == ".onnx":
+        predictor = OnnxPredictor(path)
+        fitted_on = predictor.dataset_fingerprint
+    else:
+        fit = load_fit(path)
+        predictor, fitted_on = fit.calibrator, fit.dataset_fingerprint
     if predictor.class_count != data.classes:
         raise DataError(
             str(path), f"calibrates {predictor.class_count} classes; the data has {data.classes}"
         )
     probs: Floats = predictor.predict(data.logits)
-    return probs
+    return probs, fitted_on
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -243,7 +269,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     data = _load(args)
     curves = {"raw": softmax(data.logits)}
     if args.calibrator is not None:
-        curves["calibrated"] = _predict(args.calibrator, data)
+        curves["calibrated"] = _predict(args.calibrator, data)[0]
     report: dict[str, Any] = {"data": str(args.data), "rows": data.rows}
     for name, probs in curves.items():
         report[name] = asdict(measure(probs, data.labels))
@@ -271,12 +297,34 @@ def _slug(name: str) -> str:
 
 
 def run_thresholds(args: argparse.Namespace) -> int:
+    from sidecar.errors import DataError
+
+    data = _load(args)
+    probs, fitted_on = _predict(args.calibrator, data)
+    if fitted_on == data.fingerprint():
+        raise DataError(
+            str(args.data),
+            "is the data the calibrator was fitted on: a bound there is optimistic (most of"
+            " all for flexible methods). Bound on held-out rows (another file), or let"
+            " `hitl calibrate fit --thresholds FRAGMENT` cross-fit",
+        )
+    recommended = _recommend(args, data, probs, args.out)
+    if recommended is None:
+        return NO_THRESHOLD
+    _print(recommended)
+    return 0
+
+
+def _recommend(
+    args: argparse.Namespace, data: Dataset, probs: Floats, fragment_out: Path | None
+) -> dict[str, Any] | None:
+    """Thresholds on calibrated probabilities that were not fitted on their rows, with
+    the policy fragment (written to fragment_out); None, after printing why and the
+    best bound reached, when none can be defended."""
     import yaml
 
     from calibrators.thresholds import ThresholdError, recommend_thresholds
 
-    data = _load(args)
-    probs = _predict(args.calibrator, data)
     correct = probs.argmax(axis=1) == data.labels
     try:
         report = recommend_thresholds(
@@ -285,15 +333,14 @@ def run_thresholds(args: argparse.Namespace) -> int:
     except ThresholdError as exc:
         print(f"hitl: {args.data}: no threshold can be defended: {exc}", file=sys.stderr)
         _print(_no_threshold(exc, args.target, args.level))
-        return NO_THRESHOLD
+        return None
     for warning in report.warnings:
         print(f"hitl: warning: {warning}", file=sys.stderr)
     fragment = report.policy_fragment(args.model)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(yaml.safe_dump(fragment, sort_keys=False), encoding="utf-8")
-    _print({"report": asdict(report), "policy_fragment": fragment})
-    return 0
+    if fragment_out is not None:
+        fragment_out.parent.mkdir(parents=True, exist_ok=True)
+        fragment_out.write_text(yaml.safe_dump(fragment, sort_keys=False), encoding="utf-8")
+    return {"report": asdict(report), "policy_fragment": fragment}
 
 
 def _no_threshold(exc: Any, target: float, level: float) -> dict[str, Any]:

@@ -18,7 +18,12 @@ from onnx import TensorProto, helper
 from calibrators.fit import FitResult
 from calibrators.methods import Fitted
 from calibrators.metrics import Floats
-from sidecar.calibration.artefact import INPUT_NAME, OUTPUT_NAME, ArtefactMetadata
+from sidecar.calibration.artefact import (
+    DATASET_FINGERPRINT,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ArtefactMetadata,
+)
 from sidecar.calibration.runtime import build_session
 from sidecar.errors import CalibratorError, DataError
 
@@ -97,6 +102,8 @@ class OnnxPredictor:
         except CalibratorError as exc:
             raise DataError(str(path), str(exc)) from exc
         self.class_count = int(self._session.get_inputs()[0].shape[1])
+        props = self._session.get_modelmeta().custom_metadata_map
+        self.dataset_fingerprint = str(props.get(DATASET_FINGERPRINT, ""))
 
     def predict(self, logits: npt.ArrayLike) -> Floats:
         z = np.asarray(logits, dtype=np.float32)

@@ -36,7 +36,8 @@ def held_out(tmp_path: Path) -> Path:
 def test_fit_export_thresholds_make_a_policy_the_sidecar_loads(
     held_out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """fit (auto) -> export -> evaluate -> thresholds -> a policy that loads."""
+    """fit (auto) -> export -> evaluate -> thresholds on other held-out rows (never
+    the rows the calibrator was fitted on) -> a policy that loads."""
     code, fit, _ = run(capsys, "fit", "--data", str(held_out), "--out", str(tmp_path / "fit.json"))
     assert code == 0
     assert fit["method"] == fit["selection"]["chosen"]
@@ -76,12 +77,23 @@ def test_fit_export_thresholds_make_a_policy_the_sidecar_loads(
     assert all(Path(p).stat().st_size > 10_000 for p in report["plots"])
     assert json.loads((tmp_path / "eval.json").read_text()) == report
 
+    refused = main(
+        ["calibrate", "thresholds", "--data", str(held_out), "--calibrator", str(onnx_path)]
+    )
+    assert refused == 2
+    assert "is the data the calibrator was fitted on" in capsys.readouterr().err
+
+    other = synthetic(2.0, rows=6000, classes=4, seed=6, spread=8.0)
+    test_split = tmp_path / "test_split.npz"
+    np.savez(
+        test_split, logits=other.logits, labels=other.labels, domains=np.load(held_out)["domains"]
+    )
     fragment_path = tmp_path / "fragment.yaml"
     code, thresholds, err = run(
         capsys,
         "thresholds",
         "--data",
-        str(held_out),
+        str(test_split),
         "--calibrator",
         str(onnx_path),
         "--target",
@@ -109,6 +121,25 @@ def test_fit_export_thresholds_make_a_policy_the_sidecar_loads(
     snapshot = build_snapshot(policy, tmp_path, "policy.yaml")
     assert snapshot.calibrators["fraud"].metadata.labels == ("a", "b", "c", "d")
     assert snapshot.policy.models["fraud"].labels == ("a", "b", "c", "d")
+
+
+def test_fit_bounds_thresholds_on_cross_fitted_confidences(
+    held_out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """fit --thresholds: each row calibrated by a fit on the other folds, the bound on
+    those confidences, the fragment written; the calibrator itself is fitted on all."""
+    fragment = tmp_path / "fragment.yaml"
+    code, fit, _ = run(
+        capsys, "fit", "--data", str(held_out), "--method", "isotonic",
+        "--out", str(tmp_path / "fit.json"), "--thresholds", str(fragment),
+        "--target", "0.95", "--model", "fraud",
+    )  # fmt: skip
+    assert code == 0
+    assert fit["rows"] == 6000
+    default = fit["thresholds"]["report"]["default"]
+    assert default["tier1_lower_bound"] >= 0.95
+    entry = yaml.safe_load(fragment.read_text())["models"]["fraud"]
+    assert entry["thresholds"]["t_high"] == pytest.approx(default["t_high"])
 
 
 def test_fit_with_onnx_in_one_step(
@@ -274,11 +305,14 @@ def test_no_defensible_threshold_exits_3_with_what_would_help(
         "--out",
         str(tmp_path / "f.json"),
     )
+    other = synthetic(1.0, rows=500, classes=3, seed=9)
+    test_split = tmp_path / "test.npz"
+    np.savez(test_split, logits=other.logits, labels=other.labels)
     code, answer, err = run(
         capsys,
         "thresholds",
         "--data",
-        str(path),
+        str(test_split),
         "--calibrator",
         str(tmp_path / "f.json"),
         "--target",
