@@ -11,9 +11,10 @@ _SPAN = 1 << 64
 
 
 def draw(salt: bytes, key: str, secret: bytes = b"") -> int:
-    """A uniform integer in [0, 2**64) determined by salt and key; with a secret (up
-    to 64 bytes) keyed BLAKE2b, which nobody without the secret can predict."""
-    digest = blake2b(key.encode(), digest_size=8, salt=salt[:16], key=secret[:64]).digest()
+    """A uniform integer in [0, 2**64) determined by salt (16 bytes) and key; with a
+    secret (up to 64 bytes) keyed BLAKE2b, which nobody without the secret can
+    predict."""
+    digest = blake2b(key.encode(), digest_size=8, salt=salt, key=secret).digest()
     return int.from_bytes(digest)
 
 

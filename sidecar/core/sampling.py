@@ -8,6 +8,7 @@ whoever holds the key can reproduce every draw."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from hashlib import blake2b
 
 from sidecar.core.hashing import bound, draw, salt_for
 
@@ -24,6 +25,8 @@ class AuditSampler:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_salt", salt_for(f"audit:{self.name}"))
+        if len(self.key) > 64:  # BLAKE2b's longest key
+            object.__setattr__(self, "key", blake2b(self.key, digest_size=64).digest())
         object.__setattr__(self, "_bound", bound(self.rate))
 
     def should_sample(self, request_id: str) -> bool:

@@ -47,18 +47,21 @@ class ThresholdTable:
     default: Thresholds
     domains: Mapping[str, Thresholds] = field(default_factory=dict)
     unknown: UnknownDomain = UnknownDomain.STRICTEST
+    # Every answer in one lookup ("" is the default); what an unknown domain gets.
+    _lookup: Mapping[str, Thresholds] = field(init=False, repr=False, compare=False)
+    _otherwise: Thresholds = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_lookup", {**self.domains, "": self.default})
+        otherwise = self.default if self.unknown is UnknownDomain.DEFAULT else self.strictest()
+        object.__setattr__(self, "_otherwise", otherwise)
 
     def for_domain(self, domain: str) -> Thresholds:
-        found = self.domains.get(domain)
-        if found is not None:
-            return found
-        if not domain or self.unknown is UnknownDomain.DEFAULT:
-            return self.default
-        return self.strictest()
+        return self._lookup.get(domain, self._otherwise)
 
     def knows(self, domain: str) -> bool:
         """Whether domain is no domain or one the table names."""
-        return not domain or domain in self.domains
+        return domain in self._lookup
 
     def strictest(self) -> Thresholds:
         """The highest t_high and t_low of the default and every domain: the fewest
