@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -144,6 +145,13 @@ def _threshold_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--level", type=_level, default=DEFAULT_LEVEL, help="confidence level")
     parser.add_argument("--model", default="model", help="model name in the fragment")
+    parser.add_argument(
+        "--production",
+        type=Path,
+        help="unlabelled outputs production sent (.npz or .npy): bound for production's"
+        " class mix, estimated from them (label shift); without it the guarantee assumes"
+        " production's mix is the labelled rows'",
+    )
 
 
 def _data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -206,7 +214,7 @@ def run_fit(args: argparse.Namespace) -> int:
         summary["artefact"] = _artefact_summary(exported)
     if args.thresholds is not None:
         probs = cross_fitted(data, result.method, args.folds, args.seed)
-        recommended = _recommend(args, data, probs, args.thresholds)
+        recommended = _recommend(args, data, probs, args.thresholds, result.calibrator.predict)
         if recommended is None:
             return NO_THRESHOLD
         summary["thresholds"] = recommended
@@ -240,9 +248,9 @@ def _short(parameters: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _predict(path: Path, data: Dataset) -> tuple[Floats, str]:
-    """data's calibrated probabilities, and the fingerprint of the data the calibrator
-    was fitted on."""
+def _predict(path: Path, data: Dataset) -> tuple[Floats, str, Callable[[Floats], Floats]]:
+    """data's calibrated probabilities, the fingerprint of the data the calibrator was
+    fitted on, and the calibrator itself (logits -> probabilities)."""
     from calibrators.export import OnnxPredictor
     from calibrators.fit import load_fit
     from sidecar.errors import DataError
@@ -259,7 +267,7 @@ def _predict(path: Path, data: Dataset) -> tuple[Floats, str]:
             str(path), f"calibrates {predictor.class_count} classes; the data has {data.classes}"
         )
     probs: Floats = predictor.predict(data.logits)
-    return probs, fitted_on
+    return probs, fitted_on, predictor.predict
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -300,7 +308,7 @@ def run_thresholds(args: argparse.Namespace) -> int:
     from sidecar.errors import DataError
 
     data = _load(args)
-    probs, fitted_on = _predict(args.calibrator, data)
+    probs, fitted_on, calibrate = _predict(args.calibrator, data)
     if fitted_on == data.fingerprint():
         raise DataError(
             str(args.data),
@@ -308,7 +316,7 @@ def run_thresholds(args: argparse.Namespace) -> int:
             " all for flexible methods). Bound on held-out rows (another file), or let"
             " `hitl calibrate fit --thresholds FRAGMENT` cross-fit",
         )
-    recommended = _recommend(args, data, probs, args.out)
+    recommended = _recommend(args, data, probs, args.out, calibrate)
     if recommended is None:
         return NO_THRESHOLD
     _print(recommended)
@@ -316,19 +324,31 @@ def run_thresholds(args: argparse.Namespace) -> int:
 
 
 def _recommend(
-    args: argparse.Namespace, data: Dataset, probs: Floats, fragment_out: Path | None
+    args: argparse.Namespace,
+    data: Dataset,
+    probs: Floats,
+    fragment_out: Path | None,
+    calibrate: Callable[[Floats], Floats],
 ) -> dict[str, Any] | None:
     """Thresholds on calibrated probabilities that were not fitted on their rows, with
-    the policy fragment (written to fragment_out); None, after printing why and the
-    best bound reached, when none can be defended."""
+    the policy fragment (written to fragment_out), for production's class mix when
+    --production gives its outputs (calibrate turns them into probabilities); None,
+    after printing why and the best bound reached, when none can be defended."""
     import yaml
 
     from calibrators.thresholds import ThresholdError, recommend_thresholds
 
+    weights, shift = _label_shift(args, data, calibrate)
     correct = probs.argmax(axis=1) == data.labels
     try:
         report = recommend_thresholds(
-            probs.max(axis=1), correct, args.target, args.low_target, args.level, data.domains
+            probs.max(axis=1),
+            correct,
+            args.target,
+            args.low_target,
+            args.level,
+            data.domains,
+            weights,
         )
     except ThresholdError as exc:
         print(f"hitl: {args.data}: no threshold can be defended: {exc}", file=sys.stderr)
@@ -340,7 +360,34 @@ def _recommend(
     if fragment_out is not None:
         fragment_out.parent.mkdir(parents=True, exist_ok=True)
         fragment_out.write_text(yaml.safe_dump(fragment, sort_keys=False), encoding="utf-8")
-    return {"report": asdict(report), "policy_fragment": fragment}
+    return {"report": asdict(report), "policy_fragment": fragment, "label_shift": shift}
+
+
+def _label_shift(
+    args: argparse.Namespace, data: Dataset, calibrate: Callable[[Floats], Floats]
+) -> tuple[Floats | None, dict[str, Any]]:
+    """The labelled rows' class weights for production's estimated mix (None without
+    --production, with a warning that the guarantee then assumes no shift)."""
+    import numpy as np
+
+    from calibrators.data import load_outputs
+    from calibrators.shift import describe, estimate_priors, too_uncertain
+    from sidecar.errors import DataError
+
+    if args.production is None:
+        print(
+            "hitl: warning: the guarantee assumes production's class mix is the labelled"
+            " rows'; give --production (its unlabelled outputs) to bound it for production's",
+            file=sys.stderr,
+        )
+        return None, {"assumed": "production's class mix is the labelled rows'"}
+    outputs = load_outputs(args.production, data.classes)
+    labelled = np.bincount(data.labels, minlength=data.classes) / data.rows
+    priors = estimate_priors(calibrate(outputs), labelled)
+    shift, weights = describe(data.labels, priors, outputs.shape[0])
+    if problem := too_uncertain(shift, data.rows):
+        raise DataError(str(args.production), f"the label shift is too large to bound: {problem}")
+    return weights, asdict(shift)
 
 
 def _no_threshold(exc: Any, target: float, level: float) -> dict[str, Any]:

@@ -266,3 +266,31 @@ def _probabilities_to_logits(source: str, probs: Floats) -> Floats:
         )
     logits: Floats = np.log(np.clip(probs, PROBABILITY_FLOOR, 1.0))
     return logits
+
+
+def load_outputs(path: Path, classes: int) -> Floats:
+    """Unlabelled model outputs (what production sent the sidecar), as logits: an .npz
+    with ``logits`` or ``probabilities`` (no labels needed), or an .npy of scores."""
+    if not path.is_file():
+        raise DataError(str(path), "no such file")
+    if path.suffix.lower() == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {key: data[key] for key in data.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise DataError(str(path), f"not a readable .npz: {exc or 'empty file'}") from exc
+        logits, probs = _first(arrays, LOGIT_KEYS), _first(arrays, PROBABILITY_KEYS)
+        if (logits is None) == (probs is None):
+            raise DataError(str(path), "needs exactly one of logits and probabilities")
+        scores, probabilities = (probs, True) if logits is None else (logits, False)
+    elif path.suffix.lower() == ".npy":
+        scores = _load_npy(path)
+        probabilities = looks_like_probabilities(scores)
+    else:
+        raise DataError(str(path), "unlabelled outputs must be .npz or .npy")
+    values = np.asarray(scores, dtype=np.float64)
+    if values.ndim != 2 or values.shape[0] == 0 or values.shape[1] != classes:
+        raise DataError(str(path), f"scores must be [rows, {classes}], got {values.shape}")
+    if not np.isfinite(values).all():
+        raise DataError(str(path), "holds NaN or infinity")
+    return _probabilities_to_logits(str(path), values) if probabilities else values

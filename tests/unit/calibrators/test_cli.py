@@ -440,3 +440,43 @@ def test_the_method_choices_are_the_methods() -> None:
     from calibrators.methods import METHODS
 
     assert set(METHOD_NAMES) == set(METHODS)
+
+
+def test_thresholds_for_production_class_mix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --production (unlabelled outputs), the bound is for production's class
+    mix, estimated and reported; without it, a warning says what it assumes; a
+    production file of the wrong width is refused naming it."""
+    from tests.unit.calibrators.test_shift import LABELLED, PRODUCTION, sample
+
+    rng = np.random.default_rng(3)
+    labelled, labels = sample(20_000, LABELLED, rng)
+    unlabelled, _ = sample(20_000, PRODUCTION, rng)
+    data = _npz(tmp_path, probabilities=labelled, labels=labels)
+    production = tmp_path / "production.npz"
+    np.savez(production, probabilities=unlabelled)
+    common = [
+        "fit", "--data", str(data), "--method", "temperature",
+        "--out", str(tmp_path / "f.json"), "--thresholds", str(tmp_path / "t.yaml"),
+        "--target", "0.9", "--low-target", "0.8",
+    ]  # fmt: skip
+    code, plain, err = run(capsys, *common)
+    assert code == 0
+    assert "assumes production's class mix is the labelled rows'" in err
+    assert plain["thresholds"]["label_shift"] == {
+        "assumed": "production's class mix is the labelled rows'"
+    }
+    code, shifted, _ = run(capsys, *common, "--production", str(production))
+    assert code == 0
+    shift = shifted["thresholds"]["label_shift"]
+    assert np.allclose(shift["production_priors"], PRODUCTION, atol=0.03)
+    assert shift["total_variation"] > 0.3
+    # Production's rare-in-the-labels classes are the hard ones here: a stricter t_high.
+    t_plain = plain["thresholds"]["report"]["default"]["t_high"]
+    assert shifted["thresholds"]["report"]["default"]["t_high"] > t_plain
+    narrow = tmp_path / "narrow.npz"
+    np.savez(narrow, logits=np.zeros((10, 2)))
+    code, _, err = run(capsys, *common, "--production", str(narrow))
+    assert code == 2
+    assert f"{narrow}: scores must be [rows, 3]" in err

@@ -1,0 +1,110 @@
+"""Label shift: production's class mix differs from the labelled rows' (a long-tailed
+validation set, a balanced or drifting production). Under label shift (p(x | y) the
+same, p(y) not), a statement about production's Tier-1 accuracy is a statement about
+the labelled rows reweighted by class, w_y = pi_production(y) / pi_labelled(y).
+
+Production's priors are estimated from its unlabelled outputs by the EM re-estimation
+of Saerens, Latinne and Decaestecker (2002, "Adjusting the outputs of a classifier to
+new a priori probabilities", Neural Computation 14): alternate between re-weighting
+the calibrated posteriors by the current prior ratio and re-estimating the priors as
+their mean. It needs posteriors calibrated for the labelled priors, which is what
+the calibrators give. Pure numpy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+Floats = npt.NDArray[np.float64]
+
+# Weights beyond this, or an effective sample under this share of the rows, mean the
+# shift is too large for the labelled rows to say anything reliable about production.
+MAX_WEIGHT = 20.0
+MIN_EFFECTIVE_SHARE = 0.1
+
+
+@dataclass(frozen=True)
+class Shift:
+    labelled_priors: tuple[float, ...]
+    production_priors: tuple[float, ...]
+    total_variation: float  # half the L1 distance between the two mixes
+    max_weight: float
+    effective_rows: float  # Kish's (sum w)^2 / sum w^2 over the labelled rows
+    production_rows: int
+
+
+def estimate_priors(
+    posteriors: Floats, labelled_priors: Floats, iterations: int = 1000, tolerance: float = 1e-9
+) -> Floats:
+    """Production's class priors from its calibrated posteriors (rows of p(y | x) under
+    labelled_priors), by Saerens et al.'s EM. A class the labelled rows lack keeps a
+    small floor, so its ratio cannot run away."""
+    floor = 0.1 / posteriors.shape[1] / max(1, posteriors.shape[0])
+    base = np.clip(np.asarray(labelled_priors, dtype=np.float64), floor, None)
+    priors = base.copy()
+    for _ in range(iterations):
+        adjusted = posteriors * (priors / base)
+        adjusted /= adjusted.sum(axis=1, keepdims=True)
+        updated = adjusted.mean(axis=0)
+        if np.abs(updated - priors).max() < tolerance:
+            priors = updated
+            break
+        priors = updated
+    estimated: Floats = priors / priors.sum()
+    return estimated
+
+
+def class_weights(labels: npt.NDArray[np.int64], production_priors: Floats) -> Floats:
+    """Each labelled row's weight: its class's production prior over its labelled one."""
+    classes = production_priors.shape[0]
+    labelled = np.bincount(labels, minlength=classes) / labels.shape[0]
+    ratio = np.divide(production_priors, labelled, out=np.zeros(classes), where=labelled > 0)
+    weights: Floats = ratio[labels]
+    return weights
+
+
+def describe(
+    labels: npt.NDArray[np.int64], production_priors: Floats, production_rows: int
+) -> tuple[Shift, Floats]:
+    """The shift's summary and the labelled rows' weights."""
+    classes = production_priors.shape[0]
+    labelled = np.bincount(labels, minlength=classes) / labels.shape[0]
+    weights = class_weights(labels, production_priors)
+    effective = float(weights.sum() ** 2 / np.square(weights).sum())
+    shift = Shift(
+        labelled_priors=tuple(round(float(p), 6) for p in labelled),
+        production_priors=tuple(round(float(p), 6) for p in production_priors),
+        total_variation=float(0.5 * np.abs(production_priors - labelled).sum()),
+        max_weight=float(weights.max()),
+        effective_rows=effective,
+        production_rows=production_rows,
+    )
+    return shift, weights
+
+
+def too_uncertain(shift: Shift, rows: int) -> str:
+    """Why the labelled rows cannot speak for production under this shift ('' if they
+    can): a class production has but the labelled rows lack, or weights so uneven that
+    the effective sample is a small share of the rows."""
+    missing = [
+        c
+        for c, (lab, prod) in enumerate(
+            zip(shift.labelled_priors, shift.production_priors, strict=True)
+        )
+        if lab == 0 and prod > 0.001
+    ]
+    if missing:
+        return f"production has classes {missing} that no labelled row has"
+    if shift.max_weight > MAX_WEIGHT:
+        return (
+            f"a class is {shift.max_weight:.1f} times as common in production as in the"
+            f" labelled rows (at most {MAX_WEIGHT:g} can be bounded)"
+        )
+    if shift.effective_rows < MIN_EFFECTIVE_SHARE * rows:
+        return (
+            f"reweighted, the {rows} labelled rows count as {shift.effective_rows:.0f}"
+            f" (under {MIN_EFFECTIVE_SHARE:.0%})"
+        )
+    return ""
