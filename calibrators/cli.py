@@ -29,7 +29,17 @@ NO_THRESHOLD = 3  # the exit code when no threshold can be defended
 # The methods fit can use (calibrators.methods.METHODS, named here so --help needs no
 # scipy); a test keeps the two in step.
 METHOD_NAMES = ("temperature", "vector", "platt", "isotonic", "isotonic-ovr", "histogram")
-HELP = argparse.ArgumentDefaultsHelpFormatter
+
+
+class HELP(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless it has none or says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        unset = action.default in (None, False, argparse.SUPPRESS)
+        if unset or action.required or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def _share(text: str) -> float:
@@ -122,11 +132,32 @@ def add_commands(commands: Any) -> Any:
     thresholds.add_argument("--out", type=Path, help="write the policy fragment (YAML) here")
     thresholds.set_defaults(run=run_thresholds)
 
+    check = actions.add_parser(
+        "check",
+        help="what a policy's thresholds do on a labelled test file, against the target",
+        formatter_class=HELP,
+    )
+    _data_arguments(check)
+    check.add_argument("--policy", required=True, type=Path, help="the policy file")
+    check.add_argument("--model", help="the model to check (default: the policy's only one)")
+    check.add_argument(
+        "--target", type=_share, help="Tier-1 accuracy (default: the model's target_tier1_accuracy)"
+    )
+    check.add_argument("--level", type=_level, default=DEFAULT_LEVEL, help="interval level")
+    check.add_argument("--out", type=Path, help="write the JSON report here too")
+    check.set_defaults(run=run_check)
+
     compare = actions.add_parser(
         "compare", help="every method on a seeded half / half split", formatter_class=HELP
     )
     _data_arguments(compare)
     compare.add_argument("--methods", help="comma-separated (default: all that apply)")
+    compare.add_argument(
+        "--test",
+        type=Path,
+        help="a labelled test file to judge on, all of --data fitting (default: a seeded"
+        " half of --data is held out)",
+    )
     compare.add_argument("--target", type=_share, default=DEFAULT_TARGET, help="Tier-1 accuracy")
     compare.add_argument("--level", type=_level, default=DEFAULT_LEVEL, help="confidence level")
     compare.add_argument("--seed", type=int, default=0, help="of the split")
@@ -410,8 +441,50 @@ def _no_threshold(exc: Any, target: float, level: float) -> dict[str, Any]:
     }
 
 
+def run_check(args: argparse.Namespace) -> int:
+    """Exit 1 when a segment's Tier-1 interval lies wholly below the target."""
+    from calibrators.check import check_thresholds
+    from calibrators.export import OnnxPredictor
+    from sidecar.errors import DataError
+    from sidecar.policy.loader import parse_policy_bytes
+
+    try:
+        policy = parse_policy_bytes(args.policy.read_bytes(), str(args.policy))
+    except OSError as exc:
+        raise DataError(str(args.policy), exc.strerror or str(exc)) from exc
+    names = sorted(policy.models)
+    name = args.model or (names[0] if len(names) == 1 else "")
+    if name not in policy.models:
+        raise DataError(str(args.policy), f"name a model with --model: one of {', '.join(names)}")
+    model = policy.models[name]
+    if not model.calibrator.path:
+        raise DataError(str(args.policy), f"{name}'s calibrator is in the registry; give a file")
+    predictor = OnnxPredictor(args.policy.parent / model.calibrator.path)
+    data = _load(args)
+    if predictor.class_count != data.classes:
+        raise DataError(
+            str(args.data), f"has {data.classes} classes; {name} has {predictor.class_count}"
+        )
+    target = args.target if args.target is not None else model.target_tier1_accuracy
+    checks = check_thresholds(
+        predictor.predict(data.logits),
+        data.labels,
+        model.thresholds,
+        target,
+        args.level,
+        data.domains,
+    )
+    missed = [c.segment for c in checks if c.missed]
+    _print({"model": name, "data": str(args.data), "level": args.level,
+            "segments": [asdict(c) for c in checks], "missed": missed}, args.out)  # fmt: skip
+    for segment in missed:
+        print(f"hitl: {segment}: Tier-1 accuracy is below its target {target}", file=sys.stderr)
+    return 1 if missed else 0
+
+
 def run_compare(args: argparse.Namespace) -> int:
     from calibrators.compare import compare_methods
+    from calibrators.data import load_dataset
     from calibrators.methods import method
     from sidecar.errors import DataError
 
@@ -421,7 +494,12 @@ def run_compare(args: argparse.Namespace) -> int:
         methods = None if names is None else [method(m, data.classes) for m in names]
     except ValueError as exc:
         raise DataError("--methods", str(exc)) from exc
-    comparison = compare_methods(data, methods, args.seed, args.target, args.level, progress=True)
+    test = None if args.test is None else load_dataset(args.test)
+    if test is not None and test.classes != data.classes:
+        raise DataError(str(args.test), f"has {test.classes} classes; --data has {data.classes}")
+    comparison = compare_methods(
+        data, methods, args.seed, args.target, args.level, progress=True, test=test
+    )
     print(comparison.table(), file=sys.stderr)
     _print(asdict(comparison), args.out)
     return 0

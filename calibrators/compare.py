@@ -15,9 +15,10 @@ import numpy as np
 from tqdm import tqdm
 
 from calibrators.data import Dataset
+from calibrators.fit import cross_fitted
 from calibrators.methods import Method, applicable
 from calibrators.metrics import Metrics, measure, softmax
-from calibrators.select import Selection, select_method
+from calibrators.select import FOLDS, Selection, select_method
 from calibrators.thresholds import ThresholdError, recommend_thresholds
 
 
@@ -72,10 +73,18 @@ def compare_methods(
     target: float = 0.99,
     level: float = 0.95,
     progress: bool = False,
+    test: Dataset | None = None,
 ) -> Comparison:
-    order = np.random.default_rng(seed).permutation(data.rows)
-    half = data.rows // 2
-    fit, held = data.take(order[:half]), data.take(order[half:])
+    """Every method fitted on one part and judged on another: a seeded half / half
+    split of data, or all of data against a separate labelled test set. t_high is
+    bounded on cross-fitted confidences of the fitting part, never on the rows each
+    calibrator was fitted on."""
+    if test is None:
+        order = np.random.default_rng(seed).permutation(data.rows)
+        half = data.rows // 2
+        fit, held = data.take(order[:half]), data.take(order[half:])
+    else:
+        fit, held = data, test
     candidates = methods if methods is not None else applicable(data.classes)
     selection = select_method(fit.logits, fit.labels, candidates, seed=seed, progress=progress)
     results = []
@@ -83,7 +92,8 @@ def compare_methods(
         started = time.perf_counter()
         fitted = method.fit(fit.logits, fit.labels)
         seconds = time.perf_counter() - started
-        fit_probs, held_probs = fitted.predict(fit.logits), fitted.predict(held.logits)
+        fit_probs = cross_fitted(fit, method.name, FOLDS, seed)
+        held_probs = fitted.predict(held.logits)
         results.append(
             _judge(method.name, fit_probs, fit, held_probs, held, target, level, seconds)
         )

@@ -122,6 +122,23 @@ def test_fit_export_thresholds_make_a_policy_the_sidecar_loads(
     assert snapshot.calibrators["fraud"].metadata.labels == ("a", "b", "c", "d")
     assert snapshot.policy.models["fraud"].labels == ("a", "b", "c", "d")
 
+    # check: what the policy's thresholds do on labelled rows, against the target.
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy_doc))
+    check = ["check", "--policy", str(tmp_path / "policy.yaml"), "--data", str(test_split)]
+    code, checked, _ = run(capsys, *check, "--target", "0.95")
+    assert code == 0
+    segments = {s["segment"]: s for s in checked["segments"]}
+    assert set(segments) == {"all", "retail", "corporate", "small"}
+    every = segments["all"]
+    assert every["tier1_interval"][0] <= every["tier1_accuracy"] <= every["tier1_interval"][1]
+    assert every["automated_share"] + every["assisted_share"] + every["primary_share"] == (
+        pytest.approx(1.0)
+    )
+    assert checked["missed"] == []
+    code = main(["calibrate", *check, "--target", "0.9999"])
+    assert code == 1
+    assert "Tier-1 accuracy is below its target 0.9999" in capsys.readouterr().err
+
 
 def test_fit_bounds_thresholds_on_cross_fitted_confidences(
     held_out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -178,6 +195,18 @@ def test_compare_reports_every_method(held_out: Path, capsys: pytest.CaptureFixt
     ]
     assert "| temperature" in err
     assert report["fit_rows"] == report["held_out_rows"] == 3000
+
+
+def test_compare_judges_on_a_test_file(
+    held_out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """compare --test: every method fitted on all of --data, judged on the test file."""
+    other = synthetic(2.0, rows=2000, classes=4, seed=11, spread=8.0)
+    test_file = _npz(tmp_path, logits=other.logits, labels=other.labels)
+    argv = ["compare", "--data", str(held_out), "--test", str(test_file), "--target", "0.95"]
+    code, report, _ = run(capsys, *argv, "--methods", "temperature")
+    assert code == 0
+    assert (report["fit_rows"], report["held_out_rows"]) == (6000, 2000)
 
 
 @pytest.mark.parametrize("suffix", ["csv", "jsonl", "npy"])

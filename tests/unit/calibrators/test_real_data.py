@@ -15,8 +15,11 @@ TARGET = 0.99
 
 @pytest.mark.parametrize("name", REAL_FILES)
 def test_held_out_ece_and_tier1_accuracy(name: str) -> None:
-    """Temperature and the auto-selected method reach the reference ECE; every
-    method's t_high holds Tier-1 accuracy >= 0.99 on the held-out half."""
+    """Temperature and the auto-selected method reach the reference ECE; t_high is
+    bounded on cross-fitted confidences, so a method may find none (isotonic on
+    CIFAR-100: bounded on its own fitting rows it looked better than it is), and
+    every t_high found holds Tier-1 accuracy >= 0.99 on the held-out half;
+    temperature scaling always finds one that automates a real share."""
     comparison = compare_methods(real(name), seed=0, target=TARGET)
     assert misses(name, comparison) == []
     results = {r.method: r for r in comparison.results}
@@ -24,6 +27,6 @@ def test_held_out_ece_and_tier1_accuracy(name: str) -> None:
     assert comparison.before.ece > 3 * reference
     assert results[comparison.selection.chosen].after.ece <= reference
     for result in comparison.results:
-        assert result.t_high is not None, result.method
-        assert result.tier1_accuracy is not None, result.method
-        assert result.automated_share > 0.05, result.method
+        if result.t_high is not None and result.tier1_accuracy is not None:
+            assert result.tier1_accuracy >= TARGET, result.method
+    assert results["temperature"].automated_share > 0.15
