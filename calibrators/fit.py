@@ -68,14 +68,23 @@ def fit_calibrator(
     folds: int = FOLDS,
     seed: int = 0,
     progress: bool = False,
+    target: float | None = None,
+    level: float = 0.95,
 ) -> FitResult:
-    """Fit method_name, or with "auto" the method of lowest cross-validated NLL."""
+    """Fit method_name, or with "auto" the method ``select_method`` chooses: with a
+    Tier-1 target, the one that automates most at it out of fold; else by NLL."""
     if data.rows < 2 * folds:
         raise DataError(data.source, f"{data.rows} rows; fitting needs at least {2 * folds}")
     selection = None
     if method_name == AUTO:
         selection = select_method(
-            data.logits, data.labels, folds=folds, seed=seed, progress=progress
+            data.logits,
+            data.labels,
+            folds=folds,
+            seed=seed,
+            progress=progress,
+            target=target,
+            level=level,
         )
         method_name = selection.chosen
     try:
@@ -85,7 +94,11 @@ def fit_calibrator(
     calibrator = chosen.fit(data.logits, data.labels)
     calibrated = calibrator.predict(data.logits)
     edges, counts = confidence_histogram(calibrated)
-    ece_after = selection.scores[0].ece if selection else ece(calibrated, data.labels)
+    ece_after = (
+        next(s.ece for s in selection.scores if s.method == selection.chosen)
+        if selection
+        else ece(calibrated, data.labels)
+    )
     return FitResult(
         calibrator=calibrator,
         selection=selection,

@@ -233,6 +233,25 @@ def test_auto_selects_temperature_on_temperature_generated_data() -> None:
     assert result.selection is not None
     assert result.selection.chosen in {"temperature", "vector"}
     assert result.selection.runner_up is not None
-    scores = [s.nll for s in result.selection.scores]
-    assert scores == sorted(scores)
+    eligible = [s.nll for s in result.selection.scores if not s.excluded]
+    assert eligible == sorted(eligible)
     assert result.method == result.selection.chosen
+
+
+def test_auto_with_a_target_selects_by_what_routing_gets() -> None:
+    """Given a Tier-1 target, auto picks the method that automates the largest share
+    out of fold with its bound at the target; each method's automation, bound,
+    accuracy and class changes are reported; one that changes predicted classes and
+    loses accuracy out of fold is never chosen."""
+    result = fit_calibrator(synthetic(2.0, rows=3000, spread=6.0), "auto", target=0.9)
+    assert result.selection is not None
+    scores = {s.method: s for s in result.selection.scores}
+    chosen = scores[result.selection.chosen]
+    eligible = [s for s in scores.values() if not s.excluded]
+    assert chosen.automated == max(s.automated for s in eligible)
+    assert chosen.automated > 0 and chosen.bound is not None and chosen.bound >= 0.9
+    for s in scores.values():
+        assert 0.0 <= s.class_changed <= 1.0 and 0.0 < s.accuracy <= 1.0
+        if s.excluded:
+            assert s.class_changed > 0.01
+            assert s.method != result.selection.chosen
