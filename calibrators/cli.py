@@ -68,6 +68,16 @@ def _folds(text: str) -> int:
     return value
 
 
+def _bins(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 2 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{text!r}: bins must be 2 to 1000")
+    return value
+
+
 def _number(text: str) -> float:
     try:
         return float(text)
@@ -120,6 +130,9 @@ def add_commands(commands: Any) -> Any:
     )
     _data_arguments(evaluate)
     _calibrator_argument(evaluate, required=False)
+    evaluate.add_argument(
+        "--bins", type=_bins, default=15, help="bins of the ECE, adaptive ECE and MCE"
+    )
     evaluate.add_argument("--out", type=Path, help="write the JSON report here too")
     evaluate.add_argument("--plots", type=Path, help="directory for reliability PNGs")
     evaluate.set_defaults(run=run_evaluate)
@@ -128,11 +141,18 @@ def add_commands(commands: Any) -> Any:
         "thresholds", help="recommend t_high / t_low", formatter_class=HELP
     )
     _data_arguments(thresholds)
-    _calibrator_argument(thresholds, required=True)
+    _calibrator_argument(thresholds, required=False)
     _threshold_arguments(thresholds)
     thresholds.add_argument("--out", type=Path, help="write the policy fragment (YAML) here")
     thresholds.set_defaults(run=run_thresholds)
 
+    _add_check(actions)
+    _add_convert(actions)
+    _add_compare(actions)
+    return actions
+
+
+def _add_check(actions: Any) -> None:
     check = actions.add_parser(
         "check",
         help="what a policy's thresholds do on a labelled test file, against the target",
@@ -148,6 +168,24 @@ def add_commands(commands: Any) -> Any:
     check.add_argument("--out", type=Path, help="write the JSON report here too")
     check.set_defaults(run=run_check)
 
+
+def _add_convert(actions: Any) -> None:
+    convert = actions.add_parser(
+        "convert",
+        help="turn a pickled (logits, labels) pair into an .npz the other commands read",
+        formatter_class=HELP,
+    )
+    convert.add_argument("pickle", type=Path, help="a pickle of (logits, labels)")
+    convert.add_argument("--out", required=True, type=Path, help="the .npz to write")
+    convert.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="required: unpickling runs whatever code the file holds",
+    )
+    convert.set_defaults(run=run_convert)
+
+
+def _add_compare(actions: Any) -> None:
     compare = actions.add_parser(
         "compare", help="every method on a seeded half / half split", formatter_class=HELP
     )
@@ -164,7 +202,6 @@ def add_commands(commands: Any) -> Any:
     compare.add_argument("--seed", type=int, default=0, help="of the split")
     compare.add_argument("--out", type=Path, help="write the JSON report here too")
     compare.set_defaults(run=run_compare)
-    return actions
 
 
 def _threshold_arguments(parser: argparse.ArgumentParser) -> None:
@@ -202,7 +239,8 @@ def _calibrator_argument(parser: argparse.ArgumentParser, required: bool) -> Non
         "--calibrator",
         type=Path,
         required=required,
-        help="a fit (.json) or an exported artefact (.onnx)",
+        help="a fit (.json) or an exported artefact (.onnx)"
+        + ("" if required else "; none: the model's raw softmax confidence, as a baseline"),
     )
 
 
@@ -311,10 +349,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.calibrator is not None:
         curves["calibrated"] = _predict(args.calibrator, data)[0]
     report: dict[str, Any] = {"data": str(args.data), "rows": data.rows}
+    report["bins"] = args.bins
     for name, probs in curves.items():
-        report[name] = asdict(measure(probs, data.labels))
+        report[name] = asdict(measure(probs, data.labels, args.bins))
         if data.domains is not None:
-            segments = by_segment(probs, data.labels, data.domains)
+            segments = by_segment(probs, data.labels, data.domains, args.bins)
             report[f"{name}_by_domain"] = {k: asdict(m) for k, m in segments.items()}
     if args.plots is not None:
         plot = reliability_diagram(
@@ -337,10 +376,15 @@ def _slug(name: str) -> str:
 
 
 def run_thresholds(args: argparse.Namespace) -> int:
+    from calibrators.metrics import softmax
     from sidecar.errors import DataError
 
     data = _load(args)
-    probs, fitted_on, calibrate = _predict(args.calibrator, data)
+    calibrate: Callable[[Floats], Floats]
+    if args.calibrator is None:  # a baseline: the model's raw softmax confidence
+        probs, fitted_on, calibrate = softmax(data.logits), "", softmax
+    else:
+        probs, fitted_on, calibrate = _predict(args.calibrator, data)
     if fitted_on == data.fingerprint():
         raise DataError(
             str(args.data),
@@ -481,6 +525,39 @@ def run_check(args: argparse.Namespace) -> int:
     for segment in missed:
         print(f"hitl: {segment}: Tier-1 accuracy is below its target {target}", file=sys.stderr)
     return 1 if missed else 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """A pickled (logits, labels) tuple, list or dict, checked, as an .npz."""
+    import pickle
+
+    import numpy as np
+
+    from calibrators.data import check
+    from sidecar.errors import DataError
+
+    if not args.trust_pickle:
+        raise DataError(
+            str(args.pickle),
+            "unpickling runs whatever code the file holds: pass --trust-pickle only for a"
+            " file you trust",
+        )
+    try:
+        with args.pickle.open("rb") as handle:
+            loaded = pickle.load(handle)  # noqa: S301 (the caller trusts it, said so)
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, AttributeError) as exc:
+        raise DataError(str(args.pickle), f"not a readable pickle: {exc}") from exc
+    if isinstance(loaded, dict):
+        pair = (loaded.get("logits"), loaded.get("labels"))
+    elif isinstance(loaded, tuple | list) and len(loaded) == 2:
+        pair = (loaded[0], loaded[1])
+    else:
+        raise DataError(str(args.pickle), "holds neither (logits, labels) nor a dict of them")
+    data = check(str(args.pickle), pair[0], pair[1], None, probabilities=False)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(args.out, logits=data.logits, labels=data.labels)
+    _print({"out": str(args.out), "rows": data.rows, "classes": data.classes})
+    return 0
 
 
 def run_compare(args: argparse.Namespace) -> int:

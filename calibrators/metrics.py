@@ -133,24 +133,27 @@ class Metrics:
     nll: float
 
 
-def measure(probs: Floats, labels: Ints) -> Metrics:
+def measure(probs: Floats, labels: Ints, bins: int = ECE_BINS) -> Metrics:
+    """Every metric, the binned ones with bins bins."""
     return Metrics(
         rows=int(labels.shape[0]),
         accuracy=accuracy(probs, labels),
-        ece=ece(probs, labels),
-        adaptive_ece=adaptive_ece(probs, labels),
-        mce=mce(probs, labels),
-        classwise_ece=classwise_ece(probs, labels),
+        ece=ece(probs, labels, bins),
+        adaptive_ece=adaptive_ece(probs, labels, bins),
+        mce=mce(probs, labels, bins),
+        classwise_ece=classwise_ece(probs, labels, bins),
         brier=brier(probs, labels),
         nll=nll(probs, labels),
     )
 
 
-def by_segment(probs: Floats, labels: Ints, segments: npt.NDArray[np.str_]) -> dict[str, Metrics]:
+def by_segment(
+    probs: Floats, labels: Ints, segments: npt.NDArray[np.str_], bins: int = ECE_BINS
+) -> dict[str, Metrics]:
     """Metrics per segment (domain or group): a calibrator or threshold that is fine
     on aggregate can be off for one group."""
     return {
-        name: measure(probs[segments == name], labels[segments == name])
+        name: measure(probs[segments == name], labels[segments == name], bins)
         for name in sorted(set(segments.tolist()))
     }
 

@@ -509,3 +509,37 @@ def test_thresholds_for_production_class_mix(
     code, _, err = run(capsys, *common, "--production", str(narrow))
     assert code == 2
     assert f"{narrow}: scores must be [rows, 3]" in err
+
+
+def test_raw_confidence_thresholds_and_bins(
+    held_out: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """thresholds without --calibrator bounds the raw softmax confidence (a baseline);
+    evaluate --bins sets the ECE's bins."""
+    code, raw, _ = run(capsys, "thresholds", "--data", str(held_out), "--target", "0.9")
+    assert code == 0
+    assert raw["report"]["default"]["tier1_lower_bound"] >= 0.9
+    _, coarse, _ = run(capsys, "evaluate", "--data", str(held_out), "--bins", "5")
+    _, fine, _ = run(capsys, "evaluate", "--data", str(held_out), "--bins", "50")
+    assert (coarse["bins"], fine["bins"]) == (5, 50)
+    assert coarse["raw"]["ece"] != fine["raw"]["ece"]
+
+
+def test_convert_a_pickle_only_when_trusted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pickled (logits, labels) tuple becomes an .npz, with --trust-pickle only."""
+    import pickle
+
+    data = synthetic(1.0, rows=100, classes=3)
+    source = tmp_path / "outputs.pkl"
+    source.write_bytes(pickle.dumps((data.logits, data.labels.reshape(-1, 1))))
+    out = tmp_path / "outputs.npz"
+    code = main(["calibrate", "convert", str(source), "--out", str(out)])
+    assert code == 2
+    assert "--trust-pickle" in capsys.readouterr().err
+    assert not out.exists()
+    code, report, _ = run(capsys, "convert", str(source), "--out", str(out), "--trust-pickle")
+    assert (code, report["rows"], report["classes"]) == (0, 100, 3)
+    code, evaluated, _ = run(capsys, "evaluate", "--data", str(out))
+    assert (code, evaluated["rows"]) == (0, 100)
