@@ -9,7 +9,8 @@
 #             the sidecar beside a FastAPI peer and with client batching, forwarder rate per
 #             sink, a revision reaching 100 watchers, into bench-output/;
 #             exit 3 when the machine cannot judge the p99 (its floor misses the limit)
-# make calibration-report  every calibrator on ../shared/data/calibration, when present
+# make calibration-report  every calibrator on ../shared/data/calibration, when present,
+#             and thresholds under label shift on a long-tailed resample of it
 # make proto  regenerate client/hitl_client/stubs from proto/ (pinned grpcio-tools, mypy-protobuf)
 # make k8s    the Kubernetes tests alone: injector, manifests, alert rules, dashboard, Dockerfile
 
@@ -60,6 +61,7 @@ bench: $(STAMP)
 
 calibration-report: $(STAMP)
 	$(BIN)/python -m benchmarks.calibration_report
+	$(BIN)/python -m benchmarks.label_shift
 
 k8s: $(STAMP)
 	$(BIN)/python -m pytest tests/unit/injector tests/integration/test_injector.py tests/k8s
