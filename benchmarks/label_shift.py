@@ -108,7 +108,9 @@ def main() -> int:
     parser.add_argument("--data-dir", type=Path, default=SHARED)
     args = parser.parse_args()
     failed = False
-    print("| file | method | labelled rows | shift (TV) | correction | t_high | bound | automated | achieved | target held |")
+    print(
+        "| file | method | labelled rows | shift (TV) | correction | t_high | bound | automated | achieved | target held |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in FILES:
         path = args.data_dir / name
@@ -117,12 +119,16 @@ def main() -> int:
             continue
         for r in run(path, args.target, args.level, args.seed):
             if "refused" in r:
-                print(f"| {r['file']} | {r['method']} | {r['labelled_rows']} | {r['total_variation']} | "
-                      f"{r['correction']} | refused: {r['refused']} | | | | |")
+                print(
+                    f"| {r['file']} | {r['method']} | {r['labelled_rows']} | {r['total_variation']} | "
+                    f"{r['correction']} | refused: {r['refused']} | | | | |"
+                )
                 continue
-            print(f"| {r['file']} | {r['method']} | {r['labelled_rows']} | {r['total_variation']} | "
-                  f"{r['correction']} | {r['t_high']} | {r['bound']} | {r['automated']} | "
-                  f"{r['achieved']} | {'yes' if r['held'] else 'NO'} |")
+            print(
+                f"| {r['file']} | {r['method']} | {r['labelled_rows']} | {r['total_variation']} | "
+                f"{r['correction']} | {r['t_high']} | {r['bound']} | {r['automated']} | "
+                f"{r['achieved']} | {'yes' if r['held'] else 'NO'} |"
+            )
             failed |= r["correction"] != "none" and not r["held"]
     return 1 if failed else 0
 

@@ -285,6 +285,23 @@ def port_file_setting(env: str) -> Any:
     )
 
 
+# A server's TLS, declared the same way by every service that serves it.
+
+
+def tls_cert_setting(env: str) -> Any:
+    return setting(env, None, "serve TLS with this certificate (PEM)", parse=optional_path)
+
+
+def tls_key_setting(env: str) -> Any:
+    return setting(env, None, "the TLS certificate's private key", parse=optional_path)
+
+
+def client_ca_setting(env: str) -> Any:
+    return setting(
+        env, None, "require client certificates signed by this CA (mTLS)", parse=optional_path
+    )
+
+
 def check_tls(values: Mapping[str, Any], cert_var: str, key_var: str, ca_var: str) -> None:
     """A server's TLS settings (tls_cert, tls_key, client_ca) make sense together."""
     if (values["tls_cert"] is None) != (values["tls_key"] is None):

@@ -11,14 +11,16 @@ from pathlib import Path
 from sidecar.settings import (
     address,
     check_tls,
+    client_ca_setting,
     grace_setting,
     log_level_setting,
     metrics_setting,
-    optional_path,
     path,
     port_file_setting,
     read,
     setting,
+    tls_cert_setting,
+    tls_key_setting,
 )
 from sidecar.storage.url import check_db
 
@@ -59,18 +61,9 @@ class RegistryConfig:
         1.0,
         "how often a replica looks for revisions made by another",
     )
-    tls_cert: Path | None = setting(
-        ENV_REGISTRY_TLS_CERT, None, "serve TLS with this certificate (PEM)", parse=optional_path
-    )
-    tls_key: Path | None = setting(
-        ENV_REGISTRY_TLS_KEY, None, "the TLS certificate's private key", parse=optional_path
-    )
-    client_ca: Path | None = setting(
-        ENV_REGISTRY_CLIENT_CA,
-        None,
-        "require client certificates signed by this CA (mTLS)",
-        parse=optional_path,
-    )
+    tls_cert: Path | None = tls_cert_setting(ENV_REGISTRY_TLS_CERT)
+    tls_key: Path | None = tls_key_setting(ENV_REGISTRY_TLS_KEY)
+    client_ca: Path | None = client_ca_setting(ENV_REGISTRY_CLIENT_CA)
     log_level: str = log_level_setting()
     shutdown_grace_seconds: float = grace_setting(5.0)
     port_file: Path | None = port_file_setting("HITL_REGISTRY_PORT_FILE")

@@ -13,13 +13,15 @@ from sidecar.review.validation import DEFAULT_MAX_CLAIMS, DEFAULT_MAX_LEASE_SECO
 from sidecar.settings import (
     address,
     check_tls,
+    client_ca_setting,
     grace_setting,
     log_level_setting,
     metrics_setting,
-    optional_path,
     port_file_setting,
     read,
     setting,
+    tls_cert_setting,
+    tls_key_setting,
 )
 from sidecar.storage.url import check_db
 
@@ -72,18 +74,9 @@ class ReviewConfig:
         DEFAULT_MAX_LEASE_SECONDS,
         "the longest lease a claim may ask for, seconds",
     )
-    tls_cert: Path | None = setting(
-        ENV_REVIEW_TLS_CERT, None, "serve TLS with this certificate (PEM)", parse=optional_path
-    )
-    tls_key: Path | None = setting(
-        ENV_REVIEW_TLS_KEY, None, "the TLS certificate's private key", parse=optional_path
-    )
-    client_ca: Path | None = setting(
-        ENV_REVIEW_CLIENT_CA,
-        None,
-        "require client certificates signed by this CA (mTLS)",
-        parse=optional_path,
-    )
+    tls_cert: Path | None = tls_cert_setting(ENV_REVIEW_TLS_CERT)
+    tls_key: Path | None = tls_key_setting(ENV_REVIEW_TLS_KEY)
+    client_ca: Path | None = client_ca_setting(ENV_REVIEW_CLIENT_CA)
     shutdown_grace_seconds: float = grace_setting(10.0)
     port_file: Path | None = port_file_setting("HITL_REVIEW_PORT_FILE")
 

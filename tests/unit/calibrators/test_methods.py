@@ -249,9 +249,12 @@ def test_auto_with_a_target_selects_by_what_routing_gets() -> None:
     chosen = scores[result.selection.chosen]
     eligible = [s for s in scores.values() if not s.excluded]
     assert chosen.automated == max(s.automated for s in eligible)
-    assert chosen.automated > 0 and chosen.bound is not None and chosen.bound >= 0.9
+    assert chosen.automated > 0
+    assert chosen.bound is not None
+    assert chosen.bound >= 0.9
     for s in scores.values():
-        assert 0.0 <= s.class_changed <= 1.0 and 0.0 < s.accuracy <= 1.0
+        assert 0.0 <= s.class_changed <= 1.0
+        assert 0.0 < s.accuracy <= 1.0
         if s.excluded:
             assert s.class_changed > 0.01
             assert s.method != result.selection.chosen
