@@ -5,8 +5,7 @@ The table itself is made by the service's migrations."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Mapping
 from typing import Any
 
 from sidecar.auth import Principal
@@ -76,41 +75,6 @@ class PrincipalTable:
 
     def all(self, tx: Transaction) -> list[Principal]:
         return [_principal(row) for row in tx.rows(self._all, {})]
-
-
-class StoresPrincipals:
-    """A store's principal operations, on its own transactions: ``_transaction``,
-    ``_principals`` (its table) and ``_duplicate`` (its driver's unique-key error)
-    are the store's."""
-
-    _transaction: Callable[[], AbstractContextManager[Transaction]]
-    _principals: PrincipalTable
-    _duplicate: type[Exception]
-
-    def add_principal(
-        self, name: str, roles: frozenset[str], token_sha256: str, cert_subject: str, now: float
-    ) -> None:
-        """Create or replace the principal called name. token_sha256 (hex, may be
-        empty) and cert_subject (may be empty) are its credentials, each naming at
-        most one principal: Conflict when another holds it."""
-        try:
-            with self._transaction() as tx:
-                self._principals.add(tx, name, roles, token_sha256, cert_subject, now)
-        except self._duplicate as exc:
-            # Another transaction gave the credential away between our check and write.
-            raise Conflict(f"principal {name!r}: its credential is held by another") from exc
-
-    def principal_for_token(self, token_sha256: str) -> Principal | None:
-        with self._transaction() as tx:
-            return self._principals.by_token(tx, token_sha256)
-
-    def principal_for_subject(self, cert_subject: str) -> Principal | None:
-        with self._transaction() as tx:
-            return self._principals.by_subject(tx, cert_subject)
-
-    def principals(self) -> list[Principal]:
-        with self._transaction() as tx:
-            return self._principals.all(tx)
 
 
 def _principal(row: Mapping[str, Any]) -> Principal:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,10 +29,10 @@ from sidecar.registry.model import (
     Settlement,
 )
 from sidecar.registry.stores import migrations
-from sidecar.storage.migrations import Schema, migrate
-from sidecar.storage.principals import PrincipalTable, StoresPrincipals
+from sidecar.storage.migrations import Schema
 from sidecar.storage.sql import Database, Dialect, Transaction
 from sidecar.storage.sql import render as render_sql
+from sidecar.storage.store import ServiceStore
 
 REGISTRY_LOCK_KEY = 7433  # its PostgreSQL advisory lock; the review store's is 7432
 
@@ -157,7 +156,7 @@ def statements(dialect: Dialect) -> Statements:
     )
 
 
-class SqlStore(StoresPrincipals):
+class SqlStore(ServiceStore):
     """The RegistryStore logic on any dialect, its transactions run by db.
 
     ``where`` names the database in messages; ``duplicate`` is the driver's error for
@@ -166,24 +165,10 @@ class SqlStore(StoresPrincipals):
     def __init__(
         self, db: Database, dialect: Dialect, *, where: str, duplicate: type[Exception]
     ) -> None:
-        self._db = db
         self._sql = statements(dialect)
-        self._principals = PrincipalTable("registry_principals", dialect)
-        self._duplicate = duplicate
-        try:
-            with self._transaction() as tx:
-                # MIGRATIONS is read at each open, so a test can add one.
-                schema = Schema("registry", REGISTRY_LOCK_KEY, migrations.MIGRATIONS)
-                self.migrated = migrate(tx, dialect, schema, where)
-        except BaseException:
-            self.close()
-            raise
-
-    def _transaction(self) -> AbstractContextManager[Transaction]:
-        return self._db.transaction()
-
-    def close(self) -> None:
-        self._db.close()
+        # MIGRATIONS is read at each open, so a test can add one.
+        schema = Schema("registry", REGISTRY_LOCK_KEY, migrations.MIGRATIONS)
+        super().__init__(db, dialect, schema, where=where, duplicate=duplicate)
 
     # -- revisions -----------------------------------------------------------------
 

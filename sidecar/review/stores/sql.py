@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,10 +24,9 @@ from sidecar.escalation.record import Escalation
 from sidecar.review.item import TIERS, ItemState, Resolution, ReviewItem, Verdict
 from sidecar.review.sla import Sla
 from sidecar.review.stores.migrations import SCHEMA
-from sidecar.storage.migrations import migrate
-from sidecar.storage.principals import PrincipalTable, StoresPrincipals
-from sidecar.storage.sql import Database, Dialect, Transaction
+from sidecar.storage.sql import Database, Dialect
 from sidecar.storage.sql import render as render_sql
+from sidecar.storage.store import ServiceStore
 
 COLUMNS = (
     "escalation_id, model, tier, priority, state, due_at, escalation_level, received_at, "
@@ -146,28 +144,14 @@ def statements(dialect: Dialect) -> Statements:
     )
 
 
-class SqlStore(StoresPrincipals):
+class SqlStore(ServiceStore):
     """The ReviewStore logic on any dialect, its transactions run by db."""
 
     def __init__(
         self, db: Database, dialect: Dialect, *, where: str, duplicate: type[Exception]
     ) -> None:
-        self._db = db
         self._sql = statements(dialect)
-        self._principals = PrincipalTable("review_principals", dialect)
-        self._duplicate = duplicate
-        try:
-            with self._transaction() as tx:
-                self.migrated = migrate(tx, dialect, SCHEMA, where)
-        except BaseException:
-            self.close()
-            raise
-
-    def _transaction(self) -> AbstractContextManager[Transaction]:
-        return self._db.transaction()
-
-    def close(self) -> None:
-        self._db.close()
+        super().__init__(db, dialect, SCHEMA, where=where, duplicate=duplicate)
 
     def add(self, items: Sequence[ReviewItem]) -> list[bool]:
         with self._transaction() as tx:
