@@ -6,15 +6,20 @@ latency from that time, on one keep-alive connection pool (aiohttp)."""
 
 from __future__ import annotations
 
-import asyncio
 import multiprocessing as mp
-import time
 from typing import Any
 
 import aiohttp
-import numpy as np
 
-from benchmarks.loadgen import ClosedLoopResult, LoadResult, WorkerResult, merge, open_loop
+from benchmarks.loadgen import (
+    ClosedLoopResult,
+    LoadResult,
+    WorkerResult,
+    closed_lanes,
+    in_worker,
+    merge,
+    open_loop,
+)
 
 
 def run_load(
@@ -26,14 +31,8 @@ def run_load(
             (url, rate / workers, seconds, bodies[w::workers], f"{tag}-w{w}")
             for w in range(workers)
         ]
-        results = pool.starmap(_worker, args)
+        results = pool.starmap(in_worker, [(_drive, *each) for each in args])
     return merge(results, rate)
-
-
-def _worker(
-    url: str, rate: float, seconds: float, bodies: list[dict[str, Any]], tag: str
-) -> WorkerResult:
-    return asyncio.run(_drive(url, rate, seconds, bodies, tag))
 
 
 async def _drive(
@@ -57,44 +56,21 @@ def closed_loop(
     """``loadgen.closed_loop`` over HTTP: concurrency callers on one connection pool."""
     with mp.get_context("spawn").Pool(1) as pool:
         result: ClosedLoopResult = pool.apply(
-            _closed_worker, (url, concurrency, seconds, bodies, tag)
+            in_worker, (_closed, url, concurrency, seconds, bodies, tag)
         )
     return result
-
-
-def _closed_worker(
-    url: str, concurrency: int, seconds: float, bodies: list[dict[str, Any]], tag: str
-) -> ClosedLoopResult:
-    return asyncio.run(_closed(url, concurrency, seconds, bodies, tag))
 
 
 async def _closed(
     url: str, concurrency: int, seconds: float, bodies: list[dict[str, Any]], tag: str
 ) -> ClosedLoopResult:
-    latencies: list[float] = []
-    errors = 0
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
-        deadline = time.perf_counter() + seconds
 
-        async def caller(lane: int) -> None:
-            nonlocal errors
-            i = lane
-            while (start := time.perf_counter()) < deadline:
-                body = {**bodies[i % len(bodies)], "request_id": f"{tag}-{lane}-{i}"}
-                i += concurrency
-                try:
-                    async with session.post(url, json=body) as response:
-                        await response.read()
-                        ok = response.status == 200
-                except aiohttp.ClientError:
-                    ok = False
-                if not ok:
-                    errors += 1
-                    continue
-                latencies.append((time.perf_counter() - start) * 1000.0)
+        async def call(lane: int, i: int) -> None:
+            body = {**bodies[i % len(bodies)], "request_id": f"{tag}-{lane}-{i}"}
+            async with session.post(url, json=body) as response:
+                await response.read()
+                response.raise_for_status()
 
-        began = time.perf_counter()
-        await asyncio.gather(*(caller(lane) for lane in range(concurrency)))
-        elapsed = time.perf_counter() - began
-    return ClosedLoopResult(len(latencies) / elapsed, np.array(latencies), errors)
+        return await closed_lanes(concurrency, seconds, call, aiohttp.ClientError)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -20,6 +21,8 @@ import numpy.typing as npt
 
 from hitl_client.router import AsyncRouterClient, Batching
 from hitl_client.stubs.hitl.v1 import router_pb2 as pb
+
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ def run_load(
             (target, rate / workers, seconds, payloads[w::workers], f"{tag}-w{w}", batching)
             for w in range(workers)
         ]
-        results = pool.starmap(_worker, args)
+        results = pool.starmap(in_worker, [(_drive, *each) for each in args])
     return merge(results, rate)
 
 
@@ -84,15 +87,9 @@ def merge(results: list[WorkerResult], rate: float) -> LoadResult:
     )
 
 
-def _worker(
-    target: str,
-    rate: float,
-    seconds: float,
-    payloads: list[bytes],
-    tag: str,
-    batching: Batching | None,
-) -> WorkerResult:
-    return asyncio.run(_drive(target, rate, seconds, payloads, tag, batching))
+def in_worker(drive: Callable[..., Coroutine[Any, Any, Result]], *args: Any) -> Result:
+    """Run drive(*args) on an event loop of its own (what each pool process does)."""
+    return asyncio.run(drive(*args))
 
 
 async def _drive(
@@ -182,20 +179,9 @@ def closed_loop(
     as its last is answered, through one client (coalescing them with batching)."""
     with mp.get_context("spawn").Pool(1) as pool:
         result: ClosedLoopResult = pool.apply(
-            _closed_worker, (target, concurrency, seconds, payloads, tag, batching)
+            in_worker, (_closed, target, concurrency, seconds, payloads, tag, batching)
         )
     return result
-
-
-def _closed_worker(
-    target: str,
-    concurrency: int,
-    seconds: float,
-    payloads: list[bytes],
-    tag: str,
-    batching: Batching | None,
-) -> ClosedLoopResult:
-    return asyncio.run(_closed(target, concurrency, seconds, payloads, tag, batching))
 
 
 async def _closed(
@@ -207,28 +193,44 @@ async def _closed(
     batching: Batching | None,
 ) -> ClosedLoopResult:
     requests = [pb.RouteRequest.FromString(p) for p in payloads]
-    latencies: list[float] = []
-    errors = 0
     async with AsyncRouterClient(target, timeout=10.0, max_attempts=1, batching=batching) as client:
         await client.wait_ready()
-        deadline = time.perf_counter() + seconds
 
-        async def caller(lane: int) -> None:
-            nonlocal errors
-            i = lane
-            while (start := time.perf_counter()) < deadline:
-                request = pb.RouteRequest()
-                request.CopyFrom(requests[i % len(requests)])
-                request.request_id = f"{tag}-{lane}-{i}"
+        async def call(lane: int, i: int) -> None:
+            request = pb.RouteRequest()
+            request.CopyFrom(requests[i % len(requests)])
+            request.request_id = f"{tag}-{lane}-{i}"
+            await client.route(request)
+
+        return await closed_lanes(concurrency, seconds, call, grpc.RpcError)
+
+
+async def closed_lanes(
+    concurrency: int,
+    seconds: float,
+    call: Callable[[int, int], Awaitable[None]],
+    failure: type[BaseException],
+) -> ClosedLoopResult:
+    """concurrency lanes, each awaiting call(lane, i) for its next i as soon as its last
+    answered, for seconds; raising failure counts an error."""
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def lane_of(lane: int) -> None:
+        nonlocal errors
+        i = lane
+        while (start := time.perf_counter()) < deadline:
+            try:
+                await call(lane, i)
+            except failure:
+                errors += 1
+                continue
+            finally:
                 i += concurrency
-                try:
-                    await client.route(request)
-                except grpc.RpcError:
-                    errors += 1
-                    continue
-                latencies.append((time.perf_counter() - start) * 1000.0)
+            latencies.append((time.perf_counter() - start) * 1000.0)
 
-        began = time.perf_counter()
-        await asyncio.gather(*(caller(lane) for lane in range(concurrency)))
-        elapsed = time.perf_counter() - began
+    began = time.perf_counter()
+    await asyncio.gather(*(lane_of(lane) for lane in range(concurrency)))
+    elapsed = time.perf_counter() - began
     return ClosedLoopResult(len(latencies) / elapsed, np.array(latencies), errors)

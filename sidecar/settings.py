@@ -77,6 +77,11 @@ def declared(cls: type) -> Iterator[tuple[str, Setting]]:
             yield item.name, found
 
 
+def env_of(cls: type, name: str) -> str:
+    """The environment variable of cls's setting name (for messages naming it)."""
+    return dict(declared(cls))[name].env
+
+
 def read(
     cls: type, overrides: Mapping[str, object] | None = None, env: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
@@ -302,8 +307,9 @@ def client_ca_setting(env: str) -> Any:
     )
 
 
-def check_tls(values: Mapping[str, Any], cert_var: str, key_var: str, ca_var: str) -> None:
+def check_tls(cls: type, values: Mapping[str, Any]) -> None:
     """A server's TLS settings (tls_cert, tls_key, client_ca) make sense together."""
+    cert_var, key_var, ca_var = (env_of(cls, name) for name in ("tls_cert", "tls_key", "client_ca"))
     if (values["tls_cert"] is None) != (values["tls_key"] is None):
         raise ConfigError(f"{cert_var} and {key_var} go together")
     if values["client_ca"] is not None and values["tls_cert"] is None:

@@ -48,6 +48,19 @@ def fresh_schema() -> Iterator[str]:
             connection.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
+def end_backends(application_name: str) -> int:
+    """End the server processes serving application_name's connections; how many."""
+    import psycopg
+
+    with psycopg.connect(DSN, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+            " WHERE application_name = %s AND pid <> pg_backend_pid()",
+            (application_name,),
+        ).fetchall()
+    return sum(1 for (ended,) in rows if ended)
+
+
 def dsn_for(schema: str) -> str:
     """DSN as a URI whose connections use schema (for processes given only a --db)."""
     return f"{DSN}?options=-csearch_path%3D{schema}"

@@ -25,7 +25,7 @@ from hitl_client.stubs.hitl.v1 import registry_pb2 as pb
 from hitl_client.stubs.hitl.v1 import registry_pb2_grpc as pb_grpc
 from sidecar.clock import Clock, SystemClock
 from sidecar.policy.signing import load_signer
-from sidecar.registry.config import ENV_REGISTRY_LISTEN, ENV_REGISTRY_METRICS_ADDR, RegistryConfig
+from sidecar.registry.config import RegistryConfig
 from sidecar.registry.metrics import RegistryMetrics
 from sidecar.registry.server import Publisher, RegistryServicer
 from sidecar.registry.service import Registry
@@ -38,6 +38,7 @@ from sidecar.serving import (
     server_credentials,
     write_port_file,
 )
+from sidecar.settings import env_of
 from sidecar.supervision import Supervisor
 from sidecar.telemetry.metrics import service_meters
 
@@ -93,7 +94,10 @@ def build(
     clock = clock or SystemClock()
     signer = load_signer(config.signing_key)
     _, meters = service_meters(
-        "hitl-registry", config.metrics_addr, ENV_REGISTRY_METRICS_ADDR, metric_readers or ()
+        "hitl-registry",
+        config.metrics_addr,
+        env_of(RegistryConfig, "metrics_addr"),
+        metric_readers or (),
     )
     registry = Registry(store or open_store(config.db), signer, clock)
     publisher = Publisher(registry, clock, config.head_poll_seconds, config.refresh_seconds)
@@ -111,7 +115,7 @@ def build(
     address = bind(
         server,
         config.listen,
-        ENV_REGISTRY_LISTEN,
+        env_of(RegistryConfig, "listen"),
         server_credentials(config.tls_cert, config.tls_key, config.client_ca),
     )
     log.info("registry.signing", key_id=signer.key_id)

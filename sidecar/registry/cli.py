@@ -89,19 +89,19 @@ def _add_policy(commands: Any) -> None:
     pending.add_argument("--state", choices=STATES, help="default: any")
     pending.add_argument("--limit", type=int, default=20)
     pending.set_defaults(run=run_proposals)
-    for name, run in (("approve", run_approve), ("reject", run_reject)):
+    for name in ("approve", "reject"):
         decide = _client(acts.add_parser(name, help=f"{name} a pending proposal"))
-        decide.add_argument("proposal", type=int)
+        decide.add_argument("number", metavar="proposal", type=int)
         decide.add_argument("--reason", default="")
-        decide.set_defaults(run=run)
+        decide.set_defaults(run=run_settle, action=name)
     history = _client(acts.add_parser("history", help="revisions: who, why, when, what changed"))
     history.add_argument("--limit", type=int, default=20)
     history.add_argument("--before", type=int, default=0)
     history.set_defaults(run=run_history)
     rollback = _client(acts.add_parser("rollback", help="propose an earlier revision's policy"))
-    rollback.add_argument("revision", type=int)
+    rollback.add_argument("number", metavar="revision", type=int)
     rollback.add_argument("--reason", required=True)
-    rollback.set_defaults(run=run_rollback)
+    rollback.set_defaults(run=run_settle, action="rollback")
     diff = _client(acts.add_parser("diff", help="what changes between two policies"))
     diff.add_argument("before", help="a revision number or a policy file")
     diff.add_argument("after", nargs="?", default="0", help="the same (default: the head)")
@@ -257,16 +257,10 @@ def run_proposals(args: argparse.Namespace) -> int:
 
 
 @reports_refusals
-def run_approve(args: argparse.Namespace) -> int:
+def run_settle(args: argparse.Namespace) -> int:
+    """approve or reject a proposal, or propose rolling back to a revision, with a reason."""
     with _connect(args) as client:
-        _print(client.approve(args.proposal, args.reason))
-    return 0
-
-
-@reports_refusals
-def run_reject(args: argparse.Namespace) -> int:
-    with _connect(args) as client:
-        _print(client.reject(args.proposal, args.reason))
+        _print(getattr(client, args.action)(args.number, args.reason))
     return 0
 
 
@@ -276,13 +270,6 @@ def run_history(args: argparse.Namespace) -> int:
         for revision in client.history(args.limit, args.before):
             revision.ClearField("policy")
             _print(revision)
-    return 0
-
-
-@reports_refusals
-def run_rollback(args: argparse.Namespace) -> int:
-    with _connect(args) as client:
-        _print(client.rollback(args.revision, args.reason))
     return 0
 
 

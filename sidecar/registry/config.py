@@ -24,13 +24,8 @@ from sidecar.settings import (
 )
 from sidecar.storage.url import check_db
 
-ENV_REGISTRY_LISTEN = "HITL_REGISTRY_LISTEN"
 ENV_REGISTRY_DB = "HITL_REGISTRY_DB"
 ENV_REGISTRY_SIGNING_KEY = "HITL_REGISTRY_SIGNING_KEY"
-ENV_REGISTRY_TLS_CERT = "HITL_REGISTRY_TLS_CERT"
-ENV_REGISTRY_TLS_KEY = "HITL_REGISTRY_TLS_KEY"
-ENV_REGISTRY_CLIENT_CA = "HITL_REGISTRY_CLIENT_CA"
-ENV_REGISTRY_METRICS_ADDR = "HITL_REGISTRY_METRICS_ADDR"
 
 DEFAULT_REGISTRY_LISTEN = "127.0.0.1:7433"
 DEFAULT_REGISTRY_DB = "sqlite:hitl-registry/registry.db"
@@ -45,14 +40,16 @@ class RegistryConfig:
         help="the Ed25519 private key (PEM) that signs policies (hitl registry keygen makes one)",
         parse=path,
     )
-    listen: str = setting(ENV_REGISTRY_LISTEN, DEFAULT_REGISTRY_LISTEN, "HOST:PORT", parse=address)
+    listen: str = setting(
+        "HITL_REGISTRY_LISTEN", DEFAULT_REGISTRY_LISTEN, "HOST:PORT", parse=address
+    )
     db: str = setting(
         ENV_REGISTRY_DB,
         DEFAULT_REGISTRY_DB,
         "sqlite:PATH or postgresql://... (pip install 'hitl-sidecar[postgres]')",
         parse=check_db,
     )
-    metrics_addr: str = metrics_setting(ENV_REGISTRY_METRICS_ADDR)
+    metrics_addr: str = metrics_setting("HITL_REGISTRY_METRICS_ADDR")
     refresh_seconds: float = setting(
         "HITL_REGISTRY_REFRESH_SECONDS", 30.0, "how often the head is re-signed for watchers"
     )
@@ -61,9 +58,9 @@ class RegistryConfig:
         1.0,
         "how often a replica looks for revisions made by another",
     )
-    tls_cert: Path | None = tls_cert_setting(ENV_REGISTRY_TLS_CERT)
-    tls_key: Path | None = tls_key_setting(ENV_REGISTRY_TLS_KEY)
-    client_ca: Path | None = client_ca_setting(ENV_REGISTRY_CLIENT_CA)
+    tls_cert: Path | None = tls_cert_setting("HITL_REGISTRY_TLS_CERT")
+    tls_key: Path | None = tls_key_setting("HITL_REGISTRY_TLS_KEY")
+    client_ca: Path | None = client_ca_setting("HITL_REGISTRY_CLIENT_CA")
     log_level: str = log_level_setting()
     shutdown_grace_seconds: float = grace_setting(5.0)
     port_file: Path | None = port_file_setting("HITL_REGISTRY_PORT_FILE")
@@ -74,5 +71,5 @@ class RegistryConfig:
     ) -> RegistryConfig:
         """Settings from env (default: os.environ), with overrides (not None) on top."""
         values = read(cls, overrides, env)
-        check_tls(values, ENV_REGISTRY_TLS_CERT, ENV_REGISTRY_TLS_KEY, ENV_REGISTRY_CLIENT_CA)
+        check_tls(cls, values)
         return cls(**values)

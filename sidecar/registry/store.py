@@ -1,6 +1,6 @@
-"""Where the registry keeps its state: one interface, two implementations
-(``stores.sqlite``, the embedded default, a file; ``stores.postgres`` for replicas
-sharing one database), each with numbered schema migrations applied at open.
+"""Where the registry keeps its state: one interface, implemented once in SQL
+(``stores.sql``) on a SQLite file, the embedded default, or PostgreSQL for replicas
+sharing one database, with numbered schema migrations applied at open.
 
 Every method is one transaction and takes ``now`` from the caller: stores read no
 clock. A store raises NotFound and Conflict as documented, whatever a ``settle``
@@ -23,8 +23,8 @@ from sidecar.registry.model import (
     Role,
     Settlement,
 )
-from sidecar.registry.stores.sqlite import SqliteStore
-from sidecar.storage.url import is_postgres, sqlite_path
+from sidecar.registry.stores.sql import SqlStore
+from sidecar.storage.store import open_database
 
 # What settle() returns for a pending proposal: apply it (the store writes the next
 # revision with approved_by) or reject it; ``reason`` is kept as the decision's.
@@ -119,10 +119,6 @@ class RegistryStore(Protocol):
 
 
 def open_store(url: str) -> RegistryStore:
-    """``postgresql://...`` (a libpq URI) or ``sqlite:PATH`` (or a bare path). The
-    PostgreSQL store is imported only when asked for: psycopg is an optional extra."""
-    if is_postgres(url):
-        from sidecar.registry.stores.postgres import PostgresStore
-
-        return PostgresStore(url)
-    return SqliteStore(sqlite_path(url))
+    """The store on ``postgresql://...`` (a libpq URI) or ``sqlite:PATH`` (or a bare
+    path); ``sidecar.storage.store.open_database`` says how each is opened."""
+    return SqlStore(open_database(url))

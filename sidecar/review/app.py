@@ -19,7 +19,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from hitl_client.stubs.hitl.v1 import review_pb2 as rpb
 from hitl_client.stubs.hitl.v1 import review_pb2_grpc as rpb_grpc
 from sidecar.clock import Clock, SystemClock
-from sidecar.review.config import ENV_REVIEW_LISTEN, ENV_REVIEW_METRICS_ADDR, ReviewConfig
+from sidecar.review.config import ReviewConfig
 from sidecar.review.metrics import ReviewMetrics
 from sidecar.review.queue import ReviewQueue
 from sidecar.review.server import ReviewQueueServicer
@@ -32,6 +32,7 @@ from sidecar.serving import (
     stop_event,
     write_port_file,
 )
+from sidecar.settings import env_of
 from sidecar.telemetry.metrics import service_meters
 
 log = structlog.get_logger("hitl.review")
@@ -99,7 +100,10 @@ def build(
 ) -> ReviewServer:
     """Wire a review queue from config; keyword arguments replace the real adapters."""
     _, meters = service_meters(
-        "hitl-review", config.metrics_addr, ENV_REVIEW_METRICS_ADDR, metric_readers or ()
+        "hitl-review",
+        config.metrics_addr,
+        env_of(ReviewConfig, "metrics_addr"),
+        metric_readers or (),
     )
     metrics = ReviewMetrics(meters.get_meter(INSTRUMENTATION))
     queue = ReviewQueue(
@@ -124,7 +128,7 @@ def build(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection(server, REVIEW_SERVICE)
     credentials = server_credentials(config.tls_cert, config.tls_key, config.client_ca)
-    address = bind(server, config.listen, ENV_REVIEW_LISTEN, credentials)
+    address = bind(server, config.listen, env_of(ReviewConfig, "listen"), credentials)
     return ReviewServer(config, queue, server, health_servicer, meters, address)
 
 

@@ -25,12 +25,6 @@ from sidecar.settings import (
 )
 from sidecar.storage.url import check_db
 
-ENV_REVIEW_LISTEN = "HITL_REVIEW_LISTEN"
-ENV_REVIEW_METRICS_ADDR = "HITL_REVIEW_METRICS_ADDR"
-ENV_REVIEW_TLS_CERT = "HITL_REVIEW_TLS_CERT"
-ENV_REVIEW_TLS_KEY = "HITL_REVIEW_TLS_KEY"
-ENV_REVIEW_CLIENT_CA = "HITL_REVIEW_CLIENT_CA"
-
 DEFAULT_REVIEW_LISTEN = "127.0.0.1:7432"
 DEFAULT_REVIEW_DB = "sqlite:hitl-state/review.db"
 
@@ -40,7 +34,7 @@ class ReviewConfig:
     """Settings of one review queue process (docs/configuration.md)."""
 
     listen: str = setting(
-        ENV_REVIEW_LISTEN,
+        "HITL_REVIEW_LISTEN",
         DEFAULT_REVIEW_LISTEN,
         "HOST:PORT; port 0 picks a free one",
         parse=address,
@@ -63,7 +57,7 @@ class ReviewConfig:
     sweep_seconds: float = setting(
         "HITL_REVIEW_SWEEP_SECONDS", 10.0, "how often overdue items are raised"
     )
-    metrics_addr: str = metrics_setting(ENV_REVIEW_METRICS_ADDR)
+    metrics_addr: str = metrics_setting("HITL_REVIEW_METRICS_ADDR")
     log_level: str = log_level_setting()
     workers: int = setting("HITL_REVIEW_WORKERS", 16, "gRPC worker threads")
     max_claims: int = setting(
@@ -74,9 +68,9 @@ class ReviewConfig:
         DEFAULT_MAX_LEASE_SECONDS,
         "the longest lease a claim may ask for, seconds",
     )
-    tls_cert: Path | None = tls_cert_setting(ENV_REVIEW_TLS_CERT)
-    tls_key: Path | None = tls_key_setting(ENV_REVIEW_TLS_KEY)
-    client_ca: Path | None = client_ca_setting(ENV_REVIEW_CLIENT_CA)
+    tls_cert: Path | None = tls_cert_setting("HITL_REVIEW_TLS_CERT")
+    tls_key: Path | None = tls_key_setting("HITL_REVIEW_TLS_KEY")
+    client_ca: Path | None = client_ca_setting("HITL_REVIEW_CLIENT_CA")
     shutdown_grace_seconds: float = grace_setting(10.0)
     port_file: Path | None = port_file_setting("HITL_REVIEW_PORT_FILE")
 
@@ -86,5 +80,5 @@ class ReviewConfig:
     ) -> ReviewConfig:
         """Settings from env (default: os.environ), with overrides (not None) on top."""
         values = read(cls, overrides, env)
-        check_tls(values, ENV_REVIEW_TLS_CERT, ENV_REVIEW_TLS_KEY, ENV_REVIEW_CLIENT_CA)
+        check_tls(cls, values)
         return cls(**values)

@@ -1,6 +1,6 @@
-"""Where the review queue keeps its items: one interface, two implementations
-(``stores.sqlite``, the default, a file; ``stores.postgres`` for replicas sharing one
-database). Every method takes ``now`` from the caller: stores read no clock.
+"""Where the review queue keeps its items: one interface, implemented once in SQL
+(``stores.sql``) on a SQLite file, the default, or PostgreSQL for replicas sharing one
+database. Every method takes ``now`` from the caller: stores read no clock.
 
 Each method is one transaction. A store raises ItemNotFound and whatever ``settle``
 raises as they are, and StoreUnavailable when the database fails or cannot be
@@ -14,8 +14,8 @@ from typing import Protocol
 from sidecar.auth import Principal
 from sidecar.review.item import ItemState, Resolution, ReviewItem
 from sidecar.review.sla import Sla
-from sidecar.review.stores.sqlite import SqliteStore
-from sidecar.storage.url import is_postgres, sqlite_path
+from sidecar.review.stores.sql import SqlStore
+from sidecar.storage.store import open_database
 
 
 class ReviewStore(Protocol):
@@ -86,10 +86,6 @@ class ReviewStore(Protocol):
 
 
 def open_store(url: str) -> ReviewStore:
-    """``postgresql://...`` (a libpq URI) or ``sqlite:PATH`` (or a bare path). The
-    PostgreSQL store is imported only when asked for: psycopg is an optional extra."""
-    if is_postgres(url):
-        from sidecar.review.stores.postgres import PostgresStore
-
-        return PostgresStore(url)
-    return SqliteStore(sqlite_path(url))
+    """The store on ``postgresql://...`` (a libpq URI) or ``sqlite:PATH`` (or a bare
+    path); ``sidecar.storage.store.open_database`` says how each is opened."""
+    return SqlStore(open_database(url))

@@ -22,7 +22,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
 from sidecar.errors import StoreUnavailable
-from sidecar.storage.sql import Transaction
+from sidecar.storage.sql import POSTGRES, Transaction
 
 CONNECT_TIMEOUT_SECONDS = 5
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -39,6 +39,8 @@ class PostgresDatabase:
             raise ValueError(f"schema must match {_SCHEMA_NAME.pattern}, got {schema!r}")
         self._conninfo = make_conninfo(dsn, options=f"-c search_path={schema}") if schema else dsn
         self.where = describe(dsn) + (f" schema {schema}" if schema else "")
+        self.dialect = POSTGRES
+        self.duplicate: type[Exception] = errors.UniqueViolation
         self._idle: queue.LifoQueue[Connection] = queue.LifoQueue()
         self._closed = False
         if schema:

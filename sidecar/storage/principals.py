@@ -1,7 +1,7 @@
 """A service's principals in its own database (``<service>_principals``): who may
 call it, with which roles, proved by which credential. Shared by every store with
 callers to authenticate; each runs these statements inside its own transactions.
-The table itself is made by the service's migrations."""
+The table itself is made by the service's migrations, from ``principal_table``."""
 
 from __future__ import annotations
 
@@ -32,6 +32,24 @@ _BY_SUBJECT = """
     SELECT {columns} FROM {table}
     WHERE cert_subject = :cert_subject AND cert_subject <> ''"""
 _ALL = "SELECT {columns} FROM {table} ORDER BY name"
+
+
+def principal_table(table: str) -> tuple[str, ...]:
+    """The statements of a migration that creates the principals table called table."""
+    return (
+        f"""CREATE TABLE {table} (
+                name TEXT PRIMARY KEY,
+                roles TEXT NOT NULL,
+                token_sha256 TEXT NOT NULL DEFAULT '',
+                cert_subject TEXT NOT NULL DEFAULT '',
+                created_at DOUBLE PRECISION NOT NULL
+            )""",
+        # Each credential names at most one principal; empty means none.
+        f"""CREATE UNIQUE INDEX {table}_token
+                ON {table} (token_sha256) WHERE token_sha256 <> ''""",
+        f"""CREATE UNIQUE INDEX {table}_subject
+                ON {table} (cert_subject) WHERE cert_subject <> ''""",
+    )
 
 
 class PrincipalTable:

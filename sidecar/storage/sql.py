@@ -9,8 +9,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 # ``:name``, but not the second colon of a ``::type`` cast.
 _PARAMETER = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
@@ -19,6 +22,9 @@ _PARAMETER = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 def render_parameters(statement: str, placeholder: str) -> str:
     """statement with each ``:name`` written as placeholder (``%({name})s``, ...)."""
     return _PARAMETER.sub(lambda m: placeholder.format(name=m[1]), statement)
+
+
+Templates = TypeVar("Templates", bound="DataclassInstance")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +77,18 @@ def render(template: str, dialect: Dialect, **fragments: str) -> str:
     return render_parameters(text, dialect.parameter)
 
 
+def render_all(templates: Templates, dialect: Dialect, **fragments: str) -> Templates:
+    """templates (a dataclass whose every field is a statement's template) with each
+    rendered as ``render`` does."""
+    return replace(
+        templates,
+        **{
+            item.name: render(getattr(templates, item.name), dialect, **fragments)
+            for item in fields(templates)
+        },
+    )
+
+
 class DbCursor(Protocol):
     """The part of a DB-API cursor the stores use (sqlite3 and psycopg both fit)."""
 
@@ -85,7 +103,13 @@ class DbCursor(Protocol):
 
 
 class Database(Protocol):
-    """Where a store's transactions run (SqliteDatabase, PostgresDatabase)."""
+    """Where a store's transactions run (SqliteDatabase, PostgresDatabase): its
+    dialect, ``where`` naming it in messages, and ``duplicate``, the driver's error
+    for a unique index refusing a row."""
+
+    dialect: Dialect
+    where: str
+    duplicate: type[Exception]
 
     def transaction(self) -> AbstractContextManager[Transaction]:
         """Begin a transaction; commit on exit, roll back on an exception."""

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sidecar.errors import StoreUnavailable
-from sidecar.storage.sql import Transaction
+from sidecar.storage.sql import SQLITE, Transaction
 
 BUSY_TIMEOUT_SECONDS = 5.0
 WAL_RETRY_SECONDS = 0.005
@@ -25,6 +25,9 @@ class SqliteDatabase:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.dialect = SQLITE
+        self.where = f"SQLite {path}"
+        self.duplicate: type[Exception] = sqlite3.IntegrityError
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(

@@ -10,37 +10,39 @@ from sidecar.auth import Principal
 from sidecar.errors import Conflict
 from sidecar.storage.migrations import Schema, migrate
 from sidecar.storage.principals import PrincipalTable
-from sidecar.storage.sql import Database, Dialect, Transaction
+from sidecar.storage.sql import Database, Transaction
+from sidecar.storage.sqlite import SqliteDatabase
+from sidecar.storage.url import is_postgres, sqlite_path
+
+
+def open_database(url: str) -> Database:
+    """``postgresql://...`` (a libpq URI) or ``sqlite:PATH`` (or a bare path). The
+    PostgreSQL driver is imported only when asked for: psycopg is an optional extra."""
+    if is_postgres(url):
+        from sidecar.storage.postgres import PostgresDatabase
+
+        return PostgresDatabase(url)
+    return SqliteDatabase(sqlite_path(url))
 
 
 class ServiceStore:
-    """``duplicate`` is the driver's unique-key error; ``where`` names the database in
-    messages."""
+    """A store on db whose tables schema's migrations make."""
 
-    def __init__(
-        self,
-        db: Database,
-        dialect: Dialect,
-        schema: Schema,
-        *,
-        where: str,
-        duplicate: type[Exception],
-    ) -> None:
-        self._db = db
-        self._principals = PrincipalTable(f"{schema.name}_principals", dialect)
-        self._duplicate = duplicate
+    def __init__(self, db: Database, schema: Schema) -> None:
+        self.database = db
+        self._principals = PrincipalTable(f"{schema.name}_principals", db.dialect)
         try:
             with self._transaction() as tx:
-                self.migrated = migrate(tx, dialect, schema, where)
+                self.migrated = migrate(tx, db.dialect, schema, db.where)
         except BaseException:
             self.close()
             raise
 
     def _transaction(self) -> AbstractContextManager[Transaction]:
-        return self._db.transaction()
+        return self.database.transaction()
 
     def close(self) -> None:
-        self._db.close()
+        self.database.close()
 
     def add_principal(
         self, name: str, roles: frozenset[str], token_sha256: str, cert_subject: str, now: float
@@ -51,7 +53,7 @@ class ServiceStore:
         try:
             with self._transaction() as tx:
                 self._principals.add(tx, name, roles, token_sha256, cert_subject, now)
-        except self._duplicate as exc:
+        except self.database.duplicate as exc:
             # Another transaction gave the credential away between our check and write.
             raise Conflict(f"principal {name!r}: its credential is held by another") from exc
 

@@ -109,3 +109,17 @@ def test_throughput_measurements_never_repeat_a_request_id(method: str) -> None:
     assert seen > 0
     assert len(router.ids) > seen
     assert len(set(router.ids)) == len(router.ids)
+
+
+def test_closed_loop_lanes_send_distinct_ids_until_the_deadline() -> None:
+    """Each lane sends its next call when its last answers; every id is new."""
+    router = RecordingRouter()
+    server, address = serve(router)
+    try:
+        result = loadgen.closed_loop(address, 4, 0.5, PAYLOADS, "closed")
+    finally:
+        server.stop(None)
+    assert result.errors == 0
+    assert result.latencies_ms.size == len(router.ids) > 4
+    assert len(set(router.ids)) == len(router.ids)
+    assert result.rate > 0

@@ -5,6 +5,7 @@ edit or renumber a migration that has shipped: add the next one. No I/O here."""
 from __future__ import annotations
 
 from sidecar.storage.migrations import Migration
+from sidecar.storage.principals import principal_table
 
 _APPEND_ONLY = "registry_audit is append-only"
 
@@ -13,18 +14,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         1,
         "principals, proposals, revisions and their head, calibrators, audit",
         (
-            """CREATE TABLE registry_principals (
-                name TEXT PRIMARY KEY,
-                roles TEXT NOT NULL,
-                token_sha256 TEXT NOT NULL DEFAULT '',
-                cert_subject TEXT NOT NULL DEFAULT '',
-                created_at DOUBLE PRECISION NOT NULL
-            )""",
-            # Each credential names at most one principal; empty means none.
-            """CREATE UNIQUE INDEX registry_principals_token
-                ON registry_principals (token_sha256) WHERE token_sha256 <> ''""",
-            """CREATE UNIQUE INDEX registry_principals_subject
-                ON registry_principals (cert_subject) WHERE cert_subject <> ''""",
+            *principal_table("registry_principals"),
             """CREATE TABLE registry_proposals (
                 id {serial_key},
                 base_revision INTEGER NOT NULL,

@@ -30,12 +30,10 @@ from sidecar.registry.model import (
 )
 from sidecar.registry.stores import migrations
 from sidecar.storage.migrations import Schema
-from sidecar.storage.sql import Database, Dialect, Transaction
-from sidecar.storage.sql import render as render_sql
+from sidecar.storage.sql import Database, Dialect, Transaction, render_all
 from sidecar.storage.store import ServiceStore
 
 REGISTRY_LOCK_KEY = 7433  # its PostgreSQL advisory lock; the review store's is 7432
-
 
 PROPOSAL_COLUMNS = (
     "id, base_revision, document, proposed_by, reason, rollback_of, widening, state, "
@@ -45,130 +43,89 @@ REVISION_COLUMNS = "revision, document, proposal_id, proposed_by, approved_by, r
 CALIBRATOR_COLUMNS = "sha256, name, version, size, uploaded_by, uploaded_at"
 AUDIT_COLUMNS = "at, principal, method, outcome, detail"
 
-HEAD = "SELECT {revision_columns} FROM registry_revisions ORDER BY revision DESC LIMIT 1"
-LOCK_HEAD = "SELECT revision FROM registry_head WHERE id = 1 {row_lock}"
-MOVE_HEAD = "UPDATE registry_head SET revision = :revision WHERE id = 1"
-REVISION = "SELECT {revision_columns} FROM registry_revisions WHERE revision = :revision"
-REVISIONS = """
-    SELECT {revision_columns} FROM registry_revisions
-    WHERE (:before = 0 OR revision < :before)
-    ORDER BY revision DESC
-    LIMIT :limit"""
-INSERT_REVISION = """
-    INSERT INTO registry_revisions ({revision_columns})
-    VALUES (:revision, :document, :proposal_id, :proposed_by, :approved_by, :reason,
-        :created_at)"""
-
-INSERT_PROPOSAL = """
-    INSERT INTO registry_proposals (base_revision, document, proposed_by, reason,
-        rollback_of, widening, state, created_at, decided_at, revision)
-    VALUES (:base_revision, :document, :proposed_by, :reason, :rollback_of, :widening,
-        :state, :created_at, :decided_at, :revision)
-    RETURNING {proposal_columns}"""
-PROPOSAL = "SELECT {proposal_columns} FROM registry_proposals WHERE id = :id"
-LOCK_PROPOSAL = "SELECT {proposal_columns} FROM registry_proposals WHERE id = :id {row_lock}"
-PROPOSALS = """
-    SELECT {proposal_columns} FROM registry_proposals
-    WHERE (:state = '' OR state = :state)
-    ORDER BY id DESC
-    LIMIT :limit"""
-SETTLE_PROPOSAL = """
-    UPDATE registry_proposals
-    SET state = :state, decided_by = :decided_by, decided_at = :decided_at,
-        decision_reason = :decision_reason, revision = :revision
-    WHERE id = :id
-    RETURNING {proposal_columns}"""
-SUPERSEDE = """
-    UPDATE registry_proposals
-    SET state = 'SUPERSEDED', decided_at = :now, decision_reason = :decision_reason
-    WHERE state = 'PENDING' AND base_revision = :base_revision AND id <> :id"""
-
-PUT_CALIBRATOR = """
-    INSERT INTO registry_calibrators ({calibrator_columns}, content)
-    VALUES (:sha256, :name, :version, :size, :uploaded_by, :uploaded_at, :content)
-    ON CONFLICT (sha256) DO NOTHING"""
-CALIBRATOR = """
-    SELECT {calibrator_columns}, content FROM registry_calibrators WHERE sha256 = :sha256"""
-CALIBRATORS = """
-    SELECT {calibrator_columns} FROM registry_calibrators ORDER BY uploaded_at DESC, sha256"""
-
-# Who else holds either credential (an empty one names nobody).
-INSERT_AUDIT = """
-    INSERT INTO registry_audit ({audit_columns})
-    VALUES (:at, :principal, :method, :outcome, :detail)"""
-AUDIT_TRAIL = "SELECT {audit_columns} FROM registry_audit ORDER BY id DESC LIMIT :limit"
-
 
 @dataclass(frozen=True, slots=True)
 class Statements:
-    """Every statement, rendered for one dialect."""
+    """Every statement's template; ``statements`` renders them for one dialect."""
 
-    head: str
-    lock_head: str
-    move_head: str
-    revision: str
-    revisions: str
-    insert_revision: str
-    insert_proposal: str
-    proposal: str
-    lock_proposal: str
-    proposals: str
-    settle_proposal: str
-    supersede: str
-    put_calibrator: str
-    calibrator: str
-    calibrators: str
-    insert_audit: str
-    audit_trail: str
+    head: str = "SELECT {revision_columns} FROM registry_revisions ORDER BY revision DESC LIMIT 1"
+    lock_head: str = "SELECT revision FROM registry_head WHERE id = 1 {row_lock}"
+    move_head: str = "UPDATE registry_head SET revision = :revision WHERE id = 1"
+    revision: str = "SELECT {revision_columns} FROM registry_revisions WHERE revision = :revision"
+    revisions: str = """
+        SELECT {revision_columns} FROM registry_revisions
+        WHERE (:before = 0 OR revision < :before)
+        ORDER BY revision DESC
+        LIMIT :limit"""
+    insert_revision: str = """
+        INSERT INTO registry_revisions ({revision_columns})
+        VALUES (:revision, :document, :proposal_id, :proposed_by, :approved_by, :reason,
+            :created_at)"""
+    insert_proposal: str = """
+        INSERT INTO registry_proposals (base_revision, document, proposed_by, reason,
+            rollback_of, widening, state, created_at, decided_at, revision)
+        VALUES (:base_revision, :document, :proposed_by, :reason, :rollback_of, :widening,
+            :state, :created_at, :decided_at, :revision)
+        RETURNING {proposal_columns}"""
+    proposal: str = "SELECT {proposal_columns} FROM registry_proposals WHERE id = :id"
+    lock_proposal: str = (
+        "SELECT {proposal_columns} FROM registry_proposals WHERE id = :id {row_lock}"
+    )
+    proposals: str = """
+        SELECT {proposal_columns} FROM registry_proposals
+        WHERE (:state = '' OR state = :state)
+        ORDER BY id DESC
+        LIMIT :limit"""
+    settle_proposal: str = """
+        UPDATE registry_proposals
+        SET state = :state, decided_by = :decided_by, decided_at = :decided_at,
+            decision_reason = :decision_reason, revision = :revision
+        WHERE id = :id
+        RETURNING {proposal_columns}"""
+    supersede: str = """
+        UPDATE registry_proposals
+        SET state = 'SUPERSEDED', decided_at = :now, decision_reason = :decision_reason
+        WHERE state = 'PENDING' AND base_revision = :base_revision AND id <> :id"""
+    put_calibrator: str = """
+        INSERT INTO registry_calibrators ({calibrator_columns}, content)
+        VALUES (:sha256, :name, :version, :size, :uploaded_by, :uploaded_at, :content)
+        ON CONFLICT (sha256) DO NOTHING"""
+    calibrator: str = """
+        SELECT {calibrator_columns}, content FROM registry_calibrators WHERE sha256 = :sha256"""
+    calibrators: str = """
+        SELECT {calibrator_columns} FROM registry_calibrators ORDER BY uploaded_at DESC, sha256"""
+    insert_audit: str = """
+        INSERT INTO registry_audit ({audit_columns})
+        VALUES (:at, :principal, :method, :outcome, :detail)"""
+    audit_trail: str = "SELECT {audit_columns} FROM registry_audit ORDER BY id DESC LIMIT :limit"
 
 
 def statements(dialect: Dialect) -> Statements:
     """Every statement, rendered for dialect."""
-
-    def render(template: str) -> str:
-        return render_sql(
-            template,
-            dialect,
-            proposal_columns=PROPOSAL_COLUMNS,
-            revision_columns=REVISION_COLUMNS,
-            calibrator_columns=CALIBRATOR_COLUMNS,
-            audit_columns=AUDIT_COLUMNS,
-        )
-
-    return Statements(
-        head=render(HEAD),
-        lock_head=render(LOCK_HEAD),
-        move_head=render(MOVE_HEAD),
-        revision=render(REVISION),
-        revisions=render(REVISIONS),
-        insert_revision=render(INSERT_REVISION),
-        insert_proposal=render(INSERT_PROPOSAL),
-        proposal=render(PROPOSAL),
-        lock_proposal=render(LOCK_PROPOSAL),
-        proposals=render(PROPOSALS),
-        settle_proposal=render(SETTLE_PROPOSAL),
-        supersede=render(SUPERSEDE),
-        put_calibrator=render(PUT_CALIBRATOR),
-        calibrator=render(CALIBRATOR),
-        calibrators=render(CALIBRATORS),
-        insert_audit=render(INSERT_AUDIT),
-        audit_trail=render(AUDIT_TRAIL),
+    return render_all(
+        Statements(),
+        dialect,
+        proposal_columns=PROPOSAL_COLUMNS,
+        revision_columns=REVISION_COLUMNS,
+        calibrator_columns=CALIBRATOR_COLUMNS,
+        audit_columns=AUDIT_COLUMNS,
     )
 
 
 class SqlStore(ServiceStore):
-    """The RegistryStore logic on any dialect, its transactions run by db.
+    """The RegistryStore logic on db: a SQLite file (the embedded default), or
+    PostgreSQL for replicas sharing one database.
 
-    ``where`` names the database in messages; ``duplicate`` is the driver's error for
-    a unique index refusing a row (translated into Conflict)."""
+    On SQLite every transaction is ``BEGIN IMMEDIATE``: it holds the file's write lock
+    from its first read, so processes sharing the file never both write the next
+    revision. On PostgreSQL transactions run at READ COMMITTED and a revision is
+    written only with ``registry_head`` locked ``FOR UPDATE``: of two replicas
+    approving at once the second waits, then sees the head moved."""
 
-    def __init__(
-        self, db: Database, dialect: Dialect, *, where: str, duplicate: type[Exception]
-    ) -> None:
-        self._sql = statements(dialect)
+    def __init__(self, db: Database) -> None:
+        self._sql = statements(db.dialect)
         # MIGRATIONS is read at each open, so a test can add one.
-        schema = Schema("registry", REGISTRY_LOCK_KEY, migrations.MIGRATIONS)
-        super().__init__(db, dialect, schema, where=where, duplicate=duplicate)
+        super().__init__(db, Schema("registry", REGISTRY_LOCK_KEY, migrations.MIGRATIONS))
 
     # -- revisions -----------------------------------------------------------------
 

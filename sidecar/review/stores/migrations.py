@@ -9,6 +9,7 @@ everything in place, and the migration is recorded), never rebuilt."""
 from __future__ import annotations
 
 from sidecar.storage.migrations import Migration, Schema
+from sidecar.storage.principals import principal_table
 
 REVIEW_LOCK_KEY = 7432  # its PostgreSQL advisory lock; the registry's is 7433
 
@@ -57,18 +58,7 @@ MIGRATIONS += (
         2,
         "principals who may call the queue; the lead who recorded a verdict for a reviewer",
         (
-            """CREATE TABLE review_principals (
-                name TEXT PRIMARY KEY,
-                roles TEXT NOT NULL,
-                token_sha256 TEXT NOT NULL DEFAULT '',
-                cert_subject TEXT NOT NULL DEFAULT '',
-                created_at DOUBLE PRECISION NOT NULL
-            )""",
-            # Each credential names at most one principal; empty means none.
-            """CREATE UNIQUE INDEX review_principals_token
-                ON review_principals (token_sha256) WHERE token_sha256 <> ''""",
-            """CREATE UNIQUE INDEX review_principals_subject
-                ON review_principals (cert_subject) WHERE cert_subject <> ''""",
+            *principal_table("review_principals"),
             "ALTER TABLE review_items ADD COLUMN acted_by TEXT NOT NULL DEFAULT ''",
             """CREATE INDEX review_items_claimed
                 ON review_items (claimed_by, lease_expires_at) WHERE state = 'CLAIMED'""",

@@ -24,8 +24,7 @@ from sidecar.escalation.record import Escalation
 from sidecar.review.item import TIERS, ItemState, Resolution, ReviewItem, Verdict
 from sidecar.review.sla import Sla
 from sidecar.review.stores.migrations import SCHEMA
-from sidecar.storage.sql import Database, Dialect
-from sidecar.storage.sql import render as render_sql
+from sidecar.storage.sql import Database, Dialect, render_all
 from sidecar.storage.store import ServiceStore
 
 COLUMNS = (
@@ -37,121 +36,101 @@ URGENCY = "escalation_level DESC, priority, due_at, received_at, escalation_id"
 # An item a reviewer can claim: open, or claimed with its lease run out.
 CLAIMABLE = "state <> 'RESOLVED' AND (state = 'OPEN' OR lease_expires_at <= :now)"
 
-INSERT = """
-    INSERT INTO review_items (escalation_id, model, tier, priority, state, due_at,
-        escalation_level, received_at, trace_id, escalation)
-    VALUES (:escalation_id, :model, :tier, :priority, 'OPEN', :due_at,
-        :escalation_level, :received_at, :trace_id, :escalation)
-    ON CONFLICT (escalation_id) DO NOTHING"""
-
-CLAIM = """
-    UPDATE review_items
-    SET state = 'CLAIMED', claimed_by = :reviewer, claimed_at = :now,
-        lease_expires_at = :lease_expires_at
-    WHERE escalation_id = (
-        SELECT escalation_id FROM review_items
-        WHERE {claimable} AND (:model = '' OR model = :model)
-        ORDER BY {urgency}
-        LIMIT 1
-        {skip_locked})
-    RETURNING {columns}"""
-
-SELECT_ONE = "SELECT {columns} FROM review_items WHERE escalation_id = :escalation_id {row_lock}"
-
-RESOLVE = """
-    UPDATE review_items
-    SET state = 'RESOLVED', reviewer = :reviewer, verdict = :verdict,
-        label_class = :label_class, label = :label, rationale = :rationale,
-        time_to_label_seconds = :time_to_label_seconds, resolved_at = :resolved_at,
-        acted_by = :acted_by
-    WHERE escalation_id = :escalation_id"""
-
-ITEM = "SELECT {columns} FROM review_items WHERE escalation_id = :escalation_id"
-
-HELD = """
-    SELECT COUNT(*) AS items FROM review_items
-    WHERE state = 'CLAIMED' AND claimed_by = :reviewer AND lease_expires_at > :now"""
-
-LIST = """
-    SELECT {columns} FROM review_items
-    WHERE (:state = ''
-           OR (:state = 'OPEN' AND {claimable})
-           OR (:state = 'CLAIMED' AND state = 'CLAIMED' AND lease_expires_at > :now)
-           OR (:state = 'RESOLVED' AND state = 'RESOLVED'))
-      AND (:model = '' OR model = :model)
-      AND (:tier = '' OR tier = :tier)
-    ORDER BY CASE WHEN state = 'RESOLVED' THEN 1 ELSE 0 END, {urgency}
-    LIMIT :limit"""
-
-RESOLVED_PAGE = """
-    SELECT {columns} FROM review_items
-    WHERE state = 'RESOLVED' AND resolved_at >= :since
-      AND (:model = '' OR model = :model)
-      AND (resolved_at > :after_at OR (resolved_at = :after_at AND escalation_id > :after_id))
-    ORDER BY resolved_at, escalation_id
-    LIMIT :limit"""
-
-RAISE_OVERDUE = """
-    UPDATE review_items
-    SET escalation_level = escalation_level + 1,
-        due_at = :now + CASE tier
-            WHEN 'HUMAN_PRIMARY' THEN :sla_human_primary
-            WHEN 'HUMAN_ASSISTED' THEN :sla_human_assisted
-            ELSE :sla_automated END
-    WHERE state <> 'RESOLVED' AND due_at <= :now
-    RETURNING {columns}"""
-
-COUNTS = """
-    SELECT tier,
-           CASE WHEN state = 'CLAIMED' AND lease_expires_at > :now
-                THEN 'CLAIMED' ELSE 'OPEN' END AS held,
-           COUNT(*) AS items
-    FROM review_items WHERE state <> 'RESOLVED'
-    GROUP BY tier, held"""
-
 
 @dataclass(frozen=True, slots=True)
 class Statements:
-    """Every statement, rendered for one dialect."""
+    """Every statement's template; ``statements`` renders them for one dialect."""
 
-    insert: str
-    claim: str
-    select_one: str
-    resolve: str
-    list: str
-    resolved_page: str
-    raise_overdue: str
-    counts: str
-    held: str
-    item: str
+    insert: str = """
+        INSERT INTO review_items (escalation_id, model, tier, priority, state, due_at,
+            escalation_level, received_at, trace_id, escalation)
+        VALUES (:escalation_id, :model, :tier, :priority, 'OPEN', :due_at,
+            :escalation_level, :received_at, :trace_id, :escalation)
+        ON CONFLICT (escalation_id) DO NOTHING"""
+    claim: str = """
+        UPDATE review_items
+        SET state = 'CLAIMED', claimed_by = :reviewer, claimed_at = :now,
+            lease_expires_at = :lease_expires_at
+        WHERE escalation_id = (
+            SELECT escalation_id FROM review_items
+            WHERE {claimable} AND (:model = '' OR model = :model)
+            ORDER BY {urgency}
+            LIMIT 1
+            {skip_locked})
+        RETURNING {columns}"""
+    select_one: str = (
+        "SELECT {columns} FROM review_items WHERE escalation_id = :escalation_id {row_lock}"
+    )
+    resolve: str = """
+        UPDATE review_items
+        SET state = 'RESOLVED', reviewer = :reviewer, verdict = :verdict,
+            label_class = :label_class, label = :label, rationale = :rationale,
+            time_to_label_seconds = :time_to_label_seconds, resolved_at = :resolved_at,
+            acted_by = :acted_by
+        WHERE escalation_id = :escalation_id"""
+    list: str = """
+        SELECT {columns} FROM review_items
+        WHERE (:state = ''
+               OR (:state = 'OPEN' AND {claimable})
+               OR (:state = 'CLAIMED' AND state = 'CLAIMED' AND lease_expires_at > :now)
+               OR (:state = 'RESOLVED' AND state = 'RESOLVED'))
+          AND (:model = '' OR model = :model)
+          AND (:tier = '' OR tier = :tier)
+        ORDER BY CASE WHEN state = 'RESOLVED' THEN 1 ELSE 0 END, {urgency}
+        LIMIT :limit"""
+    resolved_page: str = """
+        SELECT {columns} FROM review_items
+        WHERE state = 'RESOLVED' AND resolved_at >= :since
+          AND (:model = '' OR model = :model)
+          AND (resolved_at > :after_at OR (resolved_at = :after_at AND escalation_id > :after_id))
+        ORDER BY resolved_at, escalation_id
+        LIMIT :limit"""
+    raise_overdue: str = """
+        UPDATE review_items
+        SET escalation_level = escalation_level + 1,
+            due_at = :now + CASE tier
+                WHEN 'HUMAN_PRIMARY' THEN :sla_human_primary
+                WHEN 'HUMAN_ASSISTED' THEN :sla_human_assisted
+                ELSE :sla_automated END
+        WHERE state <> 'RESOLVED' AND due_at <= :now
+        RETURNING {columns}"""
+    counts: str = """
+        SELECT tier,
+               CASE WHEN state = 'CLAIMED' AND lease_expires_at > :now
+                    THEN 'CLAIMED' ELSE 'OPEN' END AS held,
+               COUNT(*) AS items
+        FROM review_items WHERE state <> 'RESOLVED'
+        GROUP BY tier, held"""
+    held: str = """
+        SELECT COUNT(*) AS items FROM review_items
+        WHERE state = 'CLAIMED' AND claimed_by = :reviewer AND lease_expires_at > :now"""
+    item: str = "SELECT {columns} FROM review_items WHERE escalation_id = :escalation_id"
 
 
 def statements(dialect: Dialect) -> Statements:
-    def render(template: str) -> str:
-        return render_sql(template, dialect, columns=COLUMNS, claimable=CLAIMABLE, urgency=URGENCY)
-
-    return Statements(
-        insert=render(INSERT),
-        claim=render(CLAIM),
-        select_one=render(SELECT_ONE),
-        resolve=render(RESOLVE),
-        list=render(LIST),
-        resolved_page=render(RESOLVED_PAGE),
-        raise_overdue=render(RAISE_OVERDUE),
-        counts=render(COUNTS),
-        held=render(HELD),
-        item=render(ITEM),
+    """Every statement, rendered for dialect."""
+    return render_all(
+        Statements(),
+        dialect,
+        columns=COLUMNS,
+        claimable=CLAIMABLE,
+        urgency=URGENCY,
     )
 
 
 class SqlStore(ServiceStore):
-    """The ReviewStore logic on any dialect, its transactions run by db."""
+    """The ReviewStore logic on db: a SQLite file (the default), or PostgreSQL for
+    replicas sharing one database.
 
-    def __init__(
-        self, db: Database, dialect: Dialect, *, where: str, duplicate: type[Exception]
-    ) -> None:
-        self._sql = statements(dialect)
-        super().__init__(db, dialect, SCHEMA, where=where, duplicate=duplicate)
+    On SQLite every transaction is ``BEGIN IMMEDIATE``, so processes sharing the file
+    take the write lock before they read what they will change: two never claim one
+    item. On PostgreSQL claim chooses its item ``FOR UPDATE SKIP LOCKED`` at READ
+    COMMITTED: a replica skips an item another is claiming, and never claims it
+    twice."""
+
+    def __init__(self, db: Database) -> None:
+        self._sql = statements(db.dialect)
+        super().__init__(db, SCHEMA)
 
     def add(self, items: Sequence[ReviewItem]) -> list[bool]:
         with self._transaction() as tx:

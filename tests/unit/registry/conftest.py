@@ -14,9 +14,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from sidecar.registry.store import RegistryStore
-from sidecar.registry.stores.postgres import PostgresStore
 from sidecar.registry.stores.sql import SqlStore
-from sidecar.registry.stores.sqlite import SqliteStore
 from sidecar.storage.postgres import PostgresDatabase
 from sidecar.storage.sql import Transaction
 from sidecar.storage.sqlite import SqliteDatabase
@@ -36,23 +34,21 @@ class Backend:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     with ExitStack() as stack:
-        make: Callable[[], SqlStore]
         database: Callable[[], SqliteDatabase | PostgresDatabase]
         if request.param == "sqlite":
             path = tmp_path / "registry.db"
-            make, database = partial(SqliteStore, path), partial(SqliteDatabase, path)
+            database = partial(SqliteDatabase, path)
             driver_error: type[Exception] = sqlite3.Error
         else:
             schema = stack.enter_context(fresh_schema())
             # Named so that a test can find (and end) the store's connections.
             dsn = make_conninfo(DSN, application_name=schema)
-            make = partial(PostgresStore, dsn, schema=schema)
             database = partial(PostgresDatabase, dsn, schema=schema)
             driver_error = psycopg.Error
         opened: list[SqlStore] = []
 
         def open_one() -> SqlStore:
-            opened.append(make())
+            opened.append(SqlStore(database()))
             return opened[-1]
 
         @contextmanager

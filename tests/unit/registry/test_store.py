@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
@@ -27,10 +26,12 @@ from sidecar.registry.model import (
 )
 from sidecar.registry.store import RegistryStore, open_store
 from sidecar.registry.stores import migrations
-from sidecar.registry.stores.postgres import PostgresStore
-from sidecar.registry.stores.sqlite import SqliteStore
+from sidecar.registry.stores.sql import SqlStore
 from sidecar.storage.migrations import Migration
-from tests.postgres import DSN, dsn_for, fresh_schema
+from sidecar.storage.postgres import PostgresDatabase
+from sidecar.storage.sql import POSTGRES, SQLITE
+from sidecar.storage.sqlite import SqliteDatabase
+from tests.postgres import DSN, dsn_for, end_backends, fresh_schema
 from tests.unit.registry.conftest import Backend
 
 PENDING, APPLIED, REJECTED, SUPERSEDED = ProposalState
@@ -515,14 +516,16 @@ def test_replicas_opening_together_migrate_once(backend: Backend) -> None:
 
 
 def test_open_store_chooses_the_store_by_url(tmp_path: Path) -> None:
-    """sqlite:PATH or a bare path opens a SqliteStore; a postgresql:// URI a PostgresStore."""
+    """sqlite:PATH or a bare path opens a SQLite file; a postgresql:// URI PostgreSQL."""
     for url in [f"sqlite:{tmp_path / 'a.db'}", str(tmp_path / "b.db")]:
         store = open_store(url)
-        assert isinstance(store, SqliteStore)
+        assert isinstance(store, SqlStore)
+        assert store.database.dialect is SQLITE
         store.close()
     with fresh_schema() as schema:
         store = open_store(dsn_for(schema))
-        assert isinstance(store, PostgresStore)
+        assert isinstance(store, SqlStore)
+        assert store.database.dialect is POSTGRES
         assert store.migrated == list(range(1, LATEST + 1))
         store.close()
 
@@ -533,30 +536,26 @@ def test_unreachable_database_is_store_unavailable(kind: str, tmp_path: Path) ->
     if kind == "sqlite":
         (tmp_path / "file").write_text("not a directory")
         with pytest.raises(StoreUnavailable, match="SQLite"):
-            SqliteStore(tmp_path / "file" / "registry.db")
+            SqlStore(SqliteDatabase(tmp_path / "file" / "registry.db"))
     else:
         with pytest.raises(StoreUnavailable, match=r"PostgreSQL 127\.0\.0\.1:1/test"):
-            PostgresStore("postgresql://postgres@127.0.0.1:1/test")
+            SqlStore(PostgresDatabase("postgresql://postgres@127.0.0.1:1/test"))
 
 
-def _end_backends(application_name: str) -> int:
-    """End the server processes serving application_name's connections; how many."""
-    with psycopg.connect(DSN, autocommit=True) as admin:
-        rows = admin.execute(
-            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
-            " WHERE application_name = %s AND pid <> pg_backend_pid()",
-            (application_name,),
-        ).fetchall()
-    return sum(1 for (ended,) in rows if ended)
+def _named_store(schema: str) -> SqlStore:
+    """A store in schema whose connections are named schema (for end_backends)."""
+    return SqlStore(PostgresDatabase(make_conninfo(DSN, application_name=schema), schema=schema))
 
 
 def test_postgres_store_recovers_after_losing_its_connection() -> None:
     """Its connection ended by the server: StoreUnavailable once, then it reconnects."""
     with fresh_schema() as schema:
-        store = PostgresStore(make_conninfo(DSN, application_name=schema), schema=schema)
+        store = SqlStore(
+            PostgresDatabase(make_conninfo(DSN, application_name=schema), schema=schema)
+        )
         try:
             store.propose(change(), 1.0)
-            assert _end_backends(schema) == 1
+            assert end_backends(schema) == 1
             with pytest.raises(StoreUnavailable, match=f"schema {schema}"):
                 store.proposal(1)
             assert store.proposal(1).state is PENDING
@@ -568,12 +567,14 @@ def test_postgres_connection_lost_mid_decision_changes_nothing() -> None:
     """The server ends the connection while settle decides: StoreUnavailable, the proposal
     still PENDING and no revision written; the retry applies it."""
     with fresh_schema() as schema:
-        store = PostgresStore(make_conninfo(DSN, application_name=schema), schema=schema)
+        store = SqlStore(
+            PostgresDatabase(make_conninfo(DSN, application_name=schema), schema=schema)
+        )
         try:
             pending = store.propose(change(), 1.0)
 
             def approve_as_the_server_goes(_: Proposal) -> Settlement:
-                assert _end_backends(schema) == 1
+                assert end_backends(schema) == 1
                 return APPLIED, "bob", "ok"
 
             with pytest.raises(StoreUnavailable):

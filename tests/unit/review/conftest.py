@@ -17,8 +17,9 @@ from sidecar.review.metrics import ReviewMetrics
 from sidecar.review.queue import ReviewQueue
 from sidecar.review.sla import Sla
 from sidecar.review.store import ReviewStore
-from sidecar.review.stores.postgres import PostgresStore
-from sidecar.review.stores.sqlite import SqliteStore
+from sidecar.review.stores.sql import SqlStore
+from sidecar.storage.postgres import PostgresDatabase
+from sidecar.storage.sqlite import SqliteDatabase
 from tests.postgres import DSN, fresh_schema
 
 OpenStore = Callable[[], ReviewStore]
@@ -28,15 +29,15 @@ OpenStore = Callable[[], ReviewStore]
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenStore]:
     """Opens stores on one fresh database (more than one: replicas sharing it)."""
     with ExitStack() as stack:
-        make: OpenStore
+        database: Callable[[], SqliteDatabase | PostgresDatabase]
         if request.param == "sqlite":
-            make = partial(SqliteStore, tmp_path / "review.db")
+            database = partial(SqliteDatabase, tmp_path / "review.db")
         else:
-            make = partial(PostgresStore, DSN, schema=stack.enter_context(fresh_schema()))
+            database = partial(PostgresDatabase, DSN, schema=stack.enter_context(fresh_schema()))
         opened: list[ReviewStore] = []
 
         def open_one() -> ReviewStore:
-            opened.append(make())
+            opened.append(SqlStore(database()))
             return opened[-1]
 
         yield open_one

@@ -11,18 +11,7 @@ from psycopg.conninfo import make_conninfo
 
 from sidecar.errors import StoreUnavailable
 from sidecar.storage.postgres import PostgresDatabase
-from tests.postgres import DSN, fresh_schema
-
-
-def _end_backends(application_name: str) -> int:
-    """End the server processes serving application_name's connections; how many."""
-    with psycopg.connect(DSN, autocommit=True) as admin:
-        rows = admin.execute(
-            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
-            " WHERE application_name = %s AND pid <> pg_backend_pid()",
-            (application_name,),
-        ).fetchall()
-    return sum(1 for (ended,) in rows if ended)
+from tests.postgres import DSN, end_backends, fresh_schema
 
 
 def test_every_pooled_connection_lost_costs_one_call() -> None:
@@ -33,7 +22,7 @@ def test_every_pooled_connection_lost_costs_one_call() -> None:
         try:
             with database.transaction(), database.transaction():
                 pass  # two callers at once: two connections, both back in the pool
-            assert _end_backends(schema) == 2
+            assert end_backends(schema) == 2
             with (
                 pytest.raises(StoreUnavailable, match=f"schema {schema}"),
                 database.transaction() as tx,
