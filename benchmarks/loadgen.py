@@ -19,7 +19,7 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 
-from hitl_client.router import AsyncRouterClient, Batching
+from hitl_client import AsyncRouterClient, Batching
 from hitl_client.stubs.hitl.v1 import router_pb2 as pb
 
 Result = TypeVar("Result")

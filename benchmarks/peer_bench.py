@@ -39,7 +39,7 @@ from benchmarks.harness import (
     start_servers,
     wait_serving,
 )
-from hitl_client.router import Batching, RouterClient
+from hitl_client import Batching, RouterClient
 from hitl_client.stubs.hitl.v1 import router_pb2 as pb
 from sidecar.core.decision import REASON_NAMES, TIER_NAMES
 

@@ -19,7 +19,6 @@ import gc
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -66,6 +65,7 @@ from sidecar.serving import (
     enable_reflection,
     write_port_file,
 )
+from sidecar.settings import read_file
 from sidecar.supervision import Supervisor, TaskState
 from sidecar.telemetry.audit import FLUSH_SECONDS, AuditLog, JsonLinesAudit
 from sidecar.telemetry.metrics import (
@@ -292,9 +292,9 @@ def policy_source(
     connection = RegistryConnection(
         config.registry,
         config.registry_token,
-        _read_pem(config.registry_ca, ENV_REGISTRY_CA),
-        _read_pem(config.registry_key, ENV_REGISTRY_KEY),
-        _read_pem(config.registry_cert, ENV_REGISTRY_CERT),
+        read_file(config.registry_ca, ENV_REGISTRY_CA),
+        read_file(config.registry_key, ENV_REGISTRY_KEY),
+        read_file(config.registry_cert, ENV_REGISTRY_CERT),
     )
     verifier = load_verifier(config.registry_public_key)
     return RegistryPolicySource(
@@ -305,15 +305,6 @@ def policy_source(
         WatchSettings(poll_seconds=config.registry_poll_seconds),
         clock=clock,
     )
-
-
-def _read_pem(path: Path | None, var: str) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{var}: cannot read {path}: {exc.strerror}") from exc
 
 
 async def serve(config: SidecarConfig) -> None:

@@ -162,12 +162,7 @@ class Router:
         waits for that); raises RequestError or EscalationRefused."""
         snapshot = self._holder.current
         self._validate(request, snapshot, "")
-        routed = self._replayed(request)
-        if routed is not None:
-            return routed
-        if snapshot is None:  # decide() answers the no-policy fallback without signals
-            return self._finish(request, None, CalibrationFailure.RAISED, trace)
-        return self._finish(request, snapshot, self._calibrate(snapshot, [request])[0], trace)
+        return self._decide_one(request, snapshot, trace)
 
     def decide_batch(
         self,
@@ -328,14 +323,20 @@ class Router:
     ) -> ItemResult:
         """One request of a batch routed on its own (a repeated request_id, or no policy)."""
         try:
-            routed = self._replayed(request)
-            if routed is not None:
-                return routed
-            if snapshot is None:  # decide() answers the no-policy fallback without signals
-                return self._finish(request, None, CalibrationFailure.RAISED, trace)
-            return self._finish(request, snapshot, self._calibrate(snapshot, [request])[0], trace)
+            return self._decide_one(request, snapshot, trace)
         except (RequestError, EscalationRefused) as exc:
             return exc
+
+    def _decide_one(
+        self, request: RouteInput, snapshot: Snapshot | None, trace: TraceIds
+    ) -> Routed:
+        """A validated request's replayed decision, or its own new one."""
+        routed = self._replayed(request)
+        if routed is not None:
+            return routed
+        if snapshot is None:  # decide() answers the no-policy fallback without signals
+            return self._finish(request, None, CalibrationFailure.RAISED, trace)
+        return self._finish(request, snapshot, self._calibrate(snapshot, [request])[0], trace)
 
     def _answer(self, out: BatchRouted, i: int, result: ItemResult) -> None:
         if not isinstance(result, Routed):

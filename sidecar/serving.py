@@ -12,7 +12,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -219,6 +219,28 @@ def stop_event() -> threading.Event:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _signum, _frame: stop.set())
     return stop
+
+
+class Service(Protocol):
+    """A blocking service process's running parts (the review queue, the injector)."""
+
+    address: str
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def serve_until_signalled(build: Callable[[], Service], port_file: Path | None) -> None:
+    """Build and start a service, write its port file, and stop it gracefully on SIGTERM
+    or SIGINT (a signal during build is kept, not lost)."""
+    stop = stop_event()
+    service = build()
+    service.start()
+    if port_file is not None:
+        write_port_file(port_file, service.address)
+    stop.wait()
+    service.stop()
 
 
 def async_stop_event() -> asyncio.Event:

@@ -357,15 +357,19 @@ def client_credentials(args: argparse.Namespace, env_prefix: str) -> ClientCrede
     """The credentials add_client_flags asked for; ConfigError naming a file that
     cannot be read."""
 
-    def read(path: Path | None) -> bytes | None:
-        if path is None:
-            return None
-        try:
-            return path.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
-
     token = os.environ.get(f"{env_prefix}_TOKEN", "")
     if args.token_file is not None:
-        token = (read(args.token_file) or b"").decode().strip()
-    return ClientCredentials(token, read(args.ca), read(args.cert), read(args.key))
+        token = (read_file(args.token_file) or b"").decode().strip()
+    return ClientCredentials(token, read_file(args.ca), read_file(args.cert), read_file(args.key))
+
+
+def read_file(path: Path | None, var: str = "") -> bytes | None:
+    """The bytes of a file a setting names (None when it names none); ConfigError
+    naming the setting and the file when it cannot be read."""
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        where = f"{var}: " if var else ""
+        raise ConfigError(f"{where}cannot read {path}: {exc.strerror}") from exc

@@ -72,12 +72,14 @@ def sha256_of(path: Path) -> str:
 def policy_doc(
     sha256: str, path: str = "cal.onnx", version: str = "t-v1", **model: Any
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "calibrator": {"path": path, "sha256": sha256, "version": version},
-        "thresholds": {"t_high": 0.9, "t_low": 0.5},
-    }
-    body.update(model)
-    return {"revision": 1, "models": {"m": body}}
+    """Revision 1 of a policy file with one model 'm' whose calibrator is at path."""
+    return {"revision": 1, **one_model({"path": path, "sha256": sha256, "version": version}, model)}
+
+
+def one_model(calibrator: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
+    """``models`` with one model 'm': calibrator, default thresholds, and model on top."""
+    body: dict[str, Any] = {"calibrator": calibrator, "thresholds": {"t_high": 0.9, "t_low": 0.5}}
+    return {"models": {"m": {**body, **model}}}
 
 
 def write_policy(path: Path, doc: dict[str, Any]) -> None:

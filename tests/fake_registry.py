@@ -25,6 +25,7 @@ import grpc
 from hitl_client.stubs.hitl.v1 import registry_pb2 as rpb
 from hitl_client.stubs.hitl.v1 import registry_pb2_grpc as rpb_grpc
 from sidecar.policy.signing import Signer, canonical, generate_key_pair, load_signer
+from tests.artefacts import one_model
 
 CHUNK_BYTES = 16 * 1024
 
@@ -37,12 +38,7 @@ def registry_doc(
     sha256: str, version: str = "t-v1", name: str = "cal", **model: Any
 ) -> dict[str, Any]:
     """One model 'm' whose calibrator is named in the registry (no revision, no issued_at)."""
-    body: dict[str, Any] = {
-        "calibrator": {"name": name, "sha256": sha256, "version": version},
-        "thresholds": {"t_high": 0.9, "t_low": 0.5},
-    }
-    body.update(model)
-    return {"models": {"m": body}}
+    return one_model({"name": name, "sha256": sha256, "version": version}, model)
 
 
 def sign_policy(

@@ -9,13 +9,12 @@ so the caller's trace context travels with each call.
         decision = client.route(route_request("req-1", "digits", logits))
 """
 
+from hitl_client.coalescer import Batching, RouteError
 from hitl_client.router import (
     TIER_AUTOMATED,
     TIER_HUMAN_ASSISTED,
     TIER_HUMAN_PRIMARY,
     AsyncRouterClient,
-    Batching,
-    RouteError,
     RouterClient,
     route_request,
 )

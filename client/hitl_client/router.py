@@ -25,7 +25,7 @@ from typing import Any, Self
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from hitl_client.coalescer import Batching, Coalescer, RouteError
+from hitl_client.coalescer import Batching, Coalescer
 from hitl_client.stubs.hitl.v1 import decision_pb2 as decision_pb
 from hitl_client.stubs.hitl.v1 import router_pb2 as pb
 from hitl_client.stubs.hitl.v1 import router_pb2_grpc as pb_grpc
@@ -35,22 +35,6 @@ try:
 except ImportError:  # installed without the tracing extra: there is no context to carry
     propagate = None  # type: ignore[assignment]
 
-__all__ = [
-    "TIER_AUTOMATED",
-    "TIER_HUMAN_ASSISTED",
-    "TIER_HUMAN_PRIMARY",
-    "AsyncRouterClient",
-    "Batching",
-    "Reason",
-    "RouteError",
-    "RouteRequest",
-    "RouteResponse",
-    "RouteResult",
-    "RouterClient",
-    "Tier",
-    "channel_options",
-    "route_request",
-]
 RouteRequest = pb.RouteRequest
 RouteResponse = pb.RouteResponse
 RouteResult = pb.RouteResult

@@ -22,7 +22,7 @@ from sidecar.injector.config import ENV_INJECTOR_LISTEN, ENV_INJECTOR_METRICS_AD
 from sidecar.injector.metrics import InjectorMetrics
 from sidecar.injector.server import Readiness, webhook
 from sidecar.injector.tls import ReloadingContext
-from sidecar.serving import stop_event, write_port_file
+from sidecar.serving import serve_until_signalled
 from sidecar.settings import split_host_port
 from sidecar.telemetry.metrics import service_meters
 from sidecar.telemetry.tracing import INSTRUMENTATION
@@ -49,7 +49,12 @@ class Injector:
         self.readiness.ready = True
         log.info("injector.serving", address=self.address, image=self.config.sidecar.image)
 
-    def stop(self, drain_seconds: float = 0.0) -> None:
+    def stop(self, drain_seconds: float | None = None) -> None:
+        """Answer not ready for drain_seconds (default: the configured drain), then
+        close."""
+        if drain_seconds is None:
+            drain_seconds = self.config.drain_seconds
+        log.info("injector.stopping", drain_seconds=drain_seconds)
         self.readiness.ready = False
         if drain_seconds > 0:
             threading.Event().wait(drain_seconds)
@@ -103,11 +108,4 @@ def _bind(listen: str) -> socket.socket:
 
 def serve(config: InjectorConfig) -> None:
     """Run until SIGTERM or SIGINT."""
-    stop = stop_event()
-    injector = build(config)
-    injector.start()
-    if config.port_file is not None:
-        write_port_file(config.port_file, injector.address)
-    stop.wait()
-    log.info("injector.stopping", drain_seconds=config.drain_seconds)
-    injector.stop(config.drain_seconds)
+    serve_until_signalled(lambda: build(config), config.port_file)

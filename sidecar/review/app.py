@@ -28,9 +28,8 @@ from sidecar.serving import (
     add_servicer,
     bind,
     enable_reflection,
+    serve_until_signalled,
     server_credentials,
-    stop_event,
-    write_port_file,
 )
 from sidecar.settings import env_of
 from sidecar.telemetry.metrics import service_meters
@@ -69,6 +68,7 @@ class ReviewServer:
         )
 
     def stop(self, grace: float | None = None) -> None:
+        log.info("review.stopping", grace_seconds=self.config.shutdown_grace_seconds)
         self.health.enter_graceful_shutdown()
         self.server.stop(self.config.shutdown_grace_seconds if grace is None else grace).wait()
         self._stopping.set()
@@ -134,11 +134,4 @@ def build(
 
 def serve(config: ReviewConfig) -> None:
     """Run until SIGTERM or SIGINT."""
-    stop = stop_event()
-    review = build(config)
-    review.start()
-    if config.port_file is not None:
-        write_port_file(config.port_file, review.address)
-    stop.wait()
-    log.info("review.stopping", grace_seconds=config.shutdown_grace_seconds)
-    review.stop()
+    serve_until_signalled(lambda: build(config), config.port_file)

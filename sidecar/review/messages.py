@@ -50,18 +50,9 @@ def item_message(item: ReviewItem) -> rpb.ReviewItem:
         lease_expires_at=item.lease_expires_at,
     )
     if (r := item.resolution) is not None:
-        message.resolution.CopyFrom(
-            rpb.Resolution(
-                reviewer=r.reviewer,
-                verdict=rpb.Verdict.Value(f"VERDICT_{r.verdict.value}"),
-                label_class=r.label_class,
-                label=r.label,
-                rationale=r.rationale,
-                time_to_label_seconds=r.time_to_label_seconds,
-                resolved_at=r.resolved_at,
-                acted_by=r.acted_by,
-            )
-        )
+        fields = r.to_dict()
+        fields["verdict"] = rpb.Verdict.Value(f"VERDICT_{fields['verdict']}")
+        message.resolution.CopyFrom(rpb.Resolution(**fields))
     return message
 
 
@@ -70,16 +61,9 @@ def item_from_message(message: rpb.ReviewItem) -> ReviewItem:
     resolution = None
     if message.HasField("resolution"):
         r = message.resolution
-        resolution = Resolution(
-            reviewer=r.reviewer,
-            verdict=Verdict(rpb.Verdict.Name(r.verdict).removeprefix("VERDICT_")),
-            label_class=r.label_class,
-            label=r.label,
-            rationale=r.rationale,
-            time_to_label_seconds=r.time_to_label_seconds,
-            resolved_at=r.resolved_at,
-            acted_by=r.acted_by,
-        )
+        fields = {name: getattr(r, name) for name in Resolution.__dataclass_fields__}
+        fields["verdict"] = Verdict(rpb.Verdict.Name(r.verdict).removeprefix("VERDICT_"))
+        resolution = Resolution(**fields)
     return ReviewItem(
         escalation=from_message(message.escalation),
         state=ItemState(rpb.ItemState.Name(message.state).removeprefix("ITEM_STATE_")),

@@ -4,7 +4,9 @@ and the principals who may call the service (``<service>_principals``)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
+from typing import Any
 
 from sidecar.auth import Principal
 from sidecar.errors import Conflict
@@ -40,6 +42,11 @@ class ServiceStore:
 
     def _transaction(self) -> AbstractContextManager[Transaction]:
         return self.database.transaction()
+
+    def _rows(self, statement: str, parameters: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """statement's rows, read in a transaction of its own."""
+        with self._transaction() as tx:
+            return tx.rows(statement, parameters)
 
     def close(self) -> None:
         self.database.close()

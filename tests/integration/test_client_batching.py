@@ -14,15 +14,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from hitl_client.router import (
-    AsyncRouterClient,
-    Batching,
-    RouteError,
-    RouterClient,
-    RouteRequest,
-    RouteResponse,
-    route_request,
-)
+from hitl_client import AsyncRouterClient, Batching, RouteError, RouterClient, route_request
+from hitl_client.router import RouteRequest, RouteResponse
 from tests.artefacts import confident_logits
 from tests.integration.conftest import SidecarProcess, start_sidecar
 

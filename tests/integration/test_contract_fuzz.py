@@ -21,7 +21,7 @@ from hitl_client.router import route_request
 from hitl_client.stubs.hitl.v1 import registry_pb2, review_pb2, router_pb2
 from sidecar.escalation.messages import to_message
 from tests.escalations import escalation
-from tests.integration.conftest import ReviewProcess, SidecarProcess, start_review
+from tests.integration.conftest import ReviewProcess, SidecarProcess
 from tests.registry import Registry, as_process
 
 pytestmark = pytest.mark.integration
@@ -148,14 +148,6 @@ def _random(caller: Caller, method: MethodDescriptor) -> None:
 
 
 @pytest.fixture
-def review(tmp_path: Path) -> Iterator[ReviewProcess]:
-    running = start_review(tmp_path / "review")
-    yield running
-    running.process.kill()
-    running.process.wait()
-
-
-@pytest.fixture
 def registry(tmp_path: Path) -> Iterator[Registry]:
     with as_process("sqlite", tmp_path / "registry") as running:
         yield running
@@ -177,10 +169,10 @@ SERVICES: dict[str, Callable[..., tuple[str, ServiceDescriptor, str]]] = {
 
 
 def test_no_body_bends_the_contract(
-    sidecar: SidecarProcess, review: ReviewProcess, registry: Registry
+    sidecar: SidecarProcess, review_queue: ReviewProcess, registry: Registry
 ) -> None:
     for name, target in SERVICES.items():
-        address, service, token = target(sidecar, review, registry)
+        address, service, token = target(sidecar, review_queue, registry)
         caller = Caller(address, service, token)
         try:
             fuzz(caller)

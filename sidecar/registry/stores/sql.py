@@ -130,20 +130,17 @@ class SqlStore(ServiceStore):
     # -- revisions -----------------------------------------------------------------
 
     def head(self) -> Revision | None:
-        with self._transaction() as tx:
-            rows = tx.rows(self._sql.head, {})
+        rows = self._rows(self._sql.head, {})
         return revision_from_row(rows[0]) if rows else None
 
     def revision(self, number: int) -> Revision:
-        with self._transaction() as tx:
-            rows = tx.rows(self._sql.revision, {"revision": number})
+        rows = self._rows(self._sql.revision, {"revision": number})
         if not rows:
             raise NotFound(f"revision {number}: no such revision")
         return revision_from_row(rows[0])
 
     def revisions(self, limit: int, before: int = 0) -> list[Revision]:
-        with self._transaction() as tx:
-            rows = tx.rows(self._sql.revisions, {"limit": limit, "before": before})
+        rows = self._rows(self._sql.revisions, {"limit": limit, "before": before})
         return [revision_from_row(row) for row in rows]
 
     # -- proposals -----------------------------------------------------------------
@@ -161,16 +158,14 @@ class SqlStore(ServiceStore):
             return applied, self._write_revision(tx, applied, "", now)
 
     def proposal(self, proposal_id: int) -> Proposal:
-        with self._transaction() as tx:
-            rows = tx.rows(self._sql.proposal, {"id": proposal_id})
+        rows = self._rows(self._sql.proposal, {"id": proposal_id})
         if not rows:
             raise NotFound(f"proposal {proposal_id}: no such proposal")
         return proposal_from_row(rows[0])
 
     def proposals(self, state: ProposalState | None, limit: int) -> list[Proposal]:
         parameters = {"state": state.value if state else "", "limit": limit}
-        with self._transaction() as tx:
-            rows = tx.rows(self._sql.proposals, parameters)
+        rows = self._rows(self._sql.proposals, parameters)
         return [proposal_from_row(row) for row in rows]
 
     def decide(
@@ -282,15 +277,13 @@ class SqlStore(ServiceStore):
             return tx.run(self._sql.put_calibrator, parameters) == 1
 
     def calibrator(self, sha256: str) -> tuple[CalibratorInfo, bytes]:
-        with self._transaction() as tx:
-            rows = tx.rows(self._sql.calibrator, {"sha256": sha256})
+        rows = self._rows(self._sql.calibrator, {"sha256": sha256})
         if not rows:
             raise NotFound(f"calibrator {sha256}: no such artefact")
         return calibrator_from_row(rows[0]), bytes(rows[0]["content"])
 
     def calibrators(self) -> list[CalibratorInfo]:
-        with self._transaction() as tx:
-            rows = tx.rows(self._sql.calibrators, {})
+        rows = self._rows(self._sql.calibrators, {})
         return [calibrator_from_row(row) for row in rows]
 
     # -- principals and audit --------------------------------------------------------
@@ -302,8 +295,7 @@ class SqlStore(ServiceStore):
             tx.run_many(self._sql.insert_audit, [audit_parameters(e) for e in entries])
 
     def audit_trail(self, limit: int) -> list[AuditEntry]:
-        with self._transaction() as tx:
-            rows = tx.rows(self._sql.audit_trail, {"limit": limit})
+        rows = self._rows(self._sql.audit_trail, {"limit": limit})
         return [audit_from_row(row) for row in rows]
 
 

@@ -145,8 +145,7 @@ class SqlStore(ServiceStore):
             "now": now,
             "lease_expires_at": now + lease_seconds,
         }
-        with self._transaction() as tx:
-            rows = tx.rows(self._sql.claim, parameters)
+        rows = self._rows(self._sql.claim, parameters)
         return item_from_row(rows[0], now) if rows else None
 
     def resolve(
@@ -172,8 +171,7 @@ class SqlStore(ServiceStore):
             "limit": limit,
             "now": now,
         }
-        with self._transaction() as tx:
-            rows = tx.rows(self._sql.list, parameters)
+        rows = self._rows(self._sql.list, parameters)
         return [item_from_row(row, now) for row in rows]
 
     def resolved(
@@ -188,31 +186,26 @@ class SqlStore(ServiceStore):
             "after_id": after_id,
             "limit": limit,
         }
-        with self._transaction() as tx:
-            rows = tx.rows(self._sql.resolved_page, parameters)
+        rows = self._rows(self._sql.resolved_page, parameters)
         return [item_from_row(row, now) for row in rows]
 
     def raise_overdue(self, sla: Sla, now: float) -> list[ReviewItem]:
         parameters: dict[str, Any] = {"now": now}
         parameters.update({f"sla_{tier.lower()}": float(sla.seconds[tier]) for tier in TIERS})
-        with self._transaction() as tx:
-            rows = tx.rows(self._sql.raise_overdue, parameters)
+        rows = self._rows(self._sql.raise_overdue, parameters)
         items = [item_from_row(row, now) for row in rows]
         return sorted(items, key=lambda i: (-i.escalation_level, i.priority, i.escalation_id))
 
     def item(self, escalation_id: str, now: float) -> ReviewItem | None:
-        with self._transaction() as tx:
-            rows = tx.rows(self._sql.item, {"escalation_id": escalation_id})
+        rows = self._rows(self._sql.item, {"escalation_id": escalation_id})
         return item_from_row(rows[0], now) if rows else None
 
     def held(self, reviewer: str, now: float) -> int:
-        with self._transaction() as tx:
-            rows = tx.rows(self._sql.held, {"reviewer": reviewer, "now": now})
+        rows = self._rows(self._sql.held, {"reviewer": reviewer, "now": now})
         return int(rows[0]["items"])
 
     def counts(self, now: float) -> dict[tuple[ItemState, str], int]:
-        with self._transaction() as tx:
-            rows = tx.rows(self._sql.counts, {"now": now})
+        rows = self._rows(self._sql.counts, {"now": now})
         return {(ItemState(row["held"]), row["tier"]): int(row["items"]) for row in rows}
 
 
