@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sidecar.errors import Conflict, NotFound
@@ -131,17 +131,17 @@ class SqlStore(ServiceStore):
 
     def head(self) -> Revision | None:
         rows = self._rows(self._sql.head, {})
-        return revision_from_row(rows[0]) if rows else None
+        return Revision(**rows[0]) if rows else None
 
     def revision(self, number: int) -> Revision:
         rows = self._rows(self._sql.revision, {"revision": number})
         if not rows:
             raise NotFound(f"revision {number}: no such revision")
-        return revision_from_row(rows[0])
+        return Revision(**rows[0])
 
     def revisions(self, limit: int, before: int = 0) -> list[Revision]:
         rows = self._rows(self._sql.revisions, {"limit": limit, "before": before})
-        return [revision_from_row(row) for row in rows]
+        return [Revision(**row) for row in rows]
 
     # -- proposals -----------------------------------------------------------------
 
@@ -250,7 +250,7 @@ class SqlStore(ServiceStore):
             reason=applied.reason,
             created_at=now,
         )
-        tx.run(self._sql.insert_revision, revision_parameters(revision))
+        tx.run(self._sql.insert_revision, asdict(revision))
         tx.run(self._sql.move_head, {"revision": revision.revision})
         superseded = {
             "now": now,
@@ -280,11 +280,13 @@ class SqlStore(ServiceStore):
         rows = self._rows(self._sql.calibrator, {"sha256": sha256})
         if not rows:
             raise NotFound(f"calibrator {sha256}: no such artefact")
-        return calibrator_from_row(rows[0]), bytes(rows[0]["content"])
+        row = rows[0]
+        content = bytes(row.pop("content"))
+        return CalibratorInfo(**row), content
 
     def calibrators(self) -> list[CalibratorInfo]:
         rows = self._rows(self._sql.calibrators, {})
-        return [calibrator_from_row(row) for row in rows]
+        return [CalibratorInfo(**row) for row in rows]
 
     # -- principals and audit --------------------------------------------------------
 
@@ -292,49 +294,15 @@ class SqlStore(ServiceStore):
         if not entries:
             return
         with self._transaction() as tx:
-            tx.run_many(self._sql.insert_audit, [audit_parameters(e) for e in entries])
+            tx.run_many(self._sql.insert_audit, [asdict(e) for e in entries])
 
     def audit_trail(self, limit: int) -> list[AuditEntry]:
         rows = self._rows(self._sql.audit_trail, {"limit": limit})
-        return [audit_from_row(row) for row in rows]
+        return [AuditEntry(**row) for row in rows]
 
 
 def _moved(head: int, base: int) -> str:
     return f"the head is revision {head}, not its base revision {base}"
-
-
-def revision_parameters(revision: Revision) -> dict[str, Any]:
-    return {
-        "revision": revision.revision,
-        "document": revision.document,
-        "proposal_id": revision.proposal_id,
-        "proposed_by": revision.proposed_by,
-        "approved_by": revision.approved_by,
-        "reason": revision.reason,
-        "created_at": revision.created_at,
-    }
-
-
-def audit_parameters(entry: AuditEntry) -> dict[str, Any]:
-    return {
-        "at": entry.at,
-        "principal": entry.principal,
-        "method": entry.method,
-        "outcome": entry.outcome,
-        "detail": entry.detail,
-    }
-
-
-def revision_from_row(row: Mapping[str, Any]) -> Revision:
-    return Revision(
-        revision=int(row["revision"]),
-        document=row["document"],
-        proposal_id=int(row["proposal_id"]),
-        proposed_by=row["proposed_by"],
-        approved_by=row["approved_by"],
-        reason=row["reason"],
-        created_at=float(row["created_at"]),
-    )
 
 
 def proposal_from_row(row: Mapping[str, Any]) -> Proposal:
@@ -352,25 +320,4 @@ def proposal_from_row(row: Mapping[str, Any]) -> Proposal:
         decided_at=float(row["decided_at"]),
         decision_reason=row["decision_reason"],
         revision=int(row["revision"]),
-    )
-
-
-def calibrator_from_row(row: Mapping[str, Any]) -> CalibratorInfo:
-    return CalibratorInfo(
-        sha256=row["sha256"],
-        name=row["name"],
-        version=row["version"],
-        size=int(row["size"]),
-        uploaded_by=row["uploaded_by"],
-        uploaded_at=float(row["uploaded_at"]),
-    )
-
-
-def audit_from_row(row: Mapping[str, Any]) -> AuditEntry:
-    return AuditEntry(
-        at=float(row["at"]),
-        principal=row["principal"],
-        method=row["method"],
-        outcome=row["outcome"],
-        detail=row["detail"],
     )
