@@ -15,7 +15,10 @@ credentials name (``--token-file`` or HITL_REVIEW_TOKEN_FILE, or the token in
 HITL_REVIEW_TOKEN; ``--ca`` for TLS, ``--cert``/``--key`` for mTLS). A lead may name
 the reviewer it acts for (``--for``). They print JSON on stdout, and exit 1 with the
 server's status and message on stderr when it refuses (``hitl: NOT_FOUND: no open
-item``)."""
+item``).
+
+Each command imports the server, client or store it uses when it runs: building the
+parser loads none of them."""
 
 from __future__ import annotations
 
