@@ -8,12 +8,14 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from sidecar.auth import Principal, hash_token, new_token
+from sidecar.settings import declared
 
 Run = Callable[[argparse.Namespace], int]
 
@@ -47,15 +49,33 @@ class PrincipalStore(Protocol):
     def close(self) -> None: ...
 
 
-Opener = Callable[[argparse.Namespace], PrincipalStore]
+Store = TypeVar("Store")
+
+
+class StoreFlag(Generic[Store]):
+    """``--db`` of a command that acts on a service's database directly: its variable
+    and default are those of the ``db`` setting of the service's settings class."""
+
+    def __init__(self, settings: type, open_store: Callable[[str], Store]) -> None:
+        declared_db = dict(declared(settings))["db"]
+        self._env, self._default = declared_db.env, declared_db.unset
+        self._open_store = open_store
+
+    def add(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--db",
+            help=f"sqlite:PATH or postgresql://... (env {self._env}, default {self._default})",
+        )
+
+    def open(self, args: argparse.Namespace) -> Store:
+        from sidecar.storage.url import check_db
+
+        url = args.db or os.environ.get(self._env, self._default)
+        return self._open_store(check_db(url, self._env))
 
 
 def add_principal_commands(
-    actions: Any,
-    service: str,
-    roles: Iterable[str],
-    add_db_flag: Callable[[argparse.ArgumentParser], None],
-    open_store: Opener,
+    actions: Any, service: str, roles: Iterable[str], db: StoreFlag[Any]
 ) -> None:
     """Add ``principal add`` and ``principal list`` under a service's actions."""
     principal = actions.add_parser("principal", help=f"who may call the {service}")
@@ -65,18 +85,15 @@ def add_principal_commands(
     add.add_argument("--role", action="append", required=True, choices=sorted(roles), dest="roles")
     add.add_argument("--cert-subject", default="", help="client certificate CN (mTLS)")
     add.add_argument("--no-token", action="store_true", help="certificate only, no token")
-    add_db_flag(add)
-    add.set_defaults(run=lambda args: _add(args, open_store))
+    db.add(add)
+    add.set_defaults(run=lambda args: _add(args, db.open(args)))
     listing = who.add_parser("list", help="principals and their roles")
-    add_db_flag(listing)
-    listing.set_defaults(run=lambda args: _list(args, open_store))
+    db.add(listing)
+    listing.set_defaults(run=lambda args: _list(args, db.open(args)))
 
 
-def _add(
-    args: argparse.Namespace, open_store: Callable[[argparse.Namespace], PrincipalStore]
-) -> int:
+def _add(args: argparse.Namespace, store: PrincipalStore) -> int:
     token = "" if args.no_token else new_token()
-    store = open_store(args)
     try:
         store.add_principal(
             args.name,
@@ -92,10 +109,7 @@ def _add(
     return 0
 
 
-def _list(
-    args: argparse.Namespace, open_store: Callable[[argparse.Namespace], PrincipalStore]
-) -> int:
-    store = open_store(args)
+def _list(args: argparse.Namespace, store: PrincipalStore) -> int:
     try:
         for principal in store.principals():
             print(json.dumps({"name": principal.name, "roles": sorted(principal.roles)}))

@@ -33,15 +33,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sidecar.commands import add_principal_commands, reports_refusals
+from sidecar.commands import StoreFlag, add_principal_commands, reports_refusals
 from sidecar.config import ENV_REGISTRY
-from sidecar.registry.config import DEFAULT_REGISTRY_DB, DEFAULT_REGISTRY_LISTEN, RegistryConfig
+from sidecar.registry.config import DEFAULT_REGISTRY_LISTEN, RegistryConfig
 from sidecar.settings import add_client_flags, add_flags, client_credentials, flag_values
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
 
     from sidecar.registry.client import RegistryClient
+    from sidecar.registry.store import RegistryStore
 
 Run = Callable[[argparse.Namespace], int]
 ROLES = ("viewer", "sidecar", "operator", "approver")
@@ -65,11 +66,12 @@ def _add_registry(commands: Any) -> None:
     keygen.add_argument("--out", required=True, type=Path, help="directory for signing.key/.pub")
     keygen.set_defaults(run=run_keygen)
 
-    add_principal_commands(actions, "registry", ROLES, _db, _open)
+    database = _database()
+    add_principal_commands(actions, "registry", ROLES, database)
     audit = actions.add_parser("audit", help="the newest calls, allowed or not")
     audit.add_argument("--limit", type=int, default=50)
-    _db(audit)
-    audit.set_defaults(run=run_audit)
+    database.add(audit)
+    audit.set_defaults(run=lambda args: run_audit(database.open(args), args.limit))
 
 
 def _add_policy(commands: Any) -> None:
@@ -123,14 +125,6 @@ def add_publish_command(calibrate_actions: Any) -> None:
     publish.add_argument("--reason", required=True)
     publish.add_argument("--name", default="", help="name in the registry (default: file stem)")
     publish.set_defaults(run=run_publish)
-
-
-def _db(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--db",
-        help="sqlite:PATH or postgresql://... "
-        f"(env HITL_REGISTRY_DB, default {DEFAULT_REGISTRY_DB})",
-    )
 
 
 def _client(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -187,22 +181,17 @@ def run_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open(args: argparse.Namespace) -> Any:
-    from sidecar.registry.config import ENV_REGISTRY_DB
+def _database() -> StoreFlag[RegistryStore]:
     from sidecar.registry.store import open_store
-    from sidecar.storage.url import check_db
 
-    return open_store(
-        check_db(args.db or os.environ.get(ENV_REGISTRY_DB, DEFAULT_REGISTRY_DB), ENV_REGISTRY_DB)
-    )
+    return StoreFlag(RegistryConfig, open_store)
 
 
-def run_audit(args: argparse.Namespace) -> int:
+def run_audit(store: RegistryStore, limit: int) -> int:
     from dataclasses import asdict
 
-    store = _open(args)
     try:
-        for entry in store.audit_trail(args.limit):
+        for entry in store.audit_trail(limit):
             print(json.dumps(asdict(entry)))
     finally:
         store.close()

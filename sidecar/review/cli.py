@@ -33,9 +33,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sidecar.commands import add_principal_commands, reports_refusals
+from sidecar.commands import StoreFlag, add_principal_commands, reports_refusals
 from sidecar.review.access import ReviewRole
-from sidecar.review.config import DEFAULT_REVIEW_DB, DEFAULT_REVIEW_LISTEN, ReviewConfig
+from sidecar.review.config import DEFAULT_REVIEW_LISTEN, ReviewConfig
 from sidecar.review.item import TIERS
 from sidecar.settings import add_client_flags, add_flags, client_credentials, flag_values
 
@@ -55,7 +55,7 @@ def add_commands(commands: Any) -> None:
     serve = actions.add_parser("serve", help="run the review queue's gRPC server")
     add_flags(serve, ReviewConfig)
     serve.set_defaults(run=run_serve)
-    add_principal_commands(actions, "review queue", [r.value for r in ReviewRole], _db, _open)
+    add_principal_commands(actions, "review queue", [r.value for r in ReviewRole], _database())
 
     claim = actions.add_parser("next", help="claim the most urgent open item and print it")
     _target(claim)
@@ -115,6 +115,12 @@ def _target(parser: argparse.ArgumentParser) -> None:
     add_client_flags(parser, "HITL_REVIEW")
 
 
+def _database() -> StoreFlag[ReviewStore]:
+    from sidecar.review.store import open_store
+
+    return StoreFlag(ReviewConfig, open_store)
+
+
 def _acting_for(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--for",
@@ -123,20 +129,6 @@ def _acting_for(parser: argparse.ArgumentParser) -> None:
         metavar="REVIEWER",
         help="leads only: the reviewer this is done for (default: yourself)",
     )
-
-
-def _db(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--db", help=f"sqlite:PATH or postgresql://... (env HITL_REVIEW_DB, {DEFAULT_REVIEW_DB})"
-    )
-
-
-def _open(args: argparse.Namespace) -> ReviewStore:
-    from sidecar.review.store import open_store
-    from sidecar.storage.url import check_db
-
-    url = args.db or os.environ.get("HITL_REVIEW_DB", DEFAULT_REVIEW_DB)
-    return open_store(check_db(url, "HITL_REVIEW_DB"))
 
 
 def _time(text: str) -> float:
