@@ -10,13 +10,15 @@ import inspect
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Self
 
 import grpc
 from google.protobuf.message import DecodeError
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import HealthServicer
 from grpc_reflection.v1alpha import _async as reflection_async
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from opentelemetry.sdk.metrics.export import MetricReader
@@ -38,7 +40,7 @@ from sidecar.errors import (
     Unauthenticated,
 )
 from sidecar.files import replace_file
-from sidecar.settings import split_host_port
+from sidecar.settings import env_of, split_host_port
 
 # Each error's status; a subclass takes its nearest listed ancestor's (SpoolFull is
 # an EscalationRefused), and an error with none is INTERNAL.
@@ -221,10 +223,73 @@ def stop_event() -> threading.Event:
     return stop
 
 
+class ServerSettings(Protocol):
+    """What a control-plane server's settings say about its listener."""
+
+    @property
+    def listen(self) -> str: ...
+    @property
+    def workers(self) -> int: ...
+    @property
+    def tls_cert(self) -> Path | None: ...
+    @property
+    def tls_key(self) -> Path | None: ...
+    @property
+    def client_ca(self) -> Path | None: ...
+
+
+@dataclass
+class ThreadedServer:
+    """A thread-pool gRPC server with health (NOT_SERVING until started, again from
+    the moment it stops) and reflection, bound with its TLS settings."""
+
+    server: grpc.Server
+    health: HealthServicer
+    address: str
+    services: tuple[str, ...]
+
+    def start(self) -> None:
+        self.server.start()
+        for service in self.services:
+            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+    def stop(self, grace: float) -> None:
+        """Stop taking calls and let those in flight finish for up to grace seconds."""
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+
+
+def threaded_server(
+    settings: ServerSettings,
+    settings_class: type,
+    service: str,
+    add: Callable[[Any, grpc.Server], None],
+    servicer: Any,
+) -> ThreadedServer:
+    """settings' server for one servicer (``add``: its generated add_..._to_server),
+    its listen address checked against settings_class's declaration."""
+    # SO_REUSEPORT off: a second server on a taken port must fail, not share it.
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix=service),
+        options=[("grpc.so_reuseport", 0)],
+    )
+    add_servicer(add, servicer, server)
+    health_servicer = HealthServicer()
+    services = ("", service)
+    for name in services:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    enable_reflection(server, service)
+    credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.client_ca)
+    address = bind(server, settings.listen, env_of(settings_class, "listen"), credentials)
+    return ThreadedServer(server, health_servicer, address, services)
+
+
 class Service(Protocol):
     """A blocking service process's running parts (the review queue, the injector)."""
 
-    address: str
+    @property
+    def address(self) -> str: ...
 
     def start(self) -> None: ...
 

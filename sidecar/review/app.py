@@ -7,12 +7,9 @@ grace period, the sweep stops, then the store and metric exporters are closed.""
 from __future__ import annotations
 
 import threading
-from concurrent import futures
 from dataclasses import dataclass, field
 
-import grpc
 import structlog
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 
@@ -24,20 +21,13 @@ from sidecar.review.metrics import ReviewMetrics
 from sidecar.review.queue import ReviewQueue
 from sidecar.review.server import ReviewQueueServicer
 from sidecar.review.store import ReviewStore, open_store
-from sidecar.serving import (
-    add_servicer,
-    bind,
-    enable_reflection,
-    serve_until_signalled,
-    server_credentials,
-)
+from sidecar.serving import ThreadedServer, serve_until_signalled, threaded_server
 from sidecar.settings import env_of
 from sidecar.telemetry.metrics import service_meters
 
 log = structlog.get_logger("hitl.review")
 
 REVIEW_SERVICE = rpb.DESCRIPTOR.services_by_name["ReviewQueue"].full_name
-HEALTH_SERVICES = ("", REVIEW_SERVICE)
 INSTRUMENTATION = "hitl.review"
 
 
@@ -47,17 +37,17 @@ class ReviewServer:
 
     config: ReviewConfig
     queue: ReviewQueue
-    server: grpc.Server
-    health: health.HealthServicer
+    grpc: ThreadedServer
     meters: MeterProvider
-    address: str
     _stopping: threading.Event = field(default_factory=threading.Event)
     _sweeper: threading.Thread | None = None
 
+    @property
+    def address(self) -> str:
+        return self.grpc.address
+
     def start(self) -> None:
-        self.server.start()
-        for service in HEALTH_SERVICES:
-            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self.grpc.start()
         self._sweeper = threading.Thread(target=self._sweep, name="review-sweep", daemon=True)
         self._sweeper.start()
         log.info(
@@ -69,8 +59,7 @@ class ReviewServer:
 
     def stop(self, grace: float | None = None) -> None:
         log.info("review.stopping", grace_seconds=self.config.shutdown_grace_seconds)
-        self.health.enter_graceful_shutdown()
-        self.server.stop(self.config.shutdown_grace_seconds if grace is None else grace).wait()
+        self.grpc.stop(self.config.shutdown_grace_seconds if grace is None else grace)
         self._stopping.set()
         if self._sweeper is not None:
             self._sweeper.join()
@@ -114,22 +103,14 @@ def build(
         max_claims=config.max_claims,
         max_lease_seconds=config.max_lease_seconds,
     )
-    # SO_REUSEPORT off: a second queue on a taken port must fail, not share it.
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="review"),
-        options=[("grpc.so_reuseport", 0)],
+    server = threaded_server(
+        config,
+        ReviewConfig,
+        REVIEW_SERVICE,
+        rpb_grpc.add_ReviewQueueServicer_to_server,
+        ReviewQueueServicer(queue, metrics),
     )
-    add_servicer(
-        rpb_grpc.add_ReviewQueueServicer_to_server, ReviewQueueServicer(queue, metrics), server
-    )
-    health_servicer = health.HealthServicer()
-    for service in HEALTH_SERVICES:
-        health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    enable_reflection(server, REVIEW_SERVICE)
-    credentials = server_credentials(config.tls_cert, config.tls_key, config.client_ca)
-    address = bind(server, config.listen, env_of(ReviewConfig, "listen"), credentials)
-    return ReviewServer(config, queue, server, health_servicer, meters, address)
+    return ReviewServer(config, queue, server, meters)
 
 
 def serve(config: ReviewConfig) -> None:
