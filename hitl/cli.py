@@ -6,6 +6,7 @@ hitl demo                                the end-to-end demo on the embedded def
 hitl route --model M --logits 0.1,2.3 [--str K=V] [--num K=N]   one Route to a running sidecar
 hitl calibrate fit|evaluate|thresholds|export|compare   offline calibrator work
 hitl review serve|next|resolve|list|export|submit   the review queue and its reviewers
+hitl feedback serve|principal|record|get   the feedback service and its event log
 hitl registry serve|keygen|principal|audit   the policy registry
 hitl policy show|propose|proposals|approve|reject|history|rollback|diff   policies in it
 hitl escalations status|dead-letters|replay   inspect a sidecar's spools
@@ -33,6 +34,8 @@ from sidecar.commands import reports_refusals
 from sidecar.config import DEFAULT_LISTEN, SidecarConfig
 from sidecar.errors import ConfigError, HitlError
 from sidecar.escalation.cli import add_commands as add_escalation_commands
+from sidecar.feedback.cli import add_commands as add_feedback_commands
+from sidecar.feedback.config import FeedbackConfig
 from sidecar.injector.cli import add_commands as add_injector_commands
 from sidecar.injector.config import InjectorConfig, SidecarDefaults
 from sidecar.registry.cli import add_commands as add_registry_commands
@@ -108,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_publish_command(add_calibrate_commands(commands))
     add_review_commands(commands)
+    add_feedback_commands(commands)
     add_escalation_commands(commands)
     add_injector_commands(commands)
     add_registry_commands(commands)
@@ -129,6 +133,7 @@ SETTINGS_PAGES = (
     ("The sidecar (`hitl sidecar`)", SidecarConfig),
     ("The registry (`hitl registry serve`)", RegistryConfig),
     ("The review queue (`hitl review serve`)", ReviewConfig),
+    ("The feedback service (`hitl feedback serve`)", FeedbackConfig),
     ("The injector's webhook (`hitl injector serve`)", InjectorConfig),
     ("What the injector gives each sidecar (`hitl injector serve|render`)", SidecarDefaults),
 )

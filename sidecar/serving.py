@@ -144,6 +144,7 @@ class ServiceClient:
     (timeout, or the client's default_timeout)."""
 
     default_timeout = 10.0
+    service = ""  # the service's full name, for its health check
 
     def __init__(
         self,
@@ -159,6 +160,16 @@ class ServiceClient:
         self._channel = client_channel(target, ca, cert, key)
         self._metadata = bearer(token)
         self._timeout = self.default_timeout if timeout is None else timeout
+
+    def serving(self) -> bool:
+        """Whether the service answers its health check SERVING."""
+        try:
+            reply = health_pb2_grpc.HealthStub(self._channel).Check(
+                health_pb2.HealthCheckRequest(service=self.service), timeout=1.0
+            )
+        except grpc.RpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     def close(self) -> None:
         self._channel.close()

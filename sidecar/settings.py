@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sidecar.errors import ConfigError
 
@@ -30,6 +30,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 SPOOL_DIR, DEAD_LETTER_DIR, POLICY_DIR = "spool", "dead-letter", "policy"
 
 Parse = Callable[[str, str], Any]
+Loaded = TypeVar("Loaded")
 _SETTING = "hitl.setting"
 
 
@@ -314,6 +315,18 @@ def check_tls(cls: type, values: Mapping[str, Any]) -> None:
         raise ConfigError(f"{cert_var} and {key_var} go together")
     if values["client_ca"] is not None and values["tls_cert"] is None:
         raise ConfigError(f"{ca_var} (mTLS) needs {cert_var}")
+
+
+def load_server(
+    cls: type[Loaded],
+    overrides: Mapping[str, object] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Loaded:
+    """A server's settings (a class with tls_cert, tls_key and client_ca) from env
+    (default: os.environ), with overrides (not None) on top, its TLS checked."""
+    values = read(cls, overrides, env)
+    check_tls(cls, values)
+    return cls(**values)
 
 
 @dataclass(frozen=True, slots=True)

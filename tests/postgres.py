@@ -9,10 +9,18 @@ from __future__ import annotations
 import functools
 import os
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
+
+if TYPE_CHECKING:
+    from sidecar.storage.sql import Database
+
+Store = TypeVar("Store")
 
 DSN = os.environ.get("HITL_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -64,3 +72,30 @@ def end_backends(application_name: str) -> int:
 def dsn_for(schema: str) -> str:
     """DSN as a URI whose connections use schema (for processes given only a --db)."""
     return f"{DSN}?options=-csearch_path%3D{schema}"
+
+
+@contextmanager
+def opened_stores(
+    kind: str, path: Path, make: Callable[[Database], Store]
+) -> Iterator[Callable[[], Store]]:
+    """Opens stores (make on a connection of their own) on one fresh database, a
+    SQLite file at path or a fresh PostgreSQL schema (kind ``postgresql``): more than
+    one are replicas sharing it. All are closed afterwards."""
+    from sidecar.storage.postgres import PostgresDatabase
+    from sidecar.storage.sqlite import SqliteDatabase
+
+    with ExitStack() as stack:
+        database: Callable[[], Database]
+        if kind == "sqlite":
+            database = partial(SqliteDatabase, path)
+        else:
+            database = partial(PostgresDatabase, DSN, schema=stack.enter_context(fresh_schema()))
+        opened: list[Store] = []
+
+        def open_one() -> Store:
+            opened.append(make(database()))
+            return opened[-1]
+
+        yield open_one
+        for store in opened:
+            store.close()  # type: ignore[attr-defined]

@@ -18,10 +18,7 @@ policies in it) and ``hitl calibrate publish``.
 Policy commands talk to a running registry (``--registry``, env HITL_REGISTRY) with
 a token (``--token-file``, env HITL_REGISTRY_TOKEN_FILE, or env HITL_REGISTRY_TOKEN),
 print JSON on stdout and exit 1 with the registry's status and message on stderr
-when it refuses (``hitl: PERMISSION_DENIED: ...``).
-
-Each command imports the server, client or store it uses when it runs: building the
-parser loads none of them (``hitl --help`` starts in a third of the time)."""
+when it refuses (``hitl: PERMISSION_DENIED: ...``)."""
 
 from __future__ import annotations
 
@@ -33,10 +30,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sidecar.commands import StoreFlag, add_principal_commands, reports_refusals
+from sidecar.commands import (
+    StoreFlag,
+    add_principal_commands,
+    add_serve_command,
+    reports_refusals,
+)
 from sidecar.config import ENV_REGISTRY
 from sidecar.registry.config import DEFAULT_REGISTRY_LISTEN, RegistryConfig
-from sidecar.settings import add_client_flags, add_flags, client_credentials, flag_values
+from sidecar.settings import add_client_flags, client_credentials
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
@@ -58,9 +60,7 @@ def add_commands(commands: Any) -> None:
 def _add_registry(commands: Any) -> None:
     registry = commands.add_parser("registry", help="run and administer the policy registry")
     actions = registry.add_subparsers(required=True, metavar="ACTION")
-    serve = actions.add_parser("serve", help="run the registry's gRPC server")
-    add_flags(serve, RegistryConfig)
-    serve.set_defaults(run=run_serve)
+    add_serve_command(actions, "run the registry's gRPC server", RegistryConfig, _serve)
 
     keygen = actions.add_parser("keygen", help="write a new signing key pair")
     keygen.add_argument("--out", required=True, type=Path, help="directory for signing.key/.pub")
@@ -153,16 +153,12 @@ def _print(message: Message) -> None:
 # -- registry ------------------------------------------------------------------------
 
 
-def run_serve(args: argparse.Namespace) -> int:
+def _serve(config: RegistryConfig) -> None:
     import asyncio
 
     from sidecar.registry.app import serve
-    from sidecar.telemetry.logs import configure_logging
 
-    config = RegistryConfig.load(flag_values(args, RegistryConfig))
-    configure_logging(config.log_level)
     asyncio.run(serve(config))
-    return 0
 
 
 def run_keygen(args: argparse.Namespace) -> int:

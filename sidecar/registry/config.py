@@ -10,14 +10,13 @@ from pathlib import Path
 
 from sidecar.settings import (
     address,
-    check_tls,
     client_ca_setting,
     grace_setting,
+    load_server,
     log_level_setting,
     metrics_setting,
     path,
     port_file_setting,
-    read,
     setting,
     tls_cert_setting,
     tls_key_setting,
@@ -70,6 +69,4 @@ class RegistryConfig:
         cls, overrides: Mapping[str, object] | None = None, env: Mapping[str, str] | None = None
     ) -> RegistryConfig:
         """Settings from env (default: os.environ), with overrides (not None) on top."""
-        values = read(cls, overrides, env)
-        check_tls(cls, values)
-        return cls(**values)
+        return load_server(cls, overrides, env)

@@ -15,10 +15,7 @@ credentials name (``--token-file`` or HITL_REVIEW_TOKEN_FILE, or the token in
 HITL_REVIEW_TOKEN; ``--ca`` for TLS, ``--cert``/``--key`` for mTLS). A lead may name
 the reviewer it acts for (``--for``). They print JSON on stdout, and exit 1 with the
 server's status and message on stderr when it refuses (``hitl: NOT_FOUND: no open
-item``).
-
-Each command imports the server, client or store it uses when it runs: building the
-parser loads none of them."""
+item``)."""
 
 from __future__ import annotations
 
@@ -33,11 +30,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sidecar.commands import StoreFlag, add_principal_commands, reports_refusals
+from sidecar.commands import (
+    StoreFlag,
+    add_principal_commands,
+    add_serve_command,
+    reports_refusals,
+)
 from sidecar.review.access import ReviewRole
 from sidecar.review.config import DEFAULT_REVIEW_LISTEN, ReviewConfig
 from sidecar.review.item import TIERS
-from sidecar.settings import add_client_flags, add_flags, client_credentials, flag_values
+from sidecar.settings import add_client_flags, client_credentials
 
 if TYPE_CHECKING:
     from sidecar.review.client import ReviewClient
@@ -52,9 +54,7 @@ def add_commands(commands: Any) -> None:
     review = commands.add_parser("review", help="run the review queue, or work it as a reviewer")
     actions = review.add_subparsers(required=True, metavar="ACTION")
 
-    serve = actions.add_parser("serve", help="run the review queue's gRPC server")
-    add_flags(serve, ReviewConfig)
-    serve.set_defaults(run=run_serve)
+    add_serve_command(actions, "run the review queue's gRPC server", ReviewConfig, _serve)
     add_principal_commands(actions, "review queue", [r.value for r in ReviewRole], _database())
 
     claim = actions.add_parser("next", help="claim the most urgent open item and print it")
@@ -147,14 +147,10 @@ def _time(text: str) -> float:
     return moment.timestamp()
 
 
-def run_serve(args: argparse.Namespace) -> int:
+def _serve(config: ReviewConfig) -> None:
     from sidecar.review.app import serve
-    from sidecar.telemetry.logs import configure_logging
 
-    config = ReviewConfig.load(flag_values(args, ReviewConfig))
-    configure_logging(config.log_level)
     serve(config)
-    return 0
 
 
 @reports_refusals

@@ -18,9 +18,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Sequence
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from hitl_client.stubs.hitl.v1 import decision_pb2 as dpb
 from hitl_client.stubs.hitl.v1 import review_pb2 as rpb
 from hitl_client.stubs.hitl.v1 import review_pb2_grpc as rpb_grpc
@@ -37,6 +34,7 @@ EXPORT_TIMEOUT = 600.0
 
 class ReviewClient(ServiceClient):
     default_timeout = DEFAULT_TIMEOUT
+    service = "hitl.v1.ReviewQueue"
 
     @functools.cached_property
     def _stub(self) -> rpb_grpc.ReviewQueueStub:
@@ -94,13 +92,3 @@ class ReviewClient(ServiceClient):
         request = rpb.ExportRequest(model=model, resolved_since=since)
         for item in self._stub.Export(request, metadata=self._metadata, timeout=EXPORT_TIMEOUT):
             yield item_from_message(item)
-
-    def serving(self) -> bool:
-        """Whether the queue answers its health check SERVING."""
-        try:
-            reply = health_pb2_grpc.HealthStub(self._channel).Check(
-                health_pb2.HealthCheckRequest(service="hitl.v1.ReviewQueue"), timeout=1.0
-            )
-        except grpc.RpcError:
-            return False
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)

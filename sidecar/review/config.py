@@ -12,13 +12,12 @@ from sidecar.review.sla import Sla, parse_sla
 from sidecar.review.validation import DEFAULT_MAX_CLAIMS, DEFAULT_MAX_LEASE_SECONDS
 from sidecar.settings import (
     address,
-    check_tls,
     client_ca_setting,
     grace_setting,
+    load_server,
     log_level_setting,
     metrics_setting,
     port_file_setting,
-    read,
     setting,
     tls_cert_setting,
     tls_key_setting,
@@ -79,6 +78,4 @@ class ReviewConfig:
         cls, overrides: Mapping[str, object] | None = None, env: Mapping[str, str] | None = None
     ) -> ReviewConfig:
         """Settings from env (default: os.environ), with overrides (not None) on top."""
-        values = read(cls, overrides, env)
-        check_tls(cls, values)
-        return cls(**values)
+        return load_server(cls, overrides, env)

@@ -1,13 +1,14 @@
 """Random and mutated protobuf bodies, sent over real gRPC to every RPC of the
-sidecar, the registry and the review queue (processes on loopback): each answer is
-one of the documented status codes, no message carries a Python class name or a
-traceback, a stream answers every frame and stays open, and every server still
-serves afterwards. Seeded (hypothesis, derandomized) and bounded in examples."""
+sidecar, the registry, the review queue and the feedback service (processes on
+loopback): each answer is one of the documented status codes, no message carries a
+Python class name or a traceback, a stream answers every frame and stays open, and
+every server still serves afterwards. Seeded (hypothesis, derandomized) and bounded
+in examples."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -18,9 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hitl_client.router import route_request
-from hitl_client.stubs.hitl.v1 import registry_pb2, review_pb2, router_pb2
+from hitl_client.stubs.hitl.v1 import feedback_pb2, registry_pb2, review_pb2, router_pb2
 from sidecar.escalation.messages import to_message
+from sidecar.feedback.client import outcome_event
 from tests.escalations import escalation
+from tests.feedback_service import FeedbackProcess, add_principals
+from tests.feedback_service import start as start_feedback
 from tests.integration.conftest import ReviewProcess, SidecarProcess
 from tests.registry import Registry, as_process
 
@@ -41,6 +45,7 @@ DOCUMENTED = {
 PYTHON_NAMES = re.compile(r"Traceback|\b\w+(Error|Exception)\b|<class |\bNone\b")
 # Bodies that broke the contract before: invalid UTF-8 in a string field (a JS client
 # cutting a string inside an emoji), a truncated varint, a corrupt frame.
+FEEDBACK_EVENT = outcome_event("fb-1", "r1", "m", true_class=1)
 KNOWN_BAD = [b"\x0a\x02\xff\xfe", b"\x12\x03\xe2\x82", b"\x08\xff", b"\xff\xff\xff\xff", b""]
 EXAMPLES = {
     "hitl.v1.RouteRequest": route_request("r1", "m", [4.0, 0.0, 0.0]).SerializeToString(),
@@ -49,6 +54,10 @@ EXAMPLES = {
     ).SerializeToString(),
     "hitl.v1.SubmitRequest": review_pb2.SubmitRequest(
         escalations=[to_message(escalation("f1"))]
+    ).SerializeToString(),
+    "hitl.v1.FeedbackEvent": FEEDBACK_EVENT.SerializeToString(),
+    "hitl.v1.RecordBatchRequest": feedback_pb2.RecordBatchRequest(
+        events=[FEEDBACK_EVENT]
     ).SerializeToString(),
 }
 
@@ -153,26 +162,31 @@ def registry(tmp_path: Path) -> Iterator[Registry]:
         yield running
 
 
-SERVICES: dict[str, Callable[..., tuple[str, ServiceDescriptor, str]]] = {
-    "sidecar": lambda s, r, g: (s.address, router_pb2.DESCRIPTOR.services_by_name["Router"], ""),
-    "review": lambda s, r, g: (
-        r.address,
-        review_pb2.DESCRIPTOR.services_by_name["ReviewQueue"],
-        r.tokens["desk"],
-    ),
-    "registry": lambda s, r, g: (
-        g.address,
-        registry_pb2.DESCRIPTOR.services_by_name["Registry"],
-        g.tokens["alice"],
-    ),
-}
+@pytest.fixture
+def feedback(tmp_path: Path) -> Iterator[FeedbackProcess]:
+    db = f"sqlite:{tmp_path / 'feedback.db'}"
+    running = start_feedback(
+        tmp_path / "feedback", db, add_principals(db, {"fuzz": ("client", "viewer")})
+    )
+    yield running
+    running.process.kill()
+    running.process.wait()
 
 
 def test_no_body_bends_the_contract(
-    sidecar: SidecarProcess, review_queue: ReviewProcess, registry: Registry
+    sidecar: SidecarProcess,
+    review_queue: ReviewProcess,
+    registry: Registry,
+    feedback: FeedbackProcess,
 ) -> None:
-    for name, target in SERVICES.items():
-        address, service, token = target(sidecar, review_queue, registry)
+    targets = {
+        "sidecar": (sidecar.address, router_pb2, "Router", ""),
+        "review": (review_queue.address, review_pb2, "ReviewQueue", review_queue.tokens["desk"]),
+        "registry": (registry.address, registry_pb2, "Registry", registry.tokens["alice"]),
+        "feedback": (feedback.address, feedback_pb2, "Feedback", feedback.tokens["fuzz"]),
+    }
+    for name, (address, module, service_name, token) in targets.items():
+        service = module.DESCRIPTOR.services_by_name[service_name]
         caller = Caller(address, service, token)
         try:
             fuzz(caller)

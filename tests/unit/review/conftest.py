@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +16,7 @@ from sidecar.review.queue import ReviewQueue
 from sidecar.review.sla import Sla
 from sidecar.review.store import ReviewStore
 from sidecar.review.stores.sql import SqlStore
-from sidecar.storage.postgres import PostgresDatabase
-from sidecar.storage.sqlite import SqliteDatabase
-from tests.postgres import DSN, fresh_schema
+from tests.postgres import opened_stores
 
 OpenStore = Callable[[], ReviewStore]
 
@@ -28,21 +24,8 @@ OpenStore = Callable[[], ReviewStore]
 @pytest.fixture(params=["sqlite", "postgresql"])
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenStore]:
     """Opens stores on one fresh database (more than one: replicas sharing it)."""
-    with ExitStack() as stack:
-        database: Callable[[], SqliteDatabase | PostgresDatabase]
-        if request.param == "sqlite":
-            database = partial(SqliteDatabase, tmp_path / "review.db")
-        else:
-            database = partial(PostgresDatabase, DSN, schema=stack.enter_context(fresh_schema()))
-        opened: list[ReviewStore] = []
-
-        def open_one() -> ReviewStore:
-            opened.append(SqlStore(database()))
-            return opened[-1]
-
+    with opened_stores(request.param, tmp_path / "review.db", SqlStore) as open_one:
         yield open_one
-        for store in opened:
-            store.close()
 
 
 @pytest.fixture

@@ -1,0 +1,83 @@
+"""Assemble and run a feedback service process: store, feedback log, gRPC server with
+health and reflection, metrics; graceful shutdown on SIGTERM and SIGINT.
+
+Shutdown order: health turns NOT_SERVING, the server drains in-flight calls for the
+grace period, then the store and metric exporters are closed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
+
+from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
+from hitl_client.stubs.hitl.v1 import feedback_pb2_grpc as fpb_grpc
+from sidecar.clock import Clock, SystemClock
+from sidecar.feedback.config import FeedbackConfig
+from sidecar.feedback.ingest import FeedbackLog
+from sidecar.feedback.metrics import FeedbackMetrics
+from sidecar.feedback.server import FeedbackServicer
+from sidecar.feedback.store import FeedbackStore, open_store
+from sidecar.serving import ThreadedServer, serve_until_signalled, threaded_server
+from sidecar.settings import env_of
+from sidecar.telemetry.metrics import service_meters
+
+log = structlog.get_logger("hitl.feedback")
+
+FEEDBACK_SERVICE = fpb.DESCRIPTOR.services_by_name["Feedback"].full_name
+
+
+@dataclass
+class FeedbackServer:
+    """A feedback service's running parts (tests build one in-process)."""
+
+    config: FeedbackConfig
+    feedback: FeedbackLog
+    grpc: ThreadedServer
+    meters: MeterProvider
+
+    @property
+    def address(self) -> str:
+        return self.grpc.address
+
+    def start(self) -> None:
+        self.grpc.start()
+        log.info("feedback.listening", address=self.address)
+
+    def stop(self, grace: float | None = None) -> None:
+        log.info("feedback.stopping", grace_seconds=self.config.shutdown_grace_seconds)
+        self.grpc.stop(self.config.shutdown_grace_seconds if grace is None else grace)
+        self.feedback.store.close()
+        self.meters.shutdown()
+        log.info("feedback.stopped")
+
+
+def build(
+    config: FeedbackConfig,
+    *,
+    clock: Clock | None = None,
+    store: FeedbackStore | None = None,
+    metric_readers: list[MetricReader] | None = None,
+) -> FeedbackServer:
+    """Wire a feedback service from config; keyword arguments replace the real adapters."""
+    metrics_var = env_of(FeedbackConfig, "metrics_addr")
+    _, meters = service_meters(
+        "hitl-feedback", config.metrics_addr, metrics_var, metric_readers or ()
+    )
+    metrics = FeedbackMetrics(meters.get_meter("hitl.feedback"))
+    feedback = FeedbackLog(store or open_store(config.db), clock or SystemClock(), metrics)
+    server = threaded_server(
+        config,
+        FeedbackConfig,
+        FEEDBACK_SERVICE,
+        fpb_grpc.add_FeedbackServicer_to_server,
+        FeedbackServicer(feedback, metrics),
+    )
+    return FeedbackServer(config, feedback, server, meters)
+
+
+def serve(config: FeedbackConfig) -> None:
+    """Run until SIGTERM or SIGINT."""
+    serve_until_signalled(lambda: build(config), config.port_file)

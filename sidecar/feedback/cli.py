@@ -1,0 +1,150 @@
+"""``hitl feedback``: run the feedback service, send it events, read a request's.
+
+    hitl feedback serve [--listen HOST:PORT] [--db sqlite:PATH | postgresql://...]
+    hitl feedback principal add NAME --role R...   prints a new bearer token once
+    hitl feedback principal list                   (these two act on the database)
+    hitl feedback record FILE.jsonl                events in protobuf's JSON mapping, one a line
+    hitl feedback get REQUEST_ID                   every event about one request, in order
+
+``record`` and ``get`` call a running service (``--target``, env
+HITL_FEEDBACK_TARGET) as the principal their credentials name (``--token-file`` or
+HITL_FEEDBACK_TOKEN_FILE, or the token in HITL_FEEDBACK_TOKEN; ``--ca`` for TLS,
+``--cert``/``--key`` for mTLS). They print JSON on stdout, and exit 1 with the
+server's status and message on stderr when it refuses."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sidecar.commands import (
+    StoreFlag,
+    add_principal_commands,
+    add_serve_command,
+    reports_refusals,
+)
+from sidecar.feedback.access import FeedbackRole
+from sidecar.feedback.config import DEFAULT_FEEDBACK_LISTEN, FeedbackConfig
+from sidecar.settings import add_client_flags, client_credentials
+
+if TYPE_CHECKING:
+    from sidecar.feedback.client import FeedbackClient
+    from sidecar.feedback.store import FeedbackStore
+
+
+def add_commands(commands: Any) -> None:
+    """Add ``feedback`` and its actions to the ``hitl`` sub-command parser."""
+    feedback = commands.add_parser(
+        "feedback", help="run the feedback service, send it events, read a request's"
+    )
+    actions = feedback.add_subparsers(required=True, metavar="ACTION")
+
+    add_serve_command(actions, "run the feedback service's gRPC server", FeedbackConfig, _serve)
+    add_principal_commands(
+        actions, "feedback service", [r.value for r in FeedbackRole], _database()
+    )
+
+    record = actions.add_parser(
+        "record", help="send events (JSON lines in protobuf's JSON mapping; - for stdin)"
+    )
+    _target(record)
+    record.add_argument("file", help="the .jsonl file, or - for standard input")
+    record.set_defaults(run=run_record)
+
+    get = actions.add_parser("get", help="every event about one request_id, in order")
+    _target(get)
+    get.add_argument("request_id")
+    get.set_defaults(run=run_get)
+
+
+def _database() -> StoreFlag[FeedbackStore]:
+    from sidecar.feedback.store import open_store
+
+    return StoreFlag(FeedbackConfig, open_store)
+
+
+def _target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--target",
+        default=os.environ.get("HITL_FEEDBACK_TARGET", DEFAULT_FEEDBACK_LISTEN),
+        help=f"service HOST:PORT (env HITL_FEEDBACK_TARGET, default {DEFAULT_FEEDBACK_LISTEN})",
+    )
+    add_client_flags(parser, "HITL_FEEDBACK")
+
+
+def _serve(config: FeedbackConfig) -> None:
+    from sidecar.feedback.app import serve
+
+    serve(config)
+
+
+@reports_refusals
+def run_record(args: argparse.Namespace) -> int:
+    """Send the file's events in batches; print the counts by status and every event
+    not ACCEPTED or DUPLICATE; exit 1 when there is one."""
+    from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
+    from sidecar.feedback.validation import MAX_BATCH
+
+    events = _events(args.file)
+    results: list[fpb.RecordResult] = []
+    with _client(args) as client:
+        for start in range(0, len(events), MAX_BATCH):
+            results += client.record_batch(events[start : start + MAX_BATCH])
+    status = fpb.RecordResult.Status.Name
+    counts = Counter(status(r.status).lower() for r in results)
+    refused = [
+        {"feedback_id": r.feedback_id, "status": status(r.status), "message": r.message}
+        for r in results
+        if r.status in (fpb.RecordResult.REJECTED, fpb.RecordResult.CONFLICT)
+    ]
+    _print({"sent": len(results), **counts, "refused": refused})
+    return 1 if refused else 0
+
+
+@reports_refusals
+def run_get(args: argparse.Namespace) -> int:
+    from google.protobuf import json_format
+
+    with _client(args) as client:
+        history = client.get(args.request_id)
+    _print(json_format.MessageToDict(history, preserving_proto_field_name=True))
+    return 0
+
+
+def _events(name: str) -> list[Any]:
+    """The events of a JSON-lines file (or stdin); DataError naming the line."""
+    from google.protobuf import json_format
+
+    from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
+    from sidecar.errors import DataError
+
+    try:
+        text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(name, str(getattr(exc, "strerror", None) or exc)) from exc
+    events = []
+    for line, raw in enumerate(text.splitlines(), start=1):
+        if raw.strip():
+            try:
+                events.append(json_format.Parse(raw, fpb.FeedbackEvent()))
+            except json_format.ParseError as exc:
+                raise DataError(f"{name}:{line}", f"not a feedback event: {exc}") from exc
+    if not events:
+        raise DataError(name, "holds no events")
+    return events
+
+
+def _client(args: argparse.Namespace) -> FeedbackClient:
+    from sidecar.feedback.client import FeedbackClient
+
+    given = client_credentials(args, "HITL_FEEDBACK")
+    return FeedbackClient(args.target, given.token, ca=given.ca, cert=given.cert, key=given.key)
+
+
+def _print(record: dict[str, Any]) -> None:
+    print(json.dumps(record, indent=2, allow_nan=False))

@@ -1,0 +1,61 @@
+"""A blocking client of the feedback service, for tools, the CLI and tests.
+
+One channel for the client's lifetime; a deadline on every call; the caller's
+credentials (a bearer token, and over TLS the service's CA plus, for mTLS, a client
+certificate) go with every call, and the service records events under the principal
+they name. Errors are grpc.RpcError with the server's status code and a message
+naming the field.
+
+    with FeedbackClient("127.0.0.1:7435", token) as client:
+        client.record(outcome_event("fb-1", "req-1", "digits", true_class=7))
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
+from hitl_client.stubs.hitl.v1 import feedback_pb2_grpc as fpb_grpc
+from sidecar.serving import ServiceClient
+
+DEFAULT_TIMEOUT = 5.0
+
+
+class FeedbackClient(ServiceClient):
+    default_timeout = DEFAULT_TIMEOUT
+    service = "hitl.v1.Feedback"
+
+    @functools.cached_property
+    def _stub(self) -> fpb_grpc.FeedbackStub:
+        return fpb_grpc.FeedbackStub(self._channel)
+
+    def record(self, event: fpb.FeedbackEvent) -> fpb.RecordResult:
+        result: fpb.RecordResult = self._stub.Record(
+            event, metadata=self._metadata, timeout=self._timeout
+        )
+        return result
+
+    def record_batch(self, events: Sequence[fpb.FeedbackEvent]) -> list[fpb.RecordResult]:
+        request = fpb.RecordBatchRequest(events=events)
+        response = self._stub.RecordBatch(request, metadata=self._metadata, timeout=self._timeout)
+        return list(response.results)
+
+    def get(self, request_id: str) -> fpb.RequestHistory:
+        history: fpb.RequestHistory = self._stub.Get(
+            fpb.GetRequest(request_id=request_id), metadata=self._metadata, timeout=self._timeout
+        )
+        return history
+
+
+def outcome_event(
+    feedback_id: str, request_id: str, model: str, *, true_class: int, label: str = ""
+) -> fpb.FeedbackEvent:
+    """An OUTCOME event: what request_id's prediction turned out to be."""
+    return fpb.FeedbackEvent(
+        feedback_id=feedback_id,
+        request_id=request_id,
+        model=model,
+        type=fpb.FEEDBACK_OUTCOME,
+        label=fpb.Label(class_index=true_class, name=label),
+    )

@@ -1,0 +1,57 @@
+"""The feedback service's settings: each declared once (``sidecar.settings.setting``)
+and checked when the process starts, a bad value named by its variable."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sidecar.settings import (
+    address,
+    client_ca_setting,
+    grace_setting,
+    load_server,
+    log_level_setting,
+    metrics_setting,
+    port_file_setting,
+    setting,
+    tls_cert_setting,
+    tls_key_setting,
+)
+from sidecar.storage.url import check_db
+
+DEFAULT_FEEDBACK_LISTEN = "127.0.0.1:7435"
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackConfig:
+    """Settings of one feedback service process (docs/configuration.md)."""
+
+    listen: str = setting(
+        "HITL_FEEDBACK_LISTEN",
+        DEFAULT_FEEDBACK_LISTEN,
+        "HOST:PORT; port 0 picks a free one",
+        parse=address,
+    )
+    db: str = setting(
+        "HITL_FEEDBACK_DB",
+        "sqlite:hitl-state/feedback.db",
+        "sqlite:PATH (or a bare path) or postgresql://...",
+        parse=check_db,
+    )
+    metrics_addr: str = metrics_setting("HITL_FEEDBACK_METRICS_ADDR")
+    log_level: str = log_level_setting()
+    workers: int = setting("HITL_FEEDBACK_WORKERS", 16, "gRPC worker threads")
+    tls_cert: Path | None = tls_cert_setting("HITL_FEEDBACK_TLS_CERT")
+    tls_key: Path | None = tls_key_setting("HITL_FEEDBACK_TLS_KEY")
+    client_ca: Path | None = client_ca_setting("HITL_FEEDBACK_CLIENT_CA")
+    shutdown_grace_seconds: float = grace_setting(10.0)
+    port_file: Path | None = port_file_setting("HITL_FEEDBACK_PORT_FILE")
+
+    @classmethod
+    def load(
+        cls, overrides: Mapping[str, object] | None = None, env: Mapping[str, str] | None = None
+    ) -> FeedbackConfig:
+        """Settings from env (default: os.environ), with overrides (not None) on top."""
+        return load_server(cls, overrides, env)

@@ -1,0 +1,46 @@
+"""Where the feedback service keeps its events: one interface, implemented once in SQL
+(``stores.sql``) on a SQLite file, the embedded default, or PostgreSQL for replicas
+sharing one database, with numbered schema migrations applied at open.
+
+Every method is one transaction and takes its times from the caller: stores read no
+clock. A store raises StoreUnavailable when the database fails or cannot be reached
+(the caller may retry: adding is idempotent by ``feedback_id``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from sidecar.auth import Principal
+from sidecar.feedback.records import Outcome, Received
+from sidecar.feedback.stores.sql import SqlStore
+from sidecar.storage.store import open_database
+
+
+class FeedbackStore(Protocol):
+    def add(self, events: Sequence[Received]) -> list[Outcome]:
+        """Append each event whose feedback_id is new (ACCEPTED); an id already stored
+        is DUPLICATE when its event is the same, CONFLICT when not (nothing written)."""
+        ...
+
+    def history(self, request_id: str) -> list[Received]:
+        """Every event about request_id, in the order received."""
+        ...
+
+    def add_principal(
+        self, name: str, roles: frozenset[str], token_sha256: str, cert_subject: str, now: float
+    ) -> None: ...
+
+    def principal_for_token(self, token_sha256: str) -> Principal | None: ...
+
+    def principal_for_subject(self, cert_subject: str) -> Principal | None: ...
+
+    def principals(self) -> list[Principal]: ...
+
+    def close(self) -> None: ...
+
+
+def open_store(url: str) -> FeedbackStore:
+    """The store on ``postgresql://...`` (a libpq URI) or ``sqlite:PATH`` (or a bare
+    path); ``sidecar.storage.store.open_database`` says how each is opened."""
+    return SqlStore(open_database(url))

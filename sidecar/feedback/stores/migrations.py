@@ -1,0 +1,38 @@
+"""The feedback store's schema, as numbered migrations applied in order at open and
+recorded in ``feedback_migrations`` (``sidecar.storage.migrations`` says how). Never
+edit or renumber a migration that has shipped: add the next one. No I/O here.
+
+Events are append-only: no statement of the store updates or deletes one. ``seq``
+orders them as received; ``feedback_id`` is unique, so a resend is found, not
+stored twice."""
+
+from __future__ import annotations
+
+from sidecar.storage.migrations import Migration, Schema
+from sidecar.storage.principals import principal_table
+
+FEEDBACK_LOCK_KEY = 7435  # its PostgreSQL advisory lock (the review store's is 7432)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "principals who may call the service; the event log",
+        (
+            *principal_table("feedback_principals"),
+            """CREATE TABLE feedback_events (
+                seq {serial_key},
+                feedback_id TEXT NOT NULL UNIQUE,
+                request_id TEXT NOT NULL,
+                model TEXT NOT NULL,
+                type TEXT NOT NULL,
+                event TEXT NOT NULL,
+                sender TEXT NOT NULL,
+                received_at DOUBLE PRECISION NOT NULL
+            )""",
+            "CREATE INDEX feedback_events_request ON feedback_events (request_id, seq)",
+            "CREATE INDEX feedback_events_model ON feedback_events (model, seq)",
+        ),
+    ),
+)
+
+SCHEMA = Schema("feedback", FEEDBACK_LOCK_KEY, MIGRATIONS)

@@ -1,0 +1,79 @@
+"""What makes a feedback event unusable, named by its field. The type says which
+value the event carries; every text and map is bounded as Route's are."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Literal
+
+from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
+from sidecar.core.validation import (
+    MAX_NAME,
+    MAX_REQUEST_ID,
+    MAX_STRING_VALUE,
+    check_context,
+    check_text,
+)
+from sidecar.errors import InvalidRequest
+
+MAX_BATCH = 1000
+Value = Literal["label", "rating", "signal", "preferred_over"]
+# The value each type carries (the oneof's field name).
+VALUE_OF: Mapping[fpb.FeedbackType.ValueType, Value] = {
+    fpb.FEEDBACK_OUTCOME: "label",
+    fpb.FEEDBACK_EXPLICIT_CORRECTION: "label",
+    fpb.FEEDBACK_REVIEW: "label",
+    fpb.FEEDBACK_RATING: "rating",
+    fpb.FEEDBACK_IMPLICIT: "signal",
+    fpb.FEEDBACK_PREFERENCE: "preferred_over",
+}
+
+
+def check_batch_size(size: int) -> None:
+    if not 0 < size <= MAX_BATCH:
+        raise InvalidRequest("events", f"{size} events; 1 to {MAX_BATCH} per call")
+
+
+def check_event(event: fpb.FeedbackEvent) -> None:
+    check_text(event.feedback_id, "feedback_id", MAX_REQUEST_ID, required=True)
+    check_text(event.request_id, "request_id", MAX_REQUEST_ID, required=True)
+    check_text(event.model, "model", MAX_NAME, required=True)
+    check_text(event.model_version, "model_version", MAX_NAME)
+    check_text(event.source, "source", MAX_NAME)
+    check_context(event.user_context)
+    if not (math.isfinite(event.occurred_at) and event.occurred_at >= 0):
+        raise InvalidRequest("occurred_at", "must be finite Unix seconds, or 0 for now")
+    expected = VALUE_OF.get(event.type)
+    if expected is None:
+        raise InvalidRequest("type", f"must be one of {', '.join(_type_names())}")
+    if not event.HasField(expected):
+        name = fpb.FeedbackType.Name(event.type)
+        given = event.WhichOneof("value") or "none"
+        raise InvalidRequest(expected, f"a {name} event carries {expected}, not {given}")
+    _check_value(event, expected)
+
+
+def _check_value(event: fpb.FeedbackEvent, kind: Value) -> None:
+    if kind == "label":
+        label = event.label
+        if not label.HasField("class_index") and not label.name:
+            raise InvalidRequest("label", "needs class_index, name or both")
+        if label.HasField("class_index") and label.class_index < 0:
+            raise InvalidRequest("label.class_index", "must be >= 0")
+        check_text(label.name, "label.name", MAX_STRING_VALUE)
+    elif kind == "rating":
+        if not (math.isfinite(event.rating) and 0.0 <= event.rating <= 1.0):
+            raise InvalidRequest("rating", f"must be in [0, 1], got {event.rating}")
+    elif kind == "signal":
+        check_text(event.signal.name, "signal.name", MAX_NAME, required=True)
+        if not math.isfinite(event.signal.value):
+            raise InvalidRequest("signal.value", "must be finite")
+    else:
+        check_text(event.preferred_over, "preferred_over", MAX_REQUEST_ID, required=True)
+        if event.preferred_over == event.request_id:
+            raise InvalidRequest("preferred_over", "names the event's own request_id")
+
+
+def _type_names() -> list[str]:
+    return [fpb.FeedbackType.Name(t) for t in VALUE_OF]

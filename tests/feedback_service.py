@@ -1,0 +1,63 @@
+"""A feedback service process for tests: principals made with its CLI, then
+``hitl feedback serve`` on a loopback port 0, once health answers SERVING."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sidecar.feedback.client import FeedbackClient
+from tests.integration.conftest import hitl_command, wait_for
+
+
+@dataclass
+class FeedbackProcess:
+    process: subprocess.Popen[bytes]
+    address: str
+    tokens: dict[str, str]
+
+    def client(self, who: str) -> FeedbackClient:
+        return FeedbackClient(self.address, self.tokens[who])
+
+
+def add_principals(db: str, principals: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """principals (name: roles) made with ``hitl feedback principal add``; their
+    tokens by name."""
+    tokens = {}
+    for name, roles in principals.items():
+        flags = [flag for role in roles for flag in ("--role", role)]
+        made = subprocess.run(
+            hitl_command("feedback", "principal", "add", name, *flags, "--db", db),
+            capture_output=True,
+            check=True,
+            text=True,
+        )
+        tokens[name] = json.loads(made.stdout)["token"]
+    return tokens
+
+
+def start(workdir: Path, db: str, tokens: dict[str, str]) -> FeedbackProcess:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port_file = workdir / "feedback.addr"
+    port_file.unlink(missing_ok=True)
+    command = hitl_command(
+        "feedback", "serve", "--listen", "127.0.0.1:0", "--db", db, "--port-file", str(port_file)
+    )
+    with (workdir / "feedback.log").open("ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    wait_for(lambda: port_file.exists() or process.poll() is not None, 30.0, "the port file")
+    assert process.poll() is None, (workdir / "feedback.log").read_text()
+    running = FeedbackProcess(process, port_file.read_text(), tokens)
+    with FeedbackClient(running.address) as client:
+        wait_for(client.serving, 20.0, "the feedback service SERVING")
+    return running
+
+
+def stop(running: FeedbackProcess) -> None:
+    """SIGTERM, and a clean exit."""
+    running.process.send_signal(signal.SIGTERM)
+    assert running.process.wait(30) == 0

@@ -1,0 +1,92 @@
+"""The feedback log's rules: a single event is refused with its error, a batch judges
+each event on its own and keeps the rest; the sender is the credential's principal;
+every outcome is counted by type and status."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
+from sidecar.clock import FakeClock
+from sidecar.errors import InvalidRequest, PermissionDenied
+from sidecar.feedback.ingest import REJECTED, FeedbackLog
+from sidecar.feedback.metrics import FeedbackMetrics
+from sidecar.feedback.store import FeedbackStore
+from sidecar.feedback.validation import MAX_BATCH
+from tests.unit.feedback.conftest import APP, SIDECAR
+from tests.unit.feedback.test_validation import event
+from tests.unit.review.conftest import points
+
+
+@pytest.fixture
+def reader() -> InMemoryMetricReader:
+    return InMemoryMetricReader()
+
+
+@pytest.fixture
+def feedback(store: FeedbackStore, reader: InMemoryMetricReader) -> FeedbackLog:
+    meters = MeterProvider(metric_readers=[reader])
+    return FeedbackLog(store, FakeClock(1000.0), FeedbackMetrics(meters.get_meter("test")))
+
+
+def test_a_recorded_event_is_kept_under_its_senders_name(feedback: FeedbackLog) -> None:
+    result = feedback.record(SIDECAR, event())
+    assert (result.feedback_id, result.status, result.message) == ("f-1", "ACCEPTED", "")
+    (kept,) = feedback.history("r-1")
+    assert (kept.sender, kept.received_at, kept.type) == ("sidecar-1", 1000.0, "OUTCOME")
+
+
+def test_a_single_refused_event_raises_and_stores_nothing(feedback: FeedbackLog) -> None:
+    with pytest.raises(InvalidRequest, match="rating"):
+        feedback.record(APP, event(type=fpb.FEEDBACK_RATING))
+    with pytest.raises(PermissionDenied, match="may not send FEEDBACK_RATING"):
+        feedback.record(SIDECAR, event(type=fpb.FEEDBACK_RATING, label=None, rating=0.5))
+    assert feedback.history("r-1") == []
+
+
+def test_a_batch_rejects_in_place_and_keeps_the_rest(
+    feedback: FeedbackLog, reader: InMemoryMetricReader
+) -> None:
+    results = feedback.record_batch(
+        APP,
+        [
+            event(feedback_id="a"),
+            event(feedback_id="b", type=fpb.FEEDBACK_REVIEW),
+            event(feedback_id="c", type=fpb.FEEDBACK_RATING, label=None, rating=2.0),
+            event(feedback_id="a"),
+            event(feedback_id="a", label=fpb.Label(class_index=9)),
+            event(feedback_id="d", type=fpb.FEEDBACK_RATING, label=None, rating=0.5),
+        ],
+    )
+    assert [(r.feedback_id, r.status) for r in results] == [
+        ("a", "ACCEPTED"),
+        ("b", REJECTED),
+        ("c", REJECTED),
+        ("a", "DUPLICATE"),
+        ("a", "CONFLICT"),
+        ("d", "ACCEPTED"),
+    ]
+    assert "may not send FEEDBACK_REVIEW" in results[1].message
+    assert results[2].message.startswith("rating:")
+    assert "holds another event" in results[4].message
+    assert [e.feedback_id for e in feedback.history("r-1")] == ["a", "d"]
+    counted = points(reader, "hitl.feedback.events")
+    assert counted[frozenset({("type", "OUTCOME"), ("status", "ACCEPTED")})] == 1
+    assert counted[frozenset({("type", "OUTCOME"), ("status", "DUPLICATE")})] == 1
+    assert counted[frozenset({("type", "OUTCOME"), ("status", "CONFLICT")})] == 1
+    assert counted[frozenset({("type", "REVIEW"), ("status", REJECTED)})] == 1
+    assert counted[frozenset({("type", "RATING"), ("status", REJECTED)})] == 1
+    assert counted[frozenset({("type", "RATING"), ("status", "ACCEPTED")})] == 1
+
+
+def test_a_batch_of_none_or_too_many_is_refused(feedback: FeedbackLog) -> None:
+    for events in ([], [event()] * (MAX_BATCH + 1)):
+        with pytest.raises(InvalidRequest, match="events"):
+            feedback.record_batch(APP, events)
+
+
+def test_history_needs_a_request_id(feedback: FeedbackLog) -> None:
+    with pytest.raises(InvalidRequest, match="request_id"):
+        feedback.history("")

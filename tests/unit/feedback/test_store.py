@@ -1,0 +1,73 @@
+"""The feedback store on SQLite and PostgreSQL: append-only, idempotent by
+feedback_id, a request's events in the order received, and its schema migrated."""
+
+from __future__ import annotations
+
+import threading
+
+from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
+from sidecar.feedback.records import Outcome, event_of, received
+from sidecar.feedback.store import FeedbackStore
+from sidecar.feedback.stores.migrations import MIGRATIONS
+from tests.unit.feedback.conftest import OpenStore
+from tests.unit.feedback.test_validation import event
+
+
+def test_a_new_id_is_accepted_a_resend_is_a_duplicate_another_event_a_conflict(
+    store: FeedbackStore,
+) -> None:
+    first = received(event(), "app", 10.0)
+    again = received(event(), "app", 11.0)  # same event, later: still the same
+    other = received(event(label=fpb.Label(class_index=4)), "app", 12.0)
+    assert store.add([first]) == [Outcome.ACCEPTED]
+    assert store.add([again, other]) == [Outcome.DUPLICATE, Outcome.CONFLICT]
+    (kept,) = store.history("r-1")
+    assert kept == first
+    assert event_of(kept).label.class_index == 3
+
+
+def test_one_batch_may_repeat_an_id(store: FeedbackStore) -> None:
+    one = received(event(feedback_id="f-9"), "app", 1.0)
+    two = received(event(feedback_id="f-9", label=fpb.Label(class_index=1)), "app", 1.0)
+    assert store.add([one, one, two]) == [Outcome.ACCEPTED, Outcome.DUPLICATE, Outcome.CONFLICT]
+
+
+def test_history_is_a_requests_events_in_the_order_received(store: FeedbackStore) -> None:
+    for i, (request_id, sender) in enumerate(
+        [("r-1", "app"), ("r-2", "app"), ("r-1", "queue"), ("r-1", "sidecar-1")]
+    ):
+        record = received(event(feedback_id=f"f-{i}", request_id=request_id), sender, 100.0 - i)
+        assert store.add([record]) == [Outcome.ACCEPTED]
+    history = store.history("r-1")
+    assert [e.feedback_id for e in history] == ["f-0", "f-2", "f-3"]
+    assert [e.sender for e in history] == ["app", "queue", "sidecar-1"]
+    assert store.history("r-404") == []
+
+
+def test_replicas_sending_one_id_at_once_store_it_once(open_store: OpenStore) -> None:
+    replicas = [open_store() for _ in range(4)]
+    outcomes: list[Outcome] = []
+    lock = threading.Lock()
+
+    def send(replica: FeedbackStore) -> None:
+        result = replica.add([received(event(feedback_id="race"), "app", 1.0)])
+        with lock:
+            outcomes.extend(result)
+
+    threads = [threading.Thread(target=send, args=(r,)) for r in replicas]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == sorted([Outcome.ACCEPTED] + [Outcome.DUPLICATE] * 3)
+    assert len(replicas[0].history("r-1")) == 1
+
+
+def test_events_survive_reopening_and_migrations_run_once(open_store: OpenStore) -> None:
+    first = open_store()
+    assert first.migrated == [m.version for m in MIGRATIONS]  # type: ignore[attr-defined]
+    first.add([received(event(), "app", 1.0)])
+    first.close()
+    again = open_store()
+    assert again.migrated == []  # type: ignore[attr-defined]
+    assert [e.feedback_id for e in again.history("r-1")] == ["f-1"]
