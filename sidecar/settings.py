@@ -209,6 +209,22 @@ def count(low: int = 1, high: int | None = None) -> Parse:
     return parse
 
 
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration(value: str, var: str) -> float:
+    """A positive duration: seconds, or a number with s, m, h or d (900, 15m, 2h, 7d)."""
+    unit = _UNITS.get(value[-1:].lower(), 0.0)
+    number = value[:-1] if unit else value
+    try:
+        amount = float(number) * (unit or 1.0)
+    except ValueError:
+        raise ConfigError(f"{var}: {value!r} is not a duration (900, 15m, 2h, 1d)") from None
+    if not (math.isfinite(amount) and amount > 0):
+        raise ConfigError(f"{var}: {value!r} must be a positive duration")
+    return amount
+
+
 def seconds_between(low: float, high: float) -> Parse:
     """A parser of a duration in seconds between low and high (inclusive)."""
 

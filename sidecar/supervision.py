@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -70,3 +71,37 @@ class Supervisor:
         state.running = running
         if self.on_change is not None:
             self.on_change(state)
+
+
+class Periodic:
+    """work at once, then every ``seconds``, in a thread of its own (for a blocking
+    service: the review queue's overdue sweep, the feedback service's dead letters).
+    A run that fails, whatever the error, is logged with its traceback and counted in
+    ``failures``, and the next one runs on time: the thread never dies. ``stop``
+    returns once the run in progress has finished."""
+
+    def __init__(self, name: str, seconds: float, work: Callable[[], object]) -> None:
+        self.name = name
+        self.failures = 0
+        self._seconds = seconds
+        self._work = work
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                self._work()
+            except Exception as exc:
+                self.failures += 1
+                log.error("task.failed", task=self.name, error=repr(exc), exc_info=exc)
+            if self._stopping.wait(self._seconds):
+                return

@@ -25,6 +25,7 @@ SENDERS = frozenset({FeedbackRole.CLIENT, FeedbackRole.SIDECAR, FeedbackRole.REV
 METHOD_ROLES: Mapping[str, frozenset[str]] = {
     "Record": SENDERS,
     "RecordBatch": SENDERS,
+    "RecordDecisions": frozenset({FeedbackRole.SIDECAR}),
     "Get": frozenset({FeedbackRole.VIEWER}),
 }
 # The types each sending role may send.

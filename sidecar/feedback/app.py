@@ -1,8 +1,9 @@
 """Assemble and run a feedback service process: store, feedback log, gRPC server with
-health and reflection, metrics; graceful shutdown on SIGTERM and SIGINT.
+health and reflection, the dead-letter sweep, metrics; graceful shutdown on SIGTERM
+and SIGINT.
 
 Shutdown order: health turns NOT_SERVING, the server drains in-flight calls for the
-grace period, then the store and metric exporters are closed."""
+grace period, the sweep stops, then the store and metric exporters are closed."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from sidecar.feedback.server import FeedbackServicer
 from sidecar.feedback.store import FeedbackStore, open_store
 from sidecar.serving import ThreadedServer, serve_until_signalled, threaded_server
 from sidecar.settings import env_of
+from sidecar.supervision import Periodic
 from sidecar.telemetry.metrics import service_meters
 
 log = structlog.get_logger("hitl.feedback")
@@ -37,6 +39,7 @@ class FeedbackServer:
     feedback: FeedbackLog
     grpc: ThreadedServer
     meters: MeterProvider
+    sweeper: Periodic
 
     @property
     def address(self) -> str:
@@ -44,11 +47,13 @@ class FeedbackServer:
 
     def start(self) -> None:
         self.grpc.start()
-        log.info("feedback.listening", address=self.address)
+        self.sweeper.start()
+        log.info("feedback.listening", address=self.address, join_window=self.config.join_window)
 
     def stop(self, grace: float | None = None) -> None:
         log.info("feedback.stopping", grace_seconds=self.config.shutdown_grace_seconds)
         self.grpc.stop(self.config.shutdown_grace_seconds if grace is None else grace)
+        self.sweeper.stop()
         self.feedback.store.close()
         self.meters.shutdown()
         log.info("feedback.stopped")
@@ -67,7 +72,9 @@ def build(
         "hitl-feedback", config.metrics_addr, metrics_var, metric_readers or ()
     )
     metrics = FeedbackMetrics(meters.get_meter("hitl.feedback"))
-    feedback = FeedbackLog(store or open_store(config.db), clock or SystemClock(), metrics)
+    feedback = FeedbackLog(
+        store or open_store(config.db), clock or SystemClock(), metrics, config.join_window
+    )
     server = threaded_server(
         config,
         FeedbackConfig,
@@ -75,7 +82,8 @@ def build(
         fpb_grpc.add_FeedbackServicer_to_server,
         FeedbackServicer(feedback, metrics),
     )
-    return FeedbackServer(config, feedback, server, meters)
+    sweeper = Periodic("feedback-sweep", config.sweep_seconds, feedback.sweep)
+    return FeedbackServer(config, feedback, server, meters, sweeper)
 
 
 def serve(config: FeedbackConfig) -> None:

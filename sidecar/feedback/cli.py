@@ -4,7 +4,9 @@
     hitl feedback principal add NAME --role R...   prints a new bearer token once
     hitl feedback principal list                   (these two act on the database)
     hitl feedback record FILE.jsonl                events in protobuf's JSON mapping, one a line
-    hitl feedback get REQUEST_ID                   every event about one request, in order
+    hitl feedback get REQUEST_ID                   its decision and every event about it
+    hitl feedback dead-letters | replay            events no decision claimed in time (on
+                                                   the database); release the claimed ones
 
 ``record`` and ``get`` call a running service (``--target``, env
 HITL_FEEDBACK_TARGET) as the principal their credentials name (``--token-file`` or
@@ -45,9 +47,21 @@ def add_commands(commands: Any) -> None:
     actions = feedback.add_subparsers(required=True, metavar="ACTION")
 
     add_serve_command(actions, "run the feedback service's gRPC server", FeedbackConfig, _serve)
-    add_principal_commands(
-        actions, "feedback service", [r.value for r in FeedbackRole], _database()
+    database = _database()
+    roles = [role.value for role in FeedbackRole]
+    add_principal_commands(actions, "feedback service", roles, database)
+
+    dead = actions.add_parser(
+        "dead-letters", help="events no decision claimed within the join window, oldest first"
     )
+    dead.add_argument("--limit", type=int, default=100)
+    database.add(dead)
+    dead.set_defaults(run=lambda args: run_dead_letters(database.open(args), args.limit))
+    replay = actions.add_parser(
+        "replay", help="release the dead letters whose decision has arrived since"
+    )
+    database.add(replay)
+    replay.set_defaults(run=lambda args: run_replay(database.open(args)))
 
     record = actions.add_parser(
         "record", help="send events (JSON lines in protobuf's JSON mapping; - for stdin)"
@@ -104,6 +118,26 @@ def run_record(args: argparse.Namespace) -> int:
     ]
     _print({"sent": len(results), **counts, "refused": refused})
     return 1 if refused else 0
+
+
+def run_dead_letters(store: FeedbackStore, limit: int) -> int:
+    from dataclasses import asdict
+
+    try:
+        for letter in store.dead_letters(limit):
+            print(json.dumps(asdict(letter)))
+    finally:
+        store.close()
+    return 0
+
+
+def run_replay(store: FeedbackStore) -> int:
+    try:
+        released, left = store.replay_dead_letters()
+    finally:
+        store.close()
+    _print({"released": released, "dead_letters": left})
+    return 0
 
 
 @reports_refusals

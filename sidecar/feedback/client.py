@@ -41,6 +41,13 @@ class FeedbackClient(ServiceClient):
         response = self._stub.RecordBatch(request, metadata=self._metadata, timeout=self._timeout)
         return list(response.results)
 
+    def record_decisions(self, decisions: Sequence[fpb.DecisionRecord]) -> list[fpb.DecisionResult]:
+        request = fpb.RecordDecisionsRequest(decisions=decisions)
+        response = self._stub.RecordDecisions(
+            request, metadata=self._metadata, timeout=self._timeout
+        )
+        return list(response.results)
+
     def get(self, request_id: str) -> fpb.RequestHistory:
         history: fpb.RequestHistory = self._stub.Get(
             fpb.GetRequest(request_id=request_id), metadata=self._metadata, timeout=self._timeout

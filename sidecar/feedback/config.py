@@ -7,9 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from sidecar.feedback.ingest import DEFAULT_JOIN_WINDOW
 from sidecar.settings import (
     address,
     client_ca_setting,
+    duration,
     grace_setting,
     load_server,
     log_level_setting,
@@ -39,6 +41,17 @@ class FeedbackConfig:
         "sqlite:hitl-state/feedback.db",
         "sqlite:PATH (or a bare path) or postgresql://...",
         parse=check_db,
+    )
+    join_window: float = setting(
+        "HITL_FEEDBACK_JOIN_WINDOW",
+        DEFAULT_JOIN_WINDOW,
+        "how long an event waits for its request's decision before it is dead-lettered;"
+        " seconds, or a number with s, m, h or d",
+        parse=duration,
+        shown="7d",
+    )
+    sweep_seconds: float = setting(
+        "HITL_FEEDBACK_SWEEP_SECONDS", 60.0, "how often events past the join window are swept"
     )
     metrics_addr: str = metrics_setting("HITL_FEEDBACK_METRICS_ADDR")
     log_level: str = log_level_setting()

@@ -21,27 +21,53 @@ from sidecar.core.validation import MAX_REQUEST_ID, check_text
 from sidecar.errors import InvalidRequest, PermissionDenied
 from sidecar.feedback.access import check_type
 from sidecar.feedback.metrics import FeedbackMetrics
-from sidecar.feedback.records import Outcome, Received, received, type_name
+from sidecar.feedback.records import (
+    Decided,
+    Outcome,
+    Received,
+    decided,
+    received,
+    type_name,
+)
 from sidecar.feedback.store import FeedbackStore
-from sidecar.feedback.validation import check_batch_size, check_event
+from sidecar.feedback.validation import check_batch_size, check_decision, check_event
 
 log = structlog.get_logger("hitl.feedback")
 
 REJECTED = "REJECTED"
+DEFAULT_JOIN_WINDOW = 7 * 86400.0
 
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    feedback_id: str
+    key: str  # the event's feedback_id, the decision's request_id
     status: str  # an Outcome, or REJECTED
     message: str = ""  # why it was REJECTED or a CONFLICT
 
 
+@dataclass(frozen=True, slots=True)
+class History:
+    """What is known about one request: its decision (None until recorded) and the
+    events about it, in the order received."""
+
+    request_id: str
+    decision: Decided | None
+    events: list[Received]
+
+
 class FeedbackLog:
+    """``join_window``: seconds an event may wait for its decision before the sweep
+    dead-letters it."""
+
     def __init__(
-        self, store: FeedbackStore, clock: Clock, metrics: FeedbackMetrics | None = None
+        self,
+        store: FeedbackStore,
+        clock: Clock,
+        metrics: FeedbackMetrics | None = None,
+        join_window: float = DEFAULT_JOIN_WINDOW,
     ) -> None:
         self.store = store
+        self.join_window = join_window
         self._clock = clock
         self._metrics = metrics
 
@@ -70,10 +96,55 @@ class FeedbackLog:
             results[i] = result
         return [result for result in results if result is not None]
 
-    def history(self, request_id: str) -> list[Received]:
-        """Every event about request_id, in the order received."""
+    def record_decisions(
+        self, principal: Principal, records: Sequence[fpb.DecisionRecord]
+    ) -> list[Result]:
+        """Keep each valid decision under the sender's name; a refused one is REJECTED."""
+        check_batch_size(len(records), "decisions")
+        now = self._clock.now()
+        results: list[Result | None] = [None] * len(records)
+        valid: list[tuple[int, fpb.DecisionRecord]] = []
+        for i, record in enumerate(records):
+            try:
+                check_decision(record)
+            except InvalidRequest as exc:
+                results[i] = Result(record.request_id, REJECTED, str(exc))
+                continue
+            valid.append((i, record))
+        outcomes = self.store.add_decisions([decided(r, principal.name, now) for _, r in valid])
+        for (i, record), outcome in zip(valid, outcomes, strict=True):
+            message = ""
+            if outcome is Outcome.CONFLICT:
+                message = f"request_id {record.request_id!r} has another decision; it stays"
+                log.warning(
+                    "feedback.decision_conflict",
+                    request_id=record.request_id,
+                    sender=principal.name,
+                )
+            results[i] = Result(record.request_id, outcome.value, message)
+        final = [result for result in results if result is not None]
+        if self._metrics is not None:
+            for result in final:
+                self._metrics.decisions.add(1, {"status": result.status})
+        return final
+
+    def history(self, request_id: str) -> History:
+        """request_id's decision and every event about it, in the order received."""
         check_text(request_id, "request_id", MAX_REQUEST_ID, required=True)
-        return self.store.history(request_id)
+        decision = self.store.decision(request_id)
+        return History(request_id, decision, self.store.history(request_id))
+
+    def sweep(self) -> int:
+        """Dead-letter the events that waited longer than the join window for their
+        decision; how many."""
+        now = self._clock.now()
+        reason = f"no decision for its request_id within the join window ({self.join_window:g} s)"
+        count = self.store.dead_letter_unattributed(now - self.join_window, reason, now)
+        if count:
+            log.warning("feedback.dead_lettered", events=count, join_window=self.join_window)
+            if self._metrics is not None:
+                self._metrics.dead_lettered.add(count)
+        return count
 
     def _append(self, principal: Principal, events: Sequence[fpb.FeedbackEvent]) -> list[Result]:
         if not events:

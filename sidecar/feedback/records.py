@@ -1,7 +1,7 @@
-"""A feedback event as the log keeps it: the event exactly as sent, in one canonical
-JSON text (protobuf's JSON mapping, keys sorted), beside who sent it and when it
-arrived. Two sends of one ``feedback_id`` are the same event when their texts are
-equal."""
+"""A feedback event, and a decision, as the log keeps them: the message exactly as
+sent, in one canonical JSON text (protobuf's JSON mapping, keys sorted), beside who
+sent it and when it arrived. Two sends of one ``feedback_id`` (of a decision: one
+``request_id``) are the same when their texts are equal."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
 
@@ -45,13 +46,49 @@ def received(event: fpb.FeedbackEvent, sender: str, now: float) -> Received:
     )
 
 
-def canonical(event: fpb.FeedbackEvent) -> str:
-    document = json_format.MessageToDict(event, preserving_proto_field_name=True)
+@dataclass(frozen=True, slots=True)
+class Decided:
+    request_id: str
+    model: str
+    decision: str  # canonical JSON of the DecisionRecord as sent
+    inclusion_probability: float
+    decided_at: float
+    sender: str
+    received_at: float
+
+
+def decided(record: fpb.DecisionRecord, sender: str, now: float) -> Decided:
+    return Decided(
+        request_id=record.request_id,
+        model=record.model,
+        decision=canonical(record),
+        inclusion_probability=record.inclusion_probability,
+        decided_at=record.decided_at,
+        sender=sender,
+        received_at=now,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An event no decision claimed within the join window."""
+
+    event: Received
+    reason: str
+    dead_at: float
+
+
+def canonical(message: Message) -> str:
+    document = json_format.MessageToDict(message, preserving_proto_field_name=True)
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def event_of(record: Received) -> fpb.FeedbackEvent:
     return json_format.Parse(record.event, fpb.FeedbackEvent())
+
+
+def decision_of(record: Decided) -> fpb.DecisionRecord:
+    return json_format.Parse(record.decision, fpb.DecisionRecord())
 
 
 def type_name(event_type: fpb.FeedbackType.ValueType) -> str:

@@ -12,7 +12,11 @@ from hitl_client.stubs.hitl.v1 import feedback_pb2_grpc as fpb_grpc
 from sidecar.auth import Principal
 from sidecar.feedback.access import check_method
 from sidecar.feedback.ingest import FeedbackLog
-from sidecar.feedback.messages import history_message, result_message
+from sidecar.feedback.messages import (
+    decision_result_message,
+    history_message,
+    result_message,
+)
 from sidecar.feedback.metrics import FeedbackMetrics
 from sidecar.gate import Gate
 
@@ -38,9 +42,19 @@ class FeedbackServicer(fpb_grpc.FeedbackServicer):
 
         return self._gate.call(context, "RecordBatch", work)
 
+    def RecordDecisions(
+        self, request: fpb.RecordDecisionsRequest, context: grpc.ServicerContext
+    ) -> fpb.RecordDecisionsResponse:
+        def work(principal: Principal) -> fpb.RecordDecisionsResponse:
+            results = self._feedback.record_decisions(principal, request.decisions)
+            return fpb.RecordDecisionsResponse(
+                results=[decision_result_message(r) for r in results]
+            )
+
+        return self._gate.call(context, "RecordDecisions", work)
+
     def Get(self, request: fpb.GetRequest, context: grpc.ServicerContext) -> fpb.RequestHistory:
         def work(_: Principal) -> fpb.RequestHistory:
-            events = self._feedback.history(request.request_id)
-            return history_message(request.request_id, events)
+            return history_message(self._feedback.history(request.request_id))
 
         return self._gate.call(context, "Get", work)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from sidecar.auth import Principal
-from sidecar.feedback.records import Outcome, Received
+from sidecar.feedback.records import DeadLetter, Decided, Outcome, Received
 from sidecar.feedback.stores.sql import SqlStore
 from sidecar.storage.store import open_database
 
@@ -25,6 +25,26 @@ class FeedbackStore(Protocol):
 
     def history(self, request_id: str) -> list[Received]:
         """Every event about request_id, in the order received."""
+        ...
+
+    def add_decisions(self, decisions: Sequence[Decided]) -> list[Outcome]:
+        """Keep each decision whose request_id is new (ACCEPTED); one already stored is
+        DUPLICATE when the same, CONFLICT when not (nothing written)."""
+        ...
+
+    def decision(self, request_id: str) -> Decided | None: ...
+
+    def dead_letter_unattributed(self, before: float, reason: str, now: float) -> int:
+        """Dead-letter every event received before ``before`` whose request has no
+        decision and that is not dead-lettered already; how many."""
+        ...
+
+    def dead_letters(self, limit: int) -> list[DeadLetter]:
+        """The dead-lettered events, oldest first."""
+        ...
+
+    def replay_dead_letters(self) -> tuple[int, int]:
+        """Release the dead letters whose decision has arrived since: (released, left)."""
         ...
 
     def add_principal(

@@ -1,5 +1,6 @@
-"""What makes a feedback event unusable, named by its field. The type says which
-value the event carries; every text and map is bounded as Route's are."""
+"""What makes a feedback event or a decision record unusable, named by its field. An
+event's type says which value it carries; every text and map is bounded as Route's
+are."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import math
 from collections.abc import Mapping
 from typing import Literal
 
+from hitl_client.stubs.hitl.v1 import decision_pb2 as dpb
 from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
 from sidecar.core.validation import (
+    MAX_LOGITS,
     MAX_NAME,
     MAX_REQUEST_ID,
     MAX_STRING_VALUE,
@@ -30,9 +33,9 @@ VALUE_OF: Mapping[fpb.FeedbackType.ValueType, Value] = {
 }
 
 
-def check_batch_size(size: int) -> None:
+def check_batch_size(size: int, field: str = "events") -> None:
     if not 0 < size <= MAX_BATCH:
-        raise InvalidRequest("events", f"{size} events; 1 to {MAX_BATCH} per call")
+        raise InvalidRequest(field, f"{size} {field}; 1 to {MAX_BATCH} per call")
 
 
 def check_event(event: fpb.FeedbackEvent) -> None:
@@ -73,6 +76,35 @@ def _check_value(event: fpb.FeedbackEvent, kind: Value) -> None:
         check_text(event.preferred_over, "preferred_over", MAX_REQUEST_ID, required=True)
         if event.preferred_over == event.request_id:
             raise InvalidRequest("preferred_over", "names the event's own request_id")
+
+
+def check_decision(record: fpb.DecisionRecord) -> None:
+    """A decision record's bounds: what Route would have accepted and decided."""
+    check_text(record.request_id, "request_id", MAX_REQUEST_ID, required=True)
+    check_text(record.model, "model", MAX_NAME, required=True)
+    for name in ("model_version", "domain", "rule_id", "calibration_version", "experiment_arm"):
+        check_text(getattr(record, name), name, MAX_NAME)
+    check_text(record.predicted_label, "predicted_label", MAX_STRING_VALUE)
+    check_text(record.trace_id, "trace_id", MAX_NAME)
+    check_text(record.escalation_id, "escalation_id", MAX_NAME)
+    for name, enum in (("tier", dpb.Tier), ("reason", dpb.Reason)):
+        if getattr(record, name) not in enum.values() or not getattr(record, name):
+            raise InvalidRequest(name, f"{getattr(record, name)} is not a known {name}")
+    logits = record.logits
+    if not 0 < len(logits) <= MAX_LOGITS:
+        raise InvalidRequest("logits", f"{len(logits)} values; 1 to {MAX_LOGITS}")
+    if not all(math.isfinite(x) for x in logits):
+        raise InvalidRequest("logits", "holds NaN or infinity")
+    if not 0 <= record.predicted_class < len(logits):
+        raise InvalidRequest(
+            "predicted_class", f"{record.predicted_class} is not one of the {len(logits)} classes"
+        )
+    if not 0.0 <= record.calibrated_confidence <= 1.0:
+        raise InvalidRequest("calibrated_confidence", "must be in [0, 1]")
+    if not 0.0 < record.inclusion_probability <= 1.0:
+        raise InvalidRequest("inclusion_probability", "must be in (0, 1]")
+    if not (math.isfinite(record.decided_at) and record.decided_at > 0):
+        raise InvalidRequest("decided_at", "must be Unix seconds")
 
 
 def _type_names() -> list[str]:

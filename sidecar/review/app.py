@@ -6,8 +6,7 @@ grace period, the sweep stops, then the store and metric exporters are closed.""
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 from opentelemetry.sdk.metrics import MeterProvider
@@ -23,6 +22,7 @@ from sidecar.review.server import ReviewQueueServicer
 from sidecar.review.store import ReviewStore, open_store
 from sidecar.serving import ThreadedServer, serve_until_signalled, threaded_server
 from sidecar.settings import env_of
+from sidecar.supervision import Periodic
 from sidecar.telemetry.metrics import service_meters
 
 log = structlog.get_logger("hitl.review")
@@ -39,8 +39,7 @@ class ReviewServer:
     queue: ReviewQueue
     grpc: ThreadedServer
     meters: MeterProvider
-    _stopping: threading.Event = field(default_factory=threading.Event)
-    _sweeper: threading.Thread | None = None
+    sweeper: Periodic
 
     @property
     def address(self) -> str:
@@ -48,8 +47,7 @@ class ReviewServer:
 
     def start(self) -> None:
         self.grpc.start()
-        self._sweeper = threading.Thread(target=self._sweep, name="review-sweep", daemon=True)
-        self._sweeper.start()
+        self.sweeper.start()
         log.info(
             "review.listening",
             address=self.address,
@@ -60,24 +58,10 @@ class ReviewServer:
     def stop(self, grace: float | None = None) -> None:
         log.info("review.stopping", grace_seconds=self.config.shutdown_grace_seconds)
         self.grpc.stop(self.config.shutdown_grace_seconds if grace is None else grace)
-        self._stopping.set()
-        if self._sweeper is not None:
-            self._sweeper.join()
+        self.sweeper.stop()
         self.queue.store.close()
         self.meters.shutdown()
         log.info("review.stopped")
-
-    def _sweep(self) -> None:
-        """Sweep at once (so the item gauge starts right), then every sweep_seconds; a
-        sweep that fails, whatever the error, is logged with its traceback and the next
-        one runs on time: the thread never dies."""
-        while True:
-            try:
-                self.queue.sweep()
-            except Exception as exc:
-                log.error("review.sweep_failed", error=repr(exc), exc_info=exc)
-            if self._stopping.wait(self.config.sweep_seconds):
-                return
 
 
 def build(
@@ -110,7 +94,9 @@ def build(
         rpb_grpc.add_ReviewQueueServicer_to_server,
         ReviewQueueServicer(queue, metrics),
     )
-    return ReviewServer(config, queue, server, meters)
+    # At once (so the item gauge starts right), then every sweep_seconds.
+    sweeper = Periodic("review-sweep", config.sweep_seconds, queue.sweep)
+    return ReviewServer(config, queue, server, meters, sweeper)
 
 
 def serve(config: ReviewConfig) -> None:

@@ -3,18 +3,17 @@ Pure: parsing and arithmetic; the sweep that acts on them is in ``queue``."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from sidecar.errors import ConfigError
 from sidecar.review.item import TIERS
+from sidecar.settings import duration
 
 DEFAULT_SLA_SECONDS: Mapping[str, float] = MappingProxyType(
     {"HUMAN_PRIMARY": 15 * 60.0, "HUMAN_ASSISTED": 2 * 3600.0, "AUTOMATED": 24 * 3600.0}
 )
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,17 +40,5 @@ def parse_sla(text: str, var: str) -> Sla:
             raise ConfigError(
                 f"{var}: {part!r} is not TIER=SECONDS with TIER one of {', '.join(TIERS)}"
             )
-        seconds[tier] = _duration(value.strip(), var, tier)
+        seconds[tier] = duration(value.strip(), f"{var}: {tier}")
     return Sla(MappingProxyType(seconds))
-
-
-def _duration(value: str, var: str, tier: str) -> float:
-    unit = _UNITS.get(value[-1:].lower(), 0.0)
-    number = value[:-1] if unit else value
-    try:
-        amount = float(number) * (unit or 1.0)
-    except ValueError:
-        raise ConfigError(f"{var}: {tier}={value!r} is not a duration (900, 15m, 2h, 1d)") from None
-    if not (math.isfinite(amount) and amount > 0):
-        raise ConfigError(f"{var}: {tier}={value!r} must be a positive duration")
-    return amount

@@ -2,9 +2,11 @@
 recorded in ``feedback_migrations`` (``sidecar.storage.migrations`` says how). Never
 edit or renumber a migration that has shipped: add the next one. No I/O here.
 
-Events are append-only: no statement of the store updates or deletes one. ``seq``
-orders them as received; ``feedback_id`` is unique, so a resend is found, not
-stored twice."""
+Events and decisions are append-only: no statement of the store updates or deletes
+one. ``seq`` orders events as received; ``feedback_id`` is unique, and so is a
+decision's ``request_id``, so a resend is found, not stored twice. Dead letters name
+events no decision claimed within the join window; a replay removes those whose
+decision has arrived since."""
 
 from __future__ import annotations
 
@@ -31,6 +33,31 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
             "CREATE INDEX feedback_events_request ON feedback_events (request_id, seq)",
             "CREATE INDEX feedback_events_model ON feedback_events (model, seq)",
+        ),
+    ),
+)
+
+MIGRATIONS += (
+    Migration(
+        2,
+        "the decisions events are attributed to; events no decision claimed in time",
+        (
+            """CREATE TABLE feedback_decisions (
+                request_id TEXT PRIMARY KEY,
+                model TEXT NOT NULL,
+                decision TEXT NOT NULL,
+                inclusion_probability DOUBLE PRECISION NOT NULL,
+                decided_at DOUBLE PRECISION NOT NULL,
+                sender TEXT NOT NULL,
+                received_at DOUBLE PRECISION NOT NULL
+            )""",
+            "CREATE INDEX feedback_decisions_model ON feedback_decisions (model, decided_at)",
+            """CREATE TABLE feedback_dead_letters (
+                feedback_id TEXT PRIMARY KEY,
+                reason TEXT NOT NULL,
+                dead_at DOUBLE PRECISION NOT NULL
+            )""",
+            "CREATE INDEX feedback_events_received ON feedback_events (received_at)",
         ),
     ),
 )

@@ -1,20 +1,30 @@
 """The feedback store's SQL, written once for SQLite and PostgreSQL (rendered for each
 by ``sidecar.storage.sql``), and the store logic both run.
 
-An event is inserted ``ON CONFLICT (feedback_id) DO NOTHING``: of two replicas
-adding one id at once, one row is written and the other finds it, then compares."""
+An event (a decision) is inserted ``ON CONFLICT DO NOTHING`` on its key: of two
+replicas adding one at once, one row is written and the other finds it, then
+compares. An event is attributed to the decision with its ``request_id``; one that
+no decision claims once the join window has passed is dead-lettered, and released
+by a replay once its decision arrives."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
-from sidecar.feedback.records import Outcome, Received
+from sidecar.feedback.records import DeadLetter, Decided, Outcome, Received
 from sidecar.feedback.stores.migrations import SCHEMA
-from sidecar.storage.sql import Database, Dialect, render_all
+from sidecar.storage.sql import Database, Dialect, Transaction, render_all
 from sidecar.storage.store import ServiceStore
 
-COLUMNS = "feedback_id, request_id, model, type, event, sender, received_at"
+COLUMNS = ("feedback_id", "request_id", "model", "type", "event", "sender", "received_at")
+DECISION_COLUMNS = (
+    "request_id, model, decision, inclusion_probability, decided_at, sender, received_at"
+)
+# An event whose request no decision claims.
+UNATTRIBUTED = """
+    NOT EXISTS (SELECT 1 FROM feedback_decisions d WHERE d.request_id = e.request_id)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,14 +35,46 @@ class Statements:
         INSERT INTO feedback_events ({columns})
         VALUES (:feedback_id, :request_id, :model, :type, :event, :sender, :received_at)
         ON CONFLICT (feedback_id) DO NOTHING"""
-    stored: str = "SELECT event FROM feedback_events WHERE feedback_id = :feedback_id"
+    stored: str = "SELECT event AS kept FROM feedback_events WHERE feedback_id = :feedback_id"
     history: str = """
         SELECT {columns} FROM feedback_events WHERE request_id = :request_id ORDER BY seq"""
+    insert_decision: str = """
+        INSERT INTO feedback_decisions ({decision_columns})
+        VALUES (:request_id, :model, :decision, :inclusion_probability, :decided_at,
+                :sender, :received_at)
+        ON CONFLICT (request_id) DO NOTHING"""
+    stored_decision: str = """
+        SELECT decision AS kept FROM feedback_decisions WHERE request_id = :request_id"""
+    decision: str = """
+        SELECT {decision_columns} FROM feedback_decisions WHERE request_id = :request_id"""
+    dead_letter: str = """
+        INSERT INTO feedback_dead_letters (feedback_id, reason, dead_at)
+        SELECT e.feedback_id, :reason, :now FROM feedback_events e
+        WHERE e.received_at < :before AND {unattributed}
+          AND NOT EXISTS (
+              SELECT 1 FROM feedback_dead_letters l WHERE l.feedback_id = e.feedback_id)"""
+    dead_letters: str = """
+        SELECT {event_columns}, l.reason, l.dead_at
+        FROM feedback_dead_letters l JOIN feedback_events e ON e.feedback_id = l.feedback_id
+        ORDER BY e.seq LIMIT :limit"""
+    release: str = """
+        DELETE FROM feedback_dead_letters WHERE EXISTS (
+            SELECT 1 FROM feedback_events e
+            JOIN feedback_decisions d ON d.request_id = e.request_id
+            WHERE e.feedback_id = feedback_dead_letters.feedback_id)"""
+    dead_count: str = "SELECT COUNT(*) AS letters FROM feedback_dead_letters"
 
 
 def statements(dialect: Dialect) -> Statements:
     """Every statement, rendered for dialect."""
-    return render_all(Statements(), dialect, columns=COLUMNS)
+    return render_all(
+        Statements(),
+        dialect,
+        columns=", ".join(COLUMNS),
+        decision_columns=DECISION_COLUMNS,
+        event_columns=", ".join(f"e.{column}" for column in COLUMNS),
+        unattributed=UNATTRIBUTED,
+    )
 
 
 class SqlStore(ServiceStore):
@@ -44,18 +86,51 @@ class SqlStore(ServiceStore):
         super().__init__(db, SCHEMA)
 
     def add(self, events: Sequence[Received]) -> list[Outcome]:
-        outcomes = []
         with self._transaction() as tx:
-            for event in events:
-                if tx.run(self._sql.insert, asdict(event)) == 1:
-                    outcomes.append(Outcome.ACCEPTED)
-                    continue
-                stored = tx.rows(self._sql.stored, {"feedback_id": event.feedback_id})
-                same = stored[0]["event"] == event.event
-                outcomes.append(Outcome.DUPLICATE if same else Outcome.CONFLICT)
-        return outcomes
+            return [
+                _add(tx, self._sql.insert, self._sql.stored, asdict(e), "feedback_id", e.event)
+                for e in events
+            ]
 
     def history(self, request_id: str) -> list[Received]:
+        rows = self._rows(self._sql.history, {"request_id": request_id})
+        return [Received(**row) for row in rows]
+
+    def add_decisions(self, decisions: Sequence[Decided]) -> list[Outcome]:
+        insert, stored = self._sql.insert_decision, self._sql.stored_decision
+        with self._transaction() as tx:
+            return [
+                _add(tx, insert, stored, asdict(d), "request_id", d.decision) for d in decisions
+            ]
+
+    def decision(self, request_id: str) -> Decided | None:
+        rows = self._rows(self._sql.decision, {"request_id": request_id})
+        return Decided(**rows[0]) if rows else None
+
+    def dead_letter_unattributed(self, before: float, reason: str, now: float) -> int:
+        parameters = {"before": before, "reason": reason, "now": now}
+        with self._transaction() as tx:
+            return tx.run(self._sql.dead_letter, parameters)
+
+    def dead_letters(self, limit: int) -> list[DeadLetter]:
+        rows = self._rows(self._sql.dead_letters, {"limit": limit})
         return [
-            Received(**row) for row in self._rows(self._sql.history, {"request_id": request_id})
+            DeadLetter(Received(**{c: row[c] for c in COLUMNS}), row["reason"], row["dead_at"])
+            for row in rows
         ]
+
+    def replay_dead_letters(self) -> tuple[int, int]:
+        with self._transaction() as tx:
+            released = tx.run(self._sql.release, {})
+            left = int(tx.rows(self._sql.dead_count, {})[0]["letters"])
+        return released, left
+
+
+def _add(
+    tx: Transaction, insert: str, stored: str, row: dict[str, Any], key: str, text: str
+) -> Outcome:
+    """Insert row unless its key is taken: then DUPLICATE when the kept text is text."""
+    if tx.run(insert, row) == 1:
+        return Outcome.ACCEPTED
+    kept = tx.rows(stored, {key: row[key]})[0]["kept"]
+    return Outcome.DUPLICATE if kept == text else Outcome.CONFLICT

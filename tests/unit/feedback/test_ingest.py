@@ -16,7 +16,7 @@ from sidecar.feedback.metrics import FeedbackMetrics
 from sidecar.feedback.store import FeedbackStore
 from sidecar.feedback.validation import MAX_BATCH
 from tests.unit.feedback.conftest import APP, SIDECAR
-from tests.unit.feedback.test_validation import event
+from tests.unit.feedback.test_validation import decision, event
 from tests.unit.review.conftest import points
 
 
@@ -33,8 +33,8 @@ def feedback(store: FeedbackStore, reader: InMemoryMetricReader) -> FeedbackLog:
 
 def test_a_recorded_event_is_kept_under_its_senders_name(feedback: FeedbackLog) -> None:
     result = feedback.record(SIDECAR, event())
-    assert (result.feedback_id, result.status, result.message) == ("f-1", "ACCEPTED", "")
-    (kept,) = feedback.history("r-1")
+    assert (result.key, result.status, result.message) == ("f-1", "ACCEPTED", "")
+    (kept,) = feedback.history("r-1").events
     assert (kept.sender, kept.received_at, kept.type) == ("sidecar-1", 1000.0, "OUTCOME")
 
 
@@ -43,7 +43,7 @@ def test_a_single_refused_event_raises_and_stores_nothing(feedback: FeedbackLog)
         feedback.record(APP, event(type=fpb.FEEDBACK_RATING))
     with pytest.raises(PermissionDenied, match="may not send FEEDBACK_RATING"):
         feedback.record(SIDECAR, event(type=fpb.FEEDBACK_RATING, label=None, rating=0.5))
-    assert feedback.history("r-1") == []
+    assert feedback.history("r-1").events == []
 
 
 def test_a_batch_rejects_in_place_and_keeps_the_rest(
@@ -60,7 +60,7 @@ def test_a_batch_rejects_in_place_and_keeps_the_rest(
             event(feedback_id="d", type=fpb.FEEDBACK_RATING, label=None, rating=0.5),
         ],
     )
-    assert [(r.feedback_id, r.status) for r in results] == [
+    assert [(r.key, r.status) for r in results] == [
         ("a", "ACCEPTED"),
         ("b", REJECTED),
         ("c", REJECTED),
@@ -71,7 +71,7 @@ def test_a_batch_rejects_in_place_and_keeps_the_rest(
     assert "may not send FEEDBACK_REVIEW" in results[1].message
     assert results[2].message.startswith("rating:")
     assert "holds another event" in results[4].message
-    assert [e.feedback_id for e in feedback.history("r-1")] == ["a", "d"]
+    assert [e.feedback_id for e in feedback.history("r-1").events] == ["a", "d"]
     counted = points(reader, "hitl.feedback.events")
     assert counted[frozenset({("type", "OUTCOME"), ("status", "ACCEPTED")})] == 1
     assert counted[frozenset({("type", "OUTCOME"), ("status", "DUPLICATE")})] == 1
@@ -90,3 +90,44 @@ def test_a_batch_of_none_or_too_many_is_refused(feedback: FeedbackLog) -> None:
 def test_history_needs_a_request_id(feedback: FeedbackLog) -> None:
     with pytest.raises(InvalidRequest, match="request_id"):
         feedback.history("")
+
+
+def test_decisions_are_kept_and_attribute_their_requests_events(
+    store: FeedbackStore, reader: InMemoryMetricReader
+) -> None:
+    clock = FakeClock(1000.0)
+    meters = MeterProvider(metric_readers=[reader])
+    feedback = FeedbackLog(store, clock, FeedbackMetrics(meters.get_meter("t")), join_window=60)
+    feedback.record(APP, event(feedback_id="early"))  # before its decision: waits
+    results = feedback.record_decisions(
+        SIDECAR, [decision(), decision(request_id="r-2", logits=[]), decision()]
+    )
+    assert [(r.key, r.status) for r in results] == [
+        ("r-1", "ACCEPTED"),
+        ("r-2", REJECTED),
+        ("r-1", "DUPLICATE"),
+    ]
+    assert results[1].message.startswith("logits:")
+    history = feedback.history("r-1")
+    assert history.decision is not None
+    assert (history.decision.sender, history.decision.inclusion_probability) == ("sidecar-1", 0.05)
+    assert [e.feedback_id for e in history.events] == ["early"]
+    counted = points(reader, "hitl.feedback.decisions")
+    assert counted[frozenset({("status", "ACCEPTED")})] == 1
+    assert counted[frozenset({("status", REJECTED)})] == 1
+
+
+def test_the_sweep_dead_letters_what_waited_past_the_join_window(
+    store: FeedbackStore, reader: InMemoryMetricReader
+) -> None:
+    clock = FakeClock(1000.0)
+    meters = MeterProvider(metric_readers=[reader])
+    feedback = FeedbackLog(store, clock, FeedbackMetrics(meters.get_meter("t")), join_window=60)
+    feedback.record(APP, event(feedback_id="orphan", request_id="r-9"))
+    clock.advance(59)
+    assert feedback.sweep() == 0
+    clock.advance(2)
+    assert feedback.sweep() == 1
+    (letter,) = store.dead_letters(10)
+    assert "join window (60 s)" in letter.reason
+    assert points(reader, "hitl.feedback.dead_lettered")[frozenset()] == 1

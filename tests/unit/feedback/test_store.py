@@ -6,11 +6,11 @@ from __future__ import annotations
 import threading
 
 from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
-from sidecar.feedback.records import Outcome, event_of, received
+from sidecar.feedback.records import Outcome, decided, decision_of, event_of, received
 from sidecar.feedback.store import FeedbackStore
 from sidecar.feedback.stores.migrations import MIGRATIONS
 from tests.unit.feedback.conftest import OpenStore
-from tests.unit.feedback.test_validation import event
+from tests.unit.feedback.test_validation import decision, event
 
 
 def test_a_new_id_is_accepted_a_resend_is_a_duplicate_another_event_a_conflict(
@@ -71,3 +71,34 @@ def test_events_survive_reopening_and_migrations_run_once(open_store: OpenStore)
     again = open_store()
     assert again.migrated == []  # type: ignore[attr-defined]
     assert [e.feedback_id for e in again.history("r-1")] == ["f-1"]
+
+
+def test_a_decision_is_kept_once_per_request_id(store: FeedbackStore) -> None:
+    first = decided(decision(), "sidecar-1", 5.0)
+    other = decided(decision(predicted_class=2), "sidecar-2", 6.0)
+    assert store.add_decisions([first, first, other]) == [
+        Outcome.ACCEPTED,
+        Outcome.DUPLICATE,
+        Outcome.CONFLICT,
+    ]
+    assert store.decision("r-1") == first
+    assert decision_of(first).policy_revision == 7
+    assert store.decision("r-2") is None
+
+
+def test_events_without_a_decision_are_dead_lettered_then_released(
+    store: FeedbackStore,
+) -> None:
+    """Past the window and unclaimed: dead-lettered once; claimed since: released."""
+    for i, (request_id, at) in enumerate([("r-1", 10.0), ("r-2", 10.0), ("r-3", 50.0)]):
+        store.add([received(event(feedback_id=f"f-{i}", request_id=request_id), "app", at)])
+    store.add_decisions([decided(decision(request_id="r-2"), "sidecar-1", 11.0)])
+    assert store.dead_letter_unattributed(before=20.0, reason="late", now=30.0) == 1
+    assert store.dead_letter_unattributed(before=20.0, reason="late", now=31.0) == 0
+    (letter,) = store.dead_letters(10)
+    assert (letter.event.feedback_id, letter.reason, letter.dead_at) == ("f-0", "late", 30.0)
+    assert store.replay_dead_letters() == (0, 1)
+    store.add_decisions([decided(decision(request_id="r-1"), "sidecar-1", 40.0)])
+    assert store.replay_dead_letters() == (1, 0)
+    assert store.dead_letters(10) == []
+    assert store.dead_letter_unattributed(before=60.0, reason="late", now=70.0) == 1  # r-3

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
+from hitl_client.stubs.hitl.v1 import decision_pb2 as dpb
 from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
 from sidecar.errors import InvalidRequest, PermissionDenied
 from sidecar.feedback.access import check_method, check_type
-from sidecar.feedback.validation import MAX_BATCH, check_batch_size, check_event
+from sidecar.feedback.validation import MAX_BATCH, check_batch_size, check_decision, check_event
 from tests.unit.feedback.conftest import APP, REVIEW, SIDECAR
 
 
@@ -109,3 +110,60 @@ def test_only_viewers_read_and_only_senders_record() -> None:
         check_method(sender, "RecordBatch")
         with pytest.raises(PermissionDenied, match="Get"):
             check_method(sender, "Get")
+
+
+def decision(**fields: Any) -> fpb.DecisionRecord:
+    base: dict[str, Any] = {
+        "request_id": "r-1",
+        "model": "digits",
+        "model_version": "v3",
+        "tier": dpb.TIER_AUTOMATED,
+        "reason": dpb.REASON_THRESHOLD,
+        "predicted_class": 1,
+        "predicted_label": "one",
+        "calibrated_confidence": 0.97,
+        "logits": [0.1, 4.0, -1.0],
+        "policy_revision": 7,
+        "calibration_version": "temperature-v2",
+        "decided_at": 1_800_000_000.0,
+        "inclusion_probability": 0.05,
+    }
+    base.update(fields)
+    return fpb.DecisionRecord(**base)
+
+
+def test_a_decision_as_the_sidecar_makes_it_is_accepted() -> None:
+    check_decision(decision())
+    check_decision(decision(tier=dpb.TIER_HUMAN_PRIMARY, inclusion_probability=1.0))
+
+
+BAD_DECISIONS = [
+    (decision(request_id=""), "request_id"),
+    (decision(model=""), "model"),
+    (decision(rule_id="r" * 200), "rule_id"),
+    (decision(tier=dpb.TIER_UNSPECIFIED), "tier"),
+    (decision(reason=77), "reason"),
+    (decision(logits=[]), "logits"),
+    (decision(logits=[1.0, float("nan")]), "logits"),
+    (decision(predicted_class=3), "predicted_class"),
+    (decision(calibrated_confidence=1.5), "calibrated_confidence"),
+    (decision(inclusion_probability=0.0), "inclusion_probability"),
+    (decision(inclusion_probability=1.01), "inclusion_probability"),
+    (decision(decided_at=0.0), "decided_at"),
+]
+
+
+@pytest.mark.parametrize(("bad", "field"), BAD_DECISIONS)
+def test_an_unusable_decision_is_refused_naming_its_field(
+    bad: fpb.DecisionRecord, field: str
+) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        check_decision(bad)
+    assert refused.value.field == field, refused.value
+
+
+def test_only_sidecars_record_decisions() -> None:
+    check_method(SIDECAR, "RecordDecisions")
+    for other in (APP, REVIEW):
+        with pytest.raises(PermissionDenied, match="RecordDecisions"):
+            check_method(other, "RecordDecisions")

@@ -12,6 +12,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from hitl_client.stubs.hitl.v1 import decision_pb2 as _decision_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -278,6 +279,163 @@ class RecordBatchResponse(_message.Message):
 Global___RecordBatchResponse: _TypeAlias = RecordBatchResponse  # noqa: Y015
 
 @_typing.final
+class DecisionRecord(_message.Message):
+    """A decision as the sidecar made it: everything that attributes a label to the exact
+    inference (model version, policy revision, calibration version, arm, logits).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    PREDICTED_CLASS_FIELD_NUMBER: _builtins.int
+    PREDICTED_LABEL_FIELD_NUMBER: _builtins.int
+    CALIBRATED_CONFIDENCE_FIELD_NUMBER: _builtins.int
+    LOGITS_FIELD_NUMBER: _builtins.int
+    INPUT_KIND_FIELD_NUMBER: _builtins.int
+    POLICY_REVISION_FIELD_NUMBER: _builtins.int
+    CALIBRATION_VERSION_FIELD_NUMBER: _builtins.int
+    EXPERIMENT_ARM_FIELD_NUMBER: _builtins.int
+    DEGRADED_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
+    DECIDED_AT_FIELD_NUMBER: _builtins.int
+    INCLUSION_PROBABILITY_FIELD_NUMBER: _builtins.int
+    ESCALATION_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    model: _builtins.str
+    model_version: _builtins.str
+    domain: _builtins.str
+    tier: _decision_pb2.Tier.ValueType
+    reason: _decision_pb2.Reason.ValueType
+    rule_id: _builtins.str
+    predicted_class: _builtins.int
+    predicted_label: _builtins.str
+    calibrated_confidence: _builtins.float
+    input_kind: _decision_pb2.InputKind.ValueType
+    policy_revision: _builtins.int
+    calibration_version: _builtins.str
+    experiment_arm: _builtins.str
+    degraded: _builtins.bool
+    trace_id: _builtins.str
+    decided_at: _builtins.float
+    """Unix seconds when the sidecar decided."""
+    inclusion_probability: _builtins.float
+    """The probability with which this decision was recorded: 1 for an escalated one,
+    the sampling rate for an automated one. Estimates over all traffic weight each
+    labelled decision by its inverse.
+    """
+    escalation_id: _builtins.str
+    """The escalation it caused, if any."""
+    @_builtins.property
+    def logits(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """What the caller sent, as sent (logits or probabilities, per input_kind)."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        model: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        domain: _builtins.str = ...,
+        tier: _decision_pb2.Tier.ValueType = ...,
+        reason: _decision_pb2.Reason.ValueType = ...,
+        rule_id: _builtins.str = ...,
+        predicted_class: _builtins.int = ...,
+        predicted_label: _builtins.str = ...,
+        calibrated_confidence: _builtins.float = ...,
+        logits: _abc.Iterable[_builtins.float] | None = ...,
+        input_kind: _decision_pb2.InputKind.ValueType = ...,
+        policy_revision: _builtins.int = ...,
+        calibration_version: _builtins.str = ...,
+        experiment_arm: _builtins.str = ...,
+        degraded: _builtins.bool = ...,
+        trace_id: _builtins.str = ...,
+        decided_at: _builtins.float = ...,
+        inclusion_probability: _builtins.float = ...,
+        escalation_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibrated_confidence", b"calibrated_confidence", "calibration_version", b"calibration_version", "decided_at", b"decided_at", "degraded", b"degraded", "domain", b"domain", "escalation_id", b"escalation_id", "experiment_arm", b"experiment_arm", "inclusion_probability", b"inclusion_probability", "input_kind", b"input_kind", "logits", b"logits", "model", b"model", "model_version", b"model_version", "policy_revision", b"policy_revision", "predicted_class", b"predicted_class", "predicted_label", b"predicted_label", "reason", b"reason", "request_id", b"request_id", "rule_id", b"rule_id", "tier", b"tier", "trace_id", b"trace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecisionRecord: _TypeAlias = DecisionRecord  # noqa: Y015
+
+@_typing.final
+class RecordDecisionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def decisions(self) -> _containers.RepeatedCompositeFieldContainer[Global___DecisionRecord]: ...
+    def __init__(
+        self,
+        *,
+        decisions: _abc.Iterable[Global___DecisionRecord] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decisions", b"decisions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordDecisionsRequest: _TypeAlias = RecordDecisionsRequest  # noqa: Y015
+
+@_typing.final
+class DecisionResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    status: Global___RecordResult.Status.ValueType
+    message: _builtins.str
+    """Why it was REJECTED (names the field) or a CONFLICT."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        status: Global___RecordResult.Status.ValueType = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "request_id", b"request_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecisionResult: _TypeAlias = DecisionResult  # noqa: Y015
+
+@_typing.final
+class RecordDecisionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___DecisionResult]:
+        """One per decision, in order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___DecisionResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordDecisionsResponse: _TypeAlias = RecordDecisionsResponse  # noqa: Y015
+
+@_typing.final
 class GetRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -329,18 +487,28 @@ class RequestHistory(_message.Message):
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    DECISION_SENDER_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
+    decision_sender: _builtins.str
+    """The principal whose credential recorded the decision."""
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReceivedEvent]: ...
+    @_builtins.property
+    def decision(self) -> Global___DecisionRecord:
+        """The decision the events are attributed to; absent until a sidecar records it."""
+
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         events: _abc.Iterable[Global___ReceivedEvent] | None = ...,
+        decision: Global___DecisionRecord | None = ...,
+        decision_sender: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "decision_sender", b"decision_sender", "events", b"events", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -44,6 +44,11 @@ class FeedbackStub:
                 request_serializer=hitl_dot_v1_dot_feedback__pb2.RecordBatchRequest.SerializeToString,
                 response_deserializer=hitl_dot_v1_dot_feedback__pb2.RecordBatchResponse.FromString,
                 _registered_method=True)
+        self.RecordDecisions = channel.unary_unary(
+                '/hitl.v1.Feedback/RecordDecisions',
+                request_serializer=hitl_dot_v1_dot_feedback__pb2.RecordDecisionsRequest.SerializeToString,
+                response_deserializer=hitl_dot_v1_dot_feedback__pb2.RecordDecisionsResponse.FromString,
+                _registered_method=True)
         self.Get = channel.unary_unary(
                 '/hitl.v1.Feedback/Get',
                 request_serializer=hitl_dot_v1_dot_feedback__pb2.GetRequest.SerializeToString,
@@ -61,7 +66,8 @@ class FeedbackServicer:
 
         Every call needs credentials (a bearer token, or a client certificate under
         mTLS) of a principal whose roles allow it: Record and RecordBatch client
-        (every type but REVIEW), sidecar (OUTCOME) or review (REVIEW); Get viewer.
+        (every type but REVIEW), sidecar (OUTCOME) or review (REVIEW); RecordDecisions
+        sidecar; Get viewer.
         UNAUTHENTICATED or PERMISSION_DENIED otherwise. Who sent an event comes from
         the credential.
         """
@@ -77,8 +83,19 @@ class FeedbackServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordDecisions(self, request, context):
+        """The decisions sidecars made (every escalated one, a recorded sample of the
+        automated), each the attribution target of the events about its request_id.
+        Idempotent by request_id: a resend is DUPLICATE; another decision under the same
+        request_id is CONFLICT (the stored one stays). Role sidecar. 1 to 1000 records.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Get(self, request, context):
-        """Every event about one request_id, in the order they were received.
+        """What is known about one request_id: its decision (when recorded) and every
+        event about it, in the order they were received. Role viewer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -96,6 +113,11 @@ def add_FeedbackServicer_to_server(servicer, server):
                     servicer.RecordBatch,
                     request_deserializer=hitl_dot_v1_dot_feedback__pb2.RecordBatchRequest.FromString,
                     response_serializer=hitl_dot_v1_dot_feedback__pb2.RecordBatchResponse.SerializeToString,
+            ),
+            'RecordDecisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordDecisions,
+                    request_deserializer=hitl_dot_v1_dot_feedback__pb2.RecordDecisionsRequest.FromString,
+                    response_serializer=hitl_dot_v1_dot_feedback__pb2.RecordDecisionsResponse.SerializeToString,
             ),
             'Get': grpc.unary_unary_rpc_method_handler(
                     servicer.Get,
@@ -157,6 +179,33 @@ class Feedback:
             '/hitl.v1.Feedback/RecordBatch',
             hitl_dot_v1_dot_feedback__pb2.RecordBatchRequest.SerializeToString,
             hitl_dot_v1_dot_feedback__pb2.RecordBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordDecisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hitl.v1.Feedback/RecordDecisions',
+            hitl_dot_v1_dot_feedback__pb2.RecordDecisionsRequest.SerializeToString,
+            hitl_dot_v1_dot_feedback__pb2.RecordDecisionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,7 +42,8 @@ class FeedbackStub:
 
     Every call needs credentials (a bearer token, or a client certificate under
     mTLS) of a principal whose roles allow it: Record and RecordBatch client
-    (every type but REVIEW), sidecar (OUTCOME) or review (REVIEW); Get viewer.
+    (every type but REVIEW), sidecar (OUTCOME) or review (REVIEW); RecordDecisions
+    sidecar; Get viewer.
     UNAUTHENTICATED or PERMISSION_DENIED otherwise. Who sent an event comes from
     the credential.
     """
@@ -50,8 +51,16 @@ class FeedbackStub:
     """1 to 1000 events, each judged on its own. INVALID_ARGUMENT for an empty or
     oversized batch.
     """
+    RecordDecisions: _grpc.UnaryUnaryMultiCallable[_feedback_pb2.RecordDecisionsRequest, _feedback_pb2.RecordDecisionsResponse]
+    """The decisions sidecars made (every escalated one, a recorded sample of the
+    automated), each the attribution target of the events about its request_id.
+    Idempotent by request_id: a resend is DUPLICATE; another decision under the same
+    request_id is CONFLICT (the stored one stays). Role sidecar. 1 to 1000 records.
+    """
     Get: _grpc.UnaryUnaryMultiCallable[_feedback_pb2.GetRequest, _feedback_pb2.RequestHistory]
-    """Every event about one request_id, in the order they were received."""
+    """What is known about one request_id: its decision (when recorded) and every
+    event about it, in the order they were received. Role viewer.
+    """
 
 @_typing.type_check_only
 class FeedbackAsyncStub(FeedbackStub):
@@ -63,7 +72,8 @@ class FeedbackAsyncStub(FeedbackStub):
 
     Every call needs credentials (a bearer token, or a client certificate under
     mTLS) of a principal whose roles allow it: Record and RecordBatch client
-    (every type but REVIEW), sidecar (OUTCOME) or review (REVIEW); Get viewer.
+    (every type but REVIEW), sidecar (OUTCOME) or review (REVIEW); RecordDecisions
+    sidecar; Get viewer.
     UNAUTHENTICATED or PERMISSION_DENIED otherwise. Who sent an event comes from
     the credential.
     """
@@ -71,8 +81,16 @@ class FeedbackAsyncStub(FeedbackStub):
     """1 to 1000 events, each judged on its own. INVALID_ARGUMENT for an empty or
     oversized batch.
     """
+    RecordDecisions: _aio.UnaryUnaryMultiCallable[_feedback_pb2.RecordDecisionsRequest, _feedback_pb2.RecordDecisionsResponse]  # type: ignore[assignment]
+    """The decisions sidecars made (every escalated one, a recorded sample of the
+    automated), each the attribution target of the events about its request_id.
+    Idempotent by request_id: a resend is DUPLICATE; another decision under the same
+    request_id is CONFLICT (the stored one stays). Role sidecar. 1 to 1000 records.
+    """
     Get: _aio.UnaryUnaryMultiCallable[_feedback_pb2.GetRequest, _feedback_pb2.RequestHistory]  # type: ignore[assignment]
-    """Every event about one request_id, in the order they were received."""
+    """What is known about one request_id: its decision (when recorded) and every
+    event about it, in the order they were received. Role viewer.
+    """
 
 class FeedbackServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -87,7 +105,8 @@ class FeedbackServicer(metaclass=_abc_1.ABCMeta):
 
         Every call needs credentials (a bearer token, or a client certificate under
         mTLS) of a principal whose roles allow it: Record and RecordBatch client
-        (every type but REVIEW), sidecar (OUTCOME) or review (REVIEW); Get viewer.
+        (every type but REVIEW), sidecar (OUTCOME) or review (REVIEW); RecordDecisions
+        sidecar; Get viewer.
         UNAUTHENTICATED or PERMISSION_DENIED otherwise. Who sent an event comes from
         the credential.
         """
@@ -103,11 +122,25 @@ class FeedbackServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def RecordDecisions(
+        self,
+        request: _feedback_pb2.RecordDecisionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feedback_pb2.RecordDecisionsResponse, _abc.Awaitable[_feedback_pb2.RecordDecisionsResponse]]:
+        """The decisions sidecars made (every escalated one, a recorded sample of the
+        automated), each the attribution target of the events about its request_id.
+        Idempotent by request_id: a resend is DUPLICATE; another decision under the same
+        request_id is CONFLICT (the stored one stays). Role sidecar. 1 to 1000 records.
+        """
+
+    @_abc_1.abstractmethod
     def Get(
         self,
         request: _feedback_pb2.GetRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_feedback_pb2.RequestHistory, _abc.Awaitable[_feedback_pb2.RequestHistory]]:
-        """Every event about one request_id, in the order they were received."""
+        """What is known about one request_id: its decision (when recorded) and every
+        event about it, in the order they were received. Role viewer.
+        """
 
 def add_FeedbackServicer_to_server(servicer: FeedbackServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
