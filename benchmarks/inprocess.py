@@ -4,7 +4,7 @@ instruction gate counts (``benchmarks.instructions``) and what a profiler can re
 The rig is the real thing wired as ``sidecar.app.build`` wires it: the benchmark's
 policy and ONNX calibrator, the Router and its servicer, the audit log writing to a
 file (flushed every FLUSH_EVERY calls, as the sidecar's worker thread would), the
-spool (fsync off: an fsync is the kernel's time and the event loop's wakeup, which
+decision stream for a feedback service at the default sample, the spools (fsync off: an fsync is the kernel's time and the event loop's wakeup, which
 the CPU-ratio gate measures, not instructions of ours), the metrics and the span
 machinery. Each call is a servicer coroutine driven to completion by hand, with
 the message parsed from its wire bytes before and the answer serialised after, as
@@ -30,6 +30,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from hitl_client.stubs.hitl.v1 import router_pb2 as pb
 from sidecar.clock import FakeClock
+from sidecar.escalation.decisions import DEFAULT_SAMPLE, DecisionStream
 from sidecar.escalation.recorder import SpoolRecorder
 from sidecar.escalation.spool import Spool
 from sidecar.policy.loader import build_snapshot, parse_policy_bytes
@@ -125,7 +126,12 @@ def build_rig(policy_file: Path, workdir: Path) -> Rig:
     metrics = RouterMetrics(meters.get_meter(INSTRUMENTATION), holder, clock.now)
     recorder = SpoolRecorder(Spool(workdir / "spool", fsync=False))
     audit = JsonLinesAudit(str(workdir / "audit.jsonl"))
-    router = Router(holder, recorder, audit, metrics, clock)
+    # The decision stream on, as with a feedback service: a sample of the automated
+    # decisions recorded at the sidecar's default rate.
+    decisions = DecisionStream(
+        SpoolRecorder(Spool(workdir / "decisions", fsync=False)), DEFAULT_SAMPLE
+    )
+    router = Router(holder, recorder, audit, metrics, clock, decisions=decisions)
     return Rig(RouterServicer(router, metrics, ServerSpans(KeptSpans())), audit, recorder, clock)
 
 

@@ -19,6 +19,7 @@ import gc
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -43,12 +44,15 @@ from sidecar.config import (
     ENV_REGISTRY_KEY,
     ENV_REGISTRY_PUBLIC_KEY,
     SidecarConfig,
+    segment_for,
 )
 from sidecar.errors import ConfigError
 from sidecar.escalation.deadletter import DeadLetters
-from sidecar.escalation.forwarder import Forwarder, ForwarderSettings
-from sidecar.escalation.recorder import Recorder, SpoolRecorder
+from sidecar.escalation.decisions import DECISIONS, DecisionStream
+from sidecar.escalation.forwarder import ESCALATIONS, Forwarder, ForwarderSettings, Stream
+from sidecar.escalation.recorder import SpoolRecorder
 from sidecar.escalation.sinks import Sink, open_sink
+from sidecar.escalation.sinks.feedback import FeedbackSink, TeeSink
 from sidecar.escalation.spool import Spool
 from sidecar.policy.file_source import FilePolicySource
 from sidecar.policy.last_known_good import LastKnownGood
@@ -71,6 +75,7 @@ from sidecar.telemetry.audit import FLUSH_SECONDS, AuditLog, JsonLinesAudit
 from sidecar.telemetry.metrics import (
     RouterMetrics,
     observe_audit,
+    observe_decisions,
     observe_escalations,
     observe_policy_source,
     observe_tasks,
@@ -89,6 +94,18 @@ HEALTH_SERVER_OPTIONS = (("grpc.so_reuseport", 0),)
 
 
 @dataclass
+class Delivery:
+    """One spool's way out: its recorder, its forwarder (None without a sink), its
+    dead letters, and the forwarder's task once started."""
+
+    name: str
+    recorder: SpoolRecorder
+    dead: DeadLetters
+    forwarder: Forwarder | None
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
 class Sidecar:
     """A running sidecar's parts (tests build one in-process with fakes)."""
 
@@ -98,9 +115,7 @@ class Sidecar:
     server: grpc.aio.Server
     health: health_aio.HealthServicer
     source: PolicySource
-    recorder: Recorder
-    dead: DeadLetters
-    forwarder: Forwarder | None
+    deliveries: list[Delivery]  # the escalations', then the decision stream's
     audit: AuditLog
     spans: ServerSpans
     meters: MeterProvider
@@ -109,7 +124,6 @@ class Sidecar:
     health_address: str = ""
     supervisor: Supervisor = field(default_factory=Supervisor)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    _forwarding: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         self.supervisor.on_change = self._on_task
@@ -123,9 +137,10 @@ class Sidecar:
             await self.health_server.start()
         self._supervise("policy-source", self.source.run)
         self._supervise("audit-flush", self._flush_audit)
-        if self.forwarder is not None:
-            self._forwarding = self._supervise("forwarder", self.forwarder.run)
-        else:
+        for delivery in self.deliveries:
+            if delivery.forwarder is not None:
+                delivery.task = self._supervise(delivery.name, delivery.forwarder.run)
+        if self.deliveries[0].forwarder is None:
             log.warning(
                 "sidecar.no_sink", detail="escalations stay in the spool until a sink is set"
             )
@@ -144,15 +159,18 @@ class Sidecar:
         if self.health_server is not None:
             # Health calls are instant; only a Watch stream can be cut short here.
             await self.health_server.stop(0)
-        if self.forwarder is not None and self._forwarding is not None:
-            self._tasks.discard(self._forwarding)
-            await self.forwarder.stop(self._forwarding, max(0.0, deadline - time.monotonic()))
+        for delivery in self.deliveries:
+            if delivery.forwarder is not None and delivery.task is not None:
+                self._tasks.discard(delivery.task)
+                grace = max(0.0, deadline - time.monotonic())
+                await delivery.forwarder.stop(delivery.task, grace)
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self.recorder.close()
-        self.dead.close()
+        for delivery in self.deliveries:
+            delivery.recorder.close()
+            delivery.dead.close()
         self.audit.close()
         self.spans.shutdown()
         self.meters.shutdown()
@@ -202,37 +220,63 @@ def build(
     spans = server_spans(resource)
     holder = SnapshotHolder(config.audit_key)
     metrics = RouterMetrics(meters.get_meter(INSTRUMENTATION), holder, clock.now)
-    spool = Spool(
-        config.spool_dir, config.segment_bytes, config.spool_budget_bytes, config.spool_fsync
-    )
-    if spool.truncated_bytes:
-        log.warning("spool.torn_tail_cut", spool=str(spool.directory), bytes=spool.truncated_bytes)
-    recorder = SpoolRecorder(spool)
-    dead = DeadLetters(Spool(config.dead_letter_dir, fsync=True))
     if sink is None and config.sink:
         sink = open_sink(
             config.sink,
             config.deployment,
             config.forward_timeout_seconds,
-            config.review_credentials(),
+            config.credentials("review"),
         )
-    forwarder = None
-    if sink is not None:
-        settings = ForwarderSettings(
-            batch_size=config.forward_batch,
-            timeout_seconds=config.forward_timeout_seconds,
-            backoff_cap_seconds=config.forward_max_backoff_seconds,
-            # An open circuit waits a third of the longest backoff (10 s by default).
-            breaker_reset_seconds=config.forward_max_backoff_seconds / 3,
+    feedback_sink = None
+    if config.feedback:  # escalated decisions reach the feedback service with the rest
+        feedback_sink = _feedback_sink(config)
+        sink = feedback_sink if sink is None else TeeSink(sink, feedback_sink)
+    escalations = _delivery(
+        "forwarder",
+        config,
+        Spool(
+            config.spool_dir, config.segment_bytes, config.spool_budget_bytes, config.spool_fsync
+        ),
+        config.dead_letter_dir,
+        sink,
+        ESCALATIONS,
+    )
+    deliveries = [escalations]
+    decisions = None
+    if config.feedback:
+        budget = config.decision_spool_budget_bytes
+        delivery = _delivery(
+            "decision-forwarder",
+            config,
+            Spool(config.decision_spool_dir, segment_for(budget), budget, config.spool_fsync),
+            config.decision_dead_letter_dir,
+            _feedback_sink(config),
+            DECISIONS,
         )
-        forwarder = Forwarder(spool, sink, dead, settings, recorder.written)
-    observe_escalations(meters.get_meter(INSTRUMENTATION), spool, dead.spool, forwarder, clock.now)
+        decisions = DecisionStream(delivery.recorder, config.decision_sample)
+        deliveries.append(delivery)
+        assert delivery.forwarder is not None  # a feedback service is its sink
+        observe_decisions(meters.get_meter(INSTRUMENTATION), decisions, delivery.forwarder)
+    observe_escalations(
+        meters.get_meter(INSTRUMENTATION),
+        escalations.recorder.spool,
+        escalations.dead.spool,
+        escalations.forwarder,
+        clock.now,
+    )
     audit = audit or JsonLinesAudit(config.audit_path)
     observe_audit(meters.get_meter(INSTRUMENTATION), audit)
     supervisor = Supervisor()
     observe_tasks(meters.get_meter(INSTRUMENTATION), supervisor)
     router = Router(
-        holder, recorder, audit, metrics, clock, config.replay_capacity, config.replay_ttl_seconds
+        holder,
+        escalations.recorder,
+        audit,
+        metrics,
+        clock,
+        config.replay_capacity,
+        config.replay_ttl_seconds,
+        decisions,
     )
     server = grpc.aio.server()
     add_servicer(
@@ -257,9 +301,7 @@ def build(
         server,
         health,
         source,
-        recorder,
-        dead,
-        forwarder,
+        deliveries,
         audit,
         spans,
         meters,
@@ -268,6 +310,37 @@ def build(
         health_address,
         supervisor,
     )
+
+
+def _delivery(
+    name: str,
+    config: SidecarConfig,
+    spool: Spool,
+    dead_letter_dir: Path,
+    sink: Sink | None,
+    stream: Stream,
+) -> Delivery:
+    """A spool's recorder, dead letters and (with a sink) forwarder."""
+    if spool.truncated_bytes:
+        log.warning("spool.torn_tail_cut", spool=str(spool.directory), bytes=spool.truncated_bytes)
+    recorder = SpoolRecorder(spool)
+    dead = DeadLetters(Spool(dead_letter_dir, fsync=True))
+    forwarder = None
+    if sink is not None:
+        settings = ForwarderSettings(
+            batch_size=config.forward_batch,
+            timeout_seconds=config.forward_timeout_seconds,
+            backoff_cap_seconds=config.forward_max_backoff_seconds,
+            # An open circuit waits a third of the longest backoff (10 s by default).
+            breaker_reset_seconds=config.forward_max_backoff_seconds / 3,
+        )
+        forwarder = Forwarder(spool, sink, dead, settings, recorder.written, stream=stream)
+    return Delivery(name, recorder, dead, forwarder)
+
+
+def _feedback_sink(config: SidecarConfig) -> FeedbackSink:
+    credentials = config.credentials("feedback")
+    return FeedbackSink(config.feedback, config.forward_timeout_seconds, credentials)
 
 
 def health_only_server(

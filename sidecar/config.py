@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sidecar.errors import ConfigError
+from sidecar.escalation.decisions import DEFAULT_SAMPLE
 from sidecar.escalation.sinks import sink_addresses
 from sidecar.policy.signing import load_verifier
 from sidecar.settings import (
@@ -31,7 +32,10 @@ from sidecar.settings import (
     SPOOL_DIR,
     ClientCredentials,
     address,
+    client_cert_setting,
+    client_key_setting,
     count,
+    fraction,
     grace_setting,
     log_level_setting,
     metrics_setting,
@@ -39,9 +43,12 @@ from sidecar.settings import (
     optional_path,
     port_file_setting,
     read,
+    read_file,
     readable_file,
+    service_ca_setting,
     setting,
     split_host_port,
+    token_file_setting,
 )
 
 ENV_LISTEN = "HITL_LISTEN"
@@ -196,27 +203,34 @@ class SidecarConfig:
     registry_poll_seconds: float = setting(
         ENV_REGISTRY_POLL, 10.0, "poll interval while the registry's Watch stream is down"
     )
-    review_token_file: Path | None = setting(
-        "HITL_REVIEW_TOKEN_FILE",
-        None,
-        "file holding the sidecar's bearer token for a review:// sink",
-        parse=readable_file,
+    review_token_file: Path | None = token_file_setting("HITL_REVIEW", "a review:// sink")
+    review_ca: Path | None = service_ca_setting("HITL_REVIEW", "the review queue")
+    review_cert: Path | None = client_cert_setting("HITL_REVIEW", "the review queue")
+    review_key: Path | None = client_key_setting("HITL_REVIEW")
+    feedback: str = setting(
+        "HITL_FEEDBACK",
+        "",
+        "the feedback service's HOST:PORT: escalated decisions, a sample of automated ones"
+        " and RecordOutcome's outcomes go there",
+        parse=optional_address,
     )
-    review_ca: Path | None = setting(
-        "HITL_REVIEW_CA",
-        None,
-        "CA certificate of the review queue's TLS certificate (turns TLS on)",
-        parse=readable_file,
+    decision_sample: float = setting(
+        "HITL_DECISION_SAMPLE",
+        DEFAULT_SAMPLE,
+        "share of automated decisions recorded for the feedback service (0 to 1)",
+        parse=fraction,
     )
-    review_cert: Path | None = setting(
-        "HITL_REVIEW_CERT",
-        None,
-        "client certificate for mTLS to the review queue",
-        parse=readable_file,
+    decision_spool_budget_bytes: int = setting(
+        "HITL_DECISION_SPOOL_BUDGET_BYTES",
+        256 * 1024 * 1024,
+        "disk the decisions spool may use (at least 4096); when full, decision records are"
+        " counted and not kept, outcomes refused",
+        parse=count(low=4096),
     )
-    review_key: Path | None = setting(
-        "HITL_REVIEW_KEY", None, "the client certificate's private key", parse=readable_file
-    )
+    feedback_token_file: Path | None = token_file_setting("HITL_FEEDBACK", "the feedback service")
+    feedback_ca: Path | None = service_ca_setting("HITL_FEEDBACK", "the feedback service")
+    feedback_cert: Path | None = client_cert_setting("HITL_FEEDBACK", "the feedback service")
+    feedback_key: Path | None = client_key_setting("HITL_FEEDBACK")
     audit_key_file: Path | None = setting(
         "HITL_AUDIT_KEY_FILE",
         None,
@@ -227,6 +241,7 @@ class SidecarConfig:
     # Read from the files above at start-up.
     registry_token: str = field(default="", repr=False)
     review_token: str = field(default="", repr=False)
+    feedback_token: str = field(default="", repr=False)
     audit_key: bytes = field(default=b"", repr=False)
 
     @property
@@ -242,13 +257,22 @@ class SidecarConfig:
         return self.state_dir / DEAD_LETTER_DIR
 
     @property
+    def decision_spool_dir(self) -> Path:
+        """Decision records and outcomes waiting for the feedback service."""
+        return self.state_dir / "decisions"
+
+    @property
+    def decision_dead_letter_dir(self) -> Path:
+        return self.state_dir / "decisions-dead-letter"
+
+    @property
     def policy_state_dir(self) -> Path:
         """Where the last-known-good policy from the registry is kept."""
         return self.state_dir / POLICY_DIR
 
     @property
     def segment_bytes(self) -> int:
-        return min(MAX_SEGMENT_BYTES, self.spool_budget_bytes // 4)
+        return segment_for(self.spool_budget_bytes)
 
     @classmethod
     def load(
@@ -266,24 +290,20 @@ class SidecarConfig:
             _check_health_listen(values["health_listen"], values["listen"], values["metrics_addr"])
         if values["registry"]:
             values["registry_token"] = _registry_token(values)
-        if values["review_token_file"] is not None:
-            values["review_token"] = read_token(
-                values["review_token_file"], "HITL_REVIEW_TOKEN_FILE"
-            )
-        _check_pair(values, "review", "HITL_REVIEW")
+        for service in ("review", "feedback"):
+            prefix = f"HITL_{service.upper()}"
+            if (token_file := values[f"{service}_token_file"]) is not None:
+                values[f"{service}_token"] = read_token(token_file, f"{prefix}_TOKEN_FILE")
+            _check_pair(values, service, prefix)
         if (audit_key_file := values["audit_key_file"]) is not None:
             values["audit_key"] = _audit_key(audit_key_file)
         return cls(**values)
 
-    def review_credentials(self) -> ClientCredentials:
-        """What the review:// sink presents: the token, and the TLS files' contents."""
-        return ClientCredentials(
-            self.review_token,
-            *(
-                p.read_bytes() if p else None
-                for p in (self.review_ca, self.review_cert, self.review_key)
-            ),
-        )
+    def credentials(self, service: str) -> ClientCredentials:
+        """What the sidecar presents to a service it calls (``review``, ``feedback``):
+        the token, and the TLS files' contents."""
+        files = (getattr(self, f"{service}_{part}") for part in ("ca", "cert", "key"))
+        return ClientCredentials(getattr(self, f"{service}_token"), *map(read_file, files))
 
 
 def _registry_token(values: Mapping[str, Any]) -> str:
@@ -327,6 +347,11 @@ def _audit_key(path: Path) -> bytes:
     if len(key) < 16:
         raise ConfigError(f"HITL_AUDIT_KEY_FILE: {path} holds {len(key)} bytes; at least 16")
     return key
+
+
+def segment_for(budget_bytes: int) -> int:
+    """A spool's segment size: a quarter of its budget, at most MAX_SEGMENT_BYTES."""
+    return min(MAX_SEGMENT_BYTES, budget_bytes // 4)
 
 
 def read_token(path: Path, var: str) -> str:

@@ -34,6 +34,7 @@ from sidecar.core.thresholds import UnknownDomain
 from sidecar.core.validation import check_outcome, validate
 from sidecar.core.values import value
 from sidecar.errors import EscalationRefused, InvalidRequest, RequestConflict, RequestError
+from sidecar.escalation.decisions import DecisionStream
 from sidecar.escalation.record import Escalation
 from sidecar.escalation.recorder import Recorder
 from sidecar.policy.snapshot import Snapshot, SnapshotHolder
@@ -124,9 +125,11 @@ class Router:
         clock: Clock,
         replay_capacity: int = 100_000,
         replay_ttl: float = 600.0,
+        decisions: DecisionStream | None = None,
     ) -> None:
         self._holder = holder
         self._recorder = recorder
+        self._decisions = decisions
         self._audit = audit
         self._metrics = metrics
         self._clock = clock
@@ -208,7 +211,18 @@ class Router:
             self._answer(out, i, self._single(requests[i], snapshot, trace))
         return out
 
-    def record_outcome(self, outcome: Outcome) -> OutcomeMatch:
+    async def record_outcome(self, outcome: Outcome) -> OutcomeMatch:
+        """``match_outcome``, returning once the outcome bound for the feedback service
+        (when there is one) is durable; EscalationRefused when it cannot be kept."""
+        match, ticket = self.match_outcome(outcome)
+        if ticket and self._decisions is not None:
+            await self._decisions.recorder.durable(ticket)
+        return match
+
+    def match_outcome(self, outcome: Outcome) -> tuple[OutcomeMatch, int]:
+        """Check an outcome, write it for the feedback service (the ticket to wait
+        for; 0 without one), and audit it against the decision the replay window
+        remembers."""
         snapshot = self._holder.current
         check_outcome(
             outcome.request_id,
@@ -218,6 +232,14 @@ class Router:
             outcome.source,
             snapshot.class_counts.get(outcome.model) if snapshot else None,
         )
+        ticket = 0
+        if self._decisions is not None:
+            ticket = self._decisions.outcome(
+                {**_outcome_fields(outcome), "occurred_at": self._clock.now()}
+            )
+        return self._match(outcome), ticket
+
+    def _match(self, outcome: Outcome) -> OutcomeMatch:
         remembered = self._replay.get(outcome.request_id, self._clock.now())
         if remembered is None or remembered[0] != outcome.model:
             self._audit.write({**_outcome_fields(outcome), "matched": False})
@@ -361,6 +383,8 @@ class Router:
         if decision.escalate:
             esc_id = escalation_id(request.model, request.request_id)
             ticket = self._escalate(request, row, esc_id, trace, now)
+        elif self._decisions is not None and self._decisions.sampled(request.request_id):
+            self._decisions.decisions([_decision_fields(request, row, trace, now)])
         self._audit.write(_audit_fields(request, row, esc_id, trace, now))
         self._replay.put(
             request.request_id,
@@ -388,12 +412,13 @@ class Router:
         probabilities = self._probabilities(snapshot, requests)
         signals = CalibrationFailure.RAISED if probabilities is None else signal_rows(probabilities)
         policy = snapshot.policy
+        request_ids = [r.request_id for r in requests]
         columns = decide_rows(
             policy.models[model],
             policy.revision,
             policy.is_stale(now),
             BatchRows(
-                [r.request_id for r in requests],
+                request_ids,
                 [r.domain for r in requests],
                 [r.model_version for r in requests],
                 [r.string_attributes for r in requests],
@@ -406,6 +431,14 @@ class Router:
         esc_ids = [""] * len(rows)
         refused = self._escalate_rows(out, requests, indices, rows, esc_ids, tickets, trace, now)
         kept = [k for k in range(len(rows)) if k not in refused] if refused else range(len(rows))
+        if self._decisions is not None and (sampled := self._decisions.sampled_of(request_ids)):
+            self._decisions.decisions(
+                [
+                    _decision_fields(requests[k], rows[k], trace, now)
+                    for k in sampled
+                    if not esc_ids[k] and k not in refused
+                ]
+            )
         self._audit.write_many(
             [_audit_fields(requests[k], rows[k], esc_ids[k], trace, now) for k in kept]
         )
@@ -514,6 +547,34 @@ def _escalation(
         logits=request.logits.tolist(),
         input_kind="PROBABILITIES" if request.input_kind == InputKind.PROBABILITIES else "LOGITS",
     )
+
+
+def _decision_fields(
+    request: RouteInput, row: DecisionRow, trace: TraceIds, now: float
+) -> dict[str, Any]:
+    """A decision's record for the feedback service: an escalation's fields without
+    its id, the input's reference and the context."""
+    tier, reason, cls, label, confidence, _, _, rule_id, _, _, arm, revision, version = row
+    return {
+        "request_id": request.request_id,
+        "model": request.model,
+        "model_version": request.model_version,
+        "domain": request.domain,
+        "tier": TIER_NAMES[tier],
+        "reason": REASON_NAMES[reason],
+        "rule_id": rule_id,
+        "predicted_class": cls,
+        "predicted_label": label,
+        "calibrated_confidence": confidence,
+        "policy_revision": revision,
+        "calibration_version": version,
+        "experiment_arm": arm,
+        "degraded": is_degraded(reason),
+        "trace_id": trace.trace_id,
+        "created_at": now,
+        "logits": request.logits,
+        "input_kind": _KIND_NAMES[request.input_kind],
+    }
 
 
 def _audit_fields(

@@ -98,7 +98,7 @@ class RouterServicer(pb_grpc.RouterServicer):
             source=request.source,
         )
         try:
-            match = self._router.record_outcome(outcome)
+            match = await self._router.record_outcome(outcome)
         except HitlError as exc:
             await context.abort(status_of(exc), details(str(exc)))
         return pb.OutcomeResponse(matched=match.matched, correct=match.correct)

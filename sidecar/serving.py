@@ -40,7 +40,7 @@ from sidecar.errors import (
     Unauthenticated,
 )
 from sidecar.files import replace_file
-from sidecar.settings import env_of, split_host_port
+from sidecar.settings import ClientCredentials, env_of, split_host_port
 
 # Each error's status; a subclass takes its nearest listed ancestor's (SpoolFull is
 # an EscalationRefused), and an error with none is INTERNAL.
@@ -136,6 +136,15 @@ def client_channel(
     if ca is None:
         return grpc.insecure_channel(target)
     return grpc.secure_channel(target, grpc.ssl_channel_credentials(ca, key, cert))
+
+
+def async_channel(target: str, credentials: ClientCredentials) -> grpc.aio.Channel:
+    """An asyncio channel to a hitl service, as a sidecar's sinks open one: TLS when
+    the credentials hold a CA (mTLS with a client certificate and key)."""
+    if credentials.ca is None:
+        return grpc.aio.insecure_channel(target)
+    tls = grpc.ssl_channel_credentials(credentials.ca, credentials.key, credentials.cert)
+    return grpc.aio.secure_channel(target, tls)
 
 
 class ServiceClient:

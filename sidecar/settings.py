@@ -219,10 +219,21 @@ def duration(value: str, var: str) -> float:
     try:
         amount = float(number) * (unit or 1.0)
     except ValueError:
-        raise ConfigError(f"{var}: {value!r} is not a duration (900, 15m, 2h, 1d)") from None
+        raise ConfigError(f"{var}={value!r} is not a duration (900, 15m, 2h, 1d)") from None
     if not (math.isfinite(amount) and amount > 0):
-        raise ConfigError(f"{var}: {value!r} must be a positive duration")
+        raise ConfigError(f"{var}={value!r} must be a positive duration")
     return amount
+
+
+def fraction(value: str, var: str) -> float:
+    """A share, 0 to 1."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{var} must be a number from 0 to 1, got {value!r}") from None
+    if not 0.0 <= number <= 1.0:
+        raise ConfigError(f"{var} must be from 0 to 1, got {value!r}")
+    return number
 
 
 def seconds_between(low: float, high: float) -> Parse:
@@ -304,6 +315,39 @@ def metrics_setting(env: str) -> Any:
 def port_file_setting(env: str) -> Any:
     return setting(
         env, None, "the bound address is written here once listening", parse=optional_path
+    )
+
+
+# What a sidecar presents to a service it calls, declared the same way for each.
+
+
+def token_file_setting(env_prefix: str, service: str) -> Any:
+    return setting(
+        f"{env_prefix}_TOKEN_FILE",
+        None,
+        f"file holding the sidecar's bearer token for {service}",
+        parse=readable_file,
+    )
+
+
+def service_ca_setting(env_prefix: str, service: str) -> Any:
+    return setting(
+        f"{env_prefix}_CA",
+        None,
+        f"CA certificate of {service}'s TLS certificate (turns TLS on)",
+        parse=readable_file,
+    )
+
+
+def client_cert_setting(env_prefix: str, service: str) -> Any:
+    return setting(
+        f"{env_prefix}_CERT", None, f"client certificate for mTLS to {service}", parse=readable_file
+    )
+
+
+def client_key_setting(env_prefix: str) -> Any:
+    return setting(
+        f"{env_prefix}_KEY", None, "the client certificate's private key", parse=readable_file
     )
 
 

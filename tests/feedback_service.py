@@ -40,13 +40,14 @@ def add_principals(db: str, principals: Mapping[str, Sequence[str]]) -> dict[str
     return tokens
 
 
-def start(workdir: Path, db: str, tokens: dict[str, str]) -> FeedbackProcess:
+def start(workdir: Path, db: str, tokens: dict[str, str], *extra: str) -> FeedbackProcess:
     workdir.mkdir(parents=True, exist_ok=True)
     port_file = workdir / "feedback.addr"
     port_file.unlink(missing_ok=True)
     command = hitl_command(
         "feedback", "serve", "--listen", "127.0.0.1:0", "--db", db, "--port-file", str(port_file)
     )
+    command += extra
     with (workdir / "feedback.log").open("ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     wait_for(lambda: port_file.exists() or process.poll() is not None, 30.0, "the port file")

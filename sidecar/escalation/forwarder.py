@@ -52,6 +52,22 @@ class ForwarderSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class Stream:
+    """What a spool holds: records with the ``required`` fields, each known by its
+    ``key`` field (what sinks dedupe by and dead letters are named by)."""
+
+    what: str  # for messages: "an escalation"
+    key: str
+    required: frozenset[str]
+    # Sync the spool before each read: for a stream no caller waits on, whose records
+    # would otherwise wait for someone else's fsync to be forwarded.
+    sync: bool = False
+
+
+ESCALATIONS = Stream("an escalation", "escalation_id", REQUIRED)
+
+
+@dataclass(frozen=True, slots=True)
 class _Batch:
     end: int  # spool offset past the last record
     escalations: list[Spooled]
@@ -68,6 +84,7 @@ class Forwarder:
         written: asyncio.Event,
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        stream: Stream = ESCALATIONS,
     ) -> None:
         self.spool = spool
         self.sink = sink
@@ -81,6 +98,7 @@ class Forwarder:
         self._monotonic = monotonic
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not secrets)
         self._position = spool.acked_offset
+        self._stream = stream
         self._stopping = False
 
     async def run(self) -> None:
@@ -120,15 +138,15 @@ class Forwarder:
             return 0
         if batch.escalations:
             rejected = await self._deliver(batch.escalations)
-            by_id = {item.escalation_id: item for item in batch.escalations}
+            by_key = {item.key: item for item in batch.escalations}
             for rejection in rejected:
-                item = by_id.get(rejection.escalation_id)
+                item = by_key.get(rejection.key)
                 if item is not None:
                     await self.dead.add(item.record, self.sink.name, rejection.reason)
             self.sent += len(batch.escalations) - len(rejected)
             self.dead_lettered += len(rejected)
         for payload in batch.undecodable:
-            await self.dead.add_raw(payload, self.sink.name, "record is not an escalation")
+            await self.dead.add_raw(payload, self.sink.name, f"record is not {self._stream.what}")
             self.dead_lettered += 1
         count = len(batch.escalations) + len(batch.undecodable)
         await asyncio.to_thread(self.spool.ack, batch.end, count)
@@ -144,6 +162,8 @@ class Forwarder:
         escalations: list[Spooled] = []
         undecodable: list[bytes] = []
         end = 0
+        if self._stream.sync and self.spool.fsync:
+            await asyncio.to_thread(self.spool.sync)
         records = self.spool.read(
             self._position, self.settings.batch_size, until=self.spool.synced_offset
         )
@@ -153,8 +173,8 @@ class Forwarder:
                 record = orjson.loads(payload)
             except orjson.JSONDecodeError:
                 record = None
-            if isinstance(record, dict) and record.keys() >= REQUIRED:
-                escalations.append(Spooled(payload, record))
+            if isinstance(record, dict) and record.keys() >= self._stream.required:
+                escalations.append(Spooled(payload, record, str(record[self._stream.key])))
             else:
                 undecodable.append(payload)
             if count % YIELD_EVERY == 0:

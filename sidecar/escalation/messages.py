@@ -1,5 +1,7 @@
 """Escalation records to and from hitl.v1.Escalation messages: the review queue's
-wire form, used by its server and by the forwarder's review-queue sink."""
+wire form, used by its server and by the forwarder's review-queue sink; and records
+as the feedback service's messages (a decision from an escalation or a sampled
+automated decision, an outcome), for the feedback sink."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from hitl_client.stubs.hitl.v1 import decision_pb2 as dpb
+from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
 from hitl_client.stubs.hitl.v1 import review_pb2 as rpb
 from sidecar.escalation.record import Escalation
 
@@ -46,6 +49,51 @@ def record_message(record: Mapping[str, Any]) -> rpb.Escalation:
         numeric_attributes=r.get("numeric_attributes"),
         logits=r.get("logits"),
         input_kind=_INPUT_KIND[r.get("input_kind", "LOGITS")],
+    )
+
+
+def decision_message(record: Mapping[str, Any]) -> fpb.DecisionRecord:
+    """The decision an escalation record (or a sampled automated decision's record,
+    which has the same fields and its inclusion_probability) holds."""
+    r = record
+    return fpb.DecisionRecord(
+        request_id=r["request_id"],
+        model=r["model"],
+        model_version=r["model_version"],
+        domain=r["domain"],
+        tier=_TIER[r["tier"]],
+        reason=_REASON[r["reason"]],
+        rule_id=r["rule_id"],
+        predicted_class=r["predicted_class"],
+        predicted_label=r["predicted_label"],
+        calibrated_confidence=r["calibrated_confidence"],
+        logits=r.get("logits"),
+        input_kind=_INPUT_KIND[r.get("input_kind", "LOGITS")],
+        policy_revision=r["policy_revision"],
+        calibration_version=r["calibration_version"],
+        experiment_arm=r["experiment_arm"],
+        degraded=r["degraded"],
+        trace_id=r["trace_id"],
+        decided_at=r["created_at"],
+        inclusion_probability=r.get("inclusion_probability", 1.0),
+        escalation_id=r.get("escalation_id", ""),
+    )
+
+
+def outcome_message(record: Mapping[str, Any]) -> fpb.FeedbackEvent:
+    """The OUTCOME event of an outcome record (``decisions.DecisionStream.outcome``)."""
+    r = record
+    label = fpb.Label(name=r["true_label"])
+    if r["true_class"] is not None:
+        label.class_index = r["true_class"]
+    return fpb.FeedbackEvent(
+        feedback_id=r["key"],
+        request_id=r["request_id"],
+        model=r["model"],
+        type=fpb.FEEDBACK_OUTCOME,
+        label=label,
+        source=r["source"],
+        occurred_at=r["occurred_at"],
     )
 
 

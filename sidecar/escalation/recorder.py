@@ -87,9 +87,20 @@ class SpoolRecorder:
 
     def record(self, escalation: Escalation) -> int:
         try:
-            ticket = self.spool.write(orjson.dumps(escalation.to_dict()))
+            return self.write(orjson.dumps(escalation.to_dict()))
         except EscalationRefused as exc:
             raise self._refused(escalation, exc) from exc
+
+    def write(self, payload: bytes) -> int:
+        """One record of any kind (a stream's other than escalations); its ticket, or
+        EscalationRefused as the spool raised it."""
+        ticket = self.spool.write(payload)
+        self._wrote()
+        return ticket
+
+    def write_many(self, payloads: Sequence[bytes]) -> int:
+        """``write`` for several records, in one write."""
+        ticket = self.spool.write_many(payloads)
         self._wrote()
         return ticket
 

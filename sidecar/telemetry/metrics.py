@@ -17,6 +17,7 @@ from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetr
 from opentelemetry.sdk.resources import Resource
 
 from sidecar.core.decision import REASON_NAMES, TIER_NAMES, Decision, is_degraded
+from sidecar.escalation.decisions import DecisionStream
 from sidecar.escalation.forwarder import Forwarder
 from sidecar.escalation.spool import Spool
 from sidecar.policy.snapshot import SnapshotHolder
@@ -209,6 +210,26 @@ def observe_escalations(
         [_constant(lambda: forwarder.circuit.value, attrs)],
         description="Circuit breaker state: 0 closed, 1 half-open, 2 open",
     )
+
+
+def observe_decisions(meter: Meter, stream: DecisionStream, forwarder: Forwarder) -> None:
+    """The decision stream to the feedback service: records waiting, records the
+    spool could not take, delivered and refused for good."""
+    spool = stream.recorder.spool
+    meter.create_observable_gauge(
+        "hitl.decisions.records",
+        [lambda _o: [Observation(spool.stats().records)]],
+        description="Decision records and outcomes not yet delivered to the feedback service",
+    )
+    for name, read, description in (
+        ("hitl.decisions.dropped", lambda: stream.dropped,
+         "Sampled decision records the spool could not take (its budget was full)"),
+        ("hitl.decisions.sent", lambda: forwarder.sent,
+         "Decision records and outcomes delivered to the feedback service"),
+        ("hitl.decisions.dead_lettered", lambda: forwarder.dead_lettered,
+         "Decision records and outcomes the feedback service refused for good"),
+    ):  # fmt: skip
+        meter.create_observable_counter(name, [_constant(read, {})], description=description)
 
 
 def observe_audit(meter: Meter, audit: AuditLog) -> None:

@@ -330,13 +330,13 @@ def test_outcome_joins_with_decision(snapshot: Snapshot) -> None:
     """RecordOutcome matches a remembered decision and says whether it was right."""
     rig = Rig(snapshot)
     rig.route(cls=2)
-    match = rig.router.record_outcome(Outcome("r1", "m", 2, "", "test"))
+    match = rig.router.match_outcome(Outcome("r1", "m", 2, "", "test"))[0]
     assert (match.matched, match.correct) == (True, True)
-    assert rig.router.record_outcome(Outcome("r1", "m", None, "cat", "test")).correct is False
-    assert rig.router.record_outcome(Outcome("zz", "m", 1, "", "test")).matched is False
+    assert rig.router.match_outcome(Outcome("r1", "m", None, "cat", "test"))[0].correct is False
+    assert rig.router.match_outcome(Outcome("zz", "m", 1, "", "test"))[0].matched is False
     assert rig.audit.records[-1]["event"] == "route.outcome"
     with pytest.raises(InvalidRequest, match="true_class"):
-        rig.router.record_outcome(Outcome("r1", "m", None, "", "test"))
+        rig.router.match_outcome(Outcome("r1", "m", None, "", "test"))
 
 
 @pytest.mark.parametrize(
@@ -359,7 +359,7 @@ def test_outcomes_are_bounded_before_anything_is_written(
     rig.route(cls=2)
     written = len(rig.audit.records)
     with pytest.raises(InvalidRequest) as raised:
-        rig.router.record_outcome(outcome)
+        rig.router.match_outcome(outcome)
     assert raised.value.field == field
     assert len(rig.audit.records) == written
 

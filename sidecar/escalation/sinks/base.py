@@ -2,8 +2,9 @@
 
 A sink either takes a whole batch (returning the items it refuses for good, which
 the forwarder dead-letters) or raises SinkUnavailable, and the forwarder sends the
-batch again later. Delivery is at least once: every sink must dedupe by
-``escalation_id`` (the review queue's Submit does; JetStream does by message id)."""
+batch again later. Delivery is at least once: every sink must dedupe by the
+record's key (an escalation's ``escalation_id``: the review queue's Submit does,
+JetStream does by message id; the feedback service by request and feedback id)."""
 
 from __future__ import annotations
 
@@ -19,23 +20,21 @@ YIELD_EVERY = 4
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    escalation_id: str
+    key: str  # the refused record's Spooled.key
     reason: str
 
 
 @dataclass(frozen=True, slots=True)
 class Spooled:
-    """An escalation as the forwarder read it from the spool: the JSON written
-    (Escalation.to_dict's fields) and that JSON decoded. Sinks build their wire form
-    from these rather than from an Escalation, which would be one more copy per
-    record (5 of the forwarder's 47 us per escalation to the review queue)."""
+    """A record as the forwarder read it from the spool: the JSON written (for an
+    escalation, Escalation.to_dict's fields), that JSON decoded, and its key (an
+    escalation's escalation_id). Sinks build their wire form from these rather than
+    from an Escalation, which would be one more copy per record (5 of the
+    forwarder's 47 us per escalation to the review queue)."""
 
     payload: bytes
     record: dict[str, Any]
-
-    @property
-    def escalation_id(self) -> str:
-        return str(self.record["escalation_id"])
+    key: str
 
 
 class Sink(Protocol):

@@ -67,11 +67,11 @@ class NatsSink:
                             self.subject(item.record),
                             item.payload,
                             wait_stall=self._timeout,
-                            headers={Header.MSG_ID: item.escalation_id},
+                            headers={Header.MSG_ID: item.key},
                         )
                     )
                 except MaxPayloadError as exc:
-                    rejected.append(Rejection(item.escalation_id, f"NATS: {exc}"))
+                    rejected.append(Rejection(item.key, f"NATS: {exc}"))
             async with asyncio.timeout(self._timeout):
                 await asyncio.gather(*acks)
         except (NatsError, JetStreamError, TimeoutError, OSError) as exc:

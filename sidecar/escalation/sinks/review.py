@@ -18,7 +18,7 @@ from hitl_client.stubs.hitl.v1 import review_pb2_grpc as rpb_grpc
 from sidecar.errors import SinkUnavailable
 from sidecar.escalation.messages import record_message
 from sidecar.escalation.sinks.base import YIELD_EVERY, Rejection, Spooled
-from sidecar.serving import bearer
+from sidecar.serving import async_channel, bearer
 from sidecar.settings import ClientCredentials
 
 log = structlog.get_logger("hitl.forwarder")
@@ -30,11 +30,7 @@ class ReviewQueueSink:
     def __init__(self, target: str, timeout: float, credentials: ClientCredentials) -> None:
         self.target = target
         self._timeout = timeout
-        if credentials.ca is None:
-            self._channel = grpc.aio.insecure_channel(target)
-        else:
-            tls = grpc.ssl_channel_credentials(credentials.ca, credentials.key, credentials.cert)
-            self._channel = grpc.aio.secure_channel(target, tls)
+        self._channel = async_channel(target, credentials)
         self._stub = rpb_grpc.ReviewQueueStub(self._channel)
         self._metadata = bearer(credentials.token)
 
@@ -45,7 +41,7 @@ class ReviewQueueSink:
             try:
                 messages.append(record_message(item.record))
             except (KeyError, TypeError, ValueError) as exc:  # no message holds it
-                unfit.append(Rejection(item.escalation_id, f"not an escalation message: {exc!r}"))
+                unfit.append(Rejection(item.key, f"not an escalation message: {exc!r}"))
             if count % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
         request = rpb.SubmitRequest(escalations=messages)

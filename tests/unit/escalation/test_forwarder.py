@@ -48,10 +48,8 @@ class ScriptedSink:
         if self.down:
             self.down -= 1
             raise SinkUnavailable("scripted outage")
-        self.received += [e.escalation_id for e in batch if e.escalation_id not in self.refuse]
-        return [
-            Rejection(e.escalation_id, "bad item") for e in batch if e.escalation_id in self.refuse
-        ]
+        self.received += [e.key for e in batch if e.key not in self.refuse]
+        return [Rejection(e.key, "bad item") for e in batch if e.key in self.refuse]
 
     async def close(self) -> None:
         return None

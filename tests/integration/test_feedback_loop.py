@@ -1,0 +1,190 @@
+"""The loop's first half with real processes: a sidecar ships its decisions (every
+escalated one, a sample of the automated) and RecordOutcome's outcomes to the
+feedback service, which attributes every event to its decision long after the
+sidecar forgot the request; an event about a request nobody decided yet is
+dead-lettered after the join window and released once the decision arrives; a
+sidecar SIGKILLed under load loses no escalated decision."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hitl_client.router import route_request
+from hitl_client.stubs.hitl.v1 import decision_pb2 as dpb
+from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
+from hitl_client.stubs.hitl.v1 import router_pb2 as pb
+from tests.artefacts import confident_logits
+from tests.feedback_service import FeedbackProcess, add_principals, start
+from tests.integration.conftest import SidecarProcess, hitl_command, start_sidecar, wait_for
+
+pytestmark = pytest.mark.integration
+
+PRINCIPALS = {"sidecar-1": ("sidecar",), "app": ("client",), "ops": ("viewer",)}
+
+
+@pytest.fixture
+def feedback(tmp_path: Path) -> Iterator[FeedbackProcess]:
+    db = f"sqlite:{tmp_path / 'feedback' / 'feedback.db'}"
+    (tmp_path / "feedback").mkdir()
+    tokens = add_principals(db, PRINCIPALS)
+    (tmp_path / "sidecar.token").write_text(tokens["sidecar-1"])
+    running = start(
+        tmp_path / "feedback",
+        db,
+        tokens,
+        "--join-window",
+        "1",
+        "--sweep-seconds",
+        "0.2",
+    )
+    yield running
+    running.process.kill()
+    running.process.wait()
+
+
+def start_with_feedback(
+    workdir: Path, policy: Path, feedback: FeedbackProcess, *extra: str
+) -> SidecarProcess:
+    running = start_sidecar(
+        workdir,
+        policy,
+        "--feedback",
+        feedback.address,
+        "--feedback-token-file",
+        str(workdir / "sidecar.token"),
+        *extra,
+    )
+    running.wait_serving()
+    return running
+
+
+def request(request_id: str, confident: bool) -> pb.RouteRequest:
+    return route_request(request_id, "m", confident_logits(1, 8.0 if confident else 0.3))
+
+
+def history(feedback: FeedbackProcess, request_id: str) -> fpb.RequestHistory:
+    with feedback.client("ops") as ops:
+        return ops.get(request_id)
+
+
+def test_outcomes_long_after_the_sidecar_forgot_meet_their_decisions(
+    tmp_path: Path, policy_file: Path, feedback: FeedbackProcess
+) -> None:
+    sidecar = start_with_feedback(
+        tmp_path, policy_file, feedback, "--decision-sample", "1", "--replay-ttl-seconds", "0.2"
+    )
+    try:
+        with sidecar.client() as client:
+            automated = client.route(request("auto-1", confident=True))
+            escalated = client.route(request("esc-1", confident=False))
+            assert automated.tier == dpb.TIER_AUTOMATED
+            assert not automated.escalation_id
+            assert escalated.escalation_id
+            time.sleep(0.5)  # past the replay window: the sidecar no longer knows them
+            for request_id, true_class in (("auto-1", 1), ("esc-1", 2)):
+                answer = client.record_outcome(
+                    pb.OutcomeRequest(request_id=request_id, model="m", true_class=true_class)
+                )
+                assert not answer.matched
+        for request_id in ("auto-1", "esc-1"):
+            wait_for(
+                lambda r=request_id: len(history(feedback, r).events) == 1,
+                10.0,
+                f"{request_id}'s outcome at the feedback service",
+            )
+        auto, esc = history(feedback, "auto-1"), history(feedback, "esc-1")
+        assert auto.decision.tier == dpb.TIER_AUTOMATED
+        assert auto.decision.inclusion_probability == 1.0  # --decision-sample 1
+        assert esc.decision.escalation_id == escalated.escalation_id
+        assert esc.decision.inclusion_probability == 1.0
+        for known in (auto, esc):
+            assert known.decision_sender == "sidecar-1"
+            assert known.decision.policy_revision == 1
+            assert known.decision.calibration_version == "t-v1"
+            (outcome,) = known.events
+            assert outcome.event.type == fpb.FEEDBACK_OUTCOME
+            assert outcome.sender == "sidecar-1"
+        assert esc.events[0].event.label.class_index == 2
+    finally:
+        sidecar.process.kill()
+        sidecar.process.wait()
+
+
+def test_an_event_before_its_decision_is_dead_lettered_then_released(
+    tmp_path: Path, policy_file: Path, feedback: FeedbackProcess
+) -> None:
+    with feedback.client("app") as app:
+        event = fpb.FeedbackEvent(
+            feedback_id="early-1",
+            request_id="late-1",
+            model="m",
+            type=fpb.FEEDBACK_RATING,
+            rating=0.9,
+        )
+        assert app.record(event).status == fpb.RecordResult.ACCEPTED
+    db = f"sqlite:{tmp_path / 'feedback' / 'feedback.db'}"
+
+    def hitl(*args: str) -> subprocess.CompletedProcess[str]:
+        command = hitl_command("feedback", *args, "--db", db)
+        return subprocess.run(command, capture_output=True, text=True, check=True)
+
+    def dead_lettered() -> bool:
+        return bool(hitl("dead-letters").stdout.strip())
+
+    wait_for(dead_lettered, 10.0, "the event dead-lettered")
+    (letter,) = [json.loads(line) for line in hitl("dead-letters").stdout.splitlines()]
+    assert letter["event"]["feedback_id"] == "early-1"
+    assert "join window" in letter["reason"]
+    assert json.loads(hitl("replay").stdout) == {"released": 0, "dead_letters": 1}
+
+    sidecar = start_with_feedback(tmp_path, policy_file, feedback, "--decision-sample", "1")
+    try:
+        with sidecar.client() as client:
+            client.route(request("late-1", confident=True))
+        wait_for(lambda: history(feedback, "late-1").HasField("decision"), 10.0, "the decision")
+    finally:
+        sidecar.process.kill()
+        sidecar.process.wait()
+    assert json.loads(hitl("replay").stdout) == {"released": 1, "dead_letters": 0}
+    assert hitl("dead-letters").stdout == ""
+
+
+def test_a_killed_sidecar_loses_no_escalated_decision(
+    tmp_path: Path, policy_file: Path, feedback: FeedbackProcess
+) -> None:
+    """SIGKILL while routing escalations; on restart the spool still holds what was
+    not delivered, and every acknowledged escalation's decision reaches the service."""
+    sidecar = start_with_feedback(tmp_path, policy_file, feedback, "--decision-sample", "0")
+    acknowledged = []
+    with sidecar.client() as client:
+        for i in range(200):
+            if i == 150:
+                os.kill(sidecar.process.pid, signal.SIGKILL)
+            try:
+                answer = client.route(request(f"kill-{i}", confident=False), timeout=2)
+            except Exception:  # the sidecar is gone: nothing more is acknowledged
+                break
+            acknowledged.append(answer.request_id)
+    sidecar.process.wait()
+    assert 100 <= len(acknowledged) <= 151
+    again = start_with_feedback(tmp_path, policy_file, feedback)
+    try:
+        for request_id in (acknowledged[0], acknowledged[-1]):
+            wait_for(
+                lambda r=request_id: history(feedback, r).HasField("decision"),
+                20.0,
+                f"{request_id}'s decision",
+            )
+        missing = [r for r in acknowledged if not history(feedback, r).HasField("decision")]
+        assert missing == []
+    finally:
+        again.process.kill()
+        again.process.wait()
