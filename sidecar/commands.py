@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from sidecar.auth import Principal, hash_token, new_token
@@ -39,6 +40,23 @@ def add_serve_command(actions: Any, help: str, settings: Any, serve: Callable[[A
         return 0
 
     parser.set_defaults(run=run)
+
+
+def moment(text: str) -> float:
+    """A time given as Unix seconds or ISO 8601 with a zone (an argparse type)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither Unix seconds nor an ISO 8601 time"
+        ) from None
+    if when.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a time zone (Z or +HH:MM)")
+    return when.timestamp()
 
 
 def reports_refusals(run: Run) -> Run:

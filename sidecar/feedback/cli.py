@@ -7,6 +7,9 @@
     hitl feedback get REQUEST_ID                   its decision and every event about it
     hitl feedback dead-letters | replay            events no decision claimed in time (on
                                                    the database); release the claimed ones
+    hitl feedback dataset build --model M --out DIR [--since T] [--strategy S]
+                              [--label-source outcome,review,correction]
+    hitl feedback dataset show ID --out DIR | rebuild DIR/ID.manifest.json
 
 ``record`` and ``get`` call a running service (``--target``, env
 HITL_FEEDBACK_TARGET) as the principal their credentials name (``--token-file`` or
@@ -28,10 +31,21 @@ from sidecar.commands import (
     StoreFlag,
     add_principal_commands,
     add_serve_command,
+    moment,
     reports_refusals,
 )
 from sidecar.feedback.access import FeedbackRole
 from sidecar.feedback.config import DEFAULT_FEEDBACK_LISTEN, FeedbackConfig
+from sidecar.feedback.dataset import (
+    DEFAULT_SOURCES,
+    SOURCES,
+    STRATEGIES,
+    Query,
+    compile_dataset,
+    query_of,
+    read_manifest,
+    write_dataset,
+)
 from sidecar.settings import add_client_flags, client_credentials
 
 if TYPE_CHECKING:
@@ -70,10 +84,58 @@ def add_commands(commands: Any) -> None:
     record.add_argument("file", help="the .jsonl file, or - for standard input")
     record.set_defaults(run=run_record)
 
+    _add_dataset_commands(actions, database)
+
     get = actions.add_parser("get", help="every event about one request_id, in order")
     _target(get)
     get.add_argument("request_id")
     get.set_defaults(run=run_get)
+
+
+def _add_dataset_commands(actions: Any, database: StoreFlag[FeedbackStore]) -> None:
+    dataset = actions.add_parser(
+        "dataset", help="compile labelled decisions into a versioned dataset (on the database)"
+    )
+    what = dataset.add_subparsers(required=True, metavar="ACTION")
+    build = what.add_parser("build", help="write DIR/<id>.jsonl and its manifest; print it")
+    build.add_argument("--model", required=True)
+    build.add_argument(
+        "--since", type=moment, default=0.0, help="decided at or after: Unix seconds or ISO 8601"
+    )
+    build.add_argument(
+        "--until", type=moment, help="decided and received before (default: now); fixes the log"
+    )
+    build.add_argument("--strategy", choices=STRATEGIES, default="all")
+    build.add_argument(
+        "--label-source",
+        type=_sources,
+        default=DEFAULT_SOURCES,
+        help="the sources a label may come from, the first winning"
+        f" (default {','.join(DEFAULT_SOURCES)})",
+    )
+    build.add_argument("--out", type=Path, required=True, help="the datasets' directory")
+    database.add(build)
+    build.set_defaults(run=lambda args: run_dataset_build(database.open(args), args))
+    show = what.add_parser("show", help="a dataset's manifest")
+    show.add_argument("id")
+    show.add_argument("--out", type=Path, required=True, help="the datasets' directory")
+    show.set_defaults(run=run_dataset_show)
+    rebuild = what.add_parser(
+        "rebuild", help="compile a manifest's query again and check the bytes are identical"
+    )
+    rebuild.add_argument("manifest", type=Path)
+    database.add(rebuild)
+    rebuild.set_defaults(run=lambda args: run_dataset_rebuild(database.open(args), args.manifest))
+
+
+def _sources(text: str) -> tuple[str, ...]:
+    sources = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [source for source in sources if source not in SOURCES]
+    if not sources or unknown or len(set(sources)) != len(sources):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: name each of {', '.join(SOURCES)} at most once, comma-separated"
+        )
+    return sources
 
 
 def _database() -> StoreFlag[FeedbackStore]:
@@ -118,6 +180,45 @@ def run_record(args: argparse.Namespace) -> int:
     ]
     _print({"sent": len(results), **counts, "refused": refused})
     return 1 if refused else 0
+
+
+def run_dataset_build(store: FeedbackStore, args: argparse.Namespace) -> int:
+    import time
+
+    query = Query(
+        args.model,
+        args.since,
+        time.time() if args.until is None else args.until,
+        args.strategy,
+        args.label_source,
+    )
+    try:
+        dataset = compile_dataset(query, store.labelled(query.model, query.since, query.until))
+    finally:
+        store.close()
+    write_dataset(args.out, dataset)
+    _print(dataset.manifest)
+    if not dataset.manifest["rows"]:
+        print(f"hitl: no labelled decisions of model {args.model!r} in that span", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_dataset_show(args: argparse.Namespace) -> int:
+    _print(read_manifest(args.out / f"{args.id}.manifest.json"))
+    return 0
+
+
+def run_dataset_rebuild(store: FeedbackStore, path: Path) -> int:
+    manifest = read_manifest(path)
+    query = query_of(manifest)
+    try:
+        dataset = compile_dataset(query, store.labelled(query.model, query.since, query.until))
+    finally:
+        store.close()
+    same = dataset.manifest["sha256"] == manifest["sha256"]
+    _print({"id": manifest["id"], "rebuilt": dataset.id, "identical": same})
+    return 0 if same else 1
 
 
 def run_dead_letters(store: FeedbackStore, limit: int) -> int:

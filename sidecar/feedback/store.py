@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from sidecar.auth import Principal
+from sidecar.feedback.dataset import Labelled
 from sidecar.feedback.records import DeadLetter, Decided, Outcome, Received
 from sidecar.feedback.stores.sql import SqlStore
 from sidecar.storage.store import open_database
@@ -41,6 +42,11 @@ class FeedbackStore(Protocol):
 
     def dead_letters(self, limit: int) -> list[DeadLetter]:
         """The dead-lettered events, oldest first."""
+        ...
+
+    def labelled(self, model: str, since: float, until: float) -> list[Labelled]:
+        """model's decisions decided in [since, until) with the label events (outcomes,
+        reviews, corrections) received before until; both as sent, events in order."""
         ...
 
     def replay_dead_letters(self) -> tuple[int, int]:

@@ -26,7 +26,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +33,7 @@ from sidecar.commands import (
     StoreFlag,
     add_principal_commands,
     add_serve_command,
+    moment,
     reports_refusals,
 )
 from sidecar.review.access import ReviewRole
@@ -94,7 +94,7 @@ def add_commands(commands: Any) -> None:
     export.add_argument("--out", required=True, type=Path, help="the .jsonl to write")
     export.add_argument("--model", default="", help="only this model (one file per model)")
     export.add_argument(
-        "--since", type=_time, default=0.0, help="resolved at or after: Unix seconds or ISO 8601"
+        "--since", type=moment, default=0.0, help="resolved at or after: Unix seconds or ISO 8601"
     )
     export.set_defaults(run=run_export)
 
@@ -129,22 +129,6 @@ def _acting_for(parser: argparse.ArgumentParser) -> None:
         metavar="REVIEWER",
         help="leads only: the reviewer this is done for (default: yourself)",
     )
-
-
-def _time(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither Unix seconds nor an ISO 8601 time"
-        ) from None
-    if moment.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} needs a time zone (Z or +HH:MM)")
-    return moment.timestamp()
 
 
 def _serve(config: ReviewConfig) -> None:

@@ -27,7 +27,12 @@ from tests.integration.conftest import SidecarProcess, hitl_command, start_sidec
 
 pytestmark = pytest.mark.integration
 
-PRINCIPALS = {"sidecar-1": ("sidecar",), "app": ("client",), "ops": ("viewer",)}
+PRINCIPALS = {
+    "sidecar-1": ("sidecar",),
+    "app": ("client",),
+    "queue": ("review",),
+    "ops": ("viewer",),
+}
 
 
 @pytest.fixture
@@ -188,3 +193,61 @@ def test_a_killed_sidecar_loses_no_escalated_decision(
     finally:
         again.process.kill()
         again.process.wait()
+
+
+def test_a_dataset_built_from_the_log_fits_a_calibrator_and_rebuilds_identically(
+    tmp_path: Path, policy_file: Path, feedback: FeedbackProcess
+) -> None:
+    """Decisions from a sidecar, outcomes through RecordOutcome, reviews from the
+    queue's principal: one dataset, its manifest, an identical rebuild, a fit."""
+    sidecar = start_with_feedback(tmp_path, policy_file, feedback, "--decision-sample", "1")
+    try:
+        with sidecar.client() as client:
+            for i in range(40):
+                client.route(request(f"ds-{i}", confident=i % 2 == 0))
+            for i in range(0, 40, 2):
+                client.record_outcome(
+                    pb.OutcomeRequest(request_id=f"ds-{i}", model="m", true_class=i % 3)
+                )
+        with feedback.client("queue") as queue:
+            reviews = [
+                fpb.FeedbackEvent(
+                    feedback_id=f"rev-{i}",
+                    request_id=f"ds-{i}",
+                    model="m",
+                    type=fpb.FEEDBACK_REVIEW,
+                    label=fpb.Label(class_index=(i + 1) % 3),
+                )
+                for i in range(1, 40, 2)
+            ]
+            assert {r.status for r in queue.record_batch(reviews)} == {fpb.RecordResult.ACCEPTED}
+        wait_for(lambda: len(history(feedback, "ds-38").events) == 1, 10.0, "the last outcome")
+    finally:
+        sidecar.process.kill()
+        sidecar.process.wait()
+    db = f"sqlite:{tmp_path / 'feedback' / 'feedback.db'}"
+    out = tmp_path / "datasets"
+
+    def hitl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(hitl_command(*args), capture_output=True, text=True, check=False)
+
+    built = hitl("feedback", "dataset", "build", "--model", "m", "--out", str(out), "--db", db)
+    assert built.returncode == 0, built.stderr
+    manifest = json.loads(built.stdout)
+    assert manifest["rows"] == 40
+    assert manifest["per_label_source"] == {"outcome": 20, "review": 20}
+    assert manifest["per_tier"]["AUTOMATED"] == 20
+    assert manifest["weights"]["sum"] == 40.0  # --decision-sample 1: every weight is 1
+    data = out / f"{manifest['id']}.jsonl"
+    assert data.exists()
+    shown = hitl("feedback", "dataset", "show", manifest["id"], "--out", str(out))
+    assert json.loads(shown.stdout) == manifest
+    rebuilt = hitl("feedback", "dataset", "rebuild", str(out / f"{manifest['id']}.manifest.json"),
+                   "--db", db)  # fmt: skip
+    assert json.loads(rebuilt.stdout)["identical"] is True
+    fit = tmp_path / "fit.json"
+    fitted = hitl(
+        "calibrate", "fit", "--data", str(data), "--method", "temperature", "--out", str(fit)
+    )
+    assert fitted.returncode == 0, fitted.stderr
+    assert json.loads(fit.read_text())["method"] == "temperature"

@@ -9,10 +9,12 @@ by a replay once its decision arrives."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from sidecar.feedback.dataset import Labelled
 from sidecar.feedback.records import DeadLetter, Decided, Outcome, Received
 from sidecar.feedback.stores.migrations import SCHEMA
 from sidecar.storage.sql import Database, Dialect, Transaction, render_all
@@ -63,6 +65,14 @@ class Statements:
             JOIN feedback_decisions d ON d.request_id = e.request_id
             WHERE e.feedback_id = feedback_dead_letters.feedback_id)"""
     dead_count: str = "SELECT COUNT(*) AS letters FROM feedback_dead_letters"
+    labelled: str = """
+        SELECT d.request_id, d.decision, e.event
+        FROM feedback_decisions d
+        JOIN feedback_events e ON e.request_id = d.request_id
+        WHERE d.model = :model AND d.decided_at >= :since AND d.decided_at < :until
+          AND d.received_at < :until AND e.received_at < :until
+          AND e.type IN ('OUTCOME', 'REVIEW', 'EXPLICIT_CORRECTION')
+        ORDER BY d.request_id, e.seq"""
 
 
 def statements(dialect: Dialect) -> Statements:
@@ -118,6 +128,16 @@ class SqlStore(ServiceStore):
             DeadLetter(Received(**{c: row[c] for c in COLUMNS}), row["reason"], row["dead_at"])
             for row in rows
         ]
+
+    def labelled(self, model: str, since: float, until: float) -> list[Labelled]:
+        rows = self._rows(self._sql.labelled, {"model": model, "since": since, "until": until})
+        found: dict[str, Labelled] = {}
+        for row in rows:
+            item = found.get(row["request_id"])
+            if item is None:
+                item = found[row["request_id"]] = Labelled(json.loads(row["decision"]), [])
+            item.events.append(json.loads(row["event"]))
+        return list(found.values())
 
     def replay_dead_letters(self) -> tuple[int, int]:
         with self._transaction() as tx:

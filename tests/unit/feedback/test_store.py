@@ -102,3 +102,35 @@ def test_events_without_a_decision_are_dead_lettered_then_released(
     assert store.replay_dead_letters() == (1, 0)
     assert store.dead_letters(10) == []
     assert store.dead_letter_unattributed(before=60.0, reason="late", now=70.0) == 1  # r-3
+
+
+def test_labelled_joins_a_models_decisions_with_their_label_events_before_the_cutoff(
+    store: FeedbackStore,
+) -> None:
+    store.add_decisions(
+        [
+            decided(decision(request_id="a", decided_at=10.0), "s", 11.0),
+            decided(decision(request_id="b", decided_at=20.0), "s", 21.0),
+            decided(decision(request_id="c", decided_at=30.0), "s", 31.0),
+            decided(decision(request_id="x", model="other", decided_at=10.0), "s", 11.0),
+        ]
+    )
+    labels = [
+        ("a", fpb.FEEDBACK_OUTCOME, 12.0),
+        ("a", fpb.FEEDBACK_REVIEW, 13.0),
+        ("b", fpb.FEEDBACK_OUTCOME, 50.0),  # after the cutoff: not seen
+        ("c", fpb.FEEDBACK_EXPLICIT_CORRECTION, 32.0),
+        ("x", fpb.FEEDBACK_OUTCOME, 12.0),  # another model's
+    ]
+    for i, (request_id, kind, at) in enumerate(labels):
+        labelled = event(feedback_id=f"f{i}", request_id=request_id, type=kind)
+        store.add([received(labelled, "app", at)])
+    rating = event(feedback_id="r", request_id="a", type=fpb.FEEDBACK_RATING, label=None)
+    rating.rating = 0.5
+    store.add([received(rating, "app", 14.0)])  # not a label: left out
+
+    found = {item.decision["request_id"]: item for item in store.labelled("digits", 0.0, 40.0)}
+    assert sorted(found) == ["a", "c"]
+    assert [e["type"] for e in found["a"].events] == ["FEEDBACK_OUTCOME", "FEEDBACK_REVIEW"]
+    assert found["a"].decision["policy_revision"] == "7"
+    assert store.labelled("digits", 25.0, 40.0) == [found["c"]]
