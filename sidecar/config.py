@@ -44,6 +44,7 @@ from sidecar.settings import (
     port_file_setting,
     read,
     read_file,
+    read_token,
     readable_file,
     service_ca_setting,
     setting,
@@ -352,17 +353,6 @@ def _audit_key(path: Path) -> bytes:
 def segment_for(budget_bytes: int) -> int:
     """A spool's segment size: a quarter of its budget, at most MAX_SEGMENT_BYTES."""
     return min(MAX_SEGMENT_BYTES, budget_bytes // 4)
-
-
-def read_token(path: Path, var: str) -> str:
-    """The bearer token in the file at path; ConfigError naming var otherwise."""
-    try:
-        token = path.read_text().strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{var}: cannot read {path}: {exc}") from exc
-    if not token:
-        raise ConfigError(f"{var}: {path} is empty")
-    return token
 
 
 def _check_health_listen(health: str, listen: str, metrics_addr: str) -> None:

@@ -318,14 +318,14 @@ def port_file_setting(env: str) -> Any:
     )
 
 
-# What a sidecar presents to a service it calls, declared the same way for each.
+# What a process presents to a service it calls, declared the same way for each.
 
 
 def token_file_setting(env_prefix: str, service: str) -> Any:
     return setting(
         f"{env_prefix}_TOKEN_FILE",
         None,
-        f"file holding the sidecar's bearer token for {service}",
+        f"file holding the bearer token this process presents to {service}",
         parse=readable_file,
     )
 
@@ -434,6 +434,31 @@ def client_credentials(args: argparse.Namespace, env_prefix: str) -> ClientCrede
     if args.token_file is not None:
         token = (read_file(args.token_file) or b"").decode().strip()
     return ClientCredentials(token, read_file(args.ca), read_file(args.cert), read_file(args.key))
+
+
+def read_token(path: Path, var: str) -> str:
+    """The bearer token in the file at path; ConfigError naming var otherwise."""
+    try:
+        token = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{var}: cannot read {path}: {exc}") from exc
+    if not token:
+        raise ConfigError(f"{var}: {path} is empty")
+    return token
+
+
+def credentials_of(settings: Any, service: str) -> ClientCredentials:
+    """What a process presents to service, from its settings ``<service>_token_file``,
+    ``_ca``, ``_cert`` and ``_key`` (the files read now; ConfigError naming one that
+    cannot be)."""
+    token_file = getattr(settings, f"{service}_token_file")
+    token = (
+        ""
+        if token_file is None
+        else read_token(token_file, env_of(type(settings), f"{service}_token_file"))
+    )
+    files = (getattr(settings, f"{service}_{part}") for part in ("ca", "cert", "key"))
+    return ClientCredentials(token, *map(read_file, files))
 
 
 def read_file(path: Path | None, var: str = "") -> bytes | None:

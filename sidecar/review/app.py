@@ -17,11 +17,12 @@ from hitl_client.stubs.hitl.v1 import review_pb2_grpc as rpb_grpc
 from sidecar.clock import Clock, SystemClock
 from sidecar.review.config import ReviewConfig
 from sidecar.review.metrics import ReviewMetrics
+from sidecar.review.outbox import FeedbackOutbox
 from sidecar.review.queue import ReviewQueue
 from sidecar.review.server import ReviewQueueServicer
 from sidecar.review.store import ReviewStore, open_store
 from sidecar.serving import ThreadedServer, serve_until_signalled, threaded_server
-from sidecar.settings import env_of
+from sidecar.settings import credentials_of, env_of
 from sidecar.supervision import Periodic
 from sidecar.telemetry.metrics import service_meters
 
@@ -29,6 +30,7 @@ log = structlog.get_logger("hitl.review")
 
 REVIEW_SERVICE = rpb.DESCRIPTOR.services_by_name["ReviewQueue"].full_name
 INSTRUMENTATION = "hitl.review"
+OUTBOX_SECONDS = 1.0  # how often resolutions are sent to the feedback service
 
 
 @dataclass
@@ -39,7 +41,8 @@ class ReviewServer:
     queue: ReviewQueue
     grpc: ThreadedServer
     meters: MeterProvider
-    sweeper: Periodic
+    tasks: list[Periodic]  # the overdue sweep; with a feedback service, the outbox
+    outbox: FeedbackOutbox | None = None
 
     @property
     def address(self) -> str:
@@ -47,18 +50,23 @@ class ReviewServer:
 
     def start(self) -> None:
         self.grpc.start()
-        self.sweeper.start()
+        for task in self.tasks:
+            task.start()
         log.info(
             "review.listening",
             address=self.address,
             sla=self.queue.sla.describe(),
             sweep_seconds=self.config.sweep_seconds,
+            feedback=self.config.feedback,
         )
 
     def stop(self, grace: float | None = None) -> None:
         log.info("review.stopping", grace_seconds=self.config.shutdown_grace_seconds)
         self.grpc.stop(self.config.shutdown_grace_seconds if grace is None else grace)
-        self.sweeper.stop()
+        for task in self.tasks:
+            task.stop()
+        if self.outbox is not None:
+            self.outbox.close()
         self.queue.store.close()
         self.meters.shutdown()
         log.info("review.stopped")
@@ -72,6 +80,7 @@ def build(
     metric_readers: list[MetricReader] | None = None,
 ) -> ReviewServer:
     """Wire a review queue from config; keyword arguments replace the real adapters."""
+    clock = clock or SystemClock()
     _, meters = service_meters(
         "hitl-review",
         config.metrics_addr,
@@ -81,7 +90,7 @@ def build(
     metrics = ReviewMetrics(meters.get_meter(INSTRUMENTATION))
     queue = ReviewQueue(
         store or open_store(config.db),
-        clock or SystemClock(),
+        clock,
         config.sla,
         metrics,
         max_claims=config.max_claims,
@@ -95,8 +104,13 @@ def build(
         ReviewQueueServicer(queue, metrics),
     )
     # At once (so the item gauge starts right), then every sweep_seconds.
-    sweeper = Periodic("review-sweep", config.sweep_seconds, queue.sweep)
-    return ReviewServer(config, queue, server, meters, sweeper)
+    tasks = [Periodic("review-sweep", config.sweep_seconds, queue.sweep)]
+    outbox = None
+    if config.feedback:
+        credentials = credentials_of(config, "feedback")
+        outbox = FeedbackOutbox(queue.store, clock, config.feedback, credentials)
+        tasks.append(Periodic("review-outbox", OUTBOX_SECONDS, outbox.send))
+    return ReviewServer(config, queue, server, meters, tasks, outbox)
 
 
 def serve(config: ReviewConfig) -> None:

@@ -13,14 +13,19 @@ from sidecar.review.validation import DEFAULT_MAX_CLAIMS, DEFAULT_MAX_LEASE_SECO
 from sidecar.settings import (
     address,
     client_ca_setting,
+    client_cert_setting,
+    client_key_setting,
     grace_setting,
     load_server,
     log_level_setting,
     metrics_setting,
+    optional_address,
     port_file_setting,
+    service_ca_setting,
     setting,
     tls_cert_setting,
     tls_key_setting,
+    token_file_setting,
 )
 from sidecar.storage.url import check_db
 
@@ -70,6 +75,18 @@ class ReviewConfig:
     tls_cert: Path | None = tls_cert_setting("HITL_REVIEW_TLS_CERT")
     tls_key: Path | None = tls_key_setting("HITL_REVIEW_TLS_KEY")
     client_ca: Path | None = client_ca_setting("HITL_REVIEW_CLIENT_CA")
+    feedback: str = setting(
+        "HITL_REVIEW_FEEDBACK",
+        "",
+        "the feedback service's HOST:PORT: every resolution is sent there as a REVIEW event",
+        parse=optional_address,
+    )
+    feedback_token_file: Path | None = token_file_setting(
+        "HITL_REVIEW_FEEDBACK", "the feedback service"
+    )
+    feedback_ca: Path | None = service_ca_setting("HITL_REVIEW_FEEDBACK", "the feedback service")
+    feedback_cert: Path | None = client_cert_setting("HITL_REVIEW_FEEDBACK", "the feedback service")
+    feedback_key: Path | None = client_key_setting("HITL_REVIEW_FEEDBACK")
     shutdown_grace_seconds: float = grace_setting(10.0)
     port_file: Path | None = port_file_setting("HITL_REVIEW_PORT_FILE")
 

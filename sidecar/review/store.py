@@ -53,6 +53,15 @@ class ReviewStore(Protocol):
         (resolved_at, escalation_id)): keyset pages, so no transaction spans a stream."""
         ...
 
+    def unforwarded(self, limit: int, now: float) -> list[ReviewItem]:
+        """Up to limit resolved items not yet sent to the feedback service, oldest
+        resolution first."""
+        ...
+
+    def mark_forwarded(self, escalation_ids: Sequence[str], now: float) -> None:
+        """Record that these items' resolutions reached the feedback service."""
+        ...
+
     def raise_overdue(self, sla: Sla, now: float) -> list[ReviewItem]:
         """Every unresolved item due at or before now: escalation_level + 1 and a new
         due_at of now plus its tier's SLA. Returns them as raised."""

@@ -21,9 +21,17 @@ from hitl_client.router import route_request
 from hitl_client.stubs.hitl.v1 import decision_pb2 as dpb
 from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
 from hitl_client.stubs.hitl.v1 import router_pb2 as pb
+from sidecar.review.item import Verdict
 from tests.artefacts import confident_logits
 from tests.feedback_service import FeedbackProcess, add_principals, start
-from tests.integration.conftest import SidecarProcess, hitl_command, start_sidecar, wait_for
+from tests.integration.conftest import (
+    SidecarProcess,
+    hitl_command,
+    review_sink,
+    start_review,
+    start_sidecar,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -251,3 +259,46 @@ def test_a_dataset_built_from_the_log_fits_a_calibrator_and_rebuilds_identically
     )
     assert fitted.returncode == 0, fitted.stderr
     assert json.loads(fit.read_text())["method"] == "temperature"
+
+
+def test_a_reviewers_verdict_meets_its_decision_at_the_feedback_service(
+    tmp_path: Path, policy_file: Path, feedback: FeedbackProcess
+) -> None:
+    """Route -> escalation to the queue and decision to the service -> a reviewer
+    resolves -> the queue sends the REVIEW event, attributed to the decision."""
+    (tmp_path / "queue.token").write_text(feedback.tokens["queue"])
+    queue = start_review(
+        tmp_path / "review",
+        "--feedback",
+        feedback.address,
+        "--feedback-token-file",
+        str(tmp_path / "queue.token"),
+    )
+    sidecar = start_with_feedback(
+        tmp_path,
+        policy_file,
+        feedback,
+        *review_sink(tmp_path / "review", int(queue.address.rpartition(":")[2])),
+    )
+    try:
+        with sidecar.client() as client:
+            escalated = client.route(request("rev-1", confident=False))
+        with queue.client("viewer") as viewer:
+            wait_for(lambda: bool(viewer.list_items()), 10.0, "the escalation in the queue")
+        with queue.client("alice") as alice:
+            item = alice.claim()
+            assert item.escalation_id == escalated.escalation_id
+            alice.resolve(item.escalation_id, Verdict.OVERRIDE, corrected_class=0)
+        wait_for(lambda: len(history(feedback, "rev-1").events) == 1, 10.0, "the review event")
+        known = history(feedback, "rev-1")
+        assert known.decision.escalation_id == escalated.escalation_id
+        (review,) = known.events
+        assert review.sender == "queue"
+        assert review.event.type == fpb.FEEDBACK_REVIEW
+        assert review.event.label.class_index == 0
+        assert review.event.user_context["reviewer"] == "alice"
+        assert review.event.user_context["verdict"] == "OVERRIDE"
+    finally:
+        for process in (sidecar.process, queue.process):
+            process.kill()
+            process.wait()

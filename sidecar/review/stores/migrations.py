@@ -66,4 +66,17 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        3,
+        "when each resolution was sent to the feedback service (0: not yet)",
+        (
+            """ALTER TABLE review_items
+                ADD COLUMN forwarded_at DOUBLE PRECISION NOT NULL DEFAULT 0""",
+            """CREATE INDEX review_items_unforwarded
+                ON review_items (resolved_at) WHERE state = 'RESOLVED' AND forwarded_at = 0""",
+        ),
+    ),
+)
+
 SCHEMA = Schema("review", REVIEW_LOCK_KEY, MIGRATIONS)

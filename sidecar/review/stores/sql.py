@@ -94,6 +94,13 @@ class Statements:
                 ELSE :sla_automated END
         WHERE state <> 'RESOLVED' AND due_at <= :now
         RETURNING {columns}"""
+    unforwarded: str = """
+        SELECT {columns} FROM review_items
+        WHERE state = 'RESOLVED' AND forwarded_at = 0
+        ORDER BY resolved_at, escalation_id LIMIT :limit"""
+    forwarded: str = """
+        UPDATE review_items SET forwarded_at = :now
+        WHERE escalation_id = :escalation_id AND forwarded_at = 0"""
     counts: str = """
         SELECT tier,
                CASE WHEN state = 'CLAIMED' AND lease_expires_at > :now
@@ -188,6 +195,16 @@ class SqlStore(ServiceStore):
         }
         rows = self._rows(self._sql.resolved_page, parameters)
         return [item_from_row(row, now) for row in rows]
+
+    def unforwarded(self, limit: int, now: float) -> list[ReviewItem]:
+        rows = self._rows(self._sql.unforwarded, {"limit": limit})
+        return [item_from_row(row, now) for row in rows]
+
+    def mark_forwarded(self, escalation_ids: Sequence[str], now: float) -> None:
+        with self._transaction() as tx:
+            tx.run_many(
+                self._sql.forwarded, [{"escalation_id": i, "now": now} for i in escalation_ids]
+            )
 
     def raise_overdue(self, sla: Sla, now: float) -> list[ReviewItem]:
         parameters: dict[str, Any] = {"now": now}

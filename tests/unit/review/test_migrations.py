@@ -59,6 +59,8 @@ def test_a_database_from_before_migrations_is_adopted(open_store: OpenStore) -> 
             "DROP TABLE review_principals",
             "DROP INDEX review_items_claimed",
             "ALTER TABLE review_items DROP COLUMN acted_by",
+            "DROP INDEX review_items_unforwarded",
+            "ALTER TABLE review_items DROP COLUMN forwarded_at",
         ]:
             tx.run(undo, {})
     adopted = opened(open_store)
