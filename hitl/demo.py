@@ -9,7 +9,9 @@ operator and approves it as a second person, starts the sidecar fed by the regis
 Route over gRPC, reports outcomes, waits for the forwarder to deliver every
 escalation, resolves a sample of the queue with the true labels as a stand-in
 reviewer, exports the labelled set, and prints what happened. Needs the
-``calibrate`` extra."""
+``calibrate`` extra. The feedback service runs beside them: the sidecar sends it its
+decisions and outcomes, the review queue its resolutions, and the demo compiles a
+dataset from its log and fits a calibrator on it."""
 
 from __future__ import annotations
 
@@ -70,7 +72,9 @@ def run_demo(workdir: Path) -> int:
     policy = _calibrate_and_write_policy(workdir, cal_logits, splits.cal_y)
     tokens = _registry_principals(workdir)
     reviewers = _review_principals(workdir)
+    _feedback_principals(workdir)
     python = [sys.executable, "-m", "hitl"]
+    keys = workdir / "keys"
     with ExitStack() as processes:
         registry_address = _start(
             processes, "registry",
@@ -80,10 +84,18 @@ def run_demo(workdir: Path) -> int:
             workdir, "registry",
         )  # fmt: skip
         approval = _propose_and_approve(workdir, registry_address, tokens)
+        feedback_address = _start(
+            processes, "feedback service",
+            [*python, "feedback", "serve", "--listen", "127.0.0.1:0",
+             "--db", f"sqlite:{workdir / 'feedback.db'}"],
+            workdir, "feedback",
+        )  # fmt: skip
         queue_address = _start(
             processes, "review queue",
             [*python, "review", "serve", "--listen", "127.0.0.1:0",
-             "--db", f"sqlite:{workdir / 'review.db'}"],
+             "--db", f"sqlite:{workdir / 'review.db'}",
+             "--feedback", feedback_address,
+             "--feedback-token-file", str(keys / "review-feedback.token")],
             workdir, "review",
         )  # fmt: skip
         address = _start(
@@ -93,12 +105,15 @@ def run_demo(workdir: Path) -> int:
              "--registry-public-key", str(workdir / "keys" / "signing.pub"),
              "--listen", "127.0.0.1:0", "--state-dir", str(workdir / "state"),
              "--sink", f"review://{queue_address}",
-             "--review-token-file", str(workdir / "keys" / "review-sidecar.token")],
+             "--review-token-file", str(keys / "review-sidecar.token"),
+             "--feedback", feedback_address,
+             "--feedback-token-file", str(keys / "feedback-sidecar.token")],
             workdir, "sidecar",
         )  # fmt: skip
         summary = _route_test_split(address, test_logits, splits.test_y)
         review = _review(workdir, queue_address, summary.escalated, splits.test_y, reviewers)
-    _report(workdir, policy, approval, summary, review)
+        looped = _close_the_loop(workdir, len(splits.test_y), review.resolved)
+    _report(workdir, policy, approval, summary, review, looped)
     return 0
 
 
@@ -286,6 +301,68 @@ def _review_principals(workdir: Path) -> dict[str, str]:
     return tokens
 
 
+def _feedback_principals(workdir: Path) -> None:
+    """The feedback service's principals (what ``hitl feedback principal add`` does):
+    the sidecar that sends decisions and outcomes, and the review queue that sends
+    resolutions; their tokens go to files."""
+    from sidecar.auth import hash_token, new_token
+    from sidecar.feedback.store import open_store
+
+    files = {"sidecar": "feedback-sidecar.token", "review": "review-feedback.token"}
+    store = open_store(f"sqlite:{workdir / 'feedback.db'}")
+    try:
+        for role, file in files.items():
+            token = new_token()
+            store.add_principal(f"demo-{role}", frozenset({role}), hash_token(token), "", 0.0)
+            (workdir / "keys" / file).write_text(token)
+    finally:
+        store.close()
+
+
+@dataclass(frozen=True)
+class Looped:
+    counts: dict[str, int]
+    dataset: dict[str, Any]
+    temperature: float
+    ece: float
+
+
+def _close_the_loop(workdir: Path, routed: int, reviewed: int) -> Looped:
+    """Wait until the feedback service holds every outcome and every resolution, then
+    compile a dataset from its log and fit a calibrator on it (as an operator would,
+    with ``hitl feedback dataset build`` and ``hitl calibrate fit``)."""
+    from sidecar.feedback.store import open_store
+
+    db = f"sqlite:{workdir / 'feedback.db'}"
+    started = time.monotonic()
+    while True:
+        store = open_store(db)
+        try:
+            counts = store.counts()
+        finally:
+            store.close()
+        if counts.get("OUTCOME", 0) >= routed and counts.get("REVIEW", 0) >= reviewed:
+            break
+        if time.monotonic() - started > 60:
+            raise SystemExit(f"the feedback service holds {counts} after 60 s")
+        time.sleep(0.2)
+    out = workdir / "datasets"
+    built = subprocess.run(
+        [sys.executable, "-m", "hitl", "feedback", "dataset", "build", "--model", MODEL,
+         "--out", str(out), "--db", db],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    dataset = json.loads(built.stdout)
+    fit = workdir / "fit-from-feedback.json"
+    subprocess.run(
+        [sys.executable, "-m", "hitl", "calibrate", "fit", "--method", "temperature",
+         "--data", str(out / f"{dataset['id']}.jsonl"), "--out", str(fit)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    fitted = json.loads(fit.read_text())
+    return Looped(counts, dataset, fitted["parameters"]["temperature"], fitted["ece_after"])
+
+
 @dataclass(frozen=True)
 class Approval:
     revision: int
@@ -424,7 +501,12 @@ def _review(
 
 
 def _report(
-    workdir: Path, policy: dict[str, Any], approval: Approval, summary: Summary, review: Reviewed
+    workdir: Path,
+    policy: dict[str, Any],
+    approval: Approval,
+    summary: Summary,
+    review: Reviewed,
+    looped: Looped,
 ) -> None:
     total = sum(summary.tiers.values())
     state = workdir / "state"
@@ -461,6 +543,23 @@ def _report(
         f"{review.overridden} overrides of the model"
     )
     print(f"   labelled export: {review.exported} rows that hitl calibrate fit reads as is")
+    print("\n== the feedback service")
+    counts = looped.counts
+    print(
+        f"   log: {counts.get('DECISIONS', 0)} decisions (every escalated one and a 5 % sample"
+        f" of the automated), {counts.get('OUTCOME', 0)} outcomes from RecordOutcome,"
+        f" {counts.get('REVIEW', 0)} reviews from the queue"
+    )
+    dataset = looped.dataset
+    sources = ", ".join(f"{k} {v}" for k, v in dataset["per_label_source"].items())
+    print(
+        f"   dataset {dataset['id']}: {dataset['rows']} labelled decisions ({sources}),"
+        f" {dataset['disagreements']} where outcome and review disagree"
+    )
+    print(
+        f"   temperature fitted on it: T = {looped.temperature:.3f},"
+        f" ECE after {looped.ece:.4f} ({workdir / 'fit-from-feedback.json'})"
+    )
     print("\n== where things are")
     print(
         f"   policy:       {workdir / 'policy.yaml'} -> registry revision {approval.revision} "
@@ -471,10 +570,12 @@ def _report(
         f"   audit log:    {state / 'audit.jsonl'} ({_count_lines(state / 'audit.jsonl')} records)"
     )
     print(f"   review queue: {workdir / 'review.db'} (SQLite)")
+    print(f"   feedback log: {workdir / 'feedback.db'} (SQLite)")
+    print(f"   dataset:      {workdir / 'datasets' / (looped.dataset['id'] + '.jsonl')}")
     print(f"   labelled set: {review.export}")
     print(
         f"   logs:         {workdir / 'sidecar.log'}, {workdir / 'review.log'}, "
-        f"{workdir / 'registry.log'}"
+        f"{workdir / 'registry.log'}, {workdir / 'feedback.log'}"
     )
     (workdir / "summary.json").write_text(
         json.dumps(
@@ -492,6 +593,10 @@ def _report(
                 "overridden": review.overridden,
                 "exported": review.exported,
                 "outcomes_matched": summary.outcomes_matched,
+                "feedback_log": looped.counts,
+                "dataset": looped.dataset["id"],
+                "dataset_rows": looped.dataset["rows"],
+                "dataset_temperature": looped.temperature,
                 "route_p50_ms": float(np.percentile(lat, 50)),
                 "route_p99_ms": float(np.percentile(lat, 99)),
                 "policy_revision": approval.revision,

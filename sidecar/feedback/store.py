@@ -49,6 +49,10 @@ class FeedbackStore(Protocol):
         reviews, corrections) received before until; both as sent, events in order."""
         ...
 
+    def counts(self) -> dict[str, int]:
+        """How many decisions (``DECISIONS``) and events of each type the log holds."""
+        ...
+
     def replay_dead_letters(self) -> tuple[int, int]:
         """Release the dead letters whose decision has arrived since: (released, left)."""
         ...

@@ -65,6 +65,8 @@ class Statements:
             JOIN feedback_decisions d ON d.request_id = e.request_id
             WHERE e.feedback_id = feedback_dead_letters.feedback_id)"""
     dead_count: str = "SELECT COUNT(*) AS letters FROM feedback_dead_letters"
+    event_counts: str = "SELECT type, COUNT(*) AS events FROM feedback_events GROUP BY type"
+    decision_count: str = "SELECT COUNT(*) AS decisions FROM feedback_decisions"
     labelled: str = """
         SELECT d.request_id, d.decision, e.event
         FROM feedback_decisions d
@@ -138,6 +140,14 @@ class SqlStore(ServiceStore):
                 item = found[row["request_id"]] = Labelled(json.loads(row["decision"]), [])
             item.events.append(json.loads(row["event"]))
         return list(found.values())
+
+    def counts(self) -> dict[str, int]:
+        with self._transaction() as tx:
+            events = {
+                row["type"]: int(row["events"]) for row in tx.rows(self._sql.event_counts, {})
+            }
+            decisions = int(tx.rows(self._sql.decision_count, {})[0]["decisions"])
+        return {"DECISIONS": decisions, **dict(sorted(events.items()))}
 
     def replay_dead_letters(self) -> tuple[int, int]:
         with self._transaction() as tx:
