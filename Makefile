@@ -53,7 +53,7 @@ gate: $(STAMP)
 # if any did, else exits 3 if a machine too slow to judge the p99 left a verdict open.
 bench: $(STAMP)
 	status=0; \
-	for bench in "instructions" "route_bench" "peer_bench" "forwarder_bench" "route_bench --policy-swaps" "registry_bench"; do \
+	for bench in "instructions" "route_bench" "peer_bench" "forwarder_bench" "route_bench --policy-swaps" "registry_bench" "feedback_bench"; do \
 	  $(BIN)/python -m benchmarks.$$bench; code=$$?; \
 	  if [ $$code = 3 ] && [ $$status = 0 ]; then status=3; elif [ $$code != 0 ] && [ $$code != 3 ]; then status=1; fi; \
 	done; \

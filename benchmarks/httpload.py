@@ -17,6 +17,7 @@ from benchmarks.loadgen import (
     WorkerResult,
     closed_lanes,
     in_worker,
+    in_worker_process,
     merge,
     open_loop,
 )
@@ -54,11 +55,7 @@ def closed_loop(
     url: str, concurrency: int, seconds: float, bodies: list[dict[str, Any]], tag: str
 ) -> ClosedLoopResult:
     """``loadgen.closed_loop`` over HTTP: concurrency callers on one connection pool."""
-    with mp.get_context("spawn").Pool(1) as pool:
-        result: ClosedLoopResult = pool.apply(
-            in_worker, (_closed, url, concurrency, seconds, bodies, tag)
-        )
-    return result
+    return in_worker_process(_closed, url, concurrency, seconds, bodies, tag)
 
 
 async def _closed(

@@ -92,6 +92,14 @@ def in_worker(drive: Callable[..., Coroutine[Any, Any, Result]], *args: Any) -> 
     return asyncio.run(drive(*args))
 
 
+def in_worker_process(drive: Callable[..., Coroutine[Any, Any, Result]], *args: Any) -> Result:
+    """``in_worker`` in a process of its own (spawned): the load it makes does not share
+    this process's interpreter."""
+    with mp.get_context("spawn").Pool(1) as pool:
+        result: Result = pool.apply(in_worker, (drive, *args))
+    return result
+
+
 async def _drive(
     target: str,
     rate: float,
@@ -177,11 +185,7 @@ def closed_loop(
 ) -> ClosedLoopResult:
     """concurrency callers in one worker process, each sending its next Route as soon
     as its last is answered, through one client (coalescing them with batching)."""
-    with mp.get_context("spawn").Pool(1) as pool:
-        result: ClosedLoopResult = pool.apply(
-            in_worker, (_closed, target, concurrency, seconds, payloads, tag, batching)
-        )
-    return result
+    return in_worker_process(_closed, target, concurrency, seconds, payloads, tag, batching)
 
 
 async def _closed(

@@ -8,13 +8,14 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
 import pytest
 
-from benchmarks import loadgen, throughput
+from benchmarks import feedback_bench, loadgen, throughput
 from hitl_client.router import route_request
 from hitl_client.stubs.hitl.v1 import router_pb2 as pb
 from hitl_client.stubs.hitl.v1 import router_pb2_grpc as pb_grpc
@@ -123,3 +124,14 @@ def test_closed_loop_lanes_send_distinct_ids_until_the_deadline() -> None:
     assert result.latencies_ms.size == len(router.ids) > 4
     assert len(set(router.ids)) == len(router.ids)
     assert result.rate > 0
+
+
+def test_the_feedback_benchmark_measures_a_real_service(tmp_path: Path) -> None:
+    """A short run against a real feedback service: every call answered, the sampled
+    events joined to their decisions, the batch phase sustained."""
+    report = feedback_bench.run(tmp_path, rate=100.0, seconds=1.0)
+    assert report["record"]["errors"] == 0
+    assert report["record"]["sent"] == 100
+    assert report["joined"]["joined"] == report["joined"]["sampled"] > 0
+    assert report["record_batch"]["events_per_second"] > 0
+    assert report["passed"] is True
