@@ -2,7 +2,8 @@
 (``make bench``; ``python -m benchmarks.feedback_bench``).
 
 The service runs as a real process (``hitl feedback serve`` on SQLite, on the
-project's disk: its commits are what is measured). Before the phases, ``DECISIONS``
+project's disk: its commits are what is measured), without a rate limit per
+principal: what is measured is the service's capacity. Before the phases, ``DECISIONS``
 decision records are sent as a sidecar sends them (RecordDecisions batches). Then:
 
 1. **Record, open loop**: OUTCOME events about those requests at ``--rate`` events/s
@@ -75,7 +76,8 @@ def run(workdir: Path, rate: float, seconds: float) -> dict[str, Any]:
     tokens = _principals(db)
     service = start(
         [sys.executable, "-m", "hitl", "feedback", "serve", "--listen", "127.0.0.1:0", "--db", db,
-         "--port-file", str(workdir / "feedback.addr")],
+         "--port-file", str(workdir / "feedback.addr"),
+         "--rate-limit", "0"],  # the service's capacity, not one principal's share
         workdir / "feedback.addr", workdir / "feedback.log",
     )  # fmt: skip
     try:

@@ -16,6 +16,7 @@ gRPC status codes in one table.
     │   ├── Conflict             the proposal is decided, or the head moved under it
     │   ├── Unauthenticated      no credentials, or credentials no principal holds
     │   └── PermissionDenied     the principal's roles forbid it (or it approves itself)
+    ├── RateLimited              a principal sent more than its rate allows
     ├── SignatureError           a signed policy is unsigned, altered or from another key
     ├── SinkUnavailable          a sink cannot take escalations now (the forwarder retries)
     ├── PolicyError              a policy document is invalid (names the field)
@@ -125,3 +126,7 @@ class DataError(HitlError):
     def __init__(self, source: str, message: str) -> None:
         super().__init__(f"{source}: {message}")
         self.source = source
+
+
+class RateLimited(HitlError):
+    """A principal sent more than its rate allows; it may send again shortly."""

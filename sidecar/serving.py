@@ -35,6 +35,7 @@ from sidecar.errors import (
     NotFound,
     PermissionDenied,
     PolicyError,
+    RateLimited,
     RequestConflict,
     StoreUnavailable,
     Unauthenticated,
@@ -56,6 +57,7 @@ STATUS: dict[type[HitlError], grpc.StatusCode] = {
     ItemConflict: grpc.StatusCode.FAILED_PRECONDITION,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 

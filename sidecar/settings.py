@@ -196,6 +196,17 @@ def positive(value: str, var: str) -> float:
     return number
 
 
+def non_negative(value: str, var: str) -> float:
+    """value as a finite number, 0 or above; ConfigError naming var otherwise."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{var} must be a number, got {value!r}") from None
+    if not (math.isfinite(number) and number >= 0):
+        raise ConfigError(f"{var} must be 0 or more, got {value!r}")
+    return number
+
+
 def count(low: int = 1, high: int | None = None) -> Parse:
     """A parser of a whole number between low and high (inclusive)."""
 

@@ -18,9 +18,11 @@ from hitl_client.stubs.hitl.v1 import feedback_pb2_grpc as fpb_grpc
 from sidecar.clock import Clock, SystemClock
 from sidecar.feedback.config import FeedbackConfig
 from sidecar.feedback.ingest import FeedbackLog
+from sidecar.feedback.limits import RateLimits
 from sidecar.feedback.metrics import FeedbackMetrics
 from sidecar.feedback.server import FeedbackServicer
 from sidecar.feedback.store import FeedbackStore, open_store
+from sidecar.feedback.validation import MAX_BATCH
 from sidecar.serving import ThreadedServer, serve_until_signalled, threaded_server
 from sidecar.settings import env_of
 from sidecar.supervision import Periodic
@@ -72,8 +74,13 @@ def build(
         "hitl-feedback", config.metrics_addr, metrics_var, metric_readers or ()
     )
     metrics = FeedbackMetrics(meters.get_meter("hitl.feedback"))
+    clock = clock or SystemClock()
+    limits = None
+    if config.rate_limit:
+        burst = max(2 * config.rate_limit, MAX_BATCH)
+        limits = RateLimits(config.rate_limit, burst, clock)
     feedback = FeedbackLog(
-        store or open_store(config.db), clock or SystemClock(), metrics, config.join_window
+        store or open_store(config.db), clock, metrics, config.join_window, limits
     )
     server = threaded_server(
         config,

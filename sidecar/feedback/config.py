@@ -16,6 +16,7 @@ from sidecar.settings import (
     load_server,
     log_level_setting,
     metrics_setting,
+    non_negative,
     port_file_setting,
     setting,
     tls_cert_setting,
@@ -52,6 +53,13 @@ class FeedbackConfig:
     )
     sweep_seconds: float = setting(
         "HITL_FEEDBACK_SWEEP_SECONDS", 60.0, "how often events past the join window are swept"
+    )
+    rate_limit: float = setting(
+        "HITL_FEEDBACK_RATE_LIMIT",
+        5000.0,
+        "events (and decisions) per second one principal may send, in bursts of twice"
+        " that (at least a full batch); 0 for no limit",
+        parse=non_negative,
     )
     metrics_addr: str = metrics_setting("HITL_FEEDBACK_METRICS_ADDR")
     log_level: str = log_level_setting()

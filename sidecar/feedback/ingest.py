@@ -3,7 +3,8 @@ sender's roles may send its type (``access``), then append it under the sender's
 name, idempotently by ``feedback_id``. No transport here; the clock and the store
 are given.
 
-A single Record refuses an invalid event with the error itself (INVALID_ARGUMENT or
+Each principal's events are rate-limited (``limits``). A single Record refuses an
+invalid event with the error itself (INVALID_ARGUMENT or
 PERMISSION_DENIED naming the field); in a batch each event is judged on its own and
 a refused one is REJECTED in place, with the same message, while the rest are kept."""
 
@@ -20,6 +21,7 @@ from sidecar.clock import Clock
 from sidecar.core.validation import MAX_REQUEST_ID, check_text
 from sidecar.errors import InvalidRequest, PermissionDenied
 from sidecar.feedback.access import check_type
+from sidecar.feedback.limits import RateLimits
 from sidecar.feedback.metrics import FeedbackMetrics
 from sidecar.feedback.records import (
     Decided,
@@ -65,22 +67,28 @@ class FeedbackLog:
         clock: Clock,
         metrics: FeedbackMetrics | None = None,
         join_window: float = DEFAULT_JOIN_WINDOW,
+        limits: RateLimits | None = None,
     ) -> None:
         self.store = store
         self.join_window = join_window
+        self._limits = limits
         self._clock = clock
         self._metrics = metrics
 
     def record(self, principal: Principal, event: fpb.FeedbackEvent) -> Result:
-        """Append one event; InvalidRequest or PermissionDenied when it is refused."""
+        """Append one event; InvalidRequest, PermissionDenied or RateLimited when it is
+        refused."""
+        self._spend(principal, 1)
         _check(principal, event)
         return self._append(principal, [event])[0]
 
     def record_batch(
         self, principal: Principal, events: Sequence[fpb.FeedbackEvent]
     ) -> list[Result]:
-        """Append each acceptable event; a refused one is REJECTED in place."""
+        """Append each acceptable event; a refused one is REJECTED in place. The whole
+        batch is RateLimited when the sender's rate cannot cover it."""
         check_batch_size(len(events))
+        self._spend(principal, len(events))
         results: list[Result | None] = [None] * len(events)
         valid: list[tuple[int, fpb.FeedbackEvent]] = []
         for i, event in enumerate(events):
@@ -101,6 +109,7 @@ class FeedbackLog:
     ) -> list[Result]:
         """Keep each valid decision under the sender's name; a refused one is REJECTED."""
         check_batch_size(len(records), "decisions")
+        self._spend(principal, len(records))
         now = self._clock.now()
         results: list[Result | None] = [None] * len(records)
         valid: list[tuple[int, fpb.DecisionRecord]] = []
@@ -162,6 +171,10 @@ class FeedbackLog:
                 )
             results.append(Result(event.feedback_id, outcome.value, message))
         return results
+
+    def _spend(self, principal: Principal, events: int) -> None:
+        if self._limits is not None:
+            self._limits.take(principal.name, events)
 
     def _count(self, event_type: fpb.FeedbackType.ValueType, status: str) -> None:
         if self._metrics is not None:

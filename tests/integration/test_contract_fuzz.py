@@ -40,6 +40,7 @@ DOCUMENTED = {
     Code.UNAVAILABLE,
     Code.UNAUTHENTICATED,
     Code.PERMISSION_DENIED,
+    Code.RESOURCE_EXHAUSTED,  # the feedback service's rate limit per principal
 }
 # Python's own names, which no message a caller reads should carry.
 PYTHON_NAMES = re.compile(r"Traceback|\b\w+(Error|Exception)\b|<class |\bNone\b")
