@@ -1,9 +1,9 @@
 """What a blocking control-plane servicer does around every call (the review queue,
-the feedback service): identify the caller by its credential (``sidecar.auth``),
-authorise the method for its roles, run the work for that principal, count the
-outcome, and answer a refusal or failure with its status code. A refusal is logged
-as ``<service>.refused`` with the caller and peer; an unavailable store or an
-internal error as ``<service>.failed``."""
+the feedback service, over gRPC or the feedback service's HTTP): identify the caller
+by its credential (``sidecar.auth``), authorise the method for its roles, run the
+work for that principal, count the outcome, and answer a refusal or failure with its
+status code. A refusal is logged as ``<service>.refused`` with the caller and peer;
+an unavailable store or an internal error as ``<service>.failed``."""
 
 from __future__ import annotations
 
@@ -50,10 +50,21 @@ class Gate:
         self._log = structlog.get_logger(f"hitl.{service}")
 
     def call(self, context: grpc.ServicerContext, method: str, work: Callable[[Principal], T]) -> T:
-        """Identify and authorise the caller, then run work for it; count the outcome."""
+        """``admitted`` for a gRPC call: a refusal or failure answers with its status."""
+        token, subject = caller_credentials(context)
+        try:
+            return self.admitted(token, subject, context.peer(), method, work)
+        except HitlError as exc:
+            self.abort(context, method, exc)
+
+    def admitted(
+        self, token: str, subject: str, peer: str, method: str, work: Callable[[Principal], T]
+    ) -> T:
+        """Identify the caller by its credentials, authorise method for its roles, run
+        work for it; count the outcome and log a refusal (any transport: the error is
+        the caller's to answer with)."""
         principal: Principal | None = None
         try:
-            token, subject = caller_credentials(context)
             principal = identify(
                 token,
                 subject,
@@ -71,19 +82,26 @@ class Gate:
                     method=method,
                     code=code.name,
                     principal=principal.name if principal else "",
-                    peer=context.peer(),
+                    peer=peer,
                     error=str(exc),
                 )
-            self.abort(context, method, exc)
+            elif code in FAILURES:
+                failed = f"{self._service}.failed"
+                self._log.error(failed, method=method, code=code.name, error=str(exc))
+            raise
         self._count(method, "OK")
         return result
 
     def guarded(self, context: grpc.ServicerContext, method: str, work: Callable[[], T]) -> T:
         """work's result, or the call answered with its error's status (for what a
-        streaming method does after ``call`` let it in)."""
+        streaming method does after ``call`` let it in); a failure is logged."""
         try:
             return work()
         except HitlError as exc:
+            code = status_of(exc)
+            if code in FAILURES:
+                failed = f"{self._service}.failed"
+                self._log.error(failed, method=method, code=code.name, error=str(exc))
             self.abort(context, method, exc)
 
     def abort(self, context: grpc.ServicerContext, method: str, exc: HitlError) -> NoReturn:

@@ -9,12 +9,10 @@ module's main thread."""
 
 from __future__ import annotations
 
-import socket
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
-import uvicorn
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 
@@ -23,9 +21,9 @@ from sidecar.injector.metrics import InjectorMetrics
 from sidecar.injector.server import Readiness, webhook
 from sidecar.injector.tls import ReloadingContext
 from sidecar.serving import serve_until_signalled
-from sidecar.settings import split_host_port
 from sidecar.telemetry.metrics import service_meters
 from sidecar.telemetry.tracing import INSTRUMENTATION
+from sidecar.webserver import WebServer, web_server
 
 log = structlog.get_logger("hitl.injector")
 STOP_SECONDS = 10.0  # how long stop waits for the server's thread after the drain
@@ -34,18 +32,16 @@ STOP_SECONDS = 10.0  # how long stop waits for the server's thread after the dra
 @dataclass
 class Injector:
     config: InjectorConfig
-    server: uvicorn.Server
-    listener: socket.socket
+    web: WebServer
     readiness: Readiness
     meters: MeterProvider
-    address: str
-    _thread: threading.Thread | None = field(default=None)
+
+    @property
+    def address(self) -> str:
+        return self.web.address
 
     def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.listener]}, name="injector-http"
-        )
-        self._thread.start()
+        self.web.start("injector-http")
         self.readiness.ready = True
         log.info("injector.serving", address=self.address, image=self.config.sidecar.image)
 
@@ -58,10 +54,7 @@ class Injector:
         self.readiness.ready = False
         if drain_seconds > 0:
             threading.Event().wait(drain_seconds)
-        self.server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(STOP_SECONDS)
-        self.listener.close()
+        self.web.stop()
         self.meters.shutdown()
 
 
@@ -73,37 +66,15 @@ def build(config: InjectorConfig, metric_readers: list[MetricReader] | None = No
     tls = ReloadingContext(config.tls_cert, config.tls_key)
     readiness = Readiness()
     app = webhook(config.sidecar, InjectorMetrics(meters.get_meter(INSTRUMENTATION)), readiness)
-    server_config = uvicorn.Config(
+    web = web_server(
         app,
-        lifespan="off",
-        log_config=None,
-        access_log=False,  # every review is logged once, by the application
-        timeout_keep_alive=int(config.idle_timeout_seconds),
-        timeout_graceful_shutdown=int(STOP_SECONDS),
+        config.listen,
+        ENV_INJECTOR_LISTEN,
+        tls=tls.serving_context(),
+        keep_alive_seconds=config.idle_timeout_seconds,
+        stop_seconds=STOP_SECONDS,
     )
-    server_config.load()
-    server_config.ssl = tls.serving_context()
-    listener = _bind(config.listen)
-    host = config.listen.rpartition(":")[0]
-    return Injector(
-        config,
-        uvicorn.Server(server_config),
-        listener,
-        readiness,
-        meters,
-        f"{host}:{listener.getsockname()[1]}",
-    )
-
-
-def _bind(listen: str) -> socket.socket:
-    """The listening socket, bound now so the port (0 picks one) is known at once."""
-    host, port = split_host_port(listen, ENV_INJECTOR_LISTEN)
-    family = socket.AF_INET6 if host.startswith("[") else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((host.strip("[]"), port))
-    listener.listen(128)
-    return listener
+    return Injector(config, web, readiness, meters)
 
 
 def serve(config: InjectorConfig) -> None:
