@@ -18,8 +18,11 @@ decision records are sent as a sidecar sends them (RecordDecisions batches). The
 3. **RecordBatch, closed loop**: batches of 100 from ``CONCURRENCY`` callers, each
    sending its next as soon as its last is answered: the events per second the
    service sustains.
+4. **The same two over HTTP** (Connect, JSON bodies, as ``curl`` sends them; aiohttp
+   with one connection pool): Record open loop at the same rate, then RecordBatch
+   of 100 closed loop.
 
-Exits 1 unless the Record phase's p99 is within ``LIMIT_SECONDS`` (the target: an
+Exits 1 unless the Record phases' p99 (gRPC and HTTP) is within ``LIMIT_SECONDS`` (the target: an
 event joined and counted within 1 s of its acknowledgement at 1,000 events/s; the
 acknowledgement comes after both), no call failed, and every sampled event was
 joined."""
@@ -30,13 +33,16 @@ import argparse
 import asyncio
 import json
 import shutil
+import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
+from google.protobuf import json_format
 
 from benchmarks import loadgen
 from benchmarks.harness import start
@@ -74,10 +80,13 @@ def main(argv: list[str] | None = None) -> int:
 def run(workdir: Path, rate: float, seconds: float) -> dict[str, Any]:
     db = f"sqlite:{workdir / 'feedback.db'}"
     tokens = _principals(db)
+    http = f"127.0.0.1:{_free_port()}"
+    url = f"http://{http}/hitl.v1.Feedback"
     service = start(
         [sys.executable, "-m", "hitl", "feedback", "serve", "--listen", "127.0.0.1:0", "--db", db,
          "--port-file", str(workdir / "feedback.addr"),
-         "--rate-limit", "0"],  # the service's capacity, not one principal's share
+         "--rate-limit", "0",  # the service's capacity, not one principal's share
+         "--http-listen", http],
         workdir / "feedback.addr", workdir / "feedback.log",
     )  # fmt: skip
     try:
@@ -91,13 +100,18 @@ def run(workdir: Path, rate: float, seconds: float) -> dict[str, Any]:
         batched = loadgen.in_worker_process(
             _batched, service.address, tokens["client"], CONCURRENCY, seconds
         )
+        record_http = loadgen.in_worker_process(_record_http, url, tokens["client"], rate, seconds)
+        batched_http = loadgen.in_worker_process(
+            _batched_http, url, tokens["client"], CONCURRENCY, seconds
+        )
     finally:
         service.stop()
     figures = loadgen.percentiles(record.latencies_ms)
+    http_figures = loadgen.percentiles(record_http.latencies_ms)
     passed = (
-        figures["p99"] <= LIMIT_SECONDS * 1000.0
-        and record.errors == 0
-        and batched.errors == 0
+        max(figures["p99"], http_figures["p99"]) <= LIMIT_SECONDS * 1000.0
+        and record.errors == record_http.errors == 0
+        and batched.errors == batched_http.errors == 0
         and joined["joined"] == joined["sampled"]
     )
     return {
@@ -110,15 +124,33 @@ def run(workdir: Path, rate: float, seconds: float) -> dict[str, Any]:
             "cpu_us_per_event": record_cpu / max(record.sent, 1) * 1e6,
         },
         "joined": joined,
-        "record_batch": {
-            "events_per_second": batched.rate * BATCH,
-            "batches": len(batched.latencies_ms),
-            "batch_p99_ms": loadgen.percentiles(batched.latencies_ms)["p99"],
-            "errors": batched.errors,
+        "record_batch": _batch_figures(batched),
+        "record_http": {
+            **http_figures,
+            "requested_rate": rate,
+            "achieved_rate": (record_http.sent - record_http.errors) / record_http.elapsed,
+            "errors": record_http.errors,
+            "sent": record_http.sent,
         },
+        "record_batch_http": _batch_figures(batched_http),
         "limit_ms": LIMIT_SECONDS * 1000.0,
         "passed": passed,
     }
+
+
+def _batch_figures(result: loadgen.ClosedLoopResult) -> dict[str, Any]:
+    return {
+        "events_per_second": result.rate * BATCH,
+        "batches": len(result.latencies_ms),
+        "batch_p99_ms": loadgen.percentiles(result.latencies_ms)["p99"],
+        "errors": result.errors,
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _principals(db: str) -> dict[str, str]:
@@ -223,6 +255,40 @@ async def _batched(
         return await loadgen.closed_lanes(concurrency, seconds, call, grpc.RpcError)
 
 
+def _json_event(i: int, tag: str) -> dict[str, Any]:
+    return json_format.MessageToDict(_outcome(i, tag))
+
+
+async def _record_http(url: str, token: str, rate: float, seconds: float) -> loadgen.WorkerResult:
+    headers = {"Authorization": f"Bearer {token}"}
+    connector = aiohttp.TCPConnector(limit=256)
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+
+        async def call(i: int) -> bool:
+            async with session.post(f"{url}/Record", json=_json_event(i, "h")) as response:
+                await response.read()
+                response.raise_for_status()
+            return False
+
+        return await loadgen.open_loop(rate, seconds, call, aiohttp.ClientError)
+
+
+async def _batched_http(
+    url: str, token: str, concurrency: int, seconds: float
+) -> loadgen.ClosedLoopResult:
+    headers = {"Authorization": f"Bearer {token}"}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+
+        async def call(lane: int, i: int) -> None:
+            events = [_json_event(i * BATCH + k, f"hb{lane}") for k in range(BATCH)]
+            async with session.post(f"{url}/RecordBatch", json={"events": events}) as response:
+                await response.read()
+                response.raise_for_status()
+
+        return await loadgen.closed_lanes(concurrency, seconds, call, aiohttp.ClientError)
+
+
 def print_report(report: dict[str, Any]) -> None:
     record, batch = report["record"], report["record_batch"]
     print(
@@ -236,6 +302,13 @@ def print_report(report: dict[str, Any]) -> None:
     print(
         f"RecordBatch of {BATCH}, {CONCURRENCY} callers: "
         f"{batch['events_per_second']:.0f} events/s, batch p99 {batch['batch_p99_ms']:.1f} ms"
+    )
+    http, http_batch = report["record_http"], report["record_batch_http"]
+    print(
+        f"over HTTP (Connect, JSON): Record at {http['requested_rate']:.0f}/s achieved "
+        f"{http['achieved_rate']:.0f}/s, p50 {http['p50']:.2f} ms, p99 {http['p99']:.2f} ms, "
+        f"{http['errors']} errors; RecordBatch of {BATCH}: "
+        f"{http_batch['events_per_second']:.0f} events/s"
     )
     verdict = "PASS" if report["passed"] else "FAIL"
     print(f"limit: acknowledged (stored, joined, counted) within {report['limit_ms']:.0f} ms "

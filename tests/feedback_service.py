@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ class FeedbackProcess:
     process: subprocess.Popen[bytes]
     address: str
     tokens: dict[str, str]
+    http_address: str = ""  # with start(http=True)
 
     def client(self, who: str) -> FeedbackClient:
         return FeedbackClient(self.address, self.tokens[who])
@@ -40,7 +42,9 @@ def add_principals(db: str, principals: Mapping[str, Sequence[str]]) -> dict[str
     return tokens
 
 
-def start(workdir: Path, db: str, tokens: dict[str, str], *extra: str) -> FeedbackProcess:
+def start(
+    workdir: Path, db: str, tokens: dict[str, str], *extra: str, http: bool = False
+) -> FeedbackProcess:
     workdir.mkdir(parents=True, exist_ok=True)
     port_file = workdir / "feedback.addr"
     port_file.unlink(missing_ok=True)
@@ -48,14 +52,24 @@ def start(workdir: Path, db: str, tokens: dict[str, str], *extra: str) -> Feedba
         "feedback", "serve", "--listen", "127.0.0.1:0", "--db", db, "--port-file", str(port_file)
     )
     command += extra
+    http_address = f"127.0.0.1:{free_port()}" if http else ""
+    if http_address:
+        command += ["--http-listen", http_address]
     with (workdir / "feedback.log").open("ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     wait_for(lambda: port_file.exists() or process.poll() is not None, 30.0, "the port file")
     assert process.poll() is None, (workdir / "feedback.log").read_text()
-    running = FeedbackProcess(process, port_file.read_text(), tokens)
+    running = FeedbackProcess(process, port_file.read_text(), tokens, http_address)
     with FeedbackClient(running.address) as client:
         wait_for(client.serving, 20.0, "the feedback service SERVING")
     return running
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def stop(running: FeedbackProcess) -> None:

@@ -7,7 +7,9 @@ grace period, the sweep stops, then the store and metric exporters are closed.""
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 from opentelemetry.sdk.metrics import MeterProvider
@@ -16,6 +18,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
 from hitl_client.stubs.hitl.v1 import feedback_pb2_grpc as fpb_grpc
 from sidecar.clock import Clock, SystemClock
+from sidecar.feedback.access import check_method
 from sidecar.feedback.config import FeedbackConfig
 from sidecar.feedback.ingest import FeedbackLog
 from sidecar.feedback.limits import RateLimits
@@ -23,10 +26,14 @@ from sidecar.feedback.metrics import FeedbackMetrics
 from sidecar.feedback.server import FeedbackServicer
 from sidecar.feedback.store import FeedbackStore, open_store
 from sidecar.feedback.validation import MAX_BATCH
+from sidecar.gate import Gate
 from sidecar.serving import ThreadedServer, serve_until_signalled, threaded_server
 from sidecar.settings import env_of
 from sidecar.supervision import Periodic
 from sidecar.telemetry.metrics import service_meters
+
+if TYPE_CHECKING:
+    from sidecar.webserver import WebServer
 
 log = structlog.get_logger("hitl.feedback")
 
@@ -42,6 +49,7 @@ class FeedbackServer:
     grpc: ThreadedServer
     meters: MeterProvider
     sweeper: Periodic
+    http: WebServer | None = None  # the same service over HTTP (HITL_FEEDBACK_HTTP_LISTEN)
 
     @property
     def address(self) -> str:
@@ -49,12 +57,21 @@ class FeedbackServer:
 
     def start(self) -> None:
         self.grpc.start()
+        if self.http is not None:
+            self.http.start("feedback-http")
         self.sweeper.start()
-        log.info("feedback.listening", address=self.address, join_window=self.config.join_window)
+        log.info(
+            "feedback.listening",
+            address=self.address,
+            http_address=self.http.address if self.http else "",
+            join_window=self.config.join_window,
+        )
 
     def stop(self, grace: float | None = None) -> None:
         log.info("feedback.stopping", grace_seconds=self.config.shutdown_grace_seconds)
         self.grpc.stop(self.config.shutdown_grace_seconds if grace is None else grace)
+        if self.http is not None:
+            self.http.stop()
         self.sweeper.stop()
         self.feedback.store.close()
         self.meters.shutdown()
@@ -82,15 +99,30 @@ def build(
     feedback = FeedbackLog(
         store or open_store(config.db), clock, metrics, config.join_window, limits
     )
+    gate = Gate("feedback", feedback.store, check_method, metrics.calls)
     server = threaded_server(
         config,
         FeedbackConfig,
         FEEDBACK_SERVICE,
         fpb_grpc.add_FeedbackServicer_to_server,
-        FeedbackServicer(feedback, metrics),
+        FeedbackServicer(feedback, gate),
     )
     sweeper = Periodic("feedback-sweep", config.sweep_seconds, feedback.sweep)
-    return FeedbackServer(config, feedback, server, meters, sweeper)
+    http = _http(config, feedback, gate) if config.http_listen else None
+    return FeedbackServer(config, feedback, server, meters, sweeper, http)
+
+
+def _http(config: FeedbackConfig, feedback: FeedbackLog, gate: Gate) -> WebServer:
+    """The HTTP endpoint, over TLS with the gRPC server's certificate when it has one."""
+    from sidecar.feedback.http import http_application
+    from sidecar.webserver import web_server
+
+    tls = None
+    if config.tls_cert is not None and config.tls_key is not None:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(config.tls_cert, config.tls_key)
+    var = env_of(FeedbackConfig, "http_listen")
+    return web_server(http_application(feedback, gate), config.http_listen, var, tls=tls)
 
 
 def serve(config: FeedbackConfig) -> None:

@@ -3,10 +3,12 @@ and checked when the process starts, a bad value named by its variable."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from sidecar.errors import ConfigError
 from sidecar.feedback.ingest import DEFAULT_JOIN_WINDOW
 from sidecar.settings import (
     address,
@@ -17,6 +19,7 @@ from sidecar.settings import (
     log_level_setting,
     metrics_setting,
     non_negative,
+    optional_address,
     port_file_setting,
     setting,
     tls_cert_setting,
@@ -25,6 +28,13 @@ from sidecar.settings import (
 from sidecar.storage.url import check_db
 
 DEFAULT_FEEDBACK_LISTEN = "127.0.0.1:7435"
+
+
+def _http_listen(value: str, var: str) -> str:
+    listen = optional_address(value, var)
+    if listen and not all(importlib.util.find_spec(m) for m in ("connectrpc", "uvicorn")):
+        raise ConfigError(f"{var}: HTTP needs the web extra: pip install 'hitl-sidecar[web]'")
+    return listen
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +52,13 @@ class FeedbackConfig:
         "sqlite:hitl-state/feedback.db",
         "sqlite:PATH (or a bare path) or postgresql://...",
         parse=check_db,
+    )
+    http_listen: str = setting(
+        "HITL_FEEDBACK_HTTP_LISTEN",
+        "",
+        "HOST:PORT of the same service over HTTP (Connect: POST JSON to"
+        " /hitl.v1.Feedback/<Method>), TLS with tls-cert when set; needs the web extra",
+        parse=_http_listen,
     )
     join_window: float = setting(
         "HITL_FEEDBACK_JOIN_WINDOW",

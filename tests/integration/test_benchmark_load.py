@@ -127,11 +127,15 @@ def test_closed_loop_lanes_send_distinct_ids_until_the_deadline() -> None:
 
 
 def test_the_feedback_benchmark_measures_a_real_service(tmp_path: Path) -> None:
-    """A short run against a real feedback service: every call answered, the sampled
-    events joined to their decisions, the batch phase sustained."""
+    """A short run against a real feedback service, over gRPC and HTTP: every call
+    answered, the sampled events joined to their decisions, the batch phases
+    sustained."""
     report = feedback_bench.run(tmp_path, rate=100.0, seconds=1.0)
     assert report["record"]["errors"] == 0
     assert report["record"]["sent"] == 100
     assert report["joined"]["joined"] == report["joined"]["sampled"] > 0
     assert report["record_batch"]["events_per_second"] > 0
+    assert report["record_http"]["errors"] == 0
+    assert report["record_http"]["sent"] == 100
+    assert report["record_batch_http"]["events_per_second"] > 0
     assert report["passed"] is True

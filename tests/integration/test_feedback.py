@@ -8,14 +8,18 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
 from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
 from sidecar.feedback.client import FeedbackClient, outcome_event
+from sidecar.feedback.stubs.feedback_connect import FeedbackClientSync
 from tests.feedback_service import FeedbackProcess, add_principals, start, stop
 from tests.integration.conftest import hitl_command
 from tests.postgres import dsn_for, fresh_schema
@@ -170,3 +174,63 @@ def test_the_cli_records_a_file_and_reads_a_request(
     assert unreadable.returncode == 2
     assert f"{events}:1: not a feedback event" in unreadable.stderr
     assert "Traceback" not in unreadable.stderr
+
+
+def post(
+    process: FeedbackProcess, method: str, body: bytes, token: str = "", kind: str = "json"
+) -> tuple[int, Any]:
+    """One Connect call over HTTP, as curl makes it: its status and decoded JSON body."""
+    headers = {"Content-Type": f"application/{kind}"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    url = f"http://{process.http_address}/hitl.v1.Feedback/{method}"
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback)
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+@pytest.fixture
+def http_service(tmp_path: Path) -> Iterator[FeedbackProcess]:
+    db = f"sqlite:{tmp_path / 'feedback.db'}"
+    running = start(tmp_path, db, add_principals(db, PRINCIPALS), http=True)
+    yield running
+    running.process.kill()
+    running.process.wait()
+
+
+def test_the_same_service_over_http_with_json_and_protobuf(http_service: FeedbackProcess) -> None:
+    """Connect over HTTP: JSON bodies as curl sends them and protobuf from connect's own
+    client; the same rules, credentials and log as over gRPC."""
+    app, ops = http_service.tokens["app"], http_service.tokens["ops"]
+    rating = {"feedbackId": "h-1", "requestId": "req-h", "model": "m",
+              "type": "FEEDBACK_RATING", "rating": 0.4}  # fmt: skip
+    assert post(http_service, "Record", json.dumps(rating).encode(), app) == (
+        200,
+        {"feedbackId": "h-1", "status": "ACCEPTED"},
+    )
+    assert post(http_service, "Record", json.dumps(rating).encode(), app)[1]["status"] == (
+        "DUPLICATE"
+    )
+    status, refused = post(
+        http_service, "Record", json.dumps({**rating, "rating": 7}).encode(), app
+    )
+    assert (status, refused["code"]) == (400, "invalid_argument")
+    assert refused["message"].startswith("rating:")
+    assert post(http_service, "Record", json.dumps(rating).encode())[0] == 401
+    assert post(http_service, "Get", b'{"requestId": "req-h"}', app)[0] == 403
+    status, unreadable = post(http_service, "Get", b'{"requestId":', ops)
+    assert (status, unreadable["message"]) == (400, "the body is not a hitl.v1.GetRequest")
+
+    outcome = outcome_event("h-2", "req-h", "m", true_class=1)
+    with FeedbackClientSync(f"http://{http_service.http_address}", proto_json=False) as client:
+        answer = client.record(outcome, headers={"authorization": f"Bearer {app}"})
+    assert answer.status == fpb.RecordResult.ACCEPTED
+
+    status, history = post(http_service, "Get", b'{"requestId": "req-h"}', ops)
+    assert status == 200
+    assert [e["event"]["feedbackId"] for e in history["events"]] == ["h-1", "h-2"]
+    with http_service.client("ops") as over_grpc:
+        assert [e.event.feedback_id for e in over_grpc.get("req-h").events] == ["h-1", "h-2"]

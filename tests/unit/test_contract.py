@@ -19,15 +19,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_committed_stubs_are_fresh(tmp_path: Path) -> None:
-    """Regenerating from proto/ gives the committed client/hitl_client/stubs byte for byte."""
+    """Regenerating from proto/ gives the committed client/hitl_client/stubs and
+    sidecar/feedback/stubs byte for byte."""
     sys.path.insert(0, str(ROOT / "proto"))
     try:
         import codegen
     finally:
         sys.path.pop(0)
-    codegen.generate(tmp_path / "out")
-    stubs = ROOT / "client" / "hitl_client" / "stubs"
-    compared = filecmp.dircmp(tmp_path / "out", stubs, ignore=["__pycache__"])
+    codegen.generate(tmp_path / "out", tmp_path / "connect")
     stale: list[str] = []
 
     def walk(d: filecmp.dircmp[str], prefix: str) -> None:
@@ -35,7 +34,11 @@ def test_committed_stubs_are_fresh(tmp_path: Path) -> None:
         for name, sub in d.subdirs.items():
             walk(sub, f"{prefix}{name}/")
 
-    walk(compared, "")
+    for made, committed in (
+        ("out", ROOT / "client" / "hitl_client" / "stubs"),
+        ("connect", ROOT / "sidecar" / "feedback" / "stubs"),
+    ):
+        walk(filecmp.dircmp(tmp_path / made, committed, ignore=["__pycache__"]), f"{made}/")
     assert stale == [], f"stale stubs, run `make proto`: {stale}"
 
 
