@@ -411,6 +411,19 @@ class ClientCredentials:
     key: bytes | None = None
 
 
+def add_target_flags(
+    parser: argparse.ArgumentParser, env_prefix: str, default: str, what: str
+) -> None:
+    """--target (default <env_prefix>_TARGET, else default) and add_client_flags'."""
+    var = f"{env_prefix}_TARGET"
+    parser.add_argument(
+        "--target",
+        default=os.environ.get(var, default),
+        help=f"{what} HOST:PORT (env {var}, default {default})",
+    )
+    add_client_flags(parser, env_prefix)
+
+
 def add_client_flags(parser: argparse.ArgumentParser, env_prefix: str) -> None:
     """--token-file, --ca, --cert and --key of a command calling a service, each
     defaulting to <env_prefix>_TOKEN_FILE, _CA, _CERT and _KEY; <env_prefix>_TOKEN may

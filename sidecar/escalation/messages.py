@@ -27,57 +27,47 @@ def record_message(record: Mapping[str, Any]) -> rpb.Escalation:
     r = record
     return rpb.Escalation(
         escalation_id=r["escalation_id"],
-        request_id=r["request_id"],
-        model=r["model"],
-        model_version=r["model_version"],
-        domain=r["domain"],
-        tier=_TIER[r["tier"]],
-        reason=_REASON[r["reason"]],
-        rule_id=r["rule_id"],
-        predicted_class=r["predicted_class"],
-        predicted_label=r["predicted_label"],
-        calibrated_confidence=r["calibrated_confidence"],
-        policy_revision=r["policy_revision"],
-        calibration_version=r["calibration_version"],
-        experiment_arm=r["experiment_arm"],
-        degraded=r["degraded"],
         input_ref=r["input_ref"],
-        trace_id=r["trace_id"],
         created_at=r["created_at"],
         context=r.get("context"),
         string_attributes=r.get("string_attributes"),
         numeric_attributes=r.get("numeric_attributes"),
-        logits=r.get("logits"),
-        input_kind=_INPUT_KIND[r.get("input_kind", "LOGITS")],
+        **_decided(r),
     )
 
 
 def decision_message(record: Mapping[str, Any]) -> fpb.DecisionRecord:
     """The decision an escalation record (or a sampled automated decision's record,
     which has the same fields and its inclusion_probability) holds."""
-    r = record
     return fpb.DecisionRecord(
-        request_id=r["request_id"],
-        model=r["model"],
-        model_version=r["model_version"],
-        domain=r["domain"],
-        tier=_TIER[r["tier"]],
-        reason=_REASON[r["reason"]],
-        rule_id=r["rule_id"],
-        predicted_class=r["predicted_class"],
-        predicted_label=r["predicted_label"],
-        calibrated_confidence=r["calibrated_confidence"],
-        logits=r.get("logits"),
-        input_kind=_INPUT_KIND[r.get("input_kind", "LOGITS")],
-        policy_revision=r["policy_revision"],
-        calibration_version=r["calibration_version"],
-        experiment_arm=r["experiment_arm"],
-        degraded=r["degraded"],
-        trace_id=r["trace_id"],
-        decided_at=r["created_at"],
-        inclusion_probability=r.get("inclusion_probability", 1.0),
-        escalation_id=r.get("escalation_id", ""),
+        decided_at=record["created_at"],
+        inclusion_probability=record.get("inclusion_probability", 1.0),
+        escalation_id=record.get("escalation_id", ""),
+        **_decided(record),
     )
+
+
+def _decided(r: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields an escalation and a decision record share, as either message's."""
+    return {
+        "request_id": r["request_id"],
+        "model": r["model"],
+        "model_version": r["model_version"],
+        "domain": r["domain"],
+        "tier": _TIER[r["tier"]],
+        "reason": _REASON[r["reason"]],
+        "rule_id": r["rule_id"],
+        "predicted_class": r["predicted_class"],
+        "predicted_label": r["predicted_label"],
+        "calibrated_confidence": r["calibrated_confidence"],
+        "policy_revision": r["policy_revision"],
+        "calibration_version": r["calibration_version"],
+        "experiment_arm": r["experiment_arm"],
+        "degraded": r["degraded"],
+        "trace_id": r["trace_id"],
+        "logits": r.get("logits"),
+        "input_kind": _INPUT_KIND[r.get("input_kind", "LOGITS")],
+    }
 
 
 def outcome_message(record: Mapping[str, Any]) -> fpb.FeedbackEvent:

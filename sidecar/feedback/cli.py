@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -46,7 +45,7 @@ from sidecar.feedback.dataset import (
     read_manifest,
     write_dataset,
 )
-from sidecar.settings import add_client_flags, client_credentials
+from sidecar.settings import add_target_flags, client_credentials
 
 if TYPE_CHECKING:
     from sidecar.feedback.client import FeedbackClient
@@ -145,12 +144,7 @@ def _database() -> StoreFlag[FeedbackStore]:
 
 
 def _target(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--target",
-        default=os.environ.get("HITL_FEEDBACK_TARGET", DEFAULT_FEEDBACK_LISTEN),
-        help=f"service HOST:PORT (env HITL_FEEDBACK_TARGET, default {DEFAULT_FEEDBACK_LISTEN})",
-    )
-    add_client_flags(parser, "HITL_FEEDBACK")
+    add_target_flags(parser, "HITL_FEEDBACK", DEFAULT_FEEDBACK_LISTEN, "service")
 
 
 def _serve(config: FeedbackConfig) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections import Counter
@@ -39,7 +38,7 @@ from sidecar.commands import (
 from sidecar.review.access import ReviewRole
 from sidecar.review.config import DEFAULT_REVIEW_LISTEN, ReviewConfig
 from sidecar.review.item import TIERS
-from sidecar.settings import add_client_flags, client_credentials
+from sidecar.settings import add_target_flags, client_credentials
 
 if TYPE_CHECKING:
     from sidecar.review.client import ReviewClient
@@ -107,12 +106,7 @@ def add_commands(commands: Any) -> None:
 
 
 def _target(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--target",
-        default=os.environ.get("HITL_REVIEW_TARGET", DEFAULT_REVIEW_LISTEN),
-        help=f"queue HOST:PORT (env HITL_REVIEW_TARGET, default {DEFAULT_REVIEW_LISTEN})",
-    )
-    add_client_flags(parser, "HITL_REVIEW")
+    add_target_flags(parser, "HITL_REVIEW", DEFAULT_REVIEW_LISTEN, "queue")
 
 
 def _database() -> StoreFlag[ReviewStore]:
