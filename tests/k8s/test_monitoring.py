@@ -17,9 +17,12 @@ from typing import Any
 import pytest
 import yaml
 
+from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
 from sidecar.review.item import Verdict
 from tests.artefacts import confident_logits, policy_doc, temperature_artefact, write_policy
 from tests.certs import serving_pair
+from tests.feedback_service import add_principals as add_feedback_principals
+from tests.feedback_service import start as start_feedback
 from tests.integration.conftest import hitl_command, start_review, start_sidecar, wait_for
 from tests.k8s.manifests import K8S
 from tests.natsserver import free_port
@@ -109,10 +112,21 @@ def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
 
 @pytest.fixture
 def scraped(tmp_path: Path) -> Iterator[set[str]]:
-    """Metric names on the scrape endpoints of a review queue, a sidecar forwarding to
-    it (with a stale policy, so it falls back, and a rejected revision) and an
-    injector, after each has done what makes its series appear."""
+    """Metric names on the scrape endpoints of a review queue, a feedback service, a
+    sidecar forwarding to both (with a stale policy, so it falls back, and a rejected
+    revision) and an injector, after each has done what makes its series appear."""
     review_metrics, sidecar_metrics, injector_metrics = free_port(), free_port(), free_port()
+    feedback_metrics = free_port()
+    feedback_db = f"sqlite:{tmp_path / 'feedback.db'}"
+    feedback_tokens = add_feedback_principals(
+        feedback_db, {"sidecar-1": ("sidecar",), "app": ("client",)}
+    )
+    (tmp_path / "feedback-sidecar.token").write_text(feedback_tokens["sidecar-1"])
+    feedback = start_feedback(
+        tmp_path / "feedback", feedback_db, feedback_tokens,
+        "--metrics-addr", f"127.0.0.1:{feedback_metrics}",
+        "--join-window", "0.5", "--sweep-seconds", "0.2",
+    )  # fmt: skip
     review = start_review(
         tmp_path / "review",
         "--metrics-addr", f"127.0.0.1:{review_metrics}",
@@ -124,6 +138,8 @@ def scraped(tmp_path: Path) -> Iterator[set[str]]:
     sidecar = start_sidecar(
         tmp_path, tmp_path / "policy.yaml",
         "--metrics-addr", f"127.0.0.1:{sidecar_metrics}", *review.sink(),
+        "--feedback", feedback.address,
+        "--feedback-token-file", str(tmp_path / "feedback-sidecar.token"),
     )  # fmt: skip
     pki = serving_pair(tmp_path / "tls", "ca")
     port_file = tmp_path / "injector.addr"
@@ -159,11 +175,16 @@ def scraped(tmp_path: Path) -> Iterator[set[str]]:
         ).read()
         wait_for(lambda: "overdue_total" in _scrape(review_metrics), 10, "an overdue item")
         wait_for(lambda: "rejected_total" in _scrape(sidecar_metrics), 5, "a rejection")
-        text = "".join(_scrape(p) for p in (review_metrics, sidecar_metrics, injector_metrics))
+        with feedback.client("app") as app:  # one rejected, one never attributed
+            app.record_batch([fpb.FeedbackEvent(feedback_id="x"), _orphan()])
+        wait_for(lambda: "dead_lettered_total" in _scrape(feedback_metrics), 10, "a dead letter")
+        wait_for(lambda: "decisions_sent_total" in _scrape(sidecar_metrics), 10, "decisions")
+        endpoints = (review_metrics, sidecar_metrics, injector_metrics, feedback_metrics)
+        text = "".join(_scrape(p) for p in endpoints)
         yield {line.split("{")[0].split(" ")[0] for line in text.splitlines()
                if line.startswith("hitl_")}  # fmt: skip
     finally:
-        for process in (sidecar.process, review.process, injector):
+        for process in (sidecar.process, review.process, injector, feedback.process):
             process.kill()
             process.wait()
 
@@ -172,6 +193,16 @@ def _request(request_id: str) -> Any:
     from hitl_client.router import route_request
 
     return route_request(request_id, "m", confident_logits(0))
+
+
+def _orphan() -> Any:
+    return fpb.FeedbackEvent(
+        feedback_id="orphan",
+        request_id="never-decided",
+        model="m",
+        type=fpb.FEEDBACK_RATING,
+        rating=0.5,
+    )
 
 
 def _scrape(port: int) -> str:
