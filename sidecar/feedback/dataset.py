@@ -8,7 +8,8 @@ compiling is pure (the store's rows in, bytes and a manifest out);
   source is among ``sources``, the first source in that order winning (by default
   an outcome beats a review beats a user's correction); within a source the latest
   event wins. Decisions whose sources disagree are counted and listed. A label
-  without a class index cannot be fitted on and is counted, not used.
+  without a class index, or with one beyond the decision's logits, cannot be fitted
+  on and is counted, not used.
 - **Weights.** Each row carries the inverse of the probability with which its
   decision was recorded (1 for an escalated one, 1/sample for a sampled automated
   one), times the stratum's inverse sampling share for ``stratified`` and
@@ -79,6 +80,9 @@ def compile_dataset(query: Query, labelled: Iterable[Labelled]) -> Dataset:
         source, label = chosen
         if "class_index" not in label:
             unusable["label without a class index"] += 1
+            continue
+        if int(label["class_index"]) >= len(item.decision.get("logits", [])):
+            unusable["label outside the decision's classes"] += 1
             continue
         rows.append(_row(item.decision, source, int(label["class_index"])))
     kept = _select(rows, query.strategy)

@@ -79,7 +79,9 @@ class FeedbackLog:
         """Append one event; InvalidRequest, PermissionDenied or RateLimited when it is
         refused."""
         self._spend(principal, 1)
-        _check(principal, event)
+        (refused,) = self._judge(principal, [event])
+        if refused is not None:
+            raise refused
         return self._append(principal, [event])[0]
 
     def record_batch(
@@ -91,11 +93,10 @@ class FeedbackLog:
         self._spend(principal, len(events))
         results: list[Result | None] = [None] * len(events)
         valid: list[tuple[int, fpb.FeedbackEvent]] = []
-        for i, event in enumerate(events):
-            try:
-                _check(principal, event)
-            except (InvalidRequest, PermissionDenied) as exc:
-                results[i] = Result(event.feedback_id, REJECTED, str(exc))
+        refusals = self._judge(principal, events)
+        for i, (event, refused) in enumerate(zip(events, refusals, strict=True)):
+            if refused is not None:
+                results[i] = Result(event.feedback_id, REJECTED, str(refused))
                 self._count(event.type, REJECTED)
                 continue
             valid.append((i, event))
@@ -171,6 +172,38 @@ class FeedbackLog:
                 )
             results.append(Result(event.feedback_id, outcome.value, message))
         return results
+
+    def _judge(
+        self, principal: Principal, events: Sequence[fpb.FeedbackEvent]
+    ) -> list[InvalidRequest | PermissionDenied | None]:
+        """Why each event is refused (None: it is not): its fields and the sender's
+        right to its type, then a label's class against the class count of the
+        decision it is about, when that decision is known (one look-up for all)."""
+        refusals: list[InvalidRequest | PermissionDenied | None] = []
+        for event in events:
+            try:
+                _check(principal, event)
+            except (InvalidRequest, PermissionDenied) as exc:
+                refusals.append(exc)
+                continue
+            refusals.append(None)
+        labelled = [
+            i
+            for i, (event, refused) in enumerate(zip(events, refusals, strict=True))
+            if refused is None and event.HasField("label") and event.label.HasField("class_index")
+        ]
+        if labelled:
+            classes = self.store.classes_of([events[i].request_id for i in labelled])
+            for i in labelled:
+                event = events[i]
+                known = classes.get(event.request_id, 0)
+                if known and event.label.class_index >= known:
+                    refusals[i] = InvalidRequest(
+                        "label.class_index",
+                        f"{event.label.class_index} is not one of the {known} classes of"
+                        f" the decision for request_id {event.request_id!r}",
+                    )
+        return refusals
 
     def _spend(self, principal: Principal, events: int) -> None:
         if self._limits is not None:

@@ -51,6 +51,7 @@ class Decided:
     request_id: str
     model: str
     decision: str  # canonical JSON of the DecisionRecord as sent
+    classes: int  # the model's class count: its logits' length
     inclusion_probability: float
     decided_at: float
     sender: str
@@ -62,6 +63,7 @@ def decided(record: fpb.DecisionRecord, sender: str, now: float) -> Decided:
         request_id=record.request_id,
         model=record.model,
         decision=canonical(record),
+        classes=len(record.logits),
         inclusion_probability=record.inclusion_probability,
         decided_at=record.decided_at,
         sender=sender,

@@ -35,6 +35,10 @@ class FeedbackStore(Protocol):
 
     def decision(self, request_id: str) -> Decided | None: ...
 
+    def classes_of(self, request_ids: Sequence[str]) -> dict[str, int]:
+        """The class count of the decision for each of request_ids that has one."""
+        ...
+
     def dead_letter_unattributed(self, before: float, reason: str, now: float) -> int:
         """Dead-letter every event received before ``before`` whose request has no
         decision and that is not dead-lettered already; how many."""

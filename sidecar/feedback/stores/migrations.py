@@ -62,4 +62,12 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        3,
+        "each decision's class count, which a label's class is checked against (0: unknown)",
+        ("ALTER TABLE feedback_decisions ADD COLUMN classes INTEGER NOT NULL DEFAULT 0",),
+    ),
+)
+
 SCHEMA = Schema("feedback", FEEDBACK_LOCK_KEY, MIGRATIONS)

@@ -17,12 +17,12 @@ from typing import Any
 from sidecar.feedback.dataset import Labelled
 from sidecar.feedback.records import DeadLetter, Decided, Outcome, Received
 from sidecar.feedback.stores.migrations import SCHEMA
-from sidecar.storage.sql import Database, Dialect, Transaction, render_all
+from sidecar.storage.sql import Database, Dialect, Transaction, render, render_all
 from sidecar.storage.store import ServiceStore
 
 COLUMNS = ("feedback_id", "request_id", "model", "type", "event", "sender", "received_at")
 DECISION_COLUMNS = (
-    "request_id, model, decision, inclusion_probability, decided_at, sender, received_at"
+    "request_id, model, decision, classes, inclusion_probability, decided_at, sender, received_at"
 )
 # An event whose request no decision claims.
 UNATTRIBUTED = """
@@ -42,8 +42,8 @@ class Statements:
         SELECT {columns} FROM feedback_events WHERE request_id = :request_id ORDER BY seq"""
     insert_decision: str = """
         INSERT INTO feedback_decisions ({decision_columns})
-        VALUES (:request_id, :model, :decision, :inclusion_probability, :decided_at,
-                :sender, :received_at)
+        VALUES (:request_id, :model, :decision, :classes, :inclusion_probability,
+                :decided_at, :sender, :received_at)
         ON CONFLICT (request_id) DO NOTHING"""
     stored_decision: str = """
         SELECT decision AS kept FROM feedback_decisions WHERE request_id = :request_id"""
@@ -114,6 +114,14 @@ class SqlStore(ServiceStore):
             return [
                 _add(tx, insert, stored, asdict(d), "request_id", d.decision) for d in decisions
             ]
+
+    def classes_of(self, request_ids: Sequence[str]) -> dict[str, int]:
+        keys = {f"r{i}": request_id for i, request_id in enumerate(request_ids)}
+        listed = ", ".join(f":{key}" for key in keys)
+        # Only parameter names are formatted in: the ids travel as parameters.
+        template = "SELECT request_id, classes FROM feedback_decisions WHERE request_id IN "
+        statement = render(f"{template}({listed})", self.database.dialect)
+        return {row["request_id"]: int(row["classes"]) for row in self._rows(statement, keys)}
 
     def decision(self, request_id: str) -> Decided | None:
         rows = self._rows(self._sql.decision, {"request_id": request_id})

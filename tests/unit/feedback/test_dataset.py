@@ -51,6 +51,7 @@ def test_an_outcome_beats_a_review_beats_a_correction_and_disagreements_are_list
             Labelled(decision("c"), [label("OUTCOME", 0), label("OUTCOME", 2)]),  # latest wins
             Labelled(decision("d"), [label("RATING")]),
             Labelled(decision("e"), [label("OUTCOME", name="cat")]),
+            Labelled(decision("f"), [label("OUTCOME", 3)]),  # of 3 classes: 0 to 2
         ],
     )
     got = {row["request_id"]: (row["label"], row["label_source"]) for row in rows(built.data)}
@@ -61,6 +62,7 @@ def test_an_outcome_beats_a_review_beats_a_correction_and_disagreements_are_list
         {"request_id": "a", "labels": {"review": 2, "correction": 0}}
     ]
     assert manifest["unusable"] == {
+        "label outside the decision's classes": 1,
         "label without a class index": 1,
         "no label from the chosen sources": 1,
     }

@@ -131,3 +131,24 @@ def test_the_sweep_dead_letters_what_waited_past_the_join_window(
     (letter,) = store.dead_letters(10)
     assert "join window (60 s)" in letter.reason
     assert points(reader, "hitl.feedback.dead_lettered")[frozenset()] == 1
+
+
+def test_a_label_outside_its_decisions_classes_is_refused(feedback: FeedbackLog) -> None:
+    """Known decision with 3 classes: class 3 is refused naming label.class_index; a
+    label about a request not decided yet waits (it cannot be checked)."""
+    feedback.record_decisions(SIDECAR, [decision(logits=[0.1, 2.0, -1.0])])
+    with pytest.raises(InvalidRequest, match=r"label\.class_index: 3 is not one of the 3"):
+        feedback.record(SIDECAR, event(label=fpb.Label(class_index=3)))
+    results = feedback.record_batch(
+        APP,
+        [
+            event(feedback_id="ok", label=fpb.Label(class_index=2)),
+            event(feedback_id="bad", label=fpb.Label(class_index=5)),
+            event(feedback_id="later", request_id="r-9", label=fpb.Label(class_index=5)),
+        ],
+    )
+    assert [(r.key, r.status) for r in results] == [
+        ("ok", "ACCEPTED"),
+        ("bad", REJECTED),
+        ("later", "ACCEPTED"),
+    ]
