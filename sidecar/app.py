@@ -338,7 +338,13 @@ def _delivery(
     return Delivery(name, recorder, dead, forwarder)
 
 
-def _feedback_sink(config: SidecarConfig) -> FeedbackSink:
+def _feedback_sink(config: SidecarConfig) -> Sink:
+    """The feedback service's gRPC endpoint, or its JetStream stream (nats://...)."""
+    if config.feedback.startswith("nats://"):
+        from sidecar.escalation.sinks.nats import FeedbackNatsSink
+
+        servers = config.feedback.split(",")
+        return FeedbackNatsSink(servers, config.deployment, config.forward_timeout_seconds)
     credentials = config.credentials("feedback")
     return FeedbackSink(config.feedback, config.forward_timeout_seconds, credentials)
 

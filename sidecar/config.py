@@ -95,6 +95,14 @@ def _sink(value: str, var: str) -> str:
     return value
 
 
+def _feedback(value: str, var: str) -> str:
+    """The feedback service's HOST:PORT, or NATS servers (nats://HOST:PORT[,...]) whose
+    JetStream it consumes."""
+    if value.startswith("nats://"):
+        return _sink(value, var)
+    return optional_address(value, var)
+
+
 @dataclass(frozen=True, slots=True)
 class SidecarConfig:
     """Settings of one sidecar process (docs/configuration.md)."""
@@ -211,9 +219,10 @@ class SidecarConfig:
     feedback: str = setting(
         "HITL_FEEDBACK",
         "",
-        "the feedback service's HOST:PORT: escalated decisions, a sample of automated ones"
-        " and RecordOutcome's outcomes go there",
-        parse=optional_address,
+        "the feedback service's HOST:PORT, or nats://HOST:PORT[,...] to send through"
+        " JetStream: escalated decisions, a sample of automated ones and RecordOutcome's"
+        " outcomes go there",
+        parse=_feedback,
     )
     decision_sample: float = setting(
         "HITL_DECISION_SAMPLE",

@@ -33,6 +33,7 @@ from sidecar.supervision import Periodic
 from sidecar.telemetry.metrics import service_meters
 
 if TYPE_CHECKING:
+    from sidecar.feedback.jetstream import JetStreamConsumer
     from sidecar.webserver import WebServer
 
 log = structlog.get_logger("hitl.feedback")
@@ -50,6 +51,7 @@ class FeedbackServer:
     meters: MeterProvider
     sweeper: Periodic
     http: WebServer | None = None  # the same service over HTTP (HITL_FEEDBACK_HTTP_LISTEN)
+    jetstream: JetStreamConsumer | None = None  # HITL_FEEDBACK_NATS
 
     @property
     def address(self) -> str:
@@ -60,6 +62,8 @@ class FeedbackServer:
         if self.http is not None:
             self.http.start("feedback-http")
         self.sweeper.start()
+        if self.jetstream is not None:
+            self.jetstream.start()
         log.info(
             "feedback.listening",
             address=self.address,
@@ -72,6 +76,8 @@ class FeedbackServer:
         self.grpc.stop(self.config.shutdown_grace_seconds if grace is None else grace)
         if self.http is not None:
             self.http.stop()
+        if self.jetstream is not None:
+            self.jetstream.stop()
         self.sweeper.stop()
         self.feedback.store.close()
         self.meters.shutdown()
@@ -109,7 +115,13 @@ def build(
     )
     sweeper = Periodic("feedback-sweep", config.sweep_seconds, feedback.sweep)
     http = _http(config, feedback, gate) if config.http_listen else None
-    return FeedbackServer(config, feedback, server, meters, sweeper, http)
+    jetstream = None
+    if config.nats:
+        from sidecar.feedback.jetstream import JetStreamConsumer
+
+        deployments = [d.strip() for d in config.nats_deployments.split(",") if d.strip()]
+        jetstream = JetStreamConsumer(feedback, config.nats.split(","), deployments)
+    return FeedbackServer(config, feedback, server, meters, sweeper, http, jetstream)
 
 
 def _http(config: FeedbackConfig, feedback: FeedbackLog, gate: Gate) -> WebServer:

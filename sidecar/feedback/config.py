@@ -30,6 +30,19 @@ from sidecar.storage.url import check_db
 DEFAULT_FEEDBACK_LISTEN = "127.0.0.1:7435"
 
 
+def _nats(value: str, var: str) -> str:
+    if not value:
+        return ""
+    urls = value.split(",")
+    if not all(url.startswith("nats://") and url.removeprefix("nats://") for url in urls):
+        raise ConfigError(f"{var} must be nats://HOST:PORT[,nats://HOST:PORT...], got {value!r}")
+    for url in urls:
+        address(url.removeprefix("nats://"), var)
+    if importlib.util.find_spec("nats") is None:
+        raise ConfigError(f"{var}: JetStream needs nats-py: pip install 'hitl-sidecar[nats]'")
+    return value
+
+
 def _http_listen(value: str, var: str) -> str:
     listen = optional_address(value, var)
     if listen and not all(importlib.util.find_spec(m) for m in ("connectrpc", "uvicorn")):
@@ -59,6 +72,18 @@ class FeedbackConfig:
         "HOST:PORT of the same service over HTTP (Connect: POST JSON to"
         " /hitl.v1.Feedback/<Method>), TLS with tls-cert when set; needs the web extra",
         parse=_http_listen,
+    )
+    nats: str = setting(
+        "HITL_FEEDBACK_NATS",
+        "",
+        "nats://HOST:PORT[,...]: also take decisions and outcomes from the JetStream streams"
+        " of the sidecars that send there (HITL_FEEDBACK=nats://...); needs the nats extra",
+        parse=_nats,
+    )
+    nats_deployments: str = setting(
+        "HITL_FEEDBACK_NATS_DEPLOYMENTS",
+        "default",
+        "comma-separated HITL_DEPLOYMENT names whose streams (HITL_<NAME>_FEEDBACK) are taken",
     )
     join_window: float = setting(
         "HITL_FEEDBACK_JOIN_WINDOW",

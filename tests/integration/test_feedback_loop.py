@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,7 @@ from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
 from hitl_client.stubs.hitl.v1 import router_pb2 as pb
 from sidecar.review.item import Verdict
 from tests.artefacts import confident_logits
-from tests.feedback_service import FeedbackProcess, add_principals, start
+from tests.feedback_service import FeedbackProcess, add_principals, start, stop
 from tests.integration.conftest import (
     SidecarProcess,
     hitl_command,
@@ -32,6 +32,7 @@ from tests.integration.conftest import (
     start_sidecar,
     wait_for,
 )
+from tests.natsserver import NatsServer
 
 pytestmark = pytest.mark.integration
 
@@ -170,12 +171,10 @@ def test_an_event_before_its_decision_is_dead_lettered_then_released(
     assert hitl("dead-letters").stdout == ""
 
 
-def test_a_killed_sidecar_loses_no_escalated_decision(
-    tmp_path: Path, policy_file: Path, feedback: FeedbackProcess
-) -> None:
-    """SIGKILL while routing escalations; on restart the spool still holds what was
-    not delivered, and every acknowledged escalation's decision reaches the service."""
-    sidecar = start_with_feedback(tmp_path, policy_file, feedback, "--decision-sample", "0")
+def kill_under_load(start_one: Callable[[], SidecarProcess]) -> list[str]:
+    """Route escalations, SIGKILL the sidecar at the 150th; the request ids it
+    acknowledged."""
+    sidecar = start_one()
     acknowledged = []
     with sidecar.client() as client:
         for i in range(200):
@@ -188,19 +187,63 @@ def test_a_killed_sidecar_loses_no_escalated_decision(
             acknowledged.append(answer.request_id)
     sidecar.process.wait()
     assert 100 <= len(acknowledged) <= 151
+    return acknowledged
+
+
+def all_decided(feedback: FeedbackProcess, acknowledged: list[str]) -> None:
+    for request_id in (acknowledged[0], acknowledged[-1]):
+        wait_for(
+            lambda r=request_id: history(feedback, r).HasField("decision"),
+            20.0,
+            f"{request_id}'s decision",
+        )
+    assert [r for r in acknowledged if not history(feedback, r).HasField("decision")] == []
+
+
+def test_a_killed_sidecar_loses_no_escalated_decision(
+    tmp_path: Path, policy_file: Path, feedback: FeedbackProcess
+) -> None:
+    """SIGKILL while routing escalations; on restart the spool still holds what was
+    not delivered, and every acknowledged escalation's decision reaches the service."""
+    args = ("--decision-sample", "0")
+    acknowledged = kill_under_load(
+        lambda: start_with_feedback(tmp_path, policy_file, feedback, *args)
+    )
     again = start_with_feedback(tmp_path, policy_file, feedback)
     try:
-        for request_id in (acknowledged[0], acknowledged[-1]):
-            wait_for(
-                lambda r=request_id: history(feedback, r).HasField("decision"),
-                20.0,
-                f"{request_id}'s decision",
-            )
-        missing = [r for r in acknowledged if not history(feedback, r).HasField("decision")]
-        assert missing == []
+        all_decided(feedback, acknowledged)
     finally:
         again.process.kill()
         again.process.wait()
+
+
+def test_a_killed_sidecar_loses_no_escalated_decision_through_jetstream(
+    tmp_path: Path, policy_file: Path
+) -> None:
+    """The same over a real NATS server: the sidecar publishes, the service consumes."""
+    nats_server = NatsServer(tmp_path)
+    nats_server.start()
+    db = f"sqlite:{tmp_path / 'feedback' / 'feedback.db'}"
+    (tmp_path / "feedback").mkdir()
+    service = start(
+        tmp_path / "feedback", db, add_principals(db, PRINCIPALS), "--nats", nats_server.url
+    )
+
+    def sidecar() -> SidecarProcess:
+        running = start_sidecar(tmp_path, policy_file, "--feedback", nats_server.url)
+        running.wait_serving()
+        return running
+
+    again = None
+    try:
+        acknowledged = kill_under_load(sidecar)
+        again = sidecar()
+        all_decided(service, acknowledged)
+    finally:
+        for process in (service.process, *([again.process] if again else [])):
+            process.kill()
+            process.wait()
+        nats_server.stop()
 
 
 def test_a_dataset_built_from_the_log_fits_a_calibrator_and_rebuilds_identically(
@@ -302,3 +345,51 @@ def test_a_reviewers_verdict_meets_its_decision_at_the_feedback_service(
         for process in (sidecar.process, queue.process):
             process.kill()
             process.wait()
+
+
+def test_decisions_and_outcomes_through_jetstream(tmp_path: Path, policy_file: Path) -> None:
+    """The sidecar sends to a real NATS server's JetStream; the feedback service, started
+    after the sidecar has sent, takes them with its durable consumer and attributes the
+    outcome to its decision; a restarted service takes nothing twice."""
+    nats_server = NatsServer(tmp_path)
+    nats_server.start()
+    db = f"sqlite:{tmp_path / 'feedback' / 'feedback.db'}"
+    (tmp_path / "feedback").mkdir()
+    tokens = add_principals(db, PRINCIPALS)
+    sidecar = start_sidecar(
+        tmp_path, policy_file, "--feedback", nats_server.url, "--decision-sample", "1"
+    )
+    service = None
+    try:
+        sidecar.wait_serving()
+        with sidecar.client() as client:
+            client.route(request("js-auto", confident=True))
+            client.route(request("js-esc", confident=False))
+            client.record_outcome(pb.OutcomeRequest(request_id="js-auto", model="m", true_class=1))
+        stream = "HITL_DEFAULT_FEEDBACK"
+
+        def sent() -> bool:
+            try:
+                return len(nats_server.messages(stream)) == 3
+            except Exception:  # the stream is not there yet
+                return False
+
+        wait_for(sent, 10.0, "3 messages on the stream")
+        running = service = start(tmp_path / "feedback", db, tokens, "--nats", nats_server.url)
+
+        def attributed() -> bool:
+            known = history(running, "js-auto")
+            return known.HasField("decision") and len(known.events) == 1
+
+        wait_for(attributed, 15.0, "the outcome attributed through JetStream")
+        assert history(running, "js-esc").decision.tier != dpb.TIER_AUTOMATED
+        assert history(running, "js-auto").decision_sender == f"nats:{stream}"
+        stop(running)
+        running = service = start(tmp_path / "feedback", db, tokens, "--nats", nats_server.url)
+        time.sleep(1.5)  # a redelivery would show as a second event or a conflict
+        assert len(history(running, "js-auto").events) == 1
+    finally:
+        for process in (sidecar.process, *([service.process] if service else [])):
+            process.kill()
+            process.wait()
+        nats_server.stop()

@@ -55,6 +55,9 @@ class NatsSink:
     def subject(self, record: dict[str, Any]) -> str:
         return f"{self.prefix}.{token(str(record['model']))}.{token(str(record['tier']))}"
 
+    def message_id(self, item: Spooled) -> str:
+        return item.key
+
     async def deliver(self, batch: Sequence[Spooled]) -> list[Rejection]:
         js = await self._jetstream()
         rejected: list[Rejection] = []
@@ -67,7 +70,7 @@ class NatsSink:
                             self.subject(item.record),
                             item.payload,
                             wait_stall=self._timeout,
-                            headers={Header.MSG_ID: item.key},
+                            headers={Header.MSG_ID: self.message_id(item)},
                         )
                     )
                 except MaxPayloadError as exc:
@@ -115,6 +118,34 @@ class NatsSink:
         client, self._client, self._js = self._client, None, None
         if client is not None and not client.is_closed:
             await client.close()
+
+
+class FeedbackNatsSink(NatsSink):
+    """Decisions and outcomes for the feedback service, which consumes them from the
+    stream: ``HITL_<DEPLOYMENT>_FEEDBACK``, a subject per kind and model
+    (``hitl.<deployment>.feedback.<decision|outcome>.<model>``; an escalation's
+    record is its decision), and ``Nats-Msg-Id: <kind>-<key>``."""
+
+    name = "feedback-nats"
+
+    def __init__(self, servers: list[str], deployment: str, timeout: float) -> None:
+        super().__init__(servers, deployment, timeout)
+        self.stream = feedback_stream(deployment)
+        self.prefix = f"hitl.{token(deployment)}.feedback"
+
+    def subject(self, record: dict[str, Any]) -> str:
+        return f"{self.prefix}.{_kind(record)}.{token(str(record['model']))}"
+
+    def message_id(self, item: Spooled) -> str:
+        return f"{_kind(item.record)}-{item.key}"
+
+
+def feedback_stream(deployment: str) -> str:
+    return f"HITL_{token(deployment).upper()}_FEEDBACK"
+
+
+def _kind(record: dict[str, Any]) -> str:
+    return "outcome" if record.get("kind") == "outcome" else "decision"
 
 
 async def _log_error(exc: Exception) -> None:
