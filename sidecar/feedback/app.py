@@ -25,6 +25,7 @@ from sidecar.feedback.limits import RateLimits
 from sidecar.feedback.metrics import FeedbackMetrics
 from sidecar.feedback.server import FeedbackServicer
 from sidecar.feedback.store import FeedbackStore, open_store
+from sidecar.feedback.trigger import ModelUpdates, jetstream, webhook
 from sidecar.feedback.validation import MAX_BATCH
 from sidecar.gate import Gate
 from sidecar.serving import ThreadedServer, serve_until_signalled, threaded_server
@@ -52,6 +53,7 @@ class FeedbackServer:
     sweeper: Periodic
     http: WebServer | None = None  # the same service over HTTP (HITL_FEEDBACK_HTTP_LISTEN)
     jetstream: JetStreamConsumer | None = None  # HITL_FEEDBACK_NATS
+    updates: Periodic | None = None  # model-update triggers, when configured
 
     @property
     def address(self) -> str:
@@ -64,6 +66,8 @@ class FeedbackServer:
         self.sweeper.start()
         if self.jetstream is not None:
             self.jetstream.start()
+        if self.updates is not None:
+            self.updates.start()
         log.info(
             "feedback.listening",
             address=self.address,
@@ -78,6 +82,8 @@ class FeedbackServer:
             self.http.stop()
         if self.jetstream is not None:
             self.jetstream.stop()
+        if self.updates is not None:
+            self.updates.stop()
         self.sweeper.stop()
         self.feedback.store.close()
         self.meters.shutdown()
@@ -121,7 +127,25 @@ def build(
 
         deployments = [d.strip() for d in config.nats_deployments.split(",") if d.strip()]
         jetstream = JetStreamConsumer(feedback, config.nats.split(","), deployments)
-    return FeedbackServer(config, feedback, server, meters, sweeper, http, jetstream)
+    updates = _updates(config, feedback.store, clock)
+    return FeedbackServer(config, feedback, server, meters, sweeper, http, jetstream, updates)
+
+
+def _updates(config: FeedbackConfig, store: FeedbackStore, clock: Clock) -> Periodic | None:
+    """The model-update check, when a volume or an age can trigger and something can
+    be told (a webhook, NATS)."""
+    destinations = []
+    if config.trigger_webhook:
+        key = config.trigger_webhook_key_file
+        destinations.append(webhook(config.trigger_webhook, key.read_bytes() if key else None))
+    if config.nats:
+        destinations.append(jetstream(config.nats.split(",")))
+    if not destinations or not (config.trigger_rows or config.trigger_age):
+        return None
+    updates = ModelUpdates(
+        store, clock, config.datasets, config.trigger_rows, config.trigger_age, destinations
+    )
+    return Periodic("feedback-model-updates", config.sweep_seconds, updates.check)
 
 
 def _http(config: FeedbackConfig, feedback: FeedbackLog, gate: Gate) -> WebServer:

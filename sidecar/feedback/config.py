@@ -13,6 +13,7 @@ from sidecar.feedback.ingest import DEFAULT_JOIN_WINDOW
 from sidecar.settings import (
     address,
     client_ca_setting,
+    count,
     duration,
     grace_setting,
     load_server,
@@ -20,7 +21,9 @@ from sidecar.settings import (
     metrics_setting,
     non_negative,
     optional_address,
+    path,
     port_file_setting,
+    readable_file,
     setting,
     tls_cert_setting,
     tls_key_setting,
@@ -28,6 +31,16 @@ from sidecar.settings import (
 from sidecar.storage.url import check_db
 
 DEFAULT_FEEDBACK_LISTEN = "127.0.0.1:7435"
+
+
+def _optional_duration(value: str, var: str) -> float:
+    return 0.0 if value in ("", "0") else duration(value, var)
+
+
+def _url(value: str, var: str) -> str:
+    if value and not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{var} must be an http:// or https:// URL, got {value!r}")
+    return value
 
 
 def _nats(value: str, var: str) -> str:
@@ -84,6 +97,39 @@ class FeedbackConfig:
         "HITL_FEEDBACK_NATS_DEPLOYMENTS",
         "default",
         "comma-separated HITL_DEPLOYMENT names whose streams (HITL_<NAME>_FEEDBACK) are taken",
+    )
+    trigger_rows: int = setting(
+        "HITL_FEEDBACK_TRIGGER_ROWS",
+        0,
+        "newly labelled decisions of a model that trigger a model update (a dataset"
+        " snapshot, announced); 0: volume never does",
+        parse=count(low=0),
+    )
+    trigger_age: float = setting(
+        "HITL_FEEDBACK_TRIGGER_AGE",
+        0.0,
+        "how old the oldest new label may grow before it triggers a model update; seconds,"
+        " or with s, m, h or d; 0: age never does",
+        parse=_optional_duration,
+    )
+    trigger_webhook: str = setting(
+        "HITL_FEEDBACK_TRIGGER_WEBHOOK",
+        "",
+        "an http(s) URL each model update is POSTed to as JSON (besides NATS with"
+        " HITL_FEEDBACK_NATS)",
+        parse=_url,
+    )
+    trigger_webhook_key_file: Path | None = setting(
+        "HITL_FEEDBACK_TRIGGER_WEBHOOK_KEY_FILE",
+        None,
+        "a secret the webhook's body is signed with (X-Hitl-Signature: sha256=HMAC)",
+        parse=readable_file,
+    )
+    datasets: Path = setting(
+        "HITL_FEEDBACK_DATASETS",
+        Path("hitl-state/datasets"),
+        "where model updates write their dataset snapshots",
+        parse=path,
     )
     join_window: float = setting(
         "HITL_FEEDBACK_JOIN_WINDOW",

@@ -53,6 +53,23 @@ class FeedbackStore(Protocol):
         reviews, corrections) received before until; both as sent, events in order."""
         ...
 
+    def models(self) -> list[str]:
+        """The models the log holds decisions of."""
+        ...
+
+    def new_labels(self, model: str, since: float) -> tuple[int, float | None]:
+        """(decisions of model with a label event received since, the oldest such
+        event's receipt time)."""
+        ...
+
+    def last_trigger(self, model: str) -> float:
+        """Up to when model's last model-update trigger covered (0: never)."""
+        ...
+
+    def record_trigger(
+        self, model: str, until: float, dataset: str, rows: int, at: float
+    ) -> None: ...
+
     def counts(self) -> dict[str, int]:
         """How many decisions (``DECISIONS``) and events of each type the log holds."""
         ...

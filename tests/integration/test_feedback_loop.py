@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,7 @@ from hitl_client.router import route_request
 from hitl_client.stubs.hitl.v1 import decision_pb2 as dpb
 from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
 from hitl_client.stubs.hitl.v1 import router_pb2 as pb
+from sidecar.feedback.client import outcome_event
 from sidecar.review.item import Verdict
 from tests.artefacts import confident_logits
 from tests.feedback_service import FeedbackProcess, add_principals, start, stop
@@ -392,4 +394,48 @@ def test_decisions_and_outcomes_through_jetstream(tmp_path: Path, policy_file: P
         for process in (sidecar.process, *([service.process] if service else [])):
             process.kill()
             process.wait()
+        nats_server.stop()
+
+
+def test_new_labels_trigger_a_model_update_announced_on_jetstream(tmp_path: Path) -> None:
+    """Two newly labelled decisions (--trigger-rows 2): a dataset snapshot is written and
+    announced on HITL_MODEL_UPDATES, naming it."""
+    nats_server = NatsServer(tmp_path)
+    nats_server.start()
+    db = f"sqlite:{tmp_path / 'feedback' / 'feedback.db'}"
+    (tmp_path / "feedback").mkdir()
+    datasets = tmp_path / "datasets"
+    service = start(
+        tmp_path / "feedback", db, add_principals(db, PRINCIPALS),
+        "--nats", nats_server.url, "--trigger-rows", "2", "--sweep-seconds", "0.2",
+        "--datasets", str(datasets),
+    )  # fmt: skip
+    try:
+        decided = [
+            fpb.DecisionRecord(
+                request_id=f"u-{i}", model="m", tier=dpb.TIER_HUMAN_ASSISTED,
+                reason=dpb.REASON_THRESHOLD, predicted_class=1, calibrated_confidence=0.7,
+                logits=[0.1, 1.0, 0.2], policy_revision=1, decided_at=time.time(),
+                inclusion_probability=1.0,
+            )
+            for i in range(2)
+        ]  # fmt: skip
+        with service.client("sidecar-1") as sidecar:
+            sidecar.record_decisions(decided)
+            for i in range(2):
+                sidecar.record(outcome_event(f"o-{i}", f"u-{i}", "m", true_class=i))
+
+        def announced() -> list[dict[str, Any]]:
+            try:
+                return nats_server.messages("HITL_MODEL_UPDATES")
+            except Exception:  # no stream yet
+                return []
+
+        wait_for(announced, 10.0, "a model update on HITL_MODEL_UPDATES")
+        (update,) = announced()
+        assert (update["model"], update["rows"], update["new_labels"]) == ("m", 2, 2)
+        assert (datasets / f"{update['dataset']}.jsonl").exists()
+    finally:
+        service.process.kill()
+        service.process.wait()
         nats_server.stop()

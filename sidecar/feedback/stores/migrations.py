@@ -70,4 +70,20 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        4,
+        "each model's last model-update trigger: up to when, and the dataset it named",
+        (
+            """CREATE TABLE feedback_triggers (
+                model TEXT PRIMARY KEY,
+                until DOUBLE PRECISION NOT NULL,
+                dataset TEXT NOT NULL,
+                rows INTEGER NOT NULL,
+                at DOUBLE PRECISION NOT NULL
+            )""",
+        ),
+    ),
+)
+
 SCHEMA = Schema("feedback", FEEDBACK_LOCK_KEY, MIGRATIONS)

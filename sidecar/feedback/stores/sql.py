@@ -65,6 +65,19 @@ class Statements:
             JOIN feedback_decisions d ON d.request_id = e.request_id
             WHERE e.feedback_id = feedback_dead_letters.feedback_id)"""
     dead_count: str = "SELECT COUNT(*) AS letters FROM feedback_dead_letters"
+    models: str = "SELECT DISTINCT model FROM feedback_decisions ORDER BY model"
+    new_labels: str = """
+        SELECT COUNT(DISTINCT d.request_id) AS decisions, MIN(e.received_at) AS oldest
+        FROM feedback_decisions d
+        JOIN feedback_events e ON e.request_id = d.request_id
+        WHERE d.model = :model AND e.received_at >= :since
+          AND e.type IN ('OUTCOME', 'REVIEW', 'EXPLICIT_CORRECTION')"""
+    last_trigger: str = "SELECT until FROM feedback_triggers WHERE model = :model"
+    put_trigger: str = """
+        INSERT INTO feedback_triggers (model, until, dataset, rows, at)
+        VALUES (:model, :until, :dataset, :rows, :at)
+        ON CONFLICT (model) DO UPDATE SET until = excluded.until,
+            dataset = excluded.dataset, rows = excluded.rows, at = excluded.at"""
     event_counts: str = "SELECT type, COUNT(*) AS events FROM feedback_events GROUP BY type"
     decision_count: str = "SELECT COUNT(*) AS decisions FROM feedback_decisions"
     labelled: str = """
@@ -148,6 +161,23 @@ class SqlStore(ServiceStore):
                 item = found[row["request_id"]] = Labelled(json.loads(row["decision"]), [])
             item.events.append(json.loads(row["event"]))
         return list(found.values())
+
+    def models(self) -> list[str]:
+        return [row["model"] for row in self._rows(self._sql.models, {})]
+
+    def new_labels(self, model: str, since: float) -> tuple[int, float | None]:
+        (row,) = self._rows(self._sql.new_labels, {"model": model, "since": since})
+        oldest = row["oldest"]
+        return int(row["decisions"]), None if oldest is None else float(oldest)
+
+    def last_trigger(self, model: str) -> float:
+        rows = self._rows(self._sql.last_trigger, {"model": model})
+        return float(rows[0]["until"]) if rows else 0.0
+
+    def record_trigger(self, model: str, until: float, dataset: str, rows: int, at: float) -> None:
+        parameters = {"model": model, "until": until, "dataset": dataset, "rows": rows, "at": at}
+        with self._transaction() as tx:
+            tx.run(self._sql.put_trigger, parameters)
 
     def counts(self) -> dict[str, int]:
         with self._transaction() as tx:
