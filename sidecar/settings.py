@@ -211,7 +211,7 @@ def count(low: int = 1, high: int | None = None) -> Parse:
     """A parser of a whole number between low and high (inclusive)."""
 
     def parse(value: str, var: str) -> int:
-        number = positive(value, var)
+        number = positive(value, var) if low > 0 else non_negative(value, var)
         if number < low or (high is not None and number > high):
             bound = f"between {low} and {high}" if high is not None else f"at least {low}"
             raise ConfigError(f"{var} must be {bound}, got {value!r}")

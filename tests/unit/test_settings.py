@@ -58,3 +58,15 @@ def test_one_declaration_gives_value_flag_and_row() -> None:
 def test_a_bad_or_missing_value_names_its_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         read(Example, env=env)
+
+
+def test_a_count_from_zero_takes_zero_and_refuses_what_is_below() -> None:
+    """count(low=0): 0 is a value (a setting that is off), -1 and text are refused."""
+    parse = count(low=0)
+    assert parse("0", "X_ROWS") == 0
+    assert parse("12", "X_ROWS") == 12
+    for bad in ("-1", "many"):
+        with pytest.raises(ConfigError, match="X_ROWS"):
+            parse(bad, "X_ROWS")
+    with pytest.raises(ConfigError, match="X_ROWS must be positive"):
+        count(low=1)("0", "X_ROWS")
