@@ -109,7 +109,12 @@ def build(
         burst = max(2 * config.rate_limit, MAX_BATCH)
         limits = RateLimits(config.rate_limit, burst, clock)
     feedback = FeedbackLog(
-        store or open_store(config.db), clock, metrics, config.join_window, limits
+        store or open_store(config.db),
+        clock,
+        metrics,
+        config.join_window,
+        limits,
+        config.monitor_window,
     )
     gate = Gate("feedback", feedback.store, check_method, metrics.calls)
     server = threaded_server(
@@ -119,7 +124,7 @@ def build(
         fpb_grpc.add_FeedbackServicer_to_server,
         FeedbackServicer(feedback, gate),
     )
-    sweeper = Periodic("feedback-sweep", config.sweep_seconds, feedback.sweep)
+    sweeper = Periodic("feedback-sweep", config.sweep_seconds, feedback.maintain)
     http = _http(config, feedback, gate) if config.http_listen else None
     jetstream = None
     if config.nats:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sidecar.errors import ConfigError
-from sidecar.feedback.ingest import DEFAULT_JOIN_WINDOW
+from sidecar.feedback.ingest import DEFAULT_JOIN_WINDOW, DEFAULT_MONITOR_WINDOW
 from sidecar.settings import (
     address,
     client_ca_setting,
@@ -139,8 +139,18 @@ class FeedbackConfig:
         parse=duration,
         shown="7d",
     )
+    monitor_window: float = setting(
+        "HITL_FEEDBACK_MONITOR_WINDOW",
+        DEFAULT_MONITOR_WINDOW,
+        "the decisions the loop's health (coverage, override rate, label delay) is read"
+        " over: those decided this long ago or since; seconds, or with s, m, h or d",
+        parse=duration,
+        shown="1d",
+    )
     sweep_seconds: float = setting(
-        "HITL_FEEDBACK_SWEEP_SECONDS", 60.0, "how often events past the join window are swept"
+        "HITL_FEEDBACK_SWEEP_SECONDS",
+        60.0,
+        "how often events past the join window are swept, and the loop's health read",
     )
     rate_limit: float = setting(
         "HITL_FEEDBACK_RATE_LIMIT",

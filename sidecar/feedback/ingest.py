@@ -10,8 +10,10 @@ a refused one is REJECTED in place, with the same message, while the rest are ke
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -38,6 +40,7 @@ log = structlog.get_logger("hitl.feedback")
 
 REJECTED = "REJECTED"
 DEFAULT_JOIN_WINDOW = 7 * 86400.0
+DEFAULT_MONITOR_WINDOW = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +71,11 @@ class FeedbackLog:
         metrics: FeedbackMetrics | None = None,
         join_window: float = DEFAULT_JOIN_WINDOW,
         limits: RateLimits | None = None,
+        monitor_window: float = DEFAULT_MONITOR_WINDOW,
     ) -> None:
         self.store = store
         self.join_window = join_window
+        self.monitor_window = monitor_window
         self._limits = limits
         self._clock = clock
         self._metrics = metrics
@@ -143,6 +148,35 @@ class FeedbackLog:
         check_text(request_id, "request_id", MAX_REQUEST_ID, required=True)
         decision = self.store.decision(request_id)
         return History(request_id, decision, self.store.history(request_id))
+
+    def maintain(self) -> None:
+        """What the service's periodic task does: the dead-letter sweep, then the loop's
+        health over the monitor window."""
+        self.sweep()
+        self.monitor()
+
+    def monitor(self) -> dict[str, Any]:
+        """Coverage, override rate and label delay per model and tier over the decisions
+        of the last monitor_window seconds, into the metrics; the reading."""
+        since = self._clock.now() - self.monitor_window
+        coverage: dict[tuple[str, ...], float] = {}
+        overrides: dict[tuple[str, ...], float] = {}
+        for h in self.store.health(since):
+            coverage[(h.model, h.tier)] = h.labelled / h.decisions
+            if h.labelled:
+                overrides[(h.model, h.tier)] = h.overridden / h.labelled
+        found: dict[tuple[str, str], list[float]] = defaultdict(list)
+        for model, tier, delay in self.store.label_delays(since):
+            found[(model, tier)].append(delay)
+        delays: dict[tuple[str, ...], float] = {}
+        for (model, tier), seconds in found.items():
+            seconds.sort()
+            for quantile, share in (("p50", 0.5), ("p90", 0.9)):
+                at = min(len(seconds) - 1, int(share * len(seconds)))
+                delays[(model, tier, quantile)] = seconds[at]
+        if self._metrics is not None:
+            self._metrics.refresh(coverage, overrides, delays)
+        return {"coverage": coverage, "override_rate": overrides, "label_delay": delays}
 
     def sweep(self) -> int:
         """Dead-letter the events that waited longer than the join window for their

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from hitl_client.stubs.hitl.v1 import decision_pb2 as dpb
 from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
 
 
@@ -32,6 +33,7 @@ class Received:
     event: str  # canonical JSON of the FeedbackEvent as sent
     sender: str  # the principal whose credential sent it
     received_at: float
+    label_class: int = -1  # a label's class index (-1: no label, or one by name only)
 
 
 def received(event: fpb.FeedbackEvent, sender: str, now: float) -> Received:
@@ -43,6 +45,11 @@ def received(event: fpb.FeedbackEvent, sender: str, now: float) -> Received:
         event=canonical(event),
         sender=sender,
         received_at=now,
+        label_class=(
+            event.label.class_index
+            if event.HasField("label") and event.label.HasField("class_index")
+            else -1
+        ),
     )
 
 
@@ -56,6 +63,8 @@ class Decided:
     decided_at: float
     sender: str
     received_at: float
+    tier: str = ""  # the Tier's name without its prefix: AUTOMATED, HUMAN_ASSISTED, ...
+    predicted_class: int = -1
 
 
 def decided(record: fpb.DecisionRecord, sender: str, now: float) -> Decided:
@@ -68,7 +77,21 @@ def decided(record: fpb.DecisionRecord, sender: str, now: float) -> Decided:
         decided_at=record.decided_at,
         sender=sender,
         received_at=now,
+        tier=dpb.Tier.Name(record.tier).removeprefix("TIER_"),
+        predicted_class=record.predicted_class,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """One model's and tier's decisions over a window: how many, how many got a label,
+    how many a label that differs from the prediction."""
+
+    model: str
+    tier: str
+    decisions: int
+    labelled: int
+    overridden: int
 
 
 @dataclass(frozen=True, slots=True)

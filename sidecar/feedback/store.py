@@ -13,7 +13,7 @@ from typing import Protocol
 
 from sidecar.auth import Principal
 from sidecar.feedback.dataset import Labelled
-from sidecar.feedback.records import DeadLetter, Decided, Outcome, Received
+from sidecar.feedback.records import DeadLetter, Decided, Health, Outcome, Received
 from sidecar.feedback.stores.sql import SqlStore
 from sidecar.storage.store import open_database
 
@@ -51,6 +51,15 @@ class FeedbackStore(Protocol):
     def labelled(self, model: str, since: float, until: float) -> list[Labelled]:
         """model's decisions decided in [since, until) with the label events (outcomes,
         reviews, corrections) received before until; both as sent, events in order."""
+        ...
+
+    def health(self, since: float) -> list[Health]:
+        """Per model and tier, the decisions decided since: labelled and overridden."""
+        ...
+
+    def label_delays(self, since: float) -> list[tuple[str, str, float]]:
+        """(model, tier, seconds from decision to its first label) of every labelled
+        decision decided since."""
         ...
 
     def models(self) -> list[str]:

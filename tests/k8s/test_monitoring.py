@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
+from sidecar.feedback.client import outcome_event
 from sidecar.review.item import Verdict
 from tests.artefacts import confident_logits, policy_doc, temperature_artefact, write_policy
 from tests.certs import serving_pair
@@ -177,8 +178,10 @@ def scraped(tmp_path: Path) -> Iterator[set[str]]:
         wait_for(lambda: "rejected_total" in _scrape(sidecar_metrics), 5, "a rejection")
         with feedback.client("app") as app:  # one rejected, one never attributed
             app.record_batch([fpb.FeedbackEvent(feedback_id="x"), _orphan()])
+            app.record(outcome_event("o-1", "order-1", "m", true_class=0))  # a label
         wait_for(lambda: "dead_lettered_total" in _scrape(feedback_metrics), 10, "a dead letter")
         wait_for(lambda: "decisions_sent_total" in _scrape(sidecar_metrics), 10, "decisions")
+        wait_for(lambda: "override_rate" in _scrape(feedback_metrics), 10, "the loop's health")
         endpoints = (review_metrics, sidecar_metrics, injector_metrics, feedback_metrics)
         text = "".join(_scrape(p) for p in endpoints)
         yield {line.split("{")[0].split(" ")[0] for line in text.splitlines()

@@ -86,4 +86,19 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        5,
+        "what the loop's health is counted from: a decision's tier and predicted class, a"
+        " label's class (-1: none)",
+        (
+            "ALTER TABLE feedback_decisions ADD COLUMN tier TEXT NOT NULL DEFAULT ''",
+            """ALTER TABLE feedback_decisions
+                ADD COLUMN predicted_class INTEGER NOT NULL DEFAULT -1""",
+            "ALTER TABLE feedback_events ADD COLUMN label_class INTEGER NOT NULL DEFAULT -1",
+            "CREATE INDEX feedback_decisions_decided ON feedback_decisions (decided_at)",
+        ),
+    ),
+)
+
 SCHEMA = Schema("feedback", FEEDBACK_LOCK_KEY, MIGRATIONS)

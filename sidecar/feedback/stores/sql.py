@@ -15,15 +15,26 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sidecar.feedback.dataset import Labelled
-from sidecar.feedback.records import DeadLetter, Decided, Outcome, Received
+from sidecar.feedback.records import DeadLetter, Decided, Health, Outcome, Received
 from sidecar.feedback.stores.migrations import SCHEMA
 from sidecar.storage.sql import Database, Dialect, Transaction, render, render_all
 from sidecar.storage.store import ServiceStore
 
-COLUMNS = ("feedback_id", "request_id", "model", "type", "event", "sender", "received_at")
-DECISION_COLUMNS = (
-    "request_id, model, decision, classes, inclusion_probability, decided_at, sender, received_at"
+COLUMNS = (
+    "feedback_id",
+    "request_id",
+    "model",
+    "type",
+    "event",
+    "sender",
+    "received_at",
+    "label_class",
 )
+DECISION_COLUMNS = (
+    "request_id, model, decision, classes, inclusion_probability, decided_at, sender,"
+    " received_at, tier, predicted_class"
+)
+LABELS = "('OUTCOME', 'REVIEW', 'EXPLICIT_CORRECTION')"
 # An event whose request no decision claims.
 UNATTRIBUTED = """
     NOT EXISTS (SELECT 1 FROM feedback_decisions d WHERE d.request_id = e.request_id)"""
@@ -35,7 +46,8 @@ class Statements:
 
     insert: str = """
         INSERT INTO feedback_events ({columns})
-        VALUES (:feedback_id, :request_id, :model, :type, :event, :sender, :received_at)
+        VALUES (:feedback_id, :request_id, :model, :type, :event, :sender, :received_at,
+                :label_class)
         ON CONFLICT (feedback_id) DO NOTHING"""
     stored: str = "SELECT event AS kept FROM feedback_events WHERE feedback_id = :feedback_id"
     history: str = """
@@ -43,7 +55,7 @@ class Statements:
     insert_decision: str = """
         INSERT INTO feedback_decisions ({decision_columns})
         VALUES (:request_id, :model, :decision, :classes, :inclusion_probability,
-                :decided_at, :sender, :received_at)
+                :decided_at, :sender, :received_at, :tier, :predicted_class)
         ON CONFLICT (request_id) DO NOTHING"""
     stored_decision: str = """
         SELECT decision AS kept FROM feedback_decisions WHERE request_id = :request_id"""
@@ -66,12 +78,34 @@ class Statements:
             WHERE e.feedback_id = feedback_dead_letters.feedback_id)"""
     dead_count: str = "SELECT COUNT(*) AS letters FROM feedback_dead_letters"
     models: str = "SELECT DISTINCT model FROM feedback_decisions ORDER BY model"
+    health: str = """
+        SELECT d.model, d.tier, COUNT(*) AS decisions,
+               SUM(CASE WHEN l.request_id IS NULL THEN 0 ELSE 1 END) AS labelled,
+               SUM(CASE WHEN l.overridden = 1 THEN 1 ELSE 0 END) AS overridden
+        FROM feedback_decisions d
+        LEFT JOIN (
+            SELECT e.request_id,
+                   MAX(CASE WHEN e.label_class >= 0 AND e.label_class <> dd.predicted_class
+                            THEN 1 ELSE 0 END) AS overridden
+            FROM feedback_events e
+            JOIN feedback_decisions dd ON dd.request_id = e.request_id
+            WHERE e.type IN {labels} AND dd.decided_at >= :since
+            GROUP BY e.request_id
+        ) l ON l.request_id = d.request_id
+        WHERE d.decided_at >= :since
+        GROUP BY d.model, d.tier"""
+    delays: str = """
+        SELECT d.model, d.tier, MIN(e.received_at) - d.decided_at AS delay
+        FROM feedback_decisions d
+        JOIN feedback_events e ON e.request_id = d.request_id
+        WHERE d.decided_at >= :since AND e.type IN {labels}
+        GROUP BY d.request_id, d.model, d.tier, d.decided_at"""
     new_labels: str = """
         SELECT COUNT(DISTINCT d.request_id) AS decisions, MIN(e.received_at) AS oldest
         FROM feedback_decisions d
         JOIN feedback_events e ON e.request_id = d.request_id
         WHERE d.model = :model AND e.received_at >= :since
-          AND e.type IN ('OUTCOME', 'REVIEW', 'EXPLICIT_CORRECTION')"""
+          AND e.type IN {labels}"""
     last_trigger: str = "SELECT until FROM feedback_triggers WHERE model = :model"
     put_trigger: str = """
         INSERT INTO feedback_triggers (model, until, dataset, rows, at)
@@ -86,7 +120,7 @@ class Statements:
         JOIN feedback_events e ON e.request_id = d.request_id
         WHERE d.model = :model AND d.decided_at >= :since AND d.decided_at < :until
           AND d.received_at < :until AND e.received_at < :until
-          AND e.type IN ('OUTCOME', 'REVIEW', 'EXPLICIT_CORRECTION')
+          AND e.type IN {labels}
         ORDER BY d.request_id, e.seq"""
 
 
@@ -98,6 +132,7 @@ def statements(dialect: Dialect) -> Statements:
         columns=", ".join(COLUMNS),
         decision_columns=DECISION_COLUMNS,
         event_columns=", ".join(f"e.{column}" for column in COLUMNS),
+        labels=LABELS,
         unattributed=UNATTRIBUTED,
     )
 
@@ -161,6 +196,17 @@ class SqlStore(ServiceStore):
                 item = found[row["request_id"]] = Labelled(json.loads(row["decision"]), [])
             item.events.append(json.loads(row["event"]))
         return list(found.values())
+
+    def health(self, since: float) -> list[Health]:
+        return [
+            Health(r["model"], r["tier"], int(r["decisions"]), int(r["labelled"] or 0),
+                   int(r["overridden"] or 0))
+            for r in self._rows(self._sql.health, {"since": since})
+        ]  # fmt: skip
+
+    def label_delays(self, since: float) -> list[tuple[str, str, float]]:
+        rows = self._rows(self._sql.delays, {"since": since})
+        return [(r["model"], r["tier"], float(r["delay"])) for r in rows]
 
     def models(self) -> list[str]:
         return [row["model"] for row in self._rows(self._sql.models, {})]

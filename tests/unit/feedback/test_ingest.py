@@ -8,6 +8,7 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from hitl_client.stubs.hitl.v1 import decision_pb2 as dpb
 from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
 from sidecar.clock import FakeClock
 from sidecar.errors import InvalidRequest, PermissionDenied
@@ -152,3 +153,40 @@ def test_a_label_outside_its_decisions_classes_is_refused(feedback: FeedbackLog)
         ("bad", REJECTED),
         ("later", "ACCEPTED"),
     ]
+
+
+def test_the_loops_health_per_model_and_tier(
+    store: FeedbackStore, reader: InMemoryMetricReader
+) -> None:
+    """Over the window: coverage (share labelled), override rate (share of the labelled
+    whose label is another class) and the label delay's quantiles, in the metrics."""
+    clock = FakeClock(1000.0)
+    meters = MeterProvider(metric_readers=[reader])
+    feedback = FeedbackLog(store, clock, FeedbackMetrics(meters.get_meter("t")), monitor_window=500)
+    human = dpb.TIER_HUMAN_ASSISTED
+    feedback.record_decisions(
+        SIDECAR,
+        [
+            decision(request_id="a1", decided_at=900.0),  # automated, predicts 1
+            decision(request_id="a2", decided_at=900.0),
+            decision(request_id="a3", decided_at=900.0),
+            decision(request_id="a4", decided_at=900.0),
+            decision(request_id="h1", decided_at=950.0, tier=human, inclusion_probability=1),
+            decision(request_id="old", decided_at=100.0),  # before the window
+        ],
+    )
+    clock.advance(10)  # labels arrive 110 s after the automated decisions
+    for request_id, cls in (("a1", 1), ("a2", 2), ("h1", 0), ("old", 0)):
+        labelled = event(feedback_id=f"o-{request_id}", request_id=request_id)
+        labelled.label.class_index = cls
+        feedback.record(SIDECAR, labelled)
+    reading = feedback.monitor()
+    assert reading["coverage"] == {("digits", "AUTOMATED"): 0.5, ("digits", "HUMAN_ASSISTED"): 1.0}
+    assert reading["override_rate"] == {
+        ("digits", "AUTOMATED"): 0.5,
+        ("digits", "HUMAN_ASSISTED"): 1.0,
+    }
+    assert reading["label_delay"][("digits", "AUTOMATED", "p50")] == pytest.approx(110.0)
+    assert reading["label_delay"][("digits", "HUMAN_ASSISTED", "p90")] == pytest.approx(60.0)
+    gauges = points(reader, "hitl.feedback.coverage")
+    assert gauges[frozenset({("model", "digits"), ("tier", "AUTOMATED")})] == 0.5
