@@ -27,6 +27,8 @@ from sidecar.escalation.sinks import sink_addresses
 from sidecar.policy.signing import load_verifier
 from sidecar.settings import (
     DEAD_LETTER_DIR,
+    DECISIONS_DEAD_LETTER_DIR,
+    DECISIONS_DIR,
     ENV_STATE_DIR,
     POLICY_DIR,
     SPOOL_DIR,
@@ -269,11 +271,11 @@ class SidecarConfig:
     @property
     def decision_spool_dir(self) -> Path:
         """Decision records and outcomes waiting for the feedback service."""
-        return self.state_dir / "decisions"
+        return self.state_dir / DECISIONS_DIR
 
     @property
     def decision_dead_letter_dir(self) -> Path:
-        return self.state_dir / "decisions-dead-letter"
+        return self.state_dir / DECISIONS_DEAD_LETTER_DIR
 
     @property
     def policy_state_dir(self) -> Path:

@@ -28,6 +28,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 # Under the state directory: the escalation spools, and the last-known-good policy
 # (with its calibrators) of a sidecar fed by the registry.
 SPOOL_DIR, DEAD_LETTER_DIR, POLICY_DIR = "spool", "dead-letter", "policy"
+# The decision stream's (decision records and outcomes for the feedback service).
+DECISIONS_DIR, DECISIONS_DEAD_LETTER_DIR = "decisions", "decisions-dead-letter"
 
 Parse = Callable[[str, str], Any]
 Loaded = TypeVar("Loaded")

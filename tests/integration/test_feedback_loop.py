@@ -439,3 +439,31 @@ def test_new_labels_trigger_a_model_update_announced_on_jetstream(tmp_path: Path
         service.process.kill()
         service.process.wait()
         nats_server.stop()
+
+
+def test_the_decision_stream_waits_in_its_spool_while_the_service_is_down(
+    tmp_path: Path, policy_file: Path
+) -> None:
+    """No feedback service listening: the sampled decision and the outcome wait in the
+    decisions spool, which hitl escalations --decisions reports."""
+    sidecar = start_sidecar(
+        tmp_path, policy_file, "--feedback", "127.0.0.1:1", "--decision-sample", "1"
+    )
+    try:
+        sidecar.wait_serving()
+        with sidecar.client() as client:
+            client.route(request("down-1", confident=True))
+            client.record_outcome(pb.OutcomeRequest(request_id="down-1", model="m", true_class=1))
+        status = subprocess.run(
+            hitl_command(
+                "escalations", "status", "--decisions", "--state-dir", str(tmp_path / "state")
+            ),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        report = json.loads(status.stdout)
+        assert (report["undelivered"], report["dead_letters"]) == (2, 0)
+    finally:
+        sidecar.process.kill()
+        sidecar.process.wait()
