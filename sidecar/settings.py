@@ -189,23 +189,27 @@ def boolean(value: str, var: str) -> bool:
 
 def positive(value: str, var: str) -> float:
     """value as a finite number above 0; ConfigError naming var otherwise."""
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"{var} must be a number, got {value!r}") from None
-    if not (math.isfinite(number) and number > 0):
+    number = _number(value, var)
+    if number <= 0:
         raise ConfigError(f"{var} must be positive, got {value!r}")
     return number
 
 
 def non_negative(value: str, var: str) -> float:
     """value as a finite number, 0 or above; ConfigError naming var otherwise."""
+    number = _number(value, var)
+    if number < 0:
+        raise ConfigError(f"{var} must be 0 or more, got {value!r}")
+    return number
+
+
+def _number(value: str, var: str) -> float:
     try:
         number = float(value)
     except ValueError:
         raise ConfigError(f"{var} must be a number, got {value!r}") from None
-    if not (math.isfinite(number) and number >= 0):
-        raise ConfigError(f"{var} must be 0 or more, got {value!r}")
+    if not math.isfinite(number):
+        raise ConfigError(f"{var} must be a finite number, got {value!r}")
     return number
 
 

@@ -14,6 +14,14 @@ from pathlib import Path
 from sidecar.feedback.client import FeedbackClient
 from tests.integration.conftest import hitl_command, wait_for
 
+# A principal of each role, by name.
+PRINCIPALS = {
+    "app": ("client",),
+    "sidecar-1": ("sidecar",),
+    "queue": ("review",),
+    "ops": ("viewer",),
+}
+
 
 @dataclass
 class FeedbackProcess:

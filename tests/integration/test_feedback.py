@@ -20,18 +20,11 @@ import pytest
 from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
 from sidecar.feedback.client import FeedbackClient, outcome_event
 from sidecar.feedback.stubs.feedback_connect import FeedbackClientSync
-from tests.feedback_service import FeedbackProcess, add_principals, start, stop
+from tests.feedback_service import PRINCIPALS, FeedbackProcess, add_principals, start, stop
 from tests.integration.conftest import hitl_command
 from tests.postgres import dsn_for, fresh_schema
 
 pytestmark = pytest.mark.integration
-
-PRINCIPALS = {
-    "app": ("client",),
-    "sidecar-1": ("sidecar",),
-    "queue": ("review",),
-    "ops": ("viewer",),
-}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -25,7 +25,7 @@ from hitl_client.stubs.hitl.v1 import router_pb2 as pb
 from sidecar.feedback.client import outcome_event
 from sidecar.review.item import Verdict
 from tests.artefacts import confident_logits
-from tests.feedback_service import FeedbackProcess, add_principals, start, stop
+from tests.feedback_service import PRINCIPALS, FeedbackProcess, add_principals, start, stop
 from tests.integration.conftest import (
     SidecarProcess,
     hitl_command,
@@ -37,13 +37,6 @@ from tests.integration.conftest import (
 from tests.natsserver import NatsServer
 
 pytestmark = pytest.mark.integration
-
-PRINCIPALS = {
-    "sidecar-1": ("sidecar",),
-    "app": ("client",),
-    "queue": ("review",),
-    "ops": ("viewer",),
-}
 
 
 @pytest.fixture
