@@ -80,7 +80,14 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def stop(running: FeedbackProcess) -> None:
-    """SIGTERM, and a clean exit."""
+def stop(running: FeedbackProcess, workdir: Path | None = None) -> None:
+    """SIGTERM, and a clean exit (the service's log in the message when not)."""
     running.process.send_signal(signal.SIGTERM)
-    assert running.process.wait(30) == 0
+    try:
+        code = running.process.wait(60)
+    except subprocess.TimeoutExpired:
+        running.process.kill()
+        running.process.wait()
+        log = (workdir / "feedback.log").read_text()[-4000:] if workdir else ""
+        raise AssertionError(f"the feedback service did not stop on SIGTERM: {log}") from None
+    assert code == 0

@@ -74,7 +74,7 @@ def test_events_are_kept_under_their_senders_credential(
     ]
     assert history.events[0].event.label.class_index == 7
 
-    stop(service)
+    stop(service, tmp_path)
     again = start(tmp_path, database, service.tokens)
     try:
         with again.client("ops") as ops:

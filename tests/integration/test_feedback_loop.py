@@ -379,7 +379,7 @@ def test_decisions_and_outcomes_through_jetstream(tmp_path: Path, policy_file: P
         wait_for(attributed, 15.0, "the outcome attributed through JetStream")
         assert history(running, "js-esc").decision.tier != dpb.TIER_AUTOMATED
         assert history(running, "js-auto").decision_sender == f"nats:{stream}"
-        stop(running)
+        stop(running, tmp_path / "feedback")
         running = service = start(tmp_path / "feedback", db, tokens, "--nats", nats_server.url)
         time.sleep(1.5)  # a redelivery would show as a second event or a conflict
         assert len(history(running, "js-auto").events) == 1
