@@ -20,6 +20,7 @@ PRINCIPALS = {
     "sidecar-1": ("sidecar",),
     "queue": ("review",),
     "ops": ("viewer",),
+    "analyst": ("exporter",),
 }
 
 

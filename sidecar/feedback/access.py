@@ -2,7 +2,8 @@
 
 ``client`` (an application) sends every type but REVIEW; ``sidecar`` sends OUTCOME
 (what RecordOutcome learns); ``review`` (the review queue) sends REVIEW; ``viewer``
-reads a request's history. Who sent an event is the principal its credential names."""
+reads a request's history; ``exporter`` (a training or recalibration job) exports
+datasets. Who sent an event is the principal its credential names."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class FeedbackRole(enum.StrEnum):
     SIDECAR = "sidecar"
     REVIEW = "review"
     VIEWER = "viewer"
+    EXPORTER = "exporter"
 
 
 SENDERS = frozenset({FeedbackRole.CLIENT, FeedbackRole.SIDECAR, FeedbackRole.REVIEW})
@@ -27,6 +29,7 @@ METHOD_ROLES: Mapping[str, frozenset[str]] = {
     "RecordBatch": SENDERS,
     "RecordDecisions": frozenset({FeedbackRole.SIDECAR}),
     "Get": frozenset({FeedbackRole.VIEWER}),
+    "Export": frozenset({FeedbackRole.EXPORTER}),
 }
 # The types each sending role may send.
 TYPES_OF: Mapping[str, frozenset[fpb.FeedbackType.ValueType]] = {

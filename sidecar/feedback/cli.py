@@ -7,11 +7,13 @@
     hitl feedback get REQUEST_ID                   its decision and every event about it
     hitl feedback dead-letters | replay            events no decision claimed in time (on
                                                    the database); release the claimed ones
-    hitl feedback dataset build --model M --out DIR [--since T] [--strategy S]
-                              [--label-source outcome,review,correction]
+    hitl feedback dataset build --model M --out DIR [--since T] [--until T]
+                              [--strategy S] [--label-source outcome,review,correction]
     hitl feedback dataset show ID --out DIR | rebuild DIR/ID.manifest.json
+    hitl feedback export --model M --out DIR [...]  the same dataset, compiled by a
+                                                   running service (role exporter)
 
-``record`` and ``get`` call a running service (``--target``, env
+``record``, ``get`` and ``export`` call a running service (``--target``, env
 HITL_FEEDBACK_TARGET) as the principal their credentials name (``--token-file`` or
 HITL_FEEDBACK_TOKEN_FILE, or the token in HITL_FEEDBACK_TOKEN; ``--ca`` for TLS,
 ``--cert``/``--key`` for mTLS). They print JSON on stdout, and exit 1 with the
@@ -39,6 +41,7 @@ from sidecar.feedback.dataset import (
     DEFAULT_SOURCES,
     SOURCES,
     STRATEGIES,
+    Dataset,
     Query,
     compile_dataset,
     query_of,
@@ -84,6 +87,12 @@ def add_commands(commands: Any) -> None:
     record.set_defaults(run=run_record)
 
     _add_dataset_commands(actions, database)
+    export = actions.add_parser(
+        "export", help="a dataset compiled by a running service, written as dataset build does"
+    )
+    _target(export)
+    _add_query_flags(export)
+    export.set_defaults(run=run_export)
 
     get = actions.add_parser("get", help="every event about one request_id, in order")
     _target(get)
@@ -97,22 +106,7 @@ def _add_dataset_commands(actions: Any, database: StoreFlag[FeedbackStore]) -> N
     )
     what = dataset.add_subparsers(required=True, metavar="ACTION")
     build = what.add_parser("build", help="write DIR/<id>.jsonl and its manifest; print it")
-    build.add_argument("--model", required=True)
-    build.add_argument(
-        "--since", type=moment, default=0.0, help="decided at or after: Unix seconds or ISO 8601"
-    )
-    build.add_argument(
-        "--until", type=moment, help="decided and received before (default: now); fixes the log"
-    )
-    build.add_argument("--strategy", choices=STRATEGIES, default="all")
-    build.add_argument(
-        "--label-source",
-        type=_sources,
-        default=DEFAULT_SOURCES,
-        help="the sources a label may come from, the first winning"
-        f" (default {','.join(DEFAULT_SOURCES)})",
-    )
-    build.add_argument("--out", type=Path, required=True, help="the datasets' directory")
+    _add_query_flags(build)
     database.add(build)
     build.set_defaults(run=lambda args: run_dataset_build(database.open(args), args))
     show = what.add_parser("show", help="a dataset's manifest")
@@ -125,6 +119,26 @@ def _add_dataset_commands(actions: Any, database: StoreFlag[FeedbackStore]) -> N
     rebuild.add_argument("manifest", type=Path)
     database.add(rebuild)
     rebuild.set_defaults(run=lambda args: run_dataset_rebuild(database.open(args), args.manifest))
+
+
+def _add_query_flags(parser: argparse.ArgumentParser) -> None:
+    """A dataset's query, and where to write it."""
+    parser.add_argument("--model", required=True)
+    parser.add_argument(
+        "--since", type=moment, default=0.0, help="decided at or after: Unix seconds or ISO 8601"
+    )
+    parser.add_argument(
+        "--until", type=moment, help="decided and received before (default: now); fixes the log"
+    )
+    parser.add_argument("--strategy", choices=STRATEGIES, default="all")
+    parser.add_argument(
+        "--label-source",
+        type=_sources,
+        default=DEFAULT_SOURCES,
+        help="the sources a label may come from, the first winning"
+        f" (default {','.join(DEFAULT_SOURCES)})",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="the datasets' directory")
 
 
 def _sources(text: str) -> tuple[str, ...]:
@@ -190,12 +204,34 @@ def run_dataset_build(store: FeedbackStore, args: argparse.Namespace) -> int:
         dataset = compile_dataset(query, store.labelled(query.model, query.since, query.until))
     finally:
         store.close()
-    write_dataset(args.out, dataset)
+    return _written(args.out, dataset)
+
+
+def _written(out: Path, dataset: Dataset) -> int:
+    """Write the dataset and print its manifest; 1 when it has no rows."""
+    write_dataset(out, dataset)
     _print(dataset.manifest)
     if not dataset.manifest["rows"]:
-        print(f"hitl: no labelled decisions of model {args.model!r} in that span", file=sys.stderr)
+        model = dataset.manifest["query"]["model"]
+        print(f"hitl: no labelled decisions of model {model!r} in that span", file=sys.stderr)
         return 1
     return 0
+
+
+@reports_refusals
+def run_export(args: argparse.Namespace) -> int:
+    from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
+
+    request = fpb.ExportDatasetRequest(
+        model=args.model,
+        since=args.since,
+        until=args.until or 0.0,
+        strategy=args.strategy,
+        label_sources=args.label_source,
+    )
+    with _client(args) as client:
+        dataset = client.export(request)
+    return _written(args.out, dataset)
 
 
 def run_dataset_show(args: argparse.Namespace) -> int:

@@ -13,13 +13,18 @@ naming the field.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from collections.abc import Sequence
 
 from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
 from hitl_client.stubs.hitl.v1 import feedback_pb2_grpc as fpb_grpc
+from sidecar.errors import DataError
+from sidecar.feedback.dataset import Dataset
 from sidecar.serving import ServiceClient
 
 DEFAULT_TIMEOUT = 5.0
+EXPORT_TIMEOUT = 600.0
 
 
 class FeedbackClient(ServiceClient):
@@ -53,6 +58,21 @@ class FeedbackClient(ServiceClient):
             fpb.GetRequest(request_id=request_id), metadata=self._metadata, timeout=self._timeout
         )
         return history
+
+    def export(self, request: fpb.ExportDatasetRequest) -> Dataset:
+        """The dataset the service compiles for the query; DataError when the rows
+        received are not the ones its manifest names."""
+        chunks = self._stub.Export(request, metadata=self._metadata, timeout=EXPORT_TIMEOUT)
+        manifest: dict[str, object] = {}
+        rows = bytearray()
+        for chunk in chunks:
+            if chunk.HasField("manifest_json"):
+                manifest = json.loads(chunk.manifest_json)
+            else:
+                rows += chunk.rows
+        if hashlib.sha256(rows).hexdigest() != manifest.get("sha256"):
+            raise DataError("Export", "the rows received do not match the manifest's sha256")
+        return Dataset(str(manifest["id"]), bytes(rows), manifest)
 
 
 def outcome_event(

@@ -1,6 +1,6 @@
 """What each Feedback method does for an admitted principal, message in, message
-out: one body per method, whichever transport (gRPC in ``server``, HTTP in
-``http``) carried the call."""
+out (a list of messages for a streaming method): one body per method, whichever
+transport (gRPC in ``server``, HTTP in ``http``) carried the call."""
 
 from __future__ import annotations
 
@@ -12,9 +12,15 @@ from google.protobuf.message import Message
 from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
 from sidecar.auth import Principal
 from sidecar.feedback.ingest import FeedbackLog
-from sidecar.feedback.messages import decision_result_message, history_message, result_message
+from sidecar.feedback.messages import (
+    dataset_chunks,
+    decision_result_message,
+    history_message,
+    result_message,
+)
 
-Handler = Callable[[FeedbackLog, Principal, Any], Message]
+# A unary method's answer, or a streaming method's answers in order.
+Handler = Callable[[FeedbackLog, Principal, Any], Message | list[Message]]
 
 
 def _record(log: FeedbackLog, principal: Principal, request: fpb.FeedbackEvent) -> Message:
@@ -39,9 +45,16 @@ def _get(log: FeedbackLog, _principal: Principal, request: fpb.GetRequest) -> Me
     return history_message(log.history(request.request_id))
 
 
+def _export(
+    log: FeedbackLog, _principal: Principal, request: fpb.ExportDatasetRequest
+) -> list[Message]:
+    return list[Message](dataset_chunks(log.export(request)))
+
+
 HANDLERS: Mapping[str, Handler] = {
     "Record": _record,
     "RecordBatch": _record_batch,
     "RecordDecisions": _record_decisions,
     "Get": _get,
+    "Export": _export,
 }

@@ -45,6 +45,10 @@ class FeedbackHttp:
     async def get(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
         return await self._call(ctx, "Get", request)
 
+    async def export(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
+        for chunk in await self._call(ctx, "Export", request):
+            yield chunk
+
     async def _call(self, ctx: RequestContext[Any, Any], method: str, request: Any) -> Any:
         handler = HANDLERS[method]
         token = bearer_token({"authorization": ctx.request_headers().get("authorization", "")})

@@ -23,6 +23,7 @@ from sidecar.clock import Clock
 from sidecar.core.validation import MAX_REQUEST_ID, check_text
 from sidecar.errors import InvalidRequest, PermissionDenied
 from sidecar.feedback.access import check_type
+from sidecar.feedback.dataset import Dataset, compile_dataset
 from sidecar.feedback.limits import RateLimits
 from sidecar.feedback.metrics import FeedbackMetrics
 from sidecar.feedback.records import (
@@ -34,7 +35,12 @@ from sidecar.feedback.records import (
     type_name,
 )
 from sidecar.feedback.store import FeedbackStore
-from sidecar.feedback.validation import check_batch_size, check_decision, check_event
+from sidecar.feedback.validation import (
+    check_batch_size,
+    check_decision,
+    check_event,
+    export_query,
+)
 
 log = structlog.get_logger("hitl.feedback")
 
@@ -148,6 +154,11 @@ class FeedbackLog:
         check_text(request_id, "request_id", MAX_REQUEST_ID, required=True)
         decision = self.store.decision(request_id)
         return History(request_id, decision, self.store.history(request_id))
+
+    def export(self, request: fpb.ExportDatasetRequest) -> Dataset:
+        """The dataset the request's query compiles from the log now."""
+        query = export_query(request, self._clock.now())
+        return compile_dataset(query, self.store.labelled(query.model, query.since, query.until))
 
     def maintain(self) -> None:
         """What the service's periodic task does: the dead-letter sweep, then the loop's

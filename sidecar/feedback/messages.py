@@ -1,8 +1,11 @@
-"""The feedback log's results and records as the contract's messages."""
+"""The feedback log's results, records and datasets as the contract's messages."""
 
 from __future__ import annotations
 
+import json
+
 from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
+from sidecar.feedback.dataset import Dataset
 from sidecar.feedback.ingest import History, Result
 from sidecar.feedback.records import decision_of, event_of
 
@@ -35,3 +38,14 @@ def history_message(history: History) -> fpb.RequestHistory:
         message.decision.CopyFrom(decision_of(history.decision))
         message.decision_sender = history.decision.sender
     return message
+
+
+CHUNK = 1 << 20  # bytes of a dataset's rows in one DatasetChunk
+
+
+def dataset_chunks(dataset: Dataset) -> list[fpb.DatasetChunk]:
+    """The manifest, then the rows in chunks of at most CHUNK bytes."""
+    chunks = [fpb.DatasetChunk(manifest_json=json.dumps(dataset.manifest, sort_keys=True))]
+    data = dataset.data
+    chunks += [fpb.DatasetChunk(rows=data[i : i + CHUNK]) for i in range(0, len(data), CHUNK)]
+    return chunks

@@ -5,6 +5,7 @@ names, never a field of the event."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -36,6 +37,11 @@ class FeedbackServicer(fpb_grpc.FeedbackServicer):
 
     def Get(self, request: fpb.GetRequest, context: grpc.ServicerContext) -> fpb.RequestHistory:
         return self._call(context, "Get", request)  # type: ignore[no-any-return]
+
+    def Export(
+        self, request: fpb.ExportDatasetRequest, context: grpc.ServicerContext
+    ) -> Iterator[fpb.DatasetChunk]:
+        yield from self._call(context, "Export", request)
 
     def _call(self, context: grpc.ServicerContext, method: str, request: Any) -> Any:
         handler = HANDLERS[method]

@@ -19,6 +19,7 @@ from sidecar.core.validation import (
     check_text,
 )
 from sidecar.errors import InvalidRequest
+from sidecar.feedback.dataset import DEFAULT_SOURCES, SOURCES, STRATEGIES, Query
 
 MAX_BATCH = 1000
 Value = Literal["label", "rating", "signal", "preferred_over"]
@@ -105,6 +106,25 @@ def check_decision(record: fpb.DecisionRecord) -> None:
         raise InvalidRequest("inclusion_probability", "must be in (0, 1]")
     if not (math.isfinite(record.decided_at) and record.decided_at > 0):
         raise InvalidRequest("decided_at", "must be Unix seconds")
+
+
+def export_query(request: fpb.ExportDatasetRequest, now: float) -> Query:
+    """The dataset query an Export asks for (until 0: now); InvalidRequest naming the
+    field otherwise."""
+    check_text(request.model, "model", MAX_NAME, required=True)
+    for name in ("since", "until"):
+        if not (math.isfinite(getattr(request, name)) and getattr(request, name) >= 0):
+            raise InvalidRequest(name, "must be finite Unix seconds")
+    until = request.until or now
+    if until <= request.since:
+        raise InvalidRequest("until", f"{until} is not after since ({request.since})")
+    strategy = request.strategy or "all"
+    if strategy not in STRATEGIES:
+        raise InvalidRequest("strategy", f"{strategy!r}; one of {', '.join(STRATEGIES)}")
+    sources = tuple(request.label_sources) or DEFAULT_SOURCES
+    if not set(sources) <= SOURCES.keys() or len(set(sources)) != len(sources):
+        raise InvalidRequest("label_sources", f"name each of {', '.join(SOURCES)} at most once")
+    return Query(request.model, request.since, until, strategy, sources)
 
 
 def _type_names() -> list[str]:

@@ -167,7 +167,7 @@ def registry(tmp_path: Path) -> Iterator[Registry]:
 def feedback(tmp_path: Path) -> Iterator[FeedbackProcess]:
     db = f"sqlite:{tmp_path / 'feedback.db'}"
     running = start_feedback(
-        tmp_path / "feedback", db, add_principals(db, {"fuzz": ("client", "viewer")})
+        tmp_path / "feedback", db, add_principals(db, {"fuzz": ("client", "viewer", "exporter")})
     )
     yield running
     running.process.kill()

@@ -16,6 +16,8 @@ from typing import Any
 
 import grpc
 import pytest
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError
 
 from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
 from sidecar.feedback.client import FeedbackClient, outcome_event
@@ -102,6 +104,20 @@ def test_refusals_name_the_field_or_the_missing_right(service: FeedbackProcess) 
         with pytest.raises(grpc.RpcError) as not_a_reader:
             sidecar.get("req-1")
         assert code_of(not_a_reader.value) == grpc.StatusCode.PERMISSION_DENIED
+    with service.client("ops") as ops, pytest.raises(grpc.RpcError) as not_an_exporter:
+        ops.export(fpb.ExportDatasetRequest(model="digits"))
+    assert code_of(not_an_exporter.value) == grpc.StatusCode.PERMISSION_DENIED
+    with service.client("analyst") as analyst:
+        for bad, field in [
+            (fpb.ExportDatasetRequest(), "model"),
+            (fpb.ExportDatasetRequest(model="digits", strategy="newest"), "strategy"),
+            (fpb.ExportDatasetRequest(model="digits", since=10, until=5), "until"),
+            (fpb.ExportDatasetRequest(model="digits", label_sources=["rumour"]), "label_sources"),
+        ]:
+            with pytest.raises(grpc.RpcError) as invalid_query:
+                analyst.export(bad)
+            assert code_of(invalid_query.value) == grpc.StatusCode.INVALID_ARGUMENT
+            assert str(invalid_query.value.details()).startswith(f"{field}:")
     with FeedbackClient(service.address, "not-a-token") as stranger:
         with pytest.raises(grpc.RpcError) as unknown:
             stranger.record(outcome_event("o-2", "req-1", "digits", true_class=1))
@@ -227,3 +243,13 @@ def test_the_same_service_over_http_with_json_and_protobuf(http_service: Feedbac
     assert [e["event"]["feedbackId"] for e in history["events"]] == ["h-1", "h-2"]
     with http_service.client("ops") as over_grpc:
         assert [e.event.feedback_id for e in over_grpc.get("req-h").events] == ["h-1", "h-2"]
+
+    analyst = {"authorization": f"Bearer {http_service.tokens['analyst']}"}
+    query = fpb.ExportDatasetRequest(model="m")
+    with FeedbackClientSync(f"http://{http_service.http_address}", proto_json=False) as client:
+        (only,) = list(client.export(query, headers=analyst))
+        with pytest.raises(ConnectError) as not_an_exporter:
+            list(client.export(query, headers={"authorization": f"Bearer {ops}"}))
+    manifest = json.loads(only.manifest_json)  # no decision of m was recorded: no rows
+    assert (manifest["rows"], manifest["query"]["model"]) == (0, "m")
+    assert not_an_exporter.value.code == Code.PERMISSION_DENIED

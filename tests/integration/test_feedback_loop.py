@@ -277,7 +277,9 @@ def test_a_dataset_built_from_the_log_fits_a_calibrator_and_rebuilds_identically
     def hitl(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(hitl_command(*args), capture_output=True, text=True, check=False)
 
-    built = hitl("feedback", "dataset", "build", "--model", "m", "--out", str(out), "--db", db)
+    until = str(time.time())
+    built = hitl("feedback", "dataset", "build", "--model", "m", "--until", until,
+                 "--out", str(out), "--db", db)  # fmt: skip
     assert built.returncode == 0, built.stderr
     manifest = json.loads(built.stdout)
     assert manifest["rows"] == 40
@@ -291,6 +293,13 @@ def test_a_dataset_built_from_the_log_fits_a_calibrator_and_rebuilds_identically
     rebuilt = hitl("feedback", "dataset", "rebuild", str(out / f"{manifest['id']}.manifest.json"),
                    "--db", db)  # fmt: skip
     assert json.loads(rebuilt.stdout)["identical"] is True
+    (tmp_path / "analyst.token").write_text(feedback.tokens["analyst"])
+    exported = hitl("feedback", "export", "--model", "m", "--until", until,
+                    "--out", str(tmp_path / "exported"), "--target", feedback.address,
+                    "--token-file", str(tmp_path / "analyst.token"))  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads(exported.stdout) == manifest
+    assert (tmp_path / "exported" / data.name).read_bytes() == data.read_bytes()
     fit = tmp_path / "fit.json"
     fitted = hitl(
         "calibrate", "fit", "--data", str(data), "--method", "temperature", "--out", str(fit)

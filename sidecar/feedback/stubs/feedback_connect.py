@@ -29,6 +29,9 @@ class Feedback(Protocol):
     async def get(self, request: hitl_dot_v1_dot_feedback__pb2.GetRequest, ctx: RequestContext) -> hitl_dot_v1_dot_feedback__pb2.RequestHistory:
         raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
 
+    def export(self, request: hitl_dot_v1_dot_feedback__pb2.ExportDatasetRequest, ctx: RequestContext) -> AsyncIterator[hitl_dot_v1_dot_feedback__pb2.DatasetChunk]:
+        raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
+
 
 class FeedbackASGIApplication(ConnectASGIApplication[Feedback]):
     def __init__(self, service: Feedback | AsyncGenerator[Feedback], *, interceptors: Iterable[Interceptor]=(), read_max_bytes: int | None = None, compressions: Iterable[Compression] | None = None) -> None:
@@ -74,6 +77,16 @@ class FeedbackASGIApplication(ConnectASGIApplication[Feedback]):
                         idempotency_level=IdempotencyLevel.UNKNOWN,
                     ),
                     function=svc.get,
+                ),
+                "/hitl.v1.Feedback/Export": Endpoint.server_stream(
+                    method=MethodInfo(
+                        name="Export",
+                        service_name="hitl.v1.Feedback",
+                        input=hitl_dot_v1_dot_feedback__pb2.ExportDatasetRequest,
+                        output=hitl_dot_v1_dot_feedback__pb2.DatasetChunk,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                    ),
+                    function=svc.export,
                 ),
             },
             interceptors=interceptors,
@@ -168,6 +181,26 @@ class FeedbackClient(ConnectClient):
             timeout_ms=timeout_ms,
         )
 
+    def export(
+        self,
+        request: hitl_dot_v1_dot_feedback__pb2.ExportDatasetRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> AsyncIterator[hitl_dot_v1_dot_feedback__pb2.DatasetChunk]:
+        return self.execute_server_stream(
+            request=request,
+            method=MethodInfo(
+                name="Export",
+                service_name="hitl.v1.Feedback",
+                input=hitl_dot_v1_dot_feedback__pb2.ExportDatasetRequest,
+                output=hitl_dot_v1_dot_feedback__pb2.DatasetChunk,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
 
 class FeedbackSync(Protocol):
     def record(self, request: hitl_dot_v1_dot_feedback__pb2.FeedbackEvent, ctx: RequestContext) -> hitl_dot_v1_dot_feedback__pb2.RecordResult:
@@ -177,6 +210,8 @@ class FeedbackSync(Protocol):
     def record_decisions(self, request: hitl_dot_v1_dot_feedback__pb2.RecordDecisionsRequest, ctx: RequestContext) -> hitl_dot_v1_dot_feedback__pb2.RecordDecisionsResponse:
         raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
     def get(self, request: hitl_dot_v1_dot_feedback__pb2.GetRequest, ctx: RequestContext) -> hitl_dot_v1_dot_feedback__pb2.RequestHistory:
+        raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
+    def export(self, request: hitl_dot_v1_dot_feedback__pb2.ExportDatasetRequest, ctx: RequestContext) -> Iterator[hitl_dot_v1_dot_feedback__pb2.DatasetChunk]:
         raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
 
 
@@ -223,6 +258,16 @@ class FeedbackWSGIApplication(ConnectWSGIApplication):
                         idempotency_level=IdempotencyLevel.UNKNOWN,
                     ),
                     function=service.get,
+                ),
+                "/hitl.v1.Feedback/Export": EndpointSync.server_stream(
+                    method=MethodInfo(
+                        name="Export",
+                        service_name="hitl.v1.Feedback",
+                        input=hitl_dot_v1_dot_feedback__pb2.ExportDatasetRequest,
+                        output=hitl_dot_v1_dot_feedback__pb2.DatasetChunk,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                    ),
+                    function=service.export,
                 ),
             },
             interceptors=interceptors,
@@ -311,6 +356,26 @@ class FeedbackClientSync(ConnectClientSync):
                 service_name="hitl.v1.Feedback",
                 input=hitl_dot_v1_dot_feedback__pb2.GetRequest,
                 output=hitl_dot_v1_dot_feedback__pb2.RequestHistory,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
+    def export(
+        self,
+        request: hitl_dot_v1_dot_feedback__pb2.ExportDatasetRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> Iterator[hitl_dot_v1_dot_feedback__pb2.DatasetChunk]:
+        return self.execute_server_stream(
+            request=request,
+            method=MethodInfo(
+                name="Export",
+                service_name="hitl.v1.Feedback",
+                input=hitl_dot_v1_dot_feedback__pb2.ExportDatasetRequest,
+                output=hitl_dot_v1_dot_feedback__pb2.DatasetChunk,
                 idempotency_level=IdempotencyLevel.UNKNOWN,
             ),
             headers=headers,

@@ -55,6 +55,9 @@ class Recording(fpb_grpc.FeedbackServicer):
     def Get(self, request: Any, context: Any) -> Any:
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "not the queue's")
 
+    def Export(self, request: Any, context: Any) -> Any:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "not the queue's")
+
 
 @pytest.fixture
 def service() -> Iterator[tuple[Recording, str]]:

@@ -513,3 +513,69 @@ class RequestHistory(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RequestHistory: _TypeAlias = RequestHistory  # noqa: Y015
+
+@_typing.final
+class ExportDatasetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    LABEL_SOURCES_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    since: _builtins.float
+    """Decisions decided in [since, until), events received before until; Unix
+    seconds. until 0: now.
+    """
+    until: _builtins.float
+    strategy: _builtins.str
+    """all (default), stratified or class-balanced."""
+    @_builtins.property
+    def label_sources(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The sources a label may come from, the first winning: outcome, review,
+        correction. Empty: all three in that order.
+        """
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        since: _builtins.float = ...,
+        until: _builtins.float = ...,
+        strategy: _builtins.str = ...,
+        label_sources: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label_sources", b"label_sources", "model", b"model", "since", b"since", "strategy", b"strategy", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportDatasetRequest: _TypeAlias = ExportDatasetRequest  # noqa: Y015
+
+@_typing.final
+class DatasetChunk(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MANIFEST_JSON_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    manifest_json: _builtins.str
+    """The first chunk: the dataset's manifest as JSON."""
+    rows: _builtins.bytes
+    """The rest: the dataset's JSON lines, in order, at most 1 MiB a chunk."""
+    def __init__(
+        self,
+        *,
+        manifest_json: _builtins.str = ...,
+        rows: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["manifest_json", b"manifest_json", "part", b"part", "rows", b"rows"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["manifest_json", b"manifest_json", "part", b"part", "rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["manifest_json", "rows"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___DatasetChunk: _TypeAlias = DatasetChunk  # noqa: Y015

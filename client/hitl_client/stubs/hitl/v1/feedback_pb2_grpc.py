@@ -54,6 +54,11 @@ class FeedbackStub:
                 request_serializer=hitl_dot_v1_dot_feedback__pb2.GetRequest.SerializeToString,
                 response_deserializer=hitl_dot_v1_dot_feedback__pb2.RequestHistory.FromString,
                 _registered_method=True)
+        self.Export = channel.unary_stream(
+                '/hitl.v1.Feedback/Export',
+                request_serializer=hitl_dot_v1_dot_feedback__pb2.ExportDatasetRequest.SerializeToString,
+                response_deserializer=hitl_dot_v1_dot_feedback__pb2.DatasetChunk.FromString,
+                _registered_method=True)
 
 
 class FeedbackServicer:
@@ -67,7 +72,7 @@ class FeedbackServicer:
         Every call needs credentials (a bearer token, or a client certificate under
         mTLS) of a principal whose roles allow it: Record and RecordBatch client
         (every type but REVIEW), sidecar (OUTCOME) or review (REVIEW); RecordDecisions
-        sidecar; Get viewer.
+        sidecar; Get viewer; Export exporter.
         UNAUTHENTICATED or PERMISSION_DENIED otherwise. Who sent an event comes from
         the credential.
         """
@@ -101,6 +106,17 @@ class FeedbackServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Export(self, request, context):
+        """A dataset compiled from the log, as `hitl feedback dataset build` writes it:
+        first its manifest (the id, the query, the counts, the weights, the label rule),
+        then its JSON lines in chunks. The same request over the same (append-only) log
+        gives the same bytes and id. INVALID_ARGUMENT naming the field for a bad query.
+        Role exporter.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FeedbackServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +139,11 @@ def add_FeedbackServicer_to_server(servicer, server):
                     servicer.Get,
                     request_deserializer=hitl_dot_v1_dot_feedback__pb2.GetRequest.FromString,
                     response_serializer=hitl_dot_v1_dot_feedback__pb2.RequestHistory.SerializeToString,
+            ),
+            'Export': grpc.unary_stream_rpc_method_handler(
+                    servicer.Export,
+                    request_deserializer=hitl_dot_v1_dot_feedback__pb2.ExportDatasetRequest.FromString,
+                    response_serializer=hitl_dot_v1_dot_feedback__pb2.DatasetChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -233,6 +254,33 @@ class Feedback:
             '/hitl.v1.Feedback/Get',
             hitl_dot_v1_dot_feedback__pb2.GetRequest.SerializeToString,
             hitl_dot_v1_dot_feedback__pb2.RequestHistory.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Export(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/hitl.v1.Feedback/Export',
+            hitl_dot_v1_dot_feedback__pb2.ExportDatasetRequest.SerializeToString,
+            hitl_dot_v1_dot_feedback__pb2.DatasetChunk.FromString,
             options,
             channel_credentials,
             insecure,

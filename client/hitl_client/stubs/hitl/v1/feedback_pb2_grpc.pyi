@@ -43,7 +43,7 @@ class FeedbackStub:
     Every call needs credentials (a bearer token, or a client certificate under
     mTLS) of a principal whose roles allow it: Record and RecordBatch client
     (every type but REVIEW), sidecar (OUTCOME) or review (REVIEW); RecordDecisions
-    sidecar; Get viewer.
+    sidecar; Get viewer; Export exporter.
     UNAUTHENTICATED or PERMISSION_DENIED otherwise. Who sent an event comes from
     the credential.
     """
@@ -61,6 +61,13 @@ class FeedbackStub:
     """What is known about one request_id: its decision (when recorded) and every
     event about it, in the order they were received. Role viewer.
     """
+    Export: _grpc.UnaryStreamMultiCallable[_feedback_pb2.ExportDatasetRequest, _feedback_pb2.DatasetChunk]
+    """A dataset compiled from the log, as `hitl feedback dataset build` writes it:
+    first its manifest (the id, the query, the counts, the weights, the label rule),
+    then its JSON lines in chunks. The same request over the same (append-only) log
+    gives the same bytes and id. INVALID_ARGUMENT naming the field for a bad query.
+    Role exporter.
+    """
 
 @_typing.type_check_only
 class FeedbackAsyncStub(FeedbackStub):
@@ -73,7 +80,7 @@ class FeedbackAsyncStub(FeedbackStub):
     Every call needs credentials (a bearer token, or a client certificate under
     mTLS) of a principal whose roles allow it: Record and RecordBatch client
     (every type but REVIEW), sidecar (OUTCOME) or review (REVIEW); RecordDecisions
-    sidecar; Get viewer.
+    sidecar; Get viewer; Export exporter.
     UNAUTHENTICATED or PERMISSION_DENIED otherwise. Who sent an event comes from
     the credential.
     """
@@ -91,6 +98,13 @@ class FeedbackAsyncStub(FeedbackStub):
     """What is known about one request_id: its decision (when recorded) and every
     event about it, in the order they were received. Role viewer.
     """
+    Export: _aio.UnaryStreamMultiCallable[_feedback_pb2.ExportDatasetRequest, _feedback_pb2.DatasetChunk]  # type: ignore[assignment]
+    """A dataset compiled from the log, as `hitl feedback dataset build` writes it:
+    first its manifest (the id, the query, the counts, the weights, the label rule),
+    then its JSON lines in chunks. The same request over the same (append-only) log
+    gives the same bytes and id. INVALID_ARGUMENT naming the field for a bad query.
+    Role exporter.
+    """
 
 class FeedbackServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -106,7 +120,7 @@ class FeedbackServicer(metaclass=_abc_1.ABCMeta):
         Every call needs credentials (a bearer token, or a client certificate under
         mTLS) of a principal whose roles allow it: Record and RecordBatch client
         (every type but REVIEW), sidecar (OUTCOME) or review (REVIEW); RecordDecisions
-        sidecar; Get viewer.
+        sidecar; Get viewer; Export exporter.
         UNAUTHENTICATED or PERMISSION_DENIED otherwise. Who sent an event comes from
         the credential.
         """
@@ -141,6 +155,19 @@ class FeedbackServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_feedback_pb2.RequestHistory, _abc.Awaitable[_feedback_pb2.RequestHistory]]:
         """What is known about one request_id: its decision (when recorded) and every
         event about it, in the order they were received. Role viewer.
+        """
+
+    @_abc_1.abstractmethod
+    def Export(
+        self,
+        request: _feedback_pb2.ExportDatasetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_feedback_pb2.DatasetChunk], _abc.AsyncIterator[_feedback_pb2.DatasetChunk]]:
+        """A dataset compiled from the log, as `hitl feedback dataset build` writes it:
+        first its manifest (the id, the query, the counts, the weights, the label rule),
+        then its JSON lines in chunks. The same request over the same (append-only) log
+        gives the same bytes and id. INVALID_ARGUMENT naming the field for a bad query.
+        Role exporter.
         """
 
 def add_FeedbackServicer_to_server(servicer: FeedbackServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
