@@ -50,6 +50,7 @@ from sidecar.errors import ConfigError
 from sidecar.escalation.deadletter import DeadLetters
 from sidecar.escalation.decisions import DECISIONS, DecisionStream
 from sidecar.escalation.forwarder import ESCALATIONS, Forwarder, ForwarderSettings, Stream
+from sidecar.escalation.messages import LabelsOf
 from sidecar.escalation.recorder import SpoolRecorder
 from sidecar.escalation.sinks import Sink, open_sink
 from sidecar.escalation.sinks.feedback import FeedbackSink, TeeSink
@@ -229,7 +230,7 @@ def build(
         )
     feedback_sink = None
     if config.feedback:  # escalated decisions reach the feedback service with the rest
-        feedback_sink = _feedback_sink(config)
+        feedback_sink = _feedback_sink(config, holder.labels)
         sink = feedback_sink if sink is None else TeeSink(sink, feedback_sink)
     escalations = _delivery(
         "forwarder",
@@ -250,7 +251,7 @@ def build(
             config,
             Spool(config.decision_spool_dir, segment_for(budget), budget, config.spool_fsync),
             config.decision_dead_letter_dir,
-            _feedback_sink(config),
+            _feedback_sink(config, holder.labels),
             DECISIONS,
         )
         decisions = DecisionStream(delivery.recorder, config.decision_sample)
@@ -338,15 +339,17 @@ def _delivery(
     return Delivery(name, recorder, dead, forwarder)
 
 
-def _feedback_sink(config: SidecarConfig) -> Sink:
+def _feedback_sink(config: SidecarConfig, labels_of: LabelsOf) -> Sink:
     """The feedback service's gRPC endpoint, or its JetStream stream (nats://...)."""
     if config.feedback.startswith("nats://"):
         from sidecar.escalation.sinks.nats import FeedbackNatsSink
 
         servers = config.feedback.split(",")
-        return FeedbackNatsSink(servers, config.deployment, config.forward_timeout_seconds)
+        return FeedbackNatsSink(
+            servers, config.deployment, config.forward_timeout_seconds, labels_of
+        )
     credentials = config.credentials("feedback")
-    return FeedbackSink(config.feedback, config.forward_timeout_seconds, credentials)
+    return FeedbackSink(config.feedback, config.forward_timeout_seconds, credentials, labels_of)
 
 
 def health_only_server(

@@ -5,7 +5,7 @@ automated decision, an outcome), for the feedback sink."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from hitl_client.stubs.hitl.v1 import decision_pb2 as dpb
@@ -36,6 +36,20 @@ def record_message(record: Mapping[str, Any]) -> rpb.Escalation:
     )
 
 
+LabelsOf = Callable[[str, int], tuple[str, ...]]
+"""A model's class labels under a policy revision; () when they are not known."""
+
+
+def with_labels(record: Mapping[str, Any], labels_of: LabelsOf) -> Mapping[str, Any]:
+    """A decision's record with its model's class labels, looked up when it is
+    forwarded (so Route never pays for them), if the policy it was decided under is
+    still in force; an outcome's record, or one whose labels are not known, as it is."""
+    if record.get("kind") == "outcome" or "labels" in record:
+        return record
+    labels = labels_of(str(record["model"]), int(record["policy_revision"]))
+    return {**record, "labels": labels} if labels else record
+
+
 def decision_message(record: Mapping[str, Any]) -> fpb.DecisionRecord:
     """The decision an escalation record (or a sampled automated decision's record,
     which has the same fields and its inclusion_probability) holds."""
@@ -43,6 +57,7 @@ def decision_message(record: Mapping[str, Any]) -> fpb.DecisionRecord:
         decided_at=record["created_at"],
         inclusion_probability=record.get("inclusion_probability", 1.0),
         escalation_id=record.get("escalation_id", ""),
+        labels=record.get("labels", ()),
         **_decided(record),
     )
 

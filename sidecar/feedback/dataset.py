@@ -8,8 +8,9 @@ compiling is pure (the store's rows in, bytes and a manifest out);
   source is among ``sources``, the first source in that order winning (by default
   an outcome beats a review beats a user's correction); within a source the latest
   event wins. Decisions whose sources disagree are counted and listed. A label
-  without a class index, or with one beyond the decision's logits, cannot be fitted
-  on and is counted, not used.
+  given by name is resolved to its class through the decision's labels. One that
+  names no class, one beyond the decision's logits, or one whose name is not its
+  class's cannot be fitted on and is counted, not used.
 - **Weights.** Each row carries the inverse of the probability with which its
   decision was recorded (1 for an escalated one, 1/sample for a sampled automated
   one), times the stratum's inverse sampling share for ``stratified`` and
@@ -78,13 +79,11 @@ def compile_dataset(query: Query, labelled: Iterable[Labelled]) -> Dataset:
             unusable["no label from the chosen sources"] += 1
             continue
         source, label = chosen
-        if "class_index" not in label:
-            unusable["label without a class index"] += 1
+        index, unfit = _class_of(label, item.decision)
+        if unfit:
+            unusable[unfit] += 1
             continue
-        if int(label["class_index"]) >= len(item.decision.get("logits", [])):
-            unusable["label outside the decision's classes"] += 1
-            continue
-        rows.append(_row(item.decision, source, int(label["class_index"])))
+        rows.append(_row(item.decision, source, index))
     kept = _select(rows, query.strategy)
     data = b"".join(
         json.dumps(row, sort_keys=True, separators=(",", ":")).encode() + b"\n"
@@ -135,6 +134,22 @@ def _label(
     said = {s: latest[s].get("class_index", latest[s].get("name")) for s in present}
     disagreeing = {"labels": said} if len(set(map(str, said.values()))) > 1 else {}
     return (present[0], latest[present[0]]), disagreeing
+
+
+def _class_of(label: Mapping[str, Any], decision: Mapping[str, Any]) -> tuple[int, str]:
+    """The class a label names (by index, or by name through the decision's labels),
+    or why it cannot be fitted on."""
+    labels, name = decision.get("labels", []), label.get("name", "")
+    index = int(label["class_index"]) if "class_index" in label else -1
+    if index < 0 and name in labels:
+        index = labels.index(name)
+    if index < 0:
+        return index, "label naming no class the decision's labels know"
+    if index >= len(decision.get("logits", [])):
+        return index, "label outside the decision's classes"
+    if name and labels and labels[index] != name:
+        return index, "label whose name is not its class's"
+    return index, ""
 
 
 def _row(decision: Mapping[str, Any], source: str, label: int) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from sidecar.feedback.dataset import Dataset, compile_dataset
 from sidecar.feedback.limits import RateLimits
 from sidecar.feedback.metrics import FeedbackMetrics
 from sidecar.feedback.records import (
+    Classes,
     Decided,
     Outcome,
     Received,
@@ -40,6 +41,7 @@ from sidecar.feedback.validation import (
     check_decision,
     check_event,
     export_query,
+    label_class,
 )
 
 log = structlog.get_logger("hitl.feedback")
@@ -90,10 +92,10 @@ class FeedbackLog:
         """Append one event; InvalidRequest, PermissionDenied or RateLimited when it is
         refused."""
         self._spend(principal, 1)
-        (refused,) = self._judge(principal, [event])
-        if refused is not None:
-            raise refused
-        return self._append(principal, [event])[0]
+        (judged,) = self._judge(principal, [event])
+        if not isinstance(judged, int):
+            raise judged
+        return self._append(principal, [(event, judged)])[0]
 
     def record_batch(
         self, principal: Principal, events: Sequence[fpb.FeedbackEvent]
@@ -103,15 +105,15 @@ class FeedbackLog:
         check_batch_size(len(events))
         self._spend(principal, len(events))
         results: list[Result | None] = [None] * len(events)
-        valid: list[tuple[int, fpb.FeedbackEvent]] = []
-        refusals = self._judge(principal, events)
-        for i, (event, refused) in enumerate(zip(events, refusals, strict=True)):
-            if refused is not None:
-                results[i] = Result(event.feedback_id, REJECTED, str(refused))
+        valid: list[tuple[int, tuple[fpb.FeedbackEvent, int]]] = []
+        verdicts = self._judge(principal, events)
+        for i, (event, judged) in enumerate(zip(events, verdicts, strict=True)):
+            if not isinstance(judged, int):
+                results[i] = Result(event.feedback_id, REJECTED, str(judged))
                 self._count(event.type, REJECTED)
                 continue
-            valid.append((i, event))
-        appended = self._append(principal, [event for _, event in valid])
+            valid.append((i, (event, judged)))
+        appended = self._append(principal, [judged for _, judged in valid])
         for (i, _), result in zip(valid, appended, strict=True):
             results[i] = result
         return [result for result in results if result is not None]
@@ -201,13 +203,16 @@ class FeedbackLog:
                 self._metrics.dead_lettered.add(count)
         return count
 
-    def _append(self, principal: Principal, events: Sequence[fpb.FeedbackEvent]) -> list[Result]:
+    def _append(
+        self, principal: Principal, events: Sequence[tuple[fpb.FeedbackEvent, int]]
+    ) -> list[Result]:
+        """Store each event with its label's class (-1: none)."""
         if not events:
             return []
         now = self._clock.now()
-        outcomes = self.store.add([received(event, principal.name, now) for event in events])
+        outcomes = self.store.add([received(e, principal.name, now, c) for e, c in events])
         results = []
-        for event, outcome in zip(events, outcomes, strict=True):
+        for (event, _), outcome in zip(events, outcomes, strict=True):
             self._count(event.type, outcome)
             message = ""
             if outcome is Outcome.CONFLICT:
@@ -220,35 +225,34 @@ class FeedbackLog:
 
     def _judge(
         self, principal: Principal, events: Sequence[fpb.FeedbackEvent]
-    ) -> list[InvalidRequest | PermissionDenied | None]:
-        """Why each event is refused (None: it is not): its fields and the sender's
-        right to its type, then a label's class against the class count of the
-        decision it is about, when that decision is known (one look-up for all)."""
-        refusals: list[InvalidRequest | PermissionDenied | None] = []
+    ) -> list[InvalidRequest | PermissionDenied | int]:
+        """Each event's refusal, or its label's class (-1: none, or a name that cannot be
+        told yet): its fields and the sender's right to its type, then a label against
+        the classes of the decision it is about, when that decision is known (one
+        look-up for all)."""
+        judged: list[InvalidRequest | PermissionDenied | int] = []
         for event in events:
             try:
                 _check(principal, event)
             except (InvalidRequest, PermissionDenied) as exc:
-                refusals.append(exc)
+                judged.append(exc)
                 continue
-            refusals.append(None)
+            judged.append(-1)
         labelled = [
             i
-            for i, (event, refused) in enumerate(zip(events, refusals, strict=True))
-            if refused is None and event.HasField("label") and event.label.HasField("class_index")
+            for i, (event, verdict) in enumerate(zip(events, judged, strict=True))
+            if verdict == -1 and event.HasField("label")
         ]
         if labelled:
             classes = self.store.classes_of([events[i].request_id for i in labelled])
             for i in labelled:
                 event = events[i]
-                known = classes.get(event.request_id, 0)
-                if known and event.label.class_index >= known:
-                    refusals[i] = InvalidRequest(
-                        "label.class_index",
-                        f"{event.label.class_index} is not one of the {known} classes of"
-                        f" the decision for request_id {event.request_id!r}",
-                    )
-        return refusals
+                known = classes.get(event.request_id, Classes())
+                try:
+                    judged[i] = label_class(event.label, known, event.request_id)
+                except InvalidRequest as exc:
+                    judged[i] = exc
+        return judged
 
     def _spend(self, principal: Principal, events: int) -> None:
         if self._limits is not None:

@@ -36,7 +36,14 @@ class Received:
     label_class: int = -1  # a label's class index (-1: no label, or one by name only)
 
 
-def received(event: fpb.FeedbackEvent, sender: str, now: float) -> Received:
+def received(
+    event: fpb.FeedbackEvent, sender: str, now: float, label_class: int | None = None
+) -> Received:
+    """label_class: the class the event's label names, as found against its decision
+    (default: the label's class index; -1 for none)."""
+    if label_class is None:
+        has_class = event.HasField("label") and event.label.HasField("class_index")
+        label_class = event.label.class_index if has_class else -1
     return Received(
         feedback_id=event.feedback_id,
         request_id=event.request_id,
@@ -45,11 +52,7 @@ def received(event: fpb.FeedbackEvent, sender: str, now: float) -> Received:
         event=canonical(event),
         sender=sender,
         received_at=now,
-        label_class=(
-            event.label.class_index
-            if event.HasField("label") and event.label.HasField("class_index")
-            else -1
-        ),
+        label_class=label_class,
     )
 
 
@@ -65,6 +68,7 @@ class Decided:
     received_at: float
     tier: str = ""  # the Tier's name without its prefix: AUTOMATED, HUMAN_ASSISTED, ...
     predicted_class: int = -1
+    labels: str = ""  # the model's class labels as a JSON array ("": not known)
 
 
 def decided(record: fpb.DecisionRecord, sender: str, now: float) -> Decided:
@@ -79,7 +83,17 @@ def decided(record: fpb.DecisionRecord, sender: str, now: float) -> Decided:
         received_at=now,
         tier=dpb.Tier.Name(record.tier).removeprefix("TIER_"),
         predicted_class=record.predicted_class,
+        labels=json.dumps(list(record.labels)) if record.labels else "",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Classes:
+    """A decision's classes, which the labels about its request are checked against:
+    how many (0: no decision yet) and their labels (when the sidecar sent them)."""
+
+    count: int = 0
+    labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

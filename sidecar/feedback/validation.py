@@ -20,6 +20,7 @@ from sidecar.core.validation import (
 )
 from sidecar.errors import InvalidRequest
 from sidecar.feedback.dataset import DEFAULT_SOURCES, SOURCES, STRATEGIES, Query
+from sidecar.feedback.records import Classes
 
 MAX_BATCH = 1000
 Value = Literal["label", "rating", "signal", "preferred_over"]
@@ -100,12 +101,54 @@ def check_decision(record: fpb.DecisionRecord) -> None:
         raise InvalidRequest(
             "predicted_class", f"{record.predicted_class} is not one of the {len(logits)} classes"
         )
+    _check_labels(record)
     if not 0.0 <= record.calibrated_confidence <= 1.0:
         raise InvalidRequest("calibrated_confidence", "must be in [0, 1]")
     if not 0.0 < record.inclusion_probability <= 1.0:
         raise InvalidRequest("inclusion_probability", "must be in (0, 1]")
     if not (math.isfinite(record.decided_at) and record.decided_at > 0):
         raise InvalidRequest("decided_at", "must be Unix seconds")
+
+
+def _check_labels(record: fpb.DecisionRecord) -> None:
+    labels = record.labels
+    if not labels:
+        return
+    if len(labels) != len(record.logits):
+        raise InvalidRequest("labels", f"{len(labels)} labels for {len(record.logits)} logits")
+    for label in labels:
+        check_text(label, "labels", MAX_STRING_VALUE, required=True)
+    if len(set(labels)) != len(labels):
+        raise InvalidRequest("labels", "names a label twice")
+    if record.predicted_label and record.predicted_label != labels[record.predicted_class]:
+        raise InvalidRequest(
+            "predicted_label",
+            f"{record.predicted_label!r} is not class {record.predicted_class}'s label"
+            f" {labels[record.predicted_class]!r}",
+        )
+
+
+def label_class(label: fpb.Label, classes: Classes, request_id: str) -> int:
+    """The class a label names, checked against the classes of its request's decision
+    (when known): a class index beyond them, a name not among their labels, or a
+    name that is not its class index's label is refused, naming the field. -1 when
+    it cannot be told: a name with no decision, or one whose labels are not known."""
+    about = f"the decision for request_id {request_id!r}"
+    index = label.class_index if label.HasField("class_index") else -1
+    if classes.count and index >= classes.count:
+        raise InvalidRequest(
+            "label.class_index", f"{index} is not one of the {classes.count} classes of {about}"
+        )
+    if not (label.name and classes.labels):
+        return index
+    if label.name not in classes.labels:
+        raise InvalidRequest("label.name", f"{label.name!r} is not one of the labels of {about}")
+    named = classes.labels.index(label.name)
+    if index >= 0 and index != named:
+        raise InvalidRequest(
+            "label.name", f"{label.name!r} is class {named} of {about}, not class {index}"
+        )
+    return named
 
 
 def export_query(request: fpb.ExportDatasetRequest, now: float) -> Query:

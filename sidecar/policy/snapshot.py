@@ -39,6 +39,15 @@ class SnapshotHolder:
         """Call listener on every swap (health, metrics)."""
         self._listeners.append(listener)
 
+    def labels(self, model: str, revision: int) -> tuple[str, ...]:
+        """model's class labels under policy revision; () when the policy in force is
+        another revision or has no such model."""
+        snapshot = self.current
+        if snapshot is None or snapshot.policy.revision != revision:
+            return ()
+        policy = snapshot.policy.models.get(model)
+        return () if policy is None or policy.labels is None else policy.labels
+
     def swap(self, snapshot: Snapshot) -> None:
         if self._audit_key:
             snapshot = replace(snapshot, policy=snapshot.policy.with_audit_key(self._audit_key))

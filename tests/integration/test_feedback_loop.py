@@ -118,6 +118,9 @@ def test_outcomes_long_after_the_sidecar_forgot_meet_their_decisions(
             assert known.decision_sender == "sidecar-1"
             assert known.decision.policy_revision == 1
             assert known.decision.calibration_version == "t-v1"
+            labels = known.decision.labels  # the model's, added as the sidecar forwarded it
+            assert len(labels) == len(known.decision.logits)
+            assert labels[known.decision.predicted_class] == known.decision.predicted_label
             (outcome,) = known.events
             assert outcome.event.type == fpb.FEEDBACK_OUTCOME
             assert outcome.sender == "sidecar-1"
@@ -386,7 +389,9 @@ def test_decisions_and_outcomes_through_jetstream(tmp_path: Path, policy_file: P
             return known.HasField("decision") and len(known.events) == 1
 
         wait_for(attributed, 15.0, "the outcome attributed through JetStream")
-        assert history(running, "js-esc").decision.tier != dpb.TIER_AUTOMATED
+        escalated = history(running, "js-esc").decision
+        assert escalated.tier != dpb.TIER_AUTOMATED
+        assert escalated.labels[escalated.predicted_class] == escalated.predicted_label
         assert history(running, "js-auto").decision_sender == f"nats:{stream}"
         stop(running, tmp_path / "feedback")
         running = service = start(tmp_path / "feedback", db, tokens, "--nats", nats_server.url)

@@ -1,6 +1,7 @@
 """The feedback service sink: decisions (from escalation records, and from the
 decision stream's sampled automated decisions) over RecordDecisions, outcomes over
-RecordBatch, as the principal its credentials name (role sidecar), over TLS when a
+RecordBatch (a decision with its model's labels: ``messages.with_labels``), as the
+principal its credentials name (role sidecar), over TLS when a
 CA is given. Both calls are idempotent (by request_id, by feedback_id). Any RPC
 failure leaves the whole batch for a retry; records the service answers REJECTED
 or CONFLICT are refused for good (a conflict is also logged as an error: another
@@ -19,7 +20,7 @@ import structlog
 from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
 from hitl_client.stubs.hitl.v1 import feedback_pb2_grpc as fpb_grpc
 from sidecar.errors import SinkUnavailable
-from sidecar.escalation.messages import decision_message, outcome_message
+from sidecar.escalation.messages import LabelsOf, decision_message, outcome_message, with_labels
 from sidecar.escalation.sinks.base import YIELD_EVERY, Rejection, Sink, Spooled
 from sidecar.serving import async_channel, bearer
 from sidecar.settings import ClientCredentials
@@ -32,8 +33,11 @@ REFUSED = (fpb.RecordResult.REJECTED, fpb.RecordResult.CONFLICT)
 class FeedbackSink:
     name = "feedback"
 
-    def __init__(self, target: str, timeout: float, credentials: ClientCredentials) -> None:
+    def __init__(
+        self, target: str, timeout: float, credentials: ClientCredentials, labels_of: LabelsOf
+    ) -> None:
         self.target = target
+        self._labels_of = labels_of
         self._timeout = timeout
         self._channel = async_channel(target, credentials)
         self._stub = fpb_grpc.FeedbackStub(self._channel)
@@ -48,7 +52,8 @@ class FeedbackSink:
                 if item.record.get("kind") == "outcome":
                     outcomes.append((item, outcome_message(item.record)))
                 else:
-                    decisions.append((item, decision_message(item.record)))
+                    record = with_labels(item.record, self._labels_of)
+                    decisions.append((item, decision_message(record)))
             except (KeyError, TypeError, ValueError) as exc:  # no message holds it
                 unfit.append(Rejection(item.key, f"not a decision or an outcome: {exc!r}"))
             if count % YIELD_EVERY == 0:

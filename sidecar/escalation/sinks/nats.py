@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import nats
+import orjson
 import structlog
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
@@ -28,6 +29,7 @@ from nats.js.api import Header, PubAck, StreamConfig
 from nats.js.errors import Error as JetStreamError
 
 from sidecar.errors import SinkUnavailable
+from sidecar.escalation.messages import LabelsOf, with_labels
 from sidecar.escalation.sinks.base import Rejection, Spooled
 
 log = structlog.get_logger("hitl.forwarder")
@@ -58,6 +60,9 @@ class NatsSink:
     def message_id(self, item: Spooled) -> str:
         return item.key
 
+    def payload(self, item: Spooled) -> bytes:
+        return item.payload
+
     async def deliver(self, batch: Sequence[Spooled]) -> list[Rejection]:
         js = await self._jetstream()
         rejected: list[Rejection] = []
@@ -68,7 +73,7 @@ class NatsSink:
                     acks.append(
                         await js.publish_async(
                             self.subject(item.record),
-                            item.payload,
+                            self.payload(item),
                             wait_stall=self._timeout,
                             headers={Header.MSG_ID: self.message_id(item)},
                         )
@@ -124,12 +129,16 @@ class FeedbackNatsSink(NatsSink):
     """Decisions and outcomes for the feedback service, which consumes them from the
     stream: ``HITL_<DEPLOYMENT>_FEEDBACK``, a subject per kind and model
     (``hitl.<deployment>.feedback.<decision|outcome>.<model>``; an escalation's
-    record is its decision), and ``Nats-Msg-Id: <kind>-<key>``."""
+    record is its decision, with its model's labels), and ``Nats-Msg-Id:
+    <kind>-<key>``."""
 
     name = "feedback-nats"
 
-    def __init__(self, servers: list[str], deployment: str, timeout: float) -> None:
+    def __init__(
+        self, servers: list[str], deployment: str, timeout: float, labels_of: LabelsOf
+    ) -> None:
         super().__init__(servers, deployment, timeout)
+        self._labels_of = labels_of
         self.stream = feedback_stream(deployment)
         self.prefix = f"hitl.{token(deployment)}.feedback"
 
@@ -138,6 +147,11 @@ class FeedbackNatsSink(NatsSink):
 
     def message_id(self, item: Spooled) -> str:
         return f"{_kind(item.record)}-{item.key}"
+
+    def payload(self, item: Spooled) -> bytes:
+        """A decision's record with its model's labels (``messages.with_labels``)."""
+        record = with_labels(item.record, self._labels_of)
+        return item.payload if record is item.record else orjson.dumps(record)
 
 
 def feedback_stream(deployment: str) -> str:

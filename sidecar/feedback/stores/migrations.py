@@ -101,4 +101,13 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        6,
+        "each decision's class labels (a JSON array; '': not known), which a label's name"
+        " is checked against and resolved by",
+        ("ALTER TABLE feedback_decisions ADD COLUMN labels TEXT NOT NULL DEFAULT ''",),
+    ),
+)
+
 SCHEMA = Schema("feedback", FEEDBACK_LOCK_KEY, MIGRATIONS)

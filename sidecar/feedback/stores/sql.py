@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sidecar.feedback.dataset import Labelled
-from sidecar.feedback.records import DeadLetter, Decided, Health, Outcome, Received
+from sidecar.feedback.records import Classes, DeadLetter, Decided, Health, Outcome, Received
 from sidecar.feedback.stores.migrations import SCHEMA
 from sidecar.storage.sql import Database, Dialect, Transaction, render, render_all
 from sidecar.storage.store import ServiceStore
@@ -32,7 +32,7 @@ COLUMNS = (
 )
 DECISION_COLUMNS = (
     "request_id, model, decision, classes, inclusion_probability, decided_at, sender,"
-    " received_at, tier, predicted_class"
+    " received_at, tier, predicted_class, labels"
 )
 LABELS = "('OUTCOME', 'REVIEW', 'EXPLICIT_CORRECTION')"
 # An event whose request no decision claims.
@@ -55,7 +55,7 @@ class Statements:
     insert_decision: str = """
         INSERT INTO feedback_decisions ({decision_columns})
         VALUES (:request_id, :model, :decision, :classes, :inclusion_probability,
-                :decided_at, :sender, :received_at, :tier, :predicted_class)
+                :decided_at, :sender, :received_at, :tier, :predicted_class, :labels)
         ON CONFLICT (request_id) DO NOTHING"""
     stored_decision: str = """
         SELECT decision AS kept FROM feedback_decisions WHERE request_id = :request_id"""
@@ -163,13 +163,18 @@ class SqlStore(ServiceStore):
                 _add(tx, insert, stored, asdict(d), "request_id", d.decision) for d in decisions
             ]
 
-    def classes_of(self, request_ids: Sequence[str]) -> dict[str, int]:
+    def classes_of(self, request_ids: Sequence[str]) -> dict[str, Classes]:
         keys = {f"r{i}": request_id for i, request_id in enumerate(request_ids)}
         listed = ", ".join(f":{key}" for key in keys)
         # Only parameter names are formatted in: the ids travel as parameters.
-        template = "SELECT request_id, classes FROM feedback_decisions WHERE request_id IN "
+        template = "SELECT request_id, classes, labels FROM feedback_decisions WHERE request_id IN "
         statement = render(f"{template}({listed})", self.database.dialect)
-        return {row["request_id"]: int(row["classes"]) for row in self._rows(statement, keys)}
+        return {
+            row["request_id"]: Classes(
+                int(row["classes"]), tuple(json.loads(row["labels"])) if row["labels"] else ()
+            )
+            for row in self._rows(statement, keys)
+        }
 
     def decision(self, request_id: str) -> Decided | None:
         rows = self._rows(self._sql.decision, {"request_id": request_id})

@@ -36,6 +36,7 @@ def label(kind: str, class_index: int | None = None, name: str = "") -> dict[str
 
 
 QUERY = Query("m", 0.0, 1000.0)
+LABELS = ["dog", "cat", "bird"]
 
 
 def rows(data: bytes) -> list[dict[str, Any]]:
@@ -52,10 +53,17 @@ def test_an_outcome_beats_a_review_beats_a_correction_and_disagreements_are_list
             Labelled(decision("d"), [label("RATING")]),
             Labelled(decision("e"), [label("OUTCOME", name="cat")]),
             Labelled(decision("f"), [label("OUTCOME", 3)]),  # of 3 classes: 0 to 2
+            Labelled(decision("g", labels=LABELS), [label("OUTCOME", name="cat")]),
+            Labelled(decision("h", labels=LABELS), [label("OUTCOME", 0, name="cat")]),
         ],
     )
     got = {row["request_id"]: (row["label"], row["label_source"]) for row in rows(built.data)}
-    assert got == {"a": (2, "review"), "b": (1, "outcome"), "c": (2, "outcome")}
+    assert got == {
+        "a": (2, "review"),
+        "b": (1, "outcome"),
+        "c": (2, "outcome"),
+        "g": (1, "outcome"),
+    }
     manifest = built.manifest
     assert manifest["disagreements"] == 1
     assert manifest["disagreements_listed"] == [
@@ -63,7 +71,8 @@ def test_an_outcome_beats_a_review_beats_a_correction_and_disagreements_are_list
     ]
     assert manifest["unusable"] == {
         "label outside the decision's classes": 1,
-        "label without a class index": 1,
+        "label naming no class the decision's labels know": 1,
+        "label whose name is not its class's": 1,
         "no label from the chosen sources": 1,
     }
     assert manifest["label_rule"].startswith("outcome > review > correction")

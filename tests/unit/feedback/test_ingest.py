@@ -155,6 +155,28 @@ def test_a_label_outside_its_decisions_classes_is_refused(feedback: FeedbackLog)
     ]
 
 
+def test_a_label_by_name_is_checked_against_its_decisions_labels(
+    feedback: FeedbackLog, store: FeedbackStore
+) -> None:
+    """A decision that carries its model's labels: a name among them is kept with its
+    class; a name outside them, or one that is not its class index's, is refused
+    naming label.name. Without labels a name cannot be told and is kept."""
+    feedback.record_decisions(
+        SIDECAR,
+        [decision(labels=["zero", "one", "two"]), decision(request_id="r-2", predicted_label="")],
+    )
+    assert feedback.record(APP, event(feedback_id="n", label=fpb.Label(name="two"))).status == (
+        "ACCEPTED"
+    )
+    for bad in (fpb.Label(name="three"), fpb.Label(name="two", class_index=1)):
+        with pytest.raises(InvalidRequest, match=r"^label\.name: "):
+            feedback.record(APP, event(feedback_id="bad", label=bad))
+    kept = feedback.record(APP, event(feedback_id="u", request_id="r-2", label=fpb.Label(name="x")))
+    assert kept.status == "ACCEPTED"
+    classes = {e.feedback_id: e.label_class for e in store.history("r-1") + store.history("r-2")}
+    assert classes == {"n": 2, "u": -1}
+
+
 def test_the_loops_health_per_model_and_tier(
     store: FeedbackStore, reader: InMemoryMetricReader
 ) -> None:

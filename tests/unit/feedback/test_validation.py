@@ -134,6 +134,7 @@ def decision(**fields: Any) -> fpb.DecisionRecord:
 
 def test_a_decision_as_the_sidecar_makes_it_is_accepted() -> None:
     check_decision(decision())
+    check_decision(decision(labels=["zero", "one", "two"]))
     check_decision(decision(tier=dpb.TIER_HUMAN_PRIMARY, inclusion_probability=1.0))
 
 
@@ -150,6 +151,10 @@ BAD_DECISIONS = [
     (decision(inclusion_probability=0.0), "inclusion_probability"),
     (decision(inclusion_probability=1.01), "inclusion_probability"),
     (decision(decided_at=0.0), "decided_at"),
+    (decision(labels=["zero", "one"]), "labels"),  # for 3 logits
+    (decision(labels=["zero", "one", "one"]), "labels"),
+    (decision(labels=["zero", "", "two"]), "labels"),
+    (decision(labels=["zero", "uno", "two"]), "predicted_label"),  # class 1 is "one"
 ]
 
 

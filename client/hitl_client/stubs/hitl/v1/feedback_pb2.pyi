@@ -306,6 +306,7 @@ class DecisionRecord(_message.Message):
     DECIDED_AT_FIELD_NUMBER: _builtins.int
     INCLUSION_PROBABILITY_FIELD_NUMBER: _builtins.int
     ESCALATION_ID_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     model: _builtins.str
     model_version: _builtins.str
@@ -335,6 +336,13 @@ class DecisionRecord(_message.Message):
     def logits(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """What the caller sent, as sent (logits or probabilities, per input_kind)."""
 
+    @_builtins.property
+    def labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The model's class labels in class order, as the policy revision it was decided
+        under names them; empty when the sidecar no longer had that revision. A label's
+        name is checked against them and resolved to its class.
+        """
+
     def __init__(
         self,
         *,
@@ -358,10 +366,11 @@ class DecisionRecord(_message.Message):
         decided_at: _builtins.float = ...,
         inclusion_probability: _builtins.float = ...,
         escalation_id: _builtins.str = ...,
+        labels: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibrated_confidence", b"calibrated_confidence", "calibration_version", b"calibration_version", "decided_at", b"decided_at", "degraded", b"degraded", "domain", b"domain", "escalation_id", b"escalation_id", "experiment_arm", b"experiment_arm", "inclusion_probability", b"inclusion_probability", "input_kind", b"input_kind", "logits", b"logits", "model", b"model", "model_version", b"model_version", "policy_revision", b"policy_revision", "predicted_class", b"predicted_class", "predicted_label", b"predicted_label", "reason", b"reason", "request_id", b"request_id", "rule_id", b"rule_id", "tier", b"tier", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibrated_confidence", b"calibrated_confidence", "calibration_version", b"calibration_version", "decided_at", b"decided_at", "degraded", b"degraded", "domain", b"domain", "escalation_id", b"escalation_id", "experiment_arm", b"experiment_arm", "inclusion_probability", b"inclusion_probability", "input_kind", b"input_kind", "labels", b"labels", "logits", b"logits", "model", b"model", "model_version", b"model_version", "policy_revision", b"policy_revision", "predicted_class", b"predicted_class", "predicted_label", b"predicted_label", "reason", b"reason", "request_id", b"request_id", "rule_id", b"rule_id", "tier", b"tier", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
