@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -52,8 +53,15 @@ def add_principals(db: str, principals: Mapping[str, Sequence[str]]) -> dict[str
 
 
 def start(
-    workdir: Path, db: str, tokens: dict[str, str], *extra: str, http: bool = False
+    workdir: Path,
+    db: str,
+    tokens: dict[str, str],
+    *extra: str,
+    http: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> FeedbackProcess:
+    """The service on db with extra flags (and an HTTP port with http; env added to
+    its environment), SERVING."""
     workdir.mkdir(parents=True, exist_ok=True)
     port_file = workdir / "feedback.addr"
     port_file.unlink(missing_ok=True)
@@ -65,7 +73,8 @@ def start(
     if http_address:
         command += ["--http-listen", http_address]
     with (workdir / "feedback.log").open("ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        environment = {**os.environ, **env} if env else None
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
     wait_for(lambda: port_file.exists() or process.poll() is not None, 30.0, "the port file")
     assert process.poll() is None, (workdir / "feedback.log").read_text()
     running = FeedbackProcess(process, port_file.read_text(), tokens, http_address)

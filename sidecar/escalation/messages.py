@@ -58,6 +58,7 @@ def decision_message(record: Mapping[str, Any]) -> fpb.DecisionRecord:
         inclusion_probability=record.get("inclusion_probability", 1.0),
         escalation_id=record.get("escalation_id", ""),
         labels=record.get("labels", ()),
+        span_id=record.get("span_id", ""),
         **_decided(record),
     )
 

@@ -37,6 +37,7 @@ class Escalation:
     numeric_attributes: Mapping[str, float] = field(default_factory=dict)
     logits: list[float] = field(default_factory=list)
     input_kind: str = "LOGITS"  # InputKind name: LOGITS or PROBABILITIES
+    span_id: str = ""  # the Route call's span, as the decision record's
 
     def to_dict(self) -> dict[str, Any]:
         # Shallow on purpose: dataclasses.asdict deep-copies every value, which was

@@ -3,7 +3,8 @@ health and reflection, the dead-letter sweep, metrics; graceful shutdown on SIGT
 and SIGINT.
 
 Shutdown order: health turns NOT_SERVING, the server drains in-flight calls for the
-grace period, the sweep stops, then the store and metric exporters are closed."""
+grace period, the sweep stops, then the store and the span and metric exporters are
+closed."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 import structlog
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.trace import SpanProcessor
 
 from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
 from hitl_client.stubs.hitl.v1 import feedback_pb2_grpc as fpb_grpc
@@ -31,6 +33,7 @@ from sidecar.gate import Gate
 from sidecar.serving import ThreadedServer, serve_until_signalled, threaded_server
 from sidecar.settings import env_of
 from sidecar.supervision import Periodic
+from sidecar.telemetry.call_spans import CallSpans
 from sidecar.telemetry.metrics import service_meters
 
 if TYPE_CHECKING:
@@ -50,6 +53,7 @@ class FeedbackServer:
     feedback: FeedbackLog
     grpc: ThreadedServer
     meters: MeterProvider
+    spans: CallSpans
     sweeper: Periodic
     http: WebServer | None = None  # the same service over HTTP (HITL_FEEDBACK_HTTP_LISTEN)
     jetstream: JetStreamConsumer | None = None  # HITL_FEEDBACK_NATS
@@ -86,6 +90,7 @@ class FeedbackServer:
             self.updates.stop()
         self.sweeper.stop()
         self.feedback.store.close()
+        self.spans.shutdown()
         self.meters.shutdown()
         log.info("feedback.stopped")
 
@@ -96,13 +101,16 @@ def build(
     clock: Clock | None = None,
     store: FeedbackStore | None = None,
     metric_readers: list[MetricReader] | None = None,
+    span_processors: list[SpanProcessor] | None = None,
 ) -> FeedbackServer:
     """Wire a feedback service from config; keyword arguments replace the real adapters."""
     metrics_var = env_of(FeedbackConfig, "metrics_addr")
-    _, meters = service_meters(
+    resource, meters = service_meters(
         "hitl-feedback", config.metrics_addr, metrics_var, metric_readers or ()
     )
     metrics = FeedbackMetrics(meters.get_meter("hitl.feedback"))
+    service = {"rpc.service": FEEDBACK_SERVICE}
+    spans = CallSpans(resource, "hitl.feedback", service, span_processors or ())
     clock = clock or SystemClock()
     limits = None
     if config.rate_limit:
@@ -122,10 +130,10 @@ def build(
         FeedbackConfig,
         FEEDBACK_SERVICE,
         fpb_grpc.add_FeedbackServicer_to_server,
-        FeedbackServicer(feedback, gate),
+        FeedbackServicer(feedback, gate, spans),
     )
     sweeper = Periodic("feedback-sweep", config.sweep_seconds, feedback.maintain)
-    http = _http(config, feedback, gate) if config.http_listen else None
+    http = _http(config, feedback, gate, spans) if config.http_listen else None
     jetstream = None
     if config.nats:
         from sidecar.feedback.jetstream import JetStreamConsumer
@@ -133,7 +141,9 @@ def build(
         deployments = [d.strip() for d in config.nats_deployments.split(",") if d.strip()]
         jetstream = JetStreamConsumer(feedback, config.nats.split(","), deployments)
     updates = _updates(config, feedback.store, clock)
-    return FeedbackServer(config, feedback, server, meters, sweeper, http, jetstream, updates)
+    return FeedbackServer(
+        config, feedback, server, meters, spans, sweeper, http, jetstream, updates
+    )
 
 
 def _updates(config: FeedbackConfig, store: FeedbackStore, clock: Clock) -> Periodic | None:
@@ -153,7 +163,7 @@ def _updates(config: FeedbackConfig, store: FeedbackStore, clock: Clock) -> Peri
     return Periodic("feedback-model-updates", config.sweep_seconds, updates.check)
 
 
-def _http(config: FeedbackConfig, feedback: FeedbackLog, gate: Gate) -> WebServer:
+def _http(config: FeedbackConfig, feedback: FeedbackLog, gate: Gate, spans: CallSpans) -> WebServer:
     """The HTTP endpoint, over TLS with the gRPC server's certificate when it has one."""
     from sidecar.feedback.http import http_application
     from sidecar.webserver import web_server
@@ -163,7 +173,7 @@ def _http(config: FeedbackConfig, feedback: FeedbackLog, gate: Gate) -> WebServe
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(config.tls_cert, config.tls_key)
     var = env_of(FeedbackConfig, "http_listen")
-    return web_server(http_application(feedback, gate), config.http_listen, var, tls=tls)
+    return web_server(http_application(feedback, gate, spans), config.http_listen, var, tls=tls)
 
 
 def serve(config: FeedbackConfig) -> None:

@@ -26,12 +26,14 @@ from sidecar.feedback.ingest import FeedbackLog
 from sidecar.feedback.stubs.feedback_connect import FeedbackASGIApplication
 from sidecar.gate import Gate
 from sidecar.serving import details, status_of
+from sidecar.telemetry.call_spans import CallSpans
 
 
 class FeedbackHttp:
-    def __init__(self, feedback: FeedbackLog, gate: Gate) -> None:
+    def __init__(self, feedback: FeedbackLog, gate: Gate, spans: CallSpans) -> None:
         self._feedback = feedback
         self._gate = gate
+        self._spans = spans
 
     async def record(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
         return await self._call(ctx, "Record", request)
@@ -51,20 +53,25 @@ class FeedbackHttp:
 
     async def _call(self, ctx: RequestContext[Any, Any], method: str, request: Any) -> Any:
         handler = HANDLERS[method]
-        token = bearer_token({"authorization": ctx.request_headers().get("authorization", "")})
+        headers = ctx.request_headers()
+        token = bearer_token({"authorization": headers.get("authorization", "")})
         peer = ctx.client_address() or ""
 
         def work(principal: Principal) -> Any:
             return handler(self._feedback, principal, request)
 
+        def call() -> Any:
+            with self._spans.span("connect_rpc", method, headers.items()):
+                return self._gate.admitted(token, "", peer, method, work)
+
         try:
-            return await asyncio.to_thread(self._gate.admitted, token, "", peer, method, work)
+            return await asyncio.to_thread(call)
         except HitlError as exc:
             raise ConnectError(Code[status_of(exc).name], details(str(exc))) from None
 
 
-def http_application(feedback: FeedbackLog, gate: Gate) -> Any:
-    return _readable(FeedbackASGIApplication(FeedbackHttp(feedback, gate)))
+def http_application(feedback: FeedbackLog, gate: Gate, spans: CallSpans) -> Any:
+    return _readable(FeedbackASGIApplication(FeedbackHttp(feedback, gate, spans)))
 
 
 _INPUTS = {

@@ -6,7 +6,11 @@ are given.
 Each principal's events are rate-limited (``limits``). A single Record refuses an
 invalid event with the error itself (INVALID_ARGUMENT or
 PERMISSION_DENIED naming the field); in a batch each event is judged on its own and
-a refused one is REJECTED in place, with the same message, while the rest are kept."""
+a refused one is REJECTED in place, with the same message, while the rest are kept.
+
+As it goes, the log times the loop (``latency``: a review's stages when it arrives, a
+label's join when it and its decision have both arrived) and links the current
+call's span to the Route span of each decision the call is about."""
 
 from __future__ import annotations
 
@@ -24,14 +28,16 @@ from sidecar.core.validation import MAX_REQUEST_ID, check_text
 from sidecar.errors import InvalidRequest, PermissionDenied
 from sidecar.feedback.access import check_type
 from sidecar.feedback.dataset import Dataset, compile_dataset
+from sidecar.feedback.latency import Stage, join_stages, review_stages
 from sidecar.feedback.limits import RateLimits
 from sidecar.feedback.metrics import FeedbackMetrics
 from sidecar.feedback.records import (
-    Classes,
     Decided,
+    Known,
     Outcome,
     Received,
     decided,
+    event_of,
     received,
     type_name,
 )
@@ -43,6 +49,7 @@ from sidecar.feedback.validation import (
     export_query,
     label_class,
 )
+from sidecar.telemetry.links import link_current_span
 
 log = structlog.get_logger("hitl.feedback")
 
@@ -92,10 +99,10 @@ class FeedbackLog:
         """Append one event; InvalidRequest, PermissionDenied or RateLimited when it is
         refused."""
         self._spend(principal, 1)
-        (judged,) = self._judge(principal, [event])
+        (judged,), known = self._judge(principal, [event])
         if not isinstance(judged, int):
             raise judged
-        return self._append(principal, [(event, judged)])[0]
+        return self._append(principal, [(event, judged)], known)[0]
 
     def record_batch(
         self, principal: Principal, events: Sequence[fpb.FeedbackEvent]
@@ -106,14 +113,14 @@ class FeedbackLog:
         self._spend(principal, len(events))
         results: list[Result | None] = [None] * len(events)
         valid: list[tuple[int, tuple[fpb.FeedbackEvent, int]]] = []
-        verdicts = self._judge(principal, events)
+        verdicts, known = self._judge(principal, events)
         for i, (event, judged) in enumerate(zip(events, verdicts, strict=True)):
             if not isinstance(judged, int):
                 results[i] = Result(event.feedback_id, REJECTED, str(judged))
                 self._count(event.type, REJECTED)
                 continue
             valid.append((i, (event, judged)))
-        appended = self._append(principal, [judged for _, judged in valid])
+        appended = self._append(principal, [judged for _, judged in valid], known)
         for (i, _), result in zip(valid, appended, strict=True):
             results[i] = result
         return [result for result in results if result is not None]
@@ -134,7 +141,13 @@ class FeedbackLog:
                 results[i] = Result(record.request_id, REJECTED, str(exc))
                 continue
             valid.append((i, record))
+        link_current_span((r.trace_id, r.span_id) for _, r in valid)
         outcomes = self.store.add_decisions([decided(r, principal.name, now) for _, r in valid])
+        self._joined(
+            {r.request_id: r.decided_at for (_, r), o in zip(valid, outcomes, strict=True)
+             if o is Outcome.ACCEPTED},
+            now,
+        )  # fmt: skip
         for (i, record), outcome in zip(valid, outcomes, strict=True):
             message = ""
             if outcome is Outcome.CONFLICT:
@@ -204,9 +217,13 @@ class FeedbackLog:
         return count
 
     def _append(
-        self, principal: Principal, events: Sequence[tuple[fpb.FeedbackEvent, int]]
+        self,
+        principal: Principal,
+        events: Sequence[tuple[fpb.FeedbackEvent, int]],
+        known: dict[str, Known],
     ) -> list[Result]:
-        """Store each event with its label's class (-1: none)."""
+        """Store each event with its label's class (-1: none); known: what is known of
+        the decisions they are about."""
         if not events:
             return []
         now = self._clock.now()
@@ -214,6 +231,8 @@ class FeedbackLog:
         results = []
         for (event, _), outcome in zip(events, outcomes, strict=True):
             self._count(event.type, outcome)
+            if outcome is Outcome.ACCEPTED and self._metrics is not None:
+                self._arrived(event, known.get(event.request_id), now)
             message = ""
             if outcome is Outcome.CONFLICT:
                 message = f"feedback_id {event.feedback_id!r} holds another event; it stays"
@@ -225,11 +244,11 @@ class FeedbackLog:
 
     def _judge(
         self, principal: Principal, events: Sequence[fpb.FeedbackEvent]
-    ) -> list[InvalidRequest | PermissionDenied | int]:
+    ) -> tuple[list[InvalidRequest | PermissionDenied | int], dict[str, Known]]:
         """Each event's refusal, or its label's class (-1: none, or a name that cannot be
         told yet): its fields and the sender's right to its type, then a label against
         the classes of the decision it is about, when that decision is known (one
-        look-up for all)."""
+        look-up for all, whose findings come back too)."""
         judged: list[InvalidRequest | PermissionDenied | int] = []
         for event in events:
             try:
@@ -238,21 +257,40 @@ class FeedbackLog:
                 judged.append(exc)
                 continue
             judged.append(-1)
-        labelled = [
-            i
-            for i, (event, verdict) in enumerate(zip(events, judged, strict=True))
-            if verdict == -1 and event.HasField("label")
-        ]
-        if labelled:
-            classes = self.store.classes_of([events[i].request_id for i in labelled])
-            for i in labelled:
-                event = events[i]
-                known = classes.get(event.request_id, Classes())
+        valid = [event for event, verdict in zip(events, judged, strict=True) if verdict == -1]
+        known = self.store.known([event.request_id for event in valid]) if valid else {}
+        link_current_span((k.trace_id, k.span_id) for k in known.values())
+        for i, (event, verdict) in enumerate(zip(events, judged, strict=True)):
+            if verdict == -1 and event.HasField("label"):
+                decision = known.get(event.request_id, Known())
                 try:
-                    judged[i] = label_class(event.label, known, event.request_id)
+                    judged[i] = label_class(event.label, decision, event.request_id)
                 except InvalidRequest as exc:
                     judged[i] = exc
-        return judged
+        return judged, known
+
+    def _arrived(self, event: fpb.FeedbackEvent, known: Known | None, now: float) -> None:
+        """Time a new event's stages: a review's in the queue, and a label's join when
+        its decision is here already."""
+        stages = review_stages(event) if event.type == fpb.FEEDBACK_REVIEW else []
+        if known is not None and known.count and event.HasField("label"):
+            stages += join_stages(event.occurred_at, now, known.decided_at, now)
+        self._time(event, stages)
+
+    def _joined(self, decided_at: dict[str, float], now: float) -> None:
+        """Time the join of the labels that waited for the decisions just kept
+        (decided_at: each one's time, by request_id)."""
+        if decided_at and self._metrics is not None:
+            for label in self.store.labels_about(list(decided_at)):
+                event = event_of(label)
+                when = decided_at[label.request_id]
+                self._time(event, join_stages(event.occurred_at, label.received_at, when, now))
+
+    def _time(self, event: fpb.FeedbackEvent, stages: list[Stage]) -> None:
+        if self._metrics is not None:
+            kind = type_name(event.type)
+            for stage, seconds in stages:
+                self._metrics.loop_latency.record(seconds, {"stage": stage, "type": kind})
 
     def _spend(self, principal: Principal, events: int) -> None:
         if self._limits is not None:

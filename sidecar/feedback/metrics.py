@@ -15,6 +15,9 @@ cardinality stays bounded.
                                           prediction, by model and tier
     hitl.feedback.label_delay    gauge    seconds from decision to first label, p50 and
                                           p90 over the window, by model and tier
+    hitl.feedback.loop_latency   histogram  seconds each stage of the loop took, by
+                                          stage (delivered, claimed, resolved, joined,
+                                          end_to_end: ``latency``) and event type
 
 Prometheus names them ``hitl_feedback_events_total``, ``hitl_feedback_calls_total``
 and so on."""
@@ -24,6 +27,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+from sidecar.feedback.latency import BUCKETS
 
 # (model, tier) -> value; the label delay's by (model, tier, quantile)
 Gauges = Mapping[tuple[str, ...], float]
@@ -59,6 +64,12 @@ class FeedbackMetrics:
         )
         self.calls = meter.create_counter(
             "hitl.feedback.calls", description="Calls by method and outcome (OK or the status)"
+        )
+        self.loop_latency = meter.create_histogram(
+            "hitl.feedback.loop_latency",
+            unit="s",
+            description="Seconds each stage of the feedback loop took, by stage and event type",
+            explicit_bucket_boundaries_advisory=BUCKETS,
         )
 
     def refresh(self, coverage: Gauges, overrides: Gauges, delays: Gauges) -> None:

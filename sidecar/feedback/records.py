@@ -69,6 +69,8 @@ class Decided:
     tier: str = ""  # the Tier's name without its prefix: AUTOMATED, HUMAN_ASSISTED, ...
     predicted_class: int = -1
     labels: str = ""  # the model's class labels as a JSON array ("": not known)
+    trace_id: str = ""  # the Route call's span
+    span_id: str = ""
 
 
 def decided(record: fpb.DecisionRecord, sender: str, now: float) -> Decided:
@@ -84,16 +86,22 @@ def decided(record: fpb.DecisionRecord, sender: str, now: float) -> Decided:
         tier=dpb.Tier.Name(record.tier).removeprefix("TIER_"),
         predicted_class=record.predicted_class,
         labels=json.dumps(list(record.labels)) if record.labels else "",
+        trace_id=record.trace_id,
+        span_id=record.span_id,
     )
 
 
 @dataclass(frozen=True, slots=True)
-class Classes:
-    """A decision's classes, which the labels about its request are checked against:
-    how many (0: no decision yet) and their labels (when the sidecar sent them)."""
+class Known:
+    """What the log knows of a request's decision when an event about it arrives: its
+    classes, which a label is checked against (how many, 0: no decision yet, and their
+    labels when the sidecar sent them); when it was decided; the Route call's span."""
 
     count: int = 0
     labels: tuple[str, ...] = ()
+    decided_at: float = 0.0
+    trace_id: str = ""
+    span_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

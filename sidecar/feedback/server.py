@@ -1,7 +1,7 @@
 """The Feedback servicer over gRPC: every call passes the gate (``sidecar.gate``: the
 caller identified by its credential, the method authorised for its roles), then the
 method's handler (``handlers``). Who sent an event is the principal its credential
-names, never a field of the event."""
+names, never a field of the event. Each call has its span (``call_spans``)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,14 @@ from hitl_client.stubs.hitl.v1 import feedback_pb2_grpc as fpb_grpc
 from sidecar.feedback.handlers import HANDLERS
 from sidecar.feedback.ingest import FeedbackLog
 from sidecar.gate import Gate
+from sidecar.telemetry.call_spans import CallSpans
 
 
 class FeedbackServicer(fpb_grpc.FeedbackServicer):
-    def __init__(self, feedback: FeedbackLog, gate: Gate) -> None:
+    def __init__(self, feedback: FeedbackLog, gate: Gate, spans: CallSpans) -> None:
         self._feedback = feedback
         self._gate = gate
+        self._spans = spans
 
     def Record(self, request: fpb.FeedbackEvent, context: grpc.ServicerContext) -> fpb.RecordResult:
         return self._call(context, "Record", request)  # type: ignore[no-any-return]
@@ -45,4 +47,5 @@ class FeedbackServicer(fpb_grpc.FeedbackServicer):
 
     def _call(self, context: grpc.ServicerContext, method: str, request: Any) -> Any:
         handler = HANDLERS[method]
-        return self._gate.call(context, method, lambda p: handler(self._feedback, p, request))
+        with self._spans.span("grpc", method, context.invocation_metadata()):
+            return self._gate.call(context, method, lambda p: handler(self._feedback, p, request))

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from sidecar.auth import Principal
 from sidecar.feedback.dataset import Labelled
-from sidecar.feedback.records import Classes, DeadLetter, Decided, Health, Outcome, Received
+from sidecar.feedback.records import DeadLetter, Decided, Health, Known, Outcome, Received
 from sidecar.feedback.stores.sql import SqlStore
 from sidecar.storage.store import open_database
 
@@ -35,8 +35,12 @@ class FeedbackStore(Protocol):
 
     def decision(self, request_id: str) -> Decided | None: ...
 
-    def classes_of(self, request_ids: Sequence[str]) -> dict[str, Classes]:
-        """The classes of the decision for each of request_ids that has one."""
+    def known(self, request_ids: Sequence[str]) -> dict[str, Known]:
+        """What is known of the decision for each of request_ids that has one."""
+        ...
+
+    def labels_about(self, request_ids: Sequence[str]) -> list[Received]:
+        """The label events (outcomes, reviews, corrections) about request_ids."""
         ...
 
     def dead_letter_unattributed(self, before: float, reason: str, now: float) -> int:

@@ -20,7 +20,7 @@ from sidecar.core.validation import (
 )
 from sidecar.errors import InvalidRequest
 from sidecar.feedback.dataset import DEFAULT_SOURCES, SOURCES, STRATEGIES, Query
-from sidecar.feedback.records import Classes
+from sidecar.feedback.records import Known
 
 MAX_BATCH = 1000
 Value = Literal["label", "rating", "signal", "preferred_over"]
@@ -128,7 +128,7 @@ def _check_labels(record: fpb.DecisionRecord) -> None:
         )
 
 
-def label_class(label: fpb.Label, classes: Classes, request_id: str) -> int:
+def label_class(label: fpb.Label, classes: Known, request_id: str) -> int:
     """The class a label names, checked against the classes of its request's decision
     (when known): a class index beyond them, a name not among their labels, or a
     name that is not its class index's label is refused, naming the field. -1 when

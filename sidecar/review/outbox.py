@@ -107,6 +107,10 @@ def review_event(item: ReviewItem) -> fpb.FeedbackEvent:
             "reviewer": r.reviewer,
             "verdict": r.verdict.value,
             "time_to_label_seconds": f"{r.time_to_label_seconds:g}",
+            # The loop's stages in the queue (sidecar.feedback.latency).
+            "escalated_at": f"{e.created_at:.3f}",
+            "received_at": f"{item.received_at:.3f}",
+            **({"claimed_at": f"{item.claimed_at:.3f}"} if item.claimed_at else {}),
             **({"acted_by": r.acted_by} if r.acted_by else {}),
         },
         occurred_at=r.resolved_at,

@@ -121,6 +121,8 @@ def test_outcomes_long_after_the_sidecar_forgot_meet_their_decisions(
             labels = known.decision.labels  # the model's, added as the sidecar forwarded it
             assert len(labels) == len(known.decision.logits)
             assert labels[known.decision.predicted_class] == known.decision.predicted_label
+            # The Route span's ids, which the feedback service's spans link to.
+            assert (len(known.decision.trace_id), len(known.decision.span_id)) == (32, 16)
             (outcome,) = known.events
             assert outcome.event.type == fpb.FEEDBACK_OUTCOME
             assert outcome.sender == "sidecar-1"

@@ -1,5 +1,6 @@
-"""Traces leave the sidecar through the standard OTLP exporter, configured only by
-OTEL_* variables, and each Route span continues the caller's trace."""
+"""Traces leave the sidecar and the feedback service through the standard OTLP
+exporter, configured only by OTEL_* variables, and each Route span, and each feedback
+call's span, continues the caller's trace."""
 
 from __future__ import annotations
 
@@ -19,10 +20,16 @@ from opentelemetry.trace import SpanKind
 from structlog.testing import capture_logs
 
 from hitl_client.router import route_request
+from hitl_client.stubs.hitl.v1 import decision_pb2 as dpb
+from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
+from hitl_client.stubs.hitl.v1 import feedback_pb2_grpc as fpb_grpc
 from hitl_client.stubs.hitl.v1 import router_pb2_grpc
+from sidecar.feedback.client import outcome_event
+from sidecar.feedback.stubs.feedback_connect import FeedbackClientSync
 from sidecar.telemetry import span_export
 from sidecar.telemetry.span_export import MAX_QUEUE, SHIP_SECONDS, FinishedSpan, SpanShipper
 from tests.artefacts import confident_logits
+from tests.feedback_service import PRINCIPALS, add_principals, start, stop
 from tests.integration.conftest import start_sidecar, wait_for
 
 pytestmark = pytest.mark.integration
@@ -190,3 +197,54 @@ def test_an_exporter_child_that_never_exits_is_killed_and_reaped_on_shutdown(
     assert shipper._child.exitcode == -signal.SIGKILL
     assert not Path(f"/proc/{child}").exists()
     assert [entry["event"] for entry in logs] == ["spans.exporter_killed"]
+
+
+def test_a_feedback_call_continues_its_callers_trace_and_links_the_decisions_route_span(
+    tmp_path: Path, collector: tuple[Collector, int]
+) -> None:
+    """The feedback service's span of each call, over gRPC and over HTTP, is the
+    child of the caller's span, and links to the Route span of the decision the call
+    is about (the ids the sidecar sent in its decision record)."""
+    receiver, port = collector
+    db = f"sqlite:{tmp_path / 'feedback.db'}"
+    env = {**otlp_env(port), "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    running = start(tmp_path, db, add_principals(db, PRINCIPALS), http=True, env=env)
+    route_trace, route_span = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    decision = fpb.DecisionRecord(
+        request_id="req-t", model="m", tier=dpb.TIER_HUMAN_PRIMARY, reason=dpb.REASON_THRESHOLD,
+        predicted_class=1,
+        logits=[0.2, 0.3], decided_at=time.time(), inclusion_probability=1.0,
+        trace_id=route_trace, span_id=route_span,
+    )  # fmt: skip
+    caller = (("traceparent", f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"),)
+    try:
+        with running.client("sidecar-1") as sidecar:
+            (kept,) = sidecar.record_decisions([decision])
+        assert kept.status == fpb.RecordResult.ACCEPTED
+        with grpc.insecure_channel(running.address) as channel:
+            fpb_grpc.FeedbackStub(channel).Record(
+                outcome_event("o-grpc", "req-t", "m", true_class=1),
+                metadata=(("authorization", f"Bearer {running.tokens['app']}"), *caller),
+                timeout=10,
+            )
+        headers = {"authorization": f"Bearer {running.tokens['app']}", **dict(caller)}
+        with FeedbackClientSync(f"http://{running.http_address}", proto_json=False) as client:
+            client.record(outcome_event("o-http", "req-t", "m", true_class=0), headers=headers)
+        wait_for(lambda: len(record_spans(receiver)) == 2, 10, "both Record spans")
+    finally:
+        stop(running, tmp_path)
+    systems = set()
+    for span in record_spans(receiver):
+        assert (span.trace_id.hex(), span.parent_span_id.hex()) == (CALLER_TRACE, CALLER_SPAN)
+        assert span.kind == Span.SpanKind.SPAN_KIND_SERVER
+        assert [(link.trace_id.hex(), link.span_id.hex()) for link in span.links] == [
+            (route_trace, route_span)
+        ]
+        systems.add({a.key: a.value.string_value for a in span.attributes}["rpc.system"])
+    assert systems == {"grpc", "connect_rpc"}
+    (decisions,) = [s for s in receiver.spans() if s.name.endswith("/RecordDecisions")]
+    assert [link.span_id.hex() for link in decisions.links] == [route_span]
+
+
+def record_spans(receiver: Collector) -> list[Span]:
+    return [s for s in receiver.spans() if s.name == "hitl.v1.Feedback/Record"]

@@ -182,6 +182,7 @@ def scraped(tmp_path: Path) -> Iterator[set[str]]:
         wait_for(lambda: "dead_lettered_total" in _scrape(feedback_metrics), 10, "a dead letter")
         wait_for(lambda: "decisions_sent_total" in _scrape(sidecar_metrics), 10, "decisions")
         wait_for(lambda: "override_rate" in _scrape(feedback_metrics), 10, "the loop's health")
+        wait_for(lambda: "loop_latency" in _scrape(feedback_metrics), 10, "the loop's latency")
         endpoints = (review_metrics, sidecar_metrics, injector_metrics, feedback_metrics)
         text = "".join(_scrape(p) for p in endpoints)
         yield {line.split("{")[0].split(" ")[0] for line in text.splitlines()

@@ -108,6 +108,15 @@ MIGRATIONS += (
         " is checked against and resolved by",
         ("ALTER TABLE feedback_decisions ADD COLUMN labels TEXT NOT NULL DEFAULT ''",),
     ),
+    Migration(
+        7,
+        "each decision's Route span (trace and span id), which the span of every call"
+        " about its request links to",
+        (
+            "ALTER TABLE feedback_decisions ADD COLUMN trace_id TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE feedback_decisions ADD COLUMN span_id TEXT NOT NULL DEFAULT ''",
+        ),
+    ),
 )
 
 SCHEMA = Schema("feedback", FEEDBACK_LOCK_KEY, MIGRATIONS)

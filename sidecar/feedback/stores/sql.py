@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sidecar.feedback.dataset import Labelled
-from sidecar.feedback.records import Classes, DeadLetter, Decided, Health, Outcome, Received
+from sidecar.feedback.records import DeadLetter, Decided, Health, Known, Outcome, Received
 from sidecar.feedback.stores.migrations import SCHEMA
-from sidecar.storage.sql import Database, Dialect, Transaction, render, render_all
+from sidecar.storage.sql import Database, Dialect, Transaction, render_all, render_parameters
 from sidecar.storage.store import ServiceStore
 
 COLUMNS = (
@@ -32,7 +32,7 @@ COLUMNS = (
 )
 DECISION_COLUMNS = (
     "request_id, model, decision, classes, inclusion_probability, decided_at, sender,"
-    " received_at, tier, predicted_class, labels"
+    " received_at, tier, predicted_class, labels, trace_id, span_id"
 )
 LABELS = "('OUTCOME', 'REVIEW', 'EXPLICIT_CORRECTION')"
 # An event whose request no decision claims.
@@ -55,12 +55,20 @@ class Statements:
     insert_decision: str = """
         INSERT INTO feedback_decisions ({decision_columns})
         VALUES (:request_id, :model, :decision, :classes, :inclusion_probability,
-                :decided_at, :sender, :received_at, :tier, :predicted_class, :labels)
+                :decided_at, :sender, :received_at, :tier, :predicted_class, :labels,
+                :trace_id, :span_id)
         ON CONFLICT (request_id) DO NOTHING"""
     stored_decision: str = """
         SELECT decision AS kept FROM feedback_decisions WHERE request_id = :request_id"""
     decision: str = """
         SELECT {decision_columns} FROM feedback_decisions WHERE request_id = :request_id"""
+    # {ids}: a list of request ids' parameters, filled in per call (``_rows_of``).
+    known: str = """
+        SELECT request_id, classes, labels, decided_at, trace_id, span_id
+        FROM feedback_decisions WHERE request_id IN ({ids})"""
+    labels_about: str = """
+        SELECT {columns} FROM feedback_events
+        WHERE type IN {labels} AND request_id IN ({ids})"""
     dead_letter: str = """
         INSERT INTO feedback_dead_letters (feedback_id, reason, dead_at)
         SELECT e.feedback_id, :reason, :now FROM feedback_events e
@@ -134,6 +142,7 @@ def statements(dialect: Dialect) -> Statements:
         event_columns=", ".join(f"e.{column}" for column in COLUMNS),
         labels=LABELS,
         unattributed=UNATTRIBUTED,
+        ids="{ids}",
     )
 
 
@@ -163,18 +172,30 @@ class SqlStore(ServiceStore):
                 _add(tx, insert, stored, asdict(d), "request_id", d.decision) for d in decisions
             ]
 
-    def classes_of(self, request_ids: Sequence[str]) -> dict[str, Classes]:
+    def known(self, request_ids: Sequence[str]) -> dict[str, Known]:
+        return {
+            row["request_id"]: Known(
+                int(row["classes"]),
+                tuple(json.loads(row["labels"])) if row["labels"] else (),
+                float(row["decided_at"]),
+                row["trace_id"],
+                row["span_id"],
+            )
+            for row in self._rows_of(self._sql.known, request_ids)
+        }
+
+    def labels_about(self, request_ids: Sequence[str]) -> list[Received]:
+        return [Received(**row) for row in self._rows_of(self._sql.labels_about, request_ids)]
+
+    def _rows_of(self, statement: str, request_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """statement's rows for request_ids: only parameter names are written into its
+        ``{ids}``, the ids travel as parameters."""
+        if not request_ids:
+            return []
         keys = {f"r{i}": request_id for i, request_id in enumerate(request_ids)}
         listed = ", ".join(f":{key}" for key in keys)
-        # Only parameter names are formatted in: the ids travel as parameters.
-        template = "SELECT request_id, classes, labels FROM feedback_decisions WHERE request_id IN "
-        statement = render(f"{template}({listed})", self.database.dialect)
-        return {
-            row["request_id"]: Classes(
-                int(row["classes"]), tuple(json.loads(row["labels"])) if row["labels"] else ()
-            )
-            for row in self._rows(statement, keys)
-        }
+        placeholders = render_parameters(listed, self.database.dialect.parameter)
+        return self._rows(statement.replace("{ids}", placeholders), keys)
 
     def decision(self, request_id: str) -> Decided | None:
         rows = self._rows(self._sql.decision, {"request_id": request_id})

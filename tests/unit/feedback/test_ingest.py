@@ -7,6 +7,10 @@ from __future__ import annotations
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import format_span_id, format_trace_id
 
 from hitl_client.stubs.hitl.v1 import decision_pb2 as dpb
 from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
@@ -16,7 +20,7 @@ from sidecar.feedback.ingest import REJECTED, FeedbackLog
 from sidecar.feedback.metrics import FeedbackMetrics
 from sidecar.feedback.store import FeedbackStore
 from sidecar.feedback.validation import MAX_BATCH
-from tests.unit.feedback.conftest import APP, SIDECAR
+from tests.unit.feedback.conftest import APP, REVIEW, SIDECAR
 from tests.unit.feedback.test_validation import decision, event
 from tests.unit.review.conftest import points
 
@@ -212,3 +216,80 @@ def test_the_loops_health_per_model_and_tier(
     assert reading["label_delay"][("digits", "HUMAN_ASSISTED", "p90")] == pytest.approx(60.0)
     gauges = points(reader, "hitl.feedback.coverage")
     assert gauges[frozenset({("model", "digits"), ("tier", "AUTOMATED")})] == 0.5
+
+
+def test_the_loops_latency_stage_by_stage(
+    store: FeedbackStore, reader: InMemoryMetricReader
+) -> None:
+    """A review's stages in the queue count when it arrives; a label's join, and the
+    whole loop from its decision, when both it and its decision are in: at the
+    decision's arrival for a label that waited, at once for one that came after."""
+    clock = FakeClock(1000.0)
+    meters = MeterProvider(metric_readers=[reader])
+    feedback = FeedbackLog(store, clock, FeedbackMetrics(meters.get_meter("t")))
+    times = {"escalated_at": "899.5", "received_at": "901", "claimed_at": "960"}
+    reviewed = event(
+        feedback_id="rv",
+        type=fpb.FEEDBACK_REVIEW,
+        label=fpb.Label(class_index=1),
+        occurred_at=990.0,
+        user_context=times,
+    )
+    feedback.record(REVIEW, reviewed)  # before its decision
+    assert stages(reader) == {
+        ("delivered", "REVIEW"): (1, 1.5),
+        ("claimed", "REVIEW"): (1, 59.0),
+        ("resolved", "REVIEW"): (1, 30.0),
+    }
+    clock.advance(5)
+    feedback.record_decisions(SIDECAR, [decision(decided_at=899.5)] * 2)  # once
+    clock.advance(5)
+    outcome = event(feedback_id="o", label=fpb.Label(class_index=2))
+    feedback.record(SIDECAR, outcome)  # after it; it happened when received
+    feedback.record(SIDECAR, outcome)  # a duplicate counts nothing
+    assert stages(reader) == {
+        ("delivered", "REVIEW"): (1, 1.5),
+        ("claimed", "REVIEW"): (1, 59.0),
+        ("resolved", "REVIEW"): (1, 30.0),
+        ("joined", "REVIEW"): (1, 15.0),
+        ("end_to_end", "REVIEW"): (1, 105.5),
+        ("joined", "OUTCOME"): (1, 0.0),
+        ("end_to_end", "OUTCOME"): (1, 110.5),
+    }
+
+
+def stages(reader: InMemoryMetricReader) -> dict[tuple[str, str], tuple[int, float]]:
+    """The loop-latency histogram's (count, sum) by (stage, type)."""
+    found = points(reader, "hitl.feedback.loop_latency")
+    return {
+        (dict(key)["stage"], dict(key)["type"]): (point.count, point.sum)
+        for key, point in found.items()
+    }
+
+
+def test_a_calls_span_links_to_the_route_spans_of_the_decisions_it_is_about(
+    feedback: FeedbackLog,
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    route_trace, route_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    with tracer.start_as_current_span("RecordDecisions"):
+        feedback.record_decisions(
+            SIDECAR,
+            [
+                decision(trace_id=route_trace, span_id=route_span),
+                decision(request_id="r-2", trace_id="not-hex", span_id="x"),  # skipped
+            ],
+        )
+    with tracer.start_as_current_span("RecordBatch"):
+        feedback.record_batch(
+            APP, [event(label=fpb.Label(class_index=0)), event(feedback_id="f-2", request_id="r-9")]
+        )
+    decisions, batch = exporter.get_finished_spans()
+    for span in (decisions, batch):
+        assert [
+            (format_trace_id(link.context.trace_id), format_span_id(link.context.span_id))
+            for link in span.links
+        ] == [(route_trace, route_span)]

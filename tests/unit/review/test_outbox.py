@@ -15,6 +15,7 @@ import pytest
 from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
 from hitl_client.stubs.hitl.v1 import feedback_pb2_grpc as fpb_grpc
 from sidecar.clock import FakeClock
+from sidecar.feedback.latency import REVIEW_TIMES
 from sidecar.review.item import Verdict
 from sidecar.review.outbox import FeedbackOutbox, review_event
 from sidecar.review.queue import ReviewQueue
@@ -87,6 +88,15 @@ def test_a_resolution_is_the_review_event_about_its_request(queue: ReviewQueue) 
     assert event.user_context["reviewer"] == "alice"
     assert event.user_context["verdict"] == "OVERRIDE"
     assert event.occurred_at == item.resolution.resolved_at  # type: ignore[union-attr]
+    times = {key: float(event.user_context[key]) for key in REVIEW_TIMES}
+    assert times == pytest.approx(
+        {
+            "escalated_at": item.escalation.created_at,
+            "received_at": item.received_at,
+            "claimed_at": item.claimed_at,
+        },
+        abs=1e-3,
+    )
 
 
 def test_everything_answered_for_is_marked_sent_and_nothing_while_unreachable(

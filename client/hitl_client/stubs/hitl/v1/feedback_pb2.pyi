@@ -303,6 +303,7 @@ class DecisionRecord(_message.Message):
     EXPERIMENT_ARM_FIELD_NUMBER: _builtins.int
     DEGRADED_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
+    SPAN_ID_FIELD_NUMBER: _builtins.int
     DECIDED_AT_FIELD_NUMBER: _builtins.int
     INCLUSION_PROBABILITY_FIELD_NUMBER: _builtins.int
     ESCALATION_ID_FIELD_NUMBER: _builtins.int
@@ -323,6 +324,10 @@ class DecisionRecord(_message.Message):
     experiment_arm: _builtins.str
     degraded: _builtins.bool
     trace_id: _builtins.str
+    """The Route call's span (W3C ids, lowercase hex; empty with tracing off): the
+    feedback service links the span of every call about this request to it.
+    """
+    span_id: _builtins.str
     decided_at: _builtins.float
     """Unix seconds when the sidecar decided."""
     inclusion_probability: _builtins.float
@@ -363,6 +368,7 @@ class DecisionRecord(_message.Message):
         experiment_arm: _builtins.str = ...,
         degraded: _builtins.bool = ...,
         trace_id: _builtins.str = ...,
+        span_id: _builtins.str = ...,
         decided_at: _builtins.float = ...,
         inclusion_probability: _builtins.float = ...,
         escalation_id: _builtins.str = ...,
@@ -370,7 +376,7 @@ class DecisionRecord(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibrated_confidence", b"calibrated_confidence", "calibration_version", b"calibration_version", "decided_at", b"decided_at", "degraded", b"degraded", "domain", b"domain", "escalation_id", b"escalation_id", "experiment_arm", b"experiment_arm", "inclusion_probability", b"inclusion_probability", "input_kind", b"input_kind", "labels", b"labels", "logits", b"logits", "model", b"model", "model_version", b"model_version", "policy_revision", b"policy_revision", "predicted_class", b"predicted_class", "predicted_label", b"predicted_label", "reason", b"reason", "request_id", b"request_id", "rule_id", b"rule_id", "tier", b"tier", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibrated_confidence", b"calibrated_confidence", "calibration_version", b"calibration_version", "decided_at", b"decided_at", "degraded", b"degraded", "domain", b"domain", "escalation_id", b"escalation_id", "experiment_arm", b"experiment_arm", "inclusion_probability", b"inclusion_probability", "input_kind", b"input_kind", "labels", b"labels", "logits", b"logits", "model", b"model", "model_version", b"model_version", "policy_revision", b"policy_revision", "predicted_class", b"predicted_class", "predicted_label", b"predicted_label", "reason", b"reason", "request_id", b"request_id", "rule_id", b"rule_id", "span_id", b"span_id", "tier", b"tier", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
