@@ -2,7 +2,9 @@
 of rows, and Tier-1 accuracy with a two-sided Clopper-Pearson interval, for the model
 and for each domain the data names, against the target. A target is missed when the
 whole interval lies below it. Only thresholds are applied: rules and experiment arms
-need request attributes the test file does not carry."""
+need request attributes the test file does not carry. Rows with weights (a sampled
+dataset's) count with them: shares and accuracy are weighted, and the interval is on
+Kish's effective sample size."""
 
 from __future__ import annotations
 
@@ -30,8 +32,9 @@ class TierCheck:
     missed: bool  # the whole interval lies below the target
 
 
-def interval(hits: int, trials: int, level: float) -> tuple[float, float]:
-    """Two-sided Clopper-Pearson interval for hits of trials at confidence level."""
+def interval(hits: float, trials: float, level: float) -> tuple[float, float]:
+    """Two-sided Clopper-Pearson interval for hits of trials at confidence level
+    (fractional counts, for weighted rows, are taken as they are)."""
     tail = (1.0 - level) / 2.0
     low = 0.0 if hits == 0 else float(beta.ppf(tail, hits, trials - hits + 1))
     high = 1.0 if hits == trials else float(beta.ppf(1.0 - tail, hits + 1, trials - hits))
@@ -45,16 +48,20 @@ def check_thresholds(
     target: float | None,
     level: float,
     domains: npt.NDArray[np.str_] | None = None,
+    weights: npt.NDArray[np.float64] | None = None,
 ) -> list[TierCheck]:
     """The model's check (segment "all", its default or domain thresholds row by row),
     then one per domain the data names."""
     conf = probabilities.max(axis=1)
     ok = probabilities.argmax(axis=1) == labels
     names = np.full(conf.shape[0], "") if domains is None else domains
-    checks = [_segment("all", conf, ok, names, table, target, level)]
+    w = np.ones(conf.shape[0]) if weights is None else weights
+    checks = [_segment("all", conf, ok, w, names, table, target, level)]
     for name in sorted(set(names.tolist()) - {""}):
         rows = names == name
-        checks.append(_segment(name, conf[rows], ok[rows], names[rows], table, target, level))
+        checks.append(
+            _segment(name, conf[rows], ok[rows], w[rows], names[rows], table, target, level)
+        )
     return checks
 
 
@@ -62,6 +69,7 @@ def _segment(
     name: str,
     conf: npt.NDArray[np.float64],
     ok: npt.NDArray[np.bool_],
+    w: npt.NDArray[np.float64],
     domains: npt.NDArray[np.str_],
     table: ThresholdTable,
     target: float | None,
@@ -70,18 +78,20 @@ def _segment(
     high = np.array([table.for_domain(str(d)).t_high for d in domains])
     low = np.array([table.for_domain(str(d)).t_low for d in domains])
     automated, primary = conf >= high, conf < low
-    n, hits = int(automated.sum()), int(ok[automated].sum())
-    bounds = interval(hits, n, level) if n else None
+    total, mass = float(w.sum()), float(w[automated].sum())
+    accuracy = float(w[automated & ok].sum()) / mass if mass else None
+    effective = mass * mass / float(np.square(w[automated]).sum()) if mass else 0.0
+    bounds = None if accuracy is None else interval(accuracy * effective, effective, level)
     shown = table.for_domain("" if name == "all" else name)
     return TierCheck(
         segment=name,
         rows=int(conf.shape[0]),
         t_high=shown.t_high,
         t_low=shown.t_low,
-        automated_share=n / conf.shape[0],
-        assisted_share=float((~automated & ~primary).mean()),
-        primary_share=float(primary.mean()),
-        tier1_accuracy=hits / n if n else None,
+        automated_share=mass / total,
+        assisted_share=float(w[~automated & ~primary].sum()) / total,
+        primary_share=float(w[primary].sum()) / total,
+        tier1_accuracy=accuracy,
         tier1_interval=bounds,
         target=target,
         missed=bool(target is not None and bounds is not None and bounds[1] < target),

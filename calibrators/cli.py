@@ -273,6 +273,7 @@ def run_fit(args: argparse.Namespace) -> int:
         "fit": str(args.out),
         "method": result.method,
         "rows": result.rows,
+        **_weighted(data),
         "ece_before": result.ece_before,
         "ece_after": result.ece_after,
         "parameters": _short(result.calibrator.parameters()),
@@ -290,6 +291,25 @@ def run_fit(args: argparse.Namespace) -> int:
         summary["thresholds"] = recommended
     _print(summary)
     return 0
+
+
+def _unweighted(command: str, *datasets: Dataset | None) -> None:
+    """Warn that command counts every row once when rows have weights."""
+    if any(data is not None and data.weights is not None for data in datasets):
+        print(
+            f"hitl: warning: {command} counts every row once; fit, thresholds and check"
+            " use the rows' weights",
+            file=sys.stderr,
+        )
+
+
+def _weighted(data: Dataset) -> dict[str, Any]:
+    """For rows with weights: that fits, scores and bounds used them, and how many
+    unweighted rows they are worth (Kish's effective sample size)."""
+    if data.weights is None:
+        return {}
+    effective = float(data.weights.sum() ** 2 / (data.weights**2).sum())
+    return {"weighted": True, "effective_rows": round(effective, 1)}
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -345,6 +365,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from calibrators.plots import reliability_diagram
 
     data = _load(args)
+    _unweighted("evaluate", data)
     curves = {"raw": softmax(data.logits)}
     if args.calibrator is not None:
         curves["calibrated"] = _predict(args.calibrator, data)[0]
@@ -414,7 +435,10 @@ def _recommend(
 
     from calibrators.thresholds import ThresholdError, recommend_thresholds
 
-    weights, shift = _label_shift(args, data, calibrate)
+    shifted, shift = _label_shift(args, data, calibrate)
+    weights = data.weights
+    if shifted is not None:
+        weights = shifted if weights is None else weights * shifted
     correct = probs.argmax(axis=1) == data.labels
     try:
         report = recommend_thresholds(
@@ -443,7 +467,8 @@ def _label_shift(
     args: argparse.Namespace, data: Dataset, calibrate: Callable[[Floats], Floats]
 ) -> tuple[Floats | None, dict[str, Any]]:
     """The labelled rows' class weights for production's estimated mix (None without
-    --production, with a warning that the guarantee then assumes no shift)."""
+    --production, with a warning that the guarantee then assumes no shift). The
+    labelled mix is the rows' weighted one when they have weights."""
     import numpy as np
 
     from calibrators.data import load_outputs
@@ -458,7 +483,8 @@ def _label_shift(
         )
         return None, {"assumed": "production's class mix is the labelled rows'"}
     outputs = load_outputs(args.production, data.classes)
-    labelled = np.bincount(data.labels, minlength=data.classes) / data.rows
+    counted = np.bincount(data.labels, weights=data.weights, minlength=data.classes)
+    labelled = counted / counted.sum()
     priors = estimate_priors(calibrate(outputs), labelled)
     shift, weights = describe(data.labels, priors, outputs.shape[0])
     if problem := too_uncertain(shift, data.rows):
@@ -518,6 +544,7 @@ def run_check(args: argparse.Namespace) -> int:
         target,
         args.level,
         data.domains,
+        data.weights,
     )
     missed = [c.segment for c in checks if c.missed]
     _print({"model": name, "data": str(args.data), "level": args.level,
@@ -573,6 +600,7 @@ def run_compare(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise DataError("--methods", str(exc)) from exc
     test = None if args.test is None else load_dataset(args.test)
+    _unweighted("compare", data, test)
     if test is not None and test.classes != data.classes:
         raise DataError(str(args.test), f"has {test.classes} classes; --data has {data.classes}")
     comparison = compare_methods(

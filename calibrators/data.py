@@ -4,13 +4,18 @@ Formats (chosen by suffix):
 
 - ``.npz``: scores under ``logits``, or ``predictions`` / ``probabilities``
   (softmax outputs); labels under ``labels``, ``ground_truth`` or ``y``; optional
-  ``domains`` (strings).
+  ``domains`` (strings) and ``weights``.
 - ``.npy``: the scores; the labels (and optional domains) in sibling ``.npy`` files
   named by ``labels_path`` and ``domains_path``.
-- ``.csv``: a header with ``label``, optional ``domain``, and ``logit_0`` ..
-  ``logit_{C-1}`` or ``prob_0`` .. ``prob_{C-1}``.
+- ``.csv``: a header with ``label``, optional ``domain`` and ``weight``, and
+  ``logit_0`` .. ``logit_{C-1}`` or ``prob_0`` .. ``prob_{C-1}``.
 - ``.jsonl``: one object per line with ``logits`` or ``probabilities`` (a list),
-  ``label`` (an integer) and optional ``domain``.
+  ``label`` (an integer) and optional ``domain`` and ``weight``: the rows a
+  feedback dataset holds (``hitl feedback dataset build``).
+
+A row's weight (positive, finite; on every row or on none) is how many rows of the
+population it stands for, as a sampled dataset's inverse inclusion probability:
+fits, scores and bounds count each row with it.
 
 Probabilities become logits as log(p) (p clipped at 1e-30): every method here is
 defined on logits, and temperature, vector and isotonic scaling give the same
@@ -30,25 +35,28 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from calibrators.metrics import Floats, Ints
+from calibrators.metrics import Floats, Ints, unit_mean
 from sidecar.errors import DataError
 
 LOGIT_KEYS = ("logits",)
 PROBABILITY_KEYS = ("predictions", "probabilities")
 LABEL_KEYS = ("labels", "ground_truth", "y")
 DOMAIN_KEYS = ("domains", "domain")
+WEIGHT_KEYS = ("weights", "weight")
 PROBABILITY_FLOOR = 1e-30
 SUM_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """Logits [N, C] float64, labels [N] int64 in [0, C), optional domains [N]."""
+    """Logits [N, C] float64, labels [N] int64 in [0, C), optional domains [N] and
+    row weights [N] (positive, scaled to a mean of 1; None: every row counts once)."""
 
     logits: Floats
     labels: Ints
     domains: npt.NDArray[np.str_] | None
     source: str
+    weights: Floats | None = None
 
     @property
     def rows(self) -> int:
@@ -59,14 +67,18 @@ class Dataset:
         return int(self.logits.shape[1])
 
     def fingerprint(self) -> str:
-        """sha256 of the float32 logits and int64 labels: names the fitting data."""
+        """sha256 of the float32 logits, int64 labels and float64 weights (when there
+        are weights): names the fitting data."""
         digest = hashlib.sha256(np.ascontiguousarray(self.logits, dtype=np.float32).tobytes())
         digest.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
+        if self.weights is not None:
+            digest.update(np.ascontiguousarray(self.weights, dtype=np.float64).tobytes())
         return digest.hexdigest()
 
     def take(self, rows: npt.NDArray[np.int64]) -> Dataset:
         domains = None if self.domains is None else self.domains[rows]
-        return Dataset(self.logits[rows], self.labels[rows], domains, self.source)
+        weights = None if self.weights is None else self.weights[rows]
+        return Dataset(self.logits[rows], self.labels[rows], domains, self.source, weights)
 
 
 def load_dataset(
@@ -86,7 +98,8 @@ def load_dataset(
     return check(str(path), *raw)
 
 
-Raw = tuple[Any, Any, Any, bool]  # scores, labels, domains, scores are probabilities
+# scores, labels, domains, scores are probabilities, weights
+Raw = tuple[Any, Any, Any, bool, Any]
 
 
 def _read_npz(path: Path) -> Raw:
@@ -112,7 +125,8 @@ def _read_npz(path: Path) -> Raw:
     if labels is None:
         raise DataError(str(path), f"holds none of {', '.join(LABEL_KEYS)}")
     domains = _first(arrays, DOMAIN_KEYS)
-    return (probs if logits is None else logits), labels, domains, logits is None
+    weights = _first(arrays, WEIGHT_KEYS)
+    return (probs if logits is None else logits), labels, domains, logits is None, weights
 
 
 def _first(arrays: dict[str, Any], keys: tuple[str, ...]) -> Any:
@@ -125,7 +139,7 @@ def _read_npy(path: Path, labels_path: Path | None, domains_path: Path | None) -
     scores = _load_npy(path)
     labels = _load_npy(labels_path)
     domains = None if domains_path is None else _load_npy(domains_path)
-    return scores, labels, domains, looks_like_probabilities(scores)
+    return scores, labels, domains, looks_like_probabilities(scores), None
 
 
 def _load_npy(path: Path) -> Any:
@@ -162,7 +176,7 @@ def _read_csv(path: Path) -> Raw:
         )
         if [int(c.split("_")[1]) for c in columns] != list(range(len(columns))):
             raise DataError(str(path), f"{kind}_ columns must run 0..{len(columns) - 1}")
-        scores, labels, domains = [], [], []
+        scores, labels, domains, weights = [], [], [], []
         for line, row in enumerate(reader, start=2):
             try:
                 scores.append([float(row[c]) for c in columns])
@@ -170,12 +184,15 @@ def _read_csv(path: Path) -> Raw:
                 raise DataError(f"{path}:{line}", f"a {kind} value is not a number") from exc
             labels.append(_label(row.get("label"), f"{path}:{line}"))
             domains.append(row.get("domain") or "")
+            if "weight" in header:
+                weights.append(_weight(row.get("weight"), f"{path}:{line}"))
     has_domain = "domain" in header
-    return scores, labels, (domains if has_domain else None), kind == "prob"
+    weighed = weights if "weight" in header else None
+    return scores, labels, (domains if has_domain else None), kind == "prob", weighed
 
 
 def _read_jsonl(path: Path) -> Raw:
-    scores, labels, domains = [], [], []
+    scores, labels, domains, weights = [], [], [], list[float]()
     kind = None
     with path.open(encoding="utf-8") as handle:
         for line, text in enumerate(handle, start=1):
@@ -197,8 +214,14 @@ def _read_jsonl(path: Path) -> Raw:
             scores.append(item[this])
             labels.append(_label(item.get("label"), where))
             domains.append(str(item.get("domain", "")))
+            if ("weight" in item) != bool(weights) and len(scores) > 1:
+                given = "a" if "weight" in item else "no"
+                raise DataError(where, f"has {given} 'weight', unlike the rows before it")
+            if "weight" in item:
+                weights.append(_weight(item["weight"], where))
     has_domain = any(domains)
-    return scores, labels, (domains if has_domain else None), kind == "probabilities"
+    weighed = weights or None
+    return scores, labels, (domains if has_domain else None), kind == "probabilities", weighed
 
 
 def _label(value: Any, where: str) -> int:
@@ -211,7 +234,22 @@ def _label(value: Any, where: str) -> int:
     return int(number)
 
 
-def check(source: str, scores: Any, labels: Any, domains: Any, probabilities: bool) -> Dataset:
+def _weight(value: Any, where: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DataError(where, f"weight {value!r} is not a number") from None
+    return number
+
+
+def check(
+    source: str,
+    scores: Any,
+    labels: Any,
+    domains: Any,
+    probabilities: bool,
+    weights: Any = None,
+) -> Dataset:
     """Turn raw arrays into a Dataset, or say exactly why not."""
     try:
         values = np.asarray(scores, dtype=np.float64)
@@ -251,7 +289,28 @@ def check(source: str, scores: Any, labels: Any, domains: Any, probabilities: bo
         names = np.asarray(domains).astype(str)
         if names.shape != y.shape:
             raise DataError(source, f"{y.shape[0]} labels but domains of shape {names.shape}")
-    return Dataset(values, y, names, source)
+    return Dataset(values, y, names, source, _weights(source, weights, y.shape[0]))
+
+
+def _weights(source: str, weights: Any, rows: int) -> Floats | None:
+    """The rows' weights, checked and scaled to a mean of 1 (None: none given)."""
+    if weights is None:
+        return None
+    try:
+        w = np.asarray(weights, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(source, f"weights are not numbers: {exc}") from exc
+    if w.shape != (rows,):
+        raise DataError(source, f"{rows} labels but weights of shape {tuple(w.shape)}")
+    bad = np.flatnonzero(~np.isfinite(w) | (w <= 0.0))
+    if bad.size:
+        first = int(bad[0])
+        raise DataError(
+            source,
+            f"{bad.size} weights are not positive finite numbers (first: row {first},"
+            f" weight {w[first]})",
+        )
+    return unit_mean(w)
 
 
 def _probabilities_to_logits(source: str, probs: Floats) -> Floats:

@@ -85,19 +85,20 @@ def fit_calibrator(
             progress=progress,
             target=target,
             level=level,
+            weights=data.weights,
         )
         method_name = selection.chosen
     try:
         chosen = method(method_name, data.classes)
     except ValueError as exc:
         raise DataError(data.source, str(exc)) from exc
-    calibrator = chosen.fit(data.logits, data.labels)
+    calibrator = chosen.fit(data.logits, data.labels, data.weights)
     calibrated = calibrator.predict(data.logits)
     edges, counts = confidence_histogram(calibrated)
     ece_after = (
         next(s.ece for s in selection.scores if s.method == selection.chosen)
         if selection
-        else ece(calibrated, data.labels)
+        else ece(calibrated, data.labels, weights=data.weights)
     )
     return FitResult(
         calibrator=calibrator,
@@ -105,7 +106,7 @@ def fit_calibrator(
         rows=data.rows,
         dataset_fingerprint=data.fingerprint(),
         fitted_at=datetime.now(UTC).replace(microsecond=0).isoformat(),
-        ece_before=ece(softmax(data.logits), data.labels),
+        ece_before=ece(softmax(data.logits), data.labels, weights=data.weights),
         ece_after=ece_after,
         histogram_edges=tuple(edges),
         histogram_counts=tuple(counts),
@@ -121,7 +122,8 @@ def cross_fitted(data: Dataset, method_name: str, folds: int = FOLDS, seed: int 
     for train, held_out in KFold(n_splits=folds, shuffle=True, random_state=seed).split(
         data.logits
     ):
-        fitted = chosen.fit(data.logits[train], data.labels[train])
+        weights = None if data.weights is None else data.weights[train]
+        fitted = chosen.fit(data.logits[train], data.labels[train], weights)
         pooled[held_out] = fitted.predict(data.logits[held_out])
     return pooled
 

@@ -28,15 +28,25 @@ def softmax(logits: npt.ArrayLike) -> Floats:
     return out
 
 
+def unit_mean(weights: npt.ArrayLike) -> Floats:
+    """Weights scaled to a mean of 1, so a weighted sum counts as many rows as there
+    are and smoothing priors keep their meaning."""
+    w = np.asarray(weights, dtype=np.float64)
+    scaled: Floats = w * (w.shape[0] / w.sum())
+    return scaled
+
+
 def accuracy(probs: Floats, labels: Ints) -> float:
     return float((probs.argmax(axis=1) == labels).mean())
 
 
-def nll(probs: Floats, labels: Ints) -> float:
-    """Mean negative log-likelihood; probabilities are clipped at machine epsilon, as
-    scikit-learn's ``log_loss`` does, so one certain mistake does not make it infinite."""
+def nll(probs: Floats, labels: Ints, weights: Floats | None = None) -> float:
+    """Mean negative log-likelihood (weighted by the rows' weights, when given);
+    probabilities are clipped at machine epsilon, as scikit-learn's ``log_loss`` does,
+    so one certain mistake does not make it infinite."""
     picked = probs[np.arange(labels.shape[0]), labels]
-    return float(-np.log(np.clip(picked, np.finfo(np.float64).eps, 1.0)).mean())
+    losses = -np.log(np.clip(picked, np.finfo(np.float64).eps, 1.0))
+    return float(np.average(losses, weights=weights))
 
 
 def brier(probs: Floats, labels: Ints) -> float:
@@ -46,26 +56,33 @@ def brier(probs: Floats, labels: Ints) -> float:
 
 @dataclass(frozen=True)
 class Bins:
-    """Per-bin row count, mean confidence and accuracy (empty bins have count 0)."""
+    """Per-bin row count, mean confidence and accuracy (empty bins have count 0); with
+    row weights, the means are weighted and ``mass`` holds each bin's summed weight."""
 
     edges: Floats
     count: Ints
     confidence: Floats
     accuracy: Floats
+    mass: Floats | None = None
 
     def gaps(self) -> Floats:
         gap: Floats = np.abs(self.accuracy - self.confidence)
         return gap
 
     def weighted_gap(self) -> float:
-        return float((self.count * self.gaps()).sum() / max(int(self.count.sum()), 1))
+        """The gaps averaged over the rows (their weights, when given)."""
+        mass = self.count if self.mass is None else self.mass
+        total = float(mass.sum())
+        return float((mass * self.gaps()).sum() / total) if total else 0.0
 
 
-def equal_width_bins(confidence: Floats, hit: npt.ArrayLike, bins: int = ECE_BINS) -> Bins:
+def equal_width_bins(
+    confidence: Floats, hit: npt.ArrayLike, bins: int = ECE_BINS, weights: Floats | None = None
+) -> Bins:
     """Bins (e_i, e_i+1] over [0, 1]; a confidence of exactly 0 goes to the first."""
     edges = np.linspace(0.0, 1.0, bins + 1)
     index = np.searchsorted(edges[1:-1], confidence, side="left")
-    return _binned(edges, index, confidence, np.asarray(hit, dtype=np.float64), bins)
+    return _binned(edges, index, confidence, np.asarray(hit, dtype=np.float64), bins, weights)
 
 
 def equal_mass_bins(confidence: Floats, hit: npt.ArrayLike, bins: int = ECE_BINS) -> Bins:
@@ -80,21 +97,35 @@ def equal_mass_bins(confidence: Floats, hit: npt.ArrayLike, bins: int = ECE_BINS
     return _binned(edges, index, confidence, np.asarray(hit, dtype=np.float64), bins)
 
 
-def _binned(edges: Floats, index: Ints, confidence: Floats, hit: Floats, bins: int) -> Bins:
+def _binned(
+    edges: Floats,
+    index: Ints,
+    confidence: Floats,
+    hit: Floats,
+    bins: int,
+    weights: Floats | None = None,
+) -> Bins:
     count = np.bincount(index, minlength=bins)
+    w = np.ones(confidence.shape[0]) if weights is None else weights
+    mass: Floats = np.bincount(index, weights=w, minlength=bins).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf = np.bincount(index, weights=confidence, minlength=bins) / count
-        mean_hit = np.bincount(index, weights=hit, minlength=bins) / count
-    return Bins(edges, count, np.nan_to_num(mean_conf), np.nan_to_num(mean_hit))
+        mean_conf = np.bincount(index, weights=confidence * w, minlength=bins) / mass
+        mean_hit = np.bincount(index, weights=hit * w, minlength=bins) / mass
+    kept = None if weights is None else mass
+    return Bins(edges, count, np.nan_to_num(mean_conf), np.nan_to_num(mean_hit), kept)
 
 
-def top_label_bins(probs: Floats, labels: Ints, bins: int = ECE_BINS) -> Bins:
-    return equal_width_bins(probs.max(axis=1), probs.argmax(axis=1) == labels, bins)
+def top_label_bins(
+    probs: Floats, labels: Ints, bins: int = ECE_BINS, weights: Floats | None = None
+) -> Bins:
+    hit = probs.argmax(axis=1) == labels
+    return equal_width_bins(probs.max(axis=1), hit, bins, weights)
 
 
-def ece(probs: Floats, labels: Ints, bins: int = ECE_BINS) -> float:
-    """Top-label expected calibration error with equal-width bins."""
-    return top_label_bins(probs, labels, bins).weighted_gap()
+def ece(probs: Floats, labels: Ints, bins: int = ECE_BINS, weights: Floats | None = None) -> float:
+    """Top-label expected calibration error with equal-width bins (each row counted
+    with its weight, when given)."""
+    return top_label_bins(probs, labels, bins, weights).weighted_gap()
 
 
 def adaptive_ece(probs: Floats, labels: Ints, bins: int = ECE_BINS) -> float:

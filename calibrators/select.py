@@ -59,7 +59,9 @@ def select_method(
     progress: bool = False,
     target: float | None = None,
     level: float = 0.95,
+    weights: Floats | None = None,
 ) -> Selection:
+    """weights: each row's (None: every row counts once), in the fits and the scores."""
     methods = list(candidates) if candidates is not None else applicable(logits.shape[1])
     splits = list(KFold(n_splits=folds, shuffle=True, random_state=seed).split(logits))
     work = tqdm(
@@ -74,11 +76,14 @@ def select_method(
         pooled = np.empty_like(logits)
         fold_nll = []
         for train, held_out in splits:
-            fitted = method.fit(logits[train], labels[train])
+            w_train, w_held = (
+                (None, None) if weights is None else (weights[train], weights[held_out])
+            )
+            fitted = method.fit(logits[train], labels[train], w_train)
             pooled[held_out] = fitted.predict(logits[held_out])
-            fold_nll.append(nll(pooled[held_out], labels[held_out]))
+            fold_nll.append(nll(pooled[held_out], labels[held_out], w_held))
             work.update()
-        scores.append(_score(method.name, fold_nll, pooled, logits, labels, target, level))
+        scores.append(_score(method.name, fold_nll, pooled, logits, labels, target, level, weights))
     work.close()
     if target is None:
         ranked = tuple(sorted(scores, key=lambda s: (bool(s.excluded), s.nll)))
@@ -97,12 +102,13 @@ def _score(
     labels: Ints,
     target: float | None,
     level: float,
+    weights: Floats | None,
 ) -> Score:
     predicted = pooled.argmax(axis=1)
     correct = predicted == labels
-    changed = float((predicted != logits.argmax(axis=1)).mean())
-    accuracy = float(correct.mean())
-    raw_accuracy = float((logits.argmax(axis=1) == labels).mean())
+    changed = float(np.average(predicted != logits.argmax(axis=1), weights=weights))
+    accuracy = float(np.average(correct, weights=weights))
+    raw_accuracy = float(np.average(logits.argmax(axis=1) == labels, weights=weights))
     excluded = ""
     if changed > CLASS_CHANGE_LIMIT and accuracy < raw_accuracy:
         excluded = (
@@ -110,13 +116,15 @@ def _score(
             f" fold ({accuracy:.4f} against {raw_accuracy:.4f})"
         )
     found = (
-        None if target is None else recommend_threshold(pooled.max(axis=1), correct, target, level)
+        None
+        if target is None
+        else recommend_threshold(pooled.max(axis=1), correct, target, level, weights)
     )
     return Score(
         method=name,
         nll=float(np.mean(fold_nll)),
         nll_sd=float(np.std(fold_nll)),
-        ece=ece(pooled, labels),
+        ece=ece(pooled, labels, weights=weights),
         automated=0.0 if found is None else found.automated_share,
         bound=None if found is None else found.accuracy_lower_bound,
         accuracy=accuracy,

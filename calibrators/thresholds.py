@@ -81,10 +81,11 @@ def recommend_threshold(
     weights: npt.ArrayLike | None = None,
 ) -> Recommendation | None:
     """The lowest threshold reached by the fixed sequence, or None if the first fails.
-    With weights (label shift: each row's class weight), accuracy is the weighted
-    share and the bound is Clopper-Pearson on Kish's effective sample size, run at
-    half the error rate: alone, that approximation missed its level (7 % of seeded
-    draws at a nominal 5 %, tests/unit/calibrators/test_shift.py); at half, 4 %."""
+    With weights (a sampled dataset's inverse inclusion probabilities, label shift's
+    class weights, or their product), accuracy is the weighted share and the bound is
+    Clopper-Pearson on Kish's effective sample size, run at half the error rate:
+    alone, that approximation missed its level (7 % of seeded draws at a nominal 5 %,
+    tests/unit/calibrators/test_shift.py); at half, 4 %."""
     if weights is not None:
         level = 1.0 - (1.0 - level) / 2.0
     conf = np.asarray(confidence, dtype=np.float64)
@@ -219,7 +220,7 @@ def recommend_thresholds(
     weights: npt.NDArray[np.float64] | None = None,
 ) -> ThresholdReport:
     """Model-wide thresholds, and per-domain ones where a domain's rows allow; with
-    weights (``calibrators.shift``), for production's class mix."""
+    weights, each row counted with its weight (``recommend_threshold``)."""
     if not 0.0 < low_target <= target < 1.0:
         raise ThresholdError(f"need 0 < low target ({low_target}) <= target ({target}) < 1")
     conf = np.asarray(confidence, dtype=np.float64)

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from onnx import NodeProto, TensorProto, helper, numpy_helper
 
-from calibrators.metrics import Floats, Ints, softmax
+from calibrators.metrics import Floats, Ints, softmax, unit_mean
 from sidecar.calibration.artefact import INPUT_NAME, OUTPUT_NAME
 
 CONFIDENCE_CEILING_GAP = 1e-6
@@ -65,15 +65,27 @@ class Fitted(Protocol):
         ...
 
 
+class Fit(Protocol):
+    """Fit a method to labelled logits; weights weigh each row's part in the loss (a
+    sampled dataset's inverse inclusion probabilities; None: all alike)."""
+
+    def __call__(self, logits: Floats, labels: Ints, weights: Floats | None = None) -> Fitted: ...
+
+
 @dataclass(frozen=True)
 class Method:
     """A calibration method: how to fit it and how to load a saved fit."""
 
     name: str
     summary: str
-    fit: Callable[[Floats, Ints], Fitted]
+    fit: Fit
     load: Callable[[Mapping[str, Any]], Fitted]
     binary_only: bool = False
+
+
+def row_weights(weights: Floats | None, rows: int) -> Floats:
+    """Each row's weight scaled to a mean of 1 (all 1 without weights)."""
+    return np.ones(rows) if weights is None else unit_mean(weights)
 
 
 def as_logits(logits: npt.ArrayLike) -> Floats:

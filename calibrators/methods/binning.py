@@ -13,7 +13,13 @@ import numpy as np
 import numpy.typing as npt
 from onnx import TensorProto
 
-from calibrators.methods.base import Graph, Method, top_label_graph, top_label_predict
+from calibrators.methods.base import (
+    Graph,
+    Method,
+    row_weights,
+    top_label_graph,
+    top_label_predict,
+)
 from calibrators.metrics import Floats, Ints, softmax
 
 BINS = 15
@@ -59,7 +65,11 @@ class HistogramBinning:
         }
 
 
-def fit(logits: Floats, labels: Ints, bins: int = BINS) -> HistogramBinning:
+def fit(
+    logits: Floats, labels: Ints, weights: Floats | None = None, bins: int = BINS
+) -> HistogramBinning:
+    """Equal-mass bins of the labelled rows' confidence, each bin's value its rows'
+    (weighted) accuracy with a Laplace prior."""
     p = softmax(logits)
     confidence = p.max(axis=1)
     correct = (p.argmax(axis=1) == labels).astype(np.float64)
@@ -67,8 +77,9 @@ def fit(logits: Floats, labels: Ints, bins: int = BINS) -> HistogramBinning:
     if edges.shape[0] == 0:  # bins == 1: one interior edge at the median keeps the graph whole
         edges = np.array([float(np.median(confidence))])
     index = np.searchsorted(edges, confidence, side="left")
-    rows = np.bincount(index, minlength=edges.shape[0] + 1)
-    hits = np.bincount(index, weights=correct, minlength=edges.shape[0] + 1)
+    w = row_weights(weights, labels.shape[0])
+    rows = np.bincount(index, weights=w, minlength=edges.shape[0] + 1)
+    hits = np.bincount(index, weights=correct * w, minlength=edges.shape[0] + 1)
     values = (hits + 1.0) / (rows + 2.0)
     return HistogramBinning(edges, values, logits.shape[1])
 

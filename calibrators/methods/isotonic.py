@@ -34,8 +34,9 @@ from calibrators.metrics import Floats, Ints, softmax
 from sidecar.calibration.artefact import INPUT_NAME, OUTPUT_NAME
 
 
-def _isotonic(x: Floats, y: Floats) -> tuple[Floats, Floats]:
-    model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(x, y)
+def _isotonic(x: Floats, y: Floats, weights: Floats | None) -> tuple[Floats, Floats]:
+    model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+    model.fit(x, y, sample_weight=weights)
     return strictly_increasing(
         np.asarray(model.X_thresholds_, dtype=np.float64),
         np.asarray(model.y_thresholds_, dtype=np.float64),
@@ -66,10 +67,10 @@ class TopLabelIsotonic:
         return {"xs": self.xs.tolist(), "ys": self.ys.tolist(), "classes": self.classes}
 
 
-def fit_top_label(logits: Floats, labels: Ints) -> TopLabelIsotonic:
+def fit_top_label(logits: Floats, labels: Ints, weights: Floats | None = None) -> TopLabelIsotonic:
     p = softmax(logits)
     correct = (p.argmax(axis=1) == labels).astype(np.float64)
-    xs, ys = _isotonic(p.max(axis=1), correct)
+    xs, ys = _isotonic(p.max(axis=1), correct, weights)
     return TopLabelIsotonic(xs, ys, logits.shape[1])
 
 
@@ -133,9 +134,13 @@ def _pad(values: Floats, width: int, step: float) -> Floats:
     return np.concatenate([values, tail])
 
 
-def fit_one_vs_rest(logits: Floats, labels: Ints) -> OneVsRestIsotonic:
+def fit_one_vs_rest(
+    logits: Floats, labels: Ints, weights: Floats | None = None
+) -> OneVsRestIsotonic:
     p = softmax(logits)
-    fitted = [_isotonic(p[:, k], (labels == k).astype(np.float64)) for k in range(p.shape[1])]
+    fitted = [
+        _isotonic(p[:, k], (labels == k).astype(np.float64), weights) for k in range(p.shape[1])
+    ]
     return OneVsRestIsotonic(tuple(x for x, _ in fitted), tuple(y for _, y in fitted))
 
 

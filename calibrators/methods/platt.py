@@ -15,7 +15,7 @@ import numpy.typing as npt
 from scipy.optimize import minimize
 from scipy.special import expit
 
-from calibrators.methods.base import Graph, Method, as_logits
+from calibrators.methods.base import Graph, Method, as_logits, row_weights
 from calibrators.metrics import Floats, Ints
 from sidecar.calibration.artefact import INPUT_NAME, OUTPUT_NAME
 
@@ -53,8 +53,9 @@ class PlattScaling:
         return {"slope": self.slope, "intercept": self.intercept}
 
 
-def fit(logits: Floats, labels: Ints) -> PlattScaling:
+def fit(logits: Floats, labels: Ints, weights: Floats | None = None) -> PlattScaling:
     z = as_logits(logits)
+    w = row_weights(weights, z.shape[0])
     if z.shape[1] != 2:
         raise ValueError(f"Platt scaling is for two classes, got {z.shape[1]}")
     score = z[:, 1] - z[:, 0]
@@ -62,14 +63,14 @@ def fit(logits: Floats, labels: Ints) -> PlattScaling:
     scale = largest if largest >= LARGE_SCORE else 1.0
     s = score / scale
     positives = labels > 0
-    n1 = float(positives.sum())
-    n0 = labels.shape[0] - n1
+    n1 = float(w[positives].sum())
+    n0 = float(w.sum()) - n1
     target = np.where(positives, (n1 + 1.0) / (n1 + 2.0), 1.0 / (n0 + 2.0))
 
     def loss(params: Floats) -> tuple[float, Floats]:
         u = params[0] * s + params[1]
-        residual = expit(u) - target
-        value = float((np.logaddexp(0.0, u) - target * u).sum())
+        residual = (expit(u) - target) * w
+        value = float((np.logaddexp(0.0, u) - target * u) @ w)
         return value, np.array([residual @ s, residual.sum()])
 
     start = np.array([0.0, math.log((n1 + 1.0) / (n0 + 1.0))])

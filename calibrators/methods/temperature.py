@@ -12,7 +12,7 @@ import numpy.typing as npt
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
-from calibrators.methods.base import Graph, Method, as_logits
+from calibrators.methods.base import Graph, Method, as_logits, row_weights
 from calibrators.metrics import Floats, Ints, softmax
 from sidecar.calibration.artefact import INPUT_NAME, OUTPUT_NAME
 
@@ -43,20 +43,22 @@ class TemperatureScaling:
         return {"temperature": self.temperature, "classes": self.classes}
 
 
-def fit_temperature(logits: npt.ArrayLike, labels: Ints) -> float:
-    """The temperature that minimises NLL of labels under softmax(logits / T)."""
+def fit_temperature(logits: npt.ArrayLike, labels: Ints, weights: Floats | None = None) -> float:
+    """The temperature that minimises the (weighted) NLL of labels under
+    softmax(logits / T)."""
     z = as_logits(logits)
     rows = np.arange(labels.shape[0])
+    w = row_weights(weights, labels.shape[0])
 
     def loss(log_t: float) -> float:
-        return float(-log_softmax(z / np.exp(log_t), axis=1)[rows, labels].mean())
+        return float(-(log_softmax(z / np.exp(log_t), axis=1)[rows, labels] * w).mean())
 
     result = minimize_scalar(loss, bounds=LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-6})
     return float(np.exp(result.x))
 
 
-def fit(logits: Floats, labels: Ints) -> TemperatureScaling:
-    return TemperatureScaling(fit_temperature(logits, labels), logits.shape[1])
+def fit(logits: Floats, labels: Ints, weights: Floats | None = None) -> TemperatureScaling:
+    return TemperatureScaling(fit_temperature(logits, labels, weights), logits.shape[1])
 
 
 def load(parameters: Mapping[str, Any]) -> TemperatureScaling:

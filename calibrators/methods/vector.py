@@ -13,7 +13,7 @@ import numpy.typing as npt
 from scipy.optimize import minimize
 from scipy.special import log_softmax
 
-from calibrators.methods.base import Graph, Method, as_logits
+from calibrators.methods.base import Graph, Method, as_logits, row_weights
 from calibrators.metrics import Floats, Ints, softmax
 from sidecar.calibration.artefact import INPUT_NAME, OUTPUT_NAME
 
@@ -42,17 +42,21 @@ class VectorScaling:
         return {"weights": self.weights.tolist(), "bias": self.bias.tolist()}
 
 
-def nll_and_gradient(params: Floats, z: Floats, onehot: Floats) -> tuple[float, Floats]:
-    """Mean NLL of softmax(w * z + b) and its gradient in (w, b)."""
+def nll_and_gradient(
+    params: Floats, z: Floats, onehot: Floats, rows: Floats | None = None
+) -> tuple[float, Floats]:
+    """Mean NLL of softmax(w * z + b), each row weighted by rows (mean 1; None: all
+    1), and its gradient in (w, b)."""
+    rows = row_weights(rows, z.shape[0])
     classes = z.shape[1]
     w, b = params[:classes], params[classes:]
     log_p = log_softmax(z * w + b, axis=1)
-    residual = (np.exp(log_p) - onehot) / z.shape[0]
+    residual = (np.exp(log_p) - onehot) * (rows / z.shape[0])[:, None]
     grad = np.concatenate([(residual * z).sum(axis=0), residual.sum(axis=0)])
-    return float(-(log_p * onehot).sum() / z.shape[0]), grad
+    return float(-((log_p * onehot).sum(axis=1) @ rows) / z.shape[0]), grad
 
 
-def fit(logits: Floats, labels: Ints) -> VectorScaling:
+def fit(logits: Floats, labels: Ints, weights: Floats | None = None) -> VectorScaling:
     z = as_logits(logits)
     classes = z.shape[1]
     onehot = np.eye(classes)[labels]
@@ -60,7 +64,7 @@ def fit(logits: Floats, labels: Ints) -> VectorScaling:
     result = minimize(
         nll_and_gradient,
         start,
-        args=(z, onehot),
+        args=(z, onehot, row_weights(weights, z.shape[0])),
         jac=True,
         method="L-BFGS-B",
         options={"maxiter": 1000, "gtol": 1e-8},

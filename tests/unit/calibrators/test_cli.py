@@ -303,6 +303,27 @@ def _npz(tmp_path: Path, **arrays: Any) -> Path:
             lambda t: _file(t, "x.csv", "label,logit_0,logit_1\n0,1,zz\n"),
             "x.csv:2: a logit value is not a number",
         ),
+        (
+            lambda t: _file(
+                t,
+                "w.jsonl",
+                '{"logits": [1, 2], "label": 0, "weight": 2}\n{"logits": [1, 2], "label": 1}\n',
+            ),
+            "w.jsonl:2: has no 'weight', unlike the rows before it",
+        ),
+        (
+            lambda t: _file(t, "w.csv", "label,weight,logit_0,logit_1\n0,heavy,1,2\n"),
+            "w.csv:2: weight 'heavy' is not a number",
+        ),
+        (
+            lambda t: _npz(
+                t,
+                logits=np.zeros((3, 2)),
+                labels=np.zeros(3, int),
+                weights=np.array([1.0, 0.0, 2.0]),
+            ),
+            "1 weights are not positive finite numbers (first: row 1, weight 0.0)",
+        ),
         (lambda t: t / "missing.npz", "no such file"),
         (lambda t: _file(t, "x.parquet", ""), "unknown format"),
     ],
