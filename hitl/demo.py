@@ -557,8 +557,9 @@ def _report(
         f" {dataset['disagreements']} where outcome and review disagree"
     )
     print(
-        f"   temperature fitted on it: T = {looped.temperature:.3f},"
-        f" ECE after {looped.ece:.4f} ({workdir / 'fit-from-feedback.json'})"
+        f"   temperature fitted on it, each row weighted by its inverse inclusion"
+        f" probability: T = {looped.temperature:.3f}, weighted ECE after {looped.ece:.4f}"
+        f" ({workdir / 'fit-from-feedback.json'})"
     )
     print("\n== where things are")
     print(
