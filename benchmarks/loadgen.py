@@ -164,7 +164,7 @@ async def open_loop(
 def percentiles(latencies_ms: npt.NDArray[np.float64]) -> dict[str, float]:
     if latencies_ms.size == 0:
         return {k: float("nan") for k in ("p50", "p90", "p99", "p99.9", "max")}
-    p50, p90, p99, p999 = np.percentile(latencies_ms, [50, 90, 99, 99.9])
+    p50, p90, p99, p999 = (float(p) for p in np.percentile(latencies_ms, [50, 90, 99, 99.9]))
     return {"p50": p50, "p90": p90, "p99": p99, "p99.9": p999, "max": float(latencies_ms.max())}
 
 
