@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from sidecar.feedback.dataset import Labelled
@@ -157,7 +157,7 @@ class SqlStore(ServiceStore):
     def add(self, events: Sequence[Received]) -> list[Outcome]:
         with self._transaction() as tx:
             return [
-                _add(tx, self._sql.insert, self._sql.stored, asdict(e), "feedback_id", e.event)
+                _add(tx, self._sql.insert, self._sql.stored, _row(e), "feedback_id", e.event)
                 for e in events
             ]
 
@@ -168,9 +168,7 @@ class SqlStore(ServiceStore):
     def add_decisions(self, decisions: Sequence[Decided]) -> list[Outcome]:
         insert, stored = self._sql.insert_decision, self._sql.stored_decision
         with self._transaction() as tx:
-            return [
-                _add(tx, insert, stored, asdict(d), "request_id", d.decision) for d in decisions
-            ]
+            return [_add(tx, insert, stored, _row(d), "request_id", d.decision) for d in decisions]
 
     def known(self, request_ids: Sequence[str]) -> dict[str, Known]:
         return {
@@ -274,3 +272,9 @@ def _add(
         return Outcome.ACCEPTED
     kept = tx.rows(stored, {key: row[key]})[0]["kept"]
     return Outcome.DUPLICATE if kept == text else Outcome.CONFLICT
+
+
+def _row(record: Received | Decided) -> dict[str, Any]:
+    """record's fields as statement parameters: a shallow copy (``dataclasses.asdict``
+    copies every value deeply, a tenth of a Record call's cost)."""
+    return {name: getattr(record, name) for name in record.__slots__}
