@@ -2,8 +2,9 @@
 (``make bench``; ``python -m benchmarks.feedback_bench``).
 
 The service runs as a real process (``hitl feedback serve`` on SQLite, on the
-project's disk: its commits are what is measured), without a rate limit per
-principal: what is measured is the service's capacity. Before the phases, ``DECISIONS``
+project's disk: its commits are what is measured; or on ``--db``, an empty
+PostgreSQL database or schema), without a rate limit per principal: what is
+measured is the service's capacity. Before the phases, ``DECISIONS``
 decision records are sent as a sidecar sends them (RecordDecisions batches). Then:
 
 1. **Record, open loop**: OUTCOME events about those requests at ``--rate`` events/s
@@ -65,11 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=RATE)
     parser.add_argument("--seconds", type=float, default=SECONDS)
     parser.add_argument("--out", type=Path, default=Path("bench-output"))
+    parser.add_argument(
+        "--db", help="an empty database to run on (default: a new SQLite file)", default=""
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="hitl-feedback-bench-"))
     try:
-        report = run(workdir, args.rate, args.seconds)
+        report = run(workdir, args.rate, args.seconds, args.db)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     (args.out / "feedback_bench.json").write_text(json.dumps(report, indent=2))
@@ -77,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if report["passed"] else 1
 
 
-def run(workdir: Path, rate: float, seconds: float) -> dict[str, Any]:
-    db = f"sqlite:{workdir / 'feedback.db'}"
+def run(workdir: Path, rate: float, seconds: float, db: str = "") -> dict[str, Any]:
+    db = db or f"sqlite:{workdir / 'feedback.db'}"
     tokens = _principals(db)
     http = f"127.0.0.1:{_free_port()}"
     url = f"http://{http}/hitl.v1.Feedback"
@@ -133,6 +137,7 @@ def run(workdir: Path, rate: float, seconds: float) -> dict[str, Any]:
             "sent": record_http.sent,
         },
         "record_batch_http": _batch_figures(batched_http),
+        "database": db.partition(":")[0],
         "limit_ms": LIMIT_SECONDS * 1000.0,
         "passed": passed,
     }
@@ -292,7 +297,8 @@ async def _batched_http(
 def print_report(report: dict[str, Any]) -> None:
     record, batch = report["record"], report["record_batch"]
     print(
-        f"feedback service, Record at {record['requested_rate']:.0f}/s open loop: "
+        f"feedback service on {report['database']}, Record at {record['requested_rate']:.0f}/s"
+        " open loop: "
         f"achieved {record['achieved_rate']:.0f}/s, p50 {record['p50']:.2f} ms, "
         f"p99 {record['p99']:.2f} ms, max {record['max']:.2f} ms, "
         f"{record['errors']} errors, server CPU {record['cpu_us_per_event']:.0f} us/event"
