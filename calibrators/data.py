@@ -274,14 +274,7 @@ def check(
         raise DataError(source, "labels must be integers (class indices)")
     y = y.astype(np.int64)
     classes = values.shape[1]
-    out_of_range = np.flatnonzero((y < 0) | (y >= classes))
-    if out_of_range.size:
-        first = int(out_of_range[0])
-        raise DataError(
-            source,
-            f"{out_of_range.size} labels outside 0..{classes - 1} "
-            f"(first: row {first}, label {y[first]})",
-        )
+    _refuse_rows(source, (y < 0) | (y >= classes), f"labels outside 0..{classes - 1}", "label", y)
     if probabilities:
         values = _probabilities_to_logits(source, values)
     names = None
@@ -302,15 +295,19 @@ def _weights(source: str, weights: Any, rows: int) -> Floats | None:
         raise DataError(source, f"weights are not numbers: {exc}") from exc
     if w.shape != (rows,):
         raise DataError(source, f"{rows} labels but weights of shape {tuple(w.shape)}")
-    bad = np.flatnonzero(~np.isfinite(w) | (w <= 0.0))
-    if bad.size:
-        first = int(bad[0])
-        raise DataError(
-            source,
-            f"{bad.size} weights are not positive finite numbers (first: row {first},"
-            f" weight {w[first]})",
-        )
+    bad = ~np.isfinite(w) | (w <= 0.0)
+    _refuse_rows(source, bad, "weights are not positive finite numbers", "weight", w)
     return unit_mean(w)
+
+
+def _refuse_rows(source: str, bad: Any, problem: str, name: str, values: Any) -> None:
+    """DataError naming how many rows have the problem and the first of them."""
+    rows = np.flatnonzero(bad)
+    if rows.size:
+        first = int(rows[0])
+        raise DataError(
+            source, f"{rows.size} {problem} (first: row {first}, {name} {values[first]})"
+        )
 
 
 def _probabilities_to_logits(source: str, probs: Floats) -> Floats:
