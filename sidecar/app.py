@@ -268,7 +268,7 @@ def build(
     audit = audit or JsonLinesAudit(config.audit_path)
     observe_audit(meters.get_meter(INSTRUMENTATION), audit)
     supervisor = Supervisor()
-    observe_tasks(meters.get_meter(INSTRUMENTATION), supervisor)
+    observe_tasks(meters.get_meter(INSTRUMENTATION), supervisor.tasks.values)
     router = Router(
         holder,
         escalations.recorder,

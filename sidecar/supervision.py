@@ -77,12 +77,13 @@ class Periodic:
     """work at once, then every ``seconds``, in a thread of its own (for a blocking
     service: the review queue's overdue sweep, the feedback service's dead letters).
     A run that fails, whatever the error, is logged with its traceback and counted in
-    ``failures``, and the next one runs on time: the thread never dies. ``stop``
-    returns once the run in progress has finished."""
+    ``state.failures`` (exported as the supervisor's tasks are), and the next one runs
+    on time: the thread never dies. ``stop`` returns once the run in progress has
+    finished."""
 
     def __init__(self, name: str, seconds: float, work: Callable[[], object]) -> None:
         self.name = name
-        self.failures = 0
+        self.state = TaskState(name)
         self._seconds = seconds
         self._work = work
         self._stopping = threading.Event()
@@ -101,7 +102,7 @@ class Periodic:
             try:
                 self._work()
             except Exception as exc:
-                self.failures += 1
+                self.state.failures += 1
                 log.error("task.failed", task=self.name, error=repr(exc), exc_info=exc)
             if self._stopping.wait(self._seconds):
                 return

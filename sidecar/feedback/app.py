@@ -34,7 +34,7 @@ from sidecar.serving import ThreadedServer, serve_until_signalled, threaded_serv
 from sidecar.settings import env_of
 from sidecar.supervision import Periodic
 from sidecar.telemetry.call_spans import CallSpans
-from sidecar.telemetry.metrics import service_meters
+from sidecar.telemetry.metrics import observe_tasks, service_meters
 
 if TYPE_CHECKING:
     from sidecar.feedback.jetstream import JetStreamConsumer
@@ -141,6 +141,8 @@ def build(
         deployments = [d.strip() for d in config.nats_deployments.split(",") if d.strip()]
         jetstream = JetStreamConsumer(feedback, config.nats.split(","), deployments)
     updates = _updates(config, feedback.store, clock)
+    tasks = [task for task in (sweeper, updates, jetstream) if task is not None]
+    observe_tasks(meters.get_meter("hitl.feedback"), lambda: [task.state for task in tasks])
     return FeedbackServer(
         config, feedback, server, meters, spans, sweeper, http, jetstream, updates
     )

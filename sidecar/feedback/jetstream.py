@@ -30,6 +30,7 @@ from sidecar.errors import HitlError, RateLimited, StoreUnavailable
 from sidecar.escalation.messages import decision_message, outcome_message
 from sidecar.feedback.ingest import REJECTED, FeedbackLog, Result
 from sidecar.retry import backoff_delay
+from sidecar.supervision import TaskState
 
 log = structlog.get_logger("hitl.feedback")
 
@@ -48,9 +49,9 @@ class JetStreamConsumer:
         self._streams = {feedback_stream(d): f"hitl.{token(d)}.feedback.>" for d in deployments}
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._main, name="feedback-jetstream", daemon=True)
+        self.state = TaskState("feedback-jetstream")  # exported with the service's tasks
         self.recorded = 0
         self.refused = 0
-        self.failures = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -71,11 +72,13 @@ class JetStreamConsumer:
                 await self._consume()
                 attempt = 0
             except Exception as exc:
-                self.failures += 1
+                self.state.failures += 1
+                self.state.running = False
                 attempt += 1
                 log.error("feedback.jetstream_failed", error=repr(exc), exc_info=exc)
                 delay = backoff_delay(attempt, 0.5, 30.0, rng)
                 await asyncio.to_thread(self._stopping.wait, delay)
+                self.state.running = True
 
     async def _consume(self) -> None:
         import nats

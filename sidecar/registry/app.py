@@ -40,7 +40,7 @@ from sidecar.serving import (
 )
 from sidecar.settings import env_of
 from sidecar.supervision import Supervisor
-from sidecar.telemetry.metrics import service_meters
+from sidecar.telemetry.metrics import observe_tasks, service_meters
 
 log = structlog.get_logger("hitl.registry")
 
@@ -60,12 +60,14 @@ class RegistryServer:
     health: health_aio.HealthServicer
     meters: MeterProvider
     address: str
+    supervisor: Supervisor
     _publishing: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.server.start()
         self._publishing = asyncio.create_task(
-            Supervisor().run("registry-publisher", self.publisher.run), name="registry-publisher"
+            self.supervisor.run("registry-publisher", self.publisher.run),
+            name="registry-publisher",
         )
         for service in HEALTH_SERVICES:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -102,6 +104,8 @@ def build(
     registry = Registry(store or open_store(config.db), signer, clock)
     publisher = Publisher(registry, clock, config.head_poll_seconds, config.refresh_seconds)
     metrics = RegistryMetrics(meters.get_meter(INSTRUMENTATION), lambda: publisher.revision)
+    supervisor = Supervisor()
+    observe_tasks(meters.get_meter(INSTRUMENTATION), supervisor.tasks.values)
     # SO_REUSEPORT off: a second registry on a taken port must fail, not share it.
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     add_servicer(
@@ -119,7 +123,7 @@ def build(
         server_credentials(config.tls_cert, config.tls_key, config.client_ca),
     )
     log.info("registry.signing", key_id=signer.key_id)
-    return RegistryServer(config, registry, publisher, server, health, meters, address)
+    return RegistryServer(config, registry, publisher, server, health, meters, address, supervisor)
 
 
 def _where(db: str) -> str:

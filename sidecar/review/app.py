@@ -24,7 +24,7 @@ from sidecar.review.store import ReviewStore, open_store
 from sidecar.serving import ThreadedServer, serve_until_signalled, threaded_server
 from sidecar.settings import credentials_of, env_of
 from sidecar.supervision import Periodic
-from sidecar.telemetry.metrics import service_meters
+from sidecar.telemetry.metrics import observe_tasks, service_meters
 
 log = structlog.get_logger("hitl.review")
 
@@ -110,6 +110,7 @@ def build(
         credentials = credentials_of(config, "feedback")
         outbox = FeedbackOutbox(queue.store, clock, config.feedback, credentials)
         tasks.append(Periodic("review-outbox", OUTBOX_SECONDS, outbox.send))
+    observe_tasks(meters.get_meter(INSTRUMENTATION), lambda: [task.state for task in tasks])
     return ReviewServer(config, queue, server, meters, tasks, outbox)
 
 

@@ -23,7 +23,7 @@ from sidecar.escalation.spool import Spool
 from sidecar.policy.snapshot import SnapshotHolder
 from sidecar.policy.source import SourceStats
 from sidecar.serving import prometheus_reader
-from sidecar.supervision import Supervisor
+from sidecar.supervision import TaskState
 from sidecar.telemetry.audit import AuditLog
 
 # Route latency buckets (ms): fine below the 5 ms budget, coarse above it.
@@ -330,16 +330,17 @@ def meter_provider(resource: Resource, readers: list[MetricReader]) -> MeterProv
     return MeterProvider(resource=resource, metric_readers=readers)
 
 
-def observe_tasks(meter: Meter, supervisor: Supervisor) -> None:
-    """Each supervised background task: running (1) or waiting to restart (0), and
-    its failures so far (an alert fires on any)."""
+def observe_tasks(meter: Meter, tasks: Callable[[], Iterable[TaskState]]) -> None:
+    """Each background task (a supervisor's, a Periodic's, a consumer's): running (1)
+    or waiting to restart (0), and its failures so far (HitlBackgroundTaskFailing
+    fires on any)."""
 
     def running(_: CallbackOptions) -> Iterable[Observation]:
-        for state in supervisor.tasks.values():
+        for state in tasks():
             yield Observation(int(state.running), {"task": state.name})
 
     def failures(_: CallbackOptions) -> Iterable[Observation]:
-        for state in supervisor.tasks.values():
+        for state in tasks():
             yield Observation(state.failures, {"task": state.name})
 
     meter.create_observable_gauge(

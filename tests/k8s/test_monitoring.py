@@ -183,6 +183,8 @@ def scraped(tmp_path: Path) -> Iterator[set[str]]:
         wait_for(lambda: "decisions_sent_total" in _scrape(sidecar_metrics), 10, "decisions")
         wait_for(lambda: "override_rate" in _scrape(feedback_metrics), 10, "the loop's health")
         wait_for(lambda: "loop_latency" in _scrape(feedback_metrics), 10, "the loop's latency")
+        for port, task in ((feedback_metrics, "feedback-sweep"), (review_metrics, "review-sweep")):
+            wait_for(lambda p=port, t=task: f'task="{t}"' in _scrape(p), 10, f"{task}'s metrics")
         endpoints = (review_metrics, sidecar_metrics, injector_metrics, feedback_metrics)
         text = "".join(_scrape(p) for p in endpoints)
         yield {line.split("{")[0].split(" ")[0] for line in text.splitlines()

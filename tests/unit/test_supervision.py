@@ -1,5 +1,7 @@
 """Background tasks under the supervisor: an unexpected error is logged, counted,
 reported and the task run again; a task that returns is done; cancelling stops it.
+A blocking service's Periodic task the same: logged, counted in the same metric,
+run again on time.
 And the forwarder itself: a full disk on the spool's ack no longer ends delivery."""
 
 from __future__ import annotations
@@ -10,10 +12,15 @@ import random
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from structlog.testing import capture_logs
 
-from sidecar.supervision import Supervisor, TaskState
+from sidecar.supervision import Periodic, Supervisor, TaskState
+from sidecar.telemetry.metrics import observe_tasks
+from tests.integration.conftest import wait_for
 from tests.unit.escalation.test_forwarder import ScriptedSink, ids, rig, spool_ids
+from tests.unit.review.conftest import points
 
 
 def test_a_failing_task_is_logged_counted_and_run_again() -> None:
@@ -94,3 +101,25 @@ def test_a_full_disk_on_ack_does_not_end_delivery(
     assert spool.stats().pending_bytes == 0
     assert sorted(set(sink.received)) == ids(25)
     assert any(e["event"] == "task.failed" for e in logs)
+
+
+def test_a_periodic_task_that_fails_is_logged_counted_exported_and_run_again() -> None:
+    runs: list[int] = []
+
+    def work() -> None:
+        runs.append(len(runs))
+        if len(runs) <= 2:
+            raise OSError("disk full")
+
+    task = Periodic("service-sweep", 0.01, work)
+    reader = InMemoryMetricReader()
+    observe_tasks(MeterProvider(metric_readers=[reader]).get_meter("t"), lambda: [task.state])
+    with capture_logs() as logs:
+        task.start()
+        wait_for(lambda: len(runs) >= 4, 5.0, "runs after the failures")
+        task.stop()
+    assert task.state.failures == 2
+    assert [e["task"] for e in logs if e["event"] == "task.failed"] == ["service-sweep"] * 2
+    key = frozenset({("task", "service-sweep")})
+    assert points(reader, "hitl.task.failures")[key] == 2
+    assert points(reader, "hitl.task.running")[key] == 1
