@@ -59,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, HitlError) as exc:
         print(f"hitl: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file or directory a command cannot read or write
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"hitl: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     return result
 
 

@@ -564,3 +564,16 @@ def test_convert_a_pickle_only_when_trusted(
     assert (code, report["rows"], report["classes"]) == (0, 100, 3)
     code, evaluated, _ = run(capsys, "evaluate", "--data", str(out))
     assert (code, evaluated["rows"]) == (0, 100)
+
+
+def test_an_output_that_cannot_be_written_is_named_not_a_traceback(
+    held_out: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    out = blocked / "fit.json"
+    code, _, err = run(capsys, "fit", "--data", str(held_out), "--method", "temperature",
+                       "--out", str(out))  # fmt: skip
+    assert code == 2
+    assert err.strip().startswith(f"hitl: {blocked}")
+    assert "Traceback" not in err
