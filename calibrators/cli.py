@@ -460,7 +460,12 @@ def _recommend(
     if fragment_out is not None:
         fragment_out.parent.mkdir(parents=True, exist_ok=True)
         fragment_out.write_text(yaml.safe_dump(fragment, sort_keys=False), encoding="utf-8")
-    return {"report": asdict(report), "policy_fragment": fragment, "label_shift": shift}
+    return {
+        "report": asdict(report),
+        "policy_fragment": fragment,
+        "label_shift": shift,
+        **_weighted(data),
+    }
 
 
 def _label_shift(
@@ -547,7 +552,7 @@ def run_check(args: argparse.Namespace) -> int:
         data.weights,
     )
     missed = [c.segment for c in checks if c.missed]
-    _print({"model": name, "data": str(args.data), "level": args.level,
+    _print({"model": name, "data": str(args.data), **_weighted(data), "level": args.level,
             "segments": [asdict(c) for c in checks], "missed": missed}, args.out)  # fmt: skip
     for segment in missed:
         print(f"hitl: {segment}: Tier-1 accuracy is below its target {target}", file=sys.stderr)

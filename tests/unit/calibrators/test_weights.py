@@ -131,7 +131,7 @@ def test_the_bound_and_the_check_count_each_row_with_its_weight() -> None:
     assert checked.tier1_accuracy == pytest.approx(weighted.accuracy, abs=1e-9)
 
 
-def test_fit_reports_that_it_weighed_the_rows(
+def test_fit_and_thresholds_report_that_they_weighed_the_rows(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     sample = sampled(population(rows=20_000))
@@ -144,3 +144,9 @@ def test_fit_reports_that_it_weighed_the_rows(
     assert code == 0
     assert summary["weighted"] is True
     assert 0 < summary["effective_rows"] < summary["rows"]
+    code = main(["calibrate", "thresholds", "--data", str(path), "--target", "0.9",
+                 "--low-target", "0.5", "--out", str(tmp_path / "fragment.yaml")])  # fmt: skip
+    thresholds = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert thresholds["weighted"] is True  # the bound says what it counted
+    assert thresholds["effective_rows"] == summary["effective_rows"]
