@@ -49,7 +49,7 @@ from sidecar.feedback.validation import (
     export_query,
     label_class,
 )
-from sidecar.telemetry.links import link_current_span
+from sidecar.telemetry.links import link_current_span, recording_span
 
 log = structlog.get_logger("hitl.feedback")
 
@@ -248,7 +248,8 @@ class FeedbackLog:
         """Each event's refusal, or its label's class (-1: none, or a name that cannot be
         told yet): its fields and the sender's right to its type, then a label against
         the classes of the decision it is about, when that decision is known (one
-        look-up for all, whose findings come back too)."""
+        look-up for all, whose findings come back too: for every event when the call
+        is traced, for labels only otherwise)."""
         judged: list[InvalidRequest | PermissionDenied | int] = []
         for event in events:
             try:
@@ -257,8 +258,14 @@ class FeedbackLog:
                 judged.append(exc)
                 continue
             judged.append(-1)
-        valid = [event for event, verdict in zip(events, judged, strict=True) if verdict == -1]
-        known = self.store.known([event.request_id for event in valid]) if valid else {}
+        # Labels need their decisions; other events only for the call span's links.
+        traced = recording_span()
+        wanted = [
+            event.request_id
+            for event, verdict in zip(events, judged, strict=True)
+            if verdict == -1 and (traced or event.HasField("label"))
+        ]
+        known = self.store.known(wanted) if wanted else {}
         link_current_span((k.trace_id, k.span_id) for k in known.values())
         for i, (event, verdict) in enumerate(zip(events, judged, strict=True)):
             if verdict == -1 and event.HasField("label"):

@@ -8,6 +8,11 @@ from collections.abc import Iterable
 from opentelemetry import trace
 
 
+def recording_span() -> bool:
+    """Whether there is a current span that would keep links."""
+    return trace.get_current_span().is_recording()
+
+
 def link_current_span(spans: Iterable[tuple[str, str]]) -> None:
     """Link the current span to each (trace id, span id) given as W3C lowercase hex;
     ids that are empty or malformed are skipped. Without a recording span, nothing."""

@@ -287,8 +287,11 @@ def test_a_calls_span_links_to_the_route_spans_of_the_decisions_it_is_about(
         feedback.record_batch(
             APP, [event(label=fpb.Label(class_index=0)), event(feedback_id="f-2", request_id="r-9")]
         )
-    decisions, batch = exporter.get_finished_spans()
-    for span in (decisions, batch):
+    rating = event(feedback_id="f-3", type=fpb.FEEDBACK_RATING, label=None, rating=0.5)
+    with tracer.start_as_current_span("Record"):  # no label: looked up for the link alone
+        feedback.record(APP, rating)
+    decisions, batch, rated = exporter.get_finished_spans()
+    for span in (decisions, batch, rated):
         assert [
             (format_trace_id(link.context.trace_id), format_span_id(link.context.span_id))
             for link in span.links
