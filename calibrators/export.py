@@ -87,6 +87,7 @@ def export_artefact(
         ece_after=result.ece_after,
         histogram_edges=result.histogram_edges,
         histogram_counts=result.histogram_counts,
+        class_counts=result.class_counts,
     )
     return Exported(out, write_artefact(to_onnx(result.calibrator, metadata), out), metadata)
 

@@ -15,7 +15,7 @@ from sklearn.model_selection import KFold
 
 from calibrators.data import Dataset
 from calibrators.methods import Fitted, method
-from calibrators.metrics import Floats, confidence_histogram, ece, softmax
+from calibrators.metrics import Floats, class_counts, confidence_histogram, ece, softmax
 from calibrators.select import FOLDS, Score, Selection, select_method
 from sidecar.errors import DataError
 
@@ -34,6 +34,7 @@ class FitResult:
     ece_after: float  # out-of-fold when the method was selected, else on the fitting data
     histogram_edges: tuple[float, ...]
     histogram_counts: tuple[int, ...]
+    class_counts: tuple[int, ...] = ()  # rows per predicted class after calibration
 
     @property
     def method(self) -> str:
@@ -59,6 +60,7 @@ class FitResult:
                 "edges": list(self.histogram_edges),
                 "counts": list(self.histogram_counts),
             },
+            "class_counts": list(self.class_counts),
         }
 
 
@@ -110,6 +112,7 @@ def fit_calibrator(
         ece_after=ece_after,
         histogram_edges=tuple(edges),
         histogram_counts=tuple(counts),
+        class_counts=tuple(class_counts(calibrated)),
     )
 
 
@@ -158,6 +161,7 @@ def load_fit(path: Path) -> FitResult:
             ece_after=float(doc["ece_after"]),
             histogram_edges=tuple(float(e) for e in histogram["edges"]),
             histogram_counts=tuple(int(c) for c in histogram["counts"]),
+            class_counts=tuple(int(c) for c in doc.get("class_counts", ())),
         )
     except OSError as exc:
         raise DataError(str(path), f"cannot read: {exc.strerror}") from exc

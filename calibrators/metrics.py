@@ -193,3 +193,8 @@ def confidence_histogram(probs: Floats, bins: int = 20) -> tuple[list[float], li
     """Edges and counts of top-label confidence: the reference for drift monitoring."""
     counts, edges = np.histogram(probs.max(axis=1), bins=bins, range=(0.0, 1.0))
     return [float(e) for e in edges], [int(c) for c in counts]
+
+
+def class_counts(probs: Floats) -> list[int]:
+    """Rows per predicted class: the reference for the predicted classes' drift."""
+    return [int(c) for c in np.bincount(probs.argmax(axis=1), minlength=probs.shape[1])]

@@ -279,6 +279,7 @@ def build(
         config.replay_ttl_seconds,
         decisions,
     )
+    router.guards.export(meters.get_meter(INSTRUMENTATION))
     server = grpc.aio.server()
     add_servicer(
         pb_grpc.add_RouterServicer_to_server,

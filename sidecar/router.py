@@ -37,6 +37,7 @@ from sidecar.errors import EscalationRefused, InvalidRequest, RequestConflict, R
 from sidecar.escalation.decisions import DecisionStream
 from sidecar.escalation.record import Escalation
 from sidecar.escalation.recorder import Recorder
+from sidecar.guards import DriftGuards
 from sidecar.policy.snapshot import Snapshot, SnapshotHolder
 from sidecar.telemetry.audit import AuditLog
 from sidecar.telemetry.metrics import RouterMetrics
@@ -134,6 +135,10 @@ class Router:
         self._metrics = metrics
         self._clock = clock
         self._replay = ReplayCache(replay_capacity, replay_ttl)
+        self.guards = DriftGuards()
+        holder.subscribe(self.guards.on_snapshot)
+        if holder.current is not None:
+            self.guards.on_snapshot(holder.current)
 
     async def route(self, request: RouteInput, trace: TraceIds) -> Routed:
         """Decide one request and return once its escalation, if any, is as durable as
@@ -377,7 +382,12 @@ class Router:
     ) -> Routed:
         now = self._clock.now()
         policy = snapshot.policy if snapshot else None
-        decision = decide(request, policy, signals, now)
+        drifted = False
+        if self.guards.by_model and isinstance(signals, Signals):
+            drifted = self.guards.observe(
+                request.model, signals.confidence, signals.predicted_class
+            )
+        decision = decide(request, policy, signals, now, drifted)
         row = decision.row()
         esc_id, ticket = "", 0
         if decision.escalate:
@@ -413,6 +423,11 @@ class Router:
         signals = CalibrationFailure.RAISED if probabilities is None else signal_rows(probabilities)
         policy = snapshot.policy
         request_ids = [r.request_id for r in requests]
+        drifted = False
+        if model in self.guards.by_model and not isinstance(signals, CalibrationFailure):
+            for row in signals:
+                if row is not None:
+                    drifted = self.guards.observe(model, row[1], row[0])
         columns = decide_rows(
             policy.models[model],
             policy.revision,
@@ -425,6 +440,7 @@ class Router:
                 [r.numeric_attributes for r in requests],
             ),
             signals,
+            drifted,
         )
         rows = columns.rows()
         tickets = [0] * len(rows)

@@ -33,6 +33,7 @@ def metadata(
         ece_after=0.01,
         histogram_edges=(0.0, 0.5, 1.0),
         histogram_counts=(3, 7),
+        class_counts=(10,) * classes,
     )
 
 

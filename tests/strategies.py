@@ -24,7 +24,7 @@ unit = st.floats(0.0, 1.0, allow_nan=False)
 @st.composite
 def thresholds(draw: st.DrawFn) -> Thresholds:
     a, b = draw(unit), draw(unit)
-    return Thresholds(max(a, b), min(a, b))
+    return Thresholds(max(a, b), min(a, b), draw(st.sampled_from((False, False, True))))
 
 
 @st.composite

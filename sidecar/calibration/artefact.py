@@ -24,6 +24,7 @@ DATASET_FINGERPRINT = "hitl.dataset_fingerprint"  # sha256 of the fitting data
 ECE_BEFORE = "hitl.ece_before"  # validation top-label ECE, 15 bins, raw
 ECE_AFTER = "hitl.ece_after"  # the same after calibration
 CONFIDENCE_HISTOGRAM = "hitl.confidence_histogram"  # JSON {"edges": [...], "counts": [...]}
+CLASS_HISTOGRAM = "hitl.class_histogram"  # JSON [rows per predicted class]; optional
 REQUIRED_KEYS = (
     METHOD,
     VERSION,
@@ -49,10 +50,11 @@ class ArtefactMetadata:
     ece_after: float
     histogram_edges: tuple[float, ...]
     histogram_counts: tuple[int, ...]
+    class_counts: tuple[int, ...] = ()  # empty: an artefact from before the key existed
 
     def to_props(self) -> dict[str, str]:
         """The metadata_props an exporter writes."""
-        return {
+        props = {
             METHOD: self.method,
             VERSION: self.version,
             CLASS_COUNT: str(self.class_count),
@@ -65,6 +67,9 @@ class ArtefactMetadata:
                 {"edges": list(self.histogram_edges), "counts": list(self.histogram_counts)}
             ),
         }
+        if self.class_counts:
+            props[CLASS_HISTOGRAM] = json.dumps(list(self.class_counts))
+        return props
 
 
 def parse_metadata(props: Mapping[str, str]) -> ArtefactMetadata:
@@ -87,6 +92,7 @@ def parse_metadata(props: Mapping[str, str]) -> ArtefactMetadata:
             ece_after=float(props[ECE_AFTER]),
             histogram_edges=tuple(float(e) for e in histogram["edges"]),
             histogram_counts=tuple(int(c) for c in histogram["counts"]),
+            class_counts=tuple(int(c) for c in json.loads(props.get(CLASS_HISTOGRAM, "[]"))),
         )
     except (ValueError, TypeError, KeyError) as exc:
         raise CalibratorError(f"artefact metadata is malformed: {exc}") from exc
@@ -98,4 +104,8 @@ def parse_metadata(props: Mapping[str, str]) -> ArtefactMetadata:
         )
     if len(metadata.histogram_counts) + 1 != len(metadata.histogram_edges):
         raise CalibratorError(f"{CONFIDENCE_HISTOGRAM} needs one more edge than counts")
+    if metadata.class_counts and len(metadata.class_counts) != class_count:
+        raise CalibratorError(
+            f"{CLASS_HISTOGRAM} has {len(metadata.class_counts)} counts for {class_count} classes"
+        )
     return metadata

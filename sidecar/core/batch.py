@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sidecar.core.decision import CalibrationFailure, Reason, label_of
+from sidecar.core.decision import CalibrationFailure, Reason, label_of, paused_reason
 from sidecar.core.policy import ModelPolicy
 from sidecar.core.rules import RuleColumns
 from sidecar.core.signals import SignalRow
@@ -73,10 +73,11 @@ def decide_rows(
     stale: bool,
     rows: BatchRows,
     signals: Sequence[SignalRow | None] | CalibrationFailure,
+    drifted: bool = False,
 ) -> DecisionColumns:
     """The decision for each row: ``decide`` for a policy whose model is model, given
-    whether the policy is stale, with each row's signals (None: non-finite) or why
-    the whole batch has none."""
+    whether the policy is stale and the model's drift guard pauses automation, with
+    each row's signals (None: non-finite) or why the whole batch has none."""
     n = len(rows.request_ids)
     out = _fallbacks(n, revision, model.calibrator.version)
     if isinstance(signals, CalibrationFailure):
@@ -97,7 +98,7 @@ def decide_rows(
             out.reason[i] = int(Reason.FALLBACK_STALE_POLICY)
         return out
     _apply_rules(model, rows, signals, live, out)
-    _apply_thresholds(model, rows, live, out)
+    _apply_thresholds(model, rows, live, out, drifted)
     return out
 
 
@@ -138,10 +139,11 @@ def _apply_rules(
 
 
 def _apply_thresholds(
-    model: ModelPolicy, rows: BatchRows, live: list[int], out: DecisionColumns
+    model: ModelPolicy, rows: BatchRows, live: list[int], out: DecisionColumns, drifted: bool
 ) -> None:
     """Each live row's arm and thresholds (recorded for rule rows too), and the tier
-    they give the rows no rule took; the audit sample of the AUTOMATED ones."""
+    they give the rows no rule took; a pause, or the audit sample, of the AUTOMATED
+    ones."""
     experiment, table = model.experiment, model.thresholds
     ids, domains = rows.request_ids, rows.domains
     for i in live:
@@ -157,6 +159,11 @@ def _apply_thresholds(
         if out.reason[i] == _RULE:
             continue
         tier = int(thresholds.tier(out.calibrated_confidence[i]))
-        out.tier[i] = tier
-        sampled = tier == _AUTOMATED and model.audit.should_sample(ids[i])
-        out.reason[i] = _SAMPLE if sampled else _THRESHOLD
+        out.tier[i], out.reason[i] = tier, _THRESHOLD
+        if tier != _AUTOMATED:
+            continue
+        held = paused_reason(thresholds, drifted)
+        if held is not None:
+            out.tier[i], out.reason[i] = _ASSISTED, int(held)
+        elif model.audit.should_sample(ids[i]):
+            out.reason[i] = _SAMPLE

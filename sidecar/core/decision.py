@@ -3,7 +3,9 @@ policy and the time.
 
 Order: fallbacks first (never AUTOMATED when anything failed), then the rules
 overlay (first match: HUMAN_PRIMARY), then the experiment arm's thresholds for the
-request's domain, then the audit sample of AUTOMATED decisions."""
+request's domain; what they would automate goes to a person when the thresholds are
+paused (PAUSED) or the model's drift guard pauses it (FALLBACK_DRIFT); then the audit
+sample of AUTOMATED decisions."""
 
 from __future__ import annotations
 
@@ -29,17 +31,19 @@ class Reason(IntEnum):
     FALLBACK_STALE_POLICY = 5
     FALLBACK_CALIBRATOR = 6
     FALLBACK_NON_FINITE = 7
+    FALLBACK_DRIFT = 8
+    PAUSED = 9
 
 
 TIER_NAMES = {int(tier): tier.name for tier in Tier}
 REASON_NAMES = {int(reason): reason.name for reason in Reason}
-_FIRST_FALLBACK = int(Reason.FALLBACK_NO_POLICY)
+_FIRST_FALLBACK, _LAST_FALLBACK = int(Reason.FALLBACK_NO_POLICY), int(Reason.FALLBACK_DRIFT)
 _AUTOMATED, _AUDIT_SAMPLE = int(Tier.AUTOMATED), int(Reason.AUDIT_SAMPLE)
 
 
 def is_degraded(reason: int) -> bool:
     """Whether a decision of this reason used a fallback (FALLBACK_* reasons)."""
-    return reason >= _FIRST_FALLBACK
+    return _FIRST_FALLBACK <= reason <= _LAST_FALLBACK
 
 
 def label_of(labels: Sequence[str], cls: int) -> str:
@@ -116,9 +120,11 @@ def decide(
     policy: Policy | None,
     signals: Signals | CalibrationFailure,
     now: float,
+    drifted: bool = False,
 ) -> Decision:
     """The decision for one request. ``signals`` is the calibrated output, or why
-    there is none; with no policy it is ignored."""
+    there is none; with no policy it is ignored. ``drifted``: the model's drift guard
+    pauses automation."""
     if policy is None:
         return Decision(Tier.HUMAN_ASSISTED, Reason.FALLBACK_NO_POLICY)
     model = policy.models[request.model]
@@ -133,9 +139,21 @@ def decide(
         return base.make(Tier.HUMAN_PRIMARY, Reason.RULE, signals, thresholds, arm_name, rule.id)
     tier = thresholds.tier(signals.confidence)
     reason = Reason.THRESHOLD
-    if tier is Tier.AUTOMATED and model.audit.should_sample(request.request_id):
-        reason = Reason.AUDIT_SAMPLE
+    if tier is Tier.AUTOMATED:
+        held = paused_reason(thresholds, drifted)
+        if held is not None:
+            return base.make(Tier.HUMAN_ASSISTED, held, signals, thresholds, arm_name)
+        if model.audit.should_sample(request.request_id):
+            reason = Reason.AUDIT_SAMPLE
     return base.make(tier, reason, signals, thresholds, arm_name)
+
+
+def paused_reason(thresholds: Thresholds, drifted: bool) -> Reason | None:
+    """Why a decision the thresholds automate goes to a person instead, if it does:
+    the policy pauses them, or the model's drift guard pauses it."""
+    if thresholds.paused:
+        return Reason.PAUSED
+    return Reason.FALLBACK_DRIFT if drifted else None
 
 
 def _thresholds(model: ModelPolicy, request: RouteInput) -> tuple[str, Thresholds]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from sidecar.core.drift import DriftAction, DriftPolicy
 from sidecar.core.experiments import ATTRIBUTE_PREFIX, Arm, Experiment
 from sidecar.core.rules import OPS, SET_OPS, SIGNAL_FIELDS, CompiledRule, Condition, Rule
 from sidecar.core.sampling import AuditSampler
@@ -54,22 +55,13 @@ class ModelPolicy:
     experiment: Experiment | None = None
     audit: AuditSampler = field(default_factory=lambda: AuditSampler(0.0, ""))
     target_tier1_accuracy: float | None = None
+    drift: DriftPolicy | None = None
     compiled_rules: tuple[CompiledRule, ...] = ()
 
     def with_labels(self, labels: tuple[str, ...]) -> ModelPolicy:
         """This policy with its class labels fixed and its rules compiled for them."""
         compiled = tuple(rule.compile(labels) for rule in self.rules)
-        return ModelPolicy(
-            self.name,
-            self.calibrator,
-            self.thresholds,
-            labels,
-            self.rules,
-            self.experiment,
-            self.audit,
-            self.target_tier1_accuracy,
-            compiled,
-        )
+        return replace(self, labels=labels, compiled_rules=compiled)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +124,7 @@ def _model(name: str, body: object, path: str) -> ModelPolicy:
             "audit_sample_rate",
             "target_tier1_accuracy",
             "unknown_domain",
+            "drift",
         },
     )
     unknown = _unknown_domain(doc.get("unknown_domain", "strictest"), f"{path}.unknown_domain")
@@ -156,7 +149,30 @@ def _model(name: str, body: object, path: str) -> ModelPolicy:
         target_tier1_accuracy=None
         if target is None
         else _number(target, f"{path}.target_tier1_accuracy", 0.0, 1.0),
+        drift=_drift(doc.get("drift"), f"{path}.drift"),
     )
+
+
+MIN_DRIFT_WINDOW, MAX_DRIFT_WINDOW = 50, 1_000_000
+
+
+def _drift(body: object, path: str) -> DriftPolicy | None:
+    if body is None:
+        return None
+    doc = _mapping(body, path)
+    _known(doc, path, {"window", "psi_alarm", "psi_recover", "action"})
+    window = _integer(doc.get("window"), f"{path}.window", minimum=MIN_DRIFT_WINDOW)
+    if window > MAX_DRIFT_WINDOW:
+        raise PolicyError(f"{path}.window", f"must be at most {MAX_DRIFT_WINDOW}")
+    alarm = _number(doc.get("psi_alarm"), f"{path}.psi_alarm", 0.0, 100.0)
+    if alarm <= 0:
+        raise PolicyError(f"{path}.psi_alarm", "must be above 0")
+    recover = _number(doc.get("psi_recover", alarm / 2), f"{path}.psi_recover", 0.0, alarm)
+    actions = [a.value for a in DriftAction]
+    action = doc.get("action", DriftAction.ALERT.value)
+    if action not in actions:
+        raise PolicyError(f"{path}.action", f"must be one of {', '.join(actions)}, got {action!r}")
+    return DriftPolicy(window, alarm, recover, DriftAction(action))
 
 
 def _calibrator(body: object, path: str) -> CalibratorRef:
@@ -197,12 +213,15 @@ def _unknown_domain(value: object, path: str) -> UnknownDomain:
 
 def _thresholds(body: object, path: str) -> Thresholds:
     doc = _mapping(body, path)
-    _known(doc, path, {"t_high", "t_low"})
+    _known(doc, path, {"t_high", "t_low", "paused"})
     t_high = _number(doc.get("t_high"), f"{path}.t_high", 0.0, 1.0)
     t_low = _number(doc.get("t_low"), f"{path}.t_low", 0.0, 1.0)
     if t_low > t_high:
         raise PolicyError(f"{path}.t_low", f"{t_low} is above t_high {t_high}")
-    return Thresholds(t_high, t_low)
+    paused = doc.get("paused", False)
+    if not isinstance(paused, bool):
+        raise PolicyError(f"{path}.paused", "must be true or false")
+    return Thresholds(t_high, t_low, paused)
 
 
 def _rules(body: object, path: str) -> tuple[Rule, ...]:

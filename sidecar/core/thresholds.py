@@ -17,10 +17,12 @@ class Tier(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """conf >= t_high: AUTOMATED; t_low <= conf < t_high: HUMAN_ASSISTED; else PRIMARY."""
+    """conf >= t_high: AUTOMATED; t_low <= conf < t_high: HUMAN_ASSISTED; else PRIMARY.
+    ``paused``: the decision core sends what would be AUTOMATED to HUMAN_ASSISTED."""
 
     t_high: float
     t_low: float
+    paused: bool = False
 
     def tier(self, confidence: float) -> Tier:
         if confidence >= self.t_high:
@@ -64,7 +66,11 @@ class ThresholdTable:
         return domain in self._lookup
 
     def strictest(self) -> Thresholds:
-        """The highest t_high and t_low of the default and every domain: the fewest
-        decisions automated, the most sent to a person first."""
+        """The highest t_high and t_low of the default and every domain, paused if any
+        is: the fewest decisions automated, the most sent to a person first."""
         every = [self.default, *self.domains.values()]
-        return Thresholds(max(t.t_high for t in every), max(t.t_low for t in every))
+        return Thresholds(
+            max(t.t_high for t in every),
+            max(t.t_low for t in every),
+            any(t.paused for t in every),
+        )

@@ -10,14 +10,19 @@ seen under the old policy go out unseen under the new one:
   or re-keyed (traffic moves between thresholds);
 - a lower audit sample rate (a higher audit-free share);
 - a new model, a new calibrator or new labels (every confidence may change);
-- a longer maximum policy age, or none (automation keeps running on a stale copy).
+- a longer maximum policy age, or none (automation keeps running on a stale copy);
+- a pause lifted (``paused`` removed from thresholds);
+- a drift guard removed, made less sensitive (a higher ``psi_alarm`` or
+  ``psi_recover``, a longer window) or changed from pausing to alerting.
 
-Anything else (higher thresholds, added rules, a higher audit rate, a removed
-model) only tightens, and an operator may apply it at once. The judgement is
-conservative: when a change cannot be shown to tighten, it widens. Pure: no I/O."""
+Anything else (higher thresholds, a pause, added rules, a higher audit rate, a
+drift guard added or made more sensitive, a removed model) only tightens, and an
+operator may apply it at once. The judgement is conservative: when a change cannot
+be shown to tighten, it widens. Pure: no I/O."""
 
 from __future__ import annotations
 
+from sidecar.core.drift import DriftAction, DriftPolicy
 from sidecar.core.experiments import Experiment
 from sidecar.core.policy import ModelPolicy, Policy
 from sidecar.core.thresholds import Thresholds
@@ -56,6 +61,7 @@ def _model(path: str, before: ModelPolicy, after: ModelPolicy) -> list[str]:
     reasons.extend(_thresholds(path, before, after))
     reasons.extend(_rules(path, before, after))
     reasons.extend(_experiment(path, before.experiment, after.experiment))
+    reasons.extend(_drift(f"{path}.drift", before.drift, after.drift))
     if after.audit.rate < before.audit.rate:
         reasons.append(
             f"{path}.audit_sample_rate: {before.audit.rate:g} -> {after.audit.rate:g}"
@@ -85,6 +91,8 @@ def _thresholds(path: str, before: ModelPolicy, after: ModelPolicy) -> list[str]
                 was, now = getattr(old, field), getattr(new, field)
                 if now < was:
                     reasons.append(f"{where}.{field}: lowered from {was:g} to {now:g}")
+            if old.paused and not new.paused:
+                reasons.append(f"{where}.paused: lifted (automation resumes)")
     return reasons
 
 
@@ -136,6 +144,22 @@ def _experiment(path: str, before: Experiment | None, after: Experiment | None) 
         for arm, share in new.items()
         if share > old.get(arm, 0.0)
     ]
+
+
+def _drift(path: str, before: DriftPolicy | None, after: DriftPolicy | None) -> list[str]:
+    if before is None:
+        return []
+    if after is None:
+        return [f"{path}: removed (nothing pauses automation on drift)"]
+    reasons = [
+        f"{path}.{field}: {getattr(before, field):g} -> {getattr(after, field):g} alarms later"
+        for field in ("window", "psi_alarm", "psi_recover")
+        if getattr(after, field) > getattr(before, field)
+    ]
+    pausing = DriftAction.PAUSE_AUTOMATION
+    if before.action is pausing and after.action is not pausing:
+        reasons.append(f"{path}.action: {before.action.value} -> {after.action.value}")
+    return reasons
 
 
 def _shares(experiment: Experiment) -> dict[str, float]:

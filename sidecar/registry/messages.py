@@ -61,11 +61,21 @@ def _model_doc(model: pb.ModelPolicy) -> Document:
         doc["audit_sample_rate"] = model.audit_sample_rate
     if model.HasField("target_tier1_accuracy"):
         doc["target_tier1_accuracy"] = model.target_tier1_accuracy
+    if model.HasField("drift"):
+        drift = model.drift
+        doc["drift"] = {"window": drift.window, "psi_alarm": drift.psi_alarm}
+        if drift.HasField("psi_recover"):
+            doc["drift"]["psi_recover"] = drift.psi_recover
+        if drift.action:
+            doc["drift"]["action"] = drift.action
     return doc
 
 
 def _thresholds_doc(thresholds: pb.Thresholds) -> Document:
-    return {"t_high": thresholds.t_high, "t_low": thresholds.t_low}
+    doc: Document = {"t_high": thresholds.t_high, "t_low": thresholds.t_low}
+    if thresholds.paused:
+        doc["paused"] = True
+    return doc
 
 
 def _condition_doc(condition: pb.Condition) -> Document:
@@ -114,11 +124,22 @@ def _model_message(doc: Mapping[str, Any]) -> pb.ModelPolicy:
         model.experiment.CopyFrom(_experiment_message(experiment))
     if (target := doc.get("target_tier1_accuracy")) is not None:
         model.target_tier1_accuracy = target
+    if (drift := doc.get("drift")) is not None:
+        model.drift.CopyFrom(
+            pb.Drift(
+                window=drift.get("window", 0),
+                psi_alarm=drift.get("psi_alarm", 0.0),
+                psi_recover=drift.get("psi_recover"),
+                action=drift.get("action", ""),
+            )
+        )
     return model
 
 
 def _thresholds_message(doc: Mapping[str, Any]) -> pb.Thresholds:
-    return pb.Thresholds(t_high=doc.get("t_high", 0.0), t_low=doc.get("t_low", 0.0))
+    return pb.Thresholds(
+        t_high=doc.get("t_high", 0.0), t_low=doc.get("t_low", 0.0), paused=doc.get("paused", False)
+    )
 
 
 def _condition_message(doc: Mapping[str, Any]) -> pb.Condition:

@@ -590,3 +590,54 @@ def test_unknown_domains_are_counted_and_get_what_the_policy_says(
         assert tier is (Tier.AUTOMATED if mode == "default" else Tier.HUMAN_ASSISTED)
     counted = points(reader, "hitl.route.unknown_domains")
     assert counted == {frozenset({("domain", "EU"), ("model", "m")}): 1}
+
+
+def _drift_snapshot(tmp_path: Path, revision: int = 1, **drift: Any) -> Snapshot:
+    sha = temperature_artefact(tmp_path / "cal.onnx")
+    section = {"window": 50, "psi_alarm": 0.25, "action": "pause_automation", **drift}
+    doc = {**policy_doc(sha, drift=section), "revision": revision}
+    return build_snapshot(parse_policy(doc), tmp_path, "test")
+
+
+def test_the_drift_guard_pauses_automation_once_traffic_leaves_the_reference(
+    tmp_path: Path,
+) -> None:
+    """A full window of one class at high confidence (the reference: 30 % below 0.5,
+    classes even) alarms: what would be automated is HUMAN_ASSISTED by FALLBACK_DRIFT,
+    escalated, degraded, in the batch path too; traffic like the reference again
+    clears it. The gauges show both PSI values and the alarm."""
+    rig = Rig(_drift_snapshot(tmp_path))
+    reader = InMemoryMetricReader()
+    rig.router.guards.export(MeterProvider(metric_readers=[reader]).get_meter("t"))
+    for i in range(49):
+        assert rig.route(f"a{i}").decision.reason is Reason.THRESHOLD
+    paused = rig.route("a49").decision
+    assert (paused.tier, paused.reason, paused.degraded) == (
+        Tier.HUMAN_ASSISTED,
+        Reason.FALLBACK_DRIFT,
+        True,
+    )
+    batch = rig.router.decide_batch([request("b0"), request("b1", cls=1)], TRACE)
+    assert [row[1] for row in batch.decisions if row] == [int(Reason.FALLBACK_DRIFT)] * 2
+    psi = points(reader, "hitl.drift.psi")
+    assert psi[frozenset({("model", "m"), ("of", "class")})] > 1
+    assert psi[frozenset({("model", "m"), ("of", "confidence")})] > 1
+    assert points(reader, "hitl.drift.alarmed") == {
+        frozenset({("model", "m"), ("action", "pause_automation")}): 1
+    }
+    for i in range(60):  # like the reference: 3 in 10 unsure, classes even
+        rig.route(f"c{i}", cls=i % 3, strength=0.3 if i % 10 < 3 else 8.0)
+    assert rig.route("c-last").decision.reason is Reason.THRESHOLD
+
+
+def test_a_guard_outlives_an_unrelated_revision_but_not_a_new_drift_section(
+    tmp_path: Path,
+) -> None:
+    rig = Rig(_drift_snapshot(tmp_path))
+    for i in range(50):
+        rig.route(f"a{i}")
+    assert rig.route("paused").decision.reason is Reason.FALLBACK_DRIFT
+    rig.holder.swap(_drift_snapshot(tmp_path, revision=2))
+    assert rig.route("still").decision.reason is Reason.FALLBACK_DRIFT
+    rig.holder.swap(_drift_snapshot(tmp_path, revision=3, psi_alarm=0.5))
+    assert rig.route("afresh").decision.reason is Reason.THRESHOLD

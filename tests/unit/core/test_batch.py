@@ -33,11 +33,13 @@ def as_row(s: Signals | None) -> SignalRow | None:
 @given(
     st.lists(st.tuples(requests(), st.one_of(st.none(), signals())), min_size=1, max_size=12),
     policies(),
+    st.booleans(),
 )
 def test_each_row_decides_as_it_would_alone(
-    batch: list[tuple[RouteInput, Signals | None]], policy: Policy
+    batch: list[tuple[RouteInput, Signals | None]], policy: Policy, drifted: bool
 ) -> None:
-    """Rules, arms, domains, tiers, the audit sample and the fallbacks: row for row."""
+    """Rules, arms, domains, tiers, pauses, the audit sample and the fallbacks: row
+    for row."""
     inputs = [request for request, _ in batch]
     columns = decide_rows(
         policy.models[MODEL],
@@ -45,9 +47,12 @@ def test_each_row_decides_as_it_would_alone(
         policy.is_stale(NOW),
         rows_of(inputs),
         [as_row(s) for _, s in batch],
+        drifted,
     )
     alone = [
-        decide(request, policy, CalibrationFailure.NON_FINITE if s is None else s, NOW).row()
+        decide(
+            request, policy, CalibrationFailure.NON_FINITE if s is None else s, NOW, drifted
+        ).row()
         for request, s in batch
     ]
     assert columns.rows() == alone

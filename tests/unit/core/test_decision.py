@@ -166,3 +166,27 @@ def test_escalate_exactly_when_a_person_must_look(r: RouteInput, p: Policy, s: S
     assert d.escalate == (d.tier is not Tier.AUTOMATED or d.reason is Reason.AUDIT_SAMPLE)
     if d.reason is Reason.AUDIT_SAMPLE:
         assert d.tier is Tier.AUTOMATED
+
+
+def test_paused_thresholds_send_what_they_would_automate_to_a_person() -> None:
+    """PAUSED, not degraded; below t_high the tiers are as usual."""
+    table = ThresholdTable(Thresholds(0.9, 0.5, paused=True))
+    p = policy(thresholds=table, audit=AuditSampler(1.0, "m"))
+    d = decide(request(), p, sig(0.95), 0.0)
+    assert (d.tier, d.reason, d.degraded, d.escalate) == (
+        Tier.HUMAN_ASSISTED,
+        Reason.PAUSED,
+        False,
+        True,
+    )
+    assert decide(request(), p, sig(0.3), 0.0).tier is Tier.HUMAN_PRIMARY
+
+
+def test_a_drifted_model_falls_back_to_a_person_degraded() -> None:
+    """The drift guard's pause: FALLBACK_DRIFT, degraded; rules still come first."""
+    d = decide(request(), policy(), sig(0.95), 0.0, drifted=True)
+    assert (d.tier, d.reason, d.degraded) == (Tier.HUMAN_ASSISTED, Reason.FALLBACK_DRIFT, True)
+    assert (d.t_high, d.predicted_label) == (0.9, "b")
+    assert decide(request(), policy(), sig(0.7), 0.0, drifted=True).reason is Reason.THRESHOLD
+    ruled = policy(rules=(Rule("big", (Condition("attributes.amount", "gt", 10.0),)),))
+    assert decide(request(amount=20), ruled, sig(0.95), 0.0, drifted=True).reason is Reason.RULE

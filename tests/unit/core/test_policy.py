@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from sidecar.core.drift import DriftAction, DriftPolicy
 from sidecar.core.policy import parse_policy
 from sidecar.core.thresholds import Thresholds, UnknownDomain
 from sidecar.errors import PolicyError
@@ -35,6 +36,7 @@ VALID: dict[str, Any] = {
             },
             "audit_sample_rate": 0.02,
             "target_tier1_accuracy": 0.99,
+            "drift": {"window": 500, "psi_alarm": 0.3, "action": "pause_automation"},
         }
     },
 }
@@ -56,6 +58,16 @@ def test_valid_policy_compiles() -> None:
     assert [a.name for a in model.experiment.arms] == ["control", "strict"]
     assert model.audit.rate == 0.02
     assert model.labels == ("legit", "fraud")
+    assert model.drift == DriftPolicy(500, 0.3, 0.15, DriftAction.PAUSE_AUTOMATION)
+
+
+def test_thresholds_may_be_paused() -> None:
+    """paused: true on any thresholds; an unknown domain gets the pause of the strictest."""
+    doc = broken("models.fraud.domains.eu.paused", True)
+    model = parse_policy(doc).models["fraud"]
+    assert model.thresholds.for_domain("eu") == Thresholds(0.98, 0.7, paused=True)
+    assert not model.thresholds.for_domain("").paused
+    assert model.thresholds.for_domain("us").paused
 
 
 def test_stale_after_max_age() -> None:
@@ -107,6 +119,14 @@ def broken(path: str, value: Any) -> dict[str, Any]:
         ("models.fraud.experiment.arms.1.weight", -1, "models.fraud.experiment.arms[1].weight"),
         ("models.fraud.audit_sample_rate", 2, "models.fraud.audit_sample_rate"),
         ("models.fraud.labels", "legit", "models.fraud.labels"),
+        ("models.fraud.thresholds.paused", "yes", "models.fraud.thresholds.paused"),
+        ("models.fraud.drift.window", 10, "models.fraud.drift.window"),
+        ("models.fraud.drift.window", 10**7, "models.fraud.drift.window"),
+        ("models.fraud.drift.psi_alarm", 0, "models.fraud.drift.psi_alarm"),
+        ("models.fraud.drift.psi_alarm", ..., "models.fraud.drift.psi_alarm"),
+        ("models.fraud.drift.psi_recover", 0.5, "models.fraud.drift.psi_recover"),
+        ("models.fraud.drift.action", "panic", "models.fraud.drift.action"),
+        ("models.fraud.drift.colour", "blue", "models.fraud.drift.colour"),
     ],
 )
 def test_invalid_field_is_named(path: str, value: Any, field: str) -> None:

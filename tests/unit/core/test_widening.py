@@ -167,3 +167,34 @@ def test_experiment_removed_widens() -> None:
     assert judge(base(), after) == (
         "models.m.experiment: removed (traffic moves to the model's thresholds)",
     )
+
+
+def test_a_pause_tightens_and_lifting_it_widens() -> None:
+    def pause(model: dict[str, Any]) -> None:
+        model["domains"]["eu"]["paused"] = True
+
+    paused = changed(pause)
+    assert judge(base(), paused) == ()
+    assert judge(paused, base()) == ("models.m.domains.eu.paused: lifted (automation resumes)",)
+
+
+def test_a_drift_guard_added_or_made_more_sensitive_tightens() -> None:
+    def guard(alarm: float, action: str = "pause_automation") -> Any:
+        def edit(model: dict[str, Any]) -> None:
+            model["drift"] = {"window": 1000, "psi_alarm": alarm, "action": action}
+
+        return edit
+
+    strict, loose = changed(guard(0.2)), changed(guard(0.3))
+    assert judge(base(), strict) == ()
+    assert judge(loose, strict) == ()
+    assert judge(strict, loose) == (
+        "models.m.drift.psi_alarm: 0.2 -> 0.3 alarms later",
+        "models.m.drift.psi_recover: 0.1 -> 0.15 alarms later",
+    )
+    assert judge(strict, base()) == (
+        "models.m.drift: removed (nothing pauses automation on drift)",
+    )
+    assert judge(strict, changed(guard(0.2, "alert"))) == (
+        "models.m.drift.action: pause_automation -> alert",
+    )

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16hitl/v1/decision.proto\x12\x07hitl.v1*a\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\x12\n\x0eTIER_AUTOMATED\x10\x01\x12\x17\n\x13TIER_HUMAN_ASSISTED\x10\x02\x12\x16\n\x12TIER_HUMAN_PRIMARY\x10\x03*\xe1\x01\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x14\n\x10REASON_THRESHOLD\x10\x01\x12\x0f\n\x0bREASON_RULE\x10\x02\x12\x17\n\x13REASON_AUDIT_SAMPLE\x10\x03\x12\x1d\n\x19REASON_FALLBACK_NO_POLICY\x10\x04\x12 \n\x1cREASON_FALLBACK_STALE_POLICY\x10\x05\x12\x1e\n\x1aREASON_FALLBACK_CALIBRATOR\x10\x06\x12\x1e\n\x1aREASON_FALLBACK_NON_FINITE\x10\x07*\\\n\tInputKind\x12\x1a\n\x16INPUT_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11INPUT_KIND_LOGITS\x10\x01\x12\x1c\n\x18INPUT_KIND_PROBABILITIES\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16hitl/v1/decision.proto\x12\x07hitl.v1*a\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\x12\n\x0eTIER_AUTOMATED\x10\x01\x12\x17\n\x13TIER_HUMAN_ASSISTED\x10\x02\x12\x16\n\x12TIER_HUMAN_PRIMARY\x10\x03*\x8f\x02\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x14\n\x10REASON_THRESHOLD\x10\x01\x12\x0f\n\x0bREASON_RULE\x10\x02\x12\x17\n\x13REASON_AUDIT_SAMPLE\x10\x03\x12\x1d\n\x19REASON_FALLBACK_NO_POLICY\x10\x04\x12 \n\x1cREASON_FALLBACK_STALE_POLICY\x10\x05\x12\x1e\n\x1aREASON_FALLBACK_CALIBRATOR\x10\x06\x12\x1e\n\x1aREASON_FALLBACK_NON_FINITE\x10\x07\x12\x19\n\x15REASON_FALLBACK_DRIFT\x10\x08\x12\x11\n\rREASON_PAUSED\x10\t*\\\n\tInputKind\x12\x1a\n\x16INPUT_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11INPUT_KIND_LOGITS\x10\x01\x12\x1c\n\x18INPUT_KIND_PROBABILITIES\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,7 +34,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TIER']._serialized_start=35
   _globals['_TIER']._serialized_end=132
   _globals['_REASON']._serialized_start=135
-  _globals['_REASON']._serialized_end=360
-  _globals['_INPUTKIND']._serialized_start=362
-  _globals['_INPUTKIND']._serialized_end=454
+  _globals['_REASON']._serialized_end=406
+  _globals['_INPUTKIND']._serialized_start=408
+  _globals['_INPUTKIND']._serialized_end=500
 # @@protoc_insertion_point(module_scope)

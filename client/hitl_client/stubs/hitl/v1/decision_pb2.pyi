@@ -67,6 +67,16 @@ class _ReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Reason.ValueTy
     """The calibrator raised while running."""
     REASON_FALLBACK_NON_FINITE: _Reason.ValueType  # 7
     """The calibrator returned NaN or infinity."""
+    REASON_FALLBACK_DRIFT: _Reason.ValueType  # 8
+    """The model's drift guard alarms (its calibrated confidence or predicted classes
+    no longer look like the calibrator's reference) and its policy pauses automation:
+    what would have been AUTOMATED is HUMAN_ASSISTED, degraded.
+    """
+    REASON_PAUSED: _Reason.ValueType  # 9
+    """The policy pauses automation for the model, domain or arm (an operator's or the
+    calibration monitor's tightening): what would have been AUTOMATED is
+    HUMAN_ASSISTED. Not degraded: the sidecar works as its policy says.
+    """
 
 class Reason(_Reason, metaclass=_ReasonEnumTypeWrapper):
     """Why a decision has its tier."""
@@ -88,6 +98,16 @@ REASON_FALLBACK_CALIBRATOR: Reason.ValueType  # 6
 """The calibrator raised while running."""
 REASON_FALLBACK_NON_FINITE: Reason.ValueType  # 7
 """The calibrator returned NaN or infinity."""
+REASON_FALLBACK_DRIFT: Reason.ValueType  # 8
+"""The model's drift guard alarms (its calibrated confidence or predicted classes
+no longer look like the calibrator's reference) and its policy pauses automation:
+what would have been AUTOMATED is HUMAN_ASSISTED, degraded.
+"""
+REASON_PAUSED: Reason.ValueType  # 9
+"""The policy pauses automation for the model, domain or arm (an operator's or the
+calibration monitor's tightening): what would have been AUTOMATED is
+HUMAN_ASSISTED. Not degraded: the sidecar works as its policy says.
+"""
 Global___Reason: _TypeAlias = Reason  # noqa: Y015
 
 class _InputKind:

@@ -139,6 +139,7 @@ class ModelPolicy(_message.Message):
     EXPERIMENT_FIELD_NUMBER: _builtins.int
     AUDIT_SAMPLE_RATE_FIELD_NUMBER: _builtins.int
     TARGET_TIER1_ACCURACY_FIELD_NUMBER: _builtins.int
+    DRIFT_FIELD_NUMBER: _builtins.int
     audit_sample_rate: _builtins.float
     target_tier1_accuracy: _builtins.float
     @_builtins.property
@@ -157,6 +158,10 @@ class ModelPolicy(_message.Message):
     def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___Rule]: ...
     @_builtins.property
     def experiment(self) -> Global___Experiment: ...
+    @_builtins.property
+    def drift(self) -> Global___Drift:
+        """The sidecar's drift guard for this model; absent: none."""
+
     def __init__(
         self,
         *,
@@ -168,16 +173,52 @@ class ModelPolicy(_message.Message):
         experiment: Global___Experiment | None = ...,
         audit_sample_rate: _builtins.float = ...,
         target_tier1_accuracy: _builtins.float | None = ...,
+        drift: Global___Drift | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_target_tier1_accuracy", b"_target_tier1_accuracy", "calibrator", b"calibrator", "experiment", b"experiment", "target_tier1_accuracy", b"target_tier1_accuracy", "thresholds", b"thresholds"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_target_tier1_accuracy", b"_target_tier1_accuracy", "calibrator", b"calibrator", "drift", b"drift", "experiment", b"experiment", "target_tier1_accuracy", b"target_tier1_accuracy", "thresholds", b"thresholds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_target_tier1_accuracy", b"_target_tier1_accuracy", "audit_sample_rate", b"audit_sample_rate", "calibrator", b"calibrator", "domains", b"domains", "experiment", b"experiment", "labels", b"labels", "rules", b"rules", "target_tier1_accuracy", b"target_tier1_accuracy", "thresholds", b"thresholds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_target_tier1_accuracy", b"_target_tier1_accuracy", "audit_sample_rate", b"audit_sample_rate", "calibrator", b"calibrator", "domains", b"domains", "drift", b"drift", "experiment", b"experiment", "labels", b"labels", "rules", b"rules", "target_tier1_accuracy", b"target_tier1_accuracy", "thresholds", b"thresholds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__target_tier1_accuracy: _TypeAlias = _typing.Literal["target_tier1_accuracy"]  # noqa: Y015
     _WhichOneofArgType__target_tier1_accuracy: _TypeAlias = _typing.Literal["_target_tier1_accuracy", b"_target_tier1_accuracy"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__target_tier1_accuracy) -> _WhichOneofReturnType__target_tier1_accuracy | None: ...
 
 Global___ModelPolicy: _TypeAlias = ModelPolicy  # noqa: Y015
+
+@_typing.final
+class Drift(_message.Message):
+    """A model's drift guard (docs/policy.md, "drift")."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WINDOW_FIELD_NUMBER: _builtins.int
+    PSI_ALARM_FIELD_NUMBER: _builtins.int
+    PSI_RECOVER_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    window: _builtins.int
+    """Decisions in the rolling window."""
+    psi_alarm: _builtins.float
+    """PSI at which the guard alarms, and at or below which it clears."""
+    psi_recover: _builtins.float
+    action: _builtins.str
+    """alert | pause_automation"""
+    def __init__(
+        self,
+        *,
+        window: _builtins.int = ...,
+        psi_alarm: _builtins.float = ...,
+        psi_recover: _builtins.float | None = ...,
+        action: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_psi_recover", b"_psi_recover", "psi_recover", b"psi_recover"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_psi_recover", b"_psi_recover", "action", b"action", "psi_alarm", b"psi_alarm", "psi_recover", b"psi_recover", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__psi_recover: _TypeAlias = _typing.Literal["psi_recover"]  # noqa: Y015
+    _WhichOneofArgType__psi_recover: _TypeAlias = _typing.Literal["_psi_recover", b"_psi_recover"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__psi_recover) -> _WhichOneofReturnType__psi_recover | None: ...
+
+Global___Drift: _TypeAlias = Drift  # noqa: Y015
 
 @_typing.final
 class CalibratorRef(_message.Message):
@@ -212,17 +253,21 @@ class Thresholds(_message.Message):
 
     T_HIGH_FIELD_NUMBER: _builtins.int
     T_LOW_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
     t_high: _builtins.float
     t_low: _builtins.float
+    paused: _builtins.bool
+    """Automation paused: what would be AUTOMATED is HUMAN_ASSISTED (REASON_PAUSED)."""
     def __init__(
         self,
         *,
         t_high: _builtins.float = ...,
         t_low: _builtins.float = ...,
+        paused: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["t_high", b"t_high", "t_low", b"t_low"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["paused", b"paused", "t_high", b"t_high", "t_low", b"t_low"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

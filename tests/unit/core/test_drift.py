@@ -1,0 +1,124 @@
+"""The drift guard: PSI, the rolling window, the alarm and its hysteresis."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sidecar.core.drift import FLOOR, DriftAction, DriftGuard, DriftPolicy, psi, shares
+
+EDGES = [i / 10 for i in range(11)]
+UNIFORM = [100] * 10
+
+
+def guard(window: int = 200, action: DriftAction = DriftAction.PAUSE_AUTOMATION) -> DriftGuard:
+    return DriftGuard(DriftPolicy(window, 0.25, 0.1, action), EDGES, UNIFORM, [50, 50])
+
+
+def test_psi_of_a_distribution_with_itself_is_zero_and_grows_with_the_shift() -> None:
+    assert psi([1, 2, 3], [2, 4, 6]) == 0.0
+    assert 0 < psi([50, 50], [55, 45]) < psi([50, 50], [70, 30]) < psi([50, 50], [95, 5])
+
+
+def test_an_empty_bin_counts_as_rare_not_impossible() -> None:
+    """A bin the reference never saw is floored, so PSI stays finite."""
+    value = psi([0, 100], [50, 50])
+    assert math.isfinite(value)
+    assert value == pytest.approx((0.5 - FLOOR) * math.log(0.5 / FLOOR) + 0.5 * math.log(2))
+    assert shares([0, 0]) == [FLOOR, FLOOR]
+
+
+def test_psi_refuses_histograms_of_different_bins() -> None:
+    with pytest.raises(ValueError, match="3 observed bins for 2"):
+        psi([1, 1], [1, 1, 1])
+
+
+@given(st.lists(st.tuples(st.floats(0, 1), st.integers(0, 1)), min_size=1, max_size=400))
+def test_the_running_psi_is_the_psi_of_the_window(stream: list[tuple[float, int]]) -> None:
+    """However the window moves, the O(1) running sums equal PSI computed afresh over
+    the last window decisions."""
+    g = guard(window=50)
+    for confidence, cls in stream:
+        g.observe(confidence, cls)
+    if len(stream) < 50:
+        assert not g.filled
+        assert g.confidence_psi == 0.0
+        return
+    window = stream[-50:]
+    counts = [0] * 10
+    for confidence, _ in window:
+        counts[min(int(confidence * 10), 9)] += 1
+    classes = [sum(1 for _, c in window if c == k) for k in (0, 1)]
+    assert g.confidence_psi == pytest.approx(psi(UNIFORM, counts), abs=1e-9)
+    assert g.class_psi == pytest.approx(psi([50, 50], classes), abs=1e-9)
+
+
+def test_it_judges_only_a_full_window() -> None:
+    g = guard(window=200)
+    for _ in range(199):
+        assert not g.observe(0.99, 0)
+    assert not g.alarmed
+    assert g.observe(0.99, 0)  # the 200th fills it: far from the reference
+    assert g.alarmed
+    assert g.paused
+    assert g.alarms == 1
+
+
+def test_it_alarms_on_the_predicted_class_alone() -> None:
+    """Confidence as the reference, classes all one: the class PSI alarms."""
+    g = guard()
+    rng = random.Random(1)
+    for _ in range(400):
+        g.observe(rng.random(), 0)
+    assert g.confidence_psi < 0.1
+    assert g.class_psi > 0.25
+    assert g.alarmed
+
+
+def test_it_clears_only_below_the_recover_level() -> None:
+    """Hysteresis: after an alarm, a window between psi_recover and psi_alarm keeps
+    it; a window like the reference clears it."""
+    g = guard(window=200)
+    for _ in range(200):
+        g.observe(0.95, 0)
+    assert g.alarmed
+    rng = random.Random(2)
+    # Back to the reference in confidence, classes 70/30: class PSI about 0.17.
+    for i in range(400):
+        g.observe(rng.random(), 0 if i % 10 < 7 else 1)
+    assert 0.1 < max(g.confidence_psi, g.class_psi) < 0.25
+    assert g.alarmed
+    for i in range(400):
+        g.observe(rng.random(), i % 2)
+    assert max(g.confidence_psi, g.class_psi) <= 0.1
+    assert not g.alarmed
+    assert not g.paused
+    assert g.alarms == 1
+
+
+def test_an_alert_guard_alarms_without_pausing() -> None:
+    g = guard(action=DriftAction.ALERT)
+    for _ in range(200):
+        g.observe(0.99, 0)
+    assert g.alarmed
+    assert not g.paused
+
+
+def test_a_class_beyond_the_reference_is_not_counted() -> None:
+    """A predicted class the reference has no bin for leaves the class window alone."""
+    g = guard(window=50)
+    for i in range(50):
+        g.observe(0.55, i % 2)
+    before = g.class_psi
+    g.observe(0.55, 7)
+    assert g.class_shares() == pytest.approx([24 / 49, 25 / 49])
+    assert g.class_psi != before
+
+
+def test_a_guard_needs_one_more_edge_than_bins() -> None:
+    with pytest.raises(ValueError, match="3 edges for 3 bins"):
+        DriftGuard(DriftPolicy(50, 0.25, 0.1, DriftAction.ALERT), [0, 0.5, 1], [1, 1, 1])
