@@ -30,6 +30,8 @@ from pathlib import Path
 from google.protobuf.json_format import MessageToDict
 
 from calibrators.cli import add_commands as add_calibrate_commands
+from monitor.cli import add_commands as add_monitor_commands
+from monitor.config import MonitorConfig
 from sidecar.commands import reports_refusals
 from sidecar.config import DEFAULT_LISTEN, SidecarConfig
 from sidecar.errors import ConfigError, HitlError
@@ -116,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     add_publish_command(add_calibrate_commands(commands))
     add_review_commands(commands)
     add_feedback_commands(commands)
+    add_monitor_commands(commands)
     add_escalation_commands(commands)
     add_injector_commands(commands)
     add_registry_commands(commands)
@@ -138,6 +141,7 @@ SETTINGS_PAGES = (
     ("The registry (`hitl registry serve`)", RegistryConfig),
     ("The review queue (`hitl review serve`)", ReviewConfig),
     ("The feedback service (`hitl feedback serve`)", FeedbackConfig),
+    ("The calibration monitor (`hitl monitor serve|check`)", MonitorConfig),
     ("The injector's webhook (`hitl injector serve`)", InjectorConfig),
     ("What the injector gives each sidecar (`hitl injector serve|render`)", SidecarDefaults),
 )

@@ -55,6 +55,7 @@ class ModelPolicy:
     experiment: Experiment | None = None
     audit: AuditSampler = field(default_factory=lambda: AuditSampler(0.0, ""))
     target_tier1_accuracy: float | None = None
+    max_ece: float | None = None
     drift: DriftPolicy | None = None
     compiled_rules: tuple[CompiledRule, ...] = ()
 
@@ -124,6 +125,7 @@ def _model(name: str, body: object, path: str) -> ModelPolicy:
             "audit_sample_rate",
             "target_tier1_accuracy",
             "unknown_domain",
+            "max_ece",
             "drift",
         },
     )
@@ -149,6 +151,9 @@ def _model(name: str, body: object, path: str) -> ModelPolicy:
         target_tier1_accuracy=None
         if target is None
         else _number(target, f"{path}.target_tier1_accuracy", 0.0, 1.0),
+        max_ece=None
+        if doc.get("max_ece") is None
+        else _number(doc["max_ece"], f"{path}.max_ece", 0.0, 1.0),
         drift=_drift(doc.get("drift"), f"{path}.drift"),
     )
 

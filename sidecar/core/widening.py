@@ -12,6 +12,7 @@ seen under the old policy go out unseen under the new one:
 - a new model, a new calibrator or new labels (every confidence may change);
 - a longer maximum policy age, or none (automation keeps running on a stale copy);
 - a pause lifted (``paused`` removed from thresholds);
+- a higher ``max_ece``, or none (the calibration monitor tolerates more);
 - a drift guard removed, made less sensitive (a higher ``psi_alarm`` or
   ``psi_recover``, a longer window) or changed from pausing to alerting.
 
@@ -62,6 +63,8 @@ def _model(path: str, before: ModelPolicy, after: ModelPolicy) -> list[str]:
     reasons.extend(_rules(path, before, after))
     reasons.extend(_experiment(path, before.experiment, after.experiment))
     reasons.extend(_drift(f"{path}.drift", before.drift, after.drift))
+    if before.max_ece is not None and (after.max_ece is None or after.max_ece > before.max_ece):
+        reasons.append(f"{path}.max_ece: {before.max_ece:g} -> {after.max_ece} tolerates more")
     if after.audit.rate < before.audit.rate:
         reasons.append(
             f"{path}.audit_sample_rate: {before.audit.rate:g} -> {after.audit.rate:g}"

@@ -59,6 +59,7 @@ def decision_message(record: Mapping[str, Any]) -> fpb.DecisionRecord:
         escalation_id=record.get("escalation_id", ""),
         labels=record.get("labels", ()),
         span_id=record.get("span_id", ""),
+        string_attributes=record.get("string_attributes", {}),
         **_decided(record),
     )
 

@@ -69,6 +69,15 @@ class Dataset:
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
+def label_class(item: Labelled, sources: Sequence[str] = DEFAULT_SOURCES) -> int | None:
+    """The class a decision was labelled, by the rule above (None: no usable label)."""
+    chosen, _ = _label(item.events, sources)
+    if chosen is None:
+        return None
+    index, unfit = _class_of(chosen[1], item.decision)
+    return None if unfit else index
+
+
 def compile_dataset(query: Query, labelled: Iterable[Labelled]) -> Dataset:
     rows, unusable, disagreements = [], Counter[str](), []
     for item in labelled:

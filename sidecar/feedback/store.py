@@ -57,6 +57,12 @@ class FeedbackStore(Protocol):
         reviews, corrections) received before until; both as sent, events in order."""
         ...
 
+    def recorded(self, model: str, since: float, until: float) -> list[Labelled]:
+        """As ``labelled``, with the decisions that have no label event yet (their
+        events empty): every decision the log recorded, for estimates that weigh the
+        labelled ones against all of them."""
+        ...
+
     def health(self, since: float) -> list[Health]:
         """Per model and tier, the decisions decided since: labelled and overridden."""
         ...

@@ -15,6 +15,7 @@ from sidecar.core.validation import (
     MAX_NAME,
     MAX_REQUEST_ID,
     MAX_STRING_VALUE,
+    check_attributes,
     check_context,
     check_text,
 )
@@ -102,6 +103,7 @@ def check_decision(record: fpb.DecisionRecord) -> None:
             "predicted_class", f"{record.predicted_class} is not one of the {len(logits)} classes"
         )
     _check_labels(record)
+    check_attributes(record.string_attributes, {})
     if not 0.0 <= record.calibrated_confidence <= 1.0:
         raise InvalidRequest("calibrated_confidence", "must be in [0, 1]")
     if not 0.0 < record.inclusion_probability <= 1.0:

@@ -61,6 +61,10 @@ def _model_doc(model: pb.ModelPolicy) -> Document:
         doc["audit_sample_rate"] = model.audit_sample_rate
     if model.HasField("target_tier1_accuracy"):
         doc["target_tier1_accuracy"] = model.target_tier1_accuracy
+    if model.unknown_domain:
+        doc["unknown_domain"] = model.unknown_domain
+    if model.HasField("max_ece"):
+        doc["max_ece"] = model.max_ece
     if model.HasField("drift"):
         drift = model.drift
         doc["drift"] = {"window": drift.window, "psi_alarm": drift.psi_alarm}
@@ -124,6 +128,10 @@ def _model_message(doc: Mapping[str, Any]) -> pb.ModelPolicy:
         model.experiment.CopyFrom(_experiment_message(experiment))
     if (target := doc.get("target_tier1_accuracy")) is not None:
         model.target_tier1_accuracy = target
+    if (unknown := doc.get("unknown_domain")) is not None:
+        model.unknown_domain = unknown
+    if (max_ece := doc.get("max_ece")) is not None:
+        model.max_ece = max_ece
     if (drift := doc.get("drift")) is not None:
         model.drift.CopyFrom(
             pb.Drift(

@@ -130,6 +130,14 @@ class Statements:
           AND d.received_at < :until AND e.received_at < :until
           AND e.type IN {labels}
         ORDER BY d.request_id, e.seq"""
+    recorded: str = """
+        SELECT d.request_id, d.decision, e.event
+        FROM feedback_decisions d
+        LEFT JOIN feedback_events e ON e.request_id = d.request_id
+            AND e.received_at < :until AND e.type IN {labels}
+        WHERE d.model = :model AND d.decided_at >= :since AND d.decided_at < :until
+          AND d.received_at < :until
+        ORDER BY d.request_id, e.seq"""
 
 
 def statements(dialect: Dialect) -> Statements:
@@ -212,13 +220,20 @@ class SqlStore(ServiceStore):
         ]
 
     def labelled(self, model: str, since: float, until: float) -> list[Labelled]:
-        rows = self._rows(self._sql.labelled, {"model": model, "since": since, "until": until})
+        return self._joined(self._sql.labelled, model, since, until)
+
+    def recorded(self, model: str, since: float, until: float) -> list[Labelled]:
+        return self._joined(self._sql.recorded, model, since, until)
+
+    def _joined(self, statement: str, model: str, since: float, until: float) -> list[Labelled]:
+        rows = self._rows(statement, {"model": model, "since": since, "until": until})
         found: dict[str, Labelled] = {}
         for row in rows:
             item = found.get(row["request_id"])
             if item is None:
                 item = found[row["request_id"]] = Labelled(json.loads(row["decision"]), [])
-            item.events.append(json.loads(row["event"]))
+            if row["event"] is not None:
+                item.events.append(json.loads(row["event"]))
         return list(found.values())
 
     def health(self, since: float) -> list[Health]:

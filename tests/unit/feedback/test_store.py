@@ -134,3 +134,7 @@ def test_labelled_joins_a_models_decisions_with_their_label_events_before_the_cu
     assert [e["type"] for e in found["a"].events] == ["FEEDBACK_OUTCOME", "FEEDBACK_REVIEW"]
     assert found["a"].decision["policy_revision"] == "7"
     assert store.labelled("digits", 25.0, 40.0) == [found["c"]]
+    recorded = {item.decision["request_id"]: item for item in store.recorded("digits", 0.0, 40.0)}
+    assert sorted(recorded) == ["a", "b", "c"]  # b: its label came after the cutoff
+    assert (recorded["a"], recorded["c"]) == (found["a"], found["c"])
+    assert recorded["b"].events == []

@@ -29,6 +29,8 @@ DOC: dict[str, Any] = {
             },
             "audit_sample_rate": 0.05,
             "target_tier1_accuracy": 0.99,
+            "max_ece": 0.05,
+            "unknown_domain": "reject",
             "drift": {"window": 500, "psi_alarm": 0.25, "psi_recover": 0.1, "action": "alert"},
         }
     }

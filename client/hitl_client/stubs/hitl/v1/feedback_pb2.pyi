@@ -286,6 +286,26 @@ class DecisionRecord(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class StringAttributesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
@@ -308,6 +328,7 @@ class DecisionRecord(_message.Message):
     INCLUSION_PROBABILITY_FIELD_NUMBER: _builtins.int
     ESCALATION_ID_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    STRING_ATTRIBUTES_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     model: _builtins.str
     model_version: _builtins.str
@@ -348,6 +369,12 @@ class DecisionRecord(_message.Message):
         name is checked against them and resolved to its class.
         """
 
+    @_builtins.property
+    def string_attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The request's string attributes, as sent: what the calibration monitor groups
+        decisions by (its group attribute) and what an experiment's unit key may be.
+        """
+
     def __init__(
         self,
         *,
@@ -373,10 +400,11 @@ class DecisionRecord(_message.Message):
         inclusion_probability: _builtins.float = ...,
         escalation_id: _builtins.str = ...,
         labels: _abc.Iterable[_builtins.str] | None = ...,
+        string_attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibrated_confidence", b"calibrated_confidence", "calibration_version", b"calibration_version", "decided_at", b"decided_at", "degraded", b"degraded", "domain", b"domain", "escalation_id", b"escalation_id", "experiment_arm", b"experiment_arm", "inclusion_probability", b"inclusion_probability", "input_kind", b"input_kind", "labels", b"labels", "logits", b"logits", "model", b"model", "model_version", b"model_version", "policy_revision", b"policy_revision", "predicted_class", b"predicted_class", "predicted_label", b"predicted_label", "reason", b"reason", "request_id", b"request_id", "rule_id", b"rule_id", "span_id", b"span_id", "tier", b"tier", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibrated_confidence", b"calibrated_confidence", "calibration_version", b"calibration_version", "decided_at", b"decided_at", "degraded", b"degraded", "domain", b"domain", "escalation_id", b"escalation_id", "experiment_arm", b"experiment_arm", "inclusion_probability", b"inclusion_probability", "input_kind", b"input_kind", "labels", b"labels", "logits", b"logits", "model", b"model", "model_version", b"model_version", "policy_revision", b"policy_revision", "predicted_class", b"predicted_class", "predicted_label", b"predicted_label", "reason", b"reason", "request_id", b"request_id", "rule_id", b"rule_id", "span_id", b"span_id", "string_attributes", b"string_attributes", "tier", b"tier", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -140,8 +140,14 @@ class ModelPolicy(_message.Message):
     AUDIT_SAMPLE_RATE_FIELD_NUMBER: _builtins.int
     TARGET_TIER1_ACCURACY_FIELD_NUMBER: _builtins.int
     DRIFT_FIELD_NUMBER: _builtins.int
+    MAX_ECE_FIELD_NUMBER: _builtins.int
+    UNKNOWN_DOMAIN_FIELD_NUMBER: _builtins.int
     audit_sample_rate: _builtins.float
     target_tier1_accuracy: _builtins.float
+    max_ece: _builtins.float
+    """The calibration monitor's limit on the model's weighted ECE; absent: none."""
+    unknown_domain: _builtins.str
+    """reject | default | strictest; empty: strictest (docs/policy.md)."""
     @_builtins.property
     def calibrator(self) -> Global___CalibratorRef: ...
     @_builtins.property
@@ -174,13 +180,20 @@ class ModelPolicy(_message.Message):
         audit_sample_rate: _builtins.float = ...,
         target_tier1_accuracy: _builtins.float | None = ...,
         drift: Global___Drift | None = ...,
+        max_ece: _builtins.float | None = ...,
+        unknown_domain: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_target_tier1_accuracy", b"_target_tier1_accuracy", "calibrator", b"calibrator", "drift", b"drift", "experiment", b"experiment", "target_tier1_accuracy", b"target_tier1_accuracy", "thresholds", b"thresholds"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_ece", b"_max_ece", "_target_tier1_accuracy", b"_target_tier1_accuracy", "calibrator", b"calibrator", "drift", b"drift", "experiment", b"experiment", "max_ece", b"max_ece", "target_tier1_accuracy", b"target_tier1_accuracy", "thresholds", b"thresholds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_target_tier1_accuracy", b"_target_tier1_accuracy", "audit_sample_rate", b"audit_sample_rate", "calibrator", b"calibrator", "domains", b"domains", "drift", b"drift", "experiment", b"experiment", "labels", b"labels", "rules", b"rules", "target_tier1_accuracy", b"target_tier1_accuracy", "thresholds", b"thresholds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_ece", b"_max_ece", "_target_tier1_accuracy", b"_target_tier1_accuracy", "audit_sample_rate", b"audit_sample_rate", "calibrator", b"calibrator", "domains", b"domains", "drift", b"drift", "experiment", b"experiment", "labels", b"labels", "max_ece", b"max_ece", "rules", b"rules", "target_tier1_accuracy", b"target_tier1_accuracy", "thresholds", b"thresholds", "unknown_domain", b"unknown_domain"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_ece: _TypeAlias = _typing.Literal["max_ece"]  # noqa: Y015
+    _WhichOneofArgType__max_ece: _TypeAlias = _typing.Literal["_max_ece", b"_max_ece"]  # noqa: Y015
     _WhichOneofReturnType__target_tier1_accuracy: _TypeAlias = _typing.Literal["target_tier1_accuracy"]  # noqa: Y015
     _WhichOneofArgType__target_tier1_accuracy: _TypeAlias = _typing.Literal["_target_tier1_accuracy", b"_target_tier1_accuracy"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_ece) -> _WhichOneofReturnType__max_ece | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__target_tier1_accuracy) -> _WhichOneofReturnType__target_tier1_accuracy | None: ...
 
 Global___ModelPolicy: _TypeAlias = ModelPolicy  # noqa: Y015

@@ -1,0 +1,178 @@
+"""The calibration monitor: every ``interval_seconds``, for each model of the
+registry's head policy, the recorded decisions of the last ``window_seconds`` from the
+feedback log are weighed (``monitor.estimates``), judged (``monitor.checks``), exported
+as gauges, and each breach is answered through the registry (``monitor.actions``).
+
+Run one monitor per feedback database: it is the one actor that tightens on the
+loop's behalf (two would race to propose the same change; the registry's base
+revision check would refuse the second). A check that fails (the registry or the
+database down) is logged and counted by its supervisor and tried again at the next
+interval; the gauges keep the last values read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import structlog
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+from monitor.actions import Actions, Applied, Registry
+from monitor.checks import MODEL, Act, Findings, Limits, Reference, check_model
+from monitor.log import observations
+from sidecar.calibration.artefact import parse_metadata
+from sidecar.calibration.runtime import build_session
+from sidecar.clock import Clock
+from sidecar.core.policy import Policy, parse_policy
+from sidecar.feedback.store import FeedbackStore
+
+log = structlog.get_logger("hitl.monitor")
+
+
+@dataclass
+class Monitor:
+    store: FeedbackStore
+    registry: Registry
+    clock: Clock
+    window: float
+    limits: Limits = field(default_factory=Limits)
+    group: str = ""
+    act: bool = True
+    findings: dict[str, Findings] = field(default_factory=dict)
+    applied: list[Applied] = field(default_factory=list)
+    _references: dict[str, Reference | None] = field(default_factory=dict)
+
+    def check(self) -> list[Applied]:
+        """One pass over every model of the head policy; the tightenings applied."""
+        actions = Actions(self.registry)
+        revision, doc = actions.head()
+        policy = parse_policy({**doc, "revision": revision})
+        now = self.clock.now()
+        since = now - self.window
+        done: list[Applied] = []
+        for name, model in policy.models.items():
+            seen = observations(self.store, name, since, now, self.group)
+            findings = check_model(
+                model, seen, self._reference(policy, name), self.limits, (since, now)
+            )
+            self.findings[name] = findings
+            for breach in findings.breaches:
+                log.warning(
+                    "monitor.breach", model=name, breach=breach.kind, summary=breach.summary
+                )
+                if not self.act or breach.act is Act.ALERT:
+                    continue
+                applied = actions.apply(name, breach)
+                if applied is not None:
+                    done.append(applied)
+                    break  # the head moved: the next check judges the new revision
+        self.applied.extend(done)
+        return done
+
+    def _reference(self, policy: Policy, model: str) -> Reference | None:
+        """The model's calibrator's reference histograms (fetched once per artefact)."""
+        sha = policy.models[model].calibrator.sha256
+        if sha not in self._references:
+            info, data = self.registry.get_calibrator(sha)
+            session = build_session(data, info.name)
+            meta = parse_metadata(session.get_modelmeta().custom_metadata_map)
+            self._references[sha] = Reference(
+                meta.histogram_edges, meta.histogram_counts, meta.class_counts
+            )
+        return self._references.get(sha)
+
+    def export(self, meter: Meter) -> None:
+        """The last check's figures as gauges (names in docs/loop.md)."""
+        meter.create_observable_gauge(
+            "hitl.monitor.tier1_accuracy",
+            [self._tier1],
+            description="Weighted Tier-1 accuracy and its interval, by model and scope",
+        )
+        meter.create_observable_gauge(
+            "hitl.monitor.ece", [self._ece], description="Weighted ECE, by model and scope"
+        )
+        meter.create_observable_gauge(
+            "hitl.monitor.automation_share",
+            [self._automation],
+            description="Estimated share of decisions automated, by model and scope",
+        )
+        meter.create_observable_gauge(
+            "hitl.monitor.override_rate",
+            [self._overrides],
+            description="Weighted share of labels that differ from the prediction, by tier",
+        )
+        meter.create_observable_gauge(
+            "hitl.monitor.psi",
+            [self._psi],
+            description="PSI of the window's recorded decisions against the calibrator's "
+            "reference, by model",
+        )
+        meter.create_observable_gauge(
+            "hitl.monitor.experiment_p_value",
+            [self._experiments],
+            description="Always-valid p-value of each arm's Tier-1 error against the control's",
+        )
+        meter.create_observable_gauge(
+            "hitl.monitor.breaches",
+            [self._breaches],
+            description="Breaches found by the last check, by model and kind",
+        )
+        meter.create_observable_counter(
+            "hitl.monitor.tightenings",
+            [self._tightenings],
+            description="Tightenings applied through the registry, by model and kind",
+        )
+
+    def _tier1(self, _: CallbackOptions) -> Iterable[Observation]:
+        for model, f in self.findings.items():
+            for scope, h in f.health.items():
+                if h.tier1_accuracy is None or h.tier1_interval is None:
+                    continue
+                where = {"model": model, "scope": str(scope)}
+                yield Observation(h.tier1_accuracy, {**where, "value": "estimate"})
+                yield Observation(h.tier1_interval[0], {**where, "value": "lower"})
+                yield Observation(h.tier1_interval[1], {**where, "value": "upper"})
+
+    def _ece(self, _: CallbackOptions) -> Iterable[Observation]:
+        for model, f in self.findings.items():
+            for scope, h in f.health.items():
+                if h.ece is not None:
+                    yield Observation(h.ece, {"model": model, "scope": str(scope)})
+
+    def _automation(self, _: CallbackOptions) -> Iterable[Observation]:
+        for model, f in self.findings.items():
+            for scope, h in f.health.items():
+                if h.recorded:
+                    share = h.tier_shares.get("AUTOMATED", 0.0)
+                    yield Observation(share, {"model": model, "scope": str(scope)})
+
+    def _overrides(self, _: CallbackOptions) -> Iterable[Observation]:
+        for model, f in self.findings.items():
+            for tier, rate in f.health[MODEL].override_rates.items():
+                yield Observation(rate, {"model": model, "tier": tier})
+
+    def _psi(self, _: CallbackOptions) -> Iterable[Observation]:
+        for model, f in self.findings.items():
+            for of, value in f.psi.items():
+                yield Observation(value, {"model": model, "of": of})
+
+    def _experiments(self, _: CallbackOptions) -> Iterable[Observation]:
+        for model, f in self.findings.items():
+            for arm, comparison in f.experiments.items():
+                yield Observation(comparison.p_value, {"model": model, "arm": arm})
+
+    def _breaches(self, _: CallbackOptions) -> Iterable[Observation]:
+        for model, f in self.findings.items():
+            kinds: dict[str, int] = {}
+            for breach in f.breaches:
+                kinds[breach.kind] = kinds.get(breach.kind, 0) + 1
+            for kind in ("tier1_accuracy", "ece", "psi", "arm_harmful", "group_tier1_accuracy"):
+                yield Observation(kinds.get(kind, 0), {"model": model, "kind": kind})
+
+    def _tightenings(self, _: CallbackOptions) -> Iterable[Observation]:
+        counts: dict[tuple[str, str], int] = {}
+        for applied in self.applied:
+            key = (applied.model, applied.breach.kind)
+            counts[key] = counts.get(key, 0) + 1
+        for (model, kind), n in counts.items():
+            yield Observation(n, {"model": model, "kind": kind})
