@@ -41,11 +41,9 @@ def tightened(doc: Mapping[str, Any], model: str, breach: Breach) -> Document:
         for table in _tables(body):
             if breach.scope.name in table.get("domains", {}):
                 table["domains"][breach.scope.name]["paused"] = True
-            elif table is body:
-                body.setdefault("domains", {})[breach.scope.name] = {
-                    **body["thresholds"],
-                    "paused": True,
-                }
+            elif table is body:  # a domain the policy does not name: its strictest
+                strictest = _strictest([body["thresholds"], *body.get("domains", {}).values()])
+                body.setdefault("domains", {})[breach.scope.name] = {**strictest, "paused": True}
     elif breach.act is Act.HALT_ARM:
         _halt(body, breach.scope.name)
     return out
@@ -83,8 +81,16 @@ def _halt(body: Document, name: str) -> None:
 
 
 def _stricter(a: Mapping[str, Any], b: Mapping[str, Any]) -> Document:
-    out: Document = {"t_high": max(a["t_high"], b["t_high"]), "t_low": max(a["t_low"], b["t_low"])}
-    if a.get("paused") or b.get("paused"):
+    return _strictest([a, b])
+
+
+def _strictest(tables: list[Mapping[str, Any]]) -> Document:
+    """The highest t_high and t_low of tables, paused if any is."""
+    out: Document = {
+        "t_high": max(t["t_high"] for t in tables),
+        "t_low": max(t["t_low"] for t in tables),
+    }
+    if any(t.get("paused") for t in tables):
         out["paused"] = True
     return out
 

@@ -1,0 +1,136 @@
+"""The calibration monitor against a real registry and a real feedback log: a breach
+is answered by a tightening the registry applies at once (the monitor's principal is
+an operator), with the evidence in the revision's reason; it is not answered twice;
+a registry that cannot be reached is a counted, retried failure, never a dead task."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hitl_client.stubs.hitl.v1 import decision_pb2 as dpb
+from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
+from monitor.app import build
+from monitor.checks import Limits
+from monitor.config import MonitorConfig
+from monitor.service import Monitor
+from sidecar.clock import SystemClock
+from sidecar.feedback.records import decided, received
+from sidecar.feedback.store import FeedbackStore, open_store
+from sidecar.registry.messages import document_from_policy, policy_from_document
+from tests.registry import Registry, in_process, registry_policy, upload_artefact
+from tests.unit.feedback.test_validation import decision, event
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[Registry]:
+    with in_process("sqlite", tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[FeedbackStore]:
+    opened = open_store(f"sqlite:{tmp_path / 'feedback.db'}")
+    yield opened
+    opened.close()
+
+
+def first_policy(registry: Registry, tmp_path: Path) -> None:
+    sha = upload_artefact(registry, tmp_path / "cal.onnx")
+    doc = registry_policy(sha, target_tier1_accuracy=0.99, labels=["cat", "dog", "fox"])
+    with registry.client("alice") as alice, registry.client("bob") as bob:
+        proposal = alice.propose(policy_from_document(doc), "first policy", 0)
+        bob.approve(proposal.id, "looks right")
+
+
+def audited(store: FeedbackStore, n: int, accuracy: float) -> None:
+    """n automated decisions drawn into the audit sample, each reviewed: right for
+    the first accuracy * n of them."""
+    now = time.time()
+    records, labels = [], []
+    for i in range(n):
+        request_id = f"r-{i}"
+        record = decision(
+            request_id=request_id,
+            model="m",
+            reason=dpb.REASON_AUDIT_SAMPLE,
+            predicted_class=1,
+            predicted_label="dog",
+            labels=["cat", "dog", "fox"],
+            calibrated_confidence=0.97,
+            decided_at=now - 60,
+        )
+        records.append(decided(record, "sidecar-1", now - 59))
+        label = fpb.Label(class_index=1 if i < accuracy * n else 2)
+        review = event(feedback_id=f"f-{i}", request_id=request_id, model="m", label=label)
+        review.type = fpb.FEEDBACK_REVIEW
+        labels.append(received(review, "queue", now - 30))
+    store.add_decisions(records)
+    store.add(labels)
+
+
+def test_a_breach_is_tightened_through_the_registry_with_its_evidence(
+    registry: Registry, store: FeedbackStore, tmp_path: Path
+) -> None:
+    first_policy(registry, tmp_path)
+    audited(store, 400, accuracy=0.95)
+    with registry.client("alice") as alice, registry.client("vic") as viewer:
+        monitor = Monitor(store, alice, SystemClock(), 3600.0, Limits())
+        (applied,) = monitor.check()
+        assert (applied.breach.kind, applied.revision) == ("tier1_accuracy", 2)
+        head = viewer.get_policy(0)
+        assert head.revision == 2
+        assert head.proposed_by == "alice"
+        assert head.approved_by == ""  # a tightening: applied at once
+        doc = document_from_policy(head.policy)
+        assert doc["models"]["m"]["thresholds"]["paused"] is True
+        summary, _, evidence = head.reason.partition("; evidence ")
+        assert summary.startswith("calibration monitor: m model: Tier-1 accuracy 0.9500")
+        facts = json.loads(evidence)
+        assert facts["breach"] == "tier1_accuracy"
+        assert facts["target"] == 0.99
+        assert facts["labelled"] == 400
+        assert facts["interval"][1] < 0.99
+        assert monitor.check() == []  # already paused: nothing more to do
+        assert viewer.get_policy(0).revision == 2
+
+
+def test_alert_mode_changes_nothing(
+    registry: Registry, store: FeedbackStore, tmp_path: Path
+) -> None:
+    first_policy(registry, tmp_path)
+    audited(store, 400, accuracy=0.95)
+    with registry.client("alice") as alice:
+        monitor = Monitor(store, alice, SystemClock(), 3600.0, Limits(), act=False)
+        assert monitor.check() == []
+        assert [b.kind for b in monitor.findings["m"].breaches] == ["tier1_accuracy"]
+        assert alice.get_policy(0).revision == 1
+
+
+def test_an_unreachable_registry_is_a_counted_failure_and_the_task_lives_on(
+    tmp_path: Path,
+) -> None:
+    config = MonitorConfig.load(
+        {
+            "db": f"sqlite:{tmp_path / 'feedback.db'}",
+            "registry": "127.0.0.1:9",
+            "interval_seconds": "0.05",
+        },
+        env={},
+    )
+    process = build(config)
+    process.start()
+    try:
+        deadline = time.monotonic() + 10
+        while process.task.state.failures < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert process.task.state.failures >= 3
+        assert process.task.state.running
+    finally:
+        process.stop()
