@@ -10,9 +10,15 @@ A breach, and what it calls for:
 - **ECE** above the model's ``max_ece``, once ``min_labels`` decisions are labelled:
   pause automation for the model.
 - **PSI** of confidence or predicted class at or above the model's
-  ``drift.psi_alarm``, once ``min_recorded`` decisions are recorded: pause automation
+  ``drift.psi_alarm``, once ``min_recorded`` decisions and the drift guard's window
+  are recorded (a smaller sample's PSI is mostly noise): pause automation
   for the model when its drift action is ``pause_automation``, else only alert. A
   shift without labels never recalibrates anything: it may need new training data.
+- **A sidecar's drift guard** that paused automation (decisions recorded with reason
+  FALLBACK_DRIFT) while the model's drift action is ``pause_automation``: pause
+  automation for the model in the policy, so that every sidecar pauses (not only
+  those whose window has seen the shift) and the pause lasts until an approver lifts
+  it (the guard alone resumes once its window recovers).
 - **An experiment arm** whose Tier-1 error rate the always-valid test finds worse than
   the control's: halt the arm (its thresholds raised to at least the control's).
 - **A group** (the configured attribute) whose Tier-1 upper bound lies below target:
@@ -34,6 +40,9 @@ from sidecar.core.drift import DriftAction
 from sidecar.core.policy import ModelPolicy
 
 ESTIMATOR = "post-stratified inverse-probability weights (Hajek within tier and reason)"
+
+
+KINDS = ("tier1_accuracy", "ece", "psi", "drift_guard", "arm_harmful", "group_tier1_accuracy")
 
 
 class Act(Enum):
@@ -154,6 +163,7 @@ def check_model(
         *_accuracy(policy, healths, base),
         *_ece(policy, healths[MODEL], limits, base),
         *_psi(policy, psi, len(observations), limits, base),
+        *_guard(policy, observations, psi, base),
         *_arms(experiments, base),
     ]
     return Findings(policy.name, healths, psi, experiments, breaches)
@@ -213,7 +223,7 @@ def _psi(
     policy: ModelPolicy, psi: dict[str, float], recorded: int, limits: Limits, base: dict[str, Any]
 ) -> list[Breach]:
     drift = policy.drift
-    if drift is None or not psi or recorded < limits.min_recorded:
+    if drift is None or not psi or recorded < max(limits.min_recorded, drift.window):
         return []
     worst = max(psi, key=lambda of: psi[of])
     if psi[worst] < drift.psi_alarm:
@@ -227,6 +237,37 @@ def _psi(
             f"{policy.name}: PSI of {worst} {psi[worst]:.3f} at or above psi_alarm "
             f"{drift.psi_alarm:g} over {recorded} recorded decisions",
             {**base, "psi": psi, "psi_alarm": drift.psi_alarm},
+        )
+    ]
+
+
+def _guard(
+    policy: ModelPolicy,
+    observations: Sequence[Observation],
+    psi: dict[str, float],
+    base: dict[str, Any],
+) -> list[Breach]:
+    drift = policy.drift
+    if drift is None or drift.action is not DriftAction.PAUSE_AUTOMATION:
+        return []
+    paused = [o for o in observations if o.reason == "FALLBACK_DRIFT"]
+    if not paused:
+        return []
+    return [
+        Breach(
+            "drift_guard",
+            MODEL,
+            Act.PAUSE,
+            f"{policy.name}: a sidecar's drift guard paused automation ({len(paused)} "
+            "decisions sent to a person by FALLBACK_DRIFT)",
+            {
+                **base,
+                "fallback_drift_decisions": len(paused),
+                "first_at": min(o.decided_at for o in paused),
+                "last_at": max(o.decided_at for o in paused),
+                "psi": psi,
+                "psi_alarm": drift.psi_alarm,
+            },
         )
     ]
 

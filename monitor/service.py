@@ -18,7 +18,7 @@ import structlog
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from monitor.actions import Actions, Applied, Registry
-from monitor.checks import MODEL, Act, Findings, Limits, Reference, check_model
+from monitor.checks import KINDS, MODEL, Act, Findings, Limits, Reference, check_model
 from monitor.log import observations
 from sidecar.calibration.artefact import parse_metadata
 from sidecar.calibration.runtime import build_session
@@ -166,7 +166,7 @@ class Monitor:
             kinds: dict[str, int] = {}
             for breach in f.breaches:
                 kinds[breach.kind] = kinds.get(breach.kind, 0) + 1
-            for kind in ("tier1_accuracy", "ece", "psi", "arm_harmful", "group_tier1_accuracy"):
+            for kind in KINDS:
                 yield Observation(kinds.get(kind, 0), {"model": model, "kind": kind})
 
     def _tightenings(self, _: CallbackOptions) -> Iterable[Observation]:

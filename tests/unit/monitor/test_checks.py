@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -115,6 +116,18 @@ def test_psi_pauses_only_when_the_drift_action_says_so() -> None:
     alert = {"window": 100, "psi_alarm": 0.25, "action": "alert"}
     psi = [b for b in findings(shifted, max_ece=None, drift=alert) if b.kind == "psi"]
     assert [b.act for b in psi] == [Act.ALERT]
+
+
+def test_a_sidecars_drift_pause_becomes_the_policys() -> None:
+    """Decisions a drift guard sent to a person: the model is paused for every sidecar
+    when its drift action pauses, never when it only alerts."""
+    window = traffic(100, {"control": 0.999, "low": 0.999})
+    window[7] = replace(window[7], tier="HUMAN_ASSISTED", reason="FALLBACK_DRIFT")
+    guard = [b for b in findings(window, max_ece=None) if b.kind == "drift_guard"]
+    assert [(b.scope, b.act) for b in guard] == [(MODEL, Act.PAUSE)]
+    assert guard[0].evidence["fallback_drift_decisions"] == 1
+    alert = {"window": 100, "psi_alarm": 0.25, "action": "alert"}
+    assert not [b for b in findings(window, max_ece=None, drift=alert) if b.kind == "drift_guard"]
 
 
 def test_a_harmful_arm_is_halted() -> None:
