@@ -9,6 +9,7 @@ PSI values); the PSI values and the alarm state are exported as gauges."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 
 import structlog
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -37,20 +38,12 @@ class DriftGuards:
                 guards[name], keys[name] = old, key
                 continue
             meta = snapshot.calibrators[name].metadata
-            guards[name] = DriftGuard(
+            guard = DriftGuard(
                 model.drift, meta.histogram_edges, meta.histogram_counts, meta.class_counts
             )
-            keys[name] = key
+            guard.on_change = partial(_log_change, name)
+            guards[name], keys[name] = guard, key
         self.by_model, self._keys = guards, keys
-
-    def observe(self, model: str, confidence: float, predicted_class: int) -> bool:
-        """Count one decision of model; whether its guard pauses automation now."""
-        guard = self.by_model.get(model)
-        if guard is None:
-            return False
-        if guard.observe(confidence, predicted_class):
-            _log_change(model, guard)
-        return guard.paused
 
     def export(self, meter: Meter) -> None:
         """hitl.drift.psi{model,of=confidence|class} and hitl.drift.alarmed{model}."""

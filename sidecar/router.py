@@ -384,9 +384,9 @@ class Router:
         policy = snapshot.policy if snapshot else None
         drifted = False
         if self.guards.by_model and isinstance(signals, Signals):
-            drifted = self.guards.observe(
-                request.model, signals.confidence, signals.predicted_class
-            )
+            guard = self.guards.by_model.get(request.model)
+            if guard is not None:
+                drifted = guard.observe(signals.confidence, signals.predicted_class)
         decision = decide(request, policy, signals, now, drifted)
         row = decision.row()
         esc_id, ticket = "", 0
@@ -424,10 +424,9 @@ class Router:
         policy = snapshot.policy
         request_ids = [r.request_id for r in requests]
         drifted = False
-        if model in self.guards.by_model and not isinstance(signals, CalibrationFailure):
-            for row in signals:
-                if row is not None:
-                    drifted = self.guards.observe(model, row[1], row[0])
+        guard = self.guards.by_model.get(model)
+        if guard is not None and not isinstance(signals, CalibrationFailure):
+            drifted = guard.observe_rows(signals)
         columns = decide_rows(
             policy.models[model],
             policy.revision,

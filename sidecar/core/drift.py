@@ -8,27 +8,36 @@ fitted on) by the population stability index
 over the shares o (observed) and r (reference) of each bin, each share floored at
 ``FLOOR`` so that an empty bin counts as rare rather than impossible.
 
-The guard judges a full window only. It alarms when either PSI (confidence or
-predicted class) reaches ``psi_alarm`` and clears once both are at or below
-``psi_recover`` (hysteresis: a window hovering at the alarm level does not flap).
+The guard judges a full window only, every ``window / JUDGEMENTS_PER_WINDOW``
+decisions. It alarms when either PSI (confidence or predicted class) reaches
+``psi_alarm`` and clears once both are at or below ``psi_recover`` (hysteresis: a
+window hovering at the alarm level does not flap).
 With ``action: pause_automation`` an alarm pauses automation for the model: the
 decision core sends what would have been automated to a person (HUMAN_ASSISTED,
 REASON_FALLBACK_DRIFT, degraded). It needs no labels and no network, so it reacts
 within one window of the shift.
 
-An observation costs O(1): the window is a ring of bin numbers, each PSI a running
-sum of per-bin terms of which an observation changes at most two; the sums are
-recomputed whole once per window so rounding cannot accumulate."""
+An observation costs O(1): it is appended to a short list. Every
+``window / JUDGEMENTS_PER_WINDOW`` observations a judgement moves them into the
+window (a ring of bin numbers and classes whose counts change by the ones in and
+out) and measures both PSI, in numpy, O(bins + that many); so the guard reacts at
+most that many decisions late, and costs O(bins / window) more per decision."""
 
 from __future__ import annotations
 
-import math
-from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+Floats = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.int64]
 
 FLOOR = 1e-4  # the least share a bin counts with
+JUDGEMENTS_PER_WINDOW = 20  # how often per window's length the PSI is measured
 
 
 class DriftAction(Enum):
@@ -46,61 +55,25 @@ class DriftPolicy:
     action: DriftAction
 
 
-def shares(counts: Sequence[float]) -> list[float]:
+def shares(counts: Sequence[float] | npt.NDArray[Any]) -> Floats:
     """counts as shares of their total, each at least FLOOR (all FLOOR when empty)."""
-    total = float(sum(counts))
+    values = np.asarray(counts, dtype=np.float64)
+    total = values.sum()
     if total <= 0:
-        return [FLOOR] * len(counts)
-    return [max(c / total, FLOOR) for c in counts]
+        return np.full(values.shape, FLOOR)
+    shared: Floats = np.maximum(values / total, FLOOR)
+    return shared
 
 
-def psi(reference: Sequence[float], observed: Sequence[float]) -> float:
+def psi(
+    reference: Sequence[float] | npt.NDArray[Any], observed: Sequence[float] | npt.NDArray[Any]
+) -> float:
     """The population stability index of observed against reference (counts or
     masses over the same bins)."""
     if len(reference) != len(observed):
         raise ValueError(f"{len(observed)} observed bins for {len(reference)} reference bins")
-    return sum(
-        (o - r) * math.log(o / r) for r, o in zip(shares(reference), shares(observed), strict=True)
-    )
-
-
-class _Rolling:
-    """The PSI of the last ``window`` bin numbers against reference shares."""
-
-    __slots__ = ("_counts", "_reference", "_terms", "_window", "bins", "value")
-
-    def __init__(self, reference: Sequence[float], window: int) -> None:
-        self.bins = len(reference)
-        self._reference = shares(reference)
-        self._window = window
-        self._counts = [0] * len(reference)
-        self._terms = [self._term(i) for i in range(len(reference))]
-        self.value = 0.0
-
-    def _term(self, i: int) -> float:
-        o = max(self._counts[i] / self._window, FLOOR)
-        r = self._reference[i]
-        return (o - r) * math.log(o / r)
-
-    def move(self, old: int, new: int) -> None:
-        """One bin number leaves the window and one enters it (-1: none)."""
-        if old != new:
-            self._add(new, 1)
-            self._add(old, -1)
-
-    def _add(self, i: int, step: int) -> None:
-        if i >= 0:
-            self._counts[i] += step
-            before = self._terms[i]
-            self._terms[i] = self._term(i)
-            self.value += self._terms[i] - before
-
-    def resum(self) -> None:
-        self.value = sum(self._terms)
-
-    @property
-    def counts(self) -> list[int]:
-        return list(self._counts)
+    r, o = shares(reference), shares(observed)
+    return float(((o - r) * np.log(o / r)).sum())
 
 
 class DriftGuard:
@@ -108,14 +81,22 @@ class DriftGuard:
     paused or not (so that the guard sees the traffic recover)."""
 
     __slots__ = (
+        "_bins",
+        "_class_counts",
+        "_class_reference",
         "_classes",
-        "_confidence",
-        "_edges",
-        "_filled",
-        "_ring",
+        "_counts",
+        "_every",
+        "_inner",
+        "_pending",
+        "_reference",
+        "_seen",
         "_slot",
         "alarmed",
         "alarms",
+        "class_psi",
+        "confidence_psi",
+        "on_change",
         "pauses",
         "policy",
     )
@@ -129,16 +110,25 @@ class DriftGuard:
     ) -> None:
         if len(edges) != len(reference_counts) + 1:
             raise ValueError(f"{len(edges)} edges for {len(reference_counts)} bins")
+        window = policy.window
         self.policy = policy
         self.pauses = policy.action is DriftAction.PAUSE_AUTOMATION
-        self._edges = tuple(edges[1:-1])  # inner edges: bisect gives the bin number
-        self._confidence = _Rolling(reference_counts, policy.window)
-        self._classes = _Rolling(reference_classes, policy.window) if reference_classes else None
-        self._ring: list[tuple[int, int]] = [(-1, -1)] * policy.window
+        self._inner = np.asarray(edges[1:-1], dtype=np.float64)  # searchsorted: the bin
+        self._reference = shares(reference_counts)
+        self._class_reference = shares(reference_classes) if reference_classes else None
+        self._counts = np.zeros(len(reference_counts), dtype=np.int64)
+        self._class_counts = np.zeros(len(reference_classes), dtype=np.int64)
+        self._bins = np.full(window, -1, dtype=np.int64)  # the window's bins, a ring
+        self._classes = np.full(window, -1, dtype=np.int64)  # its classes (-1: none)
         self._slot = 0
-        self._filled = False
+        self._seen = 0
+        self._every = max(1, window // JUDGEMENTS_PER_WINDOW)
+        self._pending: list[tuple[float, int]] = []
+        self.confidence_psi = 0.0  # as of the last judgement (0 before the window fills)
+        self.class_psi = 0.0  # 0 as well when the artefact has no class reference
         self.alarmed = False
         self.alarms = 0  # how many times the guard has alarmed
+        self.on_change: Callable[[DriftGuard], None] | None = None  # told of each change
 
     @property
     def paused(self) -> bool:
@@ -147,51 +137,43 @@ class DriftGuard:
 
     @property
     def filled(self) -> bool:
-        return self._filled
-
-    @property
-    def confidence_psi(self) -> float:
-        return self._confidence.value if self._filled else 0.0
-
-    @property
-    def class_psi(self) -> float:
-        """The predicted class's PSI (0 when the artefact has no class reference)."""
-        return self._classes.value if self._classes is not None and self._filled else 0.0
+        return self._seen >= self.policy.window
 
     def class_shares(self) -> list[float]:
         """The predicted classes' shares in the window (empty without a reference)."""
-        if self._classes is None:
-            return []
-        counts = self._classes.counts
-        total = sum(counts)
-        return [c / total if total else 0.0 for c in counts]
+        total = int(self._class_counts.sum())
+        return [int(c) / total if total else 0.0 for c in self._class_counts]
 
     def observe(self, confidence: float, predicted_class: int) -> bool:
-        """Count one decision; True when this changed whether the guard alarms."""
-        slot = self._slot
-        old_bin, old_class = self._ring[slot]
-        new_bin = bisect_right(self._edges, confidence)
-        self._confidence.move(old_bin, new_bin)
-        classes = self._classes
-        if classes is not None:
-            if not 0 <= predicted_class < classes.bins:
-                predicted_class = -1
-            classes.move(old_class, predicted_class)
-        self._ring[slot] = (new_bin, predicted_class)
-        slot += 1
-        if slot == self.policy.window:
-            slot = 0
-            self._filled = True
-            self._confidence.resum()
-            if classes is not None:
-                classes.resum()
-        self._slot = slot
-        if not self._filled:
-            return False
-        return self._judge()
+        """Count one decision; whether the guard pauses automation now. (On the Route
+        path: one call, the rest in C until a judgement is due.)"""
+        pending = self._pending
+        pending.append((confidence, predicted_class))
+        if len(pending) >= self._every and self.judge() and self.on_change is not None:
+            self.on_change(self)
+        return self.alarmed and self.pauses
 
-    def _judge(self) -> bool:
-        worst = max(self._confidence.value, self.class_psi)
+    def observe_rows(self, rows: Iterable[tuple[int, float, float, float] | None]) -> bool:
+        """``observe`` for a batch's signal rows (class, confidence, ...; None: none),
+        judged once at the end when a judgement is due."""
+        pending = self._pending
+        pending.extend([(row[1], row[0]) for row in rows if row is not None])
+        if len(pending) >= self._every and self.judge() and self.on_change is not None:
+            self.on_change(self)
+        return self.alarmed and self.pauses
+
+    def judge(self) -> bool:
+        """Move the decisions observed since the last judgement into the window, then,
+        once it is full, measure both PSI and apply the alarm's hysteresis; True when
+        whether the guard alarms changed. ``observe`` calls it every
+        ``window / JUDGEMENTS_PER_WINDOW`` decisions."""
+        self._move()
+        if not self.filled:
+            return False
+        self.confidence_psi = psi(self._reference, self._counts)
+        if self._class_reference is not None:
+            self.class_psi = psi(self._class_reference, self._class_counts)
+        worst = max(self.confidence_psi, self.class_psi)
         if not self.alarmed and worst >= self.policy.psi_alarm:
             self.alarmed = True
             self.alarms += 1
@@ -200,3 +182,29 @@ class DriftGuard:
             self.alarmed = False
             return True
         return False
+
+    def _move(self) -> None:
+        if not self._pending:
+            return
+        rows = np.asarray(self._pending, dtype=np.float64)
+        self._pending = []
+        window = self.policy.window
+        rows = rows[-window:]
+        at = (self._slot + np.arange(rows.shape[0])) % window
+        bins = np.searchsorted(self._inner, rows[:, 0], side="right")
+        _replace(self._bins, self._counts, at, bins)
+        if self._class_reference is not None:
+            classes = rows[:, 1].astype(np.int64)
+            classes[(classes < 0) | (classes >= self._class_counts.shape[0])] = -1
+            _replace(self._classes, self._class_counts, at, classes)
+        self._slot = int(at[-1] + 1) % window
+        self._seen += rows.shape[0]
+
+
+def _replace(ring: Ints, counts: Ints, at: Ints, values: Ints) -> None:
+    """ring[at] = values, keeping counts (of the ring's values >= 0) in step."""
+    size = counts.shape[0]
+    old = ring[at]
+    counts -= np.bincount(old[old >= 0], minlength=size)
+    counts += np.bincount(values[values >= 0], minlength=size)
+    ring[at] = values

@@ -29,7 +29,7 @@ def test_an_empty_bin_counts_as_rare_not_impossible() -> None:
     value = psi([0, 100], [50, 50])
     assert math.isfinite(value)
     assert value == pytest.approx((0.5 - FLOOR) * math.log(0.5 / FLOOR) + 0.5 * math.log(2))
-    assert shares([0, 0]) == [FLOOR, FLOOR]
+    assert shares([0, 0]).tolist() == [FLOOR, FLOOR]
 
 
 def test_psi_refuses_histograms_of_different_bins() -> None:
@@ -38,12 +38,13 @@ def test_psi_refuses_histograms_of_different_bins() -> None:
 
 
 @given(st.lists(st.tuples(st.floats(0, 1), st.integers(0, 1)), min_size=1, max_size=400))
-def test_the_running_psi_is_the_psi_of_the_window(stream: list[tuple[float, int]]) -> None:
-    """However the window moves, the O(1) running sums equal PSI computed afresh over
-    the last window decisions."""
+def test_the_psi_measured_is_the_psi_of_the_window(stream: list[tuple[float, int]]) -> None:
+    """However the ring has moved, a judgement measures PSI over exactly the last
+    window decisions."""
     g = guard(window=50)
     for confidence, cls in stream:
         g.observe(confidence, cls)
+    g.judge()
     if len(stream) < 50:
         assert not g.filled
         assert g.confidence_psi == 0.0
@@ -57,15 +58,36 @@ def test_the_running_psi_is_the_psi_of_the_window(stream: list[tuple[float, int]
     assert g.class_psi == pytest.approx(psi([50, 50], classes), abs=1e-9)
 
 
-def test_it_judges_only_a_full_window() -> None:
+def test_it_judges_only_a_full_window_every_twentieth_of_it() -> None:
+    """observe answers whether automation is paused; a change is told to on_change."""
     g = guard(window=200)
+    changes: list[bool] = []
+    g.on_change = lambda guard: changes.append(guard.alarmed)
     for _ in range(199):
         assert not g.observe(0.99, 0)
     assert not g.alarmed
     assert g.observe(0.99, 0)  # the 200th fills it: far from the reference
-    assert g.alarmed
+    assert changes == [True]
+    assert g.confidence_psi > 1
+    for _ in range(9):  # judged again only at the 10th decision (200 / 20)
+        g.observe(0.5, 1)
+    before = g.confidence_psi
+    assert g.observe(0.5, 1)
+    assert g.confidence_psi < before
     assert g.paused
     assert g.alarms == 1
+
+
+def test_a_batch_is_observed_as_its_rows_one_by_one() -> None:
+    one, many = guard(window=50), guard(window=50)
+    rows = [(i % 2, (i % 10) / 10 + 0.05, 0.0, 0.0) for i in range(120)]
+    for cls, confidence, _, _ in rows:
+        one.observe(confidence, cls)
+    many.observe_rows([*rows[:60], None, *rows[60:]])
+    one.judge()
+    many.judge()
+    assert (many.confidence_psi, many.class_psi) == (one.confidence_psi, one.class_psi)
+    assert many.class_shares() == one.class_shares()
 
 
 def test_it_alarms_on_the_predicted_class_alone() -> None:
@@ -113,8 +135,10 @@ def test_a_class_beyond_the_reference_is_not_counted() -> None:
     g = guard(window=50)
     for i in range(50):
         g.observe(0.55, i % 2)
+    g.judge()
     before = g.class_psi
     g.observe(0.55, 7)
+    g.judge()
     assert g.class_shares() == pytest.approx([24 / 49, 25 / 49])
     assert g.class_psi != before
 
