@@ -213,6 +213,7 @@ def prepare(workdir: Path) -> list[bytes]:
                     ],
                 },
                 "audit_sample_rate": 0.05,
+                "drift": {"window": 2000, "psi_alarm": 0.25, "action": "pause_automation"},
             }
         },
     }
