@@ -1,6 +1,7 @@
 """The alert rules and the dashboard in k8s/monitoring: promtool checks and unit
 tests, and every metric name they use exists on the real scrape endpoints of a
-sidecar, a review queue and an injector run here."""
+sidecar, a review queue, a feedback service, a calibration monitor and an injector
+run here."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import re
 import shutil
 import ssl
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ import yaml
 
 from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
 from sidecar.feedback.client import outcome_event
+from sidecar.registry.messages import policy_from_document
 from sidecar.review.item import Verdict
 from tests.artefacts import confident_logits, policy_doc, temperature_artefact, write_policy
 from tests.certs import serving_pair
@@ -27,6 +31,7 @@ from tests.feedback_service import start as start_feedback
 from tests.integration.conftest import hitl_command, start_review, start_sidecar, wait_for
 from tests.k8s.manifests import K8S
 from tests.natsserver import free_port
+from tests.registry import Registry, in_process, registry_policy, upload_artefact
 from tests.unit.injector.pods import admission_review, pod
 
 MONITORING = K8S / "monitoring"
@@ -37,6 +42,23 @@ needs_promtool = pytest.mark.skipif(
 )
 GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$namespace": ".*", "$model": ".*"}
 METRIC = re.compile(r"\b(hitl_[a-z0-9_]+)\b")
+DRIFT_WINDOW = 50
+# What the sidecar's file policy and the registry's policy (the monitor's) add to the
+# model: the drift guard pauses automation once its window is full of confident class
+# 0 (far from the artefact's reference); the monitor judges Tier-1 accuracy and ECE
+# against these limits and compares the experiment's arms.
+CALIBRATION_POLICY: dict[str, Any] = {
+    "target_tier1_accuracy": 0.99,
+    "max_ece": 0.05,
+    "drift": {"window": DRIFT_WINDOW, "psi_alarm": 0.25, "action": "pause_automation"},
+    "experiment": {
+        "name": "stricter",
+        "arms": [
+            {"name": "control", "weight": 50},
+            {"name": "strict", "weight": 50, "thresholds": {"t_high": 0.95, "t_low": 0.5}},
+        ],
+    },
+}
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -91,7 +113,9 @@ def test_dashboard_is_grafana_json() -> None:
     names = {v["name"] for v in board["templating"]["list"]}
     assert names == {"datasource", "namespace", "model"}
     titles = " ".join(p["title"] for p in board["panels"])
-    for signal in ("tier", "latency", "Fallback", "Spool", "Policy", "deadline", "Rejected"):
+    routing = ("tier", "latency", "Fallback", "Spool", "Policy", "deadline", "Rejected")
+    calibration = ("Tier-1 accuracy", "ECE", "PSI", "paused", "p-value", "Override rate")
+    for signal in routing + calibration:
         assert signal.lower() in titles.lower(), signal
 
 
@@ -114,49 +138,61 @@ def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
 @pytest.fixture
 def scraped(tmp_path: Path) -> Iterator[set[str]]:
     """Metric names on the scrape endpoints of a review queue, a feedback service, a
-    sidecar forwarding to both (with a stale policy, so it falls back, and a rejected
-    revision) and an injector, after each has done what makes its series appear."""
+    sidecar forwarding to both (whose drift guard pauses automation, so it falls back,
+    and with a rejected revision), a calibration monitor that finds the sidecar's
+    automated answers wanting and tightens the registry's policy, and an injector,
+    after each has done what makes its series appear."""
     review_metrics, sidecar_metrics, injector_metrics = free_port(), free_port(), free_port()
-    feedback_metrics = free_port()
+    feedback_metrics, monitor_metrics = free_port(), free_port()
     feedback_db = f"sqlite:{tmp_path / 'feedback.db'}"
     feedback_tokens = add_feedback_principals(
         feedback_db, {"sidecar-1": ("sidecar",), "app": ("client",)}
     )
     (tmp_path / "feedback-sidecar.token").write_text(feedback_tokens["sidecar-1"])
-    feedback = start_feedback(
-        tmp_path / "feedback", feedback_db, feedback_tokens,
-        "--metrics-addr", f"127.0.0.1:{feedback_metrics}",
-        "--join-window", "0.5", "--sweep-seconds", "0.2",
-    )  # fmt: skip
-    review = start_review(
-        tmp_path / "review",
-        "--metrics-addr", f"127.0.0.1:{review_metrics}",
-        "--sla", "HUMAN_PRIMARY=1,HUMAN_ASSISTED=1,AUTOMATED=1", "--sweep-seconds", "0.2",
-    )  # fmt: skip
-    policy = policy_doc(temperature_artefact(tmp_path / "cal.onnx"))
-    policy |= {"issued_at": "2026-01-01T00:00:00Z", "max_age_seconds": 60}
-    write_policy(tmp_path / "policy.yaml", policy)
-    sidecar = start_sidecar(
-        tmp_path, tmp_path / "policy.yaml",
-        "--metrics-addr", f"127.0.0.1:{sidecar_metrics}", *review.sink(),
-        "--feedback", feedback.address,
-        "--feedback-token-file", str(tmp_path / "feedback-sidecar.token"),
-    )  # fmt: skip
-    pki = serving_pair(tmp_path / "tls", "ca")
-    port_file = tmp_path / "injector.addr"
-    injector = subprocess.Popen(
-        hitl_command(
-            "injector", "serve", "--listen", "127.0.0.1:0", "--port-file", str(port_file),
-            "--tls-cert", str(pki.cert), "--tls-key", str(pki.key), "--image", "hitl:test",
-            "--registry", "r:1", "--metrics-addr", f"127.0.0.1:{injector_metrics}",
-        ),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
+    (tmp_path / "registry").mkdir()
+    with ExitStack() as stack:
+        registry = stack.enter_context(in_process("sqlite", tmp_path / "registry"))
+        monitor = _start_monitor(registry, feedback_db, monitor_metrics)
+        stack.callback(_kill, monitor)
+        feedback = start_feedback(
+            tmp_path / "feedback", feedback_db, feedback_tokens,
+            "--metrics-addr", f"127.0.0.1:{feedback_metrics}",
+            "--join-window", "0.5", "--sweep-seconds", "0.2",
+        )  # fmt: skip
+        stack.callback(_kill, feedback.process)
+        review = start_review(
+            tmp_path / "review",
+            "--metrics-addr", f"127.0.0.1:{review_metrics}",
+            "--sla", "HUMAN_PRIMARY=1,HUMAN_ASSISTED=1,AUTOMATED=1", "--sweep-seconds", "0.2",
+        )  # fmt: skip
+        stack.callback(_kill, review.process)
+        policy = policy_doc(temperature_artefact(tmp_path / "cal.onnx"), **CALIBRATION_POLICY)
+        policy |= {"issued_at": _rfc3339(time.time()), "max_age_seconds": 3600}
+        write_policy(tmp_path / "policy.yaml", policy)
+        sidecar = start_sidecar(
+            tmp_path, tmp_path / "policy.yaml",
+            "--metrics-addr", f"127.0.0.1:{sidecar_metrics}", *review.sink(),
+            "--feedback", feedback.address, "--decision-sample", "1",
+            "--feedback-token-file", str(tmp_path / "feedback-sidecar.token"),
+        )  # fmt: skip
+        stack.callback(_kill, sidecar.process)
+        pki = serving_pair(tmp_path / "tls", "ca")
+        port_file = tmp_path / "injector.addr"
+        injector = subprocess.Popen(
+            hitl_command(
+                "injector", "serve", "--listen", "127.0.0.1:0", "--port-file", str(port_file),
+                "--tls-cert", str(pki.cert), "--tls-key", str(pki.key), "--image", "hitl:test",
+                "--registry", "r:1", "--metrics-addr", f"127.0.0.1:{injector_metrics}",
+            ),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        stack.callback(_kill, injector)
         sidecar.wait_serving()
-        with sidecar.client() as client:  # stale policy: both fall back and escalate
-            client.route(_request("order-1"))
-            client.route(_request("order-2"))
+        with sidecar.client() as client:
+            for i in range(DRIFT_WINDOW - 1):  # automated, each recorded for the loop
+                client.route(_request(f"auto-{i}"))
+            client.route(_request("order-1"))  # the window is full and far from the
+            client.route(_request("order-2"))  # reference: both fall back and escalate
         (tmp_path / "policy.yaml").write_text("revision: [not, a, policy]\n")
         with review.client() as queue:
             wait_for(lambda: len(queue.list_items(None, "", "", 10)) == 2, 10, "escalations")
@@ -176,23 +212,56 @@ def scraped(tmp_path: Path) -> Iterator[set[str]]:
         ).read()
         wait_for(lambda: "overdue_total" in _scrape(review_metrics), 10, "an overdue item")
         wait_for(lambda: "rejected_total" in _scrape(sidecar_metrics), 5, "a rejection")
+        sent = DRIFT_WINDOW - 1  # the automated decisions reach the feedback service
+        wait_for(lambda: _total(sidecar_metrics, "decisions_sent") >= sent, 10, "decisions")
         with feedback.client("app") as app:  # one rejected, one never attributed
             app.record_batch([fpb.FeedbackEvent(feedback_id="x"), _orphan()])
-            app.record(outcome_event("o-1", "order-1", "m", true_class=0))  # a label
+            app.record(outcome_event("o-1", "order-1", "m", true_class=0))  # labels: right,
+            app.record(outcome_event("o-2", "auto-0", "m", true_class=1))  # automated wrong
         wait_for(lambda: "dead_lettered_total" in _scrape(feedback_metrics), 10, "a dead letter")
-        wait_for(lambda: "decisions_sent_total" in _scrape(sidecar_metrics), 10, "decisions")
         wait_for(lambda: "override_rate" in _scrape(feedback_metrics), 10, "the loop's health")
         wait_for(lambda: "loop_latency" in _scrape(feedback_metrics), 10, "the loop's latency")
         for port, task in ((feedback_metrics, "feedback-sweep"), (review_metrics, "review-sweep")):
             wait_for(lambda p=port, t=task: f'task="{t}"' in _scrape(p), 10, f"{task}'s metrics")
+        judged = ('value="upper"', "override_rate", "experiment_p_value", "tightenings_total")
+        wait_for(
+            lambda: all(name in _scrape(monitor_metrics) for name in judged),
+            10,
+            "the monitor's judgement of the labelled decisions and a tightening",
+        )
         endpoints = (review_metrics, sidecar_metrics, injector_metrics, feedback_metrics)
-        text = "".join(_scrape(p) for p in endpoints)
+        text = "".join(_scrape(p) for p in (*endpoints, monitor_metrics))
         yield {line.split("{")[0].split(" ")[0] for line in text.splitlines()
                if line.startswith("hitl_")}  # fmt: skip
-    finally:
-        for process in (sidecar.process, review.process, injector, feedback.process):
-            process.kill()
-            process.wait()
+
+
+def _start_monitor(registry: Registry, feedback_db: str, port: int) -> subprocess.Popen[bytes]:
+    """``hitl monitor serve`` on the feedback database, as alice (an operator) of a
+    registry whose head is CALIBRATION_POLICY's model 'm' (proposed by alice, approved
+    by bob); it checks every 0.5 s and judges from the first recorded decision on."""
+    sha = upload_artefact(registry, registry.workdir / "cal.onnx")
+    with registry.client("alice") as alice, registry.client("bob") as bob:
+        doc = registry_policy(sha, **CALIBRATION_POLICY)
+        bob.approve(alice.propose(policy_from_document(doc), "monitored", 0).id, "ok")
+    with (registry.workdir / "monitor.log").open("ab") as log:
+        return subprocess.Popen(
+            hitl_command(
+                "monitor", "serve", "--db", feedback_db, "--registry", registry.address,
+                "--registry-token-file", str(registry.token_file("alice")),
+                "--interval-seconds", "0.5", "--metrics-addr", f"127.0.0.1:{port}",
+                "--min-recorded", "1", "--min-labels", "1",
+            ),
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    process.kill()
+    process.wait()
+
+
+def _rfc3339(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def _request(request_id: str) -> Any:
@@ -208,6 +277,16 @@ def _orphan() -> Any:
         model="m",
         type=fpb.FEEDBACK_RATING,
         rating=0.5,
+    )
+
+
+def _total(port: int, name: str) -> float:
+    """The sum of hitl_<name>_total's samples on port's scrape (0 when it has none)."""
+    prefix = f"hitl_{name}_total"
+    return sum(
+        float(line.rpartition(" ")[2])
+        for line in _scrape(port).splitlines()
+        if line.startswith((prefix + "{", prefix + " "))
     )
 
 
