@@ -32,6 +32,7 @@ from google.protobuf.json_format import MessageToDict
 from calibrators.cli import add_commands as add_calibrate_commands
 from monitor.cli import add_commands as add_monitor_commands
 from monitor.config import MonitorConfig
+from monitor.report_cli import add_commands as add_report_commands
 from sidecar.commands import reports_refusals
 from sidecar.config import DEFAULT_LISTEN, SidecarConfig
 from sidecar.errors import ConfigError, HitlError
@@ -119,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     add_review_commands(commands)
     add_feedback_commands(commands)
     add_monitor_commands(commands)
+    add_report_commands(commands)
     add_escalation_commands(commands)
     add_injector_commands(commands)
     add_registry_commands(commands)
