@@ -215,13 +215,9 @@ def _compiled(
 
 def _reference(registry: RegistryClient, policy: ModelPolicy) -> Reference:
     """The calibrator artefact's reference histograms, as the monitor reads them."""
-    from monitor.checks import Reference
-    from sidecar.calibration.artefact import parse_metadata
-    from sidecar.calibration.runtime import build_session
+    from monitor.service import reference
 
-    info, data = registry.get_calibrator(policy.calibrator.sha256)
-    meta = parse_metadata(build_session(data, info.name).get_modelmeta().custom_metadata_map)
-    return Reference(meta.histogram_edges, meta.histogram_counts, meta.class_counts)
+    return reference(registry, policy.calibrator.sha256)
 
 
 def _observations(config: MonitorConfig, model: str, period: Period) -> list[Observation]:

@@ -40,7 +40,8 @@ class Monitor:
     act: bool = True
     findings: dict[str, Findings] = field(default_factory=dict)
     applied: list[Applied] = field(default_factory=list)
-    _references: dict[str, Reference | None] = field(default_factory=dict)
+    _references: dict[str, Reference] = field(default_factory=dict)
+    checked_at: float = 0.0  # when the last check finished (0: none yet)
 
     def check(self) -> list[Applied]:
         """One pass over every model of the head policy; the tightenings applied."""
@@ -50,13 +51,14 @@ class Monitor:
         now = self.clock.now()
         since = now - self.window
         done: list[Applied] = []
+        findings: dict[str, Findings] = {}
         for name, model in policy.models.items():
             seen = observations(self.store, name, since, now, self.group)
-            findings = check_model(
+            found = check_model(
                 model, seen, self._reference(policy, name), self.limits, (since, now)
             )
-            self.findings[name] = findings
-            for breach in findings.breaches:
+            findings[name] = found
+            for breach in found.breaches:
                 log.warning(
                     "monitor.breach", model=name, breach=breach.kind, summary=breach.summary
                 )
@@ -66,20 +68,17 @@ class Monitor:
                 if applied is not None:
                     done.append(applied)
                     break  # the head moved: the next check judges the new revision
+        self.findings = findings  # a model gone from the policy is no longer reported
         self.applied.extend(done)
+        self.checked_at = self.clock.now()
         return done
 
-    def _reference(self, policy: Policy, model: str) -> Reference | None:
+    def _reference(self, policy: Policy, model: str) -> Reference:
         """The model's calibrator's reference histograms (fetched once per artefact)."""
         sha = policy.models[model].calibrator.sha256
         if sha not in self._references:
-            info, data = self.registry.get_calibrator(sha)
-            session = build_session(data, info.name)
-            meta = parse_metadata(session.get_modelmeta().custom_metadata_map)
-            self._references[sha] = Reference(
-                meta.histogram_edges, meta.histogram_counts, meta.class_counts
-            )
-        return self._references.get(sha)
+            self._references[sha] = reference(self.registry, sha)
+        return self._references[sha]
 
     def export(self, meter: Meter) -> None:
         """The last check's figures as gauges (names in docs/loop.md)."""
@@ -120,7 +119,14 @@ class Monitor:
         meter.create_observable_counter(
             "hitl.monitor.tightenings",
             [self._tightenings],
-            description="Tightenings applied through the registry, by model and kind",
+            description="Tightenings applied through the registry, by model, kind and scope "
+            "(0 from the first check on, so a first one shows as an increase)",
+        )
+        meter.create_observable_gauge(
+            "hitl.monitor.last_check",
+            [self._last_check],
+            unit="s",
+            description="Unix time the last check finished (a stalled monitor stops moving it)",
         )
 
     def _tier1(self, _: CallbackOptions) -> Iterable[Observation]:
@@ -170,9 +176,22 @@ class Monitor:
                 yield Observation(kinds.get(kind, 0), {"model": model, "kind": kind})
 
     def _tightenings(self, _: CallbackOptions) -> Iterable[Observation]:
-        counts: dict[tuple[str, str], int] = {}
+        counts: dict[tuple[str, str, str], int] = {
+            (model, kind, "model"): 0 for model in self.findings for kind in KINDS
+        }
         for applied in self.applied:
-            key = (applied.model, applied.breach.kind)
+            key = (applied.model, applied.breach.kind, str(applied.breach.scope))
             counts[key] = counts.get(key, 0) + 1
-        for (model, kind), n in counts.items():
-            yield Observation(n, {"model": model, "kind": kind})
+        for (model, kind, scope), n in counts.items():
+            yield Observation(n, {"model": model, "kind": kind, "scope": scope})
+
+    def _last_check(self, _: CallbackOptions) -> Iterable[Observation]:
+        if self.checked_at:
+            yield Observation(self.checked_at)
+
+
+def reference(registry: Registry, sha256: str) -> Reference:
+    """The reference histograms in the calibrator artefact the registry stores as sha256."""
+    info, data = registry.get_calibrator(sha256)
+    meta = parse_metadata(build_session(data, info.name).get_modelmeta().custom_metadata_map)
+    return Reference(meta.histogram_edges, meta.histogram_counts, meta.class_counts)
