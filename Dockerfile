@@ -24,11 +24,14 @@ COPY pyproject.toml README.md ./
 COPY client ./client
 COPY sidecar ./sidecar
 COPY calibrators ./calibrators
+COPY monitor ./monitor
+COPY hitl ./hitl
 # The client distribution first (the sidecar depends on it), then the sidecar with the
 # postgres extra (the registry and review queue on PostgreSQL, the production
-# overlay), the web extra (the injector's HTTPS webhook) and the nats extra (the
-# JetStream sink).
-RUN /opt/hitl/bin/pip install --no-cache-dir "./client[tracing]" ".[postgres,web,nats]" \
+# overlay), the web extra (the injector's HTTPS webhook), the nats extra (the
+# JetStream sink) and the monitor extra (the calibration monitor's interval bounds
+# and the reports' charts).
+RUN /opt/hitl/bin/pip install --no-cache-dir "./client[tracing]" ".[postgres,web,nats,monitor]" \
     && /opt/hitl/bin/python -m compileall -q /opt/hitl/lib
 
 FROM ${PYTHON_IMAGE}

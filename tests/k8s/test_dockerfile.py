@@ -51,4 +51,18 @@ def test_dockerignore_sends_only_the_package() -> None:
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     assert "*" in lines
     included = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert included == {"pyproject.toml", "README.md", "sidecar", "calibrators"}
+    assert included == {
+        "pyproject.toml", "README.md", "client", "hitl", "sidecar", "calibrators", "monitor"
+    }  # fmt: skip
+
+
+def test_every_package_the_distribution_holds_is_copied() -> None:
+    """The image is built from what the Dockerfile copies: each package pyproject.toml
+    includes (and the client distribution) must be copied, or `hitl` fails at start."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {pattern.split(".")[0].rstrip("*") for pattern in patterns} | {"client"}
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", (ROOT / "Dockerfile").read_text(), re.M))
+    assert packages <= copied, f"not copied: {sorted(packages - copied)}"
