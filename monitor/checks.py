@@ -23,11 +23,15 @@ A breach, and what it calls for:
   the control's: halt the arm (its thresholds raised to at least the control's).
 - **A group** (the configured attribute) whose Tier-1 upper bound lies below target:
   alert only, since a policy has no per-group thresholds to tighten.
+- **A contaminated experiment**: decisions whose request lacks the unit key (given
+  the control without being randomised) or units seen in more than one arm: alert,
+  and those decisions are left out of the arms' comparison.
 
 Nothing here widens: every action only tightens the policy."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -37,12 +41,21 @@ from monitor.estimates import Health, by, class_psi, confidence_psi, health
 from monitor.observations import Observation
 from monitor.sequential import ArmCounts, Comparison, compare
 from sidecar.core.drift import DriftAction
+from sidecar.core.experiments import ATTRIBUTE_PREFIX
 from sidecar.core.policy import ModelPolicy
 
 ESTIMATOR = "post-stratified inverse-probability weights (Hajek within tier and reason)"
 
 
-KINDS = ("tier1_accuracy", "ece", "psi", "drift_guard", "arm_harmful", "group_tier1_accuracy")
+KINDS = (
+    "tier1_accuracy",
+    "ece",
+    "psi",
+    "drift_guard",
+    "arm_harmful",
+    "group_tier1_accuracy",
+    "experiment_contaminated",
+)
 
 
 class Act(Enum):
@@ -145,7 +158,8 @@ def check_model(
     for domain, members in by(observations, "domain").items():
         if domain in policy.thresholds.domains:
             scopes[Scope("domain", domain)] = members
-    for arm, members in by(observations, "arm").items():
+    randomised, contamination = _randomised(policy, observations)
+    for arm, members in by(randomised, "arm").items():
         if arm:
             scopes[Scope("arm", arm)] = members
     for group, members in by(observations, "group").items():
@@ -165,6 +179,7 @@ def check_model(
         *_psi(policy, psi, len(observations), limits, base),
         *_guard(policy, observations, psi, base),
         *_arms(experiments, base),
+        *_contaminated(policy, contamination, base),
     ]
     return Findings(policy.name, healths, psi, experiments, breaches)
 
@@ -268,6 +283,64 @@ def _guard(
                 "psi": psi,
                 "psi_alarm": drift.psi_alarm,
             },
+        )
+    ]
+
+
+def _randomised(
+    policy: ModelPolicy, observations: Sequence[Observation]
+) -> tuple[list[Observation], dict[str, int]]:
+    """The experiment's decisions that its arms may be compared on, and how many were
+    left out: those whose request lacks the unit key (the sidecar gives them the
+    control, unrandomised) and those of a unit seen in more than one arm (the
+    experiment was re-keyed or re-weighted within the window)."""
+    experiment = policy.experiment
+    if experiment is None:
+        return list(observations), {}
+    name = experiment.unit.removeprefix(ATTRIBUTE_PREFIX)
+
+    def key(o: Observation) -> str | None:
+        return o.request_id if experiment.unit == "request_id" else o.attributes.get(name)
+
+    arms: dict[str, set[str]] = defaultdict(set)
+    for o in observations:
+        unit = key(o)
+        if unit is not None:
+            arms[unit].add(o.arm)
+    kept, missing, crossed = [], 0, 0
+    for o in observations:
+        unit = key(o)
+        if unit is None:
+            missing += 1
+        elif len(arms[unit]) > 1:
+            crossed += 1
+        else:
+            kept.append(o)
+    if not missing and not crossed:
+        return kept, {}
+    overlapping = sum(1 for seen in arms.values() if len(seen) > 1)
+    return kept, {
+        "unit_key_missing": missing,
+        "units_in_two_arms": overlapping,
+        "decisions_in_two_arms": crossed,
+    }
+
+
+def _contaminated(
+    policy: ModelPolicy, contamination: dict[str, int], base: dict[str, Any]
+) -> list[Breach]:
+    if not contamination or policy.experiment is None:
+        return []
+    name = policy.experiment.name
+    return [
+        Breach(
+            "experiment_contaminated",
+            Scope("experiment", name),
+            Act.ALERT,
+            f"experiment {name}: {contamination['unit_key_missing']} decisions without the "
+            f"unit key {policy.experiment.unit}, {contamination['units_in_two_arms']} units "
+            "in two arms; left out of the comparison",
+            {**base, **contamination},
         )
     ]
 

@@ -23,6 +23,8 @@ def observations(
 
 def observation(item: Labelled, group: str = "") -> Observation:
     d: Mapping[str, Any] = item.decision
+    numbers = {name: repr(float(v)) for name, v in d.get("numeric_attributes", {}).items()}
+    attributes = {**numbers, **d.get("string_attributes", {})}
     return Observation(
         request_id=d["request_id"],
         model=d["model"],
@@ -36,5 +38,6 @@ def observation(item: Labelled, group: str = "") -> Observation:
         domain=d.get("domain", ""),
         arm=d.get("experiment_arm", ""),
         policy_revision=int(d.get("policy_revision", 0)),
-        group=d.get("string_attributes", {}).get(group, "") if group else "",
+        group=attributes.get(group, "") if group else "",
+        attributes=attributes,
     )

@@ -3,7 +3,8 @@ has arrived, its label. Pure: the store's rows are turned into these at the edge
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,3 +28,5 @@ class Observation:
     arm: str = ""
     policy_revision: int = 0
     group: str = ""  # the value of the configured group attribute, "" when none
+    # The request's attributes, numbers as an experiment's unit key takes them (repr).
+    attributes: Mapping[str, str] = field(default_factory=dict)

@@ -594,6 +594,7 @@ def _decision_fields(
         "logits": request.logits,
         "input_kind": _KIND_NAMES[request.input_kind],
         "string_attributes": request.string_attributes or {},
+        "numeric_attributes": request.numeric_attributes or {},
     }
 
 

@@ -60,6 +60,7 @@ def decision_message(record: Mapping[str, Any]) -> fpb.DecisionRecord:
         labels=record.get("labels", ()),
         span_id=record.get("span_id", ""),
         string_attributes=record.get("string_attributes", {}),
+        numeric_attributes=record.get("numeric_attributes", {}),
         **_decided(record),
     )
 

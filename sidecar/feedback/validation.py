@@ -103,7 +103,7 @@ def check_decision(record: fpb.DecisionRecord) -> None:
             "predicted_class", f"{record.predicted_class} is not one of the {len(logits)} classes"
         )
     _check_labels(record)
-    check_attributes(record.string_attributes, {})
+    check_attributes(record.string_attributes, record.numeric_attributes)
     if not 0.0 <= record.calibrated_confidence <= 1.0:
         raise InvalidRequest("calibrated_confidence", "must be in [0, 1]")
     if not 0.0 < record.inclusion_probability <= 1.0:

@@ -155,6 +155,9 @@ BAD_DECISIONS = [
     (decision(labels=["zero", "one", "one"]), "labels"),
     (decision(labels=["zero", "", "two"]), "labels"),
     (decision(labels=["zero", "uno", "two"]), "predicted_label"),  # class 1 is "one"
+    (decision(string_attributes={"user": "u" * 2000}), "string_attributes['user']"),
+    (decision(numeric_attributes={"amount": float("inf")}), "numeric_attributes['amount']"),
+    (decision(string_attributes={f"a{i}": "x" for i in range(65)}), "string_attributes"),
 ]
 
 

@@ -142,6 +142,34 @@ def test_a_harmful_arm_is_halted() -> None:
     assert halted[0].evidence["comparison"]["p_value"] <= 0.05
 
 
+def test_a_contaminated_experiment_is_reported_and_compared_without_the_contamination() -> None:
+    """Decisions without the unit key, and units seen in two arms, are counted, left
+    out of the arms' comparison, and alerted on."""
+    experiment = {**doc()["models"]["m"]["experiment"], "unit": "attributes.user"}
+    window = [
+        replace(o, attributes={"user": f"u{i}"})
+        for i, o in enumerate(traffic(400, {"control": 0.99, "low": 0.99}))
+    ]
+    window[0] = replace(window[0], attributes={})  # no unit key
+    window[1] = replace(window[1], attributes={"user": "u2"})  # u2 in both arms
+    found = check_model(
+        compiled(doc(experiment=experiment, max_ece=None, drift=None)),
+        window,
+        None,
+        Limits(),
+        (0, 1),
+    )
+    (breach,) = [b for b in found.breaches if b.kind == "experiment_contaminated"]
+    assert (str(breach.scope), breach.act) == ("experiment:m/exp", Act.ALERT)
+    assert (breach.evidence["unit_key_missing"], breach.evidence["units_in_two_arms"]) == (1, 1)
+    assert breach.evidence["decisions_in_two_arms"] == 2
+    arms = (
+        found.health[Scope("arm", "control")].recorded + found.health[Scope("arm", "low")].recorded
+    )
+    assert arms == 400 - 3
+    assert found.health[MODEL].recorded == 400
+
+
 @pytest.mark.parametrize(
     "breach",
     [

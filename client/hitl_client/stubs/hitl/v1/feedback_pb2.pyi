@@ -306,6 +306,26 @@ class DecisionRecord(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class NumericAttributesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
@@ -329,6 +349,7 @@ class DecisionRecord(_message.Message):
     ESCALATION_ID_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     STRING_ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    NUMERIC_ATTRIBUTES_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     model: _builtins.str
     model_version: _builtins.str
@@ -375,6 +396,8 @@ class DecisionRecord(_message.Message):
         decisions by (its group attribute) and what an experiment's unit key may be.
         """
 
+    @_builtins.property
+    def numeric_attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
     def __init__(
         self,
         *,
@@ -401,10 +424,11 @@ class DecisionRecord(_message.Message):
         escalation_id: _builtins.str = ...,
         labels: _abc.Iterable[_builtins.str] | None = ...,
         string_attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        numeric_attributes: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibrated_confidence", b"calibrated_confidence", "calibration_version", b"calibration_version", "decided_at", b"decided_at", "degraded", b"degraded", "domain", b"domain", "escalation_id", b"escalation_id", "experiment_arm", b"experiment_arm", "inclusion_probability", b"inclusion_probability", "input_kind", b"input_kind", "labels", b"labels", "logits", b"logits", "model", b"model", "model_version", b"model_version", "policy_revision", b"policy_revision", "predicted_class", b"predicted_class", "predicted_label", b"predicted_label", "reason", b"reason", "request_id", b"request_id", "rule_id", b"rule_id", "span_id", b"span_id", "string_attributes", b"string_attributes", "tier", b"tier", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibrated_confidence", b"calibrated_confidence", "calibration_version", b"calibration_version", "decided_at", b"decided_at", "degraded", b"degraded", "domain", b"domain", "escalation_id", b"escalation_id", "experiment_arm", b"experiment_arm", "inclusion_probability", b"inclusion_probability", "input_kind", b"input_kind", "labels", b"labels", "logits", b"logits", "model", b"model", "model_version", b"model_version", "numeric_attributes", b"numeric_attributes", "policy_revision", b"policy_revision", "predicted_class", b"predicted_class", "predicted_label", b"predicted_label", "reason", b"reason", "request_id", b"request_id", "rule_id", b"rule_id", "span_id", b"span_id", "string_attributes", b"string_attributes", "tier", b"tier", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
