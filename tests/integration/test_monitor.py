@@ -49,13 +49,15 @@ def first_policy(registry: Registry, tmp_path: Path) -> None:
         bob.approve(proposal.id, "looks right")
 
 
-def audited(store: FeedbackStore, n: int, accuracy: float) -> None:
+def audited(
+    store: FeedbackStore, n: int, accuracy: float, arm: str = "", prefix: str = "r"
+) -> None:
     """n automated decisions drawn into the audit sample, each reviewed: right for
     the first accuracy * n of them."""
     now = time.time()
     records, labels = [], []
     for i in range(n):
-        request_id = f"r-{i}"
+        request_id = f"{prefix}-{i}"
         record = decision(
             request_id=request_id,
             model="m",
@@ -65,10 +67,11 @@ def audited(store: FeedbackStore, n: int, accuracy: float) -> None:
             labels=["cat", "dog", "fox"],
             calibrated_confidence=0.97,
             decided_at=now - 60,
+            experiment_arm=arm,
         )
         records.append(decided(record, "sidecar-1", now - 59))
         label = fpb.Label(class_index=1 if i < accuracy * n else 2)
-        review = event(feedback_id=f"f-{i}", request_id=request_id, model="m", label=label)
+        review = event(feedback_id=f"f-{request_id}", request_id=request_id, model="m", label=label)
         review.type = fpb.FEEDBACK_REVIEW
         labels.append(received(review, "queue", now - 30))
     store.add_decisions(records)
@@ -99,6 +102,33 @@ def test_a_breach_is_tightened_through_the_registry_with_its_evidence(
         assert facts["interval"][1] < 0.99
         assert monitor.check() == []  # already paused: nothing more to do
         assert viewer.get_policy(0).revision == 2
+
+
+def test_a_harmful_arm_is_halted_through_the_registry(
+    registry: Registry, store: FeedbackStore, tmp_path: Path
+) -> None:
+    """An arm whose Tier-1 errors the always-valid test finds above the control's is
+    halted: its thresholds raised to the control's, applied at once."""
+    sha = upload_artefact(registry, tmp_path / "cal.onnx")
+    arms = [
+        {"name": "control", "weight": 1},
+        {"name": "low", "weight": 1, "thresholds": {"t_high": 0.8, "t_low": 0.5}},
+    ]
+    doc = registry_policy(
+        sha, labels=["cat", "dog", "fox"], experiment={"name": "exp", "arms": arms}
+    )
+    with registry.client("alice") as alice, registry.client("bob") as bob:
+        bob.approve(alice.propose(policy_from_document(doc), "an experiment", 0).id, "ok")
+    audited(store, 1500, accuracy=0.995, arm="control", prefix="c")
+    audited(store, 1500, accuracy=0.95, arm="low", prefix="l")
+    with registry.client("alice") as alice:
+        monitor = Monitor(store, alice, SystemClock(), 3600.0, Limits())
+        (applied,) = monitor.check()
+        assert (applied.breach.kind, str(applied.breach.scope)) == ("arm_harmful", "arm:low")
+        head = document_from_policy(alice.get_policy(0).policy)
+    low = head["models"]["m"]["experiment"]["arms"][1]
+    assert low["thresholds"] == {"t_high": 0.9, "t_low": 0.5}
+    assert monitor.findings["m"].experiments["low"].p_value <= 0.05
 
 
 def test_alert_mode_changes_nothing(
