@@ -491,7 +491,7 @@ def _label_shift(
     counted = np.bincount(data.labels, weights=data.weights, minlength=data.classes)
     labelled = counted / counted.sum()
     priors = estimate_priors(calibrate(outputs), labelled)
-    shift, weights = describe(data.labels, priors, outputs.shape[0])
+    shift, weights = describe(data.labels, priors, outputs.shape[0], data.weights)
     if problem := too_uncertain(shift, data.rows):
         raise DataError(str(args.production), f"the label shift is too large to bound: {problem}")
     return weights, asdict(shift)

@@ -36,18 +36,23 @@ class Shift:
 
 
 def estimate_priors(
-    posteriors: Floats, labelled_priors: Floats, iterations: int = 1000, tolerance: float = 1e-9
+    posteriors: Floats,
+    labelled_priors: Floats,
+    iterations: int = 1000,
+    tolerance: float = 1e-9,
+    weights: Floats | None = None,
 ) -> Floats:
     """Production's class priors from its calibrated posteriors (rows of p(y | x) under
     labelled_priors), by Saerens et al.'s EM. A class the labelled rows lack keeps a
-    small floor, so its ratio cannot run away."""
+    small floor, so its ratio cannot run away. weights: how many production rows each
+    row stands for (a sampled log's inverse inclusion probabilities; None: one each)."""
     floor = 0.1 / posteriors.shape[1] / max(1, posteriors.shape[0])
     base = np.clip(np.asarray(labelled_priors, dtype=np.float64), floor, None)
     priors = base.copy()
     for _ in range(iterations):
         adjusted = posteriors * (priors / base)
         adjusted /= adjusted.sum(axis=1, keepdims=True)
-        updated = adjusted.mean(axis=0)
+        updated = np.average(adjusted, axis=0, weights=weights)
         if np.abs(updated - priors).max() < tolerance:
             priors = updated
             break
@@ -56,23 +61,37 @@ def estimate_priors(
     return estimated
 
 
-def class_weights(labels: npt.NDArray[np.int64], production_priors: Floats) -> Floats:
-    """Each labelled row's weight: its class's production prior over its labelled one."""
+def class_weights(
+    labels: npt.NDArray[np.int64], production_priors: Floats, row_weights: Floats | None = None
+) -> Floats:
+    """Each labelled row's weight: its class's production prior over its labelled one
+    (the labelled mix counted with the rows' own weights, when given, so that the
+    product of the two weights has production's mix)."""
     classes = production_priors.shape[0]
-    labelled = np.bincount(labels, minlength=classes) / labels.shape[0]
+    labelled = _mix(labels, classes, row_weights)
     ratio = np.divide(production_priors, labelled, out=np.zeros(classes), where=labelled > 0)
     weights: Floats = ratio[labels]
     return weights
 
 
+def _mix(labels: npt.NDArray[np.int64], classes: int, weights: Floats | None) -> Floats:
+    counted = np.bincount(labels, weights=weights, minlength=classes)
+    mix: Floats = counted / counted.sum()
+    return mix
+
+
 def describe(
-    labels: npt.NDArray[np.int64], production_priors: Floats, production_rows: int
+    labels: npt.NDArray[np.int64],
+    production_priors: Floats,
+    production_rows: int,
+    row_weights: Floats | None = None,
 ) -> tuple[Shift, Floats]:
-    """The shift's summary and the labelled rows' weights."""
-    classes = production_priors.shape[0]
-    labelled = np.bincount(labels, minlength=classes) / labels.shape[0]
-    weights = class_weights(labels, production_priors)
-    effective = float(weights.sum() ** 2 / np.square(weights).sum())
+    """The shift's summary and the labelled rows' class weights (row_weights: the
+    rows' own, as ``class_weights`` takes them)."""
+    labelled = _mix(labels, production_priors.shape[0], row_weights)
+    weights = class_weights(labels, production_priors, row_weights)
+    combined = weights if row_weights is None else weights * row_weights
+    effective = float(combined.sum() ** 2 / np.square(combined).sum())
     shift = Shift(
         labelled_priors=tuple(round(float(p), 6) for p in labelled),
         production_priors=tuple(round(float(p), 6) for p in production_priors),

@@ -86,3 +86,28 @@ def test_weights_are_the_prior_ratio(rows: int) -> None:
     labelled = np.bincount(labels, minlength=3) / rows
     assert weights[labels == 2][0] == pytest.approx(PRODUCTION[2] / labelled[2])
     assert float(weights.mean()) == pytest.approx(1.0)
+
+
+def test_with_row_weights_the_product_has_productions_mix() -> None:
+    """Rows that carry weights of their own (a sampled dataset's): the class weights
+    are taken against the weighted labelled mix, so that the two weights together give
+    production's mix, and the effective rows count both."""
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    rows = np.array([1.0, 1.0, 1.0, 4.0, 4.0, 2.0])
+    production = np.array([0.2, 0.3, 0.5])
+    shift, weights = describe(labels, production, 100, rows)
+    mix = np.bincount(labels, weights=weights * rows, minlength=3)
+    assert (mix / mix.sum()).tolist() == pytest.approx(production.tolist())
+    assert shift.labelled_priors == pytest.approx((3 / 13, 8 / 13, 2 / 13), abs=1e-6)
+    combined = weights * rows
+    assert shift.effective_rows == pytest.approx(combined.sum() ** 2 / (combined**2).sum())
+
+
+def test_em_counts_each_production_row_with_its_weight() -> None:
+    """A row standing for 3 weighs as 3 copies of it."""
+    posteriors = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    copies = np.repeat(posteriors, [3, 1, 1], axis=0)
+    weighted = estimate_priors(posteriors, np.array([0.5, 0.5]), weights=np.array([3.0, 1, 1]))
+    assert weighted.tolist() == pytest.approx(
+        estimate_priors(copies, np.array([0.5, 0.5])).tolist()
+    )
