@@ -97,14 +97,15 @@ def _strictest(tables: list[Mapping[str, Any]]) -> Document:
 
 def reason(breach: Breach) -> str:
     """The change's reason: who and why, then the evidence as JSON (cut to fit)."""
-    head = f"calibration monitor: {breach.summary}; evidence "
-    evidence = json.dumps(
-        {"breach": breach.kind, "scope": str(breach.scope), **breach.evidence},
-        sort_keys=True,
-        separators=(",", ":"),
-        default=_plain,
+    evidence = {"breach": breach.kind, "scope": str(breach.scope), **breach.evidence}
+    return with_evidence(f"calibration monitor: {breach.summary}", evidence)
+
+
+def with_evidence(summary: str, evidence: Mapping[str, Any]) -> str:
+    """``<summary>; evidence <compact JSON>``, cut to the registry's limit on a reason."""
+    text = f"{summary}; evidence " + json.dumps(
+        evidence, sort_keys=True, separators=(",", ":"), default=_plain
     )
-    text = head + evidence
     return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
 
 

@@ -16,9 +16,8 @@ from monitor.config import MonitorConfig
 from monitor.service import Monitor
 from sidecar.clock import Clock, SystemClock
 from sidecar.feedback.store import FeedbackStore, open_store
-from sidecar.registry.client import RegistryClient
 from sidecar.serving import serve_until_signalled
-from sidecar.settings import credentials_of, env_of
+from sidecar.settings import env_of
 from sidecar.supervision import Periodic
 from sidecar.telemetry.metrics import observe_tasks, service_meters
 
@@ -67,18 +66,9 @@ def build(
     """Wire a monitor from config; keyword arguments replace the real adapters."""
     var = env_of(MonitorConfig, "metrics_addr")
     _, meters = service_meters("hitl-monitor", config.metrics_addr, var, metric_readers or ())
-    if registry is None:
-        credentials = credentials_of(config, "registry")
-        registry = RegistryClient(
-            config.registry,
-            credentials.token,
-            ca=credentials.ca,
-            cert=credentials.cert,
-            key=credentials.key,
-        )
     monitor = Monitor(
         store or open_store(config.db),
-        registry,
+        registry or config.registry_client(),
         clock or SystemClock(),
         config.window_seconds,
         Limits(config.min_labels, config.min_recorded, config.level, config.alpha),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sidecar.errors import ConfigError
 from sidecar.settings import (
@@ -12,6 +13,7 @@ from sidecar.settings import (
     client_cert_setting,
     client_key_setting,
     count,
+    credentials_of,
     env_of,
     fraction,
     log_level_setting,
@@ -25,6 +27,9 @@ from sidecar.settings import (
     token_file_setting,
 )
 from sidecar.storage.url import check_db
+
+if TYPE_CHECKING:
+    from sidecar.registry.client import RegistryClient
 
 ENV_REGISTRY_PREFIX = "HITL_MONITOR_REGISTRY"
 
@@ -88,6 +93,20 @@ class MonitorConfig:
     metrics_addr: str = metrics_setting("HITL_MONITOR_METRICS_ADDR")
     log_level: str = log_level_setting()
     port_file: Path | None = port_file_setting("HITL_MONITOR_PORT_FILE")
+
+    def registry_client(self) -> RegistryClient:
+        """A client of the registry as the monitor's principal (the credential files
+        read now; ConfigError naming one that cannot be)."""
+        from sidecar.registry.client import RegistryClient
+
+        credentials = credentials_of(self, "registry")
+        return RegistryClient(
+            self.registry,
+            credentials.token,
+            ca=credentials.ca,
+            cert=credentials.cert,
+            key=credentials.key,
+        )
 
     @classmethod
     def load(

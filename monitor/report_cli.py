@@ -14,16 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from monitor.config import MonitorConfig
-from sidecar.commands import moment
+from sidecar.commands import moment, reports_refusals
 from sidecar.errors import ConfigError
-from sidecar.settings import add_flags, credentials_of, env_of, flag_values
+from sidecar.settings import add_flags, flag_values
 
 if TYPE_CHECKING:
     from hitl_client.stubs.hitl.v1 import registry_pb2 as pb
@@ -86,6 +84,7 @@ def _buckets(text: str) -> int:
     return value
 
 
+@reports_refusals
 def _run(args: argparse.Namespace) -> int:
     config = MonitorConfig.load(flag_values(args, MonitorConfig))
     if args.since >= args.until:
@@ -105,8 +104,9 @@ def _read(kind: str, model: str, period: Period, config: MonitorConfig) -> Subje
     """Everything the report reads, from the registry then the feedback log."""
     from monitor.checks import Limits
     from monitor.report import Subject
+    from monitor.sources import registry as registry_of
 
-    with _registry(config) as registry:
+    with registry_of(config) as registry:
         since = period.since if kind in READS_HISTORY else period.until
         messages = _revisions(registry, since, period.until)
         revisions, (number, policy) = _compiled(messages, model, period.until)
@@ -126,36 +126,6 @@ def _read(kind: str, model: str, period: Period, config: MonitorConfig) -> Subje
         limits=Limits(config.min_labels, config.min_recorded, config.level, config.alpha),
         group_attribute=config.group_attribute,
     )
-
-
-@contextmanager
-def _registry(config: MonitorConfig) -> Iterator[RegistryClient]:
-    """A client of the configured registry; a refused or failed call becomes a
-    ConfigError naming the setting to look at."""
-    import grpc
-
-    from sidecar.registry.client import RegistryClient
-
-    credentials = credentials_of(config, "registry")
-    client = RegistryClient(
-        config.registry,
-        credentials.token,
-        ca=credentials.ca,
-        cert=credentials.cert,
-        key=credentials.key,
-    )
-    try:
-        yield client
-    except grpc.RpcError as exc:
-        code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-        detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-        denied = code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
-        setting = env_of(MonitorConfig, "registry_token_file" if denied else "registry")
-        raise ConfigError(
-            f"{setting}: the registry at {config.registry} answered {code.name}: {detail}"
-        ) from exc
-    finally:
-        client.close()
 
 
 def _revisions(registry: RegistryClient, since: float, until: float) -> list[pb.PolicyRevision]:
@@ -224,21 +194,10 @@ def _observations(config: MonitorConfig, model: str, period: Period) -> list[Obs
     """The model's recorded decisions in the period (ConfigError naming the setting
     when the database cannot be read, or the flags when it holds none)."""
     from monitor.log import observations
-    from sidecar.errors import StoreUnavailable
-    from sidecar.feedback.store import open_store
-    from sidecar.storage.url import is_postgres, sqlite_path
+    from monitor.sources import feedback_log
 
-    setting = env_of(MonitorConfig, "db")
-    if not is_postgres(config.db) and not sqlite_path(config.db).is_file():
-        raise ConfigError(f"{setting}: no database at {sqlite_path(config.db)}")
-    try:
-        store = open_store(config.db)
-        try:
-            found = observations(store, model, period.since, period.until, config.group_attribute)
-        finally:
-            store.close()
-    except StoreUnavailable as exc:
-        raise ConfigError(f"{setting}: {exc}") from exc
+    with feedback_log(config) as store:
+        found = observations(store, model, period.since, period.until, config.group_attribute)
     if not found:
         raise ConfigError(
             f"--since/--until: no decision of model {model!r} was recorded from "

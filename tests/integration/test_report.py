@@ -364,8 +364,8 @@ def test_threshold_review_shows_who_approved_what_and_why(world: World, browser:
         ({"--model": "nobody"}, "--model: no model 'nobody'"),
         ({"--since": "2100-01-01T00:00:00Z"}, "--since must be before --until"),
         ({"--since": "+1h", "--until": "+2h"}, "--since/--until: no decision of model 'm'"),
-        ({"--db": "sqlite:/nonexistent/feedback.db"}, "HITL_MONITOR_DB: no database"),
-        ({"--registry": "127.0.0.1:1"}, "HITL_MONITOR_REGISTRY: the registry at 127.0.0.1:1"),
+        ({"--db": "sqlite:/nonexistent/feedback.db"}, "(HITL_MONITOR_DB): sqlite:/nonexistent"),
+        ({"--registry": "127.0.0.1:1"}, "(HITL_MONITOR_REGISTRY) 127.0.0.1:1: cannot be reached"),
         ({"--registry-token-file": "stranger"}, "HITL_MONITOR_REGISTRY_TOKEN_FILE"),
     ],
 )
