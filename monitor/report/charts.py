@@ -8,6 +8,7 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Literal
 
 import matplotlib
 import numpy as np
@@ -32,6 +33,16 @@ COLOURS = {  # by tier and reason; what the loop does in red and purple
     "FALLBACK_DRIFT": "#8172b3",
 }
 BLUE, ORANGE, GREEN, RED, GREY = "#4c72b0", "#dd8452", "#55a868", "#c44e52", "#7f7f7f"
+
+
+def _limit_line(
+    axes: Axes, value: float | None, name: str, where: Literal["lower left", "upper left"]
+) -> None:
+    """A policy's limit as a dashed red line with its legend entry (none when unset)."""
+    if value is None:
+        return
+    axes.axhline(value, color=RED, linestyle="--", linewidth=1, label=f"{name} {value:g}")
+    axes.legend(loc=where, fontsize="small")
 
 
 def _svg(figure: Figure, name: str) -> str:
@@ -101,27 +112,11 @@ def _accuracy_chart(subject: Subject, healths: Sequence[Health | None]) -> str:
             color=BLUE,
             capsize=3,
         )
-    if policy.target_tier1_accuracy is not None:
-        top.axhline(
-            policy.target_tier1_accuracy,
-            color=RED,
-            linestyle="--",
-            linewidth=1,
-            label=f"target {policy.target_tier1_accuracy:g}",
-        )
-        top.legend(loc="lower left", fontsize="small")
+    _limit_line(top, policy.target_tier1_accuracy, "target", "lower left")
     top.set_ylabel("Tier-1 accuracy")
     eces = [np.nan if h is None or h.ece is None else h.ece for h in healths]
     bottom.plot(middles, eces, marker="o", color=ORANGE)
-    if policy.max_ece is not None:
-        bottom.axhline(
-            policy.max_ece,
-            color=RED,
-            linestyle="--",
-            linewidth=1,
-            label=f"max_ece {policy.max_ece:g}",
-        )
-        bottom.legend(loc="upper left", fontsize="small")
+    _limit_line(bottom, policy.max_ece, "max_ece", "upper left")
     bottom.set_ylim(bottom=0)
     bottom.set_ylabel("ECE (weighted)")
     _time_axis(bottom, period)
