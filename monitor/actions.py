@@ -22,6 +22,9 @@ import structlog
 
 from hitl_client.stubs.hitl.v1 import registry_pb2 as pb
 from monitor.checks import Act, Breach
+from sidecar.core.policy import ModelPolicy, parse_policy
+from sidecar.core.thresholds import ThresholdTable
+from sidecar.core.widening import widening
 from sidecar.registry.messages import document_from_policy, policy_from_document
 from sidecar.registry.service import MAX_REASON_CHARS
 
@@ -34,18 +37,17 @@ def tightened(doc: Mapping[str, Any], model: str, breach: Breach) -> Document:
     """doc with breach answered for model (a copy; doc itself is left alone)."""
     out: Document = copy.deepcopy(dict(doc))
     body = out["models"][model]
+    compiled = parse_policy({**doc, "revision": 1}).models[model]
     if breach.act is Act.PAUSE and breach.scope.kind == "model":
-        for table in _tables(body):
-            _pause(table)
+        for thresholds in _every_row(body):
+            thresholds["paused"] = True
     elif breach.act is Act.PAUSE and breach.scope.kind == "domain":
-        for table in _tables(body):
-            if breach.scope.name in table.get("domains", {}):
-                table["domains"][breach.scope.name]["paused"] = True
-            elif table is body:  # a domain the policy does not name: its strictest
-                strictest = _strictest([body["thresholds"], *body.get("domains", {}).values()])
-                body.setdefault("domains", {})[breach.scope.name] = {**strictest, "paused": True}
+        domain = breach.scope.name
+        for table, applies in zip(_tables(body), _compiled_tables(compiled), strict=True):
+            row = table.setdefault("domains", {}).setdefault(domain, _row(applies, domain))
+            row["paused"] = True
     elif breach.act is Act.HALT_ARM:
-        _halt(body, breach.scope.name)
+        _halt(body, compiled, breach.scope.name)
     return out
 
 
@@ -55,44 +57,58 @@ def _tables(body: Document) -> list[Document]:
     return [body, *(arm for arm in arms if "thresholds" in arm)]
 
 
-def _pause(table: Document) -> None:
-    table["thresholds"]["paused"] = True
-    for thresholds in table.get("domains", {}).values():
-        thresholds["paused"] = True
+def _compiled_tables(model: ModelPolicy) -> list[ThresholdTable]:
+    """The compiled tables of ``_tables``, in the same order."""
+    arms = model.experiment.arms if model.experiment is not None else ()
+    return [model.thresholds, *(arm.thresholds for arm in arms if arm.thresholds is not None)]
 
 
-def _halt(body: Document, name: str) -> None:
-    """The arm's thresholds (default and per domain) raised to at least the control's:
-    the arm automates no more than the control does."""
-    arms = body["experiment"]["arms"]
-    control = arms[0] if "thresholds" in arms[0] else body
-    arm = next(a for a in arms if a["name"] == name)
-    own = arm.get("thresholds", control["thresholds"])
-    arm["thresholds"] = _stricter(own, control["thresholds"])
-    domains = {**control.get("domains", {}), **arm.get("domains", {})}
+def _every_row(body: Document) -> list[Document]:
+    return [
+        row
+        for table in _tables(body)
+        for row in [table["thresholds"], *table.get("domains", {}).values()]
+    ]
+
+
+def _row(table: ThresholdTable, domain: str | None) -> Document:
+    """The thresholds table gives a domain (None: its default), as a document."""
+    thresholds = table.default if domain is None else table.for_domain(domain)
+    row: Document = {"t_high": thresholds.t_high, "t_low": thresholds.t_low}
+    if thresholds.paused:
+        row["paused"] = True
+    return row
+
+
+def _halt(body: Document, model: ModelPolicy, name: str) -> None:
+    """The arm's thresholds, for its default and every domain any table names, raised
+    to at least what the control gets there: the arm automates no more than the
+    control does, and nowhere more than it did."""
+    assert model.experiment is not None
+    arms = model.experiment.arms
+    control = arms[0].thresholds or model.thresholds
+    arm = next(a for a in arms if a.name == name)
+    own = arm.thresholds or model.thresholds
+    domains = sorted({d for table in _compiled_tables(model) for d in table.domains})
+    arm_doc = next(a for a in body["experiment"]["arms"] if a["name"] == name)
+    arm_doc["thresholds"] = _strictest([_row(own, None), _row(control, None)])
     if domains:
-        arm["domains"] = {
-            domain: _stricter(
-                arm.get("domains", {}).get(domain, arm["thresholds"]),
-                control.get("domains", {}).get(domain, control["thresholds"]),
-            )
-            for domain in domains
-        }
+        arm_doc["domains"] = {d: _strictest([_row(own, d), _row(control, d)]) for d in domains}
 
 
-def _stricter(a: Mapping[str, Any], b: Mapping[str, Any]) -> Document:
-    return _strictest([a, b])
-
-
-def _strictest(tables: list[Mapping[str, Any]]) -> Document:
-    """The highest t_high and t_low of tables, paused if any is."""
+def _strictest(rows: list[Mapping[str, Any]]) -> Document:
+    """The highest t_high and t_low of rows, paused if any is."""
     out: Document = {
-        "t_high": max(t["t_high"] for t in tables),
-        "t_low": max(t["t_low"] for t in tables),
+        "t_high": max(t["t_high"] for t in rows),
+        "t_low": max(t["t_low"] for t in rows),
     }
-    if any(t.get("paused") for t in tables):
+    if any(t.get("paused") for t in rows):
         out["paused"] = True
     return out
+
+
+class WouldWiden(RuntimeError):
+    """A tightening that the registry would judge to widen: a bug, never proposed."""
 
 
 def reason(breach: Breach) -> str:
@@ -124,6 +140,8 @@ class Registry(Protocol):
 
     def get_calibrator(self, sha256: str) -> tuple[pb.CalibratorInfo, bytes]: ...
 
+    def history(self, limit: int = 0, before: int = 0) -> list[pb.PolicyRevision]: ...
+
 
 @dataclass
 class Applied:
@@ -144,13 +162,18 @@ class Actions:
 
     def apply(self, model: str, breach: Breach) -> Applied | None:
         """Propose the tightening breach calls for, against the head; None when the
-        head is already as tight (or the breach only alerts)."""
+        head is already as tight (or the breach only alerts). WouldWiden when the
+        change is not a tightening by the registry's own judgement (proposed, it would
+        wait for an approver while the monitor proposed it again at every check)."""
         if breach.act is Act.ALERT:
             return None
         base, doc = self.head()
         after = tightened(doc, model, breach)
         if after == doc:
             return None
+        widens = widening(*(parse_policy({**d, "revision": 1}) for d in (doc, after)))
+        if widens:
+            raise WouldWiden(f"{breach.kind} for {model}: {'; '.join(widens)}")
         proposal = self._registry.propose(policy_from_document(after), reason(breach), base)
         applied = Applied(model, breach, proposal.id, proposal.revision)
         log.warning(

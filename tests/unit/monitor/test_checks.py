@@ -221,3 +221,39 @@ def test_the_reason_carries_the_evidence_and_fits_the_registry() -> None:
         "ece": 0.08,
         "scope": "model",
     }
+
+
+def test_a_domain_pause_reaches_every_arm() -> None:
+    """An arm with thresholds of its own that names no such domain gets the pause
+    too: otherwise its traffic there would go on being automated."""
+    after = compiled(
+        tightened(doc(), "m", Breach("tier1_accuracy", Scope("domain", "eu"), Act.PAUSE, "s"))
+    )
+    assert after.experiment is not None
+    for arm in after.experiment.arms:
+        table = arm.thresholds or after.thresholds
+        assert table.for_domain("eu").paused, arm.name
+    assert not after.thresholds.default.paused
+
+
+def test_halting_an_arm_never_widens_whatever_the_tables_name() -> None:
+    """The control with a table of its own, the model's stricter and paused domain
+    that neither arm names (an arm with a table of its own does not take the model's
+    rows): the halted arm gets at least what it had and what the control gets, for
+    every domain any table names."""
+    arms = [
+        {"name": "control", "weight": 1, "thresholds": {"t_high": 0.9, "t_low": 0.5}},
+        {"name": "low", "weight": 1, "thresholds": {"t_high": 0.8, "t_low": 0.5},
+         "domains": {"us": {"t_high": 0.85, "t_low": 0.55}}},
+    ]  # fmt: skip
+    before = doc(
+        experiment={"name": "exp", "arms": arms},
+        domains={"eu": {"t_high": 0.97, "t_low": 0.6, "paused": True}},
+    )
+    after = tightened(before, "m", Breach("arm_harmful", Scope("arm", "low"), Act.HALT_ARM, "s"))
+    policies = [parse_policy({**d, "revision": 1}) for d in (before, after)]
+    assert widening(*policies) == ()
+    halted = after["models"]["m"]["experiment"]["arms"][1]
+    assert halted["thresholds"] == {"t_high": 0.9, "t_low": 0.5}
+    assert halted["domains"]["us"] == {"t_high": 0.9, "t_low": 0.55}
+    assert halted["domains"]["eu"] == {"t_high": 0.9, "t_low": 0.55}  # both arms' strictest
