@@ -81,7 +81,7 @@ MODEL = Scope("model")
 
 @dataclass(frozen=True)
 class Breach:
-    kind: str  # tier1_accuracy | ece | psi | arm_harmful | group_tier1_accuracy
+    kind: str  # one of KINDS
     scope: Scope
     act: Act
     summary: str  # one line, for the change's reason and the log
@@ -152,13 +152,18 @@ def check_model(
     reference: Reference | None,
     limits: Limits,
     window: tuple[float, float],
+    experiment: Sequence[Observation] | None = None,
 ) -> Findings:
-    """Every scope's health, the PSI, the experiment's arms, and the breaches."""
+    """Every scope's health, the PSI, the experiment's arms, and the breaches.
+    ``experiment``: the decisions the arms are compared on (all since the experiment
+    took its present form, so that the sequential test sees its counts grow; default:
+    observations)."""
     scopes: dict[Scope, list[Observation]] = {MODEL: list(observations)}
     for domain, members in by(observations, "domain").items():
         if domain in policy.thresholds.domains:
             scopes[Scope("domain", domain)] = members
-    randomised, contamination = _randomised(policy, observations)
+    compared = observations if experiment is None else experiment
+    randomised, contamination = _randomised(policy, compared)
     for arm, members in by(randomised, "arm").items():
         if arm:
             scopes[Scope("arm", arm)] = members

@@ -19,12 +19,13 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from monitor.actions import Actions, Applied, Registry
 from monitor.checks import KINDS, MODEL, Act, Findings, Limits, Reference, check_model
-from monitor.log import observations
+from monitor.recorded import observations
 from sidecar.calibration.artefact import parse_metadata
 from sidecar.calibration.runtime import build_session
 from sidecar.clock import Clock
 from sidecar.core.policy import Policy, parse_policy
 from sidecar.feedback.store import FeedbackStore
+from sidecar.registry.messages import document_from_policy
 
 log = structlog.get_logger("hitl.monitor")
 
@@ -40,38 +41,69 @@ class Monitor:
     act: bool = True
     findings: dict[str, Findings] = field(default_factory=dict)
     applied: list[Applied] = field(default_factory=list)
+    failures: dict[str, int] = field(default_factory=dict)  # failed checks, by model
     _references: dict[str, Reference] = field(default_factory=dict)
+    _epochs: dict[tuple[str, int], tuple[int, float]] = field(default_factory=dict)
     checked_at: float = 0.0  # when the last check finished (0: none yet)
 
     def check(self) -> list[Applied]:
-        """One pass over every model of the head policy; the tightenings applied."""
+        """One pass over every model of the head policy; the tightenings applied. A
+        model whose check fails is logged and counted (``failures``), and the others
+        are checked all the same."""
         actions = Actions(self.registry)
         revision, doc = actions.head()
         policy = parse_policy({**doc, "revision": revision})
-        now = self.clock.now()
-        since = now - self.window
         done: list[Applied] = []
         findings: dict[str, Findings] = {}
-        for name, model in policy.models.items():
-            seen = observations(self.store, name, since, now, self.group)
-            found = check_model(
-                model, seen, self._reference(policy, name), self.limits, (since, now)
-            )
-            findings[name] = found
-            for breach in found.breaches:
-                log.warning(
-                    "monitor.breach", model=name, breach=breach.kind, summary=breach.summary
-                )
-                if not self.act or breach.act is Act.ALERT:
-                    continue
-                applied = actions.apply(name, breach)
-                if applied is not None:
-                    done.append(applied)
-                    break  # the head moved: the next check judges the new revision
+        for name in policy.models:
+            try:
+                findings[name] = self._check_model(actions, policy, name, done)
+            except Exception as exc:  # one model's failure must not blind the others
+                self.failures[name] = self.failures.get(name, 0) + 1
+                log.error("monitor.model_failed", model=name, error=repr(exc), exc_info=exc)
         self.findings = findings  # a model gone from the policy is no longer reported
         self.applied.extend(done)
         self.checked_at = self.clock.now()
         return done
+
+    def _check_model(
+        self, actions: Actions, policy: Policy, name: str, done: list[Applied]
+    ) -> Findings:
+        """Judge one model on the decisions made since its section of the policy last
+        changed (an approver who lifts a pause, or approves a new calibrator, is not
+        overruled by what the old policy did), those of the window for its health and
+        all of them for its experiment; answer its first breach that tightens."""
+        model = policy.models[name]
+        epoch, epoch_at = self._epoch(name, policy.revision)
+        now = self.clock.now()
+        since = now - self.window
+        start = min(since, epoch_at) if model.experiment is not None else since
+        current = [
+            o
+            for o in observations(self.store, name, start, now, self.group)
+            if o.policy_revision >= epoch
+        ]
+        recent = [o for o in current if o.decided_at >= since]
+        window = (max(since, epoch_at), now)
+        reference = self._reference(policy, name)
+        found = check_model(model, recent, reference, self.limits, window, current)
+        for breach in found.breaches:
+            log.warning("monitor.breach", model=name, breach=breach.kind, summary=breach.summary)
+            if not self.act or breach.act is Act.ALERT:
+                continue
+            applied = actions.apply(name, breach)
+            if applied is not None:
+                done.append(applied)
+                break  # the head moved: the next check judges the new revision
+        return found
+
+    def _epoch(self, name: str, head: int) -> tuple[int, float]:
+        """The oldest revision (and its time) from which the model's section of the
+        policy is the head's, looked up once per head."""
+        if (name, head) not in self._epochs:
+            self._epochs = {key: e for key, e in self._epochs.items() if key[1] == head}
+            self._epochs[(name, head)] = epoch(self.registry, name)
+        return self._epochs[(name, head)]
 
     def _reference(self, policy: Policy, model: str) -> Reference:
         """The model's calibrator's reference histograms (fetched once per artefact)."""
@@ -120,7 +152,12 @@ class Monitor:
             "hitl.monitor.tightenings",
             [self._tightenings],
             description="Tightenings applied through the registry, by model, kind and scope "
-            "(0 from the first check on, so a first one shows as an increase)",
+            "(at scope model, 0 from the first check on, so a first one shows as an increase)",
+        )
+        meter.create_observable_counter(
+            "hitl.monitor.model_failures",
+            [self._failures],
+            description="Checks of a model that failed (logged as monitor.model_failed)",
         )
         meter.create_observable_gauge(
             "hitl.monitor.last_check",
@@ -185,6 +222,10 @@ class Monitor:
         for (model, kind, scope), n in counts.items():
             yield Observation(n, {"model": model, "kind": kind, "scope": scope})
 
+    def _failures(self, _: CallbackOptions) -> Iterable[Observation]:
+        for model in {*self.findings, *self.failures}:
+            yield Observation(self.failures.get(model, 0), {"model": model})
+
     def _last_check(self, _: CallbackOptions) -> Iterable[Observation]:
         if self.checked_at:
             yield Observation(self.checked_at)
@@ -195,3 +236,23 @@ def reference(registry: Registry, sha256: str) -> Reference:
     info, data = registry.get_calibrator(sha256)
     meta = parse_metadata(build_session(data, info.name).get_modelmeta().custom_metadata_map)
     return Reference(meta.histogram_edges, meta.histogram_counts, meta.class_counts)
+
+
+HISTORY_PAGE = 100
+
+
+def epoch(registry: Registry, model: str) -> tuple[int, float]:
+    """The oldest revision, and its time, from which the model's section of the
+    policy has been what the head's is: the decisions made under the policy in force."""
+    found, section = (0, 0.0), None
+    before = 0
+    while True:
+        page = registry.history(HISTORY_PAGE, before)
+        for revision in page:
+            now = document_from_policy(revision.policy)["models"].get(model)
+            if section is not None and now != section:
+                return found
+            section, found = now, (revision.revision, revision.created_at)
+        if len(page) < HISTORY_PAGE:
+            return found
+        before = page[-1].revision

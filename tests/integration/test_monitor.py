@@ -15,7 +15,7 @@ import pytest
 from hitl_client.stubs.hitl.v1 import decision_pb2 as dpb
 from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
 from monitor.app import build
-from monitor.checks import Limits
+from monitor.checks import MODEL, Limits
 from monitor.config import MonitorConfig
 from monitor.service import Monitor
 from sidecar.clock import SystemClock
@@ -50,7 +50,12 @@ def first_policy(registry: Registry, tmp_path: Path) -> None:
 
 
 def audited(
-    store: FeedbackStore, n: int, accuracy: float, arm: str = "", prefix: str = "r"
+    store: FeedbackStore,
+    n: int,
+    accuracy: float,
+    arm: str = "",
+    prefix: str = "r",
+    revision: int = 1,
 ) -> None:
     """n automated decisions drawn into the audit sample, each reviewed: right for
     the first accuracy * n of them."""
@@ -68,6 +73,7 @@ def audited(
             calibrated_confidence=0.97,
             decided_at=now - 60,
             experiment_arm=arm,
+            policy_revision=revision,
         )
         records.append(decided(record, "sidecar-1", now - 59))
         label = fpb.Label(class_index=1 if i < accuracy * n else 2)
@@ -102,6 +108,29 @@ def test_a_breach_is_tightened_through_the_registry_with_its_evidence(
         assert facts["interval"][1] < 0.99
         assert monitor.check() == []  # already paused: nothing more to do
         assert viewer.get_policy(0).revision == 2
+
+
+def test_a_pause_an_approver_lifts_is_not_overruled_by_the_old_evidence(
+    registry: Registry, store: FeedbackStore, tmp_path: Path
+) -> None:
+    """Only decisions made since the model's policy last changed are judged: once the
+    pause is lifted (revision 3), the decisions of revision 1 no longer count; new
+    ones under revision 3 that breach again are answered again."""
+    first_policy(registry, tmp_path)
+    audited(store, 400, accuracy=0.95)
+    with registry.client("alice") as alice, registry.client("bob") as bob:
+        monitor = Monitor(store, alice, SystemClock(), 3600.0, Limits())
+        (paused,) = monitor.check()
+        doc = document_from_policy(alice.get_policy(0).policy)
+        del doc["models"]["m"]["thresholds"]["paused"]
+        lift = alice.propose(policy_from_document(doc), "retrained upstream", paused.revision)
+        bob.approve(lift.id, "checked")
+        assert alice.get_policy(0).revision == 3
+        assert monitor.check() == []
+        assert monitor.findings["m"].health[MODEL].recorded == 0
+        audited(store, 400, accuracy=0.95, prefix="again", revision=3)
+        (again,) = monitor.check()
+        assert again.revision == 4
 
 
 def test_a_harmful_arm_is_halted_through_the_registry(
