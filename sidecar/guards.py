@@ -1,8 +1,11 @@
 """Each model's drift guard (``sidecar.core.drift``), kept across policy swaps.
 
 A new snapshot rebuilds the guard of a model whose calibrator or ``drift`` section
-changed (an empty window: no alarm until it fills again) and keeps every other one,
-so an unrelated revision neither resets a guard nor lifts a pause. A guard that
+changed, with an empty window, and keeps every other one, so an unrelated revision
+neither resets a guard nor lifts a pause. A rebuilt guard keeps its predecessor's
+alarm until its own window is full and judged: a change that makes the guard more
+sensitive (which the registry applies at once) cannot resume automation the old one
+had paused. A guard that
 starts or stops alarming is logged (``drift.alarm`` / ``drift.cleared``, with both
 PSI values); the PSI values and the alarm state are exported as gauges."""
 
@@ -42,11 +45,14 @@ class DriftGuards:
                 model.drift, meta.histogram_edges, meta.histogram_counts, meta.class_counts
             )
             guard.on_change = partial(_log_change, name)
+            if old is not None:
+                guard.alarmed = old.alarmed
             guards[name], keys[name] = guard, key
         self.by_model, self._keys = guards, keys
 
     def export(self, meter: Meter) -> None:
-        """hitl.drift.psi{model,of=confidence|class} and hitl.drift.alarmed{model}."""
+        """hitl.drift.psi{model,of=confidence|class}, hitl.drift.class_shift{model} and
+        hitl.drift.alarmed{model,action}."""
 
         def psi(_: CallbackOptions) -> Iterable[Observation]:
             for model, guard in self.by_model.items():
@@ -64,6 +70,18 @@ class DriftGuards:
             [psi],
             description="PSI of the last window's calibrated confidence or predicted class "
             "against the calibrator's reference, by model",
+        )
+
+        def shift(_: CallbackOptions) -> Iterable[Observation]:
+            for model, guard in self.by_model.items():
+                if guard.filled:
+                    yield Observation(guard.class_shift, {"model": model})
+
+        meter.create_observable_gauge(
+            "hitl.drift.class_shift",
+            [shift],
+            description="Total variation between the last window's predicted-class mix and "
+            "the calibrator's reference (the share of decisions whose class the shift moved)",
         )
         meter.create_observable_gauge(
             "hitl.drift.alarmed",

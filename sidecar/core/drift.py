@@ -95,6 +95,7 @@ class DriftGuard:
         "alarmed",
         "alarms",
         "class_psi",
+        "class_shift",
         "confidence_psi",
         "on_change",
         "pauses",
@@ -126,6 +127,7 @@ class DriftGuard:
         self._pending: list[tuple[float, int]] = []
         self.confidence_psi = 0.0  # as of the last judgement (0 before the window fills)
         self.class_psi = 0.0  # 0 as well when the artefact has no class reference
+        self.class_shift = 0.0  # total variation of the predicted classes' mix
         self.alarmed = False
         self.alarms = 0  # how many times the guard has alarmed
         self.on_change: Callable[[DriftGuard], None] | None = None  # told of each change
@@ -144,23 +146,37 @@ class DriftGuard:
         total = int(self._class_counts.sum())
         return [int(c) / total if total else 0.0 for c in self._class_counts]
 
+    def _class_shift(self) -> float:
+        """Half the summed absolute difference between the window's predicted-class
+        shares and the reference's: the share of decisions whose class would have to
+        change for the two mixes to agree (0: the same mix; 1: disjoint)."""
+        if self._class_reference is None or not self._class_counts.any():
+            return 0.0
+        observed = self._class_counts / self._class_counts.sum()
+        reference = self._class_reference / self._class_reference.sum()
+        return float(0.5 * np.abs(observed - reference).sum())
+
     def observe(self, confidence: float, predicted_class: int) -> bool:
         """Count one decision; whether the guard pauses automation now. (On the Route
         path: one call, the rest in C until a judgement is due.)"""
         pending = self._pending
         pending.append((confidence, predicted_class))
-        if len(pending) >= self._every and self.judge() and self.on_change is not None:
-            self.on_change(self)
-        return self.alarmed and self.pauses
+        if len(pending) >= self._every:
+            self._judge_and_tell()
+        return self.alarmed and self.pauses  # not the property: one call less per Route
 
     def observe_rows(self, rows: Iterable[tuple[int, float, float, float] | None]) -> bool:
         """``observe`` for a batch's signal rows (class, confidence, ...; None: none),
         judged once at the end when a judgement is due."""
         pending = self._pending
         pending.extend([(row[1], row[0]) for row in rows if row is not None])
-        if len(pending) >= self._every and self.judge() and self.on_change is not None:
+        if len(pending) >= self._every:
+            self._judge_and_tell()
+        return self.paused
+
+    def _judge_and_tell(self) -> None:
+        if self.judge() and self.on_change is not None:
             self.on_change(self)
-        return self.alarmed and self.pauses
 
     def judge(self) -> bool:
         """Move the decisions observed since the last judgement into the window, then,
@@ -173,6 +189,7 @@ class DriftGuard:
         self.confidence_psi = psi(self._reference, self._counts)
         if self._class_reference is not None:
             self.class_psi = psi(self._class_reference, self._class_counts)
+            self.class_shift = self._class_shift()
         worst = max(self.confidence_psi, self.class_psi)
         if not self.alarmed and worst >= self.policy.psi_alarm:
             self.alarmed = True

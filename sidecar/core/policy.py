@@ -173,6 +173,8 @@ def _drift(body: object, path: str) -> DriftPolicy | None:
     if alarm <= 0:
         raise PolicyError(f"{path}.psi_alarm", "must be above 0")
     recover = _number(doc.get("psi_recover", alarm / 2), f"{path}.psi_recover", 0.0, alarm)
+    if recover >= alarm:
+        raise PolicyError(f"{path}.psi_recover", f"must be below psi_alarm {alarm:g}")
     actions = [a.value for a in DriftAction]
     action = doc.get("action", DriftAction.ALERT.value)
     if action not in actions:

@@ -622,6 +622,8 @@ def test_the_drift_guard_pauses_automation_once_traffic_leaves_the_reference(
     psi = points(reader, "hitl.drift.psi")
     assert psi[frozenset({("model", "m"), ("of", "class")})] > 1
     assert psi[frozenset({("model", "m"), ("of", "confidence")})] > 1
+    shift = points(reader, "hitl.drift.class_shift")[frozenset({("model", "m")})]
+    assert shift == pytest.approx(2 / 3, abs=0.05)  # one class of three, against even
     assert points(reader, "hitl.drift.alarmed") == {
         frozenset({("model", "m"), ("action", "pause_automation")}): 1
     }
@@ -630,7 +632,7 @@ def test_the_drift_guard_pauses_automation_once_traffic_leaves_the_reference(
     assert rig.route("c-last").decision.reason is Reason.THRESHOLD
 
 
-def test_a_guard_outlives_an_unrelated_revision_but_not_a_new_drift_section(
+def test_a_guard_outlives_an_unrelated_revision_and_passes_its_alarm_on(
     tmp_path: Path,
 ) -> None:
     rig = Rig(_drift_snapshot(tmp_path))
@@ -639,5 +641,8 @@ def test_a_guard_outlives_an_unrelated_revision_but_not_a_new_drift_section(
     assert rig.route("paused").decision.reason is Reason.FALLBACK_DRIFT
     rig.holder.swap(_drift_snapshot(tmp_path, revision=2))
     assert rig.route("still").decision.reason is Reason.FALLBACK_DRIFT
-    rig.holder.swap(_drift_snapshot(tmp_path, revision=3, psi_alarm=0.5))
+    rig.holder.swap(_drift_snapshot(tmp_path, revision=3, psi_alarm=0.2))
+    assert rig.route("stricter").decision.reason is Reason.FALLBACK_DRIFT  # kept its alarm
+    for i in range(50):  # a full window like the reference clears the new guard
+        rig.route(f"c{i}", cls=i % 3, strength=0.3 if i % 10 < 3 else 8.0)
     assert rig.route("afresh").decision.reason is Reason.THRESHOLD

@@ -122,6 +122,14 @@ def test_it_clears_only_below_the_recover_level() -> None:
     assert g.alarms == 1
 
 
+def test_the_class_shift_is_the_mixes_total_variation() -> None:
+    g = guard(window=100)  # reference classes 50/50
+    for i in range(100):
+        g.observe(0.55, 0 if i % 10 < 8 else 1)  # 80/20
+    g.judge()
+    assert g.class_shift == pytest.approx(0.3)
+
+
 def test_an_alert_guard_alarms_without_pausing() -> None:
     g = guard(action=DriftAction.ALERT)
     for _ in range(200):

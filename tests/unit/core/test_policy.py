@@ -125,6 +125,7 @@ def broken(path: str, value: Any) -> dict[str, Any]:
         ("models.fraud.drift.psi_alarm", 0, "models.fraud.drift.psi_alarm"),
         ("models.fraud.drift.psi_alarm", ..., "models.fraud.drift.psi_alarm"),
         ("models.fraud.drift.psi_recover", 0.5, "models.fraud.drift.psi_recover"),
+        ("models.fraud.drift.psi_recover", 0.3, "models.fraud.drift.psi_recover"),
         ("models.fraud.drift.action", "panic", "models.fraud.drift.action"),
         ("models.fraud.drift.colour", "blue", "models.fraud.drift.colour"),
     ],
