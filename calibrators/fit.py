@@ -96,7 +96,7 @@ def fit_calibrator(
         raise DataError(data.source, str(exc)) from exc
     calibrator = chosen.fit(data.logits, data.labels, data.weights)
     calibrated = calibrator.predict(data.logits)
-    edges, counts = confidence_histogram(calibrated)
+    edges, counts = confidence_histogram(calibrated, weights=data.weights)
     ece_after = (
         next(s.ece for s in selection.scores if s.method == selection.chosen)
         if selection
@@ -112,7 +112,7 @@ def fit_calibrator(
         ece_after=ece_after,
         histogram_edges=tuple(edges),
         histogram_counts=tuple(counts),
-        class_counts=tuple(class_counts(calibrated)),
+        class_counts=tuple(class_counts(calibrated, data.weights)),
     )
 
 

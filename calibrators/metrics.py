@@ -189,12 +189,20 @@ def by_segment(
     }
 
 
-def confidence_histogram(probs: Floats, bins: int = 20) -> tuple[list[float], list[int]]:
-    """Edges and counts of top-label confidence: the reference for drift monitoring."""
-    counts, edges = np.histogram(probs.max(axis=1), bins=bins, range=(0.0, 1.0))
-    return [float(e) for e in edges], [int(c) for c in counts]
+def confidence_histogram(
+    probs: Floats, bins: int = 20, weights: Floats | None = None
+) -> tuple[list[float], list[int]]:
+    """Edges and counts of top-label confidence: the reference for drift monitoring.
+    With row weights, each row counts its weight scaled to a mean of 1 (the counts
+    still sum to about the rows), rounded: what the rows stand for."""
+    w = None if weights is None else unit_mean(weights)
+    counts, edges = np.histogram(probs.max(axis=1), bins=bins, range=(0.0, 1.0), weights=w)
+    return [float(e) for e in edges], [round(float(c)) for c in counts]
 
 
-def class_counts(probs: Floats) -> list[int]:
-    """Rows per predicted class: the reference for the predicted classes' drift."""
-    return [int(c) for c in np.bincount(probs.argmax(axis=1), minlength=probs.shape[1])]
+def class_counts(probs: Floats, weights: Floats | None = None) -> list[int]:
+    """Rows per predicted class (weighted as ``confidence_histogram``): the reference
+    for the predicted classes' drift."""
+    w = None if weights is None else unit_mean(weights)
+    counted = np.bincount(probs.argmax(axis=1), weights=w, minlength=probs.shape[1])
+    return [round(float(c)) for c in counted]

@@ -150,3 +150,16 @@ def test_fit_and_thresholds_report_that_they_weighed_the_rows(
     assert code == 0
     assert thresholds["weighted"] is True  # the bound says what it counted
     assert thresholds["effective_rows"] == summary["effective_rows"]
+
+
+def test_the_drift_reference_counts_rows_with_their_weights() -> None:
+    """A sampled dataset's reference histograms stand for the traffic, not the sample:
+    a row counts its weight, the weights scaled to a mean of 1."""
+    from calibrators.metrics import class_counts, confidence_histogram
+
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.55, 0.45]])
+    weights = np.array([7.0, 1.0, 1.0, 1.0])  # scaled: 2.8, 0.4, 0.4, 0.4
+    _, counts = confidence_histogram(probs, bins=2, weights=weights)
+    assert counts == [0, 4]  # every top confidence is above 0.5
+    assert class_counts(probs, weights) == [4, 0]  # 3.6 and 0.4
+    assert class_counts(probs) == [3, 1]
