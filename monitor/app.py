@@ -14,8 +14,9 @@ from monitor.actions import Registry
 from monitor.checks import Limits
 from monitor.config import MonitorConfig
 from monitor.service import Monitor
+from monitor.sources import open_feedback_log
 from sidecar.clock import Clock, SystemClock
-from sidecar.feedback.store import FeedbackStore, open_store
+from sidecar.feedback.store import FeedbackStore
 from sidecar.serving import serve_until_signalled
 from sidecar.settings import env_of
 from sidecar.supervision import Periodic
@@ -67,7 +68,7 @@ def build(
     var = env_of(MonitorConfig, "metrics_addr")
     _, meters = service_meters("hitl-monitor", config.metrics_addr, var, metric_readers or ())
     monitor = Monitor(
-        store or open_store(config.db),
+        store or open_feedback_log(config),
         registry or config.registry_client(),
         clock or SystemClock(),
         config.window_seconds,

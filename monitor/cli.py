@@ -96,15 +96,20 @@ def _serve(config: MonitorConfig) -> None:
     serve(config)
 
 
+@reports_refusals
 def _run_check(args: argparse.Namespace) -> int:
     from monitor.app import build
+    from monitor.sources import registry
 
-    process = build(MonitorConfig.load(flag_values(args, MonitorConfig)))
-    try:
-        applied = process.monitor.check()
-        findings = process.monitor.findings
-    finally:
-        process.stop()
+    config = MonitorConfig.load(flag_values(args, MonitorConfig))
+    _logs_to_stderr()
+    with registry(config) as client:
+        process = build(config, registry=client)
+        try:
+            applied = process.monitor.check()
+            findings = process.monitor.findings
+        finally:
+            process.stop()
     out = {
         "models": {model: f.as_json() for model, f in findings.items()},
         "applied": [
@@ -130,6 +135,7 @@ def _run_recalibrate(args: argparse.Namespace) -> int:
     from monitor.sources import feedback_log, registry
 
     config = MonitorConfig.load(flag_values(args, MonitorConfig))
+    _logs_to_stderr()
     request = _request(args, config)
     with registry(config) as client, feedback_log(config) as log:
         done = recalibrate(log, client, request)
@@ -163,3 +169,10 @@ def _request(args: argparse.Namespace, config: MonitorConfig) -> Request:
         held_out=args.held_out,
         seed=args.seed,
     )
+
+
+def _logs_to_stderr() -> None:
+    """A command whose answer is JSON on stdout logs (breaches, tightenings) to stderr."""
+    import structlog
+
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))

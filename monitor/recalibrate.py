@@ -10,8 +10,9 @@ proposes it, and the registry keeps the proposal PENDING for an approver.
    inverse of the probability their decision was recorded with).
 3. A split by a seeded hash of the request id: ``held_out`` of the rows are kept out.
 4. A calibrator fitted on the other rows, and thresholds bounded on their cross-fitted
-   confidences for production's class mix, estimated from the window's unlabelled
-   recorded decisions (label shift, ``calibrators.shift``).
+   confidences for production's class mix, estimated from every decision recorded
+   in the window, labelled or not, each counted with its inverse inclusion
+   probability (label shift, ``calibrators.shift``).
 5. The artefact, with the policy's labels (or the current calibrator's).
 6. The evidence on the held-out rows: weighted ECE, and Tier-1 accuracy with its
    interval and the automated share, of the current calibrator at the current
@@ -487,8 +488,11 @@ def _upload(registry: Registry, candidate: Candidate) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Production:
-    """The window's unlabelled recorded outputs, as logits, each with the number of
-    decisions it stands for (its inverse inclusion probability)."""
+    """The window's recorded outputs, labelled or not, as logits, each with the number
+    of decisions it stands for (its inverse inclusion probability): production's whole
+    traffic, whose class mix the thresholds are bounded for. (The unlabelled ones alone
+    would not do: nearly every escalation is labelled, so they lack most of the
+    uncertain traffic.)"""
 
     logits: Floats
     weights: Floats
@@ -500,22 +504,22 @@ class Production:
 
 
 def _production(log: Log, request: Request, classes: int, stem: Path) -> Production | None:
-    """The recorded decisions without a label event, written as an .npz that
-    ``hitl calibrate thresholds --production`` reads (None: there are none)."""
-    unlabelled = [
+    """The recorded decisions, written as an .npz that ``hitl calibrate thresholds
+    --production`` reads (None: there are none)."""
+    recorded = [
         item.decision
         for item in log.recorded(request.model, request.since, request.until)
-        if not item.events and len(item.decision.get("logits", [])) == classes
+        if len(item.decision.get("logits", [])) == classes
     ]
-    if not unlabelled:
+    if not recorded:
         return None
-    kinds = {d.get("input_kind") == PROBABILITIES for d in unlabelled}
+    kinds = {d.get("input_kind") == PROBABILITIES for d in recorded}
     if len(kinds) > 1:
         raise DataError(
-            f"--model {request.model}", "its unlabelled decisions mix logits and probabilities"
+            f"--model {request.model}", "its recorded decisions mix logits and probabilities"
         )
-    scores = np.asarray([d["logits"] for d in unlabelled], dtype=np.float64)
-    weights = np.asarray([1.0 / float(d.get("inclusion_probability", 1.0)) for d in unlabelled])
+    scores = np.asarray([d["logits"] for d in recorded], dtype=np.float64)
+    weights = np.asarray([1.0 / float(d.get("inclusion_probability", 1.0)) for d in recorded])
     path = stem.with_name(f"{stem.name}.production.npz")
     path.parent.mkdir(parents=True, exist_ok=True)
     if kinds == {True}:
@@ -533,7 +537,7 @@ def _bound(
     production: Production | None,
 ) -> tuple[SegmentThresholds, dict[str, Any]]:
     """The model's thresholds on the fitting rows' cross-fitted confidences, for
-    production's class mix when there are unlabelled outputs to estimate it from."""
+    production's class mix when there are recorded outputs to estimate it from."""
     probs = cross_fitted(fitting, fitted.method, FOLDS, request.seed)
     shifted, shift = _label_shift(fitting, fitted, production)
     weights = fitting.weights
@@ -561,8 +565,8 @@ def _label_shift(
     --production`` does, with the recorded outputs counted by their weights."""
     if production is None:
         return None, {
-            "assumed": "production's class mix is the labelled rows' (no unlabelled"
-            " decision recorded in the window)"
+            "assumed": "production's class mix is the labelled rows' (no decision"
+            " recorded in the window)"
         }
     counted = np.bincount(fitting.labels, weights=fitting.weights, minlength=fitting.classes)
     priors = estimate_priors(
@@ -575,7 +579,7 @@ def _label_shift(
         raise DataError(
             "--since/--until",
             f"production's class mix, estimated from the window's {production.rows}"
-            f" unlabelled decisions ({production.path}), is too far from the labelled rows'"
+            f" recorded decisions ({production.path}), is too far from the labelled rows'"
             f" to bound: {problem}",
         )
     return weights, {**asdict(shift), "production": str(production.path)}

@@ -193,7 +193,7 @@ def _reference(registry: RegistryClient, policy: ModelPolicy) -> Reference:
 def _observations(config: MonitorConfig, model: str, period: Period) -> list[Observation]:
     """The model's recorded decisions in the period (ConfigError naming the setting
     when the database cannot be read, or the flags when it holds none)."""
-    from monitor.log import observations
+    from monitor.recorded import observations
     from monitor.sources import feedback_log
 
     with feedback_log(config) as store:

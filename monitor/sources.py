@@ -47,7 +47,18 @@ def registry(config: MonitorConfig) -> Iterator[RegistryClient]:
 
 @contextmanager
 def feedback_log(config: MonitorConfig) -> Iterator[FeedbackStore]:
-    """The feedback service's store, closed afterwards."""
+    """``open_feedback_log``, closed afterwards."""
+    store = open_feedback_log(config)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def open_feedback_log(config: MonitorConfig) -> FeedbackStore:
+    """The feedback service's store; ConfigError naming the setting when it is not
+    there (a mistyped SQLite path would otherwise be a new, empty log that the
+    monitor watched forever) or cannot be read."""
     from sidecar.feedback.store import open_store
     from sidecar.storage.url import is_postgres, sqlite_path
 
@@ -55,10 +66,6 @@ def feedback_log(config: MonitorConfig) -> Iterator[FeedbackStore]:
     if not is_postgres(config.db) and not sqlite_path(config.db).is_file():
         raise ConfigError(f"{where}: {config.db}: no such feedback database")
     try:
-        store = open_store(config.db)
-        try:
-            yield store
-        finally:
-            store.close()
+        return open_store(config.db)
     except StoreUnavailable as exc:  # libpq's messages run over lines: one line here
         raise ConfigError(f"{where}: {' '.join(str(exc).split())}") from exc

@@ -23,8 +23,8 @@ from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
 from monitor.actions import reason, tightened
 from monitor.checks import ESTIMATOR, Act, Breach, Limits, Scope, check_model
 from monitor.estimates import health
-from monitor.log import observations
 from monitor.observations import Observation
+from monitor.recorded import observations
 from sidecar.core.policy import parse_policy
 from sidecar.feedback.records import decided, received
 from sidecar.feedback.store import open_store
