@@ -75,6 +75,7 @@ def build(
         Limits(config.min_labels, config.min_recorded, config.level, config.alpha),
         config.group_attribute,
         config.act == "tighten",
+        config.label_sources,
     )
     meter = meters.get_meter("hitl.monitor")
     monitor.export(meter)

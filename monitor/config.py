@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sidecar.errors import ConfigError
+from sidecar.feedback.dataset import DEFAULT_SOURCES, SOURCES
 from sidecar.settings import (
     address,
     client_cert_setting,
@@ -32,6 +33,16 @@ if TYPE_CHECKING:
     from sidecar.registry.client import RegistryClient
 
 ENV_REGISTRY_PREFIX = "HITL_MONITOR_REGISTRY"
+
+
+def _label_sources(value: str, var: str) -> tuple[str, ...]:
+    sources = tuple(part.strip() for part in value.split(",") if part.strip())
+    if not sources or len(set(sources)) != len(sources) or not set(sources) <= SOURCES.keys():
+        raise ConfigError(
+            f"{var} must name some of {', '.join(SOURCES)}, each once, comma-separated; "
+            f"got {value!r}"
+        )
+    return sources
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +94,13 @@ class MonitorConfig:
         "",
         "a string attribute of the requests whose values are groups with their own Tier-1 "
         "accuracy (empty: none)",
+    )
+    label_sources: tuple[str, ...] = setting(
+        "HITL_MONITOR_LABEL_SOURCES",
+        ",".join(DEFAULT_SOURCES),
+        "where a label may come from, the first winning (outcome, review, correction); "
+        "review alone: only what people saw, the audit sample for Tier-1",
+        parse=_label_sources,
     )
     act: str = setting(
         "HITL_MONITOR_ACT",

@@ -197,7 +197,14 @@ def _observations(config: MonitorConfig, model: str, period: Period) -> list[Obs
     from monitor.sources import feedback_log
 
     with feedback_log(config) as store:
-        found = observations(store, model, period.since, period.until, config.group_attribute)
+        found = observations(
+            store,
+            model,
+            period.since,
+            period.until,
+            config.group_attribute,
+            config.label_sources,
+        )
     if not found:
         raise ConfigError(
             f"--since/--until: no decision of model {model!r} was recorded from "

@@ -24,6 +24,7 @@ from sidecar.calibration.artefact import parse_metadata
 from sidecar.calibration.runtime import build_session
 from sidecar.clock import Clock
 from sidecar.core.policy import Policy, parse_policy
+from sidecar.feedback.dataset import DEFAULT_SOURCES
 from sidecar.feedback.store import FeedbackStore
 from sidecar.registry.messages import document_from_policy
 
@@ -39,6 +40,7 @@ class Monitor:
     limits: Limits = field(default_factory=Limits)
     group: str = ""
     act: bool = True
+    sources: tuple[str, ...] = DEFAULT_SOURCES  # where labels may come from, first winning
     findings: dict[str, Findings] = field(default_factory=dict)
     applied: list[Applied] = field(default_factory=list)
     failures: dict[str, int] = field(default_factory=dict)  # failed checks, by model
@@ -80,7 +82,7 @@ class Monitor:
         start = min(since, epoch_at) if model.experiment is not None else since
         current = [
             o
-            for o in observations(self.store, name, start, now, self.group)
+            for o in observations(self.store, name, start, now, self.group, self.sources)
             if o.policy_revision >= epoch
         ]
         recent = [o for o in current if o.decided_at >= since]

@@ -19,6 +19,7 @@ from monitor.checks import MODEL, Limits
 from monitor.config import MonitorConfig
 from monitor.service import Monitor
 from sidecar.clock import SystemClock
+from sidecar.errors import ConfigError
 from sidecar.feedback.records import decided, received
 from sidecar.feedback.store import FeedbackStore, open_store
 from sidecar.registry.messages import document_from_policy, policy_from_document
@@ -173,7 +174,7 @@ def test_alert_mode_changes_nothing(
 
 
 def test_an_unreachable_registry_is_a_counted_failure_and_the_task_lives_on(
-    tmp_path: Path,
+    tmp_path: Path, store: FeedbackStore
 ) -> None:
     config = MonitorConfig.load(
         {
@@ -193,3 +194,11 @@ def test_an_unreachable_registry_is_a_counted_failure_and_the_task_lives_on(
         assert process.task.state.running
     finally:
         process.stop()
+
+
+def test_a_feedback_database_that_is_not_there_is_refused_at_start(tmp_path: Path) -> None:
+    """A mistyped SQLite path is not a new, empty log the monitor would watch forever."""
+    config = MonitorConfig.load({"db": f"sqlite:{tmp_path / 'typo.db'}"}, env={})
+    with pytest.raises(ConfigError, match=r"--db \(HITL_MONITOR_DB\): .*no such feedback"):
+        build(config)
+    assert not (tmp_path / "typo.db").exists()
