@@ -167,7 +167,10 @@ def scraped(tmp_path: Path) -> Iterator[set[str]]:
         )  # fmt: skip
         stack.callback(_kill, review.process)
         policy = policy_doc(temperature_artefact(tmp_path / "cal.onnx"), **CALIBRATION_POLICY)
-        policy |= {"issued_at": _rfc3339(time.time()), "max_age_seconds": 3600}
+        # Revision 100: the file stands for the registry's policy, whose head the
+        # monitor's tightening moves to 2; decisions of a revision before the model's
+        # last change would no longer be judged.
+        policy |= {"revision": 100, "issued_at": _rfc3339(time.time()), "max_age_seconds": 3600}
         write_policy(tmp_path / "policy.yaml", policy)
         sidecar = start_sidecar(
             tmp_path, tmp_path / "policy.yaml",
