@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from monitor.estimates import Health, by, class_psi, confidence_psi, health
+from monitor.estimates import Health, by, class_psi, class_shift, confidence_psi, health
 from monitor.observations import Observation
 from monitor.sequential import ArmCounts, Comparison, compare
 from sidecar.core.drift import DriftAction
@@ -116,12 +116,14 @@ class Findings:
     psi: dict[str, float]  # "confidence", "class"
     experiments: dict[str, Comparison]  # by arm name
     breaches: list[Breach]
+    class_shift: float | None = None  # the predicted classes' total variation from the reference
 
     def as_json(self) -> dict[str, Any]:
         """The findings as plain data (``hitl monitor check``, the reports)."""
         return {
             "health": {str(scope): health_json(h) for scope, h in self.health.items()},
             "psi": self.psi,
+            "class_shift": self.class_shift,
             "experiments": {arm: c.as_evidence() for arm, c in self.experiments.items()},
             "breaches": [
                 {"kind": b.kind, "scope": str(b.scope), "act": b.act.value, "summary": b.summary}
@@ -172,10 +174,12 @@ def check_model(
             scopes[Scope("group", group)] = members
     healths = {scope: health(members, level=limits.level) for scope, members in scopes.items()}
     psi = {}
+    shift = None
     if reference is not None and observations:
         psi["confidence"] = confidence_psi(observations, reference.edges, reference.counts)
         if reference.classes:
             psi["class"] = class_psi(observations, reference.classes)
+            shift = class_shift(observations, reference.classes)
     experiments = _experiments(policy, healths, limits)
     base = {"window": list(window), "estimator": ESTIMATOR, "recorded": len(observations)}
     breaches = [
@@ -186,7 +190,7 @@ def check_model(
         *_arms(experiments, base),
         *_contaminated(policy, contamination, base),
     ]
-    return Findings(policy.name, healths, psi, experiments, breaches)
+    return Findings(policy.name, healths, psi, experiments, breaches, shift)
 
 
 def _accuracy(

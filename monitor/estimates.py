@@ -184,13 +184,33 @@ def class_psi(
     without decisions."""
     if not observations:
         return 0.0
+    return psi(*_class_mixes(observations, reference_class_counts))
+
+
+def class_shift(
+    observations: Sequence[Observation], reference_class_counts: Sequence[float]
+) -> float:
+    """The class-prior shift estimate: total variation between the predicted classes'
+    mix (each decision counted d_i times) and the reference's, the share of decisions
+    whose class the shift moved (as the sidecar's guard reports it). 0.0 without
+    decisions."""
+    if not observations:
+        return 0.0
+    reference, observed = _class_mixes(observations, reference_class_counts)
+    return float(0.5 * np.abs(observed / observed.sum() - reference / reference.sum()).sum())
+
+
+def _class_mixes(
+    observations: Sequence[Observation], reference_class_counts: Sequence[float]
+) -> tuple[Floats, Floats]:
+    """(reference, observed) counts over the same classes."""
     recorded = _columns(observations)
-    observed = np.bincount(
+    observed: Floats = np.bincount(
         recorded.predicted, weights=recorded.expansion, minlength=len(reference_class_counts)
-    )
+    ).astype(np.float64)
     reference = np.zeros(observed.shape[0])
     reference[: len(reference_class_counts)] = reference_class_counts
-    return psi(reference.tolist(), observed.tolist())
+    return reference, observed
 
 
 def _columns(observations: Sequence[Observation]) -> _Recorded:

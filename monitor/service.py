@@ -141,6 +141,12 @@ class Monitor:
             "reference, by model",
         )
         meter.create_observable_gauge(
+            "hitl.monitor.class_shift",
+            [self._shift],
+            description="The class-prior shift estimate: total variation between the "
+            "window's predicted-class mix and the calibrator's reference, by model",
+        )
+        meter.create_observable_gauge(
             "hitl.monitor.experiment_p_value",
             [self._experiments],
             description="Always-valid p-value of each arm's Tier-1 error against the control's",
@@ -200,6 +206,11 @@ class Monitor:
         for model, f in self.findings.items():
             for of, value in f.psi.items():
                 yield Observation(value, {"model": model, "of": of})
+
+    def _shift(self, _: CallbackOptions) -> Iterable[Observation]:
+        for model, f in self.findings.items():
+            if f.class_shift is not None:
+                yield Observation(f.class_shift, {"model": model})
 
     def _experiments(self, _: CallbackOptions) -> Iterable[Observation]:
         for model, f in self.findings.items():

@@ -257,3 +257,12 @@ def test_halting_an_arm_never_widens_whatever_the_tables_name() -> None:
     assert halted["thresholds"] == {"t_high": 0.9, "t_low": 0.5}
     assert halted["domains"]["us"] == {"t_high": 0.9, "t_low": 0.55}
     assert halted["domains"]["eu"] == {"t_high": 0.9, "t_low": 0.55}  # both arms' strictest
+
+
+def test_the_class_shift_estimate_is_the_mixes_total_variation() -> None:
+    """Every decision predicted class 0 against an even reference: half of them moved."""
+    window = traffic(200, {"control": 0.99, "low": 0.99})
+    reference = Reference(EDGES, [0] * 9 + [100], [50, 50])
+    found = check_model(compiled(doc()), window, reference, Limits(), (0, 1))
+    assert found.class_shift == pytest.approx(0.5)
+    assert check_model(compiled(doc()), window, None, Limits(), (0, 1)).class_shift is None
