@@ -227,6 +227,7 @@ def build(
             config.deployment,
             config.forward_timeout_seconds,
             config.credentials("review"),
+            holder.labels,
         )
     feedback_sink = None
     if config.feedback:  # escalated decisions reach the feedback service with the rest

@@ -46,12 +46,15 @@ def web_server(
     tls: ssl.SSLContext | None = None,
     keep_alive_seconds: float = 5.0,
     stop_seconds: float = 10.0,
+    proxy_headers: bool = True,
 ) -> WebServer:
     """app on listen (HOST:PORT; var names its setting in errors), with TLS when tls
-    is given."""
+    is given. proxy_headers False keeps the connecting peer as the client address
+    (uvicorn otherwise takes X-Forwarded-For from a loopback peer)."""
     config = uvicorn.Config(
         app,
         lifespan="off",
+        proxy_headers=proxy_headers,
         log_config=None,
         access_log=False,  # the applications log what they do
         timeout_keep_alive=int(keep_alive_seconds),

@@ -32,6 +32,7 @@ def record_message(record: Mapping[str, Any]) -> rpb.Escalation:
         context=r.get("context"),
         string_attributes=r.get("string_attributes"),
         numeric_attributes=r.get("numeric_attributes"),
+        labels=r.get("labels"),
         **_decided(r),
     )
 
@@ -44,7 +45,7 @@ def with_labels(record: Mapping[str, Any], labels_of: LabelsOf) -> Mapping[str, 
     """A decision's record with its model's class labels, looked up when it is
     forwarded (so Route never pays for them), if the policy it was decided under is
     still in force; an outcome's record, or one whose labels are not known, as it is."""
-    if record.get("kind") == "outcome" or "labels" in record:
+    if record.get("kind") == "outcome" or record.get("labels"):
         return record
     labels = labels_of(str(record["model"]), int(record["policy_revision"]))
     return {**record, "labels": labels} if labels else record
@@ -131,6 +132,7 @@ def from_message(message: rpb.Escalation) -> Escalation:
         numeric_attributes=dict(m.numeric_attributes),
         logits=list(m.logits),
         input_kind=_name(dpb.InputKind.Name(m.input_kind), "INPUT_KIND_") or "LOGITS",
+        labels=list(m.labels),
     )
 
 

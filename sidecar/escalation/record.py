@@ -1,6 +1,6 @@
 """The escalation record: what a reviewer needs to act on a decision and to find its
-trace and audit record, and what the calibrators need once it is labelled (the
-logits as sent). Pure."""
+trace and audit record (with the model's class labels, once the forwarder has added
+them), and what the calibrators need once it is labelled (the logits as sent). Pure."""
 
 from __future__ import annotations
 
@@ -38,6 +38,10 @@ class Escalation:
     logits: list[float] = field(default_factory=list)
     input_kind: str = "LOGITS"  # InputKind name: LOGITS or PROBABILITIES
     span_id: str = ""  # the Route call's span, as the decision record's
+    # The model's class labels under policy_revision, one per logit. Route never
+    # fills them (it would pay for them on every escalation): the review queue's sink
+    # adds them when it sends (``messages.with_labels``); empty when not known.
+    labels: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         # Shallow on purpose: dataclasses.asdict deep-copies every value, which was

@@ -1,10 +1,12 @@
 """Who may do what in the review queue, and on whose behalf. Pure.
 
-Roles: ``sidecar`` submits escalations; ``reviewer`` claims and resolves items for
-itself; ``lead`` may do that for another reviewer (recorded as such), list and
-export; ``viewer`` lists; ``exporter`` exports the labelled items. Who a claim or a
-verdict is for comes from the caller's credential, never from a request field: the
-field may only name the caller, or, for a lead, the reviewer the lead acts for."""
+Roles: ``sidecar`` submits escalations; ``reviewer`` claims, resolves and releases
+items for itself; ``lead`` may do that for another reviewer (recorded as such), list
+and export; ``viewer`` lists; ``exporter`` exports the labelled items. In the web
+console viewers, reviewers and leads see the queue and its items (``View``); acting
+there takes the same roles as over gRPC. Who a claim or a verdict is for comes from
+the caller's credential, never from a request field: the field may only name the
+caller, or, for a lead, the reviewer the lead acts for."""
 
 from __future__ import annotations
 
@@ -28,7 +30,11 @@ METHOD_ROLES: Mapping[str, frozenset[str]] = {
     "List": frozenset({ReviewRole.VIEWER, ReviewRole.LEAD}),
     "Claim": frozenset({ReviewRole.REVIEWER, ReviewRole.LEAD}),
     "Resolve": frozenset({ReviewRole.REVIEWER, ReviewRole.LEAD}),
+    "Release": frozenset({ReviewRole.REVIEWER, ReviewRole.LEAD}),
     "Export": frozenset({ReviewRole.EXPORTER, ReviewRole.LEAD}),
+    # The web console's pages (the queue, an item) and its JSON list: not a gRPC
+    # method. Reviewers see the queue there, in the order they would claim it.
+    "View": frozenset({ReviewRole.VIEWER, ReviewRole.REVIEWER, ReviewRole.LEAD}),
 }
 
 

@@ -1,12 +1,18 @@
 """Assemble and run a review queue process: store, queue, gRPC server with health and
-reflection, the overdue sweep, metrics; graceful shutdown on SIGTERM and SIGINT.
+reflection, the overdue sweep, metrics, and (``HITL_REVIEW_CONSOLE_LISTEN``) the
+reviewers' web console on the same queue object; graceful shutdown on SIGTERM and
+SIGINT.
 
 Shutdown order: health turns NOT_SERVING, the server drains in-flight calls for the
-grace period, the sweep stops, then the store and metric exporters are closed."""
+grace period, the console finishes its requests, the sweep stops, then the store and
+metric exporters are closed."""
 
 from __future__ import annotations
 
+import secrets
+import ssl
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 from opentelemetry.sdk.metrics import MeterProvider
@@ -15,6 +21,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from hitl_client.stubs.hitl.v1 import review_pb2 as rpb
 from hitl_client.stubs.hitl.v1 import review_pb2_grpc as rpb_grpc
 from sidecar.clock import Clock, SystemClock
+from sidecar.errors import ConfigError
 from sidecar.review.config import ReviewConfig
 from sidecar.review.metrics import ReviewMetrics
 from sidecar.review.outbox import FeedbackOutbox
@@ -22,15 +29,19 @@ from sidecar.review.queue import ReviewQueue
 from sidecar.review.server import ReviewQueueServicer
 from sidecar.review.store import ReviewStore, open_store
 from sidecar.serving import ThreadedServer, serve_until_signalled, threaded_server
-from sidecar.settings import credentials_of, env_of
+from sidecar.settings import credentials_of, env_of, read_file
 from sidecar.supervision import Periodic
 from sidecar.telemetry.metrics import observe_tasks, service_meters
+
+if TYPE_CHECKING:
+    from sidecar.webserver import WebServer
 
 log = structlog.get_logger("hitl.review")
 
 REVIEW_SERVICE = rpb.DESCRIPTOR.services_by_name["ReviewQueue"].full_name
 INSTRUMENTATION = "hitl.review"
 OUTBOX_SECONDS = 1.0  # how often resolutions are sent to the feedback service
+MIN_KEY_BYTES = 32  # the console's session key
 
 
 @dataclass
@@ -43,6 +54,7 @@ class ReviewServer:
     meters: MeterProvider
     tasks: list[Periodic]  # the overdue sweep; with a feedback service, the outbox
     outbox: FeedbackOutbox | None = None
+    console: WebServer | None = None  # the reviewers' web console, when configured
 
     @property
     def address(self) -> str:
@@ -52,6 +64,9 @@ class ReviewServer:
         self.grpc.start()
         for task in self.tasks:
             task.start()
+        if self.console is not None:
+            self.console.start("review-console")
+            log.info("review.console_listening", address=self.console.address)
         log.info(
             "review.listening",
             address=self.address,
@@ -63,6 +78,8 @@ class ReviewServer:
     def stop(self, grace: float | None = None) -> None:
         log.info("review.stopping", grace_seconds=self.config.shutdown_grace_seconds)
         self.grpc.stop(self.config.shutdown_grace_seconds if grace is None else grace)
+        if self.console is not None:
+            self.console.stop()
         for task in self.tasks:
             task.stop()
         if self.outbox is not None:
@@ -111,7 +128,45 @@ def build(
         outbox = FeedbackOutbox(queue.store, clock, config.feedback, credentials)
         tasks.append(Periodic("review-outbox", OUTBOX_SECONDS, outbox.send))
     observe_tasks(meters.get_meter(INSTRUMENTATION), lambda: [task.state for task in tasks])
-    return ReviewServer(config, queue, server, meters, tasks, outbox)
+    console = _console(config, queue, metrics) if config.console_listen else None
+    return ReviewServer(config, queue, server, meters, tasks, outbox, console)
+
+
+def _console(config: ReviewConfig, queue: ReviewQueue, metrics: ReviewMetrics) -> WebServer:
+    """The web console on config.console_listen, over TLS with the gRPC server's
+    certificate when it has one (its cookies then Secure)."""
+    from sidecar.review.console.app import console_application
+    from sidecar.review.console.sessions import Sessions
+    from sidecar.webserver import web_server
+
+    tls = None
+    if config.tls_cert is not None and config.tls_key is not None:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(config.tls_cert, config.tls_key)
+    sessions = Sessions(console_key(config), secure=tls is not None)
+    app = console_application(queue, config, sessions, metrics)
+    var = env_of(ReviewConfig, "console_listen")
+    # The trusted-header check needs the connecting peer, never a forwarded address.
+    return web_server(app, config.console_listen, var, tls=tls, proxy_headers=False)
+
+
+def console_key(config: ReviewConfig) -> bytes:
+    """The key signing the console's sessions: the secret file's (32 bytes or more),
+    or, without one, a random key for this process, with a warning (sessions then end
+    with the process, and replicas do not share them)."""
+    var = env_of(ReviewConfig, "console_secret_file")
+    key = read_file(config.console_secret_file, var)
+    if key is None:
+        log.warning(
+            "review.console_ephemeral_secret",
+            detail=f"{var} is not set: sessions are signed with a random key for this process"
+            " only, and end when it stops",
+        )
+        return secrets.token_bytes(32)
+    key = key.strip()
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigError(f"{var}: the key is {len(key)} bytes; at least {MIN_KEY_BYTES}")
+    return key
 
 
 def serve(config: ReviewConfig) -> None:

@@ -1,10 +1,11 @@
 """``hitl review``: run the review queue, and work it as a reviewer.
 
-    hitl review serve [--listen HOST:PORT] [--db sqlite:PATH | postgresql://...] [--sla ...]
+    hitl review serve [--listen HOST:PORT] [--db ...] [--sla ...] [--console-listen HOST:PORT]
     hitl review principal add NAME --role R...          prints a new bearer token once
     hitl review principal list                          (these two act on the database)
     hitl review next [--model M]                        claim the most urgent item, print it
     hitl review resolve ID (--accept | --override --class K / --label L)
+    hitl review release ID                              give back an item you hold (skip it)
     hitl review list [--state open|claimed|resolved] [--model M] [--tier T]
     hitl review export --out FILE.jsonl [--model M] [--since T]   labelled data for calibrators
     hitl review submit FILE.jsonl                       escalation records, one JSON object a line
@@ -53,7 +54,8 @@ def add_commands(commands: Any) -> None:
     review = commands.add_parser("review", help="run the review queue, or work it as a reviewer")
     actions = review.add_subparsers(required=True, metavar="ACTION")
 
-    add_serve_command(actions, "run the review queue's gRPC server", ReviewConfig, _serve)
+    serving = "run the review queue (gRPC, and the web console if configured)"
+    add_serve_command(actions, serving, ReviewConfig, _serve)
     add_principal_commands(actions, "review queue", [r.value for r in ReviewRole], _database())
 
     claim = actions.add_parser("next", help="claim the most urgent open item and print it")
@@ -77,6 +79,14 @@ def add_commands(commands: Any) -> None:
         "--time-to-label", type=float, default=0.0, help="seconds spent (default: since claim)"
     )
     resolve.set_defaults(run=run_resolve)
+
+    release = actions.add_parser(
+        "release", help="give back an item you claimed, unresolved, for someone else"
+    )
+    _target(release)
+    release.add_argument("escalation_id")
+    _acting_for(release)
+    release.set_defaults(run=run_release)
 
     listing = actions.add_parser("list", help="items, most urgent first, as JSON lines")
     _target(listing)
@@ -156,6 +166,16 @@ def run_resolve(args: argparse.Namespace) -> int:
             rationale=args.rationale,
             time_to_label_seconds=args.time_to_label,
         )
+    _print(item_record(item, time.time()))
+    return 0
+
+
+@reports_refusals
+def run_release(args: argparse.Namespace) -> int:
+    from sidecar.review.records import item_record
+
+    with _client(args) as client:
+        item = client.release(args.escalation_id, reviewer=args.reviewer)
     _print(item_record(item, time.time()))
     return 0
 

@@ -63,6 +63,7 @@ class ReviewClient(ServiceClient):
         corrected_label: str = "",
         rationale: str = "",
         time_to_label_seconds: float = 0.0,
+        evidence: str = "",
     ) -> ReviewItem:
         request = rpb.ResolveRequest(
             escalation_id=escalation_id,
@@ -72,8 +73,15 @@ class ReviewClient(ServiceClient):
             corrected_label=corrected_label,
             rationale=rationale,
             time_to_label_seconds=time_to_label_seconds,
+            evidence=evidence,
         )
         response = self._stub.Resolve(request, metadata=self._metadata, timeout=self._timeout)
+        return item_from_message(response.item)
+
+    def release(self, escalation_id: str, *, reviewer: str = "") -> ReviewItem:
+        """Give back an item the caller (or, for a lead, reviewer) holds, unresolved."""
+        request = rpb.ReleaseRequest(escalation_id=escalation_id, reviewer=reviewer)
+        response = self._stub.Release(request, metadata=self._metadata, timeout=self._timeout)
         return item_from_message(response.item)
 
     def list_items(

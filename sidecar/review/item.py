@@ -38,6 +38,7 @@ class Resolution:
     time_to_label_seconds: float
     resolved_at: float
     acted_by: str = ""  # a lead who recorded the verdict for the reviewer
+    evidence: str = ""  # what the reviewer was shown, a JSON object as text ('' if none)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "verdict": self.verdict.value}

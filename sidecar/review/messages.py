@@ -126,4 +126,5 @@ def reviewer_verdict(
         rationale=message.rationale,
         time_to_label_seconds=message.time_to_label_seconds,
         acted_by=acted_by,
+        evidence=message.evidence,
     )

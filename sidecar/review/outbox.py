@@ -9,10 +9,12 @@ at a time, each marked sent once the service has answered for it. The event's
 twice (a crash before the marks, two replicas at once) is recorded once. An event
 the service refuses for good (REJECTED, CONFLICT) is logged and marked too: it is
 not sent again. The service unreachable: nothing is marked, and the next run
-retries."""
+retries. The evidence a reviewer was shown goes as its sha256 (``evidence_sha256``
+in the event's user_context), so the event can be matched to the queue's copy."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import grpc
@@ -112,6 +114,13 @@ def review_event(item: ReviewItem) -> fpb.FeedbackEvent:
             "received_at": f"{item.received_at:.3f}",
             **({"claimed_at": f"{item.claimed_at:.3f}"} if item.claimed_at else {}),
             **({"acted_by": r.acted_by} if r.acted_by else {}),
+            # Its hash, not the text: the evidence (up to 16 KiB) would not fit the
+            # event's context bound (16 KiB in all); the queue keeps the text.
+            **({"evidence_sha256": _sha256(r.evidence)} if r.evidence else {}),
         },
         occurred_at=r.resolved_at,
     )
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -21,7 +21,7 @@ from sidecar.escalation.record import Escalation
 from sidecar.review import validation
 from sidecar.review.item import PRIORITY, TIERS, ItemState, ReviewItem
 from sidecar.review.metrics import ReviewMetrics
-from sidecar.review.resolution import ReviewerVerdict, settle
+from sidecar.review.resolution import ReviewerVerdict, release, settle
 from sidecar.review.sla import Sla
 from sidecar.review.store import ReviewStore
 
@@ -139,6 +139,36 @@ class ReviewQueue:
         )
         return item
 
+    def release(self, escalation_id: str, reviewer: str, acted_by: str = "") -> ReviewItem:
+        """Give back an item reviewer holds, unresolved (a skip): its claim ends now and
+        it is open for anyone. ItemNotFound, or ItemConflict when reviewer does not
+        hold it (see resolution.release)."""
+        validation.check_escalation_id(escalation_id)
+        validation.check_reviewer(reviewer)
+        now = self._clock.now()
+        item = self.store.release(escalation_id, lambda held: release(held, reviewer), now)
+        log.info(
+            "review.released",
+            escalation_id=escalation_id,
+            reviewer=reviewer,
+            acted_by=acted_by,
+            model=item.escalation.model,
+            tier=item.escalation.tier,
+        )
+        return item
+
+    def get(self, escalation_id: str) -> ReviewItem:
+        """The item as of now; ItemNotFound when there is none."""
+        validation.check_escalation_id(escalation_id)
+        item = self.store.item(escalation_id, self._clock.now())
+        if item is None:
+            raise ItemNotFound(f"escalation_id {escalation_id!r}: no such item")
+        return item
+
+    def now(self) -> float:
+        """The queue's clock (what deadlines and leases are measured by)."""
+        return self._clock.now()
+
     def list_items(
         self, state: ItemState | None = None, model: str = "", tier: str = "", limit: int = 0
     ) -> list[ReviewItem]:
@@ -224,5 +254,11 @@ class ReviewQueue:
 
 
 def _same(a: Escalation, b: Escalation) -> bool:
-    """Equal content (as JSON, so a fallback's NaN confidence equals itself)."""
-    return json.dumps(a.to_dict(), sort_keys=True) == json.dumps(b.to_dict(), sort_keys=True)
+    """Equal content (as JSON, so a fallback's NaN confidence equals itself). Labels
+    count only when both carry them: the forwarder adds them as it sends, so a resend
+    after the policy revision changed comes without them, and is still a resend."""
+    first, second = a.to_dict(), b.to_dict()
+    if not (first["labels"] and second["labels"]):
+        first.pop("labels")
+        second.pop("labels")
+    return json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)

@@ -5,7 +5,8 @@ An export line is the escalation's fields (the decision context, ``logits`` as
 sent and ``input_kind``, ``domain``) joined with its resolution: ``label`` (the
 true class index), ``label_name``, ``verdict``, ``reviewer`` (and ``acted_by``, a
 lead who recorded the verdict for them), ``rationale``,
-``time_to_label_seconds``, ``resolved_at``, plus ``received_at`` and
+``time_to_label_seconds``, ``resolved_at``, ``evidence`` (what the reviewer was
+shown, a JSON object as text, or empty), plus ``received_at`` and
 ``escalation_level``. Probabilities are written under ``probabilities`` instead of
 ``logits``, so ``calibrators.data`` (``hitl calibrate fit --data FILE.jsonl``) reads
 the file as it is. Non-finite numbers (a fallback's confidence) are written null."""
@@ -73,6 +74,7 @@ def export_record(item: ReviewItem) -> dict[str, Any]:
         rationale=r.rationale,
         time_to_label_seconds=r.time_to_label_seconds,
         resolved_at=r.resolved_at,
+        evidence=r.evidence,
         received_at=item.received_at,
         escalation_level=item.escalation_level,
     )

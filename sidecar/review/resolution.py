@@ -3,9 +3,12 @@
 ACCEPT labels the item with the model's predicted class and label (a fallback
 decision has none, predicted_class -1: only OVERRIDE can label it). OVERRIDE carries
 the true class, one of the item's classes (its logits say how many), and may name
-its label too. A label alone is refused: the queue does not know a model's class
-names beyond what its escalations carry, and a label without its class could not be
-fitted on."""
+its label too; when the escalation carries its model's labels, the label is the
+class's (filled in when not given, refused when another). A label alone is refused:
+a label without its class could not be fitted on.
+
+``release`` says whether a reviewer may give an item back unresolved: the same
+holder rules as a verdict's."""
 
 from __future__ import annotations
 
@@ -28,25 +31,16 @@ class ReviewerVerdict:
     # Measured by the reviewer's tool; 0 means claim-to-resolve time.
     time_to_label_seconds: float = 0.0
     acted_by: str = ""  # a lead recording the verdict for the reviewer
+    evidence: str = ""  # what the reviewer was shown: a JSON object as text, or empty
 
 
 def settle(item: ReviewItem, answer: ReviewerVerdict, now: float) -> Resolution:
     """The resolution answer gives item, or ItemConflict when the reviewer may not
     resolve it: it is resolved, never claimed, or last claimed by someone else. A
     lease that has expired does not stop its holder while nobody else has claimed it."""
-    if item.resolution is not None:
-        raise ItemConflict(
-            f"escalation_id {item.escalation_id!r} is already resolved "
-            f"by {item.resolution.reviewer!r}"
-        )
+    _check_holder(item, answer.reviewer)
     if not item.claimed_by:
         raise ItemConflict(f"escalation_id {item.escalation_id!r} is not claimed; claim it first")
-    if item.claimed_by != answer.reviewer:
-        held = "is claimed by" if item.state is ItemState.CLAIMED else "was last claimed by"
-        raise ItemConflict(
-            f"escalation_id {item.escalation_id!r} {held} {item.claimed_by!r}, "
-            f"not {answer.reviewer!r}"
-        )
     label_class, label = _label(item, answer)
     measured = answer.time_to_label_seconds
     return Resolution(
@@ -58,7 +52,31 @@ def settle(item: ReviewItem, answer: ReviewerVerdict, now: float) -> Resolution:
         time_to_label_seconds=measured if measured > 0 else max(0.0, now - item.claimed_at),
         resolved_at=now,
         acted_by=answer.acted_by,
+        evidence=answer.evidence,
     )
+
+
+def release(item: ReviewItem, reviewer: str) -> None:
+    """ItemConflict unless reviewer holds item, and so may give it back: it is not
+    resolved and its last claim is theirs (a lease that ran out still counts while
+    nobody else has claimed it, as for a verdict)."""
+    _check_holder(item, reviewer)
+    if not item.claimed_by:
+        raise ItemConflict(f"escalation_id {item.escalation_id!r} is not claimed")
+
+
+def _check_holder(item: ReviewItem, reviewer: str) -> None:
+    """ItemConflict when item is resolved, or last claimed by someone else."""
+    if item.resolution is not None:
+        raise ItemConflict(
+            f"escalation_id {item.escalation_id!r} is already resolved "
+            f"by {item.resolution.reviewer!r}"
+        )
+    if item.claimed_by and item.claimed_by != reviewer:
+        held = "is claimed by" if item.state is ItemState.CLAIMED else "was last claimed by"
+        raise ItemConflict(
+            f"escalation_id {item.escalation_id!r} {held} {item.claimed_by!r}, not {reviewer!r}"
+        )
 
 
 def _label(item: ReviewItem, answer: ReviewerVerdict) -> tuple[int, str]:
@@ -88,4 +106,16 @@ def _label(item: ReviewItem, answer: ReviewerVerdict) -> tuple[int, str]:
             "corrected_class",
             f"{answer.corrected_class} is not a class of this item (0 to {classes - 1})",
         )
-    return answer.corrected_class, answer.corrected_label
+    return answer.corrected_class, _named(item, answer.corrected_class, answer.corrected_label)
+
+
+def _named(item: ReviewItem, label_class: int, label: str) -> str:
+    """The label of an override: the escalation's label of the class when it carries
+    labels (a label given must be that one), else the label as given."""
+    labels = item.escalation.labels
+    if not labels:
+        return label
+    named = labels[label_class]
+    if label and label != named:
+        raise InvalidRequest("corrected_label", f"{label!r} is not class {label_class}'s {named!r}")
+    return named

@@ -71,6 +71,16 @@ class ReviewQueueServicer(rpb_grpc.ReviewQueueServicer):
 
         return self._gate.call(context, "Resolve", work)
 
+    def Release(
+        self, request: rpb.ReleaseRequest, context: grpc.ServicerContext
+    ) -> rpb.ReleaseResponse:
+        def work(principal: Principal) -> rpb.ReleaseResponse:
+            reviewer, acted_by = reviewer_for(principal, request.reviewer)
+            item = self._queue.release(request.escalation_id, reviewer, acted_by)
+            return rpb.ReleaseResponse(item=messages.item_message(item))
+
+        return self._gate.call(context, "Release", work)
+
     def Export(
         self, request: rpb.ExportRequest, context: grpc.ServicerContext
     ) -> Iterator[rpb.ReviewItem]:

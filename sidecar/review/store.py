@@ -39,6 +39,14 @@ class ReviewStore(Protocol):
         settle decides; ItemNotFound when there is no such escalation_id."""
         ...
 
+    def release(
+        self, escalation_id: str, check: Callable[[ReviewItem], None], now: float
+    ) -> ReviewItem:
+        """End the item's claim now, after check(item) (read as of now, held locked)
+        has let it: the item is OPEN, held by nobody. ItemNotFound when there is no
+        such escalation_id."""
+        ...
+
     def items(
         self, state: ItemState | None, model: str, tier: str, limit: int, now: float
     ) -> list[ReviewItem]:

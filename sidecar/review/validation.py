@@ -3,7 +3,9 @@ Pure; raises InvalidRequest."""
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Sequence
 
 from sidecar.core.validation import (
     MAX_INPUT_REF,
@@ -29,6 +31,7 @@ MAX_REVIEWER = 128
 MAX_TRACE_ID = 64
 MAX_RATIONALE = 16 * 1024
 MAX_LABEL = 1024
+MAX_EVIDENCE = 16 * 1024  # bytes of a resolution's evidence (a JSON object as text)
 _INPUT_KINDS = frozenset({"LOGITS", "PROBABILITIES"})
 
 
@@ -67,6 +70,20 @@ def check_escalation(e: Escalation) -> None:
         )
     check_attributes(e.string_attributes, e.numeric_attributes)
     check_context(e.context)
+    _check_labels(e.labels, len(e.logits))
+
+
+def _check_labels(labels: Sequence[str], classes: int) -> None:
+    """None, or one per class, each named once (the feedback service's own bounds on
+    a decision's labels, so an escalation one takes the other takes too)."""
+    if not labels:
+        return
+    if len(labels) != classes:
+        raise InvalidRequest("labels", f"{len(labels)} labels for {classes} logits")
+    for label in labels:
+        _text(label, "labels", MAX_STRING_VALUE, required=True)
+    if len(set(labels)) != len(labels):
+        raise InvalidRequest("labels", "names a label twice")
 
 
 def check_reviewer(reviewer: str) -> None:
@@ -125,6 +142,26 @@ def check_verdict(answer: ReviewerVerdict) -> None:
     seconds = answer.time_to_label_seconds
     if not (math.isfinite(seconds) and seconds >= 0):
         raise InvalidRequest("time_to_label_seconds", f"must be >= 0 (0: measured), got {seconds}")
+    check_evidence(answer.evidence)
+
+
+def check_evidence(evidence: str) -> None:
+    """Empty, or a JSON object of at most MAX_EVIDENCE bytes."""
+    if not evidence:
+        return
+    size = len(evidence.encode())
+    if size > MAX_EVIDENCE:
+        raise InvalidRequest("evidence", f"is {size} bytes; at most {MAX_EVIDENCE}")
+    try:
+        parsed = json.loads(evidence)
+    except ValueError as exc:
+        raise InvalidRequest("evidence", f"is not JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise InvalidRequest("evidence", "must be a JSON object")
+
+
+def check_escalation_id(escalation_id: str) -> None:
+    _text(escalation_id, "escalation_id", MAX_REQUEST_ID, required=True)
 
 
 def _text(value: str, field: str, limit: int, *, required: bool = False) -> None:

@@ -142,6 +142,14 @@ INVALID = [
         ),
         "time_to_label_seconds",
     ),
+    (
+        "Resolve",
+        rpb.ResolveRequest(
+            escalation_id="e1", reviewer="a", verdict=rpb.VERDICT_ACCEPT, evidence="[1, 2]"
+        ),
+        "evidence",
+    ),
+    ("Release", rpb.ReleaseRequest(reviewer="a"), "escalation_id"),
     ("Export", rpb.ExportRequest(resolved_since=-1), "resolved_since"),
     ("Export", rpb.ExportRequest(resolved_since=math.inf), "resolved_since"),
 ]
@@ -274,6 +282,7 @@ CALLS: dict[str, Callable[[rpb_grpc.ReviewQueueStub], Any]] = {
     "Resolve": lambda s: s.Resolve(
         rpb.ResolveRequest(escalation_id="x1", verdict=rpb.VERDICT_ACCEPT), timeout=5
     ),
+    "Release": lambda s: s.Release(rpb.ReleaseRequest(escalation_id="x1"), timeout=5),
     "Export": lambda s: list(s.Export(rpb.ExportRequest(), timeout=5)),
 }
 # Who may call each method (anyone else is PERMISSION_DENIED).
@@ -282,6 +291,7 @@ ALLOWED = {
     "List": {"viewer", "lead", "desk"},
     "Claim": {"alice", "bob", "lead", "desk"},
     "Resolve": {"alice", "bob", "lead", "desk"},
+    "Release": {"alice", "bob", "lead", "desk"},
     "Export": {"exporter", "lead", "desk"},
 }
 
@@ -337,6 +347,40 @@ def test_the_reviewer_is_who_the_credential_says(tmp_path: Path) -> None:
             timeout=5,
         ).item.resolution
         assert (adjudicated.reviewer, adjudicated.acted_by) == ("bob", "lead")
+
+
+def test_a_holder_releases_an_item_for_others(tmp_path: Path) -> None:
+    """Release ends the holder's claim at once: the item is open, bob can claim it;
+    alice cannot release bob's claim, a lead can release it for him; the labels the
+    escalation carried and the evidence a verdict recorded come back over the wire."""
+    with served(tmp_path) as running:
+        labelled = message("e1", labels=["a", "b", "c"])
+        running.stub("sidecar-1").Submit(rpb.SubmitRequest(escalations=[labelled]), timeout=5)
+        alice, bob, lead = (running.stub(who) for who in ("alice", "bob", "lead"))
+        alice.Claim(rpb.ClaimRequest(), timeout=5)
+        released = alice.Release(rpb.ReleaseRequest(escalation_id="e1"), timeout=5).item
+        assert (released.state, released.claimed_by) == (rpb.ITEM_STATE_OPEN, "")
+        assert list(released.escalation.labels) == ["a", "b", "c"]
+        assert bob.Claim(rpb.ClaimRequest(), timeout=5).item.claimed_by == "bob"
+        code, details = refusal(
+            lambda: alice.Release(rpb.ReleaseRequest(escalation_id="e1"), timeout=5)
+        )
+        assert (code, details) == (
+            Code.FAILED_PRECONDITION,
+            "escalation_id 'e1' is claimed by 'bob', not 'alice'",
+        )
+        lead.Release(rpb.ReleaseRequest(escalation_id="e1", reviewer="bob"), timeout=5)
+        alice.Claim(rpb.ClaimRequest(), timeout=5)
+        shown = '{"shown_at": 1.5}'
+        resolution = alice.Resolve(
+            rpb.ResolveRequest(
+                escalation_id="e1", verdict=rpb.VERDICT_OVERRIDE, corrected_class=2, evidence=shown
+            ),
+            timeout=5,
+        ).item.resolution
+        assert (resolution.label, resolution.evidence) == ("c", shown)
+        (exported,) = running.stub("exporter").Export(rpb.ExportRequest(), timeout=5)
+        assert exported.resolution.evidence == shown
 
 
 def test_nobody_hoards_the_queue(tmp_path: Path) -> None:

@@ -75,6 +75,11 @@ def test_reviewer_workflow(review_queue: ReviewProcess, tmp_path: Path) -> None:
     assert first["escalation"]["logits"] == pytest.approx([2.0, 0.1, 0.3])
     second = ok(review_queue.hitl("next", "--model", "m", who="bob"))
     assert second["escalation_id"] == "assisted"
+    stderr = refused(review_queue.hitl("release", "assisted", who="alice"))
+    assert "FAILED_PRECONDITION: escalation_id 'assisted' is claimed by 'bob'" in stderr
+    released = ok(review_queue.hitl("release", "assisted", who="bob"))
+    assert (released["state"], released["claimed_by"]) == ("OPEN", "")
+    assert ok(review_queue.hitl("next", "--model", "m", who="bob"))["escalation_id"] == "assisted"
 
     stderr = refused(review_queue.hitl("resolve", "primary", "--accept", who="bob"))
     assert "FAILED_PRECONDITION: escalation_id 'primary' is claimed by 'alice'" in stderr
@@ -236,6 +241,11 @@ def test_replicas_share_one_postgresql_database(tmp_path: Path) -> None:
         (["--db", "mysql://db/review"], "HITL_REVIEW_DB must be sqlite:PATH or postgresql://"),
         (["--sla", "HUMAN_PRIMARY=soon"], "HITL_REVIEW_SLA: HUMAN_PRIMARY='soon'"),
         (["--listen", "7432"], "HITL_REVIEW_LISTEN must be HOST:PORT"),
+        (
+            ["--console-listen", "127.0.0.1:0", "--console-secret-file", "/nonexistent/key"],
+            "HITL_REVIEW_CONSOLE_SECRET_FILE: /nonexistent/key is not a readable file",
+        ),
+        (["--console-input-prefixes", "file:///etc/"], "HITL_REVIEW_CONSOLE_INPUT_PREFIXES"),
     ],
 )
 def test_bad_configuration_exits_2(tmp_path: Path, arguments: list[str], message: str) -> None:

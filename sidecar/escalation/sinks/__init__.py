@@ -5,6 +5,7 @@ is chosen, so a process that forwards to the review queue never loads NATS's cli
 from __future__ import annotations
 
 from sidecar.errors import ConfigError
+from sidecar.escalation.messages import LabelsOf
 from sidecar.escalation.sinks.base import (
     YIELD_EVERY,
     Rejection,
@@ -18,9 +19,14 @@ __all__ = ["YIELD_EVERY", "Rejection", "Sink", "Spooled", "open_sink", "sink_add
 
 
 def open_sink(
-    url: str, deployment: str, timeout: float, credentials: ClientCredentials | None = None
+    url: str,
+    deployment: str,
+    timeout: float,
+    credentials: ClientCredentials | None = None,
+    labels_of: LabelsOf | None = None,
 ) -> Sink:
-    """A sink from its URL (``sink_addresses``); credentials are the review queue's."""
+    """A sink from its URL (``sink_addresses``); credentials are the review queue's,
+    labels_of gives the class labels the review queue's escalations carry."""
     try:
         scheme, addresses = sink_addresses(url)
     except ValueError as exc:
@@ -28,7 +34,8 @@ def open_sink(
     if scheme == "review":
         from sidecar.escalation.sinks.review import ReviewQueueSink
 
-        return ReviewQueueSink(addresses[0], timeout, credentials or ClientCredentials())
+        given = credentials or ClientCredentials()
+        return ReviewQueueSink(addresses[0], timeout, given, labels_of)
     from sidecar.escalation.sinks.nats import NatsSink
 
     return NatsSink(url.split(","), deployment, timeout)

@@ -1,9 +1,11 @@
 """The review queue sink: escalations to ``hitl review`` over gRPC Submit, which is
 idempotent by escalation_id, as the principal its credentials name (role sidecar),
-over TLS when a CA is given. Any RPC failure leaves the whole batch for a retry;
-items the queue answers REJECTED are refused for good, and so are those it answers
-CONFLICT (their id is held with other content), which are also logged as errors: a
-forged or corrupted escalation took the id first."""
+over TLS when a CA is given. Each escalation goes with its model's class labels,
+looked up as it is sent (``messages.with_labels``, as the feedback sink does), so
+the reviewer sees class names and Route never pays for them. Any RPC failure leaves
+the whole batch for a retry; items the queue answers REJECTED are refused for good,
+and so are those it answers CONFLICT (their id is held with other content), which
+are also logged as errors: a forged or corrupted escalation took the id first."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import structlog
 from hitl_client.stubs.hitl.v1 import review_pb2 as rpb
 from hitl_client.stubs.hitl.v1 import review_pb2_grpc as rpb_grpc
 from sidecar.errors import SinkUnavailable
-from sidecar.escalation.messages import record_message
+from sidecar.escalation.messages import LabelsOf, record_message, with_labels
 from sidecar.escalation.sinks.base import YIELD_EVERY, Rejection, Spooled
 from sidecar.serving import async_channel, bearer
 from sidecar.settings import ClientCredentials
@@ -24,11 +26,23 @@ from sidecar.settings import ClientCredentials
 log = structlog.get_logger("hitl.forwarder")
 
 
+def no_labels(model: str, revision: int) -> tuple[str, ...]:
+    """A sink given no lookup sends escalations without labels."""
+    return ()
+
+
 class ReviewQueueSink:
     name = "review-queue"
 
-    def __init__(self, target: str, timeout: float, credentials: ClientCredentials) -> None:
+    def __init__(
+        self,
+        target: str,
+        timeout: float,
+        credentials: ClientCredentials,
+        labels_of: LabelsOf | None = None,
+    ) -> None:
         self.target = target
+        self._labels_of = labels_of or no_labels
         self._timeout = timeout
         self._channel = async_channel(target, credentials)
         self._stub = rpb_grpc.ReviewQueueStub(self._channel)
@@ -39,7 +53,7 @@ class ReviewQueueSink:
         messages, unfit = [], []
         for count, item in enumerate(batch, 1):
             try:
-                messages.append(record_message(item.record))
+                messages.append(record_message(with_labels(item.record, self._labels_of)))
             except (KeyError, TypeError, ValueError) as exc:  # no message holds it
                 unfit.append(Rejection(item.key, f"not an escalation message: {exc!r}"))
             if count % YIELD_EVERY == 0:

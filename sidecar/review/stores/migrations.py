@@ -79,4 +79,12 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        4,
+        "what the reviewer was shown with each resolution (a JSON object as text)",
+        ("ALTER TABLE review_items ADD COLUMN evidence TEXT NOT NULL DEFAULT ''",),
+    ),
+)
+
 SCHEMA = Schema("review", REVIEW_LOCK_KEY, MIGRATIONS)

@@ -30,7 +30,7 @@ from sidecar.storage.store import ServiceStore
 COLUMNS = (
     "escalation_id, model, tier, priority, state, due_at, escalation_level, received_at, "
     "claimed_by, claimed_at, lease_expires_at, reviewer, verdict, label_class, label, "
-    "rationale, time_to_label_seconds, resolved_at, acted_by, escalation"
+    "rationale, time_to_label_seconds, resolved_at, acted_by, evidence, escalation"
 )
 URGENCY = "escalation_level DESC, priority, due_at, received_at, escalation_id"
 # An item a reviewer can claim: open, or claimed with its lease run out.
@@ -66,7 +66,11 @@ class Statements:
         SET state = 'RESOLVED', reviewer = :reviewer, verdict = :verdict,
             label_class = :label_class, label = :label, rationale = :rationale,
             time_to_label_seconds = :time_to_label_seconds, resolved_at = :resolved_at,
-            acted_by = :acted_by
+            acted_by = :acted_by, evidence = :evidence
+        WHERE escalation_id = :escalation_id"""
+    release: str = """
+        UPDATE review_items
+        SET state = 'OPEN', claimed_by = '', claimed_at = 0, lease_expires_at = 0
         WHERE escalation_id = :escalation_id"""
     list: str = """
         SELECT {columns} FROM review_items
@@ -158,13 +162,35 @@ class SqlStore(ServiceStore):
     def resolve(
         self, escalation_id: str, settle: Callable[[ReviewItem], Resolution], now: float
     ) -> ReviewItem:
+        def resolved(item: ReviewItem) -> tuple[str, dict[str, Any]]:
+            return self._sql.resolve, {"escalation_id": escalation_id, **settle(item).to_dict()}
+
+        return self._change(escalation_id, resolved, now)
+
+    def release(
+        self, escalation_id: str, check: Callable[[ReviewItem], None], now: float
+    ) -> ReviewItem:
+        def released(item: ReviewItem) -> tuple[str, dict[str, Any]]:
+            check(item)
+            return self._sql.release, {"escalation_id": escalation_id}
+
+        return self._change(escalation_id, released, now)
+
+    def _change(
+        self,
+        escalation_id: str,
+        change: Callable[[ReviewItem], tuple[str, dict[str, Any]]],
+        now: float,
+    ) -> ReviewItem:
+        """Run the statement change(item) gives (item read as of now and held locked
+        while change decides) and return the item as changed."""
         key = {"escalation_id": escalation_id}
         with self._transaction() as tx:
             rows = tx.rows(self._sql.select_one, key)
             if not rows:
                 raise ItemNotFound(f"escalation_id {escalation_id!r}: no such item")
-            resolution = settle(item_from_row(rows[0], now))
-            tx.run(self._sql.resolve, {"escalation_id": escalation_id, **resolution.to_dict()})
+            statement, parameters = change(item_from_row(rows[0], now))
+            tx.run(statement, parameters)
             rows = tx.rows(self._sql.select_one, key)
         return item_from_row(rows[0], now)
 
@@ -271,4 +297,5 @@ def _resolution(row: Mapping[str, Any]) -> Resolution:
         time_to_label_seconds=float(row["time_to_label_seconds"]),
         resolved_at=float(row["resolved_at"]),
         acted_by=row["acted_by"],
+        evidence=row["evidence"],
     )

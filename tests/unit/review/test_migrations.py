@@ -61,6 +61,7 @@ def test_a_database_from_before_migrations_is_adopted(open_store: OpenStore) -> 
             "ALTER TABLE review_items DROP COLUMN acted_by",
             "DROP INDEX review_items_unforwarded",
             "ALTER TABLE review_items DROP COLUMN forwarded_at",
+            "ALTER TABLE review_items DROP COLUMN evidence",
         ]:
             tx.run(undo, {})
     adopted = opened(open_store)

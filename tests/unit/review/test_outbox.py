@@ -5,6 +5,7 @@ that records what it is sent."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from concurrent import futures
 from typing import Any
@@ -97,6 +98,20 @@ def test_a_resolution_is_the_review_event_about_its_request(queue: ReviewQueue) 
         },
         abs=1e-3,
     )
+
+
+def test_the_evidence_goes_as_its_hash(queue: ReviewQueue) -> None:
+    """The evidence a reviewer was shown reaches the feedback service as its sha256 (the
+    text would not fit the event's context bound); none shown, no key."""
+    queue.submit([escalation("e1"), escalation("e2")])
+    shown = '{"shown_at": 3.0}'
+    queue.claim("alice")
+    queue.resolve(ReviewerVerdict("e1", "alice", Verdict.ACCEPT, evidence=shown))
+    queue.claim("alice")
+    queue.resolve(ReviewerVerdict("e2", "alice", Verdict.ACCEPT))
+    first, second = (review_event(item) for item in queue.store.unforwarded(10, 0.0))
+    assert first.user_context["evidence_sha256"] == hashlib.sha256(shown.encode()).hexdigest()
+    assert "evidence_sha256" not in second.user_context
 
 
 def test_everything_answered_for_is_marked_sent_and_nothing_while_unreachable(

@@ -50,6 +50,17 @@ def test_submit_is_idempotent_by_escalation_id(
     assert submitted[frozenset({("result", "conflict"), ("tier", "HUMAN_PRIMARY")})] == 1
 
 
+def test_a_resend_without_its_labels_is_a_duplicate(queue: ReviewQueue) -> None:
+    """The forwarder adds labels as it sends: a resend after the policy revision changed
+    comes without them and is DUPLICATE (the stored labels stay); other labels conflict."""
+    labelled = escalation("e1", labels=["a", "b", "c"])
+    first = queue.submit([labelled])
+    again = queue.submit([escalation("e1")])
+    relabelled = queue.submit([escalation("e1", labels=["x", "y", "z"])])
+    assert [r.status for r in first + again + relabelled] == [ACCEPTED, DUPLICATE, CONFLICT]
+    assert queue.get("e1").escalation.labels == ["a", "b", "c"]
+
+
 def test_duplicates_within_one_batch_store_the_first(queue: ReviewQueue) -> None:
     """The same escalation twice in one batch: ACCEPTED, then DUPLICATE; the same id
     with other content: CONFLICT."""
@@ -78,10 +89,14 @@ def test_invalid_items_are_rejected_alone(queue: ReviewQueue, reader: InMemoryMe
         escalation("class-out", predicted_class=3),
         escalation("automated", tier="AUTOMATED", reason="THRESHOLD"),
         escalation("long-ref", input_ref="s3://" + "x" * 4096),
-        escalation("ok-2", tier="HUMAN_PRIMARY"),
+        escalation("few-labels", labels=["a", "b"]),
+        escalation("twice", labels=["a", "b", "a"]),
+        escalation("empty-label", labels=["a", "", "c"]),
+        escalation("long-label", labels=["a", "b", "c" * 1025]),
+        escalation("ok-2", tier="HUMAN_PRIMARY", labels=["a", "b", "c"]),
     ]
     results = queue.submit(batch)
-    assert [r.status for r in results] == [ACCEPTED] + [REJECTED] * 14 + [ACCEPTED]
+    assert [r.status for r in results] == [ACCEPTED] + [REJECTED] * 18 + [ACCEPTED]
     fields = [r.message.split(":")[0] for r in results if r.status is REJECTED]
     assert fields == [
         "escalation_id",
@@ -98,8 +113,13 @@ def test_invalid_items_are_rejected_alone(queue: ReviewQueue, reader: InMemoryMe
         "predicted_class",
         "reason",
         "input_ref",
+        "labels",
+        "labels",
+        "labels",
+        "labels",
     ]
     assert sorted(i.escalation_id for i in queue.list_items()) == ["ok-1", "ok-2"]
+    assert queue.get("ok-2").escalation.labels == ["a", "b", "c"]
     submitted = points(reader, "hitl.review.submitted")
     assert submitted[frozenset({("result", "rejected"), ("tier", "unknown")})] == 2
     assert submitted[frozenset({("result", "rejected"), ("tier", "AUTOMATED")})] == 1
@@ -426,3 +446,41 @@ def test_fallback_escalations_are_taken_and_need_an_override(queue: ReviewQueue)
     resolved = queue.resolve(ReviewerVerdict("f1", "alice", Verdict.OVERRIDE, corrected_class=0))
     assert resolved.resolution is not None
     assert resolved.resolution.label_class == 0
+
+
+def test_release_gives_the_item_back_at_once(queue: ReviewQueue, clock: FakeClock) -> None:
+    """A released item is open and held by nobody: the next claim (anyone's) takes it,
+    the releaser's held count drops, and the releaser can no longer resolve it."""
+    queue.submit([escalation("e1")])
+    queue.claim("alice", lease_seconds=600)
+    with capture_logs() as logs:
+        released = queue.release("e1", "alice")
+    assert (released.state, released.claimed_by, released.lease_expires_at) == (
+        ItemState.OPEN,
+        "",
+        0.0,
+    )
+    assert [e["event"] for e in logs] == ["review.released"]
+    assert queue.store.held("alice", clock.now()) == 0
+    with pytest.raises(ItemConflict, match="not claimed"):
+        queue.resolve(accept("e1"))
+    assert queue.claim("bob").escalation_id == "e1"
+    with pytest.raises(ItemConflict, match="claimed by 'bob', not 'alice'"):
+        queue.release("e1", "alice")
+    with pytest.raises(ItemNotFound):
+        queue.release("e9", "alice")
+    with pytest.raises(InvalidRequest, match="escalation_id"):
+        queue.release("", "alice")
+
+
+def test_the_evidence_is_kept_and_exported(queue: ReviewQueue) -> None:
+    """A verdict's evidence is stored with its resolution and read back by List and Export."""
+    queue.submit([escalation("e1")])
+    queue.claim("alice")
+    shown = '{"input_ref": "s3://inputs/e1", "rendered": false}'
+    queue.resolve(accept("e1", evidence=shown))
+    (listed,) = queue.list_items(ItemState.RESOLVED)
+    (exported,) = queue.export()
+    assert listed.resolution is not None
+    assert exported.resolution is not None
+    assert listed.resolution.evidence == exported.resolution.evidence == shown

@@ -10,7 +10,7 @@ import pytest
 
 from sidecar.errors import InvalidRequest, ItemConflict
 from sidecar.review.item import ItemState, Resolution, ReviewItem, Verdict
-from sidecar.review.resolution import ReviewerVerdict, settle
+from sidecar.review.resolution import ReviewerVerdict, release, settle
 from sidecar.review.validation import check_verdict
 from tests.escalations import escalation
 
@@ -130,6 +130,9 @@ def test_expired_lease_does_not_stop_its_holder() -> None:
         (verdict(rationale="x" * 20000), "rationale"),
         (verdict(time_to_label_seconds=-1.0), "time_to_label_seconds"),
         (verdict(time_to_label_seconds=math.inf), "time_to_label_seconds"),
+        (verdict(evidence="not json"), "evidence"),
+        (verdict(evidence='["a list"]'), "evidence"),
+        (verdict(evidence='{"x": "' + "y" * 16400 + '"}'), "evidence"),
     ],
 )
 def test_bad_verdicts_name_their_field(answer: ReviewerVerdict, field: str) -> None:
@@ -137,3 +140,32 @@ def test_bad_verdicts_name_their_field(answer: ReviewerVerdict, field: str) -> N
     with pytest.raises(InvalidRequest) as raised:
         check_verdict(answer)
     assert raised.value.field == field
+
+
+def test_an_override_takes_the_label_of_its_class_when_labels_are_known() -> None:
+    """With the model's labels on the escalation, an override's label is its class's:
+    filled in when not given, refused when it names another."""
+    labelled = replace(HELD, escalation=escalation("e1", labels=["cat", "dog", "eel"]))
+    assert settle(labelled, verdict(Verdict.OVERRIDE, corrected_class=2), NOW).label == "eel"
+    with pytest.raises(InvalidRequest, match="'dog' is not class 2's 'eel'") as raised:
+        settle(labelled, verdict(Verdict.OVERRIDE, corrected_class=2, corrected_label="dog"), NOW)
+    assert raised.value.field == "corrected_label"
+
+
+def test_the_evidence_is_recorded_with_the_resolution() -> None:
+    shown = '{"top": [[1, 0.6]], "shown_at": 12.5}'
+    assert settle(HELD, verdict(evidence=shown), NOW).evidence == shown
+
+
+def test_only_the_holder_releases() -> None:
+    """The holder (also after their lease ran out, while nobody else claimed it) may
+    release; anyone else, a resolved item or one never claimed: ItemConflict."""
+    release(HELD, "alice")
+    release(replace(HELD, state=ItemState.OPEN, lease_expires_at=NOW - 1), "alice")
+    with pytest.raises(ItemConflict, match="is claimed by 'alice', not 'bob'"):
+        release(HELD, "bob")
+    with pytest.raises(ItemConflict, match="is not claimed"):
+        release(replace(HELD, state=ItemState.OPEN, claimed_by=""), "alice")
+    done = replace(HELD, resolution=settle(HELD, verdict(), NOW))
+    with pytest.raises(ItemConflict, match="already resolved"):
+        release(done, "alice")

@@ -151,6 +151,7 @@ class Escalation(_message.Message):
     NUMERIC_ATTRIBUTES_FIELD_NUMBER: _builtins.int
     LOGITS_FIELD_NUMBER: _builtins.int
     INPUT_KIND_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
     escalation_id: _builtins.str
     request_id: _builtins.str
     model: _builtins.str
@@ -182,6 +183,12 @@ class Escalation(_message.Message):
     def logits(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """What the caller sent, as sent (logits or probabilities, per input_kind)."""
 
+    @_builtins.property
+    def labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The model's class labels under the policy revision it was decided under, one per
+        logit (added by the forwarder when it sends; empty when it did not know them).
+        """
+
     def __init__(
         self,
         *,
@@ -208,10 +215,11 @@ class Escalation(_message.Message):
         numeric_attributes: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         logits: _abc.Iterable[_builtins.float] | None = ...,
         input_kind: _decision_pb2.InputKind.ValueType = ...,
+        labels: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibrated_confidence", b"calibrated_confidence", "calibration_version", b"calibration_version", "context", b"context", "created_at", b"created_at", "degraded", b"degraded", "domain", b"domain", "escalation_id", b"escalation_id", "experiment_arm", b"experiment_arm", "input_kind", b"input_kind", "input_ref", b"input_ref", "logits", b"logits", "model", b"model", "model_version", b"model_version", "numeric_attributes", b"numeric_attributes", "policy_revision", b"policy_revision", "predicted_class", b"predicted_class", "predicted_label", b"predicted_label", "reason", b"reason", "request_id", b"request_id", "rule_id", b"rule_id", "string_attributes", b"string_attributes", "tier", b"tier", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibrated_confidence", b"calibrated_confidence", "calibration_version", b"calibration_version", "context", b"context", "created_at", b"created_at", "degraded", b"degraded", "domain", b"domain", "escalation_id", b"escalation_id", "experiment_arm", b"experiment_arm", "input_kind", b"input_kind", "input_ref", b"input_ref", "labels", b"labels", "logits", b"logits", "model", b"model", "model_version", b"model_version", "numeric_attributes", b"numeric_attributes", "policy_revision", b"policy_revision", "predicted_class", b"predicted_class", "predicted_label", b"predicted_label", "reason", b"reason", "request_id", b"request_id", "rule_id", b"rule_id", "string_attributes", b"string_attributes", "tier", b"tier", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -318,6 +326,7 @@ class Resolution(_message.Message):
     TIME_TO_LABEL_SECONDS_FIELD_NUMBER: _builtins.int
     RESOLVED_AT_FIELD_NUMBER: _builtins.int
     ACTED_BY_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
     reviewer: _builtins.str
     verdict: Global___Verdict.ValueType
     label_class: _builtins.int
@@ -328,6 +337,10 @@ class Resolution(_message.Message):
     resolved_at: _builtins.float
     acted_by: _builtins.str
     """A lead who recorded the verdict for the reviewer; empty when the reviewer did."""
+    evidence: _builtins.str
+    """What the reviewer was shown when deciding, a JSON object as text (empty when the
+    reviewer's tool recorded none).
+    """
     def __init__(
         self,
         *,
@@ -339,10 +352,11 @@ class Resolution(_message.Message):
         time_to_label_seconds: _builtins.float = ...,
         resolved_at: _builtins.float = ...,
         acted_by: _builtins.str = ...,
+        evidence: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acted_by", b"acted_by", "label", b"label", "label_class", b"label_class", "rationale", b"rationale", "resolved_at", b"resolved_at", "reviewer", b"reviewer", "time_to_label_seconds", b"time_to_label_seconds", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acted_by", b"acted_by", "evidence", b"evidence", "label", b"label", "label_class", b"label_class", "rationale", b"rationale", "resolved_at", b"resolved_at", "reviewer", b"reviewer", "time_to_label_seconds", b"time_to_label_seconds", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -507,6 +521,7 @@ class ResolveRequest(_message.Message):
     CORRECTED_LABEL_FIELD_NUMBER: _builtins.int
     RATIONALE_FIELD_NUMBER: _builtins.int
     TIME_TO_LABEL_SECONDS_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
     escalation_id: _builtins.str
     reviewer: _builtins.str
     """Whose verdict it is: empty (or the caller's own name) for the caller; a lead may
@@ -519,6 +534,8 @@ class ResolveRequest(_message.Message):
     rationale: _builtins.str
     time_to_label_seconds: _builtins.float
     """Measured by the reviewer's tool; 0 means the queue uses claim-to-resolve time."""
+    evidence: _builtins.str
+    """What the reviewer's tool showed them: a JSON object as text, at most 16 KiB."""
     def __init__(
         self,
         *,
@@ -529,16 +546,62 @@ class ResolveRequest(_message.Message):
         corrected_label: _builtins.str = ...,
         rationale: _builtins.str = ...,
         time_to_label_seconds: _builtins.float = ...,
+        evidence: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_corrected_class", b"_corrected_class", "corrected_class", b"corrected_class"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_corrected_class", b"_corrected_class", "corrected_class", b"corrected_class", "corrected_label", b"corrected_label", "escalation_id", b"escalation_id", "rationale", b"rationale", "reviewer", b"reviewer", "time_to_label_seconds", b"time_to_label_seconds", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_corrected_class", b"_corrected_class", "corrected_class", b"corrected_class", "corrected_label", b"corrected_label", "escalation_id", b"escalation_id", "evidence", b"evidence", "rationale", b"rationale", "reviewer", b"reviewer", "time_to_label_seconds", b"time_to_label_seconds", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__corrected_class: _TypeAlias = _typing.Literal["corrected_class"]  # noqa: Y015
     _WhichOneofArgType__corrected_class: _TypeAlias = _typing.Literal["_corrected_class", b"_corrected_class"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__corrected_class) -> _WhichOneofReturnType__corrected_class | None: ...
 
 Global___ResolveRequest: _TypeAlias = ResolveRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ESCALATION_ID_FIELD_NUMBER: _builtins.int
+    REVIEWER_FIELD_NUMBER: _builtins.int
+    escalation_id: _builtins.str
+    reviewer: _builtins.str
+    """Whose claim it is: empty (or the caller's own name) for the caller; a lead may
+    name the reviewer holding the item.
+    """
+    def __init__(
+        self,
+        *,
+        escalation_id: _builtins.str = ...,
+        reviewer: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["escalation_id", b"escalation_id", "reviewer", b"reviewer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseRequest: _TypeAlias = ReleaseRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def item(self) -> Global___ReviewItem: ...
+    def __init__(
+        self,
+        *,
+        item: Global___ReviewItem | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseResponse: _TypeAlias = ReleaseResponse  # noqa: Y015
 
 @_typing.final
 class ResolveResponse(_message.Message):

@@ -54,6 +54,11 @@ class ReviewQueueStub:
                 request_serializer=hitl_dot_v1_dot_review__pb2.ResolveRequest.SerializeToString,
                 response_deserializer=hitl_dot_v1_dot_review__pb2.ResolveResponse.FromString,
                 _registered_method=True)
+        self.Release = channel.unary_unary(
+                '/hitl.v1.ReviewQueue/Release',
+                request_serializer=hitl_dot_v1_dot_review__pb2.ReleaseRequest.SerializeToString,
+                response_deserializer=hitl_dot_v1_dot_review__pb2.ReleaseResponse.FromString,
+                _registered_method=True)
         self.Export = channel.unary_stream(
                 '/hitl.v1.ReviewQueue/Export',
                 request_serializer=hitl_dot_v1_dot_review__pb2.ExportRequest.SerializeToString,
@@ -106,6 +111,16 @@ class ReviewQueueServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Release(self, request, context):
+        """Give back an item the reviewer holds without a verdict (skip it): the lease ends
+        now and the item is open for anyone to claim. Roles as Claim's. Errors:
+        NOT_FOUND (no such escalation_id), FAILED_PRECONDITION (not held by this
+        reviewer, or resolved).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Export(self, request, context):
         """Resolved items with their decision context, oldest resolution first: the
         labelled data the calibrators fit on.
@@ -136,6 +151,11 @@ def add_ReviewQueueServicer_to_server(servicer, server):
                     servicer.Resolve,
                     request_deserializer=hitl_dot_v1_dot_review__pb2.ResolveRequest.FromString,
                     response_serializer=hitl_dot_v1_dot_review__pb2.ResolveResponse.SerializeToString,
+            ),
+            'Release': grpc.unary_unary_rpc_method_handler(
+                    servicer.Release,
+                    request_deserializer=hitl_dot_v1_dot_review__pb2.ReleaseRequest.FromString,
+                    response_serializer=hitl_dot_v1_dot_review__pb2.ReleaseResponse.SerializeToString,
             ),
             'Export': grpc.unary_stream_rpc_method_handler(
                     servicer.Export,
@@ -251,6 +271,33 @@ class ReviewQueue:
             '/hitl.v1.ReviewQueue/Resolve',
             hitl_dot_v1_dot_review__pb2.ResolveRequest.SerializeToString,
             hitl_dot_v1_dot_review__pb2.ResolveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Release(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hitl.v1.ReviewQueue/Release',
+            hitl_dot_v1_dot_review__pb2.ReleaseRequest.SerializeToString,
+            hitl_dot_v1_dot_review__pb2.ReleaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

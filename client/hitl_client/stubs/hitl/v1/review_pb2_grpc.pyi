@@ -58,6 +58,12 @@ class ReviewQueueStub:
     """Record the reviewer's verdict on an item they hold. Errors: NOT_FOUND (no such
     escalation_id), FAILED_PRECONDITION (not claimed by this reviewer, or resolved).
     """
+    Release: _grpc.UnaryUnaryMultiCallable[_review_pb2.ReleaseRequest, _review_pb2.ReleaseResponse]
+    """Give back an item the reviewer holds without a verdict (skip it): the lease ends
+    now and the item is open for anyone to claim. Roles as Claim's. Errors:
+    NOT_FOUND (no such escalation_id), FAILED_PRECONDITION (not held by this
+    reviewer, or resolved).
+    """
     Export: _grpc.UnaryStreamMultiCallable[_review_pb2.ExportRequest, _review_pb2.ReviewItem]
     """Resolved items with their decision context, oldest resolution first: the
     labelled data the calibrators fit on.
@@ -90,6 +96,12 @@ class ReviewQueueAsyncStub(ReviewQueueStub):
     Resolve: _aio.UnaryUnaryMultiCallable[_review_pb2.ResolveRequest, _review_pb2.ResolveResponse]  # type: ignore[assignment]
     """Record the reviewer's verdict on an item they hold. Errors: NOT_FOUND (no such
     escalation_id), FAILED_PRECONDITION (not claimed by this reviewer, or resolved).
+    """
+    Release: _aio.UnaryUnaryMultiCallable[_review_pb2.ReleaseRequest, _review_pb2.ReleaseResponse]  # type: ignore[assignment]
+    """Give back an item the reviewer holds without a verdict (skip it): the lease ends
+    now and the item is open for anyone to claim. Roles as Claim's. Errors:
+    NOT_FOUND (no such escalation_id), FAILED_PRECONDITION (not held by this
+    reviewer, or resolved).
     """
     Export: _aio.UnaryStreamMultiCallable[_review_pb2.ExportRequest, _review_pb2.ReviewItem]  # type: ignore[assignment]
     """Resolved items with their decision context, oldest resolution first: the
@@ -144,6 +156,18 @@ class ReviewQueueServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_review_pb2.ResolveResponse, _abc.Awaitable[_review_pb2.ResolveResponse]]:
         """Record the reviewer's verdict on an item they hold. Errors: NOT_FOUND (no such
         escalation_id), FAILED_PRECONDITION (not claimed by this reviewer, or resolved).
+        """
+
+    @_abc_1.abstractmethod
+    def Release(
+        self,
+        request: _review_pb2.ReleaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_review_pb2.ReleaseResponse, _abc.Awaitable[_review_pb2.ReleaseResponse]]:
+        """Give back an item the reviewer holds without a verdict (skip it): the lease ends
+        now and the item is open for anyone to claim. Roles as Claim's. Errors:
+        NOT_FOUND (no such escalation_id), FAILED_PRECONDITION (not held by this
+        reviewer, or resolved).
         """
 
     @_abc_1.abstractmethod

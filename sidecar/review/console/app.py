@@ -1,0 +1,676 @@
+"""The console's Starlette application: pages, form actions and the JSON API over the
+queue object the gRPC servicer uses. Handlers identify the caller, check the CSRF
+token (forms) and the role (``access.check_method``), convert the request to a
+queue call and the result to a page; nothing else.
+
+Errors are translated once (``_answer``): a queue error's gRPC status becomes its
+HTTP status (``HTTP_STATUS``) and a page (or, under ``/api/``, a JSON object) naming
+the field; anything unexpected is logged with its traceback and answered 500 with
+no detail. Each action is counted like a gRPC call (``hitl.review.calls``, by method
+and outcome) and each refusal logged as ``review.refused`` with ``via=console``.
+
+The queue's calls block on the database, so each request's work runs in a worker
+thread, off the server's event loop."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import structlog
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sidecar.auth import Principal, bearer_token, hash_token, identify
+from sidecar.errors import HitlError, InvalidRequest, Unauthenticated
+from sidecar.review.access import ReviewRole, check_method, reviewer_for
+from sidecar.review.config import Networks, ReviewConfig
+from sidecar.review.console import view
+from sidecar.review.console.fetch import read_text
+from sidecar.review.console.inputs import InputView, Shown, content_security_policy, kind_of
+from sidecar.review.console.sessions import COOKIE, Session, Sessions, same_token
+from sidecar.review.item import TIERS, ItemState, ReviewItem, Verdict
+from sidecar.review.metrics import ReviewMetrics
+from sidecar.review.queue import ReviewQueue
+from sidecar.review.records import item_record
+from sidecar.review.resolution import ReviewerVerdict
+from sidecar.serving import status_of
+
+log = structlog.get_logger("hitl.review")
+
+HERE = Path(__file__).parent
+MAX_BODY_BYTES = 64 * 1024  # a form or JSON body (a rationale is at most 16 KiB)
+QUEUE_PAGE_ITEMS = 100
+Fetch = Callable[[str], InputView]
+
+# The HTTP status of each gRPC status the queue's errors map to (serving.STATUS).
+HTTP_STATUS: Mapping[grpc.StatusCode, int] = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNAVAILABLE: 503,
+}
+REFUSALS = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+
+class CsrfRefused(HitlError):
+    """A form without the session's CSRF token (403)."""
+
+    field = "csrf_token"
+
+
+class BodyRefused(HitlError):
+    """A body too large, or of a type the endpoint does not read (413 or 415)."""
+
+    field = "body"
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Visit:
+    """Who is calling and their browser session (new ones are set on the response)."""
+
+    principal: Principal | None
+    session: Session
+    fresh: bool
+    via: str  # "token" (signed in), "proxy" (trusted header), "bearer" (JSON API), ""
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A request as a worker thread handles it: the body already read."""
+
+    request: Request
+    form: Mapping[str, str]
+    body: Mapping[str, Any]
+
+
+Handler = Callable[[Call], Response]
+
+
+class Console:
+    def __init__(
+        self,
+        queue: ReviewQueue,
+        config: ReviewConfig,
+        sessions: Sessions,
+        metrics: ReviewMetrics | None = None,
+        fetch: Fetch = read_text,
+    ) -> None:
+        self._queue = queue
+        self._store = queue.store
+        self._config = config
+        self._sessions = sessions
+        self._metrics = metrics
+        self._fetch = fetch
+        self._proxies: Networks = config.console_trusted_proxies
+        self._user_header = config.console_user_header.lower()
+        self._templates = Jinja2Templates(directory=HERE / "templates")
+        self._templates.env.globals["time_left"] = view.time_left
+        self._templates.env.globals["iso"] = view.iso
+        self.csp = content_security_policy(config.console_input_prefixes)
+
+    def application(self) -> ASGIApp:
+        routes = [
+            Route("/", self._endpoint(self._queue_page, "View"), methods=["GET"]),
+            Route("/signin", self._endpoint(self._signin_page, "SignIn"), methods=["GET"]),
+            Route("/signin", self._endpoint(self._signin, "SignIn", "form"), methods=["POST"]),
+            Route("/signout", self._endpoint(self._signout, "SignOut", "form"), methods=["POST"]),
+            Route("/claim", self._endpoint(self._claim, "Claim", "form"), methods=["POST"]),
+            Route("/items/{escalation_id}", self._endpoint(self._item_page, "View")),
+            Route(
+                "/items/{escalation_id}/resolve",
+                self._endpoint(self._resolve, "Resolve", "form"),
+                methods=["POST"],
+            ),
+            Route(
+                "/items/{escalation_id}/release",
+                self._endpoint(self._release, "Release", "form"),
+                methods=["POST"],
+            ),
+            Route("/api/items", self._endpoint(self._api_items, "View", api=True)),
+            Route(
+                "/api/claim",
+                self._endpoint(self._api_claim, "Claim", "json", api=True),
+                methods=["POST"],
+            ),
+            Route(
+                "/api/items/{escalation_id}/resolve",
+                self._endpoint(self._api_resolve, "Resolve", "json", api=True),
+                methods=["POST"],
+            ),
+            Route(
+                "/api/items/{escalation_id}/release",
+                self._endpoint(self._api_release, "Release", "json", api=True),
+                methods=["POST"],
+            ),
+            Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        ]
+        app = Starlette(routes=routes, exception_handlers={HTTPException: self._http_error})
+        return _SecurityHeaders(app, self.csp)
+
+    # -- the pages ---------------------------------------------------------------
+
+    def _queue_page(self, call: Call) -> Response:
+        visit = self._visit(call.request)
+        principal = visit.principal
+        if principal is None:
+            return self._to_signin(visit)
+        check_method(principal, "View")
+        query = call.request.query_params
+        model, tier = query.get("model", ""), query.get("tier", "")
+        items = self._queue.list_items(ItemState.OPEN, model, tier, QUEUE_PAGE_ITEMS)
+        held = self._queue.list_items(ItemState.CLAIMED, model, tier, 1000)
+        context = {
+            "items": items,
+            "mine": [item for item in held if item.claimed_by == principal.name],
+            "model": model,
+            "tier": tier,
+            "tiers": TIERS,
+            "done": query.get("done", ""),
+            "can_claim": _may(principal, "Claim"),
+        }
+        return self._page(call.request, visit, "queue.html", context)
+
+    def _item_page(self, call: Call) -> Response:
+        visit = self._visit(call.request)
+        principal = visit.principal
+        if principal is None:
+            return self._to_signin(visit)
+        check_method(principal, "View")
+        item = self._queue.get(call.request.path_params["escalation_id"])
+        shown = self._shown(item.escalation.input_ref)
+        now = self._queue.now()
+        e = item.escalation
+        context = {
+            "item": item,
+            "e": e,
+            "shown": shown,
+            "top": view.top_classes(e),
+            "options": view.class_options(e),
+            "predicted": view.label_of(e, e.predicted_class) if e.predicted_class >= 0 else "",
+            "history": view.history(item, self._queue.sla),
+            "acting_for": self._acting_for(principal, item),
+            "can_act": self._can_act(principal, item),
+            "evidence": self._sessions.seal(view.evidence(item, shown, now)),
+            "rationale": self._config.rationale_required,
+            "probabilities_from": "as sent" if e.input_kind == "PROBABILITIES" else "softmax",
+        }
+        return self._page(call.request, visit, "item.html", context)
+
+    def _signin_page(self, call: Call) -> Response:
+        visit = self._visit(call.request)
+        if visit.principal is not None:
+            return self._redirect("/", visit)
+        return self._page(call.request, visit, "signin.html", {})
+
+    # -- form actions ------------------------------------------------------------
+
+    def _signin(self, call: Call) -> Response:
+        visit = self._visit(call.request)
+        self._check_csrf(visit, call.form)
+        token = call.form.get("token", "").strip()
+        if not token:
+            raise InvalidRequest("token", "is required: paste your review queue token")
+        principal = self._store.principal_for_token(hash_token(token))
+        if principal is None:
+            raise Unauthenticated("token: belongs to no principal of this queue")
+        session = self._sessions.new(hash_token(token))
+        log.info("review.console_signed_in", principal=principal.name, peer=_peer(call.request))
+        return self._redirect("/", Visit(principal, session, True, "token"))
+
+    def _signout(self, call: Call) -> Response:
+        visit = self._visit(call.request)
+        self._check_csrf(visit, call.form)
+        return self._redirect("/signin", Visit(None, self._sessions.new(), True, ""))
+
+    def _claim(self, call: Call) -> Response:
+        visit, principal = self._acting(call, "Claim")
+        reviewer, acted_by = reviewer_for(principal, call.form.get("for", ""))
+        item = self._queue.claim(reviewer, call.form.get("model", ""), 0.0, acted_by)
+        return self._redirect(f"/items/{item.escalation_id}", visit)
+
+    def _resolve(self, call: Call) -> Response:
+        visit, principal = self._acting(call, "Resolve")
+        escalation_id = call.request.path_params["escalation_id"]
+        reviewer, acted_by = reviewer_for(principal, call.form.get("for", ""))
+        form = call.form
+        verdict = _verdict(form.get("verdict", ""))
+        corrected = None
+        if verdict is Verdict.OVERRIDE:
+            corrected = _class(form.get("corrected_class", ""))
+        evidence = self._sessions.unseal(form.get("evidence", ""), escalation_id)
+        measured = _seconds(form.get("time_to_label_seconds", ""))
+        self._queue.resolve(
+            self._verdict(
+                escalation_id, reviewer, acted_by, verdict, corrected, "", form, measured, evidence
+            )
+        )
+        return self._redirect(f"/?done={escalation_id}", visit)
+
+    def _release(self, call: Call) -> Response:
+        visit, principal = self._acting(call, "Release")
+        reviewer, acted_by = reviewer_for(principal, call.form.get("for", ""))
+        self._queue.release(call.request.path_params["escalation_id"], reviewer, acted_by)
+        return self._redirect("/", visit)
+
+    # -- the JSON API (a bearer token; no cookie, so no CSRF) ----------------------
+
+    def _api_items(self, call: Call) -> Response:
+        self._bearer(call.request, "View")
+        query = call.request.query_params
+        state = _state(query.get("state", ""))
+        limit = _integer(query.get("limit", "0") or "0", "limit")
+        items = self._queue.list_items(state, query.get("model", ""), query.get("tier", ""), limit)
+        now = self._queue.now()
+        return JSONResponse({"items": [item_record(item, now) for item in items]})
+
+    def _api_claim(self, call: Call) -> Response:
+        principal = self._bearer(call.request, "Claim")
+        body = call.body
+        reviewer, acted_by = reviewer_for(principal, _text(body, "reviewer"))
+        lease = _number(body.get("lease_seconds", 0.0), "lease_seconds")
+        item = self._queue.claim(reviewer, _text(body, "model"), lease, acted_by)
+        return JSONResponse(item_record(item, self._queue.now()))
+
+    def _api_resolve(self, call: Call) -> Response:
+        principal = self._bearer(call.request, "Resolve")
+        body = call.body
+        reviewer, acted_by = reviewer_for(principal, _text(body, "reviewer"))
+        verdict = _verdict(_text(body, "verdict"))
+        raw_class = body.get("corrected_class")
+        if raw_class is not None and type(raw_class) is not int:
+            raise InvalidRequest("corrected_class", "must be a class index (an integer)")
+        evidence = body.get("evidence", {})
+        if not isinstance(evidence, dict):
+            raise InvalidRequest("evidence", "must be a JSON object")
+        measured = _number(body.get("time_to_label_seconds", 0.0), "time_to_label_seconds")
+        fields = {"rationale": _text(body, "rationale")}
+        answer = self._verdict(
+            call.request.path_params["escalation_id"],
+            reviewer,
+            acted_by,
+            verdict,
+            raw_class,
+            _text(body, "corrected_label"),
+            fields,
+            measured,
+            json.dumps(evidence, sort_keys=True, separators=(",", ":")) if evidence else "",
+        )
+        item = self._queue.resolve(answer)
+        return JSONResponse(item_record(item, self._queue.now()))
+
+    def _api_release(self, call: Call) -> Response:
+        principal = self._bearer(call.request, "Release")
+        reviewer, acted_by = reviewer_for(principal, _text(call.body, "reviewer"))
+        item = self._queue.release(call.request.path_params["escalation_id"], reviewer, acted_by)
+        return JSONResponse(item_record(item, self._queue.now()))
+
+    # -- what every handler shares -------------------------------------------------
+
+    def _verdict(
+        self,
+        escalation_id: str,
+        reviewer: str,
+        acted_by: str,
+        verdict: Verdict,
+        corrected_class: int | None,
+        corrected_label: str,
+        form: Mapping[str, str],
+        measured: float,
+        evidence: str,
+    ) -> ReviewerVerdict:
+        """The verdict asked for, under the console's rationale rule, its time to label
+        clamped to [0, claim-to-now] (a page cannot have been shown before its claim)."""
+        rationale = form.get("rationale", "").strip()
+        rule = self._config.rationale_required
+        if not rationale and (
+            rule == "always" or (rule == "override" and verdict is Verdict.OVERRIDE)
+        ):
+            needed = "every verdict" if rule == "always" else "an override"
+            raise InvalidRequest("rationale", f"is required on {needed}: say why")
+        item = self._queue.get(escalation_id)
+        if item.claimed_by:
+            measured = min(measured, max(0.0, self._queue.now() - item.claimed_at))
+        return ReviewerVerdict(
+            escalation_id=escalation_id,
+            reviewer=reviewer,
+            verdict=verdict,
+            corrected_class=corrected_class,
+            corrected_label=corrected_label,
+            rationale=rationale,
+            time_to_label_seconds=measured,
+            acted_by=acted_by,
+            evidence=evidence,
+        )
+
+    def _visit(self, request: Request) -> Visit:
+        """Who the browser is: the trusted proxy's user, or the session's principal."""
+        visit = self._identify(request)
+        request.state.principal = visit.principal
+        return visit
+
+    def _identify(self, request: Request) -> Visit:
+        found = self._sessions.decode(request.cookies.get(COOKIE, ""))
+        session = found or self._sessions.new()
+        named = request.headers.get(self._user_header, "")
+        if named and self._from_proxy(request):
+            return Visit(self._named(named), session, found is None, "proxy")
+        if session.token_sha256:
+            holder = self._store.principal_for_token(session.token_sha256)
+            if holder is not None:
+                return Visit(holder, session, False, "token")
+            session = self._sessions.new()  # its token was replaced or removed
+            return Visit(None, session, True, "")
+        return Visit(None, session, found is None, "")
+
+    def _named(self, name: str) -> Principal:
+        for principal in self._store.principals():
+            if principal.name == name:
+                return principal
+        raise Unauthenticated(
+            f"{self._config.console_user_header}: {name!r} names no principal of this queue"
+        )
+
+    def _from_proxy(self, request: Request) -> bool:
+        if request.client is None or not self._proxies:
+            return False
+        try:
+            peer = ipaddress.ip_address(request.client.host)
+        except ValueError:
+            return False
+        return any(peer in network for network in self._proxies)
+
+    def _acting(self, call: Call, method: str) -> tuple[Visit, Principal]:
+        """A form action's caller: signed in, with the session's CSRF token, and a
+        role that allows method."""
+        visit = self._visit(call.request)
+        self._check_csrf(visit, call.form)
+        if visit.principal is None:
+            raise Unauthenticated("not signed in: sign in first")
+        check_method(visit.principal, method)
+        return visit, visit.principal
+
+    def _check_csrf(self, visit: Visit, form: Mapping[str, str]) -> None:
+        if visit.fresh or not same_token(form.get("csrf_token", ""), visit.session.csrf):
+            raise CsrfRefused(
+                "csrf_token: missing or stale (this form is not from your current session);"
+                " reload the page and try again"
+            )
+
+    def _bearer(self, request: Request, method: str) -> Principal:
+        token = bearer_token({"authorization": request.headers.get("authorization", "")})
+        principal = identify(
+            token, "", self._store.principal_for_token, self._store.principal_for_subject
+        )
+        request.state.principal = principal
+        check_method(principal, method)
+        return principal
+
+    def _shown(self, ref: str) -> InputView:
+        kind = kind_of(ref, self._config.console_input_prefixes)
+        if kind is Shown.TEXT:
+            return self._fetch(ref)
+        return InputView(ref, kind)
+
+    def _acting_for(self, principal: Principal, item: ReviewItem) -> str:
+        """The holder a lead acts for on another's claim ('' for one's own)."""
+        if item.claimed_by and item.claimed_by != principal.name:
+            return item.claimed_by if principal.has(ReviewRole.LEAD) else ""
+        return ""
+
+    def _can_act(self, principal: Principal, item: ReviewItem) -> bool:
+        if item.resolution is not None or not item.claimed_by or not _may(principal, "Resolve"):
+            return False
+        return item.claimed_by == principal.name or principal.has(ReviewRole.LEAD)
+
+    def _page(
+        self,
+        request: Request,
+        visit: Visit,
+        template: str,
+        context: dict[str, Any],
+        status: int = 200,
+    ) -> Response:
+        context = {
+            "principal": visit.principal,
+            "via": visit.via,
+            "csrf": visit.session.csrf,
+            "now": self._queue.now(),
+            **context,
+        }
+        response = self._templates.TemplateResponse(request, template, context, status)
+        response.headers["cache-control"] = "no-store"
+        return self._keep(response, visit)
+
+    def _redirect(self, to: str, visit: Visit) -> Response:
+        return self._keep(RedirectResponse(to, status_code=303), visit)
+
+    def _to_signin(self, visit: Visit) -> Response:
+        return self._redirect("/signin", visit)
+
+    def _keep(self, response: Response, visit: Visit) -> Response:
+        if visit.fresh:
+            response.set_cookie(
+                COOKIE, self._sessions.encode(visit.session), **self._sessions.cookie_options()
+            )
+        return response
+
+    def _endpoint(
+        self, handler: Handler, method: str, body: str = "", *, api: bool = False
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                call = Call(request, *await _read(request, body))
+                response = await run_in_threadpool(handler, call)
+            except HitlError as exc:
+                return await run_in_threadpool(self._answer, request, method, exc, api)
+            except Exception:
+                log.exception("review.console_failed", method=method, path=request.url.path)
+                self._count(method, "INTERNAL")
+                return self._failure(request, 500, "internal error (logged)", api)
+            self._count(method, "OK")
+            return response
+
+        return endpoint
+
+    def _answer(self, request: Request, method: str, exc: HitlError, api: bool) -> Response:
+        """A HitlError as its HTTP status and a page (or JSON) naming the field."""
+        if isinstance(exc, CsrfRefused):
+            status, code = 403, "PERMISSION_DENIED"
+        elif isinstance(exc, BodyRefused):
+            status, code = exc.status, "INVALID_ARGUMENT"
+        else:
+            grpc_code = status_of(exc)
+            status, code = HTTP_STATUS.get(grpc_code, 500), grpc_code.name
+        self._count(method, code)
+        principal = getattr(request.state, "principal", None)
+        if code in {c.name for c in REFUSALS} or isinstance(exc, CsrfRefused):
+            log.warning(
+                "review.refused",
+                via="console",
+                method=method,
+                code=code,
+                principal=principal.name if principal else "",
+                peer=_peer(request),
+                error=str(exc),
+            )
+        elif status >= 500:
+            log.error("review.failed", via="console", method=method, code=code, error=str(exc))
+        return self._failure(request, status, str(exc), api, getattr(exc, "field", ""))
+
+    def _failure(
+        self, request: Request, status: int, message: str, api: bool, field: str = ""
+    ) -> Response:
+        if api:
+            error = {"status": status, "field": field, "message": message}
+            return JSONResponse({"error": error}, status_code=status)
+        visit = self._quiet_visit(request)
+        context = {"status": status, "message": message, "field": field}
+        return self._page(request, visit, "error.html", context, status)
+
+    def _quiet_visit(self, request: Request) -> Visit:
+        """The visit for an error page, without raising again (the store may be down)."""
+        try:
+            return self._visit(request)
+        except HitlError:
+            return Visit(None, self._sessions.new(), False, "")
+
+    async def _http_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        api = request.url.path.startswith("/api/")
+        message = exc.detail or "not found"
+        return await run_in_threadpool(self._failure, request, exc.status_code, message, api)
+
+    def _count(self, method: str, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.calls.add(1, {"method": f"console.{method}", "outcome": outcome})
+
+
+class _SecurityHeaders:
+    """Every response with the console's Content-Security-Policy and the headers that
+    keep a browser from framing, sniffing or leaking it."""
+
+    def __init__(self, app: ASGIApp, csp: str) -> None:
+        self._app = app
+        self._headers = [
+            (b"content-security-policy", csp.encode()),
+            (b"x-content-type-options", b"nosniff"),
+            (b"x-frame-options", b"DENY"),
+            (b"referrer-policy", b"no-referrer"),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *self._headers]
+            await send(message)
+
+        await self._app(scope, receive, with_headers)
+
+
+async def _read(request: Request, kind: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """(form, JSON body) of a request, as kind says to read it; BodyRefused when it is
+    larger than MAX_BODY_BYTES or not of that kind, InvalidRequest naming ``body``
+    when it does not parse."""
+    if not kind:
+        return {}, {}
+    declared = request.headers.get("content-length", "")
+    if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
+        raise BodyRefused(f"body: at most {MAX_BODY_BYTES} bytes, with a Content-Length", 413)
+    if int(declared) == 0:
+        return {}, {}
+    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if kind == "form":
+        if media != "application/x-www-form-urlencoded":
+            raise BodyRefused("body: send the form as application/x-www-form-urlencoded", 415)
+        form = await request.form(max_files=0, max_fields=50)
+        return {key: value for key, value in form.items() if isinstance(value, str)}, {}
+    if media != "application/json":
+        raise BodyRefused("body: send a JSON object as application/json", 415)
+    raw = await request.body()
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError as exc:
+        raise InvalidRequest("body", f"is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("body", "must be a JSON object")
+    return {}, body
+
+
+def _may(principal: Principal, method: str) -> bool:
+    try:
+        check_method(principal, method)
+    except HitlError:
+        return False
+    return True
+
+
+def _peer(request: Request) -> str:
+    return f"{request.client.host}:{request.client.port}" if request.client else ""
+
+
+def _verdict(value: str) -> Verdict:
+    try:
+        return Verdict(value.upper())
+    except ValueError:
+        raise InvalidRequest("verdict", f"must be ACCEPT or OVERRIDE, got {value!r}") from None
+
+
+def _class(value: str) -> int:
+    if not value.strip():
+        raise InvalidRequest("corrected_class", "is required on an override: choose the class")
+    return _integer(value, "corrected_class")
+
+
+def _integer(value: str, field: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidRequest(field, f"must be an integer, got {value!r}") from None
+
+
+def _seconds(value: str) -> float:
+    """A measured time to label as the form sent it ('' or junk: 0, the queue's own)."""
+    try:
+        seconds = float(value) if value else 0.0
+    except ValueError:
+        raise InvalidRequest("time_to_label_seconds", f"must be seconds, got {value!r}") from None
+    return seconds if math.isfinite(seconds) and seconds > 0 else 0.0
+
+
+def _number(value: object, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRequest(field, f"must be a number, got {value!r}")
+    return float(value)
+
+
+def _text(body: Mapping[str, Any], field: str) -> str:
+    value = body.get(field, "")
+    if not isinstance(value, str):
+        raise InvalidRequest(field, f"must be a string, got {value!r}")
+    return value
+
+
+def _state(value: str) -> ItemState | None:
+    if not value:
+        return None
+    try:
+        return ItemState(value.upper())
+    except ValueError:
+        raise InvalidRequest("state", "must be open, claimed or resolved") from None
+
+
+def console_application(
+    queue: ReviewQueue,
+    config: ReviewConfig,
+    sessions: Sessions,
+    metrics: ReviewMetrics | None = None,
+    fetch: Fetch = read_text,
+) -> ASGIApp:
+    """The console for queue, as config says (tests pass a fake fetch)."""
+    return Console(queue, config, sessions, metrics, fetch).application()

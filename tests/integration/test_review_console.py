@@ -1,0 +1,327 @@
+"""The reviewers' web console end to end: a real ``hitl review serve`` on SQLite with
+its console on a loopback port, escalations submitted over gRPC (with labels, input
+references and context), and Debian's Chromium driven by Playwright: sign in, the
+queue in SLA order, an item page, one accept and one override by the keyboard alone;
+the resolutions checked in the store; a viewer and a reviewer on another's claim
+refused. Screenshots of the queue and an item page go to bench-output/console/.
+
+And the server time one item costs a reviewer through the console (claim, the item
+page, resolve), measured in process over 100 items and written to
+bench-output/console/throughput.json."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import re
+import shutil
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from sidecar.clock import SystemClock
+from sidecar.review.config import ReviewConfig
+from sidecar.review.console.app import console_application
+from sidecar.review.console.sessions import Sessions
+from sidecar.review.item import Verdict
+from sidecar.review.queue import ReviewQueue
+from sidecar.review.store import open_store
+from tests.escalations import escalation
+from tests.feedback_service import free_port
+from tests.integration.conftest import ReviewProcess, start_review, wait_for
+from tests.reviewers import add_principals
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = shutil.which("chromium") or (
+    "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+)
+OUT = Path(__file__).resolve().parents[2] / "bench-output" / "console"
+LABELS = ["legitimate", "fraud", "refund", "chargeback"]
+BUDGET_SECONDS_PER_ITEM = 0.1  # 200 items an hour leave a reviewer 18 s each
+
+
+def png(width: int = 240, height: int = 160) -> bytes:
+    """A small gradient, as PNG, to stand for an input image."""
+    rows = b"".join(
+        b"\x00" + bytes(v for x in range(width) for v in (x * 255 // width, y * 255 // height, 150))
+        for y in range(height)
+    )
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+INPUTS = {
+    "/inputs/receipt.png": ("image/png", png()),
+    "/inputs/chat.txt": (
+        "text/plain; charset=utf-8",
+        b"Customer: I was charged twice for order 5521.\n"
+        b"Agent: I see two captures of 129.90 EUR.\n",
+    ),
+}
+
+
+class Inputs(http.server.BaseHTTPRequestHandler):
+    """Where the escalations' inputs live (a bucket behind HTTP, in production)."""
+
+    def do_GET(self) -> None:
+        kind, body = INPUTS.get(self.path, ("text/plain", b""))
+        self.send_response(200 if body else 404)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def inputs() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Inputs)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/inputs/"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def console(tmp_path: Path, inputs: str) -> Iterator[tuple[ReviewProcess, str]]:
+    """A review queue process with its console; the console's base URL."""
+    secret = tmp_path / "console.key"
+    secret.write_text("s" * 48)
+    port = free_port()
+    running = start_review(
+        tmp_path / "review",
+        "--console-listen",
+        f"127.0.0.1:{port}",
+        "--console-secret-file",
+        str(secret),
+        "--console-input-prefixes",
+        inputs,
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_for(
+        lambda: any(e["event"] == "review.console_listening" for e in running.log()),
+        10.0,
+        "console",
+    )
+    yield running, base
+    assert running.stop() == 0
+
+
+def submitted(running: ReviewProcess, inputs: str) -> None:
+    """Three escalations of unequal urgency, submitted as the sidecar would."""
+    common: dict[str, Any] = {
+        "labels": LABELS,
+        "logits": [1.2, 2.1, 0.3, -0.5],
+        "model": "fraud",
+        "created_at": time.time() - 5,
+    }
+    with running.client("sidecar-1") as client:
+        results = client.submit(
+            [
+                escalation("esc-assisted", input_ref=f"{inputs}receipt.png", **common),
+                escalation(
+                    "esc-primary",
+                    tier="HUMAN_PRIMARY",
+                    reason="RULE",
+                    rule_id="big-amount",
+                    input_ref=f"{inputs}chat.txt",
+                    context={"customer": "c-19", "order": "5521"},
+                    **common,
+                ),
+                escalation(
+                    "esc-audit", tier="AUTOMATED", input_ref="s3://inputs/esc-audit", **common
+                ),
+            ]
+        )
+    assert {r.status.value for r in results} == {"ACCEPTED"}
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium; CI does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM)
+        yield launched
+        launched.close()
+
+
+def signed_in(browser: Any, base: str, token: str) -> Any:
+    """A page of a fresh browser context, signed in with token by the keyboard."""
+    page = browser.new_context(viewport={"width": 1280, "height": 860}).new_page()
+    page.goto(f"{base}/signin")
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'token'")
+    page.keyboard.type(token)  # the token field has the focus
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert page.url == f"{base}/", page.content()
+    return page
+
+
+def test_a_reviewer_works_the_queue_by_keyboard(
+    console: tuple[ReviewProcess, str], inputs: str, browser: Any
+) -> None:
+    running, base = console
+    submitted(running, inputs)
+    OUT.mkdir(parents=True, exist_ok=True)
+    errors: list[str] = []
+    page = signed_in(browser, base, running.tokens["alice"])
+    page.on(
+        "console", lambda message: errors.append(message.text) if message.type == "error" else None
+    )
+
+    order = page.locator("#open tbody tr td:first-child a").all_inner_texts()
+    assert order == ["esc-primary", "esc-assisted", "esc-audit"]
+    assert page.locator("#open").inner_text().count("big-amount") == 1
+    page.screenshot(path=str(OUT / "queue.png"), full_page=True)
+
+    with page.expect_navigation():
+        page.keyboard.press("n")  # claim the most urgent
+    assert page.url == f"{base}/items/esc-primary"
+    assert "charged twice for order 5521" in page.locator("#input-text").inner_text()
+    assert page.locator("#predicted").inner_text() == "fraud"
+    assert page.locator("#top-classes tr").count() == 4
+    assert page.locator("#rule").inner_text() == "big-amount"
+    time.sleep(0.3)  # reading
+    with page.expect_navigation():
+        page.keyboard.press("a")
+    assert page.url == f"{base}/?done=esc-primary"
+
+    with page.expect_navigation():
+        page.keyboard.press("n")
+    assert page.url == f"{base}/items/esc-assisted"
+    page.wait_for_function("document.querySelector('img.input').naturalWidth > 0")
+    page.screenshot(path=str(OUT / "item.png"), full_page=True)
+    page.keyboard.press("o")
+    page.keyboard.press("2")  # refund
+    page.keyboard.type("a refund, not a sale")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert page.url == f"{base}/?done=esc-assisted"
+
+    with page.expect_navigation():
+        page.keyboard.press("n")  # alice holds the audit sample now
+    assert page.url == f"{base}/items/esc-audit"
+    assert errors == []  # no script error, no CSP violation
+
+    with running.client("exporter") as client:
+        resolved = {item.escalation_id: item for item in client.export()}
+    assert sorted(resolved) == ["esc-assisted", "esc-primary"]
+    accepted = resolved["esc-primary"].resolution
+    overridden = resolved["esc-assisted"].resolution
+    assert accepted is not None
+    assert overridden is not None
+    assert (accepted.verdict, accepted.label_class, accepted.reviewer) == (
+        Verdict.ACCEPT,
+        1,
+        "alice",
+    )
+    assert (overridden.verdict, overridden.label_class, overridden.label) == (
+        Verdict.OVERRIDE,
+        2,
+        "refund",
+    )
+    assert overridden.rationale == "a refund, not a sale"
+    assert accepted.time_to_label_seconds >= 0.3
+    assert 0 < overridden.time_to_label_seconds < 60
+    shown = json.loads(accepted.evidence)
+    assert shown["input_rendered"] == "text"
+    assert shown["rule_id"] == "big-amount"
+    assert [c["label"] for c in shown["top_classes"]][:2] == ["fraud", "legitimate"]
+    assert json.loads(overridden.evidence)["input_rendered"] == "image"
+
+    # Another reviewer sees alice's claim but may not act on it: 409.
+    bob = signed_in(browser, base, running.tokens["bob"])
+    bob.goto(f"{base}/items/esc-audit")
+    assert "Claimed by alice" in bob.locator("#not-yours").inner_text()
+    token = bob.locator("input[name=csrf_token]").first.get_attribute("value")
+    answer = bob.request.post(f"{base}/items/esc-audit/release", form={"csrf_token": token})
+    assert answer.status == 409
+    assert "claimed by 'alice', not 'bob'" in answer.text().replace("&#39;", "'")
+
+    # A viewer sees the queue and the items, and cannot act: no keys, 403 on a POST.
+    viewer = signed_in(browser, base, running.tokens["viewer"])
+    assert viewer.locator("#claim-next").count() == 0
+    viewer.keyboard.press("n")
+    assert viewer.url == f"{base}/"
+    viewer.goto(f"{base}/items/esc-audit")
+    assert viewer.locator("#accept-form").count() == 0
+    token = viewer.locator("input[name=csrf_token]").first.get_attribute("value")
+    refused = viewer.request.post(f"{base}/claim", form={"csrf_token": token})
+    assert refused.status == 403
+    assert "viewer (roles: viewer) may not call Claim" in refused.text()
+
+
+def test_the_console_makes_200_items_an_hour_easy(tmp_path: Path) -> None:
+    """Server time per item (claim, the item page, resolve) through the console in
+    process, over 100 items on SQLite: well under what 200 items an hour allow."""
+    store = open_store(f"sqlite:{tmp_path / 'review.db'}")
+    tokens = add_principals(store)
+    queue = ReviewQueue(store, SystemClock())
+    count = 100
+    queue.submit([escalation(f"e{i:03d}", labels=["a", "b", "c"]) for i in range(count)])
+    config = ReviewConfig(db=f"sqlite:{tmp_path / 'review.db'}", console_listen="127.0.0.1:0")
+    app = console_application(queue, config, Sessions(b"k" * 32, secure=False))
+    client = TestClient(app, follow_redirects=False)
+    signin = client.get("/signin").text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', signin)
+    assert csrf
+    client.post("/signin", data={"token": tokens["alice"], "csrf_token": csrf.group(1)})
+    bearer = {"Authorization": f"Bearer {tokens['alice']}"}
+    actions = {"claim": 0.0, "item_page": 0.0, "resolve": 0.0}
+    for i in range(count):
+        started = time.perf_counter()
+        claimed = client.post("/api/claim", json={}, headers=bearer)
+        shown = time.perf_counter()
+        page = client.get(f"/items/{claimed.json()['escalation_id']}")
+        decided = time.perf_counter()
+        verdict = (
+            {"verdict": "OVERRIDE", "corrected_class": 2, "rationale": "r"}
+            if i % 3 == 0
+            else {"verdict": "ACCEPT"}
+        )
+        resolved = client.post(
+            f"/api/items/{claimed.json()['escalation_id']}/resolve", json=verdict, headers=bearer
+        )
+        done = time.perf_counter()
+        assert (claimed.status_code, page.status_code, resolved.status_code) == (200, 200, 200)
+        actions["claim"] += shown - started
+        actions["item_page"] += decided - shown
+        actions["resolve"] += done - decided
+    store.close()
+    per_item = sum(actions.values()) / count
+    figures = {
+        "items": count,
+        "seconds_per_item": round(per_item, 5),
+        "seconds_per_action": {name: round(total / count, 5) for name, total in actions.items()},
+        "items_per_hour_of_server_time": round(3600 / per_item),
+        "budget_seconds_per_item": BUDGET_SECONDS_PER_ITEM,
+        "measured": "in process (Starlette TestClient), SQLite, synchronous=FULL;"
+        " includes the client's own time",
+    }
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "throughput.json").write_text(json.dumps(figures, indent=2) + "\n")
+    assert per_item < BUDGET_SECONDS_PER_ITEM, figures
