@@ -35,6 +35,8 @@ METHOD_ROLES: Mapping[str, frozenset[str]] = {
     # The web console's pages (the queue, an item) and its JSON list: not a gRPC
     # method. Reviewers see the queue there, in the order they would claim it.
     "View": frozenset({ReviewRole.VIEWER, ReviewRole.REVIEWER, ReviewRole.LEAD}),
+    # The console's reviewer-quality page and its JSON: for leads and viewers.
+    "Quality": frozenset({ReviewRole.VIEWER, ReviewRole.LEAD}),
 }
 
 

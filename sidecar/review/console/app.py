@@ -44,6 +44,7 @@ from sidecar.review.console.inputs import InputView, Shown, content_security_pol
 from sidecar.review.console.sessions import COOKIE, Session, Sessions, same_token
 from sidecar.review.item import TIERS, ItemState, ReviewItem, Verdict
 from sidecar.review.metrics import ReviewMetrics
+from sidecar.review.quality import QualityReport, reviewer_quality
 from sidecar.review.queue import ReviewQueue
 from sidecar.review.records import item_record
 from sidecar.review.resolution import ReviewerVerdict
@@ -54,6 +55,7 @@ log = structlog.get_logger("hitl.review")
 HERE = Path(__file__).parent
 MAX_BODY_BYTES = 64 * 1024  # a form or JSON body (a rationale is at most 16 KiB)
 QUEUE_PAGE_ITEMS = 100
+QUALITY_WINDOW_SECONDS = 7 * 86400.0
 Fetch = Callable[[str], InputView]
 
 # The HTTP status of each gRPC status the queue's errors map to (serving.STATUS).
@@ -148,6 +150,8 @@ class Console:
                 self._endpoint(self._release, "Release", "form"),
                 methods=["POST"],
             ),
+            Route("/quality", self._endpoint(self._quality_page, "Quality")),
+            Route("/api/quality", self._endpoint(self._api_quality, "Quality", api=True)),
             Route("/api/items", self._endpoint(self._api_items, "View", api=True)),
             Route(
                 "/api/claim",
@@ -284,6 +288,33 @@ class Console:
         items = self._queue.list_items(state, query.get("model", ""), query.get("tier", ""), limit)
         now = self._queue.now()
         return JSONResponse({"items": [item_record(item, now) for item in items]})
+
+    def _quality_page(self, call: Call) -> Response:
+        visit = self._visit(call.request)
+        if visit.principal is None:
+            return self._to_signin(visit)
+        check_method(visit.principal, "Quality")
+        report = self._quality(call.request)
+        return self._page(call.request, visit, "quality.html", {"report": report.as_json()})
+
+    def _api_quality(self, call: Call) -> Response:
+        self._bearer(call.request, "Quality")
+        return JSONResponse(self._quality(call.request).as_json())
+
+    def _quality(self, request: Request) -> QualityReport:
+        """Reviewer quality over the resolutions of ``[since, until)`` (Unix seconds;
+        default: the last 7 days up to now)."""
+        query = request.query_params
+        until = _moment(query.get("until", ""), "until", self._queue.now())
+        since = _moment(query.get("since", ""), "since", until - QUALITY_WINDOW_SECONDS)
+        if not since < until:
+            raise InvalidRequest("since", f"must be before until ({since:g} >= {until:g})")
+        resolved = [
+            item
+            for item in self._queue.export(query.get("model", ""), since)
+            if item.resolution is not None and item.resolution.resolved_at < until
+        ]
+        return reviewer_quality(resolved, since=since, until=until)
 
     def _api_claim(self, call: Call) -> Response:
         principal = self._bearer(call.request, "Claim")
@@ -641,6 +672,19 @@ def _seconds(value: str) -> float:
     except ValueError:
         raise InvalidRequest("time_to_label_seconds", f"must be seconds, got {value!r}") from None
     return seconds if math.isfinite(seconds) and seconds > 0 else 0.0
+
+
+def _moment(text: str, field: str, default: float) -> float:
+    """A query's Unix time (default when empty); InvalidRequest naming the field."""
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidRequest(field, f"must be Unix seconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise InvalidRequest(field, f"must be Unix seconds, got {text!r}")
+    return value
 
 
 def _number(value: object, field: str) -> float:

@@ -450,3 +450,31 @@ def test_the_json_api_takes_a_bearer_token(desk: Desk) -> None:
     api.post("/api/claim", json={}, headers=alice)
     released = api.post("/api/items/e2/release", json={}, headers=alice).json()
     assert (released["state"], released["claimed_by"]) == ("OPEN", "")
+
+
+def test_reviewer_quality_is_for_leads_and_viewers(desk: Desk) -> None:
+    """The quality page and its JSON over the window's resolutions; a reviewer may not
+    see them; a bad window is named."""
+    desk.submit("e1", "e2")
+    api = desk.client()
+    alice = {"Authorization": f"Bearer {desk.tokens['alice']}"}
+    for _ in range(2):
+        claimed = api.post("/api/claim", json={}, headers=alice).json()
+        desk.clock.advance(30)
+        api.post(
+            f"/api/items/{claimed['escalation_id']}/resolve",
+            json={"verdict": "ACCEPT"},
+            headers=alice,
+        )
+    desk.clock.advance(1)  # the window is [since, until): until defaults to now
+    viewer = {"Authorization": f"Bearer {desk.tokens['viewer']}"}
+    report = api.get("/api/quality", headers=viewer).json()
+    assert report["reviewers"]["alice"]["items"] == 2
+    assert report["reviewers"]["alice"]["median_seconds"] == pytest.approx(30.0)
+    assert api.get("/api/quality", headers=alice).status_code == 403
+    bad = api.get("/api/quality", params={"since": "yesterday"}, headers=viewer)
+    assert (bad.status_code, bad.json()["error"]["field"]) == (400, "since")
+    page = desk.client("viewer").get("/quality")
+    assert page.status_code == 200
+    assert "alice" in page.text
+    assert "No reviewer departs from the pool" in page.text
