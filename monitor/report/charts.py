@@ -14,6 +14,7 @@ import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from calibrators.metrics import Bins
 from monitor.estimates import Health
@@ -217,6 +218,10 @@ def _p_value_chart(subject: Subject, arms: Sequence[str], history: Sequence[Look
         label=f"alpha {subject.limits.alpha:g}",
     )
     bottom.set_yscale("log")
+    # Plain tick labels: the default's mathtext would look for STIX fonts the machine
+    # may not have (and say so on stderr), and SVG text needs none of them.
+    bottom.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    bottom.yaxis.set_minor_formatter(NullFormatter())
     lowest = min([subject.limits.alpha, *(_p_floor(look, arms) for look in history)])
     bottom.set_ylim(max(lowest / 10, 1e-12), 1.5)
     bottom.set_ylabel("always-valid p-value")
