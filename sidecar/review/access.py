@@ -6,7 +6,10 @@ and export; ``viewer`` lists; ``exporter`` exports the labelled items. In the we
 console viewers, reviewers and leads see the queue and its items (``View``); acting
 there takes the same roles as over gRPC. Who a claim or a verdict is for comes from
 the caller's credential, never from a request field: the field may only name the
-caller, or, for a lead, the reviewer the lead acts for."""
+caller, or, for a lead, the reviewer the lead acts for.
+
+An item needing several reviews: a reviewer sees how many answers are in, never
+what they are (``sees_answers``); only a lead resolves one in adjudication."""
 
 from __future__ import annotations
 
@@ -43,6 +46,13 @@ METHOD_ROLES: Mapping[str, frozenset[str]] = {
 def check_method(principal: Principal, method: str) -> None:
     """PermissionDenied unless the principal's roles allow method."""
     authorize(principal, method, METHOD_ROLES[method])
+
+
+def sees_answers(principal: Principal) -> bool:
+    """Whether the caller may see each reviewer's answers to an item: a lead, a
+    viewer or an exporter; never a reviewer alone, who must answer without knowing
+    the others' answers."""
+    return any(principal.has(r) for r in (ReviewRole.LEAD, ReviewRole.VIEWER, ReviewRole.EXPORTER))
 
 
 def reviewer_for(principal: Principal, named: str) -> tuple[str, str]:

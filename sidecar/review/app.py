@@ -112,6 +112,7 @@ def build(
         metrics,
         max_claims=config.max_claims,
         max_lease_seconds=config.max_lease_seconds,
+        consensus=config.consensus,
     )
     server = threaded_server(
         config,

@@ -6,7 +6,7 @@
     hitl review next [--model M]                        claim the most urgent item, print it
     hitl review resolve ID (--accept | --override --class K / --label L)
     hitl review release ID                              give back an item you hold (skip it)
-    hitl review list [--state open|claimed|resolved] [--model M] [--tier T]
+    hitl review list [--state open|claimed|resolved|adjudication] [--model M] [--tier T]
     hitl review export --out FILE.jsonl [--model M] [--since T]   labelled data for calibrators
     hitl review submit FILE.jsonl                       escalation records, one JSON object a line
 
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from sidecar.review.client import ReviewClient
     from sidecar.review.store import ReviewStore
 
-STATES = ("open", "claimed", "resolved")
+STATES = ("open", "claimed", "resolved", "adjudication")
 Run = Callable[[argparse.Namespace], int]
 
 
@@ -189,7 +189,8 @@ def run_list(args: argparse.Namespace) -> int:
     with _client(args) as client:
         items = client.list_items(state, args.model, args.tier or "", args.limit)
     for item in items:
-        print(json.dumps(item_record(item, time.time()), allow_nan=False))
+        # List is for leads and viewers, who may see each reviewer's answers.
+        print(json.dumps(item_record(item, time.time(), answers=True), allow_nan=False))
     return 0
 
 

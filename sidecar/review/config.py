@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sidecar.errors import ConfigError
+from sidecar.review.consensus import ConsensusPolicy, parse_consensus
 from sidecar.review.sla import Sla, parse_sla
 from sidecar.review.validation import DEFAULT_MAX_CLAIMS, DEFAULT_MAX_LEASE_SECONDS
 from sidecar.settings import (
@@ -95,6 +96,16 @@ class ReviewConfig:
         parse=parse_sla,
         unset="",
         shown=Sla().describe(),
+    )
+    consensus: ConsensusPolicy = setting(
+        "HITL_REVIEW_CONSENSUS",
+        ConsensusPolicy(),
+        "reviews an item needs and how they must agree, per tier and per rule (a rule's"
+        " wins), e.g. HUMAN_PRIMARY=2:all,rule:large-amount=3:majority; disagreement goes"
+        " to a lead (docs/review.md); unnamed: one review",
+        parse=parse_consensus,
+        unset="",
+        shown=ConsensusPolicy().describe(),
     )
     sweep_seconds: float = setting(
         "HITL_REVIEW_SWEEP_SECONDS", 10.0, "how often overdue items are raised"

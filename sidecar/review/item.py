@@ -21,6 +21,15 @@ class ItemState(StrEnum):
     OPEN = "OPEN"
     CLAIMED = "CLAIMED"
     RESOLVED = "RESOLVED"
+    # Its reviewers disagreed (``consensus``): open to a lead only, whose verdict is final.
+    ADJUDICATION = "ADJUDICATION"
+
+
+class Agreement(StrEnum):
+    """How many of an item's required answers must name one class."""
+
+    ALL = "all"
+    MAJORITY = "majority"  # strictly more than half
 
 
 class Verdict(StrEnum):
@@ -39,6 +48,9 @@ class Resolution:
     resolved_at: float
     acted_by: str = ""  # a lead who recorded the verdict for the reviewer
     evidence: str = ""  # what the reviewer was shown, a JSON object as text ('' if none)
+    # Of a final resolution by consensus: "2 of 3" agreed, or "adjudicated (1 of 2
+    # agreed)"; '' for an item that needed one review. Empty on an answer.
+    agreement: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "verdict": self.verdict.value}
@@ -50,7 +62,13 @@ class ReviewItem:
 
     ``state`` is as of the read: a CLAIMED item whose lease has expired reads as
     OPEN, and keeps ``claimed_by`` (its last holder may still resolve it until
-    someone else claims it)."""
+    someone else claims it).
+
+    An item needing more than one review (``reviews_required``) collects one answer
+    per reviewer (``answers``, each a Resolution, in the order given; ``answered``
+    counts them even where they were not read) and is reopened after each; once all
+    are in, it is RESOLVED on agreement, or reads ADJUDICATION until a lead
+    resolves it."""
 
     escalation: Escalation
     state: ItemState
@@ -62,6 +80,10 @@ class ReviewItem:
     claimed_at: float = 0.0
     lease_expires_at: float = 0.0
     resolution: Resolution | None = None
+    reviews_required: int = 1
+    consensus: Agreement = Agreement.ALL
+    answered: int = 0
+    answers: tuple[Resolution, ...] = ()
 
     @property
     def escalation_id(self) -> str:

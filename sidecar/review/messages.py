@@ -12,7 +12,7 @@ from hitl_client.stubs.hitl.v1 import review_pb2 as rpb
 from sidecar.errors import InvalidRequest
 from sidecar.escalation.messages import from_message, to_message
 from sidecar.escalation.record import Escalation
-from sidecar.review.item import ItemState, Resolution, ReviewItem, Verdict
+from sidecar.review.item import Agreement, ItemState, Resolution, ReviewItem, Verdict
 from sidecar.review.queue import SubmitStatus, Submitted
 from sidecar.review.resolution import ReviewerVerdict
 
@@ -38,7 +38,9 @@ def to_escalation(message: rpb.Escalation) -> Escalation:
     return replace(from_message(known), **unknown)
 
 
-def item_message(item: ReviewItem) -> rpb.ReviewItem:
+def item_message(item: ReviewItem, answers: bool = False) -> rpb.ReviewItem:
+    """The item on the wire; its answers only when ``answers`` (the caller may see
+    other reviewers' answers: ``access.sees_answers``)."""
     message = rpb.ReviewItem(
         escalation=to_message(item.escalation),
         state=rpb.ItemState.Value(f"ITEM_STATE_{item.state.value}"),
@@ -48,22 +50,34 @@ def item_message(item: ReviewItem) -> rpb.ReviewItem:
         received_at=item.received_at,
         claimed_by=item.claimed_by,
         lease_expires_at=item.lease_expires_at,
+        reviews_required=item.reviews_required,
+        consensus=item.consensus.value,
+        answered=item.answered,
     )
     if (r := item.resolution) is not None:
-        fields = r.to_dict()
-        fields["verdict"] = rpb.Verdict.Value(f"VERDICT_{fields['verdict']}")
-        message.resolution.CopyFrom(rpb.Resolution(**fields))
+        message.resolution.CopyFrom(_resolution_message(r))
+    if answers:
+        message.answers.extend(_resolution_message(a) for a in item.answers)
     return message
+
+
+def _resolution_message(r: Resolution) -> rpb.Resolution:
+    fields = r.to_dict()
+    fields["verdict"] = rpb.Verdict.Value(f"VERDICT_{fields['verdict']}")
+    return rpb.Resolution(**fields)
+
+
+def _resolution(r: rpb.Resolution) -> Resolution:
+    fields = {name: getattr(r, name) for name in Resolution.__dataclass_fields__}
+    fields["verdict"] = Verdict(rpb.Verdict.Name(r.verdict).removeprefix("VERDICT_"))
+    return Resolution(**fields)
 
 
 def item_from_message(message: rpb.ReviewItem) -> ReviewItem:
     """The inverse of item_message (claimed_at is not on the wire: 0)."""
     resolution = None
     if message.HasField("resolution"):
-        r = message.resolution
-        fields = {name: getattr(r, name) for name in Resolution.__dataclass_fields__}
-        fields["verdict"] = Verdict(rpb.Verdict.Name(r.verdict).removeprefix("VERDICT_"))
-        resolution = Resolution(**fields)
+        resolution = _resolution(message.resolution)
     return ReviewItem(
         escalation=from_message(message.escalation),
         state=ItemState(rpb.ItemState.Name(message.state).removeprefix("ITEM_STATE_")),
@@ -74,6 +88,11 @@ def item_from_message(message: rpb.ReviewItem) -> ReviewItem:
         claimed_by=message.claimed_by,
         lease_expires_at=message.lease_expires_at,
         resolution=resolution,
+        # A message from a queue older than consensus says 0: one review.
+        reviews_required=max(1, message.reviews_required),
+        consensus=Agreement(message.consensus or Agreement.ALL.value),
+        answered=message.answered,
+        answers=tuple(_resolution(a) for a in message.answers),
     )
 
 
@@ -107,10 +126,11 @@ def tier_filter(value: int) -> str:
 
 
 def reviewer_verdict(
-    message: rpb.ResolveRequest, reviewer: str, acted_by: str = ""
+    message: rpb.ResolveRequest, reviewer: str, acted_by: str = "", lead: bool = False
 ) -> ReviewerVerdict:
     """The verdict message asks for, given for reviewer (who the caller's credential
-    says it is, or acts for: ``access.reviewer_for``)."""
+    says it is, or acts for: ``access.reviewer_for``); ``lead``: the caller is a lead (its own
+    verdict may resolve an item in adjudication)."""
     if message.verdict == rpb.VERDICT_UNSPECIFIED:
         verdict = None
     elif message.verdict in rpb.Verdict.values():
@@ -127,4 +147,5 @@ def reviewer_verdict(
         time_to_label_seconds=message.time_to_label_seconds,
         acted_by=acted_by,
         evidence=message.evidence,
+        lead=lead and not acted_by,
     )

@@ -5,10 +5,15 @@ names, so cardinality stays bounded.
     hitl.review.submitted      counter    escalations by result (accepted, duplicate,
                                           rejected) and tier
     hitl.review.resolved       counter    resolutions by verdict and tier
+    hitl.review.consensus      counter    items needing several reviews by outcome
+                                          (agreed: resolved by consensus; adjudication:
+                                          sent to a lead; adjudicated: a lead resolved
+                                          it) and tier
     hitl.review.overdue        counter    items raised a level for passing their deadline
     hitl.review.time_to_label  histogram  seconds from claim (or as the reviewer's tool
                                           measured) to label, by tier
     hitl.review.items          gauge      unresolved items by state (open, claimed), tier
+                                          (an item in adjudication is open, to leads)
     hitl.review.calls          counter    calls by method and outcome (OK, or the status
                                           code: UNAUTHENTICATED, PERMISSION_DENIED, ...)
 
@@ -34,6 +39,11 @@ class ReviewMetrics:
         )
         self.resolved = meter.create_counter(
             "hitl.review.resolved", description="Items resolved, by verdict and tier"
+        )
+        self.consensus = meter.create_counter(
+            "hitl.review.consensus",
+            description="Items needing several reviews, by outcome (agreed, adjudication,"
+            " adjudicated) and tier",
         )
         self.overdue = meter.create_counter(
             "hitl.review.overdue",

@@ -114,6 +114,8 @@ def review_event(item: ReviewItem) -> fpb.FeedbackEvent:
             "received_at": f"{item.received_at:.3f}",
             **({"claimed_at": f"{item.claimed_at:.3f}"} if item.claimed_at else {}),
             **({"acted_by": r.acted_by} if r.acted_by else {}),
+            # Of an item that needed several reviews: "2 of 3", or "adjudicated (...)".
+            **({"agreement": r.agreement} if r.agreement else {}),
             # Its hash, not the text: the evidence (up to 16 KiB) would not fit the
             # event's context bound (16 KiB in all); the queue keeps the text.
             **({"evidence_sha256": _sha256(r.evidence)} if r.evidence else {}),

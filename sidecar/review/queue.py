@@ -19,9 +19,10 @@ from sidecar.clock import Clock
 from sidecar.errors import InvalidRequest, ItemConflict, ItemNotFound
 from sidecar.escalation.record import Escalation
 from sidecar.review import validation
+from sidecar.review.consensus import ConsensusPolicy, is_adjudicated
 from sidecar.review.item import PRIORITY, TIERS, ItemState, ReviewItem
 from sidecar.review.metrics import ReviewMetrics
-from sidecar.review.resolution import ReviewerVerdict, release, settle
+from sidecar.review.resolution import ReviewerVerdict, decide, release
 from sidecar.review.sla import Sla
 from sidecar.review.store import ReviewStore
 
@@ -54,9 +55,11 @@ class ReviewQueue:
         *,
         max_claims: int = validation.DEFAULT_MAX_CLAIMS,
         max_lease_seconds: float = validation.DEFAULT_MAX_LEASE_SECONDS,
+        consensus: ConsensusPolicy | None = None,
     ) -> None:
         self.store = store
         self.sla = sla or Sla()
+        self.consensus = consensus or ConsensusPolicy()
         self._clock = clock
         self._metrics = metrics
         self._max_claims = max_claims
@@ -86,10 +89,17 @@ class ReviewQueue:
         return answers
 
     def claim(
-        self, reviewer: str, model: str = "", lease_seconds: float = 0.0, acted_by: str = ""
+        self,
+        reviewer: str,
+        model: str = "",
+        lease_seconds: float = 0.0,
+        acted_by: str = "",
+        lead: bool = False,
     ) -> ReviewItem:
-        """Lease the most urgent open item; ItemNotFound when none is open, ItemConflict
-        when the reviewer already holds as many items as allowed."""
+        """Lease the most urgent open item (not one reviewer has answered; one in
+        adjudication only when lead: a lead claiming for themselves); ItemNotFound
+        when none is open, ItemConflict when the reviewer already holds as many items
+        as allowed."""
         validation.check_reviewer(reviewer)
         validation.check_model_filter(model)
         lease = validation.lease_seconds(lease_seconds, self._max_lease_seconds)
@@ -100,7 +110,7 @@ class ReviewQueue:
                 f"{reviewer} holds {held} items, the most allowed: resolve one, or let a"
                 " lease run out, before claiming another"
             )
-        item = self.store.claim(reviewer, model, lease, now)
+        item = self.store.claim(reviewer, model, lease, now, lead and not acted_by)
         if item is None:
             raise ItemNotFound("no open item" + (f" of model {model!r}" if model else ""))
         log.info(
@@ -116,14 +126,20 @@ class ReviewQueue:
         return item
 
     def resolve(self, answer: ReviewerVerdict) -> ReviewItem:
-        """Record a verdict; ItemNotFound, ItemConflict (see resolution.settle) or
-        InvalidRequest naming the field."""
+        """Record a verdict (on an item needing several reviews, one answer: the item
+        comes back unresolved until the last); ItemNotFound, ItemConflict (see
+        resolution.decide) or InvalidRequest naming the field."""
         validation.check_verdict(answer)
         now = self._clock.now()
-        item = self.store.resolve(answer.escalation_id, lambda held: settle(held, answer, now), now)
+        item = self.store.resolve(answer.escalation_id, lambda held: decide(held, answer, now), now)
         resolution = item.resolution
-        assert resolution is not None  # the store has just recorded it
         tier = item.escalation.tier
+        if resolution is None:  # one answer of several: reopened, or to adjudication
+            self._answered(item, answer)
+            return item
+        if self._metrics is not None and item.reviews_required > 1:
+            outcome = "adjudicated" if is_adjudicated(resolution) else "agreed"
+            self._metrics.consensus.add(1, {"outcome": outcome, "tier": tier})
         if self._metrics is not None:
             self._metrics.resolved.add(1, {"verdict": resolution.verdict.value, "tier": tier})
             self._metrics.time_to_label.record(resolution.time_to_label_seconds, {"tier": tier})
@@ -135,9 +151,25 @@ class ReviewQueue:
             verdict=resolution.verdict.value,
             label_class=resolution.label_class,
             time_to_label_seconds=resolution.time_to_label_seconds,
+            agreement=resolution.agreement,
             trace_id=item.escalation.trace_id,
         )
         return item
+
+    def _answered(self, item: ReviewItem, answer: ReviewerVerdict) -> None:
+        tier = item.escalation.tier
+        adjudication = item.state is ItemState.ADJUDICATION
+        if self._metrics is not None and adjudication:
+            self._metrics.consensus.add(1, {"outcome": "adjudication", "tier": tier})
+        log.info(
+            "review.to_adjudication" if adjudication else "review.answered",
+            escalation_id=item.escalation_id,
+            reviewer=answer.reviewer,
+            acted_by=answer.acted_by,
+            answered=item.answered,
+            reviews_required=item.reviews_required,
+            trace_id=item.escalation.trace_id,
+        )
 
     def release(self, escalation_id: str, reviewer: str, acted_by: str = "") -> ReviewItem:
         """Give back an item reviewer holds, unresolved (a skip): its claim ends now and
@@ -226,7 +258,10 @@ class ReviewQueue:
         )
 
     def _admit(self, e: Escalation, now: float) -> ReviewItem:
+        required = self.consensus.requirement(e.tier, e.rule_id)
         return ReviewItem(
+            reviews_required=required.reviews,
+            consensus=required.agreement,
             escalation=e,
             state=ItemState.OPEN,
             priority=PRIORITY[e.tier],

@@ -7,7 +7,10 @@ true class index), ``label_name``, ``verdict``, ``reviewer`` (and ``acted_by``, 
 lead who recorded the verdict for them), ``rationale``,
 ``time_to_label_seconds``, ``resolved_at``, ``evidence`` (what the reviewer was
 shown, a JSON object as text, or empty), plus ``received_at`` and
-``escalation_level``. Probabilities are written under ``probabilities`` instead of
+``escalation_level``; of an item that needed several reviews also ``agreement``
+("2 of 3", or "adjudicated (...)") and ``answers`` (each reviewer's answer, in the
+order given; the final label is the agreed class or the lead's), with
+``reviews_required``. Probabilities are written under ``probabilities`` instead of
 ``logits``, so ``calibrators.data`` (``hitl calibrate fit --data FILE.jsonl``) reads
 the file as it is. Non-finite numbers (a fallback's confidence) are written null."""
 
@@ -17,13 +20,14 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from sidecar.review.item import UNKNOWN_CLASS, ReviewItem
+from sidecar.review.item import UNKNOWN_CLASS, Resolution, ReviewItem
 
 
-def item_record(item: ReviewItem, now: float) -> dict[str, Any]:
+def item_record(item: ReviewItem, now: float, answers: bool = False) -> dict[str, Any]:
     """What a reviewer reads: times as ISO 8601 (UTC) with the time left until the
     deadline (negative: overdue), and logits as the float32 values they were, without
-    the digits a double adds to them."""
+    the digits a double adds to them. The other reviewers' answers only when
+    ``answers`` (``access.sees_answers``); their count always."""
     r = item.resolution
     escalation = _finite(item.escalation.to_dict())
     escalation["logits"] = [float(f"{x:.7g}") for x in item.escalation.logits]
@@ -39,6 +43,9 @@ def item_record(item: ReviewItem, now: float) -> dict[str, Any]:
         "lease_expires": _iso(item.lease_expires_at) if item.lease_expires_at else None,
         "escalation": escalation,
         "resolution": None if r is None else r.to_dict(),
+        "reviews_required": item.reviews_required,
+        "answered": item.answered,
+        **({"answers": [a.to_dict() for a in item.answers]} if answers else {}),
     }
 
 
@@ -78,7 +85,20 @@ def export_record(item: ReviewItem) -> dict[str, Any]:
         received_at=item.received_at,
         escalation_level=item.escalation_level,
     )
+    if item.reviews_required > 1:
+        record.update(
+            reviews_required=item.reviews_required,
+            agreement=r.agreement,
+            answers=[_answer(a) for a in item.answers],
+        )
     return record
+
+
+def _answer(a: Resolution) -> dict[str, Any]:
+    answer = a.to_dict()
+    answer.pop("agreement")
+    answer["answered_at"] = answer.pop("resolved_at")
+    return answer
 
 
 def _finite(record: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,11 @@ its label too; when the escalation carries its model's labels, the label is the
 class's (filled in when not given, refused when another). A label alone is refused:
 a label without its class could not be fitted on.
 
+An item needing several reviews (``consensus``) takes one answer per reviewer: a
+reviewer who has answered may not answer again. The last answer settles it by
+agreement, or leaves it to adjudication, where only a lead (``lead``, their own
+verdict, not one recorded for another) may resolve it, and that is final.
+
 ``release`` says whether a reviewer may give an item back unresolved: the same
 holder rules as a verdict's."""
 
@@ -15,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sidecar.errors import InvalidRequest, ItemConflict
+from sidecar.review.consensus import adjudicated, agreed
 from sidecar.review.item import ItemState, Resolution, ReviewItem, Verdict
 
 
@@ -32,12 +38,51 @@ class ReviewerVerdict:
     time_to_label_seconds: float = 0.0
     acted_by: str = ""  # a lead recording the verdict for the reviewer
     evidence: str = ""  # what the reviewer was shown: a JSON object as text, or empty
+    # The caller is a lead giving its own verdict (set from its credential, never
+    # from a request field): only such a verdict resolves an item in adjudication.
+    lead: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What a verdict does to an item: ``answer`` is recorded as one of its answers
+    (None: an item needing one review, or an adjudication); ``final`` resolves it
+    (None: reopened for the next answer, or for adjudication)."""
+
+    answer: Resolution | None
+    final: Resolution | None
+
+
+def decide(item: ReviewItem, answer: ReviewerVerdict, now: float) -> Settled:
+    """What answer does to item, or ItemConflict when the reviewer may not answer:
+    see ``settle``, and it is already answered by them, or awaits a lead's
+    adjudication."""
+    given = settle(item, answer, now)
+    if item.reviews_required <= 1:
+        return Settled(None, given)
+    if item.answered >= item.reviews_required:
+        if not answer.lead:
+            raise ItemConflict(
+                f"escalation_id {item.escalation_id!r} awaits adjudication: only a lead"
+                " may resolve it"
+            )
+        return Settled(None, adjudicated(given, item.answers))
+    if any(a.reviewer == answer.reviewer for a in item.answers):
+        raise ItemConflict(
+            f"{answer.reviewer!r} has already answered escalation_id {item.escalation_id!r}:"
+            " its answers must come from different reviewers"
+        )
+    answers = (*item.answers, given)
+    if len(answers) < item.reviews_required:
+        return Settled(given, None)
+    return Settled(given, agreed(answers, item.consensus, now))
 
 
 def settle(item: ReviewItem, answer: ReviewerVerdict, now: float) -> Resolution:
-    """The resolution answer gives item, or ItemConflict when the reviewer may not
-    resolve it: it is resolved, never claimed, or last claimed by someone else. A
-    lease that has expired does not stop its holder while nobody else has claimed it."""
+    """The resolution answer gives item on its own, or ItemConflict when the reviewer
+    may not resolve it: it is resolved, never claimed, or last claimed by someone
+    else. A lease that has expired does not stop its holder while nobody else has
+    claimed it."""
     _check_holder(item, answer.reviewer)
     if not item.claimed_by:
         raise ItemConflict(f"escalation_id {item.escalation_id!r} is not claimed; claim it first")

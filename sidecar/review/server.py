@@ -19,7 +19,7 @@ from hitl_client.stubs.hitl.v1 import review_pb2_grpc as rpb_grpc
 from sidecar.auth import Principal
 from sidecar.gate import Gate
 from sidecar.review import messages
-from sidecar.review.access import check_method, reviewer_for
+from sidecar.review.access import ReviewRole, check_method, reviewer_for, sees_answers
 from sidecar.review.metrics import ReviewMetrics
 from sidecar.review.queue import ReviewQueue
 
@@ -49,15 +49,16 @@ class ReviewQueueServicer(rpb_grpc.ReviewQueueServicer):
                 messages.tier_filter(request.tier),
                 request.limit,
             )
-            return rpb.ListResponse(items=[messages.item_message(item) for item in items])
+            return rpb.ListResponse(items=[messages.item_message(item, True) for item in items])
 
         return self._gate.call(context, "List", work)
 
     def Claim(self, request: rpb.ClaimRequest, context: grpc.ServicerContext) -> rpb.ClaimResponse:
         def work(principal: Principal) -> rpb.ClaimResponse:
             reviewer, acted_by = reviewer_for(principal, request.reviewer)
-            item = self._queue.claim(reviewer, request.model, request.lease_seconds, acted_by)
-            return rpb.ClaimResponse(item=messages.item_message(item))
+            lead = principal.has(ReviewRole.LEAD)
+            item = self._queue.claim(reviewer, request.model, request.lease_seconds, acted_by, lead)
+            return rpb.ClaimResponse(item=messages.item_message(item, sees_answers(principal)))
 
         return self._gate.call(context, "Claim", work)
 
@@ -66,8 +67,9 @@ class ReviewQueueServicer(rpb_grpc.ReviewQueueServicer):
     ) -> rpb.ResolveResponse:
         def work(principal: Principal) -> rpb.ResolveResponse:
             reviewer, acted_by = reviewer_for(principal, request.reviewer)
-            item = self._queue.resolve(messages.reviewer_verdict(request, reviewer, acted_by))
-            return rpb.ResolveResponse(item=messages.item_message(item))
+            lead = principal.has(ReviewRole.LEAD)
+            item = self._queue.resolve(messages.reviewer_verdict(request, reviewer, acted_by, lead))
+            return rpb.ResolveResponse(item=messages.item_message(item, sees_answers(principal)))
 
         return self._gate.call(context, "Resolve", work)
 
@@ -77,7 +79,7 @@ class ReviewQueueServicer(rpb_grpc.ReviewQueueServicer):
         def work(principal: Principal) -> rpb.ReleaseResponse:
             reviewer, acted_by = reviewer_for(principal, request.reviewer)
             item = self._queue.release(request.escalation_id, reviewer, acted_by)
-            return rpb.ReleaseResponse(item=messages.item_message(item))
+            return rpb.ReleaseResponse(item=messages.item_message(item, sees_answers(principal)))
 
         return self._gate.call(context, "Release", work)
 
@@ -93,4 +95,4 @@ class ReviewQueueServicer(rpb_grpc.ReviewQueueServicer):
             item = self._gate.guarded(context, "Export", lambda: next(items, None))
             if item is None:
                 return
-            yield messages.item_message(item)
+            yield messages.item_message(item, True)

@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from sidecar.auth import Principal
-from sidecar.review.item import ItemState, Resolution, ReviewItem
+from sidecar.review.item import ItemState, ReviewItem
+from sidecar.review.resolution import Settled
 from sidecar.review.sla import Sla
 from sidecar.review.stores.sql import SqlStore
 from sidecar.storage.store import open_database
@@ -25,18 +26,21 @@ class ReviewStore(Protocol):
         ...
 
     def claim(
-        self, reviewer: str, model: str, lease_seconds: float, now: float
+        self, reviewer: str, model: str, lease_seconds: float, now: float, lead: bool = False
     ) -> ReviewItem | None:
         """Lease the most urgent open item (of model, if not empty) to reviewer:
         highest escalation_level, then lowest priority, then earliest due_at. An item
-        whose lease has expired is open. None when nothing is open."""
+        whose lease has expired is open; one reviewer has answered is not, for them;
+        one in adjudication is, for a lead only. None when nothing is open."""
         ...
 
     def resolve(
-        self, escalation_id: str, settle: Callable[[ReviewItem], Resolution], now: float
+        self, escalation_id: str, settle: Callable[[ReviewItem], Settled], now: float
     ) -> ReviewItem:
-        """Record settle(item) on the item (read as of now), holding it locked while
-        settle decides; ItemNotFound when there is no such escalation_id."""
+        """Record settle(item) on the item (read as of now, with its answers), holding
+        it locked while settle decides: its answer among the item's answers, its final
+        resolution, or else the item reopened. ItemNotFound when there is no such
+        escalation_id."""
         ...
 
     def release(
@@ -96,7 +100,8 @@ class ReviewStore(Protocol):
     def principals(self) -> list[Principal]: ...
 
     def counts(self, now: float) -> Mapping[tuple[ItemState, str], int]:
-        """Unresolved items by (OPEN or CLAIMED, tier), as of now."""
+        """Unresolved items by (OPEN or CLAIMED, tier), as of now (an item in
+        adjudication is OPEN: open to leads)."""
         ...
 
     def close(self) -> None: ...

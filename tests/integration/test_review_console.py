@@ -117,6 +117,8 @@ def console(tmp_path: Path, inputs: str) -> Iterator[tuple[ReviewProcess, str]]:
         str(secret),
         "--console-input-prefixes",
         inputs,
+        "--consensus",
+        "rule:two-eyes=2:all",
     )
     base = f"http://127.0.0.1:{port}"
     wait_for(
@@ -273,6 +275,63 @@ def test_a_reviewer_works_the_queue_by_keyboard(
     refused = viewer.request.post(f"{base}/claim", form={"csrf_token": token})
     assert refused.status == 403
     assert "viewer (roles: viewer) may not call Claim" in refused.text()
+
+
+def test_a_consensus_item_waits_for_a_second_reviewer_then_a_lead(
+    console: tuple[ReviewProcess, str], browser: Any
+) -> None:
+    """An item of a rule needing two reviews: alice's answer reopens it for a second
+    reviewer, who does not see it; bob disagrees, so it goes to adjudication, listed
+    for the lead, who sees both answers and resolves it, finally."""
+    running, base = console
+    common: dict[str, Any] = {"labels": LABELS, "logits": [1.2, 2.1, 0.3, -0.5]}
+    with running.client("sidecar-1") as client:
+        client.submit([escalation("esc-two", reason="RULE", rule_id="two-eyes", **common)])
+
+    alice = signed_in(browser, base, running.tokens["alice"])
+    assert "answer 1 of 2" in alice.locator("#open").inner_text()
+    with alice.expect_navigation():
+        alice.keyboard.press("n")
+    assert alice.url == f"{base}/items/esc-two"
+    assert alice.locator("#answers-count").inner_text() == "answer 1 of 2"
+    with alice.expect_navigation():
+        alice.keyboard.press("a")
+    assert "answer 2 of 2" in alice.locator("#open").inner_text()  # waits for another
+
+    bob = signed_in(browser, base, running.tokens["bob"])
+    with bob.expect_navigation():
+        bob.keyboard.press("n")
+    assert bob.url == f"{base}/items/esc-two"
+    assert bob.locator("#answers-count").inner_text() == "answer 2 of 2"
+    assert bob.locator("#answers").count() == 0  # alice's answer is not shown to him
+    assert "alice" not in bob.content()
+    bob.keyboard.press("o")
+    bob.keyboard.press("2")
+    bob.keyboard.type("a refund")
+    with bob.expect_navigation():
+        bob.keyboard.press("Enter")
+    assert bob.locator("#adjudication").count() == 0  # a reviewer has nothing to adjudicate
+
+    lead = signed_in(browser, base, running.tokens["lead"])
+    assert lead.locator("#adjudication tbody tr td:first-child a").all_inner_texts() == ["esc-two"]
+    with lead.expect_navigation():
+        lead.keyboard.press("n")
+    assert lead.url == f"{base}/items/esc-two"
+    assert "awaiting adjudication" in lead.locator("#answers-count").inner_text()
+    assert lead.locator("#answers li").count() == 2
+    lead.keyboard.press("o")
+    lead.keyboard.press("2")
+    lead.keyboard.type("the customer asked for a refund")
+    with lead.expect_navigation():
+        lead.keyboard.press("Enter")
+    assert lead.url == f"{base}/?done=esc-two"
+
+    with running.client("exporter") as client:
+        (item,) = list(client.export())
+    assert item.resolution is not None
+    assert (item.resolution.reviewer, item.resolution.label_class) == ("lead", 2)
+    assert item.resolution.agreement == "adjudicated (1 of 2 agreed)"
+    assert [(a.reviewer, a.label_class) for a in item.answers] == [("alice", 1), ("bob", 2)]
 
 
 def test_the_console_makes_200_items_an_hour_easy(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import ipaddress
 import json
 import math
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sidecar.auth import Principal, bearer_token, hash_token, identify
 from sidecar.errors import HitlError, InvalidRequest, Unauthenticated
-from sidecar.review.access import ReviewRole, check_method, reviewer_for
+from sidecar.review.access import ReviewRole, check_method, reviewer_for, sees_answers
 from sidecar.review.config import Networks, ReviewConfig
 from sidecar.review.console import view
 from sidecar.review.console.fetch import read_text
@@ -185,8 +185,13 @@ class Console:
         model, tier = query.get("model", ""), query.get("tier", "")
         items = self._queue.list_items(ItemState.OPEN, model, tier, QUEUE_PAGE_ITEMS)
         held = self._queue.list_items(ItemState.CLAIMED, model, tier, 1000)
+        lead = principal.has(ReviewRole.LEAD)
+        adjudication = self._queue.list_items(ItemState.ADJUDICATION, model, tier, 1000)
         context = {
             "items": items,
+            # Items whose reviewers disagreed: a lead's to claim and resolve.
+            "adjudication": adjudication if lead or _may(principal, "List") else [],
+            "can_adjudicate": lead,
             "mine": [item for item in held if item.claimed_by == principal.name],
             "model": model,
             "tier": tier,
@@ -216,6 +221,8 @@ class Console:
             "history": view.history(item, self._queue.sla),
             "acting_for": self._acting_for(principal, item),
             "can_act": self._can_act(principal, item),
+            # Other reviewers' answers: never for a reviewer (they answer blind).
+            "answers": item.answers if sees_answers(principal) else (),
             "evidence": self._sessions.seal(view.evidence(item, shown, now)),
             "rationale": self._config.rationale_required,
             "probabilities_from": "as sent" if e.input_kind == "PROBABILITIES" else "softmax",
@@ -251,7 +258,8 @@ class Console:
     def _claim(self, call: Call) -> Response:
         visit, principal = self._acting(call, "Claim")
         reviewer, acted_by = reviewer_for(principal, call.form.get("for", ""))
-        item = self._queue.claim(reviewer, call.form.get("model", ""), 0.0, acted_by)
+        lead = principal.has(ReviewRole.LEAD)
+        item = self._queue.claim(reviewer, call.form.get("model", ""), 0.0, acted_by, lead)
         return self._redirect(f"/items/{item.escalation_id}", visit)
 
     def _resolve(self, call: Call) -> Response:
@@ -266,8 +274,19 @@ class Console:
         evidence = self._sessions.unseal(form.get("evidence", ""), escalation_id)
         measured = _seconds(form.get("time_to_label_seconds", ""))
         self._queue.resolve(
-            self._verdict(
-                escalation_id, reviewer, acted_by, verdict, corrected, "", form, measured, evidence
+            replace(
+                self._verdict(
+                    escalation_id,
+                    reviewer,
+                    acted_by,
+                    verdict,
+                    corrected,
+                    "",
+                    form,
+                    measured,
+                    evidence,
+                ),
+                lead=principal.has(ReviewRole.LEAD) and not acted_by,
             )
         )
         return self._redirect(f"/?done={escalation_id}", visit)
@@ -281,13 +300,14 @@ class Console:
     # -- the JSON API (a bearer token; no cookie, so no CSRF) ----------------------
 
     def _api_items(self, call: Call) -> Response:
-        self._bearer(call.request, "View")
+        principal = self._bearer(call.request, "View")
         query = call.request.query_params
         state = _state(query.get("state", ""))
         limit = _integer(query.get("limit", "0") or "0", "limit")
         items = self._queue.list_items(state, query.get("model", ""), query.get("tier", ""), limit)
         now = self._queue.now()
-        return JSONResponse({"items": [item_record(item, now) for item in items]})
+        shown = sees_answers(principal)
+        return JSONResponse({"items": [item_record(item, now, shown) for item in items]})
 
     def _quality_page(self, call: Call) -> Response:
         visit = self._visit(call.request)
@@ -321,8 +341,9 @@ class Console:
         body = call.body
         reviewer, acted_by = reviewer_for(principal, _text(body, "reviewer"))
         lease = _number(body.get("lease_seconds", 0.0), "lease_seconds")
-        item = self._queue.claim(reviewer, _text(body, "model"), lease, acted_by)
-        return JSONResponse(item_record(item, self._queue.now()))
+        lead = principal.has(ReviewRole.LEAD)
+        item = self._queue.claim(reviewer, _text(body, "model"), lease, acted_by, lead)
+        return JSONResponse(item_record(item, self._queue.now(), sees_answers(principal)))
 
     def _api_resolve(self, call: Call) -> Response:
         principal = self._bearer(call.request, "Resolve")
@@ -348,14 +369,16 @@ class Console:
             measured,
             json.dumps(evidence, sort_keys=True, separators=(",", ":")) if evidence else "",
         )
-        item = self._queue.resolve(answer)
-        return JSONResponse(item_record(item, self._queue.now()))
+        item = self._queue.resolve(
+            replace(answer, lead=principal.has(ReviewRole.LEAD) and not acted_by)
+        )
+        return JSONResponse(item_record(item, self._queue.now(), sees_answers(principal)))
 
     def _api_release(self, call: Call) -> Response:
         principal = self._bearer(call.request, "Release")
         reviewer, acted_by = reviewer_for(principal, _text(call.body, "reviewer"))
         item = self._queue.release(call.request.path_params["escalation_id"], reviewer, acted_by)
-        return JSONResponse(item_record(item, self._queue.now()))
+        return JSONResponse(item_record(item, self._queue.now(), sees_answers(principal)))
 
     # -- what every handler shares -------------------------------------------------
 

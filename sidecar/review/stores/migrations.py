@@ -87,4 +87,30 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        5,
+        "consensus: the reviews each item needs, its answers, and the agreement reached",
+        (
+            "ALTER TABLE review_items ADD COLUMN reviews_required INTEGER NOT NULL DEFAULT 1",
+            "ALTER TABLE review_items ADD COLUMN consensus TEXT NOT NULL DEFAULT 'all'",
+            "ALTER TABLE review_items ADD COLUMN answered INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE review_items ADD COLUMN agreement TEXT NOT NULL DEFAULT ''",
+            """CREATE TABLE review_answers (
+                escalation_id TEXT NOT NULL REFERENCES review_items (escalation_id),
+                reviewer TEXT NOT NULL,
+                verdict TEXT NOT NULL,
+                label_class INTEGER NOT NULL,
+                label TEXT NOT NULL,
+                rationale TEXT NOT NULL,
+                time_to_label_seconds DOUBLE PRECISION NOT NULL,
+                answered_at DOUBLE PRECISION NOT NULL,
+                acted_by TEXT NOT NULL,
+                evidence TEXT NOT NULL,
+                PRIMARY KEY (escalation_id, reviewer)
+            )""",
+        ),
+    ),
+)
+
 SCHEMA = Schema("review", REVIEW_LOCK_KEY, MIGRATIONS)

@@ -9,8 +9,12 @@ Templates name the shared fragments (``{columns}``, ``{claimable}``, ``{urgency}
 and the dialect's additions (``{skip_locked}``, ``{row_lock}``); nothing else is
 ever formatted into a statement.
 
-One table: each item's escalation as JSON text (exactly what was submitted) beside
-the columns the queue filters and orders by. Times are Unix seconds (float)."""
+Two tables: ``review_items``, each item's escalation as JSON text (exactly what was
+submitted) beside the columns the queue filters and orders by, and its final
+resolution; ``review_answers``, the answers of items needing several reviews (one
+per reviewer, the primary key). An unresolved item whose answers are all in is in
+adjudication: its state column reads OPEN (or CLAIMED by a lead), and it reads
+ADJUDICATION. Times are Unix seconds (float)."""
 
 from __future__ import annotations
 
@@ -21,20 +25,24 @@ from typing import Any
 
 from sidecar.errors import ItemNotFound
 from sidecar.escalation.record import Escalation
-from sidecar.review.item import TIERS, ItemState, Resolution, ReviewItem, Verdict
+from sidecar.review.item import TIERS, Agreement, ItemState, Resolution, ReviewItem, Verdict
+from sidecar.review.resolution import Settled
 from sidecar.review.sla import Sla
 from sidecar.review.stores.migrations import SCHEMA
-from sidecar.storage.sql import Database, Dialect, render_all
+from sidecar.storage.sql import Database, Dialect, Transaction, render_all
 from sidecar.storage.store import ServiceStore
 
 COLUMNS = (
     "escalation_id, model, tier, priority, state, due_at, escalation_level, received_at, "
     "claimed_by, claimed_at, lease_expires_at, reviewer, verdict, label_class, label, "
-    "rationale, time_to_label_seconds, resolved_at, acted_by, evidence, escalation"
+    "rationale, time_to_label_seconds, resolved_at, acted_by, evidence, escalation, "
+    "reviews_required, consensus, answered, agreement"
 )
 URGENCY = "escalation_level DESC, priority, due_at, received_at, escalation_id"
 # An item a reviewer can claim: open, or claimed with its lease run out.
 CLAIMABLE = "state <> 'RESOLVED' AND (state = 'OPEN' OR lease_expires_at <= :now)"
+# Every answer is in and they disagreed: only a lead may resolve it.
+ADJUDICATING = "answered >= reviews_required AND reviews_required > 1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +51,10 @@ class Statements:
 
     insert: str = """
         INSERT INTO review_items (escalation_id, model, tier, priority, state, due_at,
-            escalation_level, received_at, trace_id, escalation)
+            escalation_level, received_at, trace_id, escalation, reviews_required, consensus)
         VALUES (:escalation_id, :model, :tier, :priority, 'OPEN', :due_at,
-            :escalation_level, :received_at, :trace_id, :escalation)
+            :escalation_level, :received_at, :trace_id, :escalation, :reviews_required,
+            :consensus)
         ON CONFLICT (escalation_id) DO NOTHING"""
     claim: str = """
         UPDATE review_items
@@ -54,6 +63,11 @@ class Statements:
         WHERE escalation_id = (
             SELECT escalation_id FROM review_items
             WHERE {claimable} AND (:model = '' OR model = :model)
+              AND (:lead = 1 OR NOT ({adjudicating}))
+              AND NOT EXISTS (
+                  SELECT 1 FROM review_answers a
+                  WHERE a.escalation_id = review_items.escalation_id
+                    AND a.reviewer = :reviewer)
             ORDER BY {urgency}
             LIMIT 1
             {skip_locked})
@@ -66,8 +80,20 @@ class Statements:
         SET state = 'RESOLVED', reviewer = :reviewer, verdict = :verdict,
             label_class = :label_class, label = :label, rationale = :rationale,
             time_to_label_seconds = :time_to_label_seconds, resolved_at = :resolved_at,
-            acted_by = :acted_by, evidence = :evidence
+            acted_by = :acted_by, evidence = :evidence, agreement = :agreement
         WHERE escalation_id = :escalation_id"""
+    answer: str = """
+        INSERT INTO review_answers (escalation_id, reviewer, verdict, label_class, label,
+            rationale, time_to_label_seconds, answered_at, acted_by, evidence)
+        VALUES (:escalation_id, :reviewer, :verdict, :label_class, :label, :rationale,
+            :time_to_label_seconds, :resolved_at, :acted_by, :evidence)"""
+    count_answer: str = """
+        UPDATE review_items SET answered = answered + 1 WHERE escalation_id = :escalation_id"""
+    answers: str = """
+        SELECT reviewer, verdict, label_class, label, rationale, time_to_label_seconds,
+            answered_at AS resolved_at, acted_by, evidence
+        FROM review_answers WHERE escalation_id = :escalation_id
+        ORDER BY answered_at, reviewer"""
     release: str = """
         UPDATE review_items
         SET state = 'OPEN', claimed_by = '', claimed_at = 0, lease_expires_at = 0
@@ -75,7 +101,8 @@ class Statements:
     list: str = """
         SELECT {columns} FROM review_items
         WHERE (:state = ''
-               OR (:state = 'OPEN' AND {claimable})
+               OR (:state = 'OPEN' AND {claimable} AND NOT ({adjudicating}))
+               OR (:state = 'ADJUDICATION' AND {claimable} AND {adjudicating})
                OR (:state = 'CLAIMED' AND state = 'CLAIMED' AND lease_expires_at > :now)
                OR (:state = 'RESOLVED' AND state = 'RESOLVED'))
           AND (:model = '' OR model = :model)
@@ -125,6 +152,7 @@ def statements(dialect: Dialect) -> Statements:
         dialect,
         columns=COLUMNS,
         claimable=CLAIMABLE,
+        adjudicating=ADJUDICATING,
         urgency=URGENCY,
     )
 
@@ -148,51 +176,72 @@ class SqlStore(ServiceStore):
             return [tx.run(self._sql.insert, _insert_parameters(item)) == 1 for item in items]
 
     def claim(
-        self, reviewer: str, model: str, lease_seconds: float, now: float
+        self, reviewer: str, model: str, lease_seconds: float, now: float, lead: bool = False
     ) -> ReviewItem | None:
         parameters = {
             "reviewer": reviewer,
             "model": model,
             "now": now,
             "lease_expires_at": now + lease_seconds,
+            "lead": int(lead),
         }
-        rows = self._rows(self._sql.claim, parameters)
-        return item_from_row(rows[0], now) if rows else None
+        with self._transaction() as tx:
+            rows = tx.rows(self._sql.claim, parameters)
+            return self._read(tx, rows[0], now) if rows else None
 
     def resolve(
-        self, escalation_id: str, settle: Callable[[ReviewItem], Resolution], now: float
+        self, escalation_id: str, settle: Callable[[ReviewItem], Settled], now: float
     ) -> ReviewItem:
-        def resolved(item: ReviewItem) -> tuple[str, dict[str, Any]]:
-            return self._sql.resolve, {"escalation_id": escalation_id, **settle(item).to_dict()}
+        key = {"escalation_id": escalation_id}
+
+        def resolved(tx: Transaction, item: ReviewItem) -> None:
+            settled = settle(item)
+            if settled.answer is not None:
+                tx.run(self._sql.answer, {**key, **settled.answer.to_dict()})
+                tx.run(self._sql.count_answer, key)
+            if settled.final is not None:
+                tx.run(self._sql.resolve, {**key, **settled.final.to_dict()})
+            else:  # reopened for the next answer, or for adjudication
+                tx.run(self._sql.release, key)
 
         return self._change(escalation_id, resolved, now)
 
     def release(
         self, escalation_id: str, check: Callable[[ReviewItem], None], now: float
     ) -> ReviewItem:
-        def released(item: ReviewItem) -> tuple[str, dict[str, Any]]:
+        def released(tx: Transaction, item: ReviewItem) -> None:
             check(item)
-            return self._sql.release, {"escalation_id": escalation_id}
+            tx.run(self._sql.release, {"escalation_id": escalation_id})
 
         return self._change(escalation_id, released, now)
 
     def _change(
         self,
         escalation_id: str,
-        change: Callable[[ReviewItem], tuple[str, dict[str, Any]]],
+        change: Callable[[Transaction, ReviewItem], None],
         now: float,
     ) -> ReviewItem:
-        """Run the statement change(item) gives (item read as of now and held locked
-        while change decides) and return the item as changed."""
+        """Let change(tx, item) write (item read as of now and held locked while change
+        decides) and return the item as changed."""
         key = {"escalation_id": escalation_id}
         with self._transaction() as tx:
             rows = tx.rows(self._sql.select_one, key)
             if not rows:
                 raise ItemNotFound(f"escalation_id {escalation_id!r}: no such item")
-            statement, parameters = change(item_from_row(rows[0], now))
-            tx.run(statement, parameters)
+            change(tx, self._read(tx, rows[0], now))
             rows = tx.rows(self._sql.select_one, key)
-        return item_from_row(rows[0], now)
+            return self._read(tx, rows[0], now)
+
+    def _read(self, tx: Transaction, row: Mapping[str, Any], now: float) -> ReviewItem:
+        """The row's item with its answers (read only for an item that has some)."""
+        answers: list[dict[str, Any]] = []
+        if row["answered"]:
+            answers = tx.rows(self._sql.answers, {"escalation_id": row["escalation_id"]})
+        return item_from_row(row, now, answers)
+
+    def _items(self, statement: str, parameters: Mapping[str, Any], now: float) -> list[ReviewItem]:
+        with self._transaction() as tx:
+            return [self._read(tx, row, now) for row in tx.rows(statement, parameters)]
 
     def items(
         self, state: ItemState | None, model: str, tier: str, limit: int, now: float
@@ -204,8 +253,7 @@ class SqlStore(ServiceStore):
             "limit": limit,
             "now": now,
         }
-        rows = self._rows(self._sql.list, parameters)
-        return [item_from_row(row, now) for row in rows]
+        return self._items(self._sql.list, parameters, now)
 
     def resolved(
         self, model: str, since: float, after: tuple[float, str] | None, limit: int, now: float
@@ -219,12 +267,10 @@ class SqlStore(ServiceStore):
             "after_id": after_id,
             "limit": limit,
         }
-        rows = self._rows(self._sql.resolved_page, parameters)
-        return [item_from_row(row, now) for row in rows]
+        return self._items(self._sql.resolved_page, parameters, now)
 
     def unforwarded(self, limit: int, now: float) -> list[ReviewItem]:
-        rows = self._rows(self._sql.unforwarded, {"limit": limit})
-        return [item_from_row(row, now) for row in rows]
+        return self._items(self._sql.unforwarded, {"limit": limit}, now)
 
     def mark_forwarded(self, escalation_ids: Sequence[str], now: float) -> None:
         with self._transaction() as tx:
@@ -240,8 +286,8 @@ class SqlStore(ServiceStore):
         return sorted(items, key=lambda i: (-i.escalation_level, i.priority, i.escalation_id))
 
     def item(self, escalation_id: str, now: float) -> ReviewItem | None:
-        rows = self._rows(self._sql.item, {"escalation_id": escalation_id})
-        return item_from_row(rows[0], now) if rows else None
+        items = self._items(self._sql.item, {"escalation_id": escalation_id}, now)
+        return items[0] if items else None
 
     def held(self, reviewer: str, now: float) -> int:
         rows = self._rows(self._sql.held, {"reviewer": reviewer, "now": now})
@@ -265,14 +311,22 @@ def _insert_parameters(item: ReviewItem) -> dict[str, Any]:
         "trace_id": e.trace_id,
         # Python's json keeps a non-finite calibrated_confidence (a fallback's) as NaN.
         "escalation": json.dumps(e.to_dict()),
+        "reviews_required": item.reviews_required,
+        "consensus": item.consensus.value,
     }
 
 
-def item_from_row(row: Mapping[str, Any], now: float) -> ReviewItem:
-    """The item a row holds, its state as of now (an expired lease reads OPEN)."""
+def item_from_row(
+    row: Mapping[str, Any], now: float, answers: Sequence[Mapping[str, Any]] = ()
+) -> ReviewItem:
+    """The item a row holds, its state as of now (an expired lease reads OPEN, or
+    ADJUDICATION when its answers are all in), with answers (rows of review_answers)."""
     state = ItemState(row["state"])
     if state is ItemState.CLAIMED and row["lease_expires_at"] <= now:
         state = ItemState.OPEN
+    required, answered = int(row["reviews_required"]), int(row["answered"])
+    if state is ItemState.OPEN and required > 1 and answered >= required:
+        state = ItemState.ADJUDICATION
     return ReviewItem(
         escalation=Escalation.from_dict(json.loads(row["escalation"])),
         state=state,
@@ -284,6 +338,10 @@ def item_from_row(row: Mapping[str, Any], now: float) -> ReviewItem:
         claimed_at=float(row["claimed_at"]),
         lease_expires_at=float(row["lease_expires_at"]),
         resolution=_resolution(row) if state is ItemState.RESOLVED else None,
+        reviews_required=required,
+        consensus=Agreement(row["consensus"]),
+        answered=answered,
+        answers=tuple(_resolution(a) for a in answers),
     )
 
 
@@ -298,4 +356,5 @@ def _resolution(row: Mapping[str, Any]) -> Resolution:
         resolved_at=float(row["resolved_at"]),
         acted_by=row["acted_by"],
         evidence=row["evidence"],
+        agreement=row.get("agreement", ""),
     )

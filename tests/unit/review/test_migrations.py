@@ -62,6 +62,11 @@ def test_a_database_from_before_migrations_is_adopted(open_store: OpenStore) -> 
             "DROP INDEX review_items_unforwarded",
             "ALTER TABLE review_items DROP COLUMN forwarded_at",
             "ALTER TABLE review_items DROP COLUMN evidence",
+            "DROP TABLE review_answers",
+            "ALTER TABLE review_items DROP COLUMN reviews_required",
+            "ALTER TABLE review_items DROP COLUMN consensus",
+            "ALTER TABLE review_items DROP COLUMN answered",
+            "ALTER TABLE review_items DROP COLUMN agreement",
         ]:
             tx.run(undo, {})
     adopted = opened(open_store)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from hitl_client.stubs.hitl.v1 import decision_pb2 as hitl_dot_v1_dot_decision__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14hitl/v1/review.proto\x12\x07hitl.v1\x1a\x16hitl/v1/decision.proto\"\xd2\x06\n\nEscalation\x12\x15\n\rescalation_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x0e\n\x06\x64omain\x18\x05 \x01(\t\x12\x1b\n\x04tier\x18\x06 \x01(\x0e\x32\r.hitl.v1.Tier\x12\x1f\n\x06reason\x18\x07 \x01(\x0e\x32\x0f.hitl.v1.Reason\x12\x0f\n\x07rule_id\x18\x08 \x01(\t\x12\x17\n\x0fpredicted_class\x18\t \x01(\x05\x12\x17\n\x0fpredicted_label\x18\n \x01(\t\x12\x1d\n\x15\x63\x61librated_confidence\x18\x0b \x01(\x01\x12\x17\n\x0fpolicy_revision\x18\x0c \x01(\x03\x12\x1b\n\x13\x63\x61libration_version\x18\r \x01(\t\x12\x16\n\x0e\x65xperiment_arm\x18\x0e \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x0f \x01(\x08\x12\x11\n\tinput_ref\x18\x10 \x01(\t\x12\x10\n\x08trace_id\x18\x11 \x01(\t\x12\x12\n\ncreated_at\x18\x12 \x01(\x01\x12\x31\n\x07\x63ontext\x18\x13 \x03(\x0b\x32 .hitl.v1.Escalation.ContextEntry\x12\x44\n\x11string_attributes\x18\x14 \x03(\x0b\x32).hitl.v1.Escalation.StringAttributesEntry\x12\x46\n\x12numeric_attributes\x18\x15 \x03(\x0b\x32*.hitl.v1.Escalation.NumericAttributesEntry\x12\x0e\n\x06logits\x18\x16 \x03(\x02\x12&\n\ninput_kind\x18\x17 \x01(\x0e\x32\x12.hitl.v1.InputKind\x12\x0e\n\x06labels\x18\x18 \x03(\t\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x37\n\x15StringAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x38\n\x16NumericAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"9\n\rSubmitRequest\x12(\n\x0b\x65scalations\x18\x01 \x03(\x0b\x32\x13.hitl.v1.Escalation\"8\n\x0eSubmitResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.hitl.v1.SubmitResult\"\xbf\x01\n\x0cSubmitResult\x12\x15\n\rescalation_id\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.hitl.v1.SubmitResult.Status\x12\x0f\n\x07message\x18\x03 \x01(\t\"Y\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x01\x12\r\n\tDUPLICATE\x10\x02\x12\x0c\n\x08REJECTED\x10\x03\x12\x0c\n\x08\x43ONFLICT\x10\x04\"\xd0\x01\n\nResolution\x12\x10\n\x08reviewer\x18\x01 \x01(\t\x12!\n\x07verdict\x18\x02 \x01(\x0e\x32\x10.hitl.v1.Verdict\x12\x13\n\x0blabel_class\x18\x03 \x01(\x05\x12\r\n\x05label\x18\x04 \x01(\t\x12\x11\n\trationale\x18\x05 \x01(\t\x12\x1d\n\x15time_to_label_seconds\x18\x06 \x01(\x01\x12\x13\n\x0bresolved_at\x18\x07 \x01(\x01\x12\x10\n\x08\x61\x63ted_by\x18\x08 \x01(\t\x12\x10\n\x08\x65vidence\x18\t \x01(\t\"\x80\x02\n\nReviewItem\x12\'\n\nescalation\x18\x01 \x01(\x0b\x32\x13.hitl.v1.Escalation\x12!\n\x05state\x18\x02 \x01(\x0e\x32\x12.hitl.v1.ItemState\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12\x0e\n\x06\x64ue_at\x18\x04 \x01(\x01\x12\x18\n\x10\x65scalation_level\x18\x05 \x01(\x05\x12\x13\n\x0breceived_at\x18\x06 \x01(\x01\x12\x12\n\nclaimed_by\x18\x07 \x01(\t\x12\x18\n\x10lease_expires_at\x18\x08 \x01(\x01\x12\'\n\nresolution\x18\t \x01(\x0b\x32\x13.hitl.v1.Resolution\"k\n\x0bListRequest\x12!\n\x05state\x18\x01 \x01(\x0e\x32\x12.hitl.v1.ItemState\x12\r\n\x05model\x18\x02 \x01(\t\x12\x1b\n\x04tier\x18\x03 \x01(\x0e\x32\r.hitl.v1.Tier\x12\r\n\x05limit\x18\x04 \x01(\x05\"2\n\x0cListResponse\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.hitl.v1.ReviewItem\"F\n\x0c\x43laimRequest\x12\x10\n\x08reviewer\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rlease_seconds\x18\x03 \x01(\x01\"2\n\rClaimResponse\x12!\n\x04item\x18\x01 \x01(\x0b\x32\x13.hitl.v1.ReviewItem\"\xeb\x01\n\x0eResolveRequest\x12\x15\n\rescalation_id\x18\x01 \x01(\t\x12\x10\n\x08reviewer\x18\x02 \x01(\t\x12!\n\x07verdict\x18\x03 \x01(\x0e\x32\x10.hitl.v1.Verdict\x12\x1c\n\x0f\x63orrected_class\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x17\n\x0f\x63orrected_label\x18\x05 \x01(\t\x12\x11\n\trationale\x18\x06 \x01(\t\x12\x1d\n\x15time_to_label_seconds\x18\x07 \x01(\x01\x12\x10\n\x08\x65vidence\x18\x08 \x01(\tB\x12\n\x10_corrected_class\"9\n\x0eReleaseRequest\x12\x15\n\rescalation_id\x18\x01 \x01(\t\x12\x10\n\x08reviewer\x18\x02 \x01(\t\"4\n\x0fReleaseResponse\x12!\n\x04item\x18\x01 \x01(\x0b\x32\x13.hitl.v1.ReviewItem\"4\n\x0fResolveResponse\x12!\n\x04item\x18\x01 \x01(\x0b\x32\x13.hitl.v1.ReviewItem\"6\n\rExportRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x16\n\x0eresolved_since\x18\x02 \x01(\x01*m\n\tItemState\x12\x1a\n\x16ITEM_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fITEM_STATE_OPEN\x10\x01\x12\x16\n\x12ITEM_STATE_CLAIMED\x10\x02\x12\x17\n\x13ITEM_STATE_RESOLVED\x10\x03*L\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x12\n\x0eVERDICT_ACCEPT\x10\x01\x12\x14\n\x10VERDICT_OVERRIDE\x10\x02\x32\xea\x02\n\x0bReviewQueue\x12\x39\n\x06Submit\x12\x16.hitl.v1.SubmitRequest\x1a\x17.hitl.v1.SubmitResponse\x12\x33\n\x04List\x12\x14.hitl.v1.ListRequest\x1a\x15.hitl.v1.ListResponse\x12\x36\n\x05\x43laim\x12\x15.hitl.v1.ClaimRequest\x1a\x16.hitl.v1.ClaimResponse\x12<\n\x07Resolve\x12\x17.hitl.v1.ResolveRequest\x1a\x18.hitl.v1.ResolveResponse\x12<\n\x07Release\x12\x17.hitl.v1.ReleaseRequest\x1a\x18.hitl.v1.ReleaseResponse\x12\x37\n\x06\x45xport\x12\x16.hitl.v1.ExportRequest\x1a\x13.hitl.v1.ReviewItem0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14hitl/v1/review.proto\x12\x07hitl.v1\x1a\x16hitl/v1/decision.proto\"\xd2\x06\n\nEscalation\x12\x15\n\rescalation_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x0e\n\x06\x64omain\x18\x05 \x01(\t\x12\x1b\n\x04tier\x18\x06 \x01(\x0e\x32\r.hitl.v1.Tier\x12\x1f\n\x06reason\x18\x07 \x01(\x0e\x32\x0f.hitl.v1.Reason\x12\x0f\n\x07rule_id\x18\x08 \x01(\t\x12\x17\n\x0fpredicted_class\x18\t \x01(\x05\x12\x17\n\x0fpredicted_label\x18\n \x01(\t\x12\x1d\n\x15\x63\x61librated_confidence\x18\x0b \x01(\x01\x12\x17\n\x0fpolicy_revision\x18\x0c \x01(\x03\x12\x1b\n\x13\x63\x61libration_version\x18\r \x01(\t\x12\x16\n\x0e\x65xperiment_arm\x18\x0e \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x0f \x01(\x08\x12\x11\n\tinput_ref\x18\x10 \x01(\t\x12\x10\n\x08trace_id\x18\x11 \x01(\t\x12\x12\n\ncreated_at\x18\x12 \x01(\x01\x12\x31\n\x07\x63ontext\x18\x13 \x03(\x0b\x32 .hitl.v1.Escalation.ContextEntry\x12\x44\n\x11string_attributes\x18\x14 \x03(\x0b\x32).hitl.v1.Escalation.StringAttributesEntry\x12\x46\n\x12numeric_attributes\x18\x15 \x03(\x0b\x32*.hitl.v1.Escalation.NumericAttributesEntry\x12\x0e\n\x06logits\x18\x16 \x03(\x02\x12&\n\ninput_kind\x18\x17 \x01(\x0e\x32\x12.hitl.v1.InputKind\x12\x0e\n\x06labels\x18\x18 \x03(\t\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x37\n\x15StringAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x38\n\x16NumericAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"9\n\rSubmitRequest\x12(\n\x0b\x65scalations\x18\x01 \x03(\x0b\x32\x13.hitl.v1.Escalation\"8\n\x0eSubmitResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.hitl.v1.SubmitResult\"\xbf\x01\n\x0cSubmitResult\x12\x15\n\rescalation_id\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.hitl.v1.SubmitResult.Status\x12\x0f\n\x07message\x18\x03 \x01(\t\"Y\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x01\x12\r\n\tDUPLICATE\x10\x02\x12\x0c\n\x08REJECTED\x10\x03\x12\x0c\n\x08\x43ONFLICT\x10\x04\"\xe3\x01\n\nResolution\x12\x10\n\x08reviewer\x18\x01 \x01(\t\x12!\n\x07verdict\x18\x02 \x01(\x0e\x32\x10.hitl.v1.Verdict\x12\x13\n\x0blabel_class\x18\x03 \x01(\x05\x12\r\n\x05label\x18\x04 \x01(\t\x12\x11\n\trationale\x18\x05 \x01(\t\x12\x1d\n\x15time_to_label_seconds\x18\x06 \x01(\x01\x12\x13\n\x0bresolved_at\x18\x07 \x01(\x01\x12\x10\n\x08\x61\x63ted_by\x18\x08 \x01(\t\x12\x10\n\x08\x65vidence\x18\t \x01(\t\x12\x11\n\tagreement\x18\n \x01(\t\"\xe5\x02\n\nReviewItem\x12\'\n\nescalation\x18\x01 \x01(\x0b\x32\x13.hitl.v1.Escalation\x12!\n\x05state\x18\x02 \x01(\x0e\x32\x12.hitl.v1.ItemState\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12\x0e\n\x06\x64ue_at\x18\x04 \x01(\x01\x12\x18\n\x10\x65scalation_level\x18\x05 \x01(\x05\x12\x13\n\x0breceived_at\x18\x06 \x01(\x01\x12\x12\n\nclaimed_by\x18\x07 \x01(\t\x12\x18\n\x10lease_expires_at\x18\x08 \x01(\x01\x12\'\n\nresolution\x18\t \x01(\x0b\x32\x13.hitl.v1.Resolution\x12\x18\n\x10reviews_required\x18\n \x01(\x05\x12\x11\n\tconsensus\x18\x0b \x01(\t\x12\x10\n\x08\x61nswered\x18\x0c \x01(\x05\x12$\n\x07\x61nswers\x18\r \x03(\x0b\x32\x13.hitl.v1.Resolution\"k\n\x0bListRequest\x12!\n\x05state\x18\x01 \x01(\x0e\x32\x12.hitl.v1.ItemState\x12\r\n\x05model\x18\x02 \x01(\t\x12\x1b\n\x04tier\x18\x03 \x01(\x0e\x32\r.hitl.v1.Tier\x12\r\n\x05limit\x18\x04 \x01(\x05\"2\n\x0cListResponse\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.hitl.v1.ReviewItem\"F\n\x0c\x43laimRequest\x12\x10\n\x08reviewer\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rlease_seconds\x18\x03 \x01(\x01\"2\n\rClaimResponse\x12!\n\x04item\x18\x01 \x01(\x0b\x32\x13.hitl.v1.ReviewItem\"\xeb\x01\n\x0eResolveRequest\x12\x15\n\rescalation_id\x18\x01 \x01(\t\x12\x10\n\x08reviewer\x18\x02 \x01(\t\x12!\n\x07verdict\x18\x03 \x01(\x0e\x32\x10.hitl.v1.Verdict\x12\x1c\n\x0f\x63orrected_class\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x17\n\x0f\x63orrected_label\x18\x05 \x01(\t\x12\x11\n\trationale\x18\x06 \x01(\t\x12\x1d\n\x15time_to_label_seconds\x18\x07 \x01(\x01\x12\x10\n\x08\x65vidence\x18\x08 \x01(\tB\x12\n\x10_corrected_class\"9\n\x0eReleaseRequest\x12\x15\n\rescalation_id\x18\x01 \x01(\t\x12\x10\n\x08reviewer\x18\x02 \x01(\t\"4\n\x0fReleaseResponse\x12!\n\x04item\x18\x01 \x01(\x0b\x32\x13.hitl.v1.ReviewItem\"4\n\x0fResolveResponse\x12!\n\x04item\x18\x01 \x01(\x0b\x32\x13.hitl.v1.ReviewItem\"6\n\rExportRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x16\n\x0eresolved_since\x18\x02 \x01(\x01*\x8a\x01\n\tItemState\x12\x1a\n\x16ITEM_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fITEM_STATE_OPEN\x10\x01\x12\x16\n\x12ITEM_STATE_CLAIMED\x10\x02\x12\x17\n\x13ITEM_STATE_RESOLVED\x10\x03\x12\x1b\n\x17ITEM_STATE_ADJUDICATION\x10\x04*L\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x12\n\x0eVERDICT_ACCEPT\x10\x01\x12\x14\n\x10VERDICT_OVERRIDE\x10\x02\x32\xea\x02\n\x0bReviewQueue\x12\x39\n\x06Submit\x12\x16.hitl.v1.SubmitRequest\x1a\x17.hitl.v1.SubmitResponse\x12\x33\n\x04List\x12\x14.hitl.v1.ListRequest\x1a\x15.hitl.v1.ListResponse\x12\x36\n\x05\x43laim\x12\x15.hitl.v1.ClaimRequest\x1a\x16.hitl.v1.ClaimResponse\x12<\n\x07Resolve\x12\x17.hitl.v1.ResolveRequest\x1a\x18.hitl.v1.ResolveResponse\x12<\n\x07Release\x12\x17.hitl.v1.ReleaseRequest\x1a\x18.hitl.v1.ReleaseResponse\x12\x37\n\x06\x45xport\x12\x16.hitl.v1.ExportRequest\x1a\x13.hitl.v1.ReviewItem0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,10 +38,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ESCALATION_STRINGATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_ESCALATION_NUMERICATTRIBUTESENTRY']._loaded_options = None
   _globals['_ESCALATION_NUMERICATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_ITEMSTATE']._serialized_start=2437
-  _globals['_ITEMSTATE']._serialized_end=2546
-  _globals['_VERDICT']._serialized_start=2548
-  _globals['_VERDICT']._serialized_end=2624
+  _globals['_ITEMSTATE']._serialized_start=2558
+  _globals['_ITEMSTATE']._serialized_end=2696
+  _globals['_VERDICT']._serialized_start=2698
+  _globals['_VERDICT']._serialized_end=2774
   _globals['_ESCALATION']._serialized_start=58
   _globals['_ESCALATION']._serialized_end=908
   _globals['_ESCALATION_CONTEXTENTRY']._serialized_start=747
@@ -59,27 +59,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITRESULT_STATUS']._serialized_start=1130
   _globals['_SUBMITRESULT_STATUS']._serialized_end=1219
   _globals['_RESOLUTION']._serialized_start=1222
-  _globals['_RESOLUTION']._serialized_end=1430
-  _globals['_REVIEWITEM']._serialized_start=1433
-  _globals['_REVIEWITEM']._serialized_end=1689
-  _globals['_LISTREQUEST']._serialized_start=1691
-  _globals['_LISTREQUEST']._serialized_end=1798
-  _globals['_LISTRESPONSE']._serialized_start=1800
-  _globals['_LISTRESPONSE']._serialized_end=1850
-  _globals['_CLAIMREQUEST']._serialized_start=1852
-  _globals['_CLAIMREQUEST']._serialized_end=1922
-  _globals['_CLAIMRESPONSE']._serialized_start=1924
-  _globals['_CLAIMRESPONSE']._serialized_end=1974
-  _globals['_RESOLVEREQUEST']._serialized_start=1977
-  _globals['_RESOLVEREQUEST']._serialized_end=2212
-  _globals['_RELEASEREQUEST']._serialized_start=2214
-  _globals['_RELEASEREQUEST']._serialized_end=2271
-  _globals['_RELEASERESPONSE']._serialized_start=2273
-  _globals['_RELEASERESPONSE']._serialized_end=2325
-  _globals['_RESOLVERESPONSE']._serialized_start=2327
-  _globals['_RESOLVERESPONSE']._serialized_end=2379
-  _globals['_EXPORTREQUEST']._serialized_start=2381
-  _globals['_EXPORTREQUEST']._serialized_end=2435
-  _globals['_REVIEWQUEUE']._serialized_start=2627
-  _globals['_REVIEWQUEUE']._serialized_end=2989
+  _globals['_RESOLUTION']._serialized_end=1449
+  _globals['_REVIEWITEM']._serialized_start=1452
+  _globals['_REVIEWITEM']._serialized_end=1809
+  _globals['_LISTREQUEST']._serialized_start=1811
+  _globals['_LISTREQUEST']._serialized_end=1918
+  _globals['_LISTRESPONSE']._serialized_start=1920
+  _globals['_LISTRESPONSE']._serialized_end=1970
+  _globals['_CLAIMREQUEST']._serialized_start=1972
+  _globals['_CLAIMREQUEST']._serialized_end=2042
+  _globals['_CLAIMRESPONSE']._serialized_start=2044
+  _globals['_CLAIMRESPONSE']._serialized_end=2094
+  _globals['_RESOLVEREQUEST']._serialized_start=2097
+  _globals['_RESOLVEREQUEST']._serialized_end=2332
+  _globals['_RELEASEREQUEST']._serialized_start=2334
+  _globals['_RELEASEREQUEST']._serialized_end=2391
+  _globals['_RELEASERESPONSE']._serialized_start=2393
+  _globals['_RELEASERESPONSE']._serialized_end=2445
+  _globals['_RESOLVERESPONSE']._serialized_start=2447
+  _globals['_RESOLVERESPONSE']._serialized_end=2499
+  _globals['_EXPORTREQUEST']._serialized_start=2501
+  _globals['_EXPORTREQUEST']._serialized_end=2555
+  _globals['_REVIEWQUEUE']._serialized_start=2777
+  _globals['_REVIEWQUEUE']._serialized_end=3139
 # @@protoc_insertion_point(module_scope)

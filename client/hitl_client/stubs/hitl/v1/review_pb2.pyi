@@ -32,6 +32,10 @@ class _ItemStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ItemState.V
     ITEM_STATE_OPEN: _ItemState.ValueType  # 1
     ITEM_STATE_CLAIMED: _ItemState.ValueType  # 2
     ITEM_STATE_RESOLVED: _ItemState.ValueType  # 3
+    ITEM_STATE_ADJUDICATION: _ItemState.ValueType  # 4
+    """Its reviewers disagreed (an item needing several reviews): only a lead may claim
+    and resolve it, and that resolution is final.
+    """
 
 class ItemState(_ItemState, metaclass=_ItemStateEnumTypeWrapper): ...
 
@@ -39,6 +43,10 @@ ITEM_STATE_UNSPECIFIED: ItemState.ValueType  # 0
 ITEM_STATE_OPEN: ItemState.ValueType  # 1
 ITEM_STATE_CLAIMED: ItemState.ValueType  # 2
 ITEM_STATE_RESOLVED: ItemState.ValueType  # 3
+ITEM_STATE_ADJUDICATION: ItemState.ValueType  # 4
+"""Its reviewers disagreed (an item needing several reviews): only a lead may claim
+and resolve it, and that resolution is final.
+"""
 Global___ItemState: _TypeAlias = ItemState  # noqa: Y015
 
 class _Verdict:
@@ -327,6 +335,7 @@ class Resolution(_message.Message):
     RESOLVED_AT_FIELD_NUMBER: _builtins.int
     ACTED_BY_FIELD_NUMBER: _builtins.int
     EVIDENCE_FIELD_NUMBER: _builtins.int
+    AGREEMENT_FIELD_NUMBER: _builtins.int
     reviewer: _builtins.str
     verdict: Global___Verdict.ValueType
     label_class: _builtins.int
@@ -341,6 +350,10 @@ class Resolution(_message.Message):
     """What the reviewer was shown when deciding, a JSON object as text (empty when the
     reviewer's tool recorded none).
     """
+    agreement: _builtins.str
+    """Of an item that needed several reviews: "2 of 3" (the answers that agreed), or
+    "adjudicated (1 of 2 agreed)" for a lead's resolution; empty otherwise.
+    """
     def __init__(
         self,
         *,
@@ -353,10 +366,11 @@ class Resolution(_message.Message):
         resolved_at: _builtins.float = ...,
         acted_by: _builtins.str = ...,
         evidence: _builtins.str = ...,
+        agreement: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acted_by", b"acted_by", "evidence", b"evidence", "label", b"label", "label_class", b"label_class", "rationale", b"rationale", "resolved_at", b"resolved_at", "reviewer", b"reviewer", "time_to_label_seconds", b"time_to_label_seconds", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acted_by", b"acted_by", "agreement", b"agreement", "evidence", b"evidence", "label", b"label", "label_class", b"label_class", "rationale", b"rationale", "resolved_at", b"resolved_at", "reviewer", b"reviewer", "time_to_label_seconds", b"time_to_label_seconds", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -375,6 +389,10 @@ class ReviewItem(_message.Message):
     CLAIMED_BY_FIELD_NUMBER: _builtins.int
     LEASE_EXPIRES_AT_FIELD_NUMBER: _builtins.int
     RESOLUTION_FIELD_NUMBER: _builtins.int
+    REVIEWS_REQUIRED_FIELD_NUMBER: _builtins.int
+    CONSENSUS_FIELD_NUMBER: _builtins.int
+    ANSWERED_FIELD_NUMBER: _builtins.int
+    ANSWERS_FIELD_NUMBER: _builtins.int
     state: Global___ItemState.ValueType
     priority: _builtins.int
     """Lower is more urgent: HUMAN_PRIMARY 0, HUMAN_ASSISTED 1, audit samples 2."""
@@ -385,10 +403,27 @@ class ReviewItem(_message.Message):
     received_at: _builtins.float
     claimed_by: _builtins.str
     lease_expires_at: _builtins.float
+    reviews_required: _builtins.int
+    """Independent reviews the item needs (1 unless HITL_REVIEW_CONSENSUS says more),
+    how they must agree ("all" or "majority"), and how many are in.
+    """
+    consensus: _builtins.str
+    answered: _builtins.int
     @_builtins.property
     def escalation(self) -> Global___Escalation: ...
     @_builtins.property
-    def resolution(self) -> Global___Resolution: ...
+    def resolution(self) -> Global___Resolution:
+        """The final resolution (of an item needing several reviews: the agreed one, or
+        the lead's adjudication).
+        """
+
+    @_builtins.property
+    def answers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Resolution]:
+        """Each reviewer's answer (agreement empty), in the order given. Sent to leads,
+        viewers and exporters (List, Export, and a lead's own calls); never to a reviewer,
+        who must not see the others' answers before giving theirs.
+        """
+
     def __init__(
         self,
         *,
@@ -401,10 +436,14 @@ class ReviewItem(_message.Message):
         claimed_by: _builtins.str = ...,
         lease_expires_at: _builtins.float = ...,
         resolution: Global___Resolution | None = ...,
+        reviews_required: _builtins.int = ...,
+        consensus: _builtins.str = ...,
+        answered: _builtins.int = ...,
+        answers: _abc.Iterable[Global___Resolution] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["escalation", b"escalation", "resolution", b"resolution"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["claimed_by", b"claimed_by", "due_at", b"due_at", "escalation", b"escalation", "escalation_level", b"escalation_level", "lease_expires_at", b"lease_expires_at", "priority", b"priority", "received_at", b"received_at", "resolution", b"resolution", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answered", b"answered", "answers", b"answers", "claimed_by", b"claimed_by", "consensus", b"consensus", "due_at", b"due_at", "escalation", b"escalation", "escalation_level", b"escalation_level", "lease_expires_at", b"lease_expires_at", "priority", b"priority", "received_at", b"received_at", "resolution", b"resolution", "reviews_required", b"reviews_required", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

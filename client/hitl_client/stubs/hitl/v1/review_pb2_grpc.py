@@ -95,7 +95,9 @@ class ReviewQueueServicer:
 
     def Claim(self, request, context):
         """Lease the most urgent open item to a reviewer. An item whose lease expires
-        without a Resolve returns to the queue. NOT_FOUND when nothing is open;
+        without a Resolve returns to the queue. An item needing several reviews is never
+        offered to a reviewer who has answered it; one in adjudication only to a lead
+        claiming for itself. NOT_FOUND when nothing is open;
         FAILED_PRECONDITION when the reviewer already holds the most items allowed
         (HITL_REVIEW_MAX_CLAIMS).
         """
@@ -104,8 +106,12 @@ class ReviewQueueServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Resolve(self, request, context):
-        """Record the reviewer's verdict on an item they hold. Errors: NOT_FOUND (no such
-        escalation_id), FAILED_PRECONDITION (not claimed by this reviewer, or resolved).
+        """Record the reviewer's verdict on an item they hold. On an item needing several
+        reviews, the verdict is one answer: the item reopens for the next reviewer, and
+        after the last is RESOLVED on agreement or goes to ADJUDICATION. Errors:
+        NOT_FOUND (no such escalation_id), FAILED_PRECONDITION (not claimed by this
+        reviewer, resolved, already answered by them, or in adjudication and the caller
+        is not a lead giving its own verdict).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -50,13 +50,19 @@ class ReviewQueueStub:
     """Items by state, model and tier, most urgent first."""
     Claim: _grpc.UnaryUnaryMultiCallable[_review_pb2.ClaimRequest, _review_pb2.ClaimResponse]
     """Lease the most urgent open item to a reviewer. An item whose lease expires
-    without a Resolve returns to the queue. NOT_FOUND when nothing is open;
+    without a Resolve returns to the queue. An item needing several reviews is never
+    offered to a reviewer who has answered it; one in adjudication only to a lead
+    claiming for itself. NOT_FOUND when nothing is open;
     FAILED_PRECONDITION when the reviewer already holds the most items allowed
     (HITL_REVIEW_MAX_CLAIMS).
     """
     Resolve: _grpc.UnaryUnaryMultiCallable[_review_pb2.ResolveRequest, _review_pb2.ResolveResponse]
-    """Record the reviewer's verdict on an item they hold. Errors: NOT_FOUND (no such
-    escalation_id), FAILED_PRECONDITION (not claimed by this reviewer, or resolved).
+    """Record the reviewer's verdict on an item they hold. On an item needing several
+    reviews, the verdict is one answer: the item reopens for the next reviewer, and
+    after the last is RESOLVED on agreement or goes to ADJUDICATION. Errors:
+    NOT_FOUND (no such escalation_id), FAILED_PRECONDITION (not claimed by this
+    reviewer, resolved, already answered by them, or in adjudication and the caller
+    is not a lead giving its own verdict).
     """
     Release: _grpc.UnaryUnaryMultiCallable[_review_pb2.ReleaseRequest, _review_pb2.ReleaseResponse]
     """Give back an item the reviewer holds without a verdict (skip it): the lease ends
@@ -89,13 +95,19 @@ class ReviewQueueAsyncStub(ReviewQueueStub):
     """Items by state, model and tier, most urgent first."""
     Claim: _aio.UnaryUnaryMultiCallable[_review_pb2.ClaimRequest, _review_pb2.ClaimResponse]  # type: ignore[assignment]
     """Lease the most urgent open item to a reviewer. An item whose lease expires
-    without a Resolve returns to the queue. NOT_FOUND when nothing is open;
+    without a Resolve returns to the queue. An item needing several reviews is never
+    offered to a reviewer who has answered it; one in adjudication only to a lead
+    claiming for itself. NOT_FOUND when nothing is open;
     FAILED_PRECONDITION when the reviewer already holds the most items allowed
     (HITL_REVIEW_MAX_CLAIMS).
     """
     Resolve: _aio.UnaryUnaryMultiCallable[_review_pb2.ResolveRequest, _review_pb2.ResolveResponse]  # type: ignore[assignment]
-    """Record the reviewer's verdict on an item they hold. Errors: NOT_FOUND (no such
-    escalation_id), FAILED_PRECONDITION (not claimed by this reviewer, or resolved).
+    """Record the reviewer's verdict on an item they hold. On an item needing several
+    reviews, the verdict is one answer: the item reopens for the next reviewer, and
+    after the last is RESOLVED on agreement or goes to ADJUDICATION. Errors:
+    NOT_FOUND (no such escalation_id), FAILED_PRECONDITION (not claimed by this
+    reviewer, resolved, already answered by them, or in adjudication and the caller
+    is not a lead giving its own verdict).
     """
     Release: _aio.UnaryUnaryMultiCallable[_review_pb2.ReleaseRequest, _review_pb2.ReleaseResponse]  # type: ignore[assignment]
     """Give back an item the reviewer holds without a verdict (skip it): the lease ends
@@ -143,7 +155,9 @@ class ReviewQueueServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_review_pb2.ClaimResponse, _abc.Awaitable[_review_pb2.ClaimResponse]]:
         """Lease the most urgent open item to a reviewer. An item whose lease expires
-        without a Resolve returns to the queue. NOT_FOUND when nothing is open;
+        without a Resolve returns to the queue. An item needing several reviews is never
+        offered to a reviewer who has answered it; one in adjudication only to a lead
+        claiming for itself. NOT_FOUND when nothing is open;
         FAILED_PRECONDITION when the reviewer already holds the most items allowed
         (HITL_REVIEW_MAX_CLAIMS).
         """
@@ -154,8 +168,12 @@ class ReviewQueueServicer(metaclass=_abc_1.ABCMeta):
         request: _review_pb2.ResolveRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_review_pb2.ResolveResponse, _abc.Awaitable[_review_pb2.ResolveResponse]]:
-        """Record the reviewer's verdict on an item they hold. Errors: NOT_FOUND (no such
-        escalation_id), FAILED_PRECONDITION (not claimed by this reviewer, or resolved).
+        """Record the reviewer's verdict on an item they hold. On an item needing several
+        reviews, the verdict is one answer: the item reopens for the next reviewer, and
+        after the last is RESOLVED on agreement or goes to ADJUDICATION. Errors:
+        NOT_FOUND (no such escalation_id), FAILED_PRECONDITION (not claimed by this
+        reviewer, resolved, already answered by them, or in adjudication and the caller
+        is not a lead giving its own verdict).
         """
 
     @_abc_1.abstractmethod
