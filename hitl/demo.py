@@ -3,24 +3,31 @@
 Trains a classifier on scikit-learn's bundled digits data set, fits on a held-out
 split the calibrator that cross-validated NLL selects and exports it, recommends
 t_high and t_low with a Clopper-Pearson bound, writes a policy, starts the registry
-and the review queue (SQLite each), proposes the policy to the registry as an
-operator and approves it as a second person, starts the sidecar fed by the registry
-(three separate processes), routes the test split through
-Route over gRPC, reports outcomes, waits for the forwarder to deliver every
+and the review queue (SQLite each; the queue also serves the reviewers' web console
+on a loopback port, whose address and sign-in token file the demo prints), proposes
+the policy to the registry as an operator and approves it as a second person, starts
+the sidecar fed by the registry (three separate processes), routes the test split
+through Route over gRPC, reports outcomes, waits for the forwarder to deliver every
 escalation, resolves a sample of the queue with the true labels as a stand-in
-reviewer, exports the labelled set, and prints what happened. Needs the
-``calibrate`` extra. The feedback service runs beside them: the sidecar sends it its
-decisions and outcomes, the review queue its resolutions, and the demo compiles a
-dataset from its log and fits a calibrator on it."""
+reviewer working through the console's JSON API (urllib and its bearer token),
+exports the labelled set, and prints what happened. Needs the ``calibrate`` extra.
+The feedback service runs beside them: the sidecar sends it its decisions and
+outcomes, the review queue its resolutions, and the demo compiles a dataset from its
+log and fits a calibrator on it."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -42,6 +49,7 @@ TARGET_ASSISTED_ACCURACY = 0.80
 CONFIDENCE_LEVEL = 0.95
 AUDIT_SAMPLE_RATE = 0.05
 REVIEWED_SHARE = 0.5  # of the queue, resolved by the stand-in reviewer
+CONSOLE_TIMEOUT_SECONDS = 10.0  # one call of the stand-in reviewer to the console
 EXIT_CODES: dict[str, int] = {}  # of the demo's server processes, by name
 
 
@@ -90,14 +98,23 @@ def run_demo(workdir: Path) -> int:
              "--db", f"sqlite:{workdir / 'feedback.db'}"],
             workdir, "feedback",
         )  # fmt: skip
+        console = f"127.0.0.1:{_free_port()}"
         queue_address = _start(
             processes, "review queue",
             [*python, "review", "serve", "--listen", "127.0.0.1:0",
              "--db", f"sqlite:{workdir / 'review.db'}",
              "--feedback", feedback_address,
-             "--feedback-token-file", str(keys / "review-feedback.token")],
+             "--feedback-token-file", str(keys / "review-feedback.token"),
+             "--console-listen", console,
+             "--console-secret-file", str(keys / "console.key")],
             workdir, "review",
         )  # fmt: skip
+        console_url = f"http://{console}/"
+        print(
+            f"   review console: {console_url} (sign in as demo-reviewer with the token in "
+            f"{keys / 'review-demo-reviewer.token'})",
+            flush=True,  # while the demo runs, even when its output is a pipe
+        )
         address = _start(
             processes, "sidecar",
             [*python, "sidecar", "--registry", registry_address,
@@ -111,7 +128,9 @@ def run_demo(workdir: Path) -> int:
             workdir, "sidecar",
         )  # fmt: skip
         summary = _route_test_split(address, test_logits, splits.test_y)
-        review = _review(workdir, queue_address, summary.escalated, splits.test_y, reviewers)
+        review = _review(
+            workdir, console_url, queue_address, summary.escalated, splits.test_y, reviewers
+        )
         looped = _close_the_loop(workdir, len(splits.test_y), review.resolved)
     _report(workdir, policy, approval, summary, review, looped)
     return 0
@@ -234,6 +253,14 @@ def _start(processes: ExitStack, name: str, command: list[str], workdir: Path, t
     raise SystemExit(f"{name} did not become SERVING within 60 s; see {workdir / tag}.log")
 
 
+def _free_port() -> int:
+    """A loopback port free at this moment, for the console: it is printed before the
+    review queue could report one it chose itself (the queue binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def _stop(name: str, process: subprocess.Popen[bytes]) -> None:
     process.terminate()
     EXIT_CODES[name] = process.wait(timeout=30)
@@ -281,7 +308,8 @@ def _registry_principals(workdir: Path) -> dict[str, str]:
 def _review_principals(workdir: Path) -> dict[str, str]:
     """The review queue's principals (what ``hitl review principal add`` does): the
     sidecar that submits, a reviewer, and the exporter of labelled data. Returns their
-    tokens; the sidecar's is also written to a file."""
+    tokens; the sidecar's and the reviewer's (to sign in to the console) are also
+    written to files, beside the key that signs the console's sessions."""
     from sidecar.auth import hash_token, new_token
     from sidecar.review.store import open_store
 
@@ -297,7 +325,10 @@ def _review_principals(workdir: Path) -> dict[str, str]:
             store.add_principal(name, frozenset(held), hash_token(tokens[name]), "", time.time())
     finally:
         store.close()
-    (workdir / "keys" / "review-sidecar.token").write_text(tokens["sidecar"])
+    keys = workdir / "keys"
+    (keys / "review-sidecar.token").write_text(tokens["sidecar"])
+    (keys / "review-demo-reviewer.token").write_text(tokens["demo-reviewer"])
+    (keys / "console.key").write_text(secrets.token_urlsafe(48))  # 64 characters
     return tokens
 
 
@@ -454,41 +485,34 @@ class Reviewed:
 
 def _review(
     workdir: Path,
+    console: str,
     address: str,
     escalated: int,
     labels: npt.NDArray[np.int64],
     tokens: dict[str, str],
 ) -> Reviewed:
     """Wait for the forwarder to deliver every escalation, resolve a share of the
-    queue as a stand-in reviewer who knows the true labels, export the labelled set:
-    each as its own principal."""
+    queue through the console's JSON API as a stand-in reviewer who knows the true
+    labels, export the labelled set over gRPC: each as its own principal."""
     from calibrators.data import load_dataset
-    from sidecar.review.client import ReviewClient
-    from sidecar.review.item import Verdict
 
+    api = ConsoleApi(console, tokens["demo-reviewer"])
     started = time.monotonic()
-    with ReviewClient(address, tokens["demo-reviewer"]) as client:
-        while (queued := len(client.list_items(limit=1000))) < escalated:
-            if time.monotonic() - started > 60:
-                raise SystemExit(f"only {queued} of {escalated} escalations reached the queue")
-            time.sleep(0.05)
-        delivery = time.monotonic() - started
-        overridden = 0
-        resolved = round(queued * REVIEWED_SHARE)
-        for _ in range(resolved):
-            item = client.claim()
-            truth = int(labels[int(item.escalation.request_id.removeprefix("demo-"))])
-            if truth == item.escalation.predicted_class:
-                client.resolve(item.escalation_id, Verdict.ACCEPT, rationale="agrees")
-            else:
-                overridden += 1
-                client.resolve(
-                    item.escalation_id,
-                    Verdict.OVERRIDE,
-                    corrected_class=truth,
-                    corrected_label=f"digit-{truth}",
-                    rationale="the digit is another one",
-                )
+    while (queued := len(api.call("GET", "/api/items?limit=1000")["items"])) < escalated:
+        if time.monotonic() - started > 60:
+            raise SystemExit(f"only {queued} of {escalated} escalations reached the queue")
+        time.sleep(0.05)
+    delivery = time.monotonic() - started
+    overridden = 0
+    resolved = round(queued * REVIEWED_SHARE)
+    for _ in range(resolved):
+        item = api.call("POST", "/api/claim", {})
+        shown = time.monotonic()
+        verdict = stand_in_verdict(item, labels)
+        overridden += verdict["verdict"] == "OVERRIDE"
+        verdict["time_to_label_seconds"] = time.monotonic() - shown
+        escalation_id = urllib.parse.quote(item["escalation_id"], safe="")
+        api.call("POST", f"/api/items/{escalation_id}/resolve", verdict)
     export = workdir / "labelled.jsonl"
     subprocess.run(
         [sys.executable, "-m", "hitl", "review", "export", "--target", address,
@@ -498,6 +522,90 @@ def _review(
     )  # fmt: skip
     exported = len(load_dataset(export).labels)  # what hitl calibrate fit would read
     return Reviewed(queued, resolved, overridden, exported, export, delivery)
+
+
+STAND_IN = "hitl demo's stand-in reviewer, through the console's JSON API"
+
+
+def stand_in_verdict(item: dict[str, Any], labels: npt.NDArray[np.int64]) -> dict[str, Any]:
+    """The resolve call's body for a claimed item (as ``POST /api/claim`` answered it):
+    ACCEPT when the model's class is the true label, else OVERRIDE with the true one;
+    with the evidence of what the stand-in reviewer was shown. Pure."""
+    e = item["escalation"]
+    truth = int(labels[int(e["request_id"].removeprefix("demo-"))])
+    evidence = {
+        "reviewer": STAND_IN,
+        "shown_by": "POST /api/claim",
+        "escalation_id": item["escalation_id"],
+        "input_ref": e["input_ref"],
+        "predicted_class": e["predicted_class"],
+        "predicted_label": e["predicted_label"],
+        "calibrated_confidence": e["calibrated_confidence"],
+        "tier": e["tier"],
+        "reason": e["reason"],
+        "rule_id": e["rule_id"],
+        "time_left_seconds": item["time_left_seconds"],
+        "truth_from": "the digits test split's label",
+    }
+    if truth == e["predicted_class"]:
+        return {"verdict": "ACCEPT", "rationale": "agrees", "evidence": evidence}
+    return {
+        "verdict": "OVERRIDE",
+        "corrected_class": truth,
+        "corrected_label": f"digit-{truth}",
+        "rationale": "the digit is another one",
+        "evidence": evidence,
+    }
+
+
+class ConsoleApi:
+    """The review console's JSON API as the stand-in reviewer calls it: urllib, its
+    bearer token, no proxy (the console is on loopback). Any error, HTTP or not, ends
+    the demo with SystemExit naming the call, the status and the console's message."""
+
+    def __init__(self, url: str, token: str) -> None:
+        if not url.startswith("http://"):
+            raise ValueError(f"the console's URL must be http://, got {url!r}")
+        self._url = url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        headers = dict(self._headers)
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        # http:// only (checked in __init__), so no file: or custom scheme reaches urllib.
+        request = urllib.request.Request(self._url + path, data, headers, method=method)  # noqa: S310
+        what = f"review console: {method} {path}"
+        try:
+            with self._opener.open(request, timeout=CONSOLE_TIMEOUT_SECONDS) as response:
+                answer = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise SystemExit(f"{what} answered {exc.code}: {_error_message(exc)}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            raise SystemExit(f"{what} failed: {reason}") from None
+        except ValueError as exc:
+            raise SystemExit(f"{what} answered something that is not JSON: {exc}") from None
+        if not isinstance(answer, dict):
+            raise SystemExit(f"{what} answered {type(answer).__name__}, not a JSON object")
+        return answer
+
+
+def _error_message(error: urllib.error.HTTPError) -> str:
+    """The console's message for an HTTP error (``{"error": {"message": ...}}``), else
+    the body as it came, else the reason phrase."""
+    with error:
+        raw = error.read().decode("utf-8", "replace")
+    try:
+        message = json.loads(raw)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = None
+    if isinstance(message, str) and message:
+        return message
+    return raw.strip()[:500] or str(error.reason)
 
 
 def _report(
@@ -539,8 +647,8 @@ def _report(
         f"{review.queued} in the queue {review.delivery_seconds:.2f} s after the last Route"
     )
     print(
-        f"   stand-in reviewer: resolved {review.resolved} (the most urgent first), "
-        f"{review.overridden} overrides of the model"
+        f"   stand-in reviewer, through the console's JSON API: resolved {review.resolved}"
+        f" (the most urgent first), {review.overridden} overrides of the model"
     )
     print(f"   labelled export: {review.exported} rows that hitl calibrate fit reads as is")
     print("\n== the feedback service")
