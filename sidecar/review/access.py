@@ -35,6 +35,9 @@ METHOD_ROLES: Mapping[str, frozenset[str]] = {
     "Resolve": frozenset({ReviewRole.REVIEWER, ReviewRole.LEAD}),
     "Release": frozenset({ReviewRole.REVIEWER, ReviewRole.LEAD}),
     "Export": frozenset({ReviewRole.EXPORTER, ReviewRole.LEAD}),
+    # A lead's bulk accept, and the revert of one resolution (queue.bulk_accept, revert).
+    "BulkAccept": frozenset({ReviewRole.LEAD}),
+    "Revert": frozenset({ReviewRole.LEAD}),
     # The web console's pages (the queue, an item) and its JSON list: not a gRPC
     # method. Reviewers see the queue there, in the order they would claim it.
     "View": frozenset({ReviewRole.VIEWER, ReviewRole.REVIEWER, ReviewRole.LEAD}),

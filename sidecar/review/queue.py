@@ -9,20 +9,31 @@ sidecar hosts are not the queue's."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 import structlog
 
+from sidecar.auth import Principal
 from sidecar.clock import Clock
 from sidecar.errors import InvalidRequest, ItemConflict, ItemNotFound
 from sidecar.escalation.record import Escalation
 from sidecar.review import validation
+from sidecar.review.access import check_method
+from sidecar.review.bulk import (
+    MAX_LIMIT,
+    BulkFilter,
+    Reverted,
+    bulk_resolution,
+    check_reason,
+    check_revertible,
+)
 from sidecar.review.consensus import ConsensusPolicy, is_adjudicated
 from sidecar.review.item import PRIORITY, TIERS, ItemState, ReviewItem
 from sidecar.review.metrics import ReviewMetrics
-from sidecar.review.resolution import ReviewerVerdict, decide, release
+from sidecar.review.resolution import ReviewerVerdict, Settled, decide, release
 from sidecar.review.sla import Sla
 from sidecar.review.store import ReviewStore
 
@@ -43,6 +54,15 @@ class Submitted:
     escalation_id: str
     status: SubmitStatus
     message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BulkAccepted:
+    """A bulk accept's batch: the items it resolved (or, dry run, would resolve)."""
+
+    batch_id: str
+    items: tuple[ReviewItem, ...]
+    dry_run: bool = False
 
 
 class ReviewQueue:
@@ -188,6 +208,81 @@ class ReviewQueue:
             tier=item.escalation.tier,
         )
         return item
+
+    def bulk_accept(
+        self, principal: Principal, wanted: BulkFilter, dry_run: bool = False
+    ) -> BulkAccepted:
+        """A lead's accept of every open item ``wanted`` takes (most urgent first, up
+        to its limit; the candidates are the MAX_LIMIT most urgent open items of the
+        model and tier), each resolved on its own as the lead's ACCEPT in one new
+        batch. An item claimed or answered between listing and accepting is skipped.
+        Dry run: the items it would accept, nothing changed. PermissionDenied unless
+        a lead; InvalidRequest naming the field."""
+        check_method(principal, "BulkAccept")
+        wanted.check()
+        if wanted.tier:
+            validation.check_tier_filter(wanted.tier)
+        now = self._clock.now()
+        listed = self.store.items(ItemState.OPEN, wanted.model, wanted.tier, MAX_LIMIT, now)
+        chosen = [item for item in listed if wanted.takes(item)][: wanted.count]
+        batch_id = f"bulk-{uuid.uuid4().hex[:12]}"
+        if dry_run:
+            return BulkAccepted(batch_id, tuple(chosen), dry_run=True)
+        accepted: list[ReviewItem] = []
+        for item in chosen:
+            try:
+                accepted.append(
+                    self.store.resolve(
+                        item.escalation_id,
+                        lambda held: Settled(
+                            None, bulk_resolution(held, principal.name, batch_id, wanted, now)
+                        ),
+                        now,
+                    )
+                )
+            except ItemConflict:
+                continue  # claimed or answered since it was listed: left to its reviewer
+        for item in accepted:
+            if self._metrics is not None:
+                self._metrics.resolved.add(1, {"verdict": "ACCEPT", "tier": item.escalation.tier})
+        log.info(
+            "review.bulk_accepted",
+            batch_id=batch_id,
+            lead=principal.name,
+            model=wanted.model,
+            rule_id=wanted.rule_id,
+            tier=wanted.tier,
+            min_confidence=wanted.min_confidence,
+            accepted=len(accepted),
+            escalation_ids=[item.escalation_id for item in accepted],
+        )
+        return BulkAccepted(batch_id, tuple(accepted))
+
+    def revert(self, principal: Principal, escalation_id: str, reason: str) -> ReviewItem:
+        """A lead takes back one resolution: the item is OPEN again, unresolved, and
+        the resolution is kept in its revert history with who, when and why. A
+        resolution already sent to the feedback service stays there (see
+        docs/review.md). PermissionDenied unless a lead; InvalidRequest naming the
+        field (escalation_id when the item is not resolved); ItemNotFound."""
+        check_method(principal, "Revert")
+        validation.check_escalation_id(escalation_id)
+        check_reason(reason)
+        now = self._clock.now()
+        item = self.store.revert(escalation_id, check_revertible, principal.name, reason, now)
+        log.info(
+            "review.reverted",
+            escalation_id=escalation_id,
+            reverted_by=principal.name,
+            reason=reason,
+            model=item.escalation.model,
+            trace_id=item.escalation.trace_id,
+        )
+        return item
+
+    def reverts(self, escalation_id: str) -> list[Reverted]:
+        """The item's reverted resolutions, oldest first."""
+        validation.check_escalation_id(escalation_id)
+        return self.store.reverts(escalation_id)
 
     def get(self, escalation_id: str) -> ReviewItem:
         """The item as of now; ItemNotFound when there is none."""

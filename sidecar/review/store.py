@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from sidecar.auth import Principal
-from sidecar.review.item import ItemState, ReviewItem
+from sidecar.review.bulk import Reverted
+from sidecar.review.item import ItemState, Resolution, ReviewItem
 from sidecar.review.resolution import Settled
 from sidecar.review.sla import Sla
 from sidecar.review.stores.sql import SqlStore
@@ -49,6 +50,24 @@ class ReviewStore(Protocol):
         """End the item's claim now, after check(item) (read as of now, held locked)
         has let it: the item is OPEN, held by nobody. ItemNotFound when there is no
         such escalation_id."""
+        ...
+
+    def revert(
+        self,
+        escalation_id: str,
+        check: Callable[[ReviewItem], Resolution],
+        reverted_by: str,
+        reason: str,
+        now: float,
+    ) -> ReviewItem:
+        """After check(item) (read as of now, held locked) has let it, keep the item's
+        resolution in its revert history (with reverted_by, now and reason) and reopen
+        the item: OPEN, held by nobody, unresolved, not forwarded. ItemNotFound when
+        there is no such escalation_id."""
+        ...
+
+    def reverts(self, escalation_id: str) -> list[Reverted]:
+        """The item's reverted resolutions, oldest revert first."""
         ...
 
     def items(

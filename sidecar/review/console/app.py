@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sidecar.auth import Principal, bearer_token, hash_token, identify
 from sidecar.errors import HitlError, InvalidRequest, Unauthenticated
 from sidecar.review.access import ReviewRole, check_method, reviewer_for, sees_answers
+from sidecar.review.bulk import DEFAULT_LIMIT, BulkFilter
 from sidecar.review.config import Networks, ReviewConfig
 from sidecar.review.console import view
 from sidecar.review.console.fetch import read_text
@@ -153,6 +154,16 @@ class Console:
             Route("/quality", self._endpoint(self._quality_page, "Quality")),
             Route("/api/quality", self._endpoint(self._api_quality, "Quality", api=True)),
             Route("/api/items", self._endpoint(self._api_items, "View", api=True)),
+            Route(
+                "/api/bulk-accept",
+                self._endpoint(self._api_bulk_accept, "BulkAccept", "json", api=True),
+                methods=["POST"],
+            ),
+            Route(
+                "/api/items/{escalation_id}/revert",
+                self._endpoint(self._api_revert, "Revert", "json", api=True),
+                methods=["POST"],
+            ),
             Route(
                 "/api/claim",
                 self._endpoint(self._api_claim, "Claim", "json", api=True),
@@ -379,6 +390,33 @@ class Console:
         reviewer, acted_by = reviewer_for(principal, _text(call.body, "reviewer"))
         item = self._queue.release(call.request.path_params["escalation_id"], reviewer, acted_by)
         return JSONResponse(item_record(item, self._queue.now(), sees_answers(principal)))
+
+    def _api_bulk_accept(self, call: Call) -> Response:
+        principal = self._bearer(call.request, "BulkAccept")
+        body = call.body
+        wanted = BulkFilter(
+            model=_text(body, "model"),
+            min_confidence=_number(body.get("min_confidence"), "min_confidence"),
+            rule_id=_text(body, "rule_id"),
+            tier=_text(body, "tier"),
+            limit=int(_number(body.get("limit", DEFAULT_LIMIT), "limit")),
+        )
+        dry_run = body.get("dry_run", False) is True
+        done = self._queue.bulk_accept(principal, wanted, dry_run)
+        now = self._queue.now()
+        return JSONResponse(
+            {
+                "batch_id": done.batch_id,
+                "dry_run": done.dry_run,
+                "items": [item_record(item, now, True) for item in done.items],
+            }
+        )
+
+    def _api_revert(self, call: Call) -> Response:
+        principal = self._bearer(call.request, "Revert")
+        escalation_id = call.request.path_params["escalation_id"]
+        item = self._queue.revert(principal, escalation_id, _text(call.body, "reason"))
+        return JSONResponse(item_record(item, self._queue.now(), True))
 
     # -- what every handler shares -------------------------------------------------
 

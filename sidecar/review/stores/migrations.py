@@ -113,4 +113,31 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        6,
+        "reverted resolutions: each kept with who reverted it, when and why",
+        (
+            """CREATE TABLE review_reverts (
+                escalation_id TEXT NOT NULL REFERENCES review_items (escalation_id),
+                reviewer TEXT NOT NULL,
+                verdict TEXT NOT NULL,
+                label_class INTEGER NOT NULL,
+                label TEXT NOT NULL,
+                rationale TEXT NOT NULL,
+                time_to_label_seconds DOUBLE PRECISION NOT NULL,
+                resolved_at DOUBLE PRECISION NOT NULL,
+                acted_by TEXT NOT NULL,
+                evidence TEXT NOT NULL,
+                agreement TEXT NOT NULL,
+                forwarded_at DOUBLE PRECISION NOT NULL,
+                reverted_by TEXT NOT NULL,
+                reverted_at DOUBLE PRECISION NOT NULL,
+                reason TEXT NOT NULL
+            )""",
+            "CREATE INDEX review_reverts_item ON review_reverts (escalation_id, reverted_at)",
+        ),
+    ),
+)
+
 SCHEMA = Schema("review", REVIEW_LOCK_KEY, MIGRATIONS)

@@ -9,11 +9,12 @@ Templates name the shared fragments (``{columns}``, ``{claimable}``, ``{urgency}
 and the dialect's additions (``{skip_locked}``, ``{row_lock}``); nothing else is
 ever formatted into a statement.
 
-Two tables: ``review_items``, each item's escalation as JSON text (exactly what was
+Three tables: ``review_items``, each item's escalation as JSON text (exactly what was
 submitted) beside the columns the queue filters and orders by, and its final
 resolution; ``review_answers``, the answers of items needing several reviews (one
-per reviewer, the primary key). An unresolved item whose answers are all in is in
-adjudication: its state column reads OPEN (or CLAIMED by a lead), and it reads
+per reviewer, the primary key); ``review_reverts``, each resolution a lead
+reverted. An unresolved item whose answers are all in is in adjudication: its state
+column reads OPEN (or CLAIMED by a lead), and it reads
 ADJUDICATION. Times are Unix seconds (float)."""
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 from sidecar.errors import ItemNotFound
 from sidecar.escalation.record import Escalation
+from sidecar.review.bulk import Reverted
 from sidecar.review.item import TIERS, Agreement, ItemState, Resolution, ReviewItem, Verdict
 from sidecar.review.resolution import Settled
 from sidecar.review.sla import Sla
@@ -143,6 +145,27 @@ class Statements:
         SELECT COUNT(*) AS items FROM review_items
         WHERE state = 'CLAIMED' AND claimed_by = :reviewer AND lease_expires_at > :now"""
     item: str = "SELECT {columns} FROM review_items WHERE escalation_id = :escalation_id"
+    keep_reverted: str = """
+        INSERT INTO review_reverts (escalation_id, reviewer, verdict, label_class, label,
+            rationale, time_to_label_seconds, resolved_at, acted_by, evidence, agreement,
+            forwarded_at, reverted_by, reverted_at, reason)
+        SELECT escalation_id, reviewer, verdict, label_class, label, rationale,
+            time_to_label_seconds, resolved_at, acted_by, evidence, agreement, forwarded_at,
+            :reverted_by, :reverted_at, :reason
+        FROM review_items WHERE escalation_id = :escalation_id"""
+    reopen: str = """
+        UPDATE review_items
+        SET state = 'OPEN', claimed_by = '', claimed_at = 0, lease_expires_at = 0,
+            reviewer = NULL, verdict = NULL, label_class = NULL, label = NULL,
+            rationale = NULL, time_to_label_seconds = NULL, resolved_at = NULL,
+            acted_by = '', evidence = '', agreement = '', forwarded_at = 0
+        WHERE escalation_id = :escalation_id"""
+    reverts: str = """
+        SELECT escalation_id, reviewer, verdict, label_class, label, rationale,
+            time_to_label_seconds, resolved_at, acted_by, evidence, agreement, forwarded_at,
+            reverted_by, reverted_at, reason
+        FROM review_reverts WHERE escalation_id = :escalation_id
+        ORDER BY reverted_at"""
 
 
 def statements(dialect: Dialect) -> Statements:
@@ -214,6 +237,39 @@ class SqlStore(ServiceStore):
             tx.run(self._sql.release, {"escalation_id": escalation_id})
 
         return self._change(escalation_id, released, now)
+
+    def revert(
+        self,
+        escalation_id: str,
+        check: Callable[[ReviewItem], Resolution],
+        reverted_by: str,
+        reason: str,
+        now: float,
+    ) -> ReviewItem:
+        def reverted(tx: Transaction, item: ReviewItem) -> None:
+            check(item)
+            key = {"escalation_id": escalation_id}
+            tx.run(
+                self._sql.keep_reverted,
+                {**key, "reverted_by": reverted_by, "reverted_at": now, "reason": reason},
+            )
+            tx.run(self._sql.reopen, key)
+
+        return self._change(escalation_id, reverted, now)
+
+    def reverts(self, escalation_id: str) -> list[Reverted]:
+        rows = self._rows(self._sql.reverts, {"escalation_id": escalation_id})
+        return [
+            Reverted(
+                escalation_id=row["escalation_id"],
+                resolution=_resolution(row),
+                reverted_by=row["reverted_by"],
+                reverted_at=float(row["reverted_at"]),
+                reason=row["reason"],
+                forwarded_at=float(row["forwarded_at"]),
+            )
+            for row in rows
+        ]
 
     def _change(
         self,

@@ -478,3 +478,26 @@ def test_reviewer_quality_is_for_leads_and_viewers(desk: Desk) -> None:
     assert page.status_code == 200
     assert "alice" in page.text
     assert "No reviewer departs from the pool" in page.text
+
+
+def test_a_lead_bulk_accepts_and_reverts_through_the_json_api(desk: Desk) -> None:
+    """Each item a bulk accept takes is its own resolution with the batch id; a lead
+    reverts one; a reviewer may do neither."""
+    desk.submit("e1", "e2")
+    api = desk.client()
+    lead = {"Authorization": f"Bearer {desk.tokens['lead']}"}
+    alice = {"Authorization": f"Bearer {desk.tokens['alice']}"}
+    wanted = {"model": "m", "min_confidence": 0.0}
+    assert api.post("/api/bulk-accept", json=wanted, headers=alice).status_code == 403
+    dry = api.post("/api/bulk-accept", json={**wanted, "dry_run": True}, headers=lead).json()
+    assert [item["state"] for item in dry["items"]] == ["OPEN", "OPEN"]
+    done = api.post("/api/bulk-accept", json=wanted, headers=lead).json()
+    assert [item["resolution"]["verdict"] for item in done["items"]] == ["ACCEPT", "ACCEPT"]
+    assert all(done["batch_id"] in item["resolution"]["rationale"] for item in done["items"])
+    bad = api.post("/api/bulk-accept", json={"model": "m"}, headers=lead)
+    assert (bad.status_code, bad.json()["error"]["field"]) == (400, "min_confidence")
+    refused = api.post("/api/items/e1/revert", json={"reason": "x"}, headers=alice)
+    assert refused.status_code == 403
+    reverted = api.post("/api/items/e1/revert", json={"reason": "wrong batch"}, headers=lead)
+    assert (reverted.status_code, reverted.json()["state"]) == (200, "OPEN")
+    assert [r.reason for r in desk.queue.reverts("e1")] == ["wrong batch"]

@@ -56,6 +56,7 @@ def test_a_database_from_before_migrations_is_adopted(open_store: OpenStore) -> 
     with store._transaction() as tx:  # back to the shape of a database made then
         for undo in [
             "DROP TABLE review_migrations",
+            "DROP TABLE review_reverts",
             "DROP TABLE review_principals",
             "DROP INDEX review_items_claimed",
             "ALTER TABLE review_items DROP COLUMN acted_by",
