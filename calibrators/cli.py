@@ -474,10 +474,9 @@ def _label_shift(
     """The labelled rows' class weights for production's estimated mix (None without
     --production, with a warning that the guarantee then assumes no shift). The
     labelled mix is the rows' weighted one when they have weights."""
-    import numpy as np
 
     from calibrators.data import load_outputs
-    from calibrators.shift import describe, estimate_priors, too_uncertain
+    from calibrators.shift import shift_to, too_uncertain
     from sidecar.errors import DataError
 
     if args.production is None:
@@ -488,10 +487,7 @@ def _label_shift(
         )
         return None, {"assumed": "production's class mix is the labelled rows'"}
     outputs = load_outputs(args.production, data.classes)
-    counted = np.bincount(data.labels, weights=data.weights, minlength=data.classes)
-    labelled = counted / counted.sum()
-    priors = estimate_priors(calibrate(outputs), labelled)
-    shift, weights = describe(data.labels, priors, outputs.shape[0], data.weights)
+    shift, weights = shift_to(data.labels, data.weights, calibrate(outputs))
     if problem := too_uncertain(shift, data.rows):
         raise DataError(str(args.production), f"the label shift is too large to bound: {problem}")
     return weights, asdict(shift)

@@ -103,6 +103,19 @@ def describe(
     return shift, weights
 
 
+def shift_to(
+    labels: npt.NDArray[np.int64],
+    row_weights: Floats | None,
+    posteriors: Floats,
+    production_weights: Floats | None = None,
+) -> tuple[Shift, Floats]:
+    """``describe`` for the production mix estimated (``estimate_priors``) from its
+    calibrated posteriors, each production row counted with its weight."""
+    labelled = _mix(labels, posteriors.shape[1], row_weights)
+    priors = estimate_priors(posteriors, labelled, weights=production_weights)
+    return describe(labels, priors, posteriors.shape[0], row_weights)
+
+
 def too_uncertain(shift: Shift, rows: int) -> str:
     """Why the labelled rows cannot speak for production under this shift ('' if they
     can): a class production has but the labelled rows lack, or weights so uneven that

@@ -45,7 +45,7 @@ from calibrators.fit import AUTO, FitResult, cross_fitted, fit_calibrator
 from calibrators.methods import method
 from calibrators.metrics import Floats, ece, softmax, unit_mean
 from calibrators.select import FOLDS
-from calibrators.shift import describe, estimate_priors, too_uncertain
+from calibrators.shift import shift_to, too_uncertain
 from calibrators.thresholds import SegmentThresholds, ThresholdError, recommend_thresholds
 from hitl_client.stubs.hitl.v1 import registry_pb2 as pb
 from monitor import actions
@@ -568,13 +568,8 @@ def _label_shift(
             "assumed": "production's class mix is the labelled rows' (no decision"
             " recorded in the window)"
         }
-    counted = np.bincount(fitting.labels, weights=fitting.weights, minlength=fitting.classes)
-    priors = estimate_priors(
-        fitted.calibrator.predict(production.logits),
-        counted / counted.sum(),
-        weights=production.weights,
-    )
-    shift, weights = describe(fitting.labels, priors, production.rows, fitting.weights)
+    posteriors = fitted.calibrator.predict(production.logits)
+    shift, weights = shift_to(fitting.labels, fitting.weights, posteriors, production.weights)
     if problem := too_uncertain(shift, fitting.rows):
         raise DataError(
             "--since/--until",
