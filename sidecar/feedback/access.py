@@ -1,7 +1,8 @@
 """Who may send which feedback, and who may read it. Pure.
 
 ``client`` (an application) sends every type but REVIEW; ``sidecar`` sends OUTCOME
-(what RecordOutcome learns); ``review`` (the review queue) sends REVIEW; ``viewer``
+(what RecordOutcome learns); ``review`` (the review queue) sends REVIEW; each may send
+a RETRACTION of a label it sent itself (``validation.check_retraction``); ``viewer``
 reads a request's history; ``exporter`` (a training or recalibration job) exports
 datasets. Who sent an event is the principal its credential names."""
 
@@ -40,10 +41,11 @@ TYPES_OF: Mapping[str, frozenset[fpb.FeedbackType.ValueType]] = {
             fpb.FEEDBACK_RATING,
             fpb.FEEDBACK_IMPLICIT,
             fpb.FEEDBACK_PREFERENCE,
+            fpb.FEEDBACK_RETRACTION,
         }
     ),
-    FeedbackRole.SIDECAR: frozenset({fpb.FEEDBACK_OUTCOME}),
-    FeedbackRole.REVIEW: frozenset({fpb.FEEDBACK_REVIEW}),
+    FeedbackRole.SIDECAR: frozenset({fpb.FEEDBACK_OUTCOME, fpb.FEEDBACK_RETRACTION}),
+    FeedbackRole.REVIEW: frozenset({fpb.FEEDBACK_REVIEW, fpb.FEEDBACK_RETRACTION}),
 }
 
 

@@ -7,7 +7,8 @@ compiling is pure (the store's rows in, bytes and a manifest out);
 - **Labels.** A decision's label comes from the events about its request whose
   source is among ``sources``, the first source in that order winning (by default
   an outcome beats a review beats a user's correction); within a source the latest
-  event wins. Decisions whose sources disagree are counted and listed. A label
+  event wins. A label its sender retracted is not among them (the store leaves it
+  out). Decisions whose sources disagree are counted and listed. A label
   given by name is resolved to its class through the decision's labels. One that
   names no class, one beyond the decision's logits, or one whose name is not its
   class's cannot be fitted on and is counted, not used.

@@ -46,6 +46,7 @@ from sidecar.feedback.validation import (
     check_batch_size,
     check_decision,
     check_event,
+    check_retraction,
     export_query,
     label_class,
 )
@@ -267,6 +268,7 @@ class FeedbackLog:
         ]
         known = self.store.known(wanted) if wanted else {}
         link_current_span((k.trace_id, k.span_id) for k in known.values())
+        self._check_retractions(principal, events, judged)
         for i, (event, verdict) in enumerate(zip(events, judged, strict=True)):
             if verdict == -1 and event.HasField("label"):
                 decision = known.get(event.request_id, Known())
@@ -275,6 +277,28 @@ class FeedbackLog:
                 except InvalidRequest as exc:
                     judged[i] = exc
         return judged, known
+
+    def _check_retractions(
+        self,
+        principal: Principal,
+        events: Sequence[fpb.FeedbackEvent],
+        judged: list[InvalidRequest | PermissionDenied | int],
+    ) -> None:
+        """Refuse, in judged, each valid RETRACTION whose target is not a label this
+        principal recorded about the same request (one look-up for all)."""
+        retractions = [
+            i
+            for i, (event, verdict) in enumerate(zip(events, judged, strict=True))
+            if verdict == -1 and event.type == fpb.FEEDBACK_RETRACTION
+        ]
+        if not retractions:
+            return
+        stored = self.store.events([events[i].retracts for i in retractions])
+        for i in retractions:
+            try:
+                check_retraction(events[i], principal.name, stored.get(events[i].retracts))
+            except InvalidRequest as exc:
+                judged[i] = exc
 
     def _arrived(self, event: fpb.FeedbackEvent, known: Known | None, now: float) -> None:
         """Time a new event's stages: a review's in the queue, and a label's join when

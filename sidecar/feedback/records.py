@@ -34,6 +34,7 @@ class Received:
     sender: str  # the principal whose credential sent it
     received_at: float
     label_class: int = -1  # a label's class index (-1: no label, or one by name only)
+    retracts: str = ""  # of a RETRACTION: the feedback_id of the label it withdraws
 
 
 def received(
@@ -53,6 +54,7 @@ def received(
         sender=sender,
         received_at=now,
         label_class=label_class,
+        retracts=event.retracts if event.type == fpb.FEEDBACK_RETRACTION else "",
     )
 
 

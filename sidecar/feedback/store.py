@@ -40,7 +40,12 @@ class FeedbackStore(Protocol):
         ...
 
     def labels_about(self, request_ids: Sequence[str]) -> list[Received]:
-        """The label events (outcomes, reviews, corrections) about request_ids."""
+        """The label events (outcomes, reviews, corrections) about request_ids that no
+        retraction has withdrawn."""
+        ...
+
+    def events(self, feedback_ids: Sequence[str]) -> dict[str, Received]:
+        """The stored events of feedback_ids, by feedback_id (an id not stored: absent)."""
         ...
 
     def dead_letter_unattributed(self, before: float, reason: str, now: float) -> int:
@@ -54,7 +59,8 @@ class FeedbackStore(Protocol):
 
     def labelled(self, model: str, since: float, until: float) -> list[Labelled]:
         """model's decisions decided in [since, until) with the label events (outcomes,
-        reviews, corrections) received before until; both as sent, events in order."""
+        reviews, corrections) received before until and not withdrawn by a retraction
+        received before until; both as sent, events in order."""
         ...
 
     def recorded(self, model: str, since: float, until: float) -> list[Labelled]:
@@ -64,7 +70,8 @@ class FeedbackStore(Protocol):
         ...
 
     def health(self, since: float) -> list[Health]:
-        """Per model and tier, the decisions decided since: labelled and overridden."""
+        """Per model and tier, the decisions decided since: labelled and overridden (by
+        the labels that stand: a retracted one counts for nothing)."""
         ...
 
     def label_delays(self, since: float) -> list[tuple[str, str, float]]:

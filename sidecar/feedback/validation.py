@@ -21,10 +21,10 @@ from sidecar.core.validation import (
 )
 from sidecar.errors import InvalidRequest
 from sidecar.feedback.dataset import DEFAULT_SOURCES, SOURCES, STRATEGIES, Query
-from sidecar.feedback.records import Known
+from sidecar.feedback.records import Known, Received
 
 MAX_BATCH = 1000
-Value = Literal["label", "rating", "signal", "preferred_over"]
+Value = Literal["label", "rating", "signal", "preferred_over", "retracts"]
 # The value each type carries (the oneof's field name).
 VALUE_OF: Mapping[fpb.FeedbackType.ValueType, Value] = {
     fpb.FEEDBACK_OUTCOME: "label",
@@ -33,7 +33,10 @@ VALUE_OF: Mapping[fpb.FeedbackType.ValueType, Value] = {
     fpb.FEEDBACK_RATING: "rating",
     fpb.FEEDBACK_IMPLICIT: "signal",
     fpb.FEEDBACK_PREFERENCE: "preferred_over",
+    fpb.FEEDBACK_RETRACTION: "retracts",
 }
+# The events a RETRACTION may withdraw (type names, as the log keeps them).
+RETRACTABLE = frozenset({"OUTCOME", "REVIEW", "EXPLICIT_CORRECTION"})
 
 
 def check_batch_size(size: int, field: str = "events") -> None:
@@ -75,6 +78,10 @@ def _check_value(event: fpb.FeedbackEvent, kind: Value) -> None:
         check_text(event.signal.name, "signal.name", MAX_NAME, required=True)
         if not math.isfinite(event.signal.value):
             raise InvalidRequest("signal.value", "must be finite")
+    elif kind == "retracts":
+        check_text(event.retracts, "retracts", MAX_REQUEST_ID, required=True)
+        if event.retracts == event.feedback_id:
+            raise InvalidRequest("retracts", "names the event's own feedback_id")
     else:
         check_text(event.preferred_over, "preferred_over", MAX_REQUEST_ID, required=True)
         if event.preferred_over == event.request_id:
@@ -151,6 +158,22 @@ def label_class(label: fpb.Label, classes: Known, request_id: str) -> int:
             "label.name", f"{label.name!r} is class {named} of {about}, not class {index}"
         )
     return named
+
+
+def check_retraction(event: fpb.FeedbackEvent, sender: str, retracted: Received | None) -> None:
+    """A RETRACTION may withdraw only a label event already recorded, about the same
+    request, sent by the same principal; InvalidRequest naming retracts otherwise."""
+    about = f"feedback_id {event.retracts!r}"
+    if retracted is None:
+        raise InvalidRequest("retracts", f"{about} is not recorded: there is nothing to retract")
+    if retracted.type not in RETRACTABLE:
+        raise InvalidRequest("retracts", f"{about} is a {retracted.type} event, not a label")
+    if retracted.request_id != event.request_id:
+        raise InvalidRequest(
+            "retracts", f"{about} is about request_id {retracted.request_id!r}, not this one"
+        )
+    if retracted.sender != sender:
+        raise InvalidRequest("retracts", f"{about} was sent by another principal")
 
 
 def export_query(request: fpb.ExportDatasetRequest, now: float) -> Query:

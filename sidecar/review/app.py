@@ -25,6 +25,7 @@ from sidecar.errors import ConfigError
 from sidecar.review.config import ReviewConfig
 from sidecar.review.metrics import ReviewMetrics
 from sidecar.review.outbox import FeedbackOutbox
+from sidecar.review.quality_window import refresh_gauges
 from sidecar.review.queue import ReviewQueue
 from sidecar.review.server import ReviewQueueServicer
 from sidecar.review.store import ReviewStore, open_store
@@ -52,7 +53,7 @@ class ReviewServer:
     queue: ReviewQueue
     grpc: ThreadedServer
     meters: MeterProvider
-    tasks: list[Periodic]  # the overdue sweep; with a feedback service, the outbox
+    tasks: list[Periodic]  # the overdue sweep, the reviewer gauges; the outbox if any
     outbox: FeedbackOutbox | None = None
     console: WebServer | None = None  # the reviewers' web console, when configured
 
@@ -123,6 +124,11 @@ def build(
     )
     # At once (so the item gauge starts right), then every sweep_seconds.
     tasks = [Periodic("review-sweep", config.sweep_seconds, queue.sweep)]
+    # The reviewer gauges, recomputed at the sweep's pace: a task of its own, so a
+    # failure to read them never holds up the overdue raises.
+    tasks.append(
+        Periodic("review-quality", config.sweep_seconds, lambda: refresh_gauges(queue, metrics))
+    )
     outbox = None
     if config.feedback:
         credentials = credentials_of(config, "feedback")

@@ -106,6 +106,8 @@ class Reverted:
     reverted_at: float
     reason: str
     forwarded_at: float = 0.0  # when it had reached the feedback service (0: never)
+    number: int = 1  # which of the item's resolutions it was (1: the first)
+    retracted_at: float = 0.0  # when its retraction reached the feedback service (0: not)
 
 
 def check_reason(reason: str) -> None:

@@ -9,6 +9,9 @@
     hitl review list [--state open|claimed|resolved|adjudication] [--model M] [--tier T]
     hitl review export --out FILE.jsonl [--model M] [--since T]   labelled data for calibrators
     hitl review submit FILE.jsonl                       escalation records, one JSON object a line
+    hitl review bulk-accept --model M --min-confidence C [--rule R] [--tier T] [--limit N]
+                            [--dry-run]                 leads: accept each matching open item
+    hitl review revert ID --reason TEXT                 leads: take back one resolution
 
 Commands other than serve and principal talk to a running queue (``--target``, env
 HITL_REVIEW_TARGET, default the queue's default address) as the principal their
@@ -113,6 +116,35 @@ def add_commands(commands: Any) -> None:
     _target(submit)
     submit.add_argument("file", type=Path)
     submit.set_defaults(run=run_submit)
+    _add_lead_commands(actions)
+
+
+def _add_lead_commands(actions: Any) -> None:
+    """``bulk-accept`` and ``revert``: a lead's actions on many items, or taking one back."""
+    bulk = actions.add_parser(
+        "bulk-accept",
+        help="leads: accept every open item of a model at or above a calibrated confidence",
+    )
+    _target(bulk)
+    bulk.add_argument("--model", required=True)
+    bulk.add_argument(
+        "--min-confidence", required=True, type=float, help="lowest calibrated confidence, 0 to 1"
+    )
+    bulk.add_argument("--rule", dest="rule_id", default="", help="only items of this rule")
+    bulk.add_argument("--tier", choices=TIERS)
+    bulk.add_argument("--limit", type=int, default=0, help="default 100, at most 1000")
+    bulk.add_argument(
+        "--dry-run", action="store_true", help="print what it would accept; change nothing"
+    )
+    bulk.set_defaults(run=run_bulk_accept)
+
+    revert = actions.add_parser(
+        "revert", help="leads: take back one resolution; the item is open again"
+    )
+    _target(revert)
+    revert.add_argument("escalation_id")
+    revert.add_argument("--reason", required=True, help="why, kept with the reverted resolution")
+    revert.set_defaults(run=run_revert)
 
 
 def _target(parser: argparse.ArgumentParser) -> None:
@@ -245,6 +277,33 @@ def run_submit(args: argparse.Namespace) -> int:
     ]
     _print({"submitted": len(results), **counts, "rejections": rejected})
     return 1 if rejected else 0
+
+
+@reports_refusals
+def run_bulk_accept(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        done = client.bulk_accept(
+            args.model,
+            args.min_confidence,
+            rule_id=args.rule_id,
+            tier=args.tier or "",
+            limit=args.limit,
+            dry_run=args.dry_run,
+        )
+    ids = list(done.escalation_ids)
+    _print({"batch_id": done.batch_id, "dry_run": done.dry_run, "accepted": len(ids),
+            "escalation_ids": ids})  # fmt: skip
+    return 0
+
+
+@reports_refusals
+def run_revert(args: argparse.Namespace) -> int:
+    from sidecar.review.records import item_record
+
+    with _client(args) as client:
+        item = client.revert(args.escalation_id, args.reason)
+    _print(item_record(item, time.time(), answers=True))
+    return 0
 
 
 def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -100,3 +100,32 @@ class ReviewClient(ServiceClient):
         request = rpb.ExportRequest(model=model, resolved_since=since)
         for item in self._stub.Export(request, metadata=self._metadata, timeout=EXPORT_TIMEOUT):
             yield item_from_message(item)
+
+    def bulk_accept(
+        self,
+        model: str,
+        min_confidence: float,
+        *,
+        rule_id: str = "",
+        tier: str = "",
+        limit: int = 0,
+        dry_run: bool = False,
+    ) -> rpb.BulkAcceptResponse:
+        """A lead's accept of the open items of model at or above min_confidence (of
+        rule_id and tier when given), up to limit (0: 100): the batch id and the
+        escalation ids it resolved (dry run: would resolve)."""
+        request = rpb.BulkAcceptRequest(
+            model=model,
+            min_confidence=min_confidence,
+            rule_id=rule_id,
+            tier=dpb.Tier.Value(f"TIER_{tier or 'UNSPECIFIED'}"),
+            limit=limit,
+            dry_run=dry_run,
+        )
+        return self._stub.BulkAccept(request, metadata=self._metadata, timeout=self._timeout)
+
+    def revert(self, escalation_id: str, reason: str) -> ReviewItem:
+        """A lead takes back the item's resolution: the item, open again."""
+        request = rpb.RevertRequest(escalation_id=escalation_id, reason=reason)
+        response = self._stub.Revert(request, metadata=self._metadata, timeout=self._timeout)
+        return item_from_message(response.item)

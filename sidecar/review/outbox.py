@@ -3,14 +3,21 @@ about the request it escalated, sent by the queue as a principal with the role
 ``review``, so a reviewer's label meets its decision like any other.
 
 Run every second (``supervision.Periodic``) by the queue's process when
-``HITL_REVIEW_FEEDBACK`` names the service: the oldest unsent resolutions, a batch
-at a time, each marked sent once the service has answered for it. The event's
-``feedback_id`` is the escalation's (``review-<escalation_id>``), so a batch sent
-twice (a crash before the marks, two replicas at once) is recorded once. An event
-the service refuses for good (REJECTED, CONFLICT) is logged and marked too: it is
-not sent again. The service unreachable: nothing is marked, and the next run
-retries. The evidence a reviewer was shown goes as its sha256 (``evidence_sha256``
-in the event's user_context), so the event can be matched to the queue's copy."""
+``HITL_REVIEW_FEEDBACK`` names the service: first the retractions of reverted
+resolutions the service had, then the oldest unsent resolutions, a batch at a time,
+each marked sent once the service has answered for it. An event the service refuses
+for good (REJECTED, CONFLICT) is logged and marked too: it is not sent again. The
+service unreachable: nothing is marked, and the next run retries. The evidence a
+reviewer was shown goes as its sha256 (``evidence_sha256`` in the event's
+user_context), so the event can be matched to the queue's copy.
+
+Every event's ``feedback_id`` is fixed by what it is, so a batch sent twice (a crash
+before the marks, two replicas at once) is recorded once: an item's first resolution
+is ``review-<escalation_id>``, its n-th (after n - 1 reverts) ``review-<escalation_id>-<n>``,
+naming the one it supersedes in ``supersedes``; a lead's revert of one the service
+had is a RETRACTION of it, ``<its feedback_id>-retracted``. The service then labels
+the request by the resolution that stands, or, after a revert not yet resolved
+again, by none from the queue."""
 
 from __future__ import annotations
 
@@ -23,6 +30,8 @@ import structlog
 from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
 from hitl_client.stubs.hitl.v1 import feedback_pb2_grpc as fpb_grpc
 from sidecar.clock import Clock
+from sidecar.escalation.record import Escalation
+from sidecar.review.bulk import Reverted
 from sidecar.review.item import ReviewItem
 from sidecar.review.store import ReviewStore
 from sidecar.serving import bearer, client_channel
@@ -54,50 +63,72 @@ class FeedbackOutbox:
         self.refused = 0
 
     def send(self) -> int:
-        """Send the unsent resolutions, a batch at a time, until none is left or the
-        service cannot be reached; how many were sent."""
+        """Send the unsent retractions, then the unsent resolutions, a batch at a time,
+        until none is left or the service cannot be reached; how many events were sent."""
         sent = 0
-        while items := self._store.unforwarded(BATCH, self._clock.now()):
-            try:
-                response = self._stub.RecordBatch(
-                    fpb.RecordBatchRequest(events=[review_event(item) for item in items]),
-                    metadata=self._metadata,
-                    timeout=self._timeout,
-                )
-            except grpc.RpcError as exc:
-                code = exc.code().name if isinstance(exc, grpc.Call) else "ERROR"
-                log.warning("review.feedback_unavailable", target=self._target, code=code)
+        while reverts := self._store.unretracted(BATCH):
+            events = [retraction_event(e, reverted) for e, reverted in reverts]
+            if not self._record(events):
                 return sent
-            self._refused(items, response.results)
-            self._store.mark_forwarded([item.escalation_id for item in items], self._clock.now())
-            sent += len(items)
-            self.sent += len(items)
+            self._store.mark_retracted(
+                [(r.escalation_id, r.number) for _, r in reverts], self._clock.now()
+            )
+            sent += len(events)
+        while resolved := self._store.unforwarded_numbered(BATCH, self._clock.now()):
+            events = [review_event(item, number) for item, number in resolved]
+            if not self._record(events):
+                return sent
+            self._store.mark_forwarded(
+                [(item.escalation_id, number) for item, number in resolved], self._clock.now()
+            )
+            sent += len(events)
         return sent
 
     def close(self) -> None:
         self._channel.close()
 
-    def _refused(self, items: Sequence[ReviewItem], results: Sequence[fpb.RecordResult]) -> None:
-        for item, result in zip(items, results, strict=True):
+    def _record(self, events: Sequence[fpb.FeedbackEvent]) -> bool:
+        """Send events as one batch and log each the service refused for good; False
+        when the service could not be reached (nothing is to be marked)."""
+        try:
+            response = self._stub.RecordBatch(
+                fpb.RecordBatchRequest(events=events),
+                metadata=self._metadata,
+                timeout=self._timeout,
+            )
+        except grpc.RpcError as exc:
+            code = exc.code().name if isinstance(exc, grpc.Call) else "ERROR"
+            log.warning("review.feedback_unavailable", target=self._target, code=code)
+            return False
+        for event, result in zip(events, response.results, strict=True):
             if result.status in (fpb.RecordResult.REJECTED, fpb.RecordResult.CONFLICT):
                 self.refused += 1
                 log.error(
                     "review.feedback_refused",
-                    escalation_id=item.escalation_id,
+                    escalation_id=event.user_context["escalation_id"],
+                    feedback_id=event.feedback_id,
                     status=fpb.RecordResult.Status.Name(result.status),
                     error=result.message,
                 )
+        self.sent += len(events)
+        return True
 
 
-def review_event(item: ReviewItem) -> fpb.FeedbackEvent:
-    """A resolved item as the REVIEW event about the request it escalated."""
+def resolution_id(escalation_id: str, number: int = 1) -> str:
+    """The feedback_id of the item's number-th resolution (1: its first)."""
+    return f"review-{escalation_id}" + (f"-{number}" if number > 1 else "")
+
+
+def review_event(item: ReviewItem, number: int = 1) -> fpb.FeedbackEvent:
+    """A resolved item as the REVIEW event about the request it escalated; number:
+    which of the item's resolutions it is (1 + its reverts)."""
     r, e = item.resolution, item.escalation
     assert r is not None  # only resolved items are sent
     label = fpb.Label(name=r.label)
     if r.label_class >= 0:
         label.class_index = r.label_class
     return fpb.FeedbackEvent(
-        feedback_id=f"review-{e.escalation_id}",
+        feedback_id=resolution_id(e.escalation_id, number),
         request_id=e.request_id,
         model=e.model,
         model_version=e.model_version,
@@ -119,8 +150,31 @@ def review_event(item: ReviewItem) -> fpb.FeedbackEvent:
             # Its hash, not the text: the evidence (up to 16 KiB) would not fit the
             # event's context bound (16 KiB in all); the queue keeps the text.
             **({"evidence_sha256": _sha256(r.evidence)} if r.evidence else {}),
+            # The reverted resolution this one replaces (its own retraction withdrew it
+            # at the service, if the service had it).
+            **({"supersedes": resolution_id(e.escalation_id, number - 1)} if number > 1 else {}),
         },
         occurred_at=r.resolved_at,
+    )
+
+
+def retraction_event(e: Escalation, reverted: Reverted) -> fpb.FeedbackEvent:
+    """A lead's revert of a resolution the service had, as the RETRACTION of its label."""
+    withdrawn = resolution_id(e.escalation_id, reverted.number)
+    return fpb.FeedbackEvent(
+        feedback_id=f"{withdrawn}-retracted",
+        request_id=e.request_id,
+        model=e.model,
+        model_version=e.model_version,
+        type=fpb.FEEDBACK_RETRACTION,
+        retracts=withdrawn,
+        source=SOURCE,
+        user_context={
+            "escalation_id": e.escalation_id,
+            "reverted_by": reverted.reverted_by,
+            "reason": reverted.reason,
+        },
+        occurred_at=reverted.reverted_at,
     )
 
 

@@ -4,23 +4,35 @@ item 3). Pure: the caller reads the resolved items and the ground truth; no I/O,
 clock, and no scipy (the sidecar must not import it: the p-values below come from
 ``math``).
 
-The figures are taken over the resolutions whose ``resolved_at`` lies in the window
-``[since, until)``; items without a resolution are skipped:
+The figures are taken over the labels reviewers gave in the window ``[since,
+until)`` on resolved items (items without a resolution are skipped): an item needing
+one review gives its resolution; an item needing several (consensus) gives each
+reviewer's answer, at the time it was given, and, when a lead adjudicated it, the
+lead's resolution too (its agreed final resolution repeats an answer and is not
+counted again):
 
-- ``items`` and ``per_hour``: resolutions per hour of the window (a group's is the
-  group's total, not per head; a reviewer's counts the whole window, not the hours
-  they worked);
+- ``items`` and ``per_hour``: labels given, and per hour of the window (a group's is
+  the group's total, not per head; a reviewer's counts the whole window, not the
+  hours they worked);
 - ``median_seconds`` and ``p90_seconds`` of ``time_to_label_seconds`` (numpy's
   default, linear interpolation between order statistics);
 - ``override_rate``: the share of OVERRIDE verdicts;
+- ``consensus``: agreement with consensus, over the reviewer's answers to items
+  needing several reviews: the share equal to the item's final class (agreed, or a
+  lead's adjudication), the count it rests on, and Cohen's kappa between the answers
+  and the final classes. The reviewer's own answer is one of the votes the final
+  class came from, so the share reads high by construction; what it shows is how
+  often a reviewer is the one outvoted or overruled;
 - ``truth``: agreement with the ground truth the feedback service received later
-  (keyed by ``request_id``): the share of resolutions whose ``label_class`` equals
-  it, the count that share rests on, and Cohen's kappa over the classes seen.
-  Resolutions labelled by name only (``UNKNOWN_CLASS``) are left out;
+  (keyed by ``request_id``): the share of labels whose ``label_class`` equals it,
+  the count that share rests on, and Cohen's kappa over the classes seen. ``truth``
+  None (the caller could not read any) is reported as unavailable, not as no match;
 - ``pairs``: Cohen's kappa between two reviewers over the escalations both answered
-  (several items with one ``escalation_id``, as consensus produces; a reviewer who
-  answered one twice counts with their latest answer; label-only answers are left
-  out).
+  independently (a consensus item's answers, or several items with one
+  ``escalation_id``; a lead's adjudication, given after seeing the answers, is left
+  out; a reviewer who answered one twice counts with their latest answer).
+
+Labels given by name only (``UNKNOWN_CLASS``) are left out of every agreement.
 
 Kappa is ``(p_o - p_e) / (1 - p_e)``, computed on integer counts; it is ``None``
 (undefined, never a division by zero) when there is nothing to compare or when
@@ -77,7 +89,8 @@ from typing import Any
 import numpy as np
 
 from sidecar.escalation.record import Escalation
-from sidecar.review.item import UNKNOWN_CLASS, ReviewItem, Verdict
+from sidecar.review.consensus import is_adjudicated
+from sidecar.review.item import UNKNOWN_CLASS, Resolution, ReviewItem, Verdict
 
 DEFAULT_LEVEL = 0.01
 DEFAULT_MIN_COUNT = 30
@@ -121,6 +134,7 @@ class ReviewerQuality:
     overrides: int
     override_rate: float
     truth: Agreement  # against the ground truth, where known
+    consensus: Agreement = NO_AGREEMENT  # answers against their items' final classes
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -133,6 +147,7 @@ class ReviewerQuality:
             "overrides": self.overrides,
             "override_rate": self.override_rate,
             "truth": self.truth.as_json(),
+            "consensus": self.consensus.as_json(),
         }
 
 
@@ -187,6 +202,7 @@ class QualityReport:
     groups: Mapping[str, ReviewerQuality] = field(default_factory=dict)
     pairs: tuple[PairKappa, ...] = ()
     tests: tuple[Departure, ...] = ()  # every test run, flagged or not
+    truth_available: bool = False  # the caller read the ground truth (it may be empty)
 
     @property
     def flags(self) -> tuple[Departure, ...]:
@@ -199,6 +215,7 @@ class QualityReport:
             "level": self.level,
             "min_count": self.min_count,
             "correction": "holm",
+            "truth_available": self.truth_available,
             ALL: None if self.overall is None else self.overall.as_json(),
             "reviewers": {name: q.as_json() for name, q in self.reviewers.items()},
             "groups": {name: q.as_json() for name, q in self.groups.items()},
@@ -215,7 +232,7 @@ def by_model(escalation: Escalation) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Answer:
-    """One resolution, reduced to what the figures need."""
+    """One label a reviewer gave, reduced to what the figures need."""
 
     reviewer: str
     escalation_id: str
@@ -225,6 +242,8 @@ class _Answer:
     seconds: float
     resolved_at: float
     truth: int | None
+    final: int | None = None  # an answer's item's final class (consensus only)
+    independent: bool = True  # False: a lead's adjudication, given seeing the answers
 
 
 def reviewer_quality(
@@ -238,10 +257,10 @@ def reviewer_quality(
     min_count: int = DEFAULT_MIN_COUNT,
     stratum: Callable[[Escalation], str] = by_model,
 ) -> QualityReport:
-    """The report over the items resolved in ``[since, until)``. ``truth``:
-    request_id -> the true class; ``groups``: reviewer -> group name (reviewers not
-    named belong to no group). ValueError for an empty window, a level outside (0, 1)
-    or a minimum below 1."""
+    """The report over the labels given in ``[since, until)`` on resolved items.
+    ``truth``: request_id -> the true class (None: unavailable); ``groups``: reviewer
+    -> group name (reviewers not named belong to no group). ValueError for an empty
+    window, a level outside (0, 1) or a minimum below 1."""
     if not until > since:
         raise ValueError(f"the window is empty: until {until} is not after since {since}")
     if not 0.0 < level < 1.0:
@@ -249,7 +268,8 @@ def reviewer_quality(
     if min_count < 1:
         raise ValueError(f"min_count {min_count} is below 1")
     answers = _answers(items, since, until, truth or {}, stratum)
-    empty = QualityReport(since, until, level, min_count, None)
+    available = truth is not None
+    empty = QualityReport(since, until, level, min_count, None, truth_available=available)
     if not answers:
         return empty
     hours = (until - since) / 3600.0
@@ -273,6 +293,7 @@ def reviewer_quality(
         ),
         pairs=_pairs(answers),
         tests=_departures(answers, level, min_count),
+        truth_available=available,
     )
 
 
@@ -285,34 +306,47 @@ def _answers(
 ) -> list[_Answer]:
     answers = []
     for item in items:
-        r = item.resolution
-        if r is None or not since <= r.resolved_at < until:
+        final = item.resolution
+        if final is None:
             continue
         e = item.escalation
-        answers.append(
-            _Answer(
-                reviewer=r.reviewer,
-                escalation_id=e.escalation_id,
-                stratum=stratum(e),
-                label_class=r.label_class,
-                override=r.verdict is Verdict.OVERRIDE,
-                seconds=r.time_to_label_seconds,
-                resolved_at=r.resolved_at,
-                truth=truth.get(e.request_id),
+        for given, of_final, independent in _labels_given(item, final):
+            if not since <= given.resolved_at < until:
+                continue
+            answers.append(
+                _Answer(
+                    reviewer=given.reviewer,
+                    escalation_id=e.escalation_id,
+                    stratum=stratum(e),
+                    label_class=given.label_class,
+                    override=given.verdict is Verdict.OVERRIDE,
+                    seconds=given.time_to_label_seconds,
+                    resolved_at=given.resolved_at,
+                    truth=truth.get(e.request_id),
+                    final=of_final,
+                    independent=independent,
+                )
             )
-        )
     return answers
+
+
+def _labels_given(item: ReviewItem, final: Resolution) -> list[tuple[Resolution, int | None, bool]]:
+    """(label, the final class it is compared with, given independently) for each
+    label a reviewer gave the resolved item."""
+    if not item.answers:
+        return [(final, None, True)]
+    given: list[tuple[Resolution, int | None, bool]] = [
+        (a, final.label_class, True) for a in item.answers
+    ]
+    if is_adjudicated(final):
+        given.append((final, None, False))
+    return given
 
 
 def _figures(name: str, answers: Sequence[_Answer], hours: float) -> ReviewerQuality:
     seconds = np.array([a.seconds for a in answers], dtype=float)
     median, p90 = (float(q) for q in np.percentile(seconds, [50, 90]))
     overrides = sum(a.override for a in answers)
-    known = [
-        (a.label_class, a.truth)
-        for a in answers
-        if a.truth is not None and a.label_class != UNKNOWN_CLASS
-    ]
     return ReviewerQuality(
         name=name,
         reviewers=tuple(sorted({a.reviewer for a in answers})),
@@ -322,8 +356,19 @@ def _figures(name: str, answers: Sequence[_Answer], hours: float) -> ReviewerQua
         p90_seconds=p90,
         overrides=overrides,
         override_rate=overrides / len(answers),
-        truth=cohen_kappa([k for k, _ in known], [t for _, t in known]),
+        truth=_agreement([(a.label_class, a.truth) for a in answers]),
+        consensus=_agreement([(a.label_class, a.final) for a in answers]),
     )
+
+
+def _agreement(pairs: Iterable[tuple[int, int | None]]) -> Agreement:
+    """Agreement over the pairs whose reference is known and both classes named."""
+    known = [
+        (label, reference)
+        for label, reference in pairs
+        if reference is not None and UNKNOWN_CLASS not in (label, reference)
+    ]
+    return cohen_kappa([label for label, _ in known], [reference for _, reference in known])
 
 
 def cohen_kappa(first: Sequence[int], second: Sequence[int]) -> Agreement:
@@ -346,7 +391,7 @@ def cohen_kappa(first: Sequence[int], second: Sequence[int]) -> Agreement:
 def _pairs(answers: Sequence[_Answer]) -> tuple[PairKappa, ...]:
     latest: dict[str, dict[str, _Answer]] = defaultdict(dict)
     for a in answers:
-        if a.label_class == UNKNOWN_CLASS:
+        if a.label_class == UNKNOWN_CLASS or not a.independent:
             continue
         mine = latest[a.escalation_id]
         if a.reviewer not in mine or mine[a.reviewer].resolved_at <= a.resolved_at:

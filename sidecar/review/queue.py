@@ -260,10 +260,11 @@ class ReviewQueue:
 
     def revert(self, principal: Principal, escalation_id: str, reason: str) -> ReviewItem:
         """A lead takes back one resolution: the item is OPEN again, unresolved, and
-        the resolution is kept in its revert history with who, when and why. A
-        resolution already sent to the feedback service stays there (see
-        docs/review.md). PermissionDenied unless a lead; InvalidRequest naming the
-        field (escalation_id when the item is not resolved); ItemNotFound."""
+        the resolution is kept in its revert history with who, when and why. The
+        outbox retracts it at the feedback service if the service had it, and sends
+        the item's next resolution under a new feedback_id (``outbox``).
+        PermissionDenied unless a lead; InvalidRequest naming the field
+        (escalation_id when the item is not resolved); ItemNotFound."""
         check_method(principal, "Revert")
         validation.check_escalation_id(escalation_id)
         check_reason(reason)

@@ -3,10 +3,10 @@ ReviewQueue calls, proto out. Nothing else.
 
 Every call passes the gate (``sidecar.gate``): the caller is identified by its
 credential and authorised by role (``access``); who a claim or a verdict is for
-comes from that credential. A refused call is logged and counted like any other
-outcome. The server is gRPC's thread-pool server: every store call blocks on its
-database, and a review queue's traffic (forwarder batches, people clicking) needs no
-event loop."""
+comes from that credential (a lead's bulk accept and revert, too). A refused call is
+logged and counted like any other outcome. The server is gRPC's thread-pool server:
+every store call blocks on its database, and a review queue's traffic (forwarder
+batches, people clicking) needs no event loop."""
 
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ import grpc
 from hitl_client.stubs.hitl.v1 import review_pb2 as rpb
 from hitl_client.stubs.hitl.v1 import review_pb2_grpc as rpb_grpc
 from sidecar.auth import Principal
+from sidecar.errors import InvalidRequest
 from sidecar.gate import Gate
 from sidecar.review import messages
 from sidecar.review.access import ReviewRole, check_method, reviewer_for, sees_answers
+from sidecar.review.bulk import BulkFilter
 from sidecar.review.metrics import ReviewMetrics
 from sidecar.review.queue import ReviewQueue
 
@@ -82,6 +84,37 @@ class ReviewQueueServicer(rpb_grpc.ReviewQueueServicer):
             return rpb.ReleaseResponse(item=messages.item_message(item, sees_answers(principal)))
 
         return self._gate.call(context, "Release", work)
+
+    def BulkAccept(
+        self, request: rpb.BulkAcceptRequest, context: grpc.ServicerContext
+    ) -> rpb.BulkAcceptResponse:
+        def work(principal: Principal) -> rpb.BulkAcceptResponse:
+            if not request.HasField("min_confidence"):
+                raise InvalidRequest("min_confidence", "a bulk accept needs the lowest confidence")
+            wanted = BulkFilter(
+                model=request.model,
+                min_confidence=request.min_confidence,
+                rule_id=request.rule_id,
+                tier=messages.tier_filter(request.tier),
+                limit=request.limit,
+            )
+            done = self._queue.bulk_accept(principal, wanted, request.dry_run)
+            return rpb.BulkAcceptResponse(
+                batch_id=done.batch_id,
+                escalation_ids=[item.escalation_id for item in done.items],
+                dry_run=done.dry_run,
+            )
+
+        return self._gate.call(context, "BulkAccept", work)
+
+    def Revert(
+        self, request: rpb.RevertRequest, context: grpc.ServicerContext
+    ) -> rpb.RevertResponse:
+        def work(principal: Principal) -> rpb.RevertResponse:
+            item = self._queue.revert(principal, request.escalation_id, request.reason)
+            return rpb.RevertResponse(item=messages.item_message(item, True))
+
+        return self._gate.call(context, "Revert", work)
 
     def Export(
         self, request: rpb.ExportRequest, context: grpc.ServicerContext

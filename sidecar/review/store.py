@@ -12,7 +12,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from sidecar.auth import Principal
+from sidecar.escalation.record import Escalation
 from sidecar.review.bulk import Reverted
+from sidecar.review.history import ItemEvent
 from sidecar.review.item import ItemState, Resolution, ReviewItem
 from sidecar.review.resolution import Settled
 from sidecar.review.sla import Sla
@@ -70,6 +72,11 @@ class ReviewStore(Protocol):
         """The item's reverted resolutions, oldest revert first."""
         ...
 
+    def history(self, escalation_id: str) -> list[ItemEvent]:
+        """The item's claims, releases and escalation level raises (those since the
+        store kept them: migration 8), oldest first."""
+        ...
+
     def items(
         self, state: ItemState | None, model: str, tier: str, limit: int, now: float
     ) -> list[ReviewItem]:
@@ -89,8 +96,10 @@ class ReviewStore(Protocol):
         resolution first."""
         ...
 
-    def mark_forwarded(self, escalation_ids: Sequence[str], now: float) -> None:
-        """Record that these items' resolutions reached the feedback service."""
+    def mark_forwarded(self, resolutions: Sequence[tuple[str, int]], now: float) -> None:
+        """Record that these resolutions, each (escalation_id, its number: 1 + the
+        item's reverts before it), reached the feedback service. One reverted since it
+        was read is marked in the revert history instead (it is then to be retracted)."""
         ...
 
     def raise_overdue(self, sla: Sla, now: float) -> list[ReviewItem]:
@@ -124,6 +133,21 @@ class ReviewStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    def unforwarded_numbered(self, limit: int, now: float) -> list[tuple[ReviewItem, int]]:
+        """``unforwarded``, each item with its resolution's number (1 + the item's
+        reverts), read in one transaction."""
+        ...
+
+    def unretracted(self, limit: int) -> list[tuple[Escalation, Reverted]]:
+        """Up to limit reverted resolutions that had reached the feedback service and
+        whose retraction has not, oldest revert first, each with its escalation."""
+        ...
+
+    def mark_retracted(self, reverts: Sequence[tuple[str, int]], now: float) -> None:
+        """Record that the retractions of these reverted resolutions, each
+        (escalation_id, number), reached the feedback service."""
+        ...
 
 
 def open_store(url: str) -> ReviewStore:

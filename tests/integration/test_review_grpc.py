@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,19 @@ INVALID = [
     ("Release", rpb.ReleaseRequest(reviewer="a"), "escalation_id"),
     ("Export", rpb.ExportRequest(resolved_since=-1), "resolved_since"),
     ("Export", rpb.ExportRequest(resolved_since=math.inf), "resolved_since"),
+    ("BulkAccept", rpb.BulkAcceptRequest(min_confidence=0.9), "model"),
+    ("BulkAccept", rpb.BulkAcceptRequest(model="m"), "min_confidence"),
+    ("BulkAccept", rpb.BulkAcceptRequest(model="m", min_confidence=1.5), "min_confidence"),
+    (
+        "BulkAccept",
+        rpb.BulkAcceptRequest(model="m", min_confidence=math.nan),
+        "min_confidence",
+    ),
+    ("BulkAccept", rpb.BulkAcceptRequest(model="m", min_confidence=0.9, limit=1001), "limit"),
+    ("BulkAccept", rpb.BulkAcceptRequest(model="m", min_confidence=0.9, tier=9), "tier"),  # type: ignore[arg-type]
+    ("Revert", rpb.RevertRequest(reason="wrong"), "escalation_id"),
+    ("Revert", rpb.RevertRequest(escalation_id="e1"), "reason"),
+    ("Revert", rpb.RevertRequest(escalation_id="e1", reason="x" * 1001), "reason"),
 ]
 
 
@@ -284,6 +298,10 @@ CALLS: dict[str, Callable[[rpb_grpc.ReviewQueueStub], Any]] = {
     ),
     "Release": lambda s: s.Release(rpb.ReleaseRequest(escalation_id="x1"), timeout=5),
     "Export": lambda s: list(s.Export(rpb.ExportRequest(), timeout=5)),
+    "BulkAccept": lambda s: s.BulkAccept(
+        rpb.BulkAcceptRequest(model="m", min_confidence=0.9), timeout=5
+    ),
+    "Revert": lambda s: s.Revert(rpb.RevertRequest(escalation_id="x1", reason="r"), timeout=5),
 }
 # Who may call each method (anyone else is PERMISSION_DENIED).
 ALLOWED = {
@@ -293,6 +311,8 @@ ALLOWED = {
     "Resolve": {"alice", "bob", "lead", "desk"},
     "Release": {"alice", "bob", "lead", "desk"},
     "Export": {"exporter", "lead", "desk"},
+    "BulkAccept": {"lead", "desk"},
+    "Revert": {"lead", "desk"},
 }
 
 
@@ -439,3 +459,81 @@ def test_tls_and_mtls(tmp_path: Path, backend: str) -> None:
             "the client certificate 'nobody' names no principal",
         )
         assert refusal(lambda: CALLS["List"](by_certificate(None)))[0] == Code.UNAVAILABLE
+
+
+# -- a lead's bulk accept and revert ----------------------------------------------------
+
+
+def test_a_lead_bulk_accepts_and_reverts_one(tmp_path: Path) -> None:
+    """BulkAccept resolves each open item of the model at or above the confidence as
+    the calling lead's own ACCEPT and names them; a dry run changes nothing; a revert
+    reopens one item, which a reviewer then resolves again; reviewers and viewers are
+    refused both; every call is counted by method."""
+    with served(tmp_path) as running:
+        batch = [
+            message("sure", calibrated_confidence=0.97),
+            message("surer", calibrated_confidence=0.99, rule_id="r2"),
+            message("unsure", calibrated_confidence=0.6),
+            message("other", model="m2", calibrated_confidence=0.99),
+        ]
+        running.stub("sidecar-1").Submit(rpb.SubmitRequest(escalations=batch), timeout=5)
+        lead, alice = running.stub("lead"), running.stub("alice")
+        wanted = rpb.BulkAcceptRequest(model="m", min_confidence=0.95)
+        for who in ("alice", "viewer"):
+            code, details = refusal(partial(running.stub(who).BulkAccept, wanted, timeout=5))
+            assert code == Code.PERMISSION_DENIED
+            assert "may not call BulkAccept" in details
+
+        dry = lead.BulkAccept(
+            rpb.BulkAcceptRequest(model="m", min_confidence=0.95, dry_run=True), timeout=5
+        )
+        assert (dry.dry_run, sorted(dry.escalation_ids)) == (True, ["sure", "surer"])
+        assert lead.List(rpb.ListRequest(state=rpb.ITEM_STATE_RESOLVED), timeout=5).items == []
+        one_rule = lead.BulkAccept(
+            rpb.BulkAcceptRequest(model="m", min_confidence=0.95, rule_id="r2"), timeout=5
+        )
+        assert list(one_rule.escalation_ids) == ["surer"]
+        done = lead.BulkAccept(wanted, timeout=5)
+        assert (done.dry_run, list(done.escalation_ids)) == (False, ["sure"])
+        assert done.batch_id.startswith("bulk-")
+        assert done.batch_id != one_rule.batch_id
+        resolved = {
+            i.escalation.escalation_id: i.resolution
+            for i in lead.List(rpb.ListRequest(state=rpb.ITEM_STATE_RESOLVED), timeout=5).items
+        }
+        assert sorted(resolved) == ["sure", "surer"]
+        assert resolved["sure"].reviewer == "lead"  # from the credential
+        assert resolved["sure"].verdict == rpb.VERDICT_ACCEPT
+        assert resolved["sure"].rationale.startswith(f"bulk accept {done.batch_id}: ")
+
+        revert = rpb.RevertRequest(escalation_id="sure", reason="wrong batch")
+        for who in ("alice", "viewer"):
+            code, details = refusal(partial(running.stub(who).Revert, revert, timeout=5))
+            assert code == Code.PERMISSION_DENIED
+            assert "may not call Revert" in details
+        code, details = refusal(
+            lambda: lead.Revert(rpb.RevertRequest(escalation_id="nope", reason="r"), timeout=5)
+        )
+        assert code == Code.NOT_FOUND
+        reopened = lead.Revert(revert, timeout=5).item
+        assert (reopened.state, reopened.HasField("resolution")) == (rpb.ITEM_STATE_OPEN, False)
+        code, details = refusal(lambda: lead.Revert(revert, timeout=5))
+        assert code == Code.INVALID_ARGUMENT
+        assert details.startswith("escalation_id: 'sure' is not resolved")
+        claimed = alice.Claim(rpb.ClaimRequest(model="m"), timeout=5).item
+        assert claimed.escalation.escalation_id == "sure"
+        override = rpb.ResolveRequest(
+            escalation_id="sure", verdict=rpb.VERDICT_OVERRIDE, corrected_class=2
+        )
+        again = alice.Resolve(override, timeout=5).item
+        assert (again.state, again.resolution.reviewer, again.resolution.label_class) == (
+            rpb.ITEM_STATE_RESOLVED,
+            "alice",
+            2,
+        )
+        calls = points(running.reader, "hitl.review.calls")
+        assert calls[frozenset({("method", "BulkAccept"), ("outcome", "OK")})] == 3
+        assert calls[frozenset({("method", "BulkAccept"), ("outcome", "PERMISSION_DENIED")})] == 2
+        assert calls[frozenset({("method", "Revert"), ("outcome", "OK")})] == 1
+        assert calls[frozenset({("method", "Revert"), ("outcome", "NOT_FOUND")})] == 1
+        assert calls[frozenset({("method", "Revert"), ("outcome", "INVALID_ARGUMENT")})] == 1

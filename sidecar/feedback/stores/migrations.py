@@ -6,7 +6,8 @@ Events and decisions are append-only: no statement of the store updates or delet
 one. ``seq`` orders events as received; ``feedback_id`` is unique, and so is a
 decision's ``request_id``, so a resend is found, not stored twice. Dead letters name
 events no decision claimed within the join window; a replay removes those whose
-decision has arrived since."""
+decision has arrived since. A retraction is an event too: it names the label event it
+withdraws (``retracts``), which stays, and every label query leaves out."""
 
 from __future__ import annotations
 
@@ -115,6 +116,18 @@ MIGRATIONS += (
         (
             "ALTER TABLE feedback_decisions ADD COLUMN trace_id TEXT NOT NULL DEFAULT ''",
             "ALTER TABLE feedback_decisions ADD COLUMN span_id TEXT NOT NULL DEFAULT ''",
+        ),
+    ),
+)
+
+MIGRATIONS += (
+    Migration(
+        8,
+        "retractions: the label event each RETRACTION withdraws ('': none)",
+        (
+            "ALTER TABLE feedback_events ADD COLUMN retracts TEXT NOT NULL DEFAULT ''",
+            """CREATE INDEX feedback_events_retracts
+                ON feedback_events (retracts) WHERE retracts <> ''""",
         ),
     ),
 )

@@ -3,7 +3,10 @@ by ``sidecar.storage.sql``), and the store logic both run.
 
 An event (a decision) is inserted ``ON CONFLICT DO NOTHING`` on its key: of two
 replicas adding one at once, one row is written and the other finds it, then
-compares. An event is attributed to the decision with its ``request_id``; one that
+compares. A label event some RETRACTION names (``retracts``) is kept, and shown in a
+request's history, but every label query leaves it out (of a dataset, a retraction
+received before the query's ``until``, so a rebuild gives the same bytes). An event
+is attributed to the decision with its ``request_id``; one that
 no decision claims once the join window has passed is dead-lettered, and released
 by a replay once its decision arrives."""
 
@@ -29,12 +32,18 @@ COLUMNS = (
     "sender",
     "received_at",
     "label_class",
+    "retracts",
 )
 DECISION_COLUMNS = (
     "request_id, model, decision, classes, inclusion_probability, decided_at, sender,"
     " received_at, tier, predicted_class, labels, trace_id, span_id"
 )
 LABELS = "('OUTCOME', 'REVIEW', 'EXPLICIT_CORRECTION')"
+# A label event e no retraction has withdrawn ({before}: a bound on when it arrived).
+# The ``retracts <> ''`` term lets the databases use the partial index on retracts.
+STANDING = """
+    NOT EXISTS (SELECT 1 FROM feedback_events x
+                WHERE x.retracts <> '' AND x.retracts = e.feedback_id{before})"""
 # An event whose request no decision claims.
 UNATTRIBUTED = """
     NOT EXISTS (SELECT 1 FROM feedback_decisions d WHERE d.request_id = e.request_id)"""
@@ -47,7 +56,7 @@ class Statements:
     insert: str = """
         INSERT INTO feedback_events ({columns})
         VALUES (:feedback_id, :request_id, :model, :type, :event, :sender, :received_at,
-                :label_class)
+                :label_class, :retracts)
         ON CONFLICT (feedback_id) DO NOTHING"""
     stored: str = "SELECT event AS kept FROM feedback_events WHERE feedback_id = :feedback_id"
     history: str = """
@@ -67,8 +76,9 @@ class Statements:
         SELECT request_id, classes, labels, decided_at, trace_id, span_id
         FROM feedback_decisions WHERE request_id IN ({ids})"""
     labels_about: str = """
-        SELECT {columns} FROM feedback_events
-        WHERE type IN {labels} AND request_id IN ({ids})"""
+        SELECT {columns} FROM feedback_events e
+        WHERE e.type IN {labels} AND e.request_id IN ({ids}) AND {standing}"""
+    events: str = "SELECT {columns} FROM feedback_events WHERE feedback_id IN ({ids})"
     dead_letter: str = """
         INSERT INTO feedback_dead_letters (feedback_id, reason, dead_at)
         SELECT e.feedback_id, :reason, :now FROM feedback_events e
@@ -97,7 +107,7 @@ class Statements:
                             THEN 1 ELSE 0 END) AS overridden
             FROM feedback_events e
             JOIN feedback_decisions dd ON dd.request_id = e.request_id
-            WHERE e.type IN {labels} AND dd.decided_at >= :since
+            WHERE e.type IN {labels} AND dd.decided_at >= :since AND {standing}
             GROUP BY e.request_id
         ) l ON l.request_id = d.request_id
         WHERE d.decided_at >= :since
@@ -106,14 +116,14 @@ class Statements:
         SELECT d.model, d.tier, MIN(e.received_at) - d.decided_at AS delay
         FROM feedback_decisions d
         JOIN feedback_events e ON e.request_id = d.request_id
-        WHERE d.decided_at >= :since AND e.type IN {labels}
+        WHERE d.decided_at >= :since AND e.type IN {labels} AND {standing}
         GROUP BY d.request_id, d.model, d.tier, d.decided_at"""
     new_labels: str = """
         SELECT COUNT(DISTINCT d.request_id) AS decisions, MIN(e.received_at) AS oldest
         FROM feedback_decisions d
         JOIN feedback_events e ON e.request_id = d.request_id
         WHERE d.model = :model AND e.received_at >= :since
-          AND e.type IN {labels}"""
+          AND e.type IN {labels} AND {standing}"""
     last_trigger: str = "SELECT until FROM feedback_triggers WHERE model = :model"
     put_trigger: str = """
         INSERT INTO feedback_triggers (model, until, dataset, rows, at)
@@ -128,13 +138,13 @@ class Statements:
         JOIN feedback_events e ON e.request_id = d.request_id
         WHERE d.model = :model AND d.decided_at >= :since AND d.decided_at < :until
           AND d.received_at < :until AND e.received_at < :until
-          AND e.type IN {labels}
+          AND e.type IN {labels} AND {standing_until}
         ORDER BY d.request_id, e.seq"""
     recorded: str = """
         SELECT d.request_id, d.decision, e.event
         FROM feedback_decisions d
         LEFT JOIN feedback_events e ON e.request_id = d.request_id
-            AND e.received_at < :until AND e.type IN {labels}
+            AND e.received_at < :until AND e.type IN {labels} AND {standing_until}
         WHERE d.model = :model AND d.decided_at >= :since AND d.decided_at < :until
           AND d.received_at < :until
         ORDER BY d.request_id, e.seq"""
@@ -150,6 +160,8 @@ def statements(dialect: Dialect) -> Statements:
         event_columns=", ".join(f"e.{column}" for column in COLUMNS),
         labels=LABELS,
         unattributed=UNATTRIBUTED,
+        standing=STANDING.format(before=""),
+        standing_until=STANDING.format(before=" AND x.received_at < :until"),
         ids="{ids}",
     )
 
@@ -193,9 +205,13 @@ class SqlStore(ServiceStore):
     def labels_about(self, request_ids: Sequence[str]) -> list[Received]:
         return [Received(**row) for row in self._rows_of(self._sql.labels_about, request_ids)]
 
+    def events(self, feedback_ids: Sequence[str]) -> dict[str, Received]:
+        rows = self._rows_of(self._sql.events, feedback_ids)
+        return {row["feedback_id"]: Received(**row) for row in rows}
+
     def _rows_of(self, statement: str, request_ids: Sequence[str]) -> list[dict[str, Any]]:
-        """statement's rows for request_ids: only parameter names are written into its
-        ``{ids}``, the ids travel as parameters."""
+        """statement's rows for request_ids (or feedback ids): only parameter names are
+        written into its ``{ids}``, the ids travel as parameters."""
         if not request_ids:
             return []
         keys = {f"r{i}": request_id for i, request_id in enumerate(request_ids)}

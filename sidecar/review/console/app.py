@@ -45,7 +45,8 @@ from sidecar.review.console.inputs import InputView, Shown, content_security_pol
 from sidecar.review.console.sessions import COOKIE, Session, Sessions, same_token
 from sidecar.review.item import TIERS, ItemState, ReviewItem, Verdict
 from sidecar.review.metrics import ReviewMetrics
-from sidecar.review.quality import QualityReport, reviewer_quality
+from sidecar.review.quality import QualityReport
+from sidecar.review.quality_window import TRUTH_UNAVAILABLE, window_report
 from sidecar.review.queue import ReviewQueue
 from sidecar.review.records import item_record
 from sidecar.review.resolution import ReviewerVerdict
@@ -229,7 +230,13 @@ class Console:
             "top": view.top_classes(e),
             "options": view.class_options(e),
             "predicted": view.label_of(e, e.predicted_class) if e.predicted_class >= 0 else "",
-            "history": view.history(item, self._queue.sla),
+            "history": view.history(
+                item,
+                self._queue.sla,
+                self._store.history(item.escalation_id),
+                self._queue.reverts(item.escalation_id),
+                blind_for="" if sees_answers(principal) else principal.name,
+            ),
             "acting_for": self._acting_for(principal, item),
             "can_act": self._can_act(principal, item),
             # Other reviewers' answers: never for a reviewer (they answer blind).
@@ -326,7 +333,8 @@ class Console:
             return self._to_signin(visit)
         check_method(visit.principal, "Quality")
         report = self._quality(call.request)
-        return self._page(call.request, visit, "quality.html", {"report": report.as_json()})
+        context = {"report": report.as_json(), "truth_unavailable": TRUTH_UNAVAILABLE}
+        return self._page(call.request, visit, "quality.html", context)
 
     def _api_quality(self, call: Call) -> Response:
         self._bearer(call.request, "Quality")
@@ -340,12 +348,7 @@ class Console:
         since = _moment(query.get("since", ""), "since", until - QUALITY_WINDOW_SECONDS)
         if not since < until:
             raise InvalidRequest("since", f"must be before until ({since:g} >= {until:g})")
-        resolved = [
-            item
-            for item in self._queue.export(query.get("model", ""), since)
-            if item.resolution is not None and item.resolution.resolved_at < until
-        ]
-        return reviewer_quality(resolved, since=since, until=until)
+        return window_report(self._queue, since, until, query.get("model", ""))
 
     def _api_claim(self, call: Call) -> Response:
         principal = self._bearer(call.request, "Claim")

@@ -9,14 +9,17 @@ calibrated confidence of the predicted class is shown beside them."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sidecar import __version__
 from sidecar.escalation.record import Escalation
+from sidecar.review.bulk import Reverted
 from sidecar.review.console.inputs import InputView
-from sidecar.review.item import ReviewItem
+from sidecar.review.history import EventKind, ItemEvent
+from sidecar.review.item import Resolution, ReviewItem
 from sidecar.review.sla import Sla
 
 CONSOLE_VERSION = f"hitl-review-console/{__version__}"
@@ -89,28 +92,70 @@ def iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
 
 
-def history(item: ReviewItem, sla: Sla) -> list[Event]:
-    """What the queue knows of the item's life, oldest first: decided, received, its
-    latest escalation level raise (each one a deadline passed; a raise sets the next
-    deadline its tier's SLA later, which dates it), its last claim and its
-    resolution. (The queue keeps the latest claim and raise only, not each one.)"""
+def history(
+    item: ReviewItem,
+    sla: Sla,
+    events: Sequence[ItemEvent] = (),
+    reverts: Sequence[Reverted] = (),
+    blind_for: str = "",
+) -> list[Event]:
+    """The item's life, oldest first: decided, received, each claim, release (a skip)
+    and escalation level raise (``events``, as the store keeps them), each answer, the
+    resolution, and each resolution a lead reverted, with its revert.
+
+    An item from before the store kept events shows its latest claim and raise as the
+    row has them (a raise sets the next deadline its tier's SLA later, which dates it).
+    ``blind_for``: a reviewer who may not see others' answers (``sees_answers``); on
+    an item needing several reviews they see only their own claims and answer, so
+    nobody learns who else answered before answering."""
     e = item.escalation
-    events = [
+    shown = [
         Event(e.created_at, f"decided by the sidecar: {e.tier}, {e.reason}"),
         Event(item.received_at, "received by the queue"),
     ]
-    if item.escalation_level:
+    kinds = {event.kind for event in events}
+    if item.escalation_level and EventKind.RAISED not in kinds:
         raised_at = item.due_at - sla.seconds.get(e.tier, 0.0)
-        passed = f"{item.escalation_level} deadline{'s' if item.escalation_level > 1 else ''}"
-        raised = f"raised to escalation level {item.escalation_level} ({passed} passed)"
-        events.append(Event(raised_at, raised))
-    if item.claimed_by:
-        events.append(Event(item.claimed_at, f"claimed by {item.claimed_by}"))
+        shown.append(Event(raised_at, _raised(item.escalation_level)))
+    if item.claimed_by and EventKind.CLAIMED not in kinds:
+        shown.append(Event(item.claimed_at, f"claimed by {item.claimed_by}"))
+    private = bool(blind_for) and item.reviews_required > 1
+    for event in events:
+        if private and event.actor not in ("", blind_for):
+            continue
+        shown.append(Event(event.at, _happened(event)))
+    for a in item.answers:
+        if not private or a.reviewer == blind_for:
+            shown.append(Event(a.resolved_at, f"answered by {_decided(a)}"))
+    for reverted in reverts:
+        taken_back = reverted.resolution
+        shown.append(Event(taken_back.resolved_at, f"resolved by {_decided(taken_back)}"))
+        why = f"reverted by {reverted.reverted_by}: {reverted.reason}"
+        shown.append(Event(reverted.reverted_at, why))
     if (r := item.resolution) is not None:
-        by = r.reviewer + (f" (recorded by {r.acted_by})" if r.acted_by else "")
-        label = f"{r.label_class} {r.label}".strip()
-        events.append(Event(r.resolved_at, f"resolved by {by}: {r.verdict.value}, class {label}"))
-    return sorted(events, key=lambda event: event.at)
+        shown.append(Event(r.resolved_at, f"resolved by {_decided(r)}"))
+    return sorted(shown, key=lambda event: event.at)
+
+
+def _happened(event: ItemEvent) -> str:
+    if event.kind is EventKind.CLAIMED:
+        return f"claimed by {event.actor}"
+    if event.kind is EventKind.RELEASED:
+        return f"released by {event.actor}, undecided"
+    return _raised(int(event.detail))
+
+
+def _raised(level: int) -> str:
+    passed = f"{level} deadline{'s' if level > 1 else ''}"
+    return f"raised to escalation level {level} ({passed} passed)"
+
+
+def _decided(r: Resolution) -> str:
+    """'alice (recorded by lee): OVERRIDE, class 2 refund [2 of 2]'."""
+    by = r.reviewer + (f" (recorded by {r.acted_by})" if r.acted_by else "")
+    label = f"{r.label_class} {r.label}".strip()
+    agreement = f" [{r.agreement}]" if r.agreement else ""
+    return f"{by}: {r.verdict.value}, class {label}{agreement}"
 
 
 def evidence(item: ReviewItem, shown: InputView, now: float) -> dict[str, Any]:

@@ -140,4 +140,40 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        7,
+        "which of its item's resolutions each reverted one was (1: the first), and when its"
+        " retraction reached the feedback service (0: not yet, or it never had the label)",
+        (
+            "ALTER TABLE review_reverts ADD COLUMN number INTEGER NOT NULL DEFAULT 0",
+            """ALTER TABLE review_reverts
+                ADD COLUMN retracted_at DOUBLE PRECISION NOT NULL DEFAULT 0""",
+            """UPDATE review_reverts SET number = (
+                SELECT COUNT(*) FROM review_reverts p
+                WHERE p.escalation_id = review_reverts.escalation_id
+                  AND p.reverted_at <= review_reverts.reverted_at)""",
+            """CREATE INDEX review_reverts_unretracted
+                ON review_reverts (reverted_at) WHERE forwarded_at > 0 AND retracted_at = 0""",
+        ),
+    ),
+)
+
+MIGRATIONS += (
+    Migration(
+        8,
+        "each item's claims, releases and escalation level raises, with when and by whom",
+        (
+            """CREATE TABLE review_events (
+                escalation_id TEXT NOT NULL REFERENCES review_items (escalation_id),
+                at DOUBLE PRECISION NOT NULL,
+                kind TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                detail TEXT NOT NULL
+            )""",
+            "CREATE INDEX review_events_item ON review_events (escalation_id, at)",
+        ),
+    ),
+)
+
 SCHEMA = Schema("review", REVIEW_LOCK_KEY, MIGRATIONS)

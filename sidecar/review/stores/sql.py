@@ -9,12 +9,13 @@ Templates name the shared fragments (``{columns}``, ``{claimable}``, ``{urgency}
 and the dialect's additions (``{skip_locked}``, ``{row_lock}``); nothing else is
 ever formatted into a statement.
 
-Three tables: ``review_items``, each item's escalation as JSON text (exactly what was
+Four tables: ``review_items``, each item's escalation as JSON text (exactly what was
 submitted) beside the columns the queue filters and orders by, and its final
 resolution; ``review_answers``, the answers of items needing several reviews (one
 per reviewer, the primary key); ``review_reverts``, each resolution a lead
-reverted. An unresolved item whose answers are all in is in adjudication: its state
-column reads OPEN (or CLAIMED by a lead), and it reads
+reverted; ``review_events``, each claim, release and escalation level raise (the
+item's history; ``history``). An unresolved item whose answers are all in is in
+adjudication: its state column reads OPEN (or CLAIMED by a lead), and it reads
 ADJUDICATION. Times are Unix seconds (float)."""
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 from sidecar.errors import ItemNotFound
 from sidecar.escalation.record import Escalation
 from sidecar.review.bulk import Reverted
+from sidecar.review.history import EventKind, ItemEvent
 from sidecar.review.item import TIERS, Agreement, ItemState, Resolution, ReviewItem, Verdict
 from sidecar.review.resolution import Settled
 from sidecar.review.sla import Sla
@@ -131,9 +133,33 @@ class Statements:
         SELECT {columns} FROM review_items
         WHERE state = 'RESOLVED' AND forwarded_at = 0
         ORDER BY resolved_at, escalation_id LIMIT :limit"""
+    # The item's resolution number ``:number`` (1 + its reverts) reached the feedback
+    # service: marked on the item if it still stands, else on its reverted copy (a
+    # revert while it was on its way), which is then retracted.
     forwarded: str = """
         UPDATE review_items SET forwarded_at = :now
-        WHERE escalation_id = :escalation_id AND forwarded_at = 0"""
+        WHERE escalation_id = :escalation_id AND state = 'RESOLVED' AND forwarded_at = 0
+          AND :number = 1 + (
+              SELECT COUNT(*) FROM review_reverts r WHERE r.escalation_id = :escalation_id)"""
+    forwarded_reverted: str = """
+        UPDATE review_reverts SET forwarded_at = :now
+        WHERE escalation_id = :escalation_id AND number = :number AND forwarded_at = 0"""
+    unforwarded_reverts: str = """
+        SELECT r.escalation_id, COUNT(*) AS reverted
+        FROM review_reverts r JOIN review_items i ON i.escalation_id = r.escalation_id
+        WHERE i.state = 'RESOLVED' AND i.forwarded_at = 0
+        GROUP BY r.escalation_id"""
+    unretracted: str = """
+        SELECT r.escalation_id, r.reviewer, r.verdict, r.label_class, r.label, r.rationale,
+            r.time_to_label_seconds, r.resolved_at, r.acted_by, r.evidence, r.agreement,
+            r.forwarded_at, r.reverted_by, r.reverted_at, r.reason, r.number,
+            r.retracted_at, i.escalation
+        FROM review_reverts r JOIN review_items i ON i.escalation_id = r.escalation_id
+        WHERE r.forwarded_at > 0 AND r.retracted_at = 0
+        ORDER BY r.reverted_at, r.escalation_id, r.number LIMIT :limit"""
+    retracted: str = """
+        UPDATE review_reverts SET retracted_at = :now
+        WHERE escalation_id = :escalation_id AND number = :number AND retracted_at = 0"""
     counts: str = """
         SELECT tier,
                CASE WHEN state = 'CLAIMED' AND lease_expires_at > :now
@@ -148,10 +174,11 @@ class Statements:
     keep_reverted: str = """
         INSERT INTO review_reverts (escalation_id, reviewer, verdict, label_class, label,
             rationale, time_to_label_seconds, resolved_at, acted_by, evidence, agreement,
-            forwarded_at, reverted_by, reverted_at, reason)
+            forwarded_at, reverted_by, reverted_at, reason, number)
         SELECT escalation_id, reviewer, verdict, label_class, label, rationale,
             time_to_label_seconds, resolved_at, acted_by, evidence, agreement, forwarded_at,
-            :reverted_by, :reverted_at, :reason
+            :reverted_by, :reverted_at, :reason,
+            1 + (SELECT COUNT(*) FROM review_reverts p WHERE p.escalation_id = :escalation_id)
         FROM review_items WHERE escalation_id = :escalation_id"""
     reopen: str = """
         UPDATE review_items
@@ -163,9 +190,15 @@ class Statements:
     reverts: str = """
         SELECT escalation_id, reviewer, verdict, label_class, label, rationale,
             time_to_label_seconds, resolved_at, acted_by, evidence, agreement, forwarded_at,
-            reverted_by, reverted_at, reason
+            reverted_by, reverted_at, reason, number, retracted_at
         FROM review_reverts WHERE escalation_id = :escalation_id
-        ORDER BY reverted_at"""
+        ORDER BY number"""
+    event: str = """
+        INSERT INTO review_events (escalation_id, at, kind, actor, detail)
+        VALUES (:escalation_id, :at, :kind, :actor, :detail)"""
+    events: str = """
+        SELECT at, kind, actor, detail FROM review_events
+        WHERE escalation_id = :escalation_id ORDER BY at, kind"""
 
 
 def statements(dialect: Dialect) -> Statements:
@@ -210,7 +243,12 @@ class SqlStore(ServiceStore):
         }
         with self._transaction() as tx:
             rows = tx.rows(self._sql.claim, parameters)
-            return self._read(tx, rows[0], now) if rows else None
+            if not rows:
+                return None
+            until = f"{now + lease_seconds:.3f}"
+            claimed = ItemEvent(now, EventKind.CLAIMED, reviewer, until)
+            tx.run(self._sql.event, _event(rows[0]["escalation_id"], claimed))
+            return self._read(tx, rows[0], now)
 
     def resolve(
         self, escalation_id: str, settle: Callable[[ReviewItem], Settled], now: float
@@ -235,6 +273,8 @@ class SqlStore(ServiceStore):
         def released(tx: Transaction, item: ReviewItem) -> None:
             check(item)
             tx.run(self._sql.release, {"escalation_id": escalation_id})
+            given_back = ItemEvent(now, EventKind.RELEASED, item.claimed_by)
+            tx.run(self._sql.event, _event(escalation_id, given_back))
 
         return self._change(escalation_id, released, now)
 
@@ -259,17 +299,7 @@ class SqlStore(ServiceStore):
 
     def reverts(self, escalation_id: str) -> list[Reverted]:
         rows = self._rows(self._sql.reverts, {"escalation_id": escalation_id})
-        return [
-            Reverted(
-                escalation_id=row["escalation_id"],
-                resolution=_resolution(row),
-                reverted_by=row["reverted_by"],
-                reverted_at=float(row["reverted_at"]),
-                reason=row["reason"],
-                forwarded_at=float(row["forwarded_at"]),
-            )
-            for row in rows
-        ]
+        return [_reverted(row) for row in rows]
 
     def _change(
         self,
@@ -328,16 +358,22 @@ class SqlStore(ServiceStore):
     def unforwarded(self, limit: int, now: float) -> list[ReviewItem]:
         return self._items(self._sql.unforwarded, {"limit": limit}, now)
 
-    def mark_forwarded(self, escalation_ids: Sequence[str], now: float) -> None:
+    def mark_forwarded(self, resolutions: Sequence[tuple[str, int]], now: float) -> None:
+        marks = [{"escalation_id": i, "number": n, "now": now} for i, n in resolutions]
         with self._transaction() as tx:
-            tx.run_many(
-                self._sql.forwarded, [{"escalation_id": i, "now": now} for i in escalation_ids]
-            )
+            tx.run_many(self._sql.forwarded, marks)
+            tx.run_many(self._sql.forwarded_reverted, marks)
 
     def raise_overdue(self, sla: Sla, now: float) -> list[ReviewItem]:
         parameters: dict[str, Any] = {"now": now}
         parameters.update({f"sla_{tier.lower()}": float(sla.seconds[tier]) for tier in TIERS})
-        rows = self._rows(self._sql.raise_overdue, parameters)
+        with self._transaction() as tx:
+            rows = tx.rows(self._sql.raise_overdue, parameters)
+            events = [
+                _event(row["escalation_id"], _raised(now, row["escalation_level"])) for row in rows
+            ]
+            if events:
+                tx.run_many(self._sql.event, events)
         items = [item_from_row(row, now) for row in rows]
         return sorted(items, key=lambda i: (-i.escalation_level, i.priority, i.escalation_id))
 
@@ -352,6 +388,62 @@ class SqlStore(ServiceStore):
     def counts(self, now: float) -> dict[tuple[ItemState, str], int]:
         rows = self._rows(self._sql.counts, {"now": now})
         return {(ItemState(row["held"]), row["tier"]): int(row["items"]) for row in rows}
+
+    def unforwarded_numbered(self, limit: int, now: float) -> list[tuple[ReviewItem, int]]:
+        with self._transaction() as tx:
+            items = [
+                self._read(tx, row, now) for row in tx.rows(self._sql.unforwarded, {"limit": limit})
+            ]
+            reverted = {
+                row["escalation_id"]: int(row["reverted"])
+                for row in tx.rows(self._sql.unforwarded_reverts, {})
+            }
+        return [(item, 1 + reverted.get(item.escalation_id, 0)) for item in items]
+
+    def unretracted(self, limit: int) -> list[tuple[Escalation, Reverted]]:
+        rows = self._rows(self._sql.unretracted, {"limit": limit})
+        return [
+            (Escalation.from_dict(json.loads(row["escalation"])), _reverted(row)) for row in rows
+        ]
+
+    def mark_retracted(self, reverts: Sequence[tuple[str, int]], now: float) -> None:
+        marks = [{"escalation_id": i, "number": n, "now": now} for i, n in reverts]
+        with self._transaction() as tx:
+            tx.run_many(self._sql.retracted, marks)
+
+    def history(self, escalation_id: str) -> list[ItemEvent]:
+        rows = self._rows(self._sql.events, {"escalation_id": escalation_id})
+        return [
+            ItemEvent(float(row["at"]), EventKind(row["kind"]), row["actor"], row["detail"])
+            for row in rows
+        ]
+
+
+def _reverted(row: Mapping[str, Any]) -> Reverted:
+    return Reverted(
+        escalation_id=row["escalation_id"],
+        resolution=_resolution(row),
+        reverted_by=row["reverted_by"],
+        reverted_at=float(row["reverted_at"]),
+        reason=row["reason"],
+        forwarded_at=float(row["forwarded_at"]),
+        number=int(row["number"]),
+        retracted_at=float(row["retracted_at"]),
+    )
+
+
+def _raised(now: float, level: int) -> ItemEvent:
+    return ItemEvent(now, EventKind.RAISED, "", str(level))
+
+
+def _event(escalation_id: str, event: ItemEvent) -> dict[str, Any]:
+    return {
+        "escalation_id": escalation_id,
+        "at": event.at,
+        "kind": event.kind.value,
+        "actor": event.actor,
+        "detail": event.detail,
+    }
 
 
 def _insert_parameters(item: ReviewItem) -> dict[str, Any]:

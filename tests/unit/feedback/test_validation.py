@@ -87,14 +87,15 @@ def test_batches_hold_one_to_max_events() -> None:
 
 
 def test_each_role_sends_only_its_types() -> None:
-    """client: every type but REVIEW; sidecar: OUTCOME; review: REVIEW."""
+    """client: every type but REVIEW; sidecar: OUTCOME; review: REVIEW; each a RETRACTION."""
     for kind in fpb.FeedbackType.values():
         if kind == fpb.FEEDBACK_TYPE_UNSPECIFIED:
             continue
+        retraction = kind == fpb.FEEDBACK_RETRACTION
         allowed = {
             APP: kind != fpb.FEEDBACK_REVIEW,
-            SIDECAR: kind == fpb.FEEDBACK_OUTCOME,
-            REVIEW: kind == fpb.FEEDBACK_REVIEW,
+            SIDECAR: kind == fpb.FEEDBACK_OUTCOME or retraction,
+            REVIEW: kind == fpb.FEEDBACK_REVIEW or retraction,
         }
         for principal, may in allowed.items():
             if may:

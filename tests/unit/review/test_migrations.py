@@ -55,6 +55,7 @@ def test_a_database_from_before_migrations_is_adopted(open_store: OpenStore) -> 
     queue.submit([escalation("kept")])
     with store._transaction() as tx:  # back to the shape of a database made then
         for undo in [
+            "DROP TABLE review_events",
             "DROP TABLE review_migrations",
             "DROP TABLE review_reverts",
             "DROP TABLE review_principals",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -127,6 +128,107 @@ def test_agreement_with_ground_truth_rests_on_the_known_labels() -> None:
     agreement = report(items, truth=truth).reviewers["alice"].truth
     # p_o = 2/4; each rater 2 and 2 of classes 0 and 1, so p_e = 1/2 and kappa = 0
     assert agreement == Agreement(4, 0.5, 0.0)
+
+
+def test_ground_truth_given_is_reported_available() -> None:
+    """A truth mapping, even empty, makes the report say ground truth was read."""
+    assert report(hand_built(), truth={}).truth_available
+    assert not report(hand_built()).truth_available
+    assert report([], truth={}).as_json()["truth_available"] is True
+
+
+# -- Consensus -------------------------------------------------------------------------
+
+
+def answer(reviewer: str, label_class: int, at: float, seconds: float = 20.0) -> Resolution:
+    verdict = Verdict.ACCEPT if label_class == 1 else Verdict.OVERRIDE
+    return Resolution(reviewer, verdict, label_class, "", "", seconds, at)
+
+
+def consensus_item(
+    escalation_id: str,
+    answers: Sequence[tuple[str, int]],
+    final_class: int,
+    *,
+    adjudicated_by: str = "",
+    at: float = SINCE + 60.0,
+) -> ReviewItem:
+    """An item needing len(answers) reviews (model m, predicting 1), answered a minute
+    apart from ``at`` and resolved: agreed on ``final_class`` (the last answer naming
+    it), or adjudicated by a lead a minute after the last answer."""
+    given = tuple(answer(r, c, at + 60.0 * i) for i, (r, c) in enumerate(answers))
+    done = at + 60.0 * len(given)
+    if adjudicated_by:
+        final = replace(
+            answer(adjudicated_by, final_class, done, seconds=45.0),
+            agreement=f"adjudicated (1 of {len(given)} agreed)",
+        )
+    else:
+        agreeing = [a for a in given if a.label_class == final_class][-1]
+        votes = sum(a.label_class == final_class for a in given)
+        final = replace(agreeing, resolved_at=done, agreement=f"{votes} of {len(given)}")
+    item = resolved(escalation_id, final.reviewer, final_class, at=done)
+    return replace(
+        item, resolution=final, reviews_required=len(given), answered=len(given), answers=given
+    )
+
+
+def consensus_pool() -> list[ReviewItem]:
+    """Four items needing two reviews between alice and bob (two agreed, two
+    adjudicated by lead) and one of three reviews decided by a majority."""
+    return [
+        consensus_item("c0", [("alice", 1), ("bob", 1)], 1),
+        consensus_item("c1", [("bob", 0), ("alice", 0)], 0),
+        consensus_item("c2", [("alice", 2), ("bob", 0)], 0, adjudicated_by="lead"),
+        consensus_item("c3", [("alice", 1), ("bob", 2)], 2, adjudicated_by="lead"),
+        consensus_item("c4", [("alice", 1), ("bob", 2), ("carol", 1)], 1),
+    ]
+
+
+def test_each_answer_counts_as_a_label_given() -> None:
+    """Every answer is its reviewer's work; an agreed final resolution repeats an
+    answer and is not counted again; a lead's adjudication is the lead's."""
+    quality = report(consensus_pool())
+    counts = {name: q.items for name, q in quality.reviewers.items()}
+    assert counts == {"alice": 5, "bob": 5, "carol": 1, "lead": 2}
+    assert quality.reviewers["lead"].median_seconds == pytest.approx(45.0)
+    assert quality.overall is not None
+    assert quality.overall.items == 13
+
+
+def test_agreement_with_consensus_per_reviewer() -> None:
+    """The share of a reviewer's answers equal to the final class, and its kappa."""
+    quality = report(consensus_pool())
+    alice, bob = quality.reviewers["alice"].consensus, quality.reviewers["bob"].consensus
+    # alice answered 1, 0, 2, 1, 1 against finals 1, 0, 0, 2, 1: 3 of 5.
+    # p_e = (3*2 + 1*2 + 1*1) / 25 = 9/25 (alice 1:3 0:1 2:1; finals 1:2 0:2 2:1)
+    assert (alice.items, alice.rate) == (5, 0.6)
+    assert alice.kappa == pytest.approx((15 - 9) / (25 - 9))
+    # bob answered 1, 0, 0, 2, 2 against the same finals: 4 of 5.
+    assert (bob.items, bob.rate) == (5, 0.8)
+    assert quality.reviewers["carol"].consensus == Agreement(1, 1.0, None)
+    # A lead's adjudication is the final class, not an answer compared with it.
+    assert quality.reviewers["lead"].consensus == NO_AGREEMENT
+    assert quality.overall is not None
+    assert quality.overall.consensus.items == 11
+
+
+def test_consensus_answers_give_pairwise_kappa_without_adjudications() -> None:
+    """Pairs come from the answers of one item; a lead's adjudication is left out."""
+    pairs = {(p.first, p.second): p.agreement for p in report(consensus_pool()).pairs}
+    assert set(pairs) == {("alice", "bob"), ("alice", "carol"), ("bob", "carol")}
+    # alice 1, 0, 2, 1, 1; bob 1, 0, 0, 2, 2: agree on 2 of 5
+    assert (pairs["alice", "bob"].items, pairs["alice", "bob"].rate) == (5, 0.4)
+    assert pairs["alice", "carol"] == Agreement(1, 1.0, None)
+
+
+def test_answers_outside_the_window_are_left_out() -> None:
+    """An answer counts in the window it was given in, whenever its item resolved."""
+    item = consensus_item("c0", [("alice", 1), ("bob", 1)], 1, at=SINCE - 30.0)
+    quality = report([item])  # alice answered before the window, bob in it
+    assert "alice" not in quality.reviewers
+    assert quality.reviewers["bob"].items == 1
+    assert quality.reviewers["bob"].consensus == Agreement(1, 1.0, None)
 
 
 # -- Kappa -----------------------------------------------------------------------------
@@ -362,10 +464,12 @@ def test_as_json_is_plain_data() -> None:
     text = json.dumps(report(items, groups={"r0": "day"}).as_json(), allow_nan=False)
     data = json.loads(text)
     assert set(data) == {
-        "window", "level", "min_count", "correction", ALL, "reviewers", "groups", "pairs",
-        "tests", "flags",
+        "window", "level", "min_count", "correction", "truth_available", ALL, "reviewers",
+        "groups", "pairs", "tests", "flags",
     }  # fmt: skip
+    assert data["truth_available"] is False
     assert data["reviewers"]["r0"]["truth"] == {"items": 0, "rate": None, "kappa": None}
+    assert data["reviewers"]["r0"]["consensus"] == {"items": 0, "rate": None, "kappa": None}
     assert data["tests"][0]["check"] in {"labels", "override_rate"}
 
 

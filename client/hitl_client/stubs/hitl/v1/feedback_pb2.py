@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from hitl_client.stubs.hitl.v1 import decision_pb2 as hitl_dot_v1_dot_decision__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16hitl/v1/feedback.proto\x12\x07hitl.v1\x1a\x16hitl/v1/decision.proto\"?\n\x05Label\x12\x18\n\x0b\x63lass_index\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x0c\n\x04name\x18\x02 \x01(\tB\x0e\n\x0c_class_index\"%\n\x06Signal\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\"\x94\x03\n\rFeedbackEvent\x12\x13\n\x0b\x66\x65\x65\x64\x62\x61\x63k_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12#\n\x04type\x18\x05 \x01(\x0e\x32\x15.hitl.v1.FeedbackType\x12\x1f\n\x05label\x18\x06 \x01(\x0b\x32\x0e.hitl.v1.LabelH\x00\x12\x10\n\x06rating\x18\x07 \x01(\x01H\x00\x12!\n\x06signal\x18\x08 \x01(\x0b\x32\x0f.hitl.v1.SignalH\x00\x12\x18\n\x0epreferred_over\x18\t \x01(\tH\x00\x12\x0e\n\x06source\x18\n \x01(\t\x12=\n\x0cuser_context\x18\x0b \x03(\x0b\x32\'.hitl.v1.FeedbackEvent.UserContextEntry\x12\x13\n\x0boccurred_at\x18\x0c \x01(\x01\x1a\x32\n\x10UserContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05value\"\xbd\x01\n\x0cRecordResult\x12\x13\n\x0b\x66\x65\x65\x64\x62\x61\x63k_id\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.hitl.v1.RecordResult.Status\x12\x0f\n\x07message\x18\x03 \x01(\t\"Y\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x01\x12\r\n\tDUPLICATE\x10\x02\x12\x0c\n\x08\x43ONFLICT\x10\x03\x12\x0c\n\x08REJECTED\x10\x04\"<\n\x12RecordBatchRequest\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.hitl.v1.FeedbackEvent\"=\n\x13RecordBatchResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.hitl.v1.RecordResult\"\x98\x06\n\x0e\x44\x65\x63isionRecord\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0e\n\x06\x64omain\x18\x04 \x01(\t\x12\x1b\n\x04tier\x18\x05 \x01(\x0e\x32\r.hitl.v1.Tier\x12\x1f\n\x06reason\x18\x06 \x01(\x0e\x32\x0f.hitl.v1.Reason\x12\x0f\n\x07rule_id\x18\x07 \x01(\t\x12\x17\n\x0fpredicted_class\x18\x08 \x01(\x05\x12\x17\n\x0fpredicted_label\x18\t \x01(\t\x12\x1d\n\x15\x63\x61librated_confidence\x18\n \x01(\x01\x12\x0e\n\x06logits\x18\x0b \x03(\x02\x12&\n\ninput_kind\x18\x0c \x01(\x0e\x32\x12.hitl.v1.InputKind\x12\x17\n\x0fpolicy_revision\x18\r \x01(\x03\x12\x1b\n\x13\x63\x61libration_version\x18\x0e \x01(\t\x12\x16\n\x0e\x65xperiment_arm\x18\x0f \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x10 \x01(\x08\x12\x10\n\x08trace_id\x18\x11 \x01(\t\x12\x0f\n\x07span_id\x18\x16 \x01(\t\x12\x12\n\ndecided_at\x18\x12 \x01(\x01\x12\x1d\n\x15inclusion_probability\x18\x13 \x01(\x01\x12\x15\n\rescalation_id\x18\x14 \x01(\t\x12\x0e\n\x06labels\x18\x15 \x03(\t\x12H\n\x11string_attributes\x18\x17 \x03(\x0b\x32-.hitl.v1.DecisionRecord.StringAttributesEntry\x12J\n\x12numeric_attributes\x18\x18 \x03(\x0b\x32..hitl.v1.DecisionRecord.NumericAttributesEntry\x1a\x37\n\x15StringAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x38\n\x16NumericAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"D\n\x16RecordDecisionsRequest\x12*\n\tdecisions\x18\x01 \x03(\x0b\x32\x17.hitl.v1.DecisionRecord\"c\n\x0e\x44\x65\x63isionResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.hitl.v1.RecordResult.Status\x12\x0f\n\x07message\x18\x03 \x01(\t\"C\n\x17RecordDecisionsResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.hitl.v1.DecisionResult\" \n\nGetRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"[\n\rReceivedEvent\x12%\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x16.hitl.v1.FeedbackEvent\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x13\n\x0breceived_at\x18\x03 \x01(\x01\"\x90\x01\n\x0eRequestHistory\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12&\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x16.hitl.v1.ReceivedEvent\x12)\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0b\x32\x17.hitl.v1.DecisionRecord\x12\x17\n\x0f\x64\x65\x63ision_sender\x18\x04 \x01(\t\"l\n\x14\x45xportDatasetRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05since\x18\x02 \x01(\x01\x12\r\n\x05until\x18\x03 \x01(\x01\x12\x10\n\x08strategy\x18\x04 \x01(\t\x12\x15\n\rlabel_sources\x18\x05 \x03(\t\"?\n\x0c\x44\x61tasetChunk\x12\x17\n\rmanifest_json\x18\x01 \x01(\tH\x00\x12\x0e\n\x04rows\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part*\xbf\x01\n\x0c\x46\x65\x65\x64\x62\x61\x63kType\x12\x1d\n\x19\x46\x45\x45\x44\x42\x41\x43K_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x46\x45\x45\x44\x42\x41\x43K_OUTCOME\x10\x01\x12 \n\x1c\x46\x45\x45\x44\x42\x41\x43K_EXPLICIT_CORRECTION\x10\x02\x12\x13\n\x0f\x46\x45\x45\x44\x42\x41\x43K_RATING\x10\x03\x12\x15\n\x11\x46\x45\x45\x44\x42\x41\x43K_IMPLICIT\x10\x04\x12\x17\n\x13\x46\x45\x45\x44\x42\x41\x43K_PREFERENCE\x10\x05\x12\x13\n\x0f\x46\x45\x45\x44\x42\x41\x43K_REVIEW\x10\x06\x32\xda\x02\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x37\n\x06Record\x12\x16.hitl.v1.FeedbackEvent\x1a\x15.hitl.v1.RecordResult\x12H\n\x0bRecordBatch\x12\x1b.hitl.v1.RecordBatchRequest\x1a\x1c.hitl.v1.RecordBatchResponse\x12T\n\x0fRecordDecisions\x12\x1f.hitl.v1.RecordDecisionsRequest\x1a .hitl.v1.RecordDecisionsResponse\x12\x33\n\x03Get\x12\x13.hitl.v1.GetRequest\x1a\x17.hitl.v1.RequestHistory\x12@\n\x06\x45xport\x12\x1d.hitl.v1.ExportDatasetRequest\x1a\x15.hitl.v1.DatasetChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16hitl/v1/feedback.proto\x12\x07hitl.v1\x1a\x16hitl/v1/decision.proto\"?\n\x05Label\x12\x18\n\x0b\x63lass_index\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x0c\n\x04name\x18\x02 \x01(\tB\x0e\n\x0c_class_index\"%\n\x06Signal\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\"\xa8\x03\n\rFeedbackEvent\x12\x13\n\x0b\x66\x65\x65\x64\x62\x61\x63k_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12#\n\x04type\x18\x05 \x01(\x0e\x32\x15.hitl.v1.FeedbackType\x12\x1f\n\x05label\x18\x06 \x01(\x0b\x32\x0e.hitl.v1.LabelH\x00\x12\x10\n\x06rating\x18\x07 \x01(\x01H\x00\x12!\n\x06signal\x18\x08 \x01(\x0b\x32\x0f.hitl.v1.SignalH\x00\x12\x18\n\x0epreferred_over\x18\t \x01(\tH\x00\x12\x12\n\x08retracts\x18\r \x01(\tH\x00\x12\x0e\n\x06source\x18\n \x01(\t\x12=\n\x0cuser_context\x18\x0b \x03(\x0b\x32\'.hitl.v1.FeedbackEvent.UserContextEntry\x12\x13\n\x0boccurred_at\x18\x0c \x01(\x01\x1a\x32\n\x10UserContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05value\"\xbd\x01\n\x0cRecordResult\x12\x13\n\x0b\x66\x65\x65\x64\x62\x61\x63k_id\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.hitl.v1.RecordResult.Status\x12\x0f\n\x07message\x18\x03 \x01(\t\"Y\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x01\x12\r\n\tDUPLICATE\x10\x02\x12\x0c\n\x08\x43ONFLICT\x10\x03\x12\x0c\n\x08REJECTED\x10\x04\"<\n\x12RecordBatchRequest\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.hitl.v1.FeedbackEvent\"=\n\x13RecordBatchResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.hitl.v1.RecordResult\"\x98\x06\n\x0e\x44\x65\x63isionRecord\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0e\n\x06\x64omain\x18\x04 \x01(\t\x12\x1b\n\x04tier\x18\x05 \x01(\x0e\x32\r.hitl.v1.Tier\x12\x1f\n\x06reason\x18\x06 \x01(\x0e\x32\x0f.hitl.v1.Reason\x12\x0f\n\x07rule_id\x18\x07 \x01(\t\x12\x17\n\x0fpredicted_class\x18\x08 \x01(\x05\x12\x17\n\x0fpredicted_label\x18\t \x01(\t\x12\x1d\n\x15\x63\x61librated_confidence\x18\n \x01(\x01\x12\x0e\n\x06logits\x18\x0b \x03(\x02\x12&\n\ninput_kind\x18\x0c \x01(\x0e\x32\x12.hitl.v1.InputKind\x12\x17\n\x0fpolicy_revision\x18\r \x01(\x03\x12\x1b\n\x13\x63\x61libration_version\x18\x0e \x01(\t\x12\x16\n\x0e\x65xperiment_arm\x18\x0f \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x10 \x01(\x08\x12\x10\n\x08trace_id\x18\x11 \x01(\t\x12\x0f\n\x07span_id\x18\x16 \x01(\t\x12\x12\n\ndecided_at\x18\x12 \x01(\x01\x12\x1d\n\x15inclusion_probability\x18\x13 \x01(\x01\x12\x15\n\rescalation_id\x18\x14 \x01(\t\x12\x0e\n\x06labels\x18\x15 \x03(\t\x12H\n\x11string_attributes\x18\x17 \x03(\x0b\x32-.hitl.v1.DecisionRecord.StringAttributesEntry\x12J\n\x12numeric_attributes\x18\x18 \x03(\x0b\x32..hitl.v1.DecisionRecord.NumericAttributesEntry\x1a\x37\n\x15StringAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x38\n\x16NumericAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"D\n\x16RecordDecisionsRequest\x12*\n\tdecisions\x18\x01 \x03(\x0b\x32\x17.hitl.v1.DecisionRecord\"c\n\x0e\x44\x65\x63isionResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.hitl.v1.RecordResult.Status\x12\x0f\n\x07message\x18\x03 \x01(\t\"C\n\x17RecordDecisionsResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.hitl.v1.DecisionResult\" \n\nGetRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"[\n\rReceivedEvent\x12%\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x16.hitl.v1.FeedbackEvent\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x13\n\x0breceived_at\x18\x03 \x01(\x01\"\x90\x01\n\x0eRequestHistory\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12&\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x16.hitl.v1.ReceivedEvent\x12)\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0b\x32\x17.hitl.v1.DecisionRecord\x12\x17\n\x0f\x64\x65\x63ision_sender\x18\x04 \x01(\t\"l\n\x14\x45xportDatasetRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05since\x18\x02 \x01(\x01\x12\r\n\x05until\x18\x03 \x01(\x01\x12\x10\n\x08strategy\x18\x04 \x01(\t\x12\x15\n\rlabel_sources\x18\x05 \x03(\t\"?\n\x0c\x44\x61tasetChunk\x12\x17\n\rmanifest_json\x18\x01 \x01(\tH\x00\x12\x0e\n\x04rows\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part*\xd8\x01\n\x0c\x46\x65\x65\x64\x62\x61\x63kType\x12\x1d\n\x19\x46\x45\x45\x44\x42\x41\x43K_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x46\x45\x45\x44\x42\x41\x43K_OUTCOME\x10\x01\x12 \n\x1c\x46\x45\x45\x44\x42\x41\x43K_EXPLICIT_CORRECTION\x10\x02\x12\x13\n\x0f\x46\x45\x45\x44\x42\x41\x43K_RATING\x10\x03\x12\x15\n\x11\x46\x45\x45\x44\x42\x41\x43K_IMPLICIT\x10\x04\x12\x17\n\x13\x46\x45\x45\x44\x42\x41\x43K_PREFERENCE\x10\x05\x12\x13\n\x0f\x46\x45\x45\x44\x42\x41\x43K_REVIEW\x10\x06\x12\x17\n\x13\x46\x45\x45\x44\x42\x41\x43K_RETRACTION\x10\x07\x32\xda\x02\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x37\n\x06Record\x12\x16.hitl.v1.FeedbackEvent\x1a\x15.hitl.v1.RecordResult\x12H\n\x0bRecordBatch\x12\x1b.hitl.v1.RecordBatchRequest\x1a\x1c.hitl.v1.RecordBatchResponse\x12T\n\x0fRecordDecisions\x12\x1f.hitl.v1.RecordDecisionsRequest\x1a .hitl.v1.RecordDecisionsResponse\x12\x33\n\x03Get\x12\x13.hitl.v1.GetRequest\x1a\x17.hitl.v1.RequestHistory\x12@\n\x06\x45xport\x12\x1d.hitl.v1.ExportDatasetRequest\x1a\x15.hitl.v1.DatasetChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,46 +38,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DECISIONRECORD_STRINGATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_DECISIONRECORD_NUMERICATTRIBUTESENTRY']._loaded_options = None
   _globals['_DECISIONRECORD_NUMERICATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_FEEDBACKTYPE']._serialized_start=2372
-  _globals['_FEEDBACKTYPE']._serialized_end=2563
+  _globals['_FEEDBACKTYPE']._serialized_start=2392
+  _globals['_FEEDBACKTYPE']._serialized_end=2608
   _globals['_LABEL']._serialized_start=59
   _globals['_LABEL']._serialized_end=122
   _globals['_SIGNAL']._serialized_start=124
   _globals['_SIGNAL']._serialized_end=161
   _globals['_FEEDBACKEVENT']._serialized_start=164
-  _globals['_FEEDBACKEVENT']._serialized_end=568
-  _globals['_FEEDBACKEVENT_USERCONTEXTENTRY']._serialized_start=509
-  _globals['_FEEDBACKEVENT_USERCONTEXTENTRY']._serialized_end=559
-  _globals['_RECORDRESULT']._serialized_start=571
-  _globals['_RECORDRESULT']._serialized_end=760
-  _globals['_RECORDRESULT_STATUS']._serialized_start=671
-  _globals['_RECORDRESULT_STATUS']._serialized_end=760
-  _globals['_RECORDBATCHREQUEST']._serialized_start=762
-  _globals['_RECORDBATCHREQUEST']._serialized_end=822
-  _globals['_RECORDBATCHRESPONSE']._serialized_start=824
-  _globals['_RECORDBATCHRESPONSE']._serialized_end=885
-  _globals['_DECISIONRECORD']._serialized_start=888
-  _globals['_DECISIONRECORD']._serialized_end=1680
-  _globals['_DECISIONRECORD_STRINGATTRIBUTESENTRY']._serialized_start=1567
-  _globals['_DECISIONRECORD_STRINGATTRIBUTESENTRY']._serialized_end=1622
-  _globals['_DECISIONRECORD_NUMERICATTRIBUTESENTRY']._serialized_start=1624
-  _globals['_DECISIONRECORD_NUMERICATTRIBUTESENTRY']._serialized_end=1680
-  _globals['_RECORDDECISIONSREQUEST']._serialized_start=1682
-  _globals['_RECORDDECISIONSREQUEST']._serialized_end=1750
-  _globals['_DECISIONRESULT']._serialized_start=1752
-  _globals['_DECISIONRESULT']._serialized_end=1851
-  _globals['_RECORDDECISIONSRESPONSE']._serialized_start=1853
-  _globals['_RECORDDECISIONSRESPONSE']._serialized_end=1920
-  _globals['_GETREQUEST']._serialized_start=1922
-  _globals['_GETREQUEST']._serialized_end=1954
-  _globals['_RECEIVEDEVENT']._serialized_start=1956
-  _globals['_RECEIVEDEVENT']._serialized_end=2047
-  _globals['_REQUESTHISTORY']._serialized_start=2050
-  _globals['_REQUESTHISTORY']._serialized_end=2194
-  _globals['_EXPORTDATASETREQUEST']._serialized_start=2196
-  _globals['_EXPORTDATASETREQUEST']._serialized_end=2304
-  _globals['_DATASETCHUNK']._serialized_start=2306
-  _globals['_DATASETCHUNK']._serialized_end=2369
-  _globals['_FEEDBACK']._serialized_start=2566
-  _globals['_FEEDBACK']._serialized_end=2912
+  _globals['_FEEDBACKEVENT']._serialized_end=588
+  _globals['_FEEDBACKEVENT_USERCONTEXTENTRY']._serialized_start=529
+  _globals['_FEEDBACKEVENT_USERCONTEXTENTRY']._serialized_end=579
+  _globals['_RECORDRESULT']._serialized_start=591
+  _globals['_RECORDRESULT']._serialized_end=780
+  _globals['_RECORDRESULT_STATUS']._serialized_start=691
+  _globals['_RECORDRESULT_STATUS']._serialized_end=780
+  _globals['_RECORDBATCHREQUEST']._serialized_start=782
+  _globals['_RECORDBATCHREQUEST']._serialized_end=842
+  _globals['_RECORDBATCHRESPONSE']._serialized_start=844
+  _globals['_RECORDBATCHRESPONSE']._serialized_end=905
+  _globals['_DECISIONRECORD']._serialized_start=908
+  _globals['_DECISIONRECORD']._serialized_end=1700
+  _globals['_DECISIONRECORD_STRINGATTRIBUTESENTRY']._serialized_start=1587
+  _globals['_DECISIONRECORD_STRINGATTRIBUTESENTRY']._serialized_end=1642
+  _globals['_DECISIONRECORD_NUMERICATTRIBUTESENTRY']._serialized_start=1644
+  _globals['_DECISIONRECORD_NUMERICATTRIBUTESENTRY']._serialized_end=1700
+  _globals['_RECORDDECISIONSREQUEST']._serialized_start=1702
+  _globals['_RECORDDECISIONSREQUEST']._serialized_end=1770
+  _globals['_DECISIONRESULT']._serialized_start=1772
+  _globals['_DECISIONRESULT']._serialized_end=1871
+  _globals['_RECORDDECISIONSRESPONSE']._serialized_start=1873
+  _globals['_RECORDDECISIONSRESPONSE']._serialized_end=1940
+  _globals['_GETREQUEST']._serialized_start=1942
+  _globals['_GETREQUEST']._serialized_end=1974
+  _globals['_RECEIVEDEVENT']._serialized_start=1976
+  _globals['_RECEIVEDEVENT']._serialized_end=2067
+  _globals['_REQUESTHISTORY']._serialized_start=2070
+  _globals['_REQUESTHISTORY']._serialized_end=2214
+  _globals['_EXPORTDATASETREQUEST']._serialized_start=2216
+  _globals['_EXPORTDATASETREQUEST']._serialized_end=2324
+  _globals['_DATASETCHUNK']._serialized_start=2326
+  _globals['_DATASETCHUNK']._serialized_end=2389
+  _globals['_FEEDBACK']._serialized_start=2611
+  _globals['_FEEDBACK']._serialized_end=2957
 # @@protoc_insertion_point(module_scope)

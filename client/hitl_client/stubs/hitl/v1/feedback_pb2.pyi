@@ -43,6 +43,12 @@ class _FeedbackTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Feedback
     """This request's output was preferred over another request's: `preferred_over`."""
     FEEDBACK_REVIEW: _FeedbackType.ValueType  # 6
     """A reviewer's verdict from the review queue: `label`."""
+    FEEDBACK_RETRACTION: _FeedbackType.ValueType  # 7
+    """Withdraws a label the same sender gave earlier about the same request (an
+    OUTCOME, REVIEW or EXPLICIT_CORRECTION): `retracts` names its feedback_id. The
+    withdrawn event stays in the log (Get shows both) but labels nothing from then
+    on: datasets, the monitor and the loop's health read the labels that stand.
+    """
 
 class FeedbackType(_FeedbackType, metaclass=_FeedbackTypeEnumTypeWrapper): ...
 
@@ -59,6 +65,12 @@ FEEDBACK_PREFERENCE: FeedbackType.ValueType  # 5
 """This request's output was preferred over another request's: `preferred_over`."""
 FEEDBACK_REVIEW: FeedbackType.ValueType  # 6
 """A reviewer's verdict from the review queue: `label`."""
+FEEDBACK_RETRACTION: FeedbackType.ValueType  # 7
+"""Withdraws a label the same sender gave earlier about the same request (an
+OUTCOME, REVIEW or EXPLICIT_CORRECTION): `retracts` names its feedback_id. The
+withdrawn event stays in the log (Get shows both) but labels nothing from then
+on: datasets, the monitor and the loop's health read the labels that stand.
+"""
 Global___FeedbackType: _TypeAlias = FeedbackType  # noqa: Y015
 
 @_typing.final
@@ -142,6 +154,7 @@ class FeedbackEvent(_message.Message):
     RATING_FIELD_NUMBER: _builtins.int
     SIGNAL_FIELD_NUMBER: _builtins.int
     PREFERRED_OVER_FIELD_NUMBER: _builtins.int
+    RETRACTS_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
     USER_CONTEXT_FIELD_NUMBER: _builtins.int
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
@@ -155,6 +168,8 @@ class FeedbackEvent(_message.Message):
     type: Global___FeedbackType.ValueType
     rating: _builtins.float
     preferred_over: _builtins.str
+    retracts: _builtins.str
+    """The feedback_id of the event a RETRACTION withdraws."""
     source: _builtins.str
     """Who observed it (an application, a job), at most 128 characters."""
     occurred_at: _builtins.float
@@ -179,15 +194,16 @@ class FeedbackEvent(_message.Message):
         rating: _builtins.float = ...,
         signal: Global___Signal | None = ...,
         preferred_over: _builtins.str = ...,
+        retracts: _builtins.str = ...,
         source: _builtins.str = ...,
         user_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         occurred_at: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "preferred_over", b"preferred_over", "rating", b"rating", "signal", b"signal", "value", b"value"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "preferred_over", b"preferred_over", "rating", b"rating", "retracts", b"retracts", "signal", b"signal", "value", b"value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["feedback_id", b"feedback_id", "label", b"label", "model", b"model", "model_version", b"model_version", "occurred_at", b"occurred_at", "preferred_over", b"preferred_over", "rating", b"rating", "request_id", b"request_id", "signal", b"signal", "source", b"source", "type", b"type", "user_context", b"user_context", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feedback_id", b"feedback_id", "label", b"label", "model", b"model", "model_version", b"model_version", "occurred_at", b"occurred_at", "preferred_over", b"preferred_over", "rating", b"rating", "request_id", b"request_id", "retracts", b"retracts", "signal", b"signal", "source", b"source", "type", b"type", "user_context", b"user_context", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_value: _TypeAlias = _typing.Literal["label", "rating", "signal", "preferred_over"]  # noqa: Y015
+    _WhichOneofReturnType_value: _TypeAlias = _typing.Literal["label", "rating", "signal", "preferred_over", "retracts"]  # noqa: Y015
     _WhichOneofArgType_value: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_value) -> _WhichOneofReturnType_value | None: ...
 

@@ -42,7 +42,8 @@ class FeedbackStub:
 
     Every call needs credentials (a bearer token, or a client certificate under
     mTLS) of a principal whose roles allow it: Record and RecordBatch client
-    (every type but REVIEW), sidecar (OUTCOME) or review (REVIEW); RecordDecisions
+    (every type but REVIEW), sidecar (OUTCOME) or review (REVIEW), each also
+    RETRACTION of its own labels; RecordDecisions
     sidecar; Get viewer; Export exporter.
     UNAUTHENTICATED or PERMISSION_DENIED otherwise. Who sent an event comes from
     the credential.
@@ -79,7 +80,8 @@ class FeedbackAsyncStub(FeedbackStub):
 
     Every call needs credentials (a bearer token, or a client certificate under
     mTLS) of a principal whose roles allow it: Record and RecordBatch client
-    (every type but REVIEW), sidecar (OUTCOME) or review (REVIEW); RecordDecisions
+    (every type but REVIEW), sidecar (OUTCOME) or review (REVIEW), each also
+    RETRACTION of its own labels; RecordDecisions
     sidecar; Get viewer; Export exporter.
     UNAUTHENTICATED or PERMISSION_DENIED otherwise. Who sent an event comes from
     the credential.
@@ -119,7 +121,8 @@ class FeedbackServicer(metaclass=_abc_1.ABCMeta):
 
         Every call needs credentials (a bearer token, or a client certificate under
         mTLS) of a principal whose roles allow it: Record and RecordBatch client
-        (every type but REVIEW), sidecar (OUTCOME) or review (REVIEW); RecordDecisions
+        (every type but REVIEW), sidecar (OUTCOME) or review (REVIEW), each also
+        RETRACTION of its own labels; RecordDecisions
         sidecar; Get viewer; Export exporter.
         UNAUTHENTICATED or PERMISSION_DENIED otherwise. Who sent an event comes from
         the credential.

@@ -684,3 +684,119 @@ class ExportRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExportRequest: _TypeAlias = ExportRequest  # noqa: Y015
+
+@_typing.final
+class BulkAcceptRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    MIN_CONFIDENCE_FIELD_NUMBER: _builtins.int
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """Required: only items of this model."""
+    min_confidence: _builtins.float
+    """Required, in [0, 1]: accept items whose calibrated confidence is at least this."""
+    rule_id: _builtins.str
+    """Only items of this rule (optional)."""
+    tier: _decision_pb2.Tier.ValueType
+    """Only items of this tier (optional)."""
+    limit: _builtins.int
+    """Default 100, at most 1000."""
+    dry_run: _builtins.bool
+    """List the items it would accept; resolve none."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        min_confidence: _builtins.float | None = ...,
+        rule_id: _builtins.str = ...,
+        tier: _decision_pb2.Tier.ValueType = ...,
+        limit: _builtins.int = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_min_confidence", b"_min_confidence", "min_confidence", b"min_confidence"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_min_confidence", b"_min_confidence", "dry_run", b"dry_run", "limit", b"limit", "min_confidence", b"min_confidence", "model", b"model", "rule_id", b"rule_id", "tier", b"tier"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__min_confidence: _TypeAlias = _typing.Literal["min_confidence"]  # noqa: Y015
+    _WhichOneofArgType__min_confidence: _TypeAlias = _typing.Literal["_min_confidence", b"_min_confidence"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_confidence) -> _WhichOneofReturnType__min_confidence | None: ...
+
+Global___BulkAcceptRequest: _TypeAlias = BulkAcceptRequest  # noqa: Y015
+
+@_typing.final
+class BulkAcceptResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    ESCALATION_IDS_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    """Written into each resolution's rationale and evidence ("bulk accept <batch_id>")."""
+    dry_run: _builtins.bool
+    @_builtins.property
+    def escalation_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The items it resolved (dry run: would resolve), most urgent first."""
+
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        escalation_ids: _abc.Iterable[_builtins.str] | None = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "dry_run", b"dry_run", "escalation_ids", b"escalation_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BulkAcceptResponse: _TypeAlias = BulkAcceptResponse  # noqa: Y015
+
+@_typing.final
+class RevertRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ESCALATION_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    escalation_id: _builtins.str
+    reason: _builtins.str
+    """Required: why (at most 1000 characters), kept with the reverted resolution."""
+    def __init__(
+        self,
+        *,
+        escalation_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["escalation_id", b"escalation_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevertRequest: _TypeAlias = RevertRequest  # noqa: Y015
+
+@_typing.final
+class RevertResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def item(self) -> Global___ReviewItem:
+        """The item, open again."""
+
+    def __init__(
+        self,
+        *,
+        item: Global___ReviewItem | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevertResponse: _TypeAlias = RevertResponse  # noqa: Y015

@@ -64,6 +64,16 @@ class ReviewQueueStub:
                 request_serializer=hitl_dot_v1_dot_review__pb2.ExportRequest.SerializeToString,
                 response_deserializer=hitl_dot_v1_dot_review__pb2.ReviewItem.FromString,
                 _registered_method=True)
+        self.BulkAccept = channel.unary_unary(
+                '/hitl.v1.ReviewQueue/BulkAccept',
+                request_serializer=hitl_dot_v1_dot_review__pb2.BulkAcceptRequest.SerializeToString,
+                response_deserializer=hitl_dot_v1_dot_review__pb2.BulkAcceptResponse.FromString,
+                _registered_method=True)
+        self.Revert = channel.unary_unary(
+                '/hitl.v1.ReviewQueue/Revert',
+                request_serializer=hitl_dot_v1_dot_review__pb2.RevertRequest.SerializeToString,
+                response_deserializer=hitl_dot_v1_dot_review__pb2.RevertResponse.FromString,
+                _registered_method=True)
 
 
 class ReviewQueueServicer:
@@ -80,7 +90,7 @@ class ReviewQueueServicer:
         Every call needs credentials (a bearer token, or a client certificate under
         mTLS) of a principal whose roles allow it: Submit sidecar; List viewer or lead;
         Claim and Resolve reviewer or lead; Export exporter or lead. UNAUTHENTICATED or
-        PERMISSION_DENIED otherwise.
+        PERMISSION_DENIED otherwise. BulkAccept and Revert: lead only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -135,6 +145,31 @@ class ReviewQueueServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BulkAccept(self, request, context):
+        """A lead accepts every open item of a model (optionally of one rule and tier)
+        whose calibrated confidence is at least min_confidence, most urgent first, up to
+        limit: each is its own ACCEPT by the lead (who comes from the credential), in
+        one new batch, so each can be reverted alone. Items claimed, needing several
+        reviews, in adjudication or without a prediction are left alone. dry_run: the
+        items it would accept, nothing changed. Errors: INVALID_ARGUMENT naming the
+        field (no model, min_confidence absent or outside [0, 1], limit over 1000).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Revert(self, request, context):
+        """A lead takes back one resolution: the item is OPEN again, unresolved, and the
+        resolution is kept in its revert history with who, when and why. The queue
+        retracts it at the feedback service (when it had been sent) and sends the item's
+        next resolution as a new label. Errors: NOT_FOUND (no such escalation_id),
+        INVALID_ARGUMENT naming the field (the item is not resolved: escalation_id; no
+        reason, or over 1000 characters: reason).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReviewQueueServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -167,6 +202,16 @@ def add_ReviewQueueServicer_to_server(servicer, server):
                     servicer.Export,
                     request_deserializer=hitl_dot_v1_dot_review__pb2.ExportRequest.FromString,
                     response_serializer=hitl_dot_v1_dot_review__pb2.ReviewItem.SerializeToString,
+            ),
+            'BulkAccept': grpc.unary_unary_rpc_method_handler(
+                    servicer.BulkAccept,
+                    request_deserializer=hitl_dot_v1_dot_review__pb2.BulkAcceptRequest.FromString,
+                    response_serializer=hitl_dot_v1_dot_review__pb2.BulkAcceptResponse.SerializeToString,
+            ),
+            'Revert': grpc.unary_unary_rpc_method_handler(
+                    servicer.Revert,
+                    request_deserializer=hitl_dot_v1_dot_review__pb2.RevertRequest.FromString,
+                    response_serializer=hitl_dot_v1_dot_review__pb2.RevertResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -331,6 +376,60 @@ class ReviewQueue:
             '/hitl.v1.ReviewQueue/Export',
             hitl_dot_v1_dot_review__pb2.ExportRequest.SerializeToString,
             hitl_dot_v1_dot_review__pb2.ReviewItem.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BulkAccept(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hitl.v1.ReviewQueue/BulkAccept',
+            hitl_dot_v1_dot_review__pb2.BulkAcceptRequest.SerializeToString,
+            hitl_dot_v1_dot_review__pb2.BulkAcceptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Revert(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hitl.v1.ReviewQueue/Revert',
+            hitl_dot_v1_dot_review__pb2.RevertRequest.SerializeToString,
+            hitl_dot_v1_dot_review__pb2.RevertResponse.FromString,
             options,
             channel_credentials,
             insecure,

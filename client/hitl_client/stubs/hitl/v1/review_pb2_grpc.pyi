@@ -44,7 +44,7 @@ class ReviewQueueStub:
     Every call needs credentials (a bearer token, or a client certificate under
     mTLS) of a principal whose roles allow it: Submit sidecar; List viewer or lead;
     Claim and Resolve reviewer or lead; Export exporter or lead. UNAUTHENTICATED or
-    PERMISSION_DENIED otherwise.
+    PERMISSION_DENIED otherwise. BulkAccept and Revert: lead only.
     """
     List: _grpc.UnaryUnaryMultiCallable[_review_pb2.ListRequest, _review_pb2.ListResponse]
     """Items by state, model and tier, most urgent first."""
@@ -74,6 +74,23 @@ class ReviewQueueStub:
     """Resolved items with their decision context, oldest resolution first: the
     labelled data the calibrators fit on.
     """
+    BulkAccept: _grpc.UnaryUnaryMultiCallable[_review_pb2.BulkAcceptRequest, _review_pb2.BulkAcceptResponse]
+    """A lead accepts every open item of a model (optionally of one rule and tier)
+    whose calibrated confidence is at least min_confidence, most urgent first, up to
+    limit: each is its own ACCEPT by the lead (who comes from the credential), in
+    one new batch, so each can be reverted alone. Items claimed, needing several
+    reviews, in adjudication or without a prediction are left alone. dry_run: the
+    items it would accept, nothing changed. Errors: INVALID_ARGUMENT naming the
+    field (no model, min_confidence absent or outside [0, 1], limit over 1000).
+    """
+    Revert: _grpc.UnaryUnaryMultiCallable[_review_pb2.RevertRequest, _review_pb2.RevertResponse]
+    """A lead takes back one resolution: the item is OPEN again, unresolved, and the
+    resolution is kept in its revert history with who, when and why. The queue
+    retracts it at the feedback service (when it had been sent) and sends the item's
+    next resolution as a new label. Errors: NOT_FOUND (no such escalation_id),
+    INVALID_ARGUMENT naming the field (the item is not resolved: escalation_id; no
+    reason, or over 1000 characters: reason).
+    """
 
 @_typing.type_check_only
 class ReviewQueueAsyncStub(ReviewQueueStub):
@@ -89,7 +106,7 @@ class ReviewQueueAsyncStub(ReviewQueueStub):
     Every call needs credentials (a bearer token, or a client certificate under
     mTLS) of a principal whose roles allow it: Submit sidecar; List viewer or lead;
     Claim and Resolve reviewer or lead; Export exporter or lead. UNAUTHENTICATED or
-    PERMISSION_DENIED otherwise.
+    PERMISSION_DENIED otherwise. BulkAccept and Revert: lead only.
     """
     List: _aio.UnaryUnaryMultiCallable[_review_pb2.ListRequest, _review_pb2.ListResponse]  # type: ignore[assignment]
     """Items by state, model and tier, most urgent first."""
@@ -119,6 +136,23 @@ class ReviewQueueAsyncStub(ReviewQueueStub):
     """Resolved items with their decision context, oldest resolution first: the
     labelled data the calibrators fit on.
     """
+    BulkAccept: _aio.UnaryUnaryMultiCallable[_review_pb2.BulkAcceptRequest, _review_pb2.BulkAcceptResponse]  # type: ignore[assignment]
+    """A lead accepts every open item of a model (optionally of one rule and tier)
+    whose calibrated confidence is at least min_confidence, most urgent first, up to
+    limit: each is its own ACCEPT by the lead (who comes from the credential), in
+    one new batch, so each can be reverted alone. Items claimed, needing several
+    reviews, in adjudication or without a prediction are left alone. dry_run: the
+    items it would accept, nothing changed. Errors: INVALID_ARGUMENT naming the
+    field (no model, min_confidence absent or outside [0, 1], limit over 1000).
+    """
+    Revert: _aio.UnaryUnaryMultiCallable[_review_pb2.RevertRequest, _review_pb2.RevertResponse]  # type: ignore[assignment]
+    """A lead takes back one resolution: the item is OPEN again, unresolved, and the
+    resolution is kept in its revert history with who, when and why. The queue
+    retracts it at the feedback service (when it had been sent) and sends the item's
+    next resolution as a new label. Errors: NOT_FOUND (no such escalation_id),
+    INVALID_ARGUMENT naming the field (the item is not resolved: escalation_id; no
+    reason, or over 1000 characters: reason).
+    """
 
 class ReviewQueueServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -137,7 +171,7 @@ class ReviewQueueServicer(metaclass=_abc_1.ABCMeta):
         Every call needs credentials (a bearer token, or a client certificate under
         mTLS) of a principal whose roles allow it: Submit sidecar; List viewer or lead;
         Claim and Resolve reviewer or lead; Export exporter or lead. UNAUTHENTICATED or
-        PERMISSION_DENIED otherwise.
+        PERMISSION_DENIED otherwise. BulkAccept and Revert: lead only.
         """
 
     @_abc_1.abstractmethod
@@ -196,6 +230,35 @@ class ReviewQueueServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_review_pb2.ReviewItem], _abc.AsyncIterator[_review_pb2.ReviewItem]]:
         """Resolved items with their decision context, oldest resolution first: the
         labelled data the calibrators fit on.
+        """
+
+    @_abc_1.abstractmethod
+    def BulkAccept(
+        self,
+        request: _review_pb2.BulkAcceptRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_review_pb2.BulkAcceptResponse, _abc.Awaitable[_review_pb2.BulkAcceptResponse]]:
+        """A lead accepts every open item of a model (optionally of one rule and tier)
+        whose calibrated confidence is at least min_confidence, most urgent first, up to
+        limit: each is its own ACCEPT by the lead (who comes from the credential), in
+        one new batch, so each can be reverted alone. Items claimed, needing several
+        reviews, in adjudication or without a prediction are left alone. dry_run: the
+        items it would accept, nothing changed. Errors: INVALID_ARGUMENT naming the
+        field (no model, min_confidence absent or outside [0, 1], limit over 1000).
+        """
+
+    @_abc_1.abstractmethod
+    def Revert(
+        self,
+        request: _review_pb2.RevertRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_review_pb2.RevertResponse, _abc.Awaitable[_review_pb2.RevertResponse]]:
+        """A lead takes back one resolution: the item is OPEN again, unresolved, and the
+        resolution is kept in its revert history with who, when and why. The queue
+        retracts it at the feedback service (when it had been sent) and sends the item's
+        next resolution as a new label. Errors: NOT_FOUND (no such escalation_id),
+        INVALID_ARGUMENT naming the field (the item is not resolved: escalation_id; no
+        reason, or over 1000 characters: reason).
         """
 
 def add_ReviewQueueServicer_to_server(servicer: ReviewQueueServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
