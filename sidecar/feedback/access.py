@@ -3,8 +3,10 @@
 ``client`` (an application) sends every type but REVIEW; ``sidecar`` sends OUTCOME
 (what RecordOutcome learns); ``review`` (the review queue) sends REVIEW; each may send
 a RETRACTION of a label it sent itself (``validation.check_retraction``); ``viewer``
-reads a request's history; ``exporter`` (a training or recalibration job) exports
-datasets. Who sent an event is the principal its credential names."""
+reads a request's history; ``review`` and ``viewer`` read the labels that stand for a
+batch of requests (Labels: outcomes and corrections, what the queue compares its
+reviewers with); ``exporter`` (a training or recalibration job) exports datasets.
+Who sent an event is the principal its credential names."""
 
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ METHOD_ROLES: Mapping[str, frozenset[str]] = {
     "RecordBatch": SENDERS,
     "RecordDecisions": frozenset({FeedbackRole.SIDECAR}),
     "Get": frozenset({FeedbackRole.VIEWER}),
+    "Labels": frozenset({FeedbackRole.REVIEW, FeedbackRole.VIEWER}),
     "Export": frozenset({FeedbackRole.EXPORTER}),
 }
 # The types each sending role may send.

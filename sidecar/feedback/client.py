@@ -59,6 +59,14 @@ class FeedbackClient(ServiceClient):
         )
         return history
 
+    def labels(
+        self, request_ids: Sequence[str], label_sources: Sequence[str] = ()
+    ) -> list[fpb.RequestLabel]:
+        """The label that stands for each of request_ids that has one (Labels)."""
+        request = fpb.LabelsRequest(request_ids=request_ids, label_sources=label_sources)
+        response = self._stub.Labels(request, metadata=self._metadata, timeout=self._timeout)
+        return list(response.labels)
+
     def export(self, request: fpb.ExportDatasetRequest) -> Dataset:
         """The dataset the service compiles for the query; DataError when the rows
         received are not the ones its manifest names."""

@@ -7,7 +7,8 @@ compiling is pure (the store's rows in, bytes and a manifest out);
 - **Labels.** A decision's label comes from the events about its request whose
   source is among ``sources``, the first source in that order winning (by default
   an outcome beats a review beats a user's correction); within a source the latest
-  event wins. A label its sender retracted is not among them (the store leaves it
+  event wins. ``chosen_label`` is that rule alone, which the Labels RPC answers
+  with too. A label its sender retracted is not among them (the store leaves it
   out). Decisions whose sources disagree are counted and listed. A label
   given by name is resolved to its class through the decision's labels. One that
   names no class, one beyond the decision's logits, or one whose name is not its
@@ -40,6 +41,9 @@ from sidecar.files import replace_file
 STRATEGIES = ("all", "stratified", "class-balanced")
 SOURCES = {"outcome": "OUTCOME", "review": "REVIEW", "correction": "EXPLICIT_CORRECTION"}
 DEFAULT_SOURCES = ("outcome", "review", "correction")
+# The sources the Labels RPC answers from: never review, the queue's own labels,
+# which its reviewers are compared against the others.
+TRUTH_SOURCES = ("outcome", "correction")
 MAX_LISTED = 100  # disagreements listed in a manifest
 
 
@@ -61,6 +65,17 @@ class Labelled:
 
     decision: Mapping[str, Any]  # the DecisionRecord's JSON mapping
     events: list[Mapping[str, Any]]  # FeedbackEvents' JSON mappings, in the order received
+    received_at: list[float] = field(default_factory=list)  # when each event arrived
+
+
+@dataclass(frozen=True, slots=True)
+class Chosen:
+    """The label a decision has by the rule: its class, the source it came from and
+    when the event that gave it was received (0 when the store did not say)."""
+
+    class_index: int
+    source: str
+    received_at: float
 
 
 @dataclass
@@ -72,11 +87,21 @@ class Dataset:
 
 def label_class(item: Labelled, sources: Sequence[str] = DEFAULT_SOURCES) -> int | None:
     """The class a decision was labelled, by the rule above (None: no usable label)."""
+    chosen = chosen_label(item, sources)
+    return None if chosen is None else chosen.class_index
+
+
+def chosen_label(item: Labelled, sources: Sequence[str] = DEFAULT_SOURCES) -> Chosen | None:
+    """The label a decision has by the rule above (None: no usable label)."""
     chosen, _ = _label(item.events, sources)
     if chosen is None:
         return None
-    index, unfit = _class_of(chosen[1], item.decision)
-    return None if unfit else index
+    source, at = chosen
+    index, unfit = _class_of(item.events[at].get("label", {}), item.decision)
+    if unfit:
+        return None
+    received = item.received_at[at] if at < len(item.received_at) else 0.0
+    return Chosen(index, source, received)
 
 
 def compile_dataset(query: Query, labelled: Iterable[Labelled]) -> Dataset:
@@ -88,8 +113,8 @@ def compile_dataset(query: Query, labelled: Iterable[Labelled]) -> Dataset:
         if chosen is None:
             unusable["no label from the chosen sources"] += 1
             continue
-        source, label = chosen
-        index, unfit = _class_of(label, item.decision)
+        source, at = chosen
+        index, unfit = _class_of(item.events[at].get("label", {}), item.decision)
         if unfit:
             unusable[unfit] += 1
             continue
@@ -131,17 +156,19 @@ def query_of(manifest: Mapping[str, Any]) -> Query:
 
 def _label(
     events: Sequence[Mapping[str, Any]], sources: Sequence[str]
-) -> tuple[tuple[str, Mapping[str, Any]] | None, dict[str, Any]]:
-    """(source, label) by the rule, and the sources' labels when they disagree."""
-    latest: dict[str, Mapping[str, Any]] = {}
-    for event in events:  # in the order received: a later one replaces an earlier
+) -> tuple[tuple[str, int] | None, dict[str, Any]]:
+    """(source, the position of its event in events) by the rule, and the sources'
+    labels when they disagree."""
+    latest: dict[str, int] = {}
+    for at, event in enumerate(events):  # in the order received: a later one wins
         for source in sources:
             if event.get("type") == f"FEEDBACK_{SOURCES[source]}":
-                latest[source] = event.get("label", {})
+                latest[source] = at
     present = [s for s in sources if s in latest]
     if not present:
         return None, {}
-    said = {s: latest[s].get("class_index", latest[s].get("name")) for s in present}
+    labels = {s: events[latest[s]].get("label", {}) for s in present}
+    said = {s: label.get("class_index", label.get("name")) for s, label in labels.items()}
     disagreeing = {"labels": said} if len(set(map(str, said.values()))) > 1 else {}
     return (present[0], latest[present[0]]), disagreeing
 

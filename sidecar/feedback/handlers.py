@@ -16,6 +16,7 @@ from sidecar.feedback.messages import (
     dataset_chunks,
     decision_result_message,
     history_message,
+    labels_message,
     result_message,
 )
 
@@ -45,6 +46,10 @@ def _get(log: FeedbackLog, _principal: Principal, request: fpb.GetRequest) -> Me
     return history_message(log.history(request.request_id))
 
 
+def _labels(log: FeedbackLog, _principal: Principal, request: fpb.LabelsRequest) -> Message:
+    return labels_message(log.labels(request))
+
+
 def _export(
     log: FeedbackLog, _principal: Principal, request: fpb.ExportDatasetRequest
 ) -> list[Message]:
@@ -56,5 +61,6 @@ HANDLERS: Mapping[str, Handler] = {
     "RecordBatch": _record_batch,
     "RecordDecisions": _record_decisions,
     "Get": _get,
+    "Labels": _labels,
     "Export": _export,
 }

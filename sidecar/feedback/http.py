@@ -47,6 +47,9 @@ class FeedbackHttp:
     async def get(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
         return await self._call(ctx, "Get", request)
 
+    async def labels(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
+        return await self._call(ctx, "Labels", request)
+
     async def export(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
         for chunk in await self._call(ctx, "Export", request):
             yield chunk

@@ -27,7 +27,7 @@ from sidecar.clock import Clock
 from sidecar.core.validation import MAX_REQUEST_ID, check_text
 from sidecar.errors import InvalidRequest, PermissionDenied
 from sidecar.feedback.access import check_type
-from sidecar.feedback.dataset import Dataset, compile_dataset
+from sidecar.feedback.dataset import Chosen, Dataset, chosen_label, compile_dataset
 from sidecar.feedback.latency import Stage, join_stages, review_stages
 from sidecar.feedback.limits import RateLimits
 from sidecar.feedback.metrics import FeedbackMetrics
@@ -49,6 +49,7 @@ from sidecar.feedback.validation import (
     check_retraction,
     export_query,
     label_class,
+    labels_query,
 )
 from sidecar.telemetry.links import link_current_span, recording_span
 
@@ -170,6 +171,14 @@ class FeedbackLog:
         check_text(request_id, "request_id", MAX_REQUEST_ID, required=True)
         decision = self.store.decision(request_id)
         return History(request_id, decision, self.store.history(request_id))
+
+    def labels(self, request: fpb.LabelsRequest) -> list[tuple[str, Chosen]]:
+        """(request_id, its label) for each asked-for request that has one by the
+        dataset's rule over the asked-for sources, in the order asked."""
+        request_ids, sources = labels_query(request)
+        found = {item.decision["request_id"]: item for item in self.store.labels_of(request_ids)}
+        chosen = {rid: chosen_label(item, sources) for rid, item in found.items()}
+        return [(rid, label) for rid in request_ids if (label := chosen.get(rid)) is not None]
 
     def export(self, request: fpb.ExportDatasetRequest) -> Dataset:
         """The dataset the request's query compiles from the log now."""

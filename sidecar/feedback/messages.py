@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
-from sidecar.feedback.dataset import Dataset
+from sidecar.feedback.dataset import Chosen, Dataset
 from sidecar.feedback.ingest import History, Result
 from sidecar.feedback.records import decision_of, event_of
 
@@ -38,6 +38,20 @@ def history_message(history: History) -> fpb.RequestHistory:
         message.decision.CopyFrom(decision_of(history.decision))
         message.decision_sender = history.decision.sender
     return message
+
+
+def labels_message(labels: list[tuple[str, Chosen]]) -> fpb.LabelsResponse:
+    return fpb.LabelsResponse(
+        labels=[
+            fpb.RequestLabel(
+                request_id=request_id,
+                class_index=label.class_index,
+                source=label.source,
+                received_at=label.received_at,
+            )
+            for request_id, label in labels
+        ]
+    )
 
 
 CHUNK = 1 << 20  # bytes of a dataset's rows in one DatasetChunk

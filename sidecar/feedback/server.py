@@ -40,6 +40,11 @@ class FeedbackServicer(fpb_grpc.FeedbackServicer):
     def Get(self, request: fpb.GetRequest, context: grpc.ServicerContext) -> fpb.RequestHistory:
         return self._call(context, "Get", request)  # type: ignore[no-any-return]
 
+    def Labels(
+        self, request: fpb.LabelsRequest, context: grpc.ServicerContext
+    ) -> fpb.LabelsResponse:
+        return self._call(context, "Labels", request)  # type: ignore[no-any-return]
+
     def Export(
         self, request: fpb.ExportDatasetRequest, context: grpc.ServicerContext
     ) -> Iterator[fpb.DatasetChunk]:

@@ -57,6 +57,12 @@ class FeedbackStore(Protocol):
         """The dead-lettered events, oldest first."""
         ...
 
+    def labels_of(self, request_ids: Sequence[str]) -> list[Labelled]:
+        """The decisions of request_ids that are recorded, each with the label events
+        about it no retraction has withdrawn, in order, and when each was received;
+        one query for all of them."""
+        ...
+
     def labelled(self, model: str, since: float, until: float) -> list[Labelled]:
         """model's decisions decided in [since, until) with the label events (outcomes,
         reviews, corrections) received before until and not withdrawn by a retraction

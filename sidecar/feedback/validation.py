@@ -20,7 +20,7 @@ from sidecar.core.validation import (
     check_text,
 )
 from sidecar.errors import InvalidRequest
-from sidecar.feedback.dataset import DEFAULT_SOURCES, SOURCES, STRATEGIES, Query
+from sidecar.feedback.dataset import DEFAULT_SOURCES, SOURCES, STRATEGIES, TRUTH_SOURCES, Query
 from sidecar.feedback.records import Known, Received
 
 MAX_BATCH = 1000
@@ -193,6 +193,26 @@ def export_query(request: fpb.ExportDatasetRequest, now: float) -> Query:
     if not set(sources) <= SOURCES.keys() or len(set(sources)) != len(sources):
         raise InvalidRequest("label_sources", f"name each of {', '.join(SOURCES)} at most once")
     return Query(request.model, request.since, until, strategy, sources)
+
+
+def labels_query(request: fpb.LabelsRequest) -> tuple[list[str], tuple[str, ...]]:
+    """The request_ids (deduplicated, in order) and the label sources a Labels call
+    asks for (empty: TRUTH_SOURCES); InvalidRequest naming the field otherwise."""
+    check_batch_size(len(request.request_ids), "request_ids")
+    for request_id in request.request_ids:
+        check_text(request_id, "request_ids", MAX_REQUEST_ID, required=True)
+    sources = tuple(request.label_sources) or TRUTH_SOURCES
+    if "review" in sources:
+        raise InvalidRequest(
+            "label_sources",
+            "review is the queue's own labels, not ground truth for them;"
+            f" name {' or '.join(TRUTH_SOURCES)}",
+        )
+    if not set(sources) <= set(TRUTH_SOURCES) or len(set(sources)) != len(sources):
+        raise InvalidRequest(
+            "label_sources", f"name each of {', '.join(TRUTH_SOURCES)} at most once"
+        )
+    return list(dict.fromkeys(request.request_ids)), sources
 
 
 def _type_names() -> list[str]:

@@ -23,6 +23,7 @@ from hitl_client.stubs.hitl.v1 import review_pb2_grpc as rpb_grpc
 from sidecar.clock import Clock, SystemClock
 from sidecar.errors import ConfigError
 from sidecar.review.config import ReviewConfig
+from sidecar.review.ground_truth import FeedbackLabels, GroundTruth
 from sidecar.review.metrics import ReviewMetrics
 from sidecar.review.outbox import FeedbackOutbox
 from sidecar.review.quality_window import refresh_gauges
@@ -53,9 +54,10 @@ class ReviewServer:
     queue: ReviewQueue
     grpc: ThreadedServer
     meters: MeterProvider
-    tasks: list[Periodic]  # the overdue sweep, the reviewer gauges; the outbox if any
+    tasks: list[Periodic]  # the overdue sweep, the outbox if any, the reviewer gauges
     outbox: FeedbackOutbox | None = None
     console: WebServer | None = None  # the reviewers' web console, when configured
+    labels: FeedbackLabels | None = None  # the feedback service's ground truth, if any
 
     @property
     def address(self) -> str:
@@ -85,6 +87,8 @@ class ReviewServer:
             task.stop()
         if self.outbox is not None:
             self.outbox.close()
+        if self.labels is not None:
+            self.labels.close()
         self.queue.store.close()
         self.meters.shutdown()
         log.info("review.stopped")
@@ -124,22 +128,31 @@ def build(
     )
     # At once (so the item gauge starts right), then every sweep_seconds.
     tasks = [Periodic("review-sweep", config.sweep_seconds, queue.sweep)]
-    # The reviewer gauges, recomputed at the sweep's pace: a task of its own, so a
-    # failure to read them never holds up the overdue raises.
-    tasks.append(
-        Periodic("review-quality", config.sweep_seconds, lambda: refresh_gauges(queue, metrics))
-    )
-    outbox = None
+    outbox = labels = truth = None
     if config.feedback:
         credentials = credentials_of(config, "feedback")
         outbox = FeedbackOutbox(queue.store, clock, config.feedback, credentials)
         tasks.append(Periodic("review-outbox", OUTBOX_SECONDS, outbox.send))
+        labels = FeedbackLabels(config.feedback, credentials)
+        truth = GroundTruth(labels, clock)
+    # The reviewer gauges and the ground truth they and the console compare with,
+    # read at the sweep's pace: a task of its own, so a failure to read them never
+    # holds up the overdue raises, and a page never waits on the feedback service.
+    tasks.append(
+        Periodic(
+            "review-quality",
+            config.sweep_seconds,
+            lambda: refresh_gauges(queue, metrics, truth=truth),
+        )
+    )
     observe_tasks(meters.get_meter(INSTRUMENTATION), lambda: [task.state for task in tasks])
-    console = _console(config, queue, metrics) if config.console_listen else None
-    return ReviewServer(config, queue, server, meters, tasks, outbox, console)
+    console = _console(config, queue, metrics, truth) if config.console_listen else None
+    return ReviewServer(config, queue, server, meters, tasks, outbox, console, labels)
 
 
-def _console(config: ReviewConfig, queue: ReviewQueue, metrics: ReviewMetrics) -> WebServer:
+def _console(
+    config: ReviewConfig, queue: ReviewQueue, metrics: ReviewMetrics, truth: GroundTruth | None
+) -> WebServer:
     """The web console on config.console_listen, over TLS with the gRPC server's
     certificate when it has one (its cookies then Secure)."""
     from sidecar.review.console.app import console_application
@@ -151,7 +164,7 @@ def _console(config: ReviewConfig, queue: ReviewQueue, metrics: ReviewMetrics) -
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(config.tls_cert, config.tls_key)
     sessions = Sessions(console_key(config), secure=tls is not None)
-    app = console_application(queue, config, sessions, metrics)
+    app = console_application(queue, config, sessions, metrics, truth=truth)
     var = env_of(ReviewConfig, "console_listen")
     # The trusted-header check needs the connecting peer, never a forwarded address.
     return web_server(app, config.console_listen, var, tls=tls, proxy_headers=False)

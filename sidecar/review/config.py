@@ -127,7 +127,8 @@ class ReviewConfig:
     feedback: str = setting(
         "HITL_REVIEW_FEEDBACK",
         "",
-        "the feedback service's HOST:PORT: every resolution is sent there as a REVIEW event",
+        "the feedback service's HOST:PORT: every resolution is sent there as a REVIEW event,"
+        " and reviewers' ground truth is read from it",
         parse=optional_address,
     )
     feedback_token_file: Path | None = token_file_setting(

@@ -30,6 +30,11 @@ reviewer, as ``sidecar.review.quality`` computes it (its docstring says how):
                                            gauge  share of answers equal to their
                                                   item's final class (only reviewers
                                                   who answered consensus items)
+    hitl.review.reviewer_truth_agreement
+                                           gauge  share of labels equal to the ground
+                                                  truth the feedback service holds (only
+                                                  reviewers with labels it has truth for,
+                                                  and only while it can be read)
     hitl.review.reviewer_flagged           gauge  1 when the check (labels,
                                                   override_rate) flagged the reviewer,
                                                   else 0; every reviewer, both checks
@@ -98,6 +103,12 @@ class ReviewMetrics:
                 " last day",
             ),
             (
+                "truth_agreement",
+                "",
+                "Each reviewer's share of labels equal to the feedback service's ground truth"
+                " (outcomes, corrections), last day",
+            ),
+            (
                 "flagged",
                 "",
                 "1 when a check (labels, override_rate) flagged the reviewer's departure from"
@@ -120,6 +131,7 @@ class ReviewMetrics:
             "median_handling": [],
             "override_rate": [],
             "consensus_agreement": [],
+            "truth_agreement": [],
             "flagged": [],
         }
         for name, q in report.reviewers.items():
@@ -129,6 +141,8 @@ class ReviewMetrics:
             gauges["override_rate"].append(Observation(q.override_rate, who))
             if q.consensus.rate is not None:
                 gauges["consensus_agreement"].append(Observation(q.consensus.rate, who))
+            if q.truth.rate is not None:
+                gauges["truth_agreement"].append(Observation(q.truth.rate, who))
             for check in Check:
                 value = int((name, check) in flagged)
                 gauges["flagged"].append(Observation(value, {**who, "check": check.value}))

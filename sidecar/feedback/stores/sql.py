@@ -132,8 +132,15 @@ class Statements:
             dataset = excluded.dataset, rows = excluded.rows, at = excluded.at"""
     event_counts: str = "SELECT type, COUNT(*) AS events FROM feedback_events GROUP BY type"
     decision_count: str = "SELECT COUNT(*) AS decisions FROM feedback_decisions"
+    # By the decisions' primary key and the events' (request_id, seq) index.
+    labels_of: str = """
+        SELECT d.request_id, d.decision, e.event, e.received_at
+        FROM feedback_decisions d
+        JOIN feedback_events e ON e.request_id = d.request_id
+        WHERE d.request_id IN ({ids}) AND e.type IN {labels} AND {standing}
+        ORDER BY d.request_id, e.seq"""
     labelled: str = """
-        SELECT d.request_id, d.decision, e.event
+        SELECT d.request_id, d.decision, e.event, e.received_at
         FROM feedback_decisions d
         JOIN feedback_events e ON e.request_id = d.request_id
         WHERE d.model = :model AND d.decided_at >= :since AND d.decided_at < :until
@@ -141,7 +148,7 @@ class Statements:
           AND e.type IN {labels} AND {standing_until}
         ORDER BY d.request_id, e.seq"""
     recorded: str = """
-        SELECT d.request_id, d.decision, e.event
+        SELECT d.request_id, d.decision, e.event, e.received_at
         FROM feedback_decisions d
         LEFT JOIN feedback_events e ON e.request_id = d.request_id
             AND e.received_at < :until AND e.type IN {labels} AND {standing_until}
@@ -235,22 +242,17 @@ class SqlStore(ServiceStore):
             for row in rows
         ]
 
+    def labels_of(self, request_ids: Sequence[str]) -> list[Labelled]:
+        return _joined(self._rows_of(self._sql.labels_of, request_ids))
+
     def labelled(self, model: str, since: float, until: float) -> list[Labelled]:
-        return self._joined(self._sql.labelled, model, since, until)
+        return self._window(self._sql.labelled, model, since, until)
 
     def recorded(self, model: str, since: float, until: float) -> list[Labelled]:
-        return self._joined(self._sql.recorded, model, since, until)
+        return self._window(self._sql.recorded, model, since, until)
 
-    def _joined(self, statement: str, model: str, since: float, until: float) -> list[Labelled]:
-        rows = self._rows(statement, {"model": model, "since": since, "until": until})
-        found: dict[str, Labelled] = {}
-        for row in rows:
-            item = found.get(row["request_id"])
-            if item is None:
-                item = found[row["request_id"]] = Labelled(json.loads(row["decision"]), [])
-            if row["event"] is not None:
-                item.events.append(json.loads(row["event"]))
-        return list(found.values())
+    def _window(self, statement: str, model: str, since: float, until: float) -> list[Labelled]:
+        return _joined(self._rows(statement, {"model": model, "since": since, "until": until}))
 
     def health(self, since: float) -> list[Health]:
         return [
@@ -293,6 +295,20 @@ class SqlStore(ServiceStore):
             released = tx.run(self._sql.release, {})
             left = int(tx.rows(self._sql.dead_count, {})[0]["letters"])
         return released, left
+
+
+def _joined(rows: Sequence[dict[str, Any]]) -> list[Labelled]:
+    """Rows of (request_id, decision, event, received_at), ordered by request_id, as
+    one Labelled per decision (an event NULL: a decision without one)."""
+    found: dict[str, Labelled] = {}
+    for row in rows:
+        item = found.get(row["request_id"])
+        if item is None:
+            item = found[row["request_id"]] = Labelled(json.loads(row["decision"]), [])
+        if row["event"] is not None:
+            item.events.append(json.loads(row["event"]))
+            item.received_at.append(float(row["received_at"]))
+    return list(found.values())
 
 
 def _add(

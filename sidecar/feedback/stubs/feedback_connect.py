@@ -29,6 +29,9 @@ class Feedback(Protocol):
     async def get(self, request: hitl_dot_v1_dot_feedback__pb2.GetRequest, ctx: RequestContext) -> hitl_dot_v1_dot_feedback__pb2.RequestHistory:
         raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
 
+    async def labels(self, request: hitl_dot_v1_dot_feedback__pb2.LabelsRequest, ctx: RequestContext) -> hitl_dot_v1_dot_feedback__pb2.LabelsResponse:
+        raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
+
     def export(self, request: hitl_dot_v1_dot_feedback__pb2.ExportDatasetRequest, ctx: RequestContext) -> AsyncIterator[hitl_dot_v1_dot_feedback__pb2.DatasetChunk]:
         raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
 
@@ -77,6 +80,16 @@ class FeedbackASGIApplication(ConnectASGIApplication[Feedback]):
                         idempotency_level=IdempotencyLevel.UNKNOWN,
                     ),
                     function=svc.get,
+                ),
+                "/hitl.v1.Feedback/Labels": Endpoint.unary(
+                    method=MethodInfo(
+                        name="Labels",
+                        service_name="hitl.v1.Feedback",
+                        input=hitl_dot_v1_dot_feedback__pb2.LabelsRequest,
+                        output=hitl_dot_v1_dot_feedback__pb2.LabelsResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                    ),
+                    function=svc.labels,
                 ),
                 "/hitl.v1.Feedback/Export": Endpoint.server_stream(
                     method=MethodInfo(
@@ -181,6 +194,26 @@ class FeedbackClient(ConnectClient):
             timeout_ms=timeout_ms,
         )
 
+    async def labels(
+        self,
+        request: hitl_dot_v1_dot_feedback__pb2.LabelsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> hitl_dot_v1_dot_feedback__pb2.LabelsResponse:
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="Labels",
+                service_name="hitl.v1.Feedback",
+                input=hitl_dot_v1_dot_feedback__pb2.LabelsRequest,
+                output=hitl_dot_v1_dot_feedback__pb2.LabelsResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
     def export(
         self,
         request: hitl_dot_v1_dot_feedback__pb2.ExportDatasetRequest,
@@ -210,6 +243,8 @@ class FeedbackSync(Protocol):
     def record_decisions(self, request: hitl_dot_v1_dot_feedback__pb2.RecordDecisionsRequest, ctx: RequestContext) -> hitl_dot_v1_dot_feedback__pb2.RecordDecisionsResponse:
         raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
     def get(self, request: hitl_dot_v1_dot_feedback__pb2.GetRequest, ctx: RequestContext) -> hitl_dot_v1_dot_feedback__pb2.RequestHistory:
+        raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
+    def labels(self, request: hitl_dot_v1_dot_feedback__pb2.LabelsRequest, ctx: RequestContext) -> hitl_dot_v1_dot_feedback__pb2.LabelsResponse:
         raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
     def export(self, request: hitl_dot_v1_dot_feedback__pb2.ExportDatasetRequest, ctx: RequestContext) -> Iterator[hitl_dot_v1_dot_feedback__pb2.DatasetChunk]:
         raise ConnectError(Code.UNIMPLEMENTED, "Not implemented")
@@ -258,6 +293,16 @@ class FeedbackWSGIApplication(ConnectWSGIApplication):
                         idempotency_level=IdempotencyLevel.UNKNOWN,
                     ),
                     function=service.get,
+                ),
+                "/hitl.v1.Feedback/Labels": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="Labels",
+                        service_name="hitl.v1.Feedback",
+                        input=hitl_dot_v1_dot_feedback__pb2.LabelsRequest,
+                        output=hitl_dot_v1_dot_feedback__pb2.LabelsResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                    ),
+                    function=service.labels,
                 ),
                 "/hitl.v1.Feedback/Export": EndpointSync.server_stream(
                     method=MethodInfo(
@@ -356,6 +401,26 @@ class FeedbackClientSync(ConnectClientSync):
                 service_name="hitl.v1.Feedback",
                 input=hitl_dot_v1_dot_feedback__pb2.GetRequest,
                 output=hitl_dot_v1_dot_feedback__pb2.RequestHistory,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+
+    def labels(
+        self,
+        request: hitl_dot_v1_dot_feedback__pb2.LabelsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> hitl_dot_v1_dot_feedback__pb2.LabelsResponse:
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="Labels",
+                service_name="hitl.v1.Feedback",
+                input=hitl_dot_v1_dot_feedback__pb2.LabelsRequest,
+                output=hitl_dot_v1_dot_feedback__pb2.LabelsResponse,
                 idempotency_level=IdempotencyLevel.UNKNOWN,
             ),
             headers=headers,

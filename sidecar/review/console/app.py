@@ -43,10 +43,11 @@ from sidecar.review.console import view
 from sidecar.review.console.fetch import read_text
 from sidecar.review.console.inputs import InputView, Shown, content_security_policy, kind_of
 from sidecar.review.console.sessions import COOKIE, Session, Sessions, same_token
+from sidecar.review.ground_truth import GroundTruth, Known
 from sidecar.review.item import TIERS, ItemState, ReviewItem, Verdict
 from sidecar.review.metrics import ReviewMetrics
 from sidecar.review.quality import QualityReport
-from sidecar.review.quality_window import TRUTH_UNAVAILABLE, window_report
+from sidecar.review.quality_window import truth_report
 from sidecar.review.queue import ReviewQueue
 from sidecar.review.records import item_record
 from sidecar.review.resolution import ReviewerVerdict
@@ -120,8 +121,10 @@ class Console:
         sessions: Sessions,
         metrics: ReviewMetrics | None = None,
         fetch: Fetch = read_text,
+        truth: GroundTruth | None = None,
     ) -> None:
         self._queue = queue
+        self._truth = truth
         self._store = queue.store
         self._config = config
         self._sessions = sessions
@@ -332,23 +335,25 @@ class Console:
         if visit.principal is None:
             return self._to_signin(visit)
         check_method(visit.principal, "Quality")
-        report = self._quality(call.request)
-        context = {"report": report.as_json(), "truth_unavailable": TRUTH_UNAVAILABLE}
+        report, known = self._quality(call.request)
+        context = {"report": report.as_json(), "truth": known.as_json()}
         return self._page(call.request, visit, "quality.html", context)
 
     def _api_quality(self, call: Call) -> Response:
         self._bearer(call.request, "Quality")
-        return JSONResponse(self._quality(call.request).as_json())
+        report, known = self._quality(call.request)
+        return JSONResponse({**report.as_json(), "ground_truth": known.as_json()})
 
-    def _quality(self, request: Request) -> QualityReport:
+    def _quality(self, request: Request) -> tuple[QualityReport, Known]:
         """Reviewer quality over the resolutions of ``[since, until)`` (Unix seconds;
-        default: the last 7 days up to now)."""
+        default: the last 7 days up to now), with the ground truth the cache holds
+        (never a call to the feedback service)."""
         query = request.query_params
         until = _moment(query.get("until", ""), "until", self._queue.now())
         since = _moment(query.get("since", ""), "since", until - QUALITY_WINDOW_SECONDS)
         if not since < until:
             raise InvalidRequest("since", f"must be before until ({since:g} >= {until:g})")
-        return window_report(self._queue, since, until, query.get("model", ""))
+        return truth_report(self._queue, since, until, query.get("model", ""), self._truth)
 
     def _api_claim(self, call: Call) -> Response:
         principal = self._bearer(call.request, "Claim")
@@ -779,6 +784,8 @@ def console_application(
     sessions: Sessions,
     metrics: ReviewMetrics | None = None,
     fetch: Fetch = read_text,
+    truth: GroundTruth | None = None,
 ) -> ASGIApp:
-    """The console for queue, as config says (tests pass a fake fetch)."""
-    return Console(queue, config, sessions, metrics, fetch).application()
+    """The console for queue, as config says (tests pass a fake fetch); truth: the
+    cache of the feedback service's ground truth, when the queue sends to one."""
+    return Console(queue, config, sessions, metrics, fetch, truth).application()

@@ -60,6 +60,9 @@ class Recording(fpb_grpc.FeedbackServicer):
     def Export(self, request: Any, context: Any) -> Any:
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "not the queue's")
 
+    def Labels(self, request: Any, context: Any) -> Any:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "not the queue's")
+
 
 @pytest.fixture
 def service() -> Iterator[tuple[Recording, str]]:

@@ -598,6 +598,86 @@ class RequestHistory(_message.Message):
 Global___RequestHistory: _TypeAlias = RequestHistory  # noqa: Y015
 
 @_typing.final
+class LabelsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_IDS_FIELD_NUMBER: _builtins.int
+    LABEL_SOURCES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def request_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def label_sources(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The sources a label may come from, the first winning: outcome, correction.
+        Empty: both, in that order. Never review: those are the queue's own labels.
+        """
+
+    def __init__(
+        self,
+        *,
+        request_ids: _abc.Iterable[_builtins.str] | None = ...,
+        label_sources: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label_sources", b"label_sources", "request_ids", b"request_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LabelsRequest: _TypeAlias = LabelsRequest  # noqa: Y015
+
+@_typing.final
+class RequestLabel(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CLASS_INDEX_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    class_index: _builtins.int
+    source: _builtins.str
+    """The source the label came from: outcome or correction."""
+    received_at: _builtins.float
+    """Unix seconds when the service received the event that gave it."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        class_index: _builtins.int = ...,
+        source: _builtins.str = ...,
+        received_at: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["class_index", b"class_index", "received_at", b"received_at", "request_id", b"request_id", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestLabel: _TypeAlias = RequestLabel  # noqa: Y015
+
+@_typing.final
+class LabelsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LABELS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def labels(self) -> _containers.RepeatedCompositeFieldContainer[Global___RequestLabel]:
+        """One per request_id that has a label, in the order asked."""
+
+    def __init__(
+        self,
+        *,
+        labels: _abc.Iterable[Global___RequestLabel] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["labels", b"labels"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LabelsResponse: _TypeAlias = LabelsResponse  # noqa: Y015
+
+@_typing.final
 class ExportDatasetRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -54,6 +54,11 @@ class FeedbackStub:
                 request_serializer=hitl_dot_v1_dot_feedback__pb2.GetRequest.SerializeToString,
                 response_deserializer=hitl_dot_v1_dot_feedback__pb2.RequestHistory.FromString,
                 _registered_method=True)
+        self.Labels = channel.unary_unary(
+                '/hitl.v1.Feedback/Labels',
+                request_serializer=hitl_dot_v1_dot_feedback__pb2.LabelsRequest.SerializeToString,
+                response_deserializer=hitl_dot_v1_dot_feedback__pb2.LabelsResponse.FromString,
+                _registered_method=True)
         self.Export = channel.unary_stream(
                 '/hitl.v1.Feedback/Export',
                 request_serializer=hitl_dot_v1_dot_feedback__pb2.ExportDatasetRequest.SerializeToString,
@@ -73,7 +78,7 @@ class FeedbackServicer:
         mTLS) of a principal whose roles allow it: Record and RecordBatch client
         (every type but REVIEW), sidecar (OUTCOME) or review (REVIEW), each also
         RETRACTION of its own labels; RecordDecisions
-        sidecar; Get viewer; Export exporter.
+        sidecar; Get viewer; Labels review or viewer; Export exporter.
         UNAUTHENTICATED or PERMISSION_DENIED otherwise. Who sent an event comes from
         the credential.
         """
@@ -102,6 +107,19 @@ class FeedbackServicer:
     def Get(self, request, context):
         """What is known about one request_id: its decision (when recorded) and every
         event about it, in the order they were received. Role viewer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Labels(self, request, context):
+        """The label that stands for each of 1 to 1000 request_ids, by the dataset's rule
+        (the first of label_sources that has one wins, the latest event within a
+        source; a name resolved to its class through the decision's labels; a retracted
+        label is not counted): what the review queue compares its reviewers with. A
+        request without a recorded decision or a usable label is left out. Role review
+        or viewer. INVALID_ARGUMENT naming the field for an empty or oversized list, an
+        empty or too long request_id, or a source that is unknown, repeated or review.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -140,6 +158,11 @@ def add_FeedbackServicer_to_server(servicer, server):
                     servicer.Get,
                     request_deserializer=hitl_dot_v1_dot_feedback__pb2.GetRequest.FromString,
                     response_serializer=hitl_dot_v1_dot_feedback__pb2.RequestHistory.SerializeToString,
+            ),
+            'Labels': grpc.unary_unary_rpc_method_handler(
+                    servicer.Labels,
+                    request_deserializer=hitl_dot_v1_dot_feedback__pb2.LabelsRequest.FromString,
+                    response_serializer=hitl_dot_v1_dot_feedback__pb2.LabelsResponse.SerializeToString,
             ),
             'Export': grpc.unary_stream_rpc_method_handler(
                     servicer.Export,
@@ -255,6 +278,33 @@ class Feedback:
             '/hitl.v1.Feedback/Get',
             hitl_dot_v1_dot_feedback__pb2.GetRequest.SerializeToString,
             hitl_dot_v1_dot_feedback__pb2.RequestHistory.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Labels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hitl.v1.Feedback/Labels',
+            hitl_dot_v1_dot_feedback__pb2.LabelsRequest.SerializeToString,
+            hitl_dot_v1_dot_feedback__pb2.LabelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,7 +44,7 @@ class FeedbackStub:
     mTLS) of a principal whose roles allow it: Record and RecordBatch client
     (every type but REVIEW), sidecar (OUTCOME) or review (REVIEW), each also
     RETRACTION of its own labels; RecordDecisions
-    sidecar; Get viewer; Export exporter.
+    sidecar; Get viewer; Labels review or viewer; Export exporter.
     UNAUTHENTICATED or PERMISSION_DENIED otherwise. Who sent an event comes from
     the credential.
     """
@@ -61,6 +61,15 @@ class FeedbackStub:
     Get: _grpc.UnaryUnaryMultiCallable[_feedback_pb2.GetRequest, _feedback_pb2.RequestHistory]
     """What is known about one request_id: its decision (when recorded) and every
     event about it, in the order they were received. Role viewer.
+    """
+    Labels: _grpc.UnaryUnaryMultiCallable[_feedback_pb2.LabelsRequest, _feedback_pb2.LabelsResponse]
+    """The label that stands for each of 1 to 1000 request_ids, by the dataset's rule
+    (the first of label_sources that has one wins, the latest event within a
+    source; a name resolved to its class through the decision's labels; a retracted
+    label is not counted): what the review queue compares its reviewers with. A
+    request without a recorded decision or a usable label is left out. Role review
+    or viewer. INVALID_ARGUMENT naming the field for an empty or oversized list, an
+    empty or too long request_id, or a source that is unknown, repeated or review.
     """
     Export: _grpc.UnaryStreamMultiCallable[_feedback_pb2.ExportDatasetRequest, _feedback_pb2.DatasetChunk]
     """A dataset compiled from the log, as `hitl feedback dataset build` writes it:
@@ -82,7 +91,7 @@ class FeedbackAsyncStub(FeedbackStub):
     mTLS) of a principal whose roles allow it: Record and RecordBatch client
     (every type but REVIEW), sidecar (OUTCOME) or review (REVIEW), each also
     RETRACTION of its own labels; RecordDecisions
-    sidecar; Get viewer; Export exporter.
+    sidecar; Get viewer; Labels review or viewer; Export exporter.
     UNAUTHENTICATED or PERMISSION_DENIED otherwise. Who sent an event comes from
     the credential.
     """
@@ -99,6 +108,15 @@ class FeedbackAsyncStub(FeedbackStub):
     Get: _aio.UnaryUnaryMultiCallable[_feedback_pb2.GetRequest, _feedback_pb2.RequestHistory]  # type: ignore[assignment]
     """What is known about one request_id: its decision (when recorded) and every
     event about it, in the order they were received. Role viewer.
+    """
+    Labels: _aio.UnaryUnaryMultiCallable[_feedback_pb2.LabelsRequest, _feedback_pb2.LabelsResponse]  # type: ignore[assignment]
+    """The label that stands for each of 1 to 1000 request_ids, by the dataset's rule
+    (the first of label_sources that has one wins, the latest event within a
+    source; a name resolved to its class through the decision's labels; a retracted
+    label is not counted): what the review queue compares its reviewers with. A
+    request without a recorded decision or a usable label is left out. Role review
+    or viewer. INVALID_ARGUMENT naming the field for an empty or oversized list, an
+    empty or too long request_id, or a source that is unknown, repeated or review.
     """
     Export: _aio.UnaryStreamMultiCallable[_feedback_pb2.ExportDatasetRequest, _feedback_pb2.DatasetChunk]  # type: ignore[assignment]
     """A dataset compiled from the log, as `hitl feedback dataset build` writes it:
@@ -123,7 +141,7 @@ class FeedbackServicer(metaclass=_abc_1.ABCMeta):
         mTLS) of a principal whose roles allow it: Record and RecordBatch client
         (every type but REVIEW), sidecar (OUTCOME) or review (REVIEW), each also
         RETRACTION of its own labels; RecordDecisions
-        sidecar; Get viewer; Export exporter.
+        sidecar; Get viewer; Labels review or viewer; Export exporter.
         UNAUTHENTICATED or PERMISSION_DENIED otherwise. Who sent an event comes from
         the credential.
         """
@@ -158,6 +176,21 @@ class FeedbackServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_feedback_pb2.RequestHistory, _abc.Awaitable[_feedback_pb2.RequestHistory]]:
         """What is known about one request_id: its decision (when recorded) and every
         event about it, in the order they were received. Role viewer.
+        """
+
+    @_abc_1.abstractmethod
+    def Labels(
+        self,
+        request: _feedback_pb2.LabelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feedback_pb2.LabelsResponse, _abc.Awaitable[_feedback_pb2.LabelsResponse]]:
+        """The label that stands for each of 1 to 1000 request_ids, by the dataset's rule
+        (the first of label_sources that has one wins, the latest event within a
+        source; a name resolved to its class through the decision's labels; a retracted
+        label is not counted): what the review queue compares its reviewers with. A
+        request without a recorded decision or a usable label is left out. Role review
+        or viewer. INVALID_ARGUMENT naming the field for an empty or oversized list, an
+        empty or too long request_id, or a source that is unknown, repeated or review.
         """
 
     @_abc_1.abstractmethod
