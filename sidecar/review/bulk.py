@@ -23,13 +23,15 @@ MAX_REASON = 1000
 @dataclass(frozen=True, slots=True)
 class BulkFilter:
     """What a bulk accept takes: open items of model (and rule_id, tier when given)
-    whose calibrated confidence is at least min_confidence."""
+    whose calibrated confidence is at least min_confidence; when only is given, only
+    those escalation ids among them (what a preview showed)."""
 
     model: str
     min_confidence: float
     rule_id: str = ""
     tier: str = ""
     limit: int = DEFAULT_LIMIT
+    only: tuple[str, ...] = ()
 
     def check(self) -> None:
         """InvalidRequest naming the field unless the filter can be run."""
@@ -41,6 +43,8 @@ class BulkFilter:
             raise InvalidRequest(
                 "limit", f"{self.limit} is not in [0, {MAX_LIMIT}] (0: {DEFAULT_LIMIT})"
             )
+        if len(self.only) > MAX_LIMIT:
+            raise InvalidRequest("only", f"names {len(self.only)} items, over {MAX_LIMIT}")
 
     @property
     def count(self) -> int:
@@ -60,6 +64,7 @@ class BulkFilter:
             and (not self.tier or e.tier == self.tier)
             and math.isfinite(e.calibrated_confidence)
             and e.calibrated_confidence >= self.min_confidence
+            and (not self.only or item.escalation_id in self.only)
         )
 
 

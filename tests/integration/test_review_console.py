@@ -3,7 +3,8 @@ its console on a loopback port, escalations submitted over gRPC (with labels, in
 references and context), and Debian's Chromium driven by Playwright: sign in, the
 queue in SLA order, an item page, one accept and one override by the keyboard alone;
 the resolutions checked in the store; a viewer and a reviewer on another's claim
-refused. Screenshots of the queue and an item page go to bench-output/console/.
+refused; a lead's bulk accept, then the revert of one item. Screenshots of the queue,
+an item page and a bulk accept preview go to bench-output/console/.
 
 And the server time one item costs a reviewer through the console (claim, the item
 page, resolve), measured in process over 100 items and written to
@@ -30,7 +31,7 @@ from sidecar.clock import SystemClock
 from sidecar.review.config import ReviewConfig
 from sidecar.review.console.app import console_application
 from sidecar.review.console.sessions import Sessions
-from sidecar.review.item import Verdict
+from sidecar.review.item import ItemState, Verdict
 from sidecar.review.queue import ReviewQueue
 from sidecar.review.store import open_store
 from tests.escalations import escalation
@@ -332,6 +333,90 @@ def test_a_consensus_item_waits_for_a_second_reviewer_then_a_lead(
     assert (item.resolution.reviewer, item.resolution.label_class) == ("lead", 2)
     assert item.resolution.agreement == "adjudicated (1 of 2 agreed)"
     assert [(a.reviewer, a.label_class) for a in item.answers] == [("alice", 1), ("bob", 2)]
+
+
+def test_a_lead_bulk_accepts_then_reverts_one_item(
+    console: tuple[ReviewProcess, str], browser: Any
+) -> None:
+    """A lead opens Bulk accept from the queue, previews the confident items of a
+    model, accepts them, opens one from the batch page and reverts it with a reason:
+    it is open again and its history shows the resolution taken back, by whom and
+    why. The preview page's screenshot goes to bench-output/console/bulk.png."""
+    running, base = console
+    common: dict[str, Any] = {
+        "labels": LABELS,
+        "logits": [1.2, 2.1, 0.3, -0.5],
+        "predicted_label": "fraud",
+    }
+    with running.client("sidecar-1") as client:
+        client.submit(
+            [
+                escalation(
+                    "esc-sure",
+                    model="fraud",
+                    tier="HUMAN_PRIMARY",
+                    calibrated_confidence=0.99,
+                    **common,
+                ),
+                escalation(
+                    "esc-small",
+                    model="fraud",
+                    calibrated_confidence=0.982,
+                    reason="RULE",
+                    rule_id="small-amount",
+                    **common,
+                ),
+                escalation("esc-unsure", model="fraud", calibrated_confidence=0.61, **common),
+                escalation("esc-other", model="churn", calibrated_confidence=0.99, **common),
+            ]
+        )
+    OUT.mkdir(parents=True, exist_ok=True)
+    errors: list[str] = []
+    lead = signed_in(browser, base, running.tokens["lead"])
+    lead.on(
+        "console", lambda message: errors.append(message.text) if message.type == "error" else None
+    )
+    with lead.expect_navigation():
+        lead.click("#bulk-link")
+    assert lead.url == f"{base}/bulk"
+    lead.select_option("#bulk-model", "fraud")
+    lead.fill("#bulk-min-confidence", "0.97")
+    with lead.expect_navigation():
+        lead.click("#bulk-preview")
+    assert lead.locator("#preview tbody tr td:first-child a").all_inner_texts() == [
+        "esc-sure",
+        "esc-small",
+    ]
+    assert "small-amount" in lead.locator("#preview").inner_text()
+    assert lead.locator("#bulk-accept").inner_text() == "Accept 2 items"
+    lead.screenshot(path=str(OUT / "bulk.png"), full_page=True)
+
+    with lead.expect_navigation():
+        lead.click("#bulk-accept")
+    assert lead.url.startswith(f"{base}/bulk/batches/bulk-")
+    batch_id = lead.locator("#batch-id").inner_text()
+    assert lead.locator("#batch tbody tr td:first-child a").all_inner_texts() == [
+        "esc-small",
+        "esc-sure",
+    ]
+    with lead.expect_navigation():
+        lead.click("#batch a[href='/items/esc-sure']")
+    assert f"bulk accept {batch_id}" in lead.locator("#resolution").inner_text()
+    lead.fill("#revert-reason", "the customer disputed it")
+    with lead.expect_navigation():
+        lead.click("#revert")
+    assert lead.url == f"{base}/items/esc-sure?reverted=1"
+    assert lead.locator("#reverted").is_visible()
+    assert lead.locator("#resolution").count() == 0
+    history = lead.locator("#history li").all_inner_texts()
+    assert any("resolved by lead: ACCEPT" in line for line in history), history
+    assert any("reverted by lead: the customer disputed it" in line for line in history)
+    assert errors == []  # no script error, no CSP violation
+
+    with running.client("desk") as client:
+        assert [item.escalation_id for item in client.export()] == ["esc-small"]
+        reopened = client.list_items(ItemState.OPEN)
+    assert "esc-sure" in [item.escalation_id for item in reopened]
 
 
 def test_the_console_makes_200_items_an_hour_easy(tmp_path: Path) -> None:

@@ -18,9 +18,10 @@ import ipaddress
 import json
 import math
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import grpc
 import structlog
@@ -35,9 +36,9 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sidecar.auth import Principal, bearer_token, hash_token, identify
-from sidecar.errors import HitlError, InvalidRequest, Unauthenticated
+from sidecar.errors import HitlError, InvalidRequest, ItemConflict, Unauthenticated
 from sidecar.review.access import ReviewRole, check_method, reviewer_for, sees_answers
-from sidecar.review.bulk import DEFAULT_LIMIT, BulkFilter
+from sidecar.review.bulk import DEFAULT_LIMIT, MAX_LIMIT, MAX_REASON, BulkFilter
 from sidecar.review.config import Networks, ReviewConfig
 from sidecar.review.console import view
 from sidecar.review.console.fetch import read_text
@@ -59,6 +60,10 @@ HERE = Path(__file__).parent
 MAX_BODY_BYTES = 64 * 1024  # a form or JSON body (a rationale is at most 16 KiB)
 QUEUE_PAGE_ITEMS = 100
 QUALITY_WINDOW_SECONDS = 7 * 86400.0
+BULK_CHOICES_FROM = MAX_LIMIT  # the bulk form offers the models of this many open items
+# A batch's resolutions share one time; its page reads the queue's resolutions from
+# then until this much later (room for a database's rounding of the time).
+BATCH_SPREAD_SECONDS = 1.0
 Fetch = Callable[[str], InputView]
 
 # The HTTP status of each gRPC status the queue's errors map to (serving.STATUS).
@@ -135,6 +140,7 @@ class Console:
         self._templates = Jinja2Templates(directory=HERE / "templates")
         self._templates.env.globals["time_left"] = view.time_left
         self._templates.env.globals["iso"] = view.iso
+        self._templates.env.globals["label_of"] = view.label_of
         self.csp = content_security_policy(config.console_input_prefixes)
 
     def application(self) -> ASGIApp:
@@ -154,6 +160,22 @@ class Console:
                 "/items/{escalation_id}/release",
                 self._endpoint(self._release, "Release", "form"),
                 methods=["POST"],
+            ),
+            Route(
+                "/items/{escalation_id}/revert",
+                self._endpoint(self._revert, "Revert", "form"),
+                methods=["POST"],
+            ),
+            Route("/bulk", self._endpoint(self._bulk_page, "BulkAccept"), methods=["GET"]),
+            Route(
+                "/bulk/accept",
+                self._endpoint(self._bulk_accept, "BulkAccept", "form"),
+                methods=["POST"],
+            ),
+            Route(
+                "/bulk/batches/{batch_id}",
+                self._endpoint(self._batch_page, "BulkAccept"),
+                methods=["GET"],
             ),
             Route("/quality", self._endpoint(self._quality_page, "Quality")),
             Route("/api/quality", self._endpoint(self._api_quality, "Quality", api=True)),
@@ -213,6 +235,7 @@ class Console:
             "tiers": TIERS,
             "done": query.get("done", ""),
             "can_claim": _may(principal, "Claim"),
+            "can_bulk": _may(principal, "BulkAccept"),
         }
         return self._page(call.request, visit, "queue.html", context)
 
@@ -242,6 +265,10 @@ class Console:
             ),
             "acting_for": self._acting_for(principal, item),
             "can_act": self._can_act(principal, item),
+            "can_revert": item.resolution is not None and _may(principal, "Revert"),
+            "reason_max": MAX_REASON,
+            "batch": view.batch_of(item.resolution) if item.resolution else {},
+            "reverted": call.request.query_params.get("reverted", "") == "1",
             # Other reviewers' answers: never for a reviewer (they answer blind).
             "answers": item.answers if sees_answers(principal) else (),
             "evidence": self._sessions.seal(view.evidence(item, shown, now)),
@@ -249,6 +276,69 @@ class Console:
             "probabilities_from": "as sent" if e.input_kind == "PROBABILITIES" else "softmax",
         }
         return self._page(call.request, visit, "item.html", context)
+
+    def _bulk_page(self, call: Call) -> Response:
+        """A lead's bulk accept form; with ``preview``, the items it would accept (a
+        dry run) and the form that accepts them, carrying the preview sealed."""
+        visit = self._visit(call.request)
+        principal = visit.principal
+        if principal is None:
+            return self._to_signin(visit)
+        check_method(principal, "BulkAccept")
+        query = call.request.query_params
+        models, rules = view.choices(
+            self._queue.list_items(ItemState.OPEN, "", "", BULK_CHOICES_FROM)
+        )
+        context: dict[str, Any] = {
+            "models": models,
+            "rules": rules,
+            "tiers": TIERS,
+            "asked": query,
+            "default_limit": DEFAULT_LIMIT,
+            "max_limit": MAX_LIMIT,
+            "previewed": None,
+        }
+        if query.get("preview", ""):
+            wanted = _bulk_filter(query)
+            previewed = self._queue.bulk_accept(principal, wanted, dry_run=True).items
+            only = tuple(item.escalation_id for item in previewed)
+            sealed = {"filter": asdict(replace(wanted, limit=len(previewed), only=only))}
+            context |= {
+                "wanted": wanted,
+                "previewed": previewed,
+                "preview": self._sessions.seal_preview(sealed) if previewed else "",
+            }
+        return self._page(call.request, visit, "bulk.html", context)
+
+    def _batch_page(self, call: Call) -> Response:
+        """A bulk accept's batch: each item it resolved that has not been reverted
+        since. ``model`` and ``at`` (when it ran, Unix seconds) say where the queue's
+        resolutions of the batch start."""
+        visit = self._visit(call.request)
+        principal = visit.principal
+        if principal is None:
+            return self._to_signin(visit)
+        check_method(principal, "BulkAccept")
+        batch_id = call.request.path_params["batch_id"]
+        query = call.request.query_params
+        at = _moment(query.get("at", ""), "at", 0.0)
+        found: list[tuple[ReviewItem, dict[str, Any]]] = []
+        for item in self._queue.export(query.get("model", ""), since=at):
+            resolution = item.resolution
+            assert resolution is not None  # export yields resolved items only
+            if resolution.resolved_at > at + BATCH_SPREAD_SECONDS:
+                break
+            batch = view.batch_of(resolution)
+            if batch.get("batch_id") == batch_id:
+                found.append((item, batch))
+        context = {
+            "batch_id": batch_id,
+            "items": [item for item, _ in found],
+            "batch_filter": found[0][1] if found else {},
+            "at": at,
+            "previewed": _integer(query.get("previewed", "") or "0", "previewed"),
+        }
+        return self._page(call.request, visit, "batch.html", context)
 
     def _signin_page(self, call: Call) -> Response:
         visit = self._visit(call.request)
@@ -317,6 +407,33 @@ class Console:
         reviewer, acted_by = reviewer_for(principal, call.form.get("for", ""))
         self._queue.release(call.request.path_params["escalation_id"], reviewer, acted_by)
         return self._redirect("/", visit)
+
+    def _bulk_accept(self, call: Call) -> Response:
+        """Accept what the sealed preview listed, those items only, once a dry run
+        finds every one of them still to be taken (else 409: preview again); then show
+        the batch (a redirect: reloading it accepts nothing)."""
+        visit, principal = self._acting(call, "BulkAccept")
+        sealed = self._sessions.unseal_preview(call.form.get("preview", ""))
+        wanted = _previewed(sealed)
+        now_listed = self._queue.bulk_accept(principal, wanted, dry_run=True).items
+        if len(now_listed) != len(wanted.only):
+            raise ItemConflict(
+                "preview: the queue has changed since (an item was claimed or resolved):"
+                " preview again"
+            )
+        done = self._queue.bulk_accept(principal, wanted)
+        resolved = [item.resolution.resolved_at for item in done.items if item.resolution]
+        at = min(resolved, default=self._queue.now())
+        to = f"/bulk/batches/{done.batch_id}?" + urlencode(
+            {"model": wanted.model, "at": repr(at), "previewed": wanted.limit}
+        )
+        return self._redirect(to, visit)
+
+    def _revert(self, call: Call) -> Response:
+        visit, principal = self._acting(call, "Revert")
+        escalation_id = call.request.path_params["escalation_id"]
+        self._queue.revert(principal, escalation_id, call.form.get("reason", ""))
+        return self._redirect(f"/items/{escalation_id}?reverted=1", visit)
 
     # -- the JSON API (a bearer token; no cookie, so no CSRF) ----------------------
 
@@ -700,6 +817,40 @@ async def _read(request: Request, kind: str) -> tuple[dict[str, str], dict[str, 
     if not isinstance(body, dict):
         raise InvalidRequest("body", "must be a JSON object")
     return {}, body
+
+
+def _bulk_filter(fields: Mapping[str, str]) -> BulkFilter:
+    """The bulk accept a lead's form asks for (the queue checks the values' ranges);
+    InvalidRequest naming the field that is not a number."""
+    return BulkFilter(
+        model=fields.get("model", ""),
+        min_confidence=_fraction(fields.get("min_confidence", "").strip(), "min_confidence"),
+        rule_id=fields.get("rule_id", "").strip(),
+        tier=fields.get("tier", ""),
+        limit=_integer(fields.get("limit", "").strip() or "0", "limit"),
+    )
+
+
+def _previewed(sealed: Mapping[str, Any]) -> BulkFilter:
+    """The bulk accept a sealed preview stands for, limited to the items it listed."""
+    try:
+        fields = sealed["filter"]
+        wanted = BulkFilter(**{**fields, "only": tuple(fields["only"])})
+    except (KeyError, TypeError):
+        raise InvalidRequest("preview", "altered: preview again") from None
+    if wanted.limit < 1:
+        raise InvalidRequest("preview", "listed no items: there is nothing to accept")
+    return wanted
+
+
+def _fraction(text: str, field: str) -> float:
+    """A form's number (its range is the queue's to check); InvalidRequest naming field."""
+    if not text:
+        raise InvalidRequest(field, "is required: a calibrated confidence from 0 to 1, e.g. 0.97")
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidRequest(field, f"must be a number from 0 to 1, got {text!r}") from None
 
 
 def _may(principal: Principal, method: str) -> bool:

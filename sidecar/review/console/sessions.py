@@ -10,7 +10,9 @@ lives ``SESSION_SECONDS``.
 
 The evidence an item page shows is sealed with the same key (another salt) into the
 page's forms, so what a verdict records is what the console showed, not what a
-browser says it was shown."""
+browser says it was shown. A lead's bulk accept preview is sealed the same way (its
+own salt) into the page's accept form, so an accept is always of a filter the lead
+previewed, lately, and takes no more items than the preview listed."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from sidecar.errors import InvalidRequest
 COOKIE = "hitl_console"
 SESSION_SECONDS = 12 * 3600
 EVIDENCE_SECONDS = 24 * 3600  # an item page older than this cannot be acted on
+PREVIEW_SECONDS = 15 * 60  # a bulk accept preview older than this must be run again
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,7 @@ class Sessions:
         self.secure = secure
         self._cookies = URLSafeTimedSerializer(key, salt="hitl-review-console-session")
         self._evidence = URLSafeTimedSerializer(key, salt="hitl-review-console-evidence")
+        self._previews = URLSafeTimedSerializer(key, salt="hitl-review-console-bulk-preview")
 
     def new(self, token_sha256: str = "") -> Session:
         """A fresh session (a new CSRF token: signing in rotates it)."""
@@ -82,6 +86,23 @@ class Sessions:
         if not isinstance(evidence, dict) or evidence.get("escalation_id") != escalation_id:
             raise InvalidRequest("evidence", "was shown for another item; reload the item")
         return json.dumps(evidence, sort_keys=True, separators=(",", ":"))
+
+    def seal_preview(self, preview: dict[str, Any]) -> str:
+        return self._previews.dumps(preview)
+
+    def unseal_preview(self, sealed: str) -> dict[str, Any]:
+        """The bulk accept preview a form carried; InvalidRequest naming ``preview``
+        when it is missing, altered or older than PREVIEW_SECONDS."""
+        try:
+            preview = self._previews.loads(sealed, max_age=PREVIEW_SECONDS)
+        except BadData:
+            raise InvalidRequest(
+                "preview",
+                f"missing, altered or older than {PREVIEW_SECONDS // 60} min: preview again",
+            ) from None
+        if not isinstance(preview, dict):
+            raise InvalidRequest("preview", "altered: preview again")
+        return preview
 
 
 def same_token(given: str, expected: str) -> bool:

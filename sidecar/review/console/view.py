@@ -8,6 +8,7 @@ calibrated confidence of the predicted class is shown beside them."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -151,11 +152,32 @@ def _raised(level: int) -> str:
 
 
 def _decided(r: Resolution) -> str:
-    """'alice (recorded by lee): OVERRIDE, class 2 refund [2 of 2]'."""
+    """'alice (recorded by lee): OVERRIDE, class 2 refund [2 of 2]'; 'lee: ACCEPT,
+    class 1 fraud, in bulk accept bulk-1a2b3c4d5e6f' for an item a bulk accept took."""
     by = r.reviewer + (f" (recorded by {r.acted_by})" if r.acted_by else "")
     label = f"{r.label_class} {r.label}".strip()
     agreement = f" [{r.agreement}]" if r.agreement else ""
-    return f"{by}: {r.verdict.value}, class {label}{agreement}"
+    batch = batch_of(r).get("batch_id", "")
+    bulk = f", in bulk accept {batch}" if batch else ""
+    return f"{by}: {r.verdict.value}, class {label}{agreement}{bulk}"
+
+
+def choices(items: Sequence[ReviewItem]) -> tuple[list[str], list[str]]:
+    """The models and the rule ids of items, each sorted, for a bulk accept's form."""
+    models = sorted({item.escalation.model for item in items})
+    rules = sorted({item.escalation.rule_id for item in items if item.escalation.rule_id})
+    return models, rules
+
+
+def batch_of(r: Resolution) -> dict[str, Any]:
+    """The bulk accept a resolution was part of, as its evidence records it (batch_id,
+    model, rule_id, tier, min_confidence); {} for a reviewer's own resolution."""
+    try:
+        shown = json.loads(r.evidence) if r.evidence else {}
+    except ValueError:
+        return {}
+    batch = shown.get("bulk_accept") if isinstance(shown, dict) else None
+    return batch if isinstance(batch, dict) else {}
 
 
 def evidence(item: ReviewItem, shown: InputView, now: float) -> dict[str, Any]:
