@@ -253,7 +253,7 @@ def fit_artefact(path: Path, seed: int) -> str:
     return export_artefact(fit_calibrator(data, "temperature"), path).sha256
 
 
-def _logits(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
+def _logits(rng: np.random.Generator, labels: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     """Over-confident logits of a ~85 %-accurate classifier; with the policy's thresholds,
     rules and audit sample about 30 % of requests are escalated (the run reports it)."""
     logits = rng.normal(0.0, 1.5, size=(labels.shape[0], CLASSES))

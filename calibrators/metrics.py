@@ -80,7 +80,7 @@ def equal_width_bins(
     confidence: Floats, hit: npt.ArrayLike, bins: int = ECE_BINS, weights: Floats | None = None
 ) -> Bins:
     """Bins (e_i, e_i+1] over [0, 1]; a confidence of exactly 0 goes to the first."""
-    edges = np.linspace(0.0, 1.0, bins + 1)
+    edges = np.linspace(0.0, 1.0, bins + 1, dtype=np.float64)
     index = np.searchsorted(edges[1:-1], confidence, side="left")
     return _binned(edges, index, confidence, np.asarray(hit, dtype=np.float64), bins, weights)
 

@@ -529,7 +529,8 @@ class Router:
 
 def _as_logits(request: RouteInput) -> FloatArray:
     if request.input_kind == InputKind.PROBABILITIES:
-        return np.log(np.maximum(request.logits, _TINY))
+        logs: FloatArray = np.log(np.maximum(request.logits, _TINY))
+        return logs
     return request.logits
 
 

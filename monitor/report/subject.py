@@ -32,7 +32,7 @@ class Period:
             raise ValueError(f"an empty period or no bucket: {self}")
 
     def edges(self) -> Floats:
-        edges: Floats = np.linspace(self.since, self.until, self.buckets + 1)
+        edges: Floats = np.linspace(self.since, self.until, self.buckets + 1, dtype=np.float64)
         return edges
 
     def split(self, observations: Sequence[Observation]) -> list[list[Observation]]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 import pytest
 from scipy.stats import binomtest
 
@@ -17,7 +20,7 @@ from calibrators.thresholds import (
 from sidecar.core.policy import parse_policy
 
 
-def calibrated(rows: int, low: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def calibrated(rows: int, low: float, seed: int) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
     """Perfectly calibrated confidences uniform on [low, 1]."""
     rng = np.random.default_rng(seed)
     confidence = rng.uniform(low, 1.0, rows)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,9 +17,12 @@ rows = arrays(
 
 
 @given(rows)
-def test_signals_match_numpy(probs: np.ndarray) -> None:
+def test_signals_match_numpy(probs: np.ndarray[Any, Any]) -> None:
     """Class, confidence, margin and entropy equal numpy's argmax, sort and sum."""
-    for row, s in zip(probs.astype(np.float64), signals_of(probs), strict=True):
+    found = signals_of(probs)
+    assert len(found) == len(probs)
+    for i, s in enumerate(found):
+        row = probs[i].astype(np.float64)
         assert s is not None
         ordered = np.sort(row)
         assert s.predicted_class == int(np.argmax(row))

@@ -100,7 +100,7 @@ def test_batch_item_errors_carry_the_index() -> None:
         elements=st.floats(width=32, allow_nan=True, allow_infinity=True),
     )
 )
-def test_the_finiteness_check_agrees_with_numpy(logits: np.ndarray) -> None:
+def test_the_finiteness_check_agrees_with_numpy(logits: np.ndarray[Any, Any]) -> None:
     """Summed in Python or checked by numpy, NaN and infinity are found, and the
     largest finite float32 values are not taken for them."""
     assert _all_finite(logits) == bool(np.isfinite(logits).all())
