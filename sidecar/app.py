@@ -228,6 +228,7 @@ def build(
             config.forward_timeout_seconds,
             config.credentials("review"),
             holder.labels,
+            config.nats_access(),
         )
     feedback_sink = None
     if config.feedback:  # escalated decisions reach the feedback service with the rest
@@ -326,6 +327,8 @@ def _delivery(
     """A spool's recorder, dead letters and (with a sink) forwarder."""
     if spool.truncated_bytes:
         log.warning("spool.torn_tail_cut", spool=str(spool.directory), bytes=spool.truncated_bytes)
+    if spool.recovered_records:
+        log.warning("spool.recovered", spool=str(spool.directory), records=spool.recovered_records)
     recorder = SpoolRecorder(spool)
     dead = DeadLetters(Spool(dead_letter_dir, fsync=True))
     forwarder = None
@@ -343,12 +346,16 @@ def _delivery(
 
 def _feedback_sink(config: SidecarConfig, labels_of: LabelsOf) -> Sink:
     """The feedback service's gRPC endpoint, or its JetStream stream (nats://...)."""
-    if config.feedback.startswith("nats://"):
+    if config.feedback.startswith(("nats://", "tls://")):
         from sidecar.escalation.sinks.nats import FeedbackNatsSink
 
         servers = config.feedback.split(",")
         return FeedbackNatsSink(
-            servers, config.deployment, config.forward_timeout_seconds, labels_of
+            servers,
+            config.deployment,
+            config.forward_timeout_seconds,
+            labels_of,
+            config.nats_access(),
         )
     credentials = config.credentials("feedback")
     return FeedbackSink(config.feedback, config.forward_timeout_seconds, credentials, labels_of)

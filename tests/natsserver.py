@@ -1,6 +1,8 @@
 """A NATS server with JetStream of a test's own (the machine's /usr/sbin/nats-server,
 or NATS_SERVER), on a free loopback port with its own store, so a test can stop and
-restart it without touching the shared server."""
+restart it without touching the shared server. A test may give it a configuration
+(TLS, authorization: ``tls_config``, ``token_config``, ``nkey_config``) and the
+connect options its own reads need."""
 
 from __future__ import annotations
 
@@ -19,17 +21,34 @@ BINARY = os.environ.get("NATS_SERVER", shutil.which("nats-server") or "/usr/sbin
 
 
 class NatsServer:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config: str = "",
+        connect_options: dict[str, Any] | None = None,
+    ) -> None:
+        """config: nats-server configuration text (the port, JetStream and store come
+        from flags); connect_options: what messages() connects with."""
         if not Path(BINARY).exists():
             pytest.skip(f"no nats-server binary at {BINARY}")
         self.store = workdir / "nats-store"
         self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self._log = workdir / "nats.log"
+        self._config = workdir / "nats.conf" if config else None
+        if self._config is not None:
+            self._config.write_text(config)
+        self.connect_options = connect_options or {}
         self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> str:
+        return self._log.read_text() if self._log.exists() else ""
 
     def start(self) -> None:
         command = [BINARY, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store)]
+        if self._config is not None:
+            command += ["-c", str(self._config)]
         with self._log.open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
@@ -47,14 +66,29 @@ class NatsServer:
 
     def messages(self, stream: str) -> list[dict[str, Any]]:
         """Every message in stream, in order, as decoded JSON with its Nats-Msg-Id."""
-        return asyncio.run(_messages(self.url, stream))
+        return asyncio.run(_messages(self.url, stream, self.connect_options))
 
 
-async def _messages(url: str, stream: str) -> list[dict[str, Any]]:
+def tls_config(cert: Path, key: Path) -> str:
+    """nats-server configuration serving TLS with cert and key (clients must use it)."""
+    return f'tls {{\n  cert_file: "{cert}"\n  key_file: "{key}"\n  timeout: 5\n}}\n'
+
+
+def token_config(token: str) -> str:
+    """nats-server configuration admitting only clients presenting token."""
+    return f'authorization {{\n  token: "{token}"\n}}\n'
+
+
+def nkey_config(public_key: str) -> str:
+    """nats-server configuration admitting only the NKey user public_key."""
+    return f'authorization {{\n  users: [ {{ nkey: "{public_key}" }} ]\n}}\n'
+
+
+async def _messages(url: str, stream: str, options: dict[str, Any]) -> list[dict[str, Any]]:
     import nats
     import orjson
 
-    client = await nats.connect(url)
+    client = await nats.connect(url, **options)
     try:
         js = client.jetstream()
         info = await js.stream_info(stream)

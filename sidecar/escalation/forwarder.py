@@ -11,8 +11,10 @@ to the sink, and acknowledges the spool once the sink has them.
   can be inspected and replayed (``hitl escalations``).
 - With fsync on, only records an fsync has covered are forwarded, so the sink never
   holds an escalation the spool could lose.
-- ``stop`` flushes what it can within the grace period, then gives up; what is
-  left stays in the spool for the next start."""
+- ``stop`` flushes what it can within the grace period, then gives up, logging
+  ``forwarder.stopped_with_backlog``; what is left stays in the spool for the next
+  process on the same state directory, which counts it in
+  ``hitl.spool.recovered_records`` and delivers it."""
 
 from __future__ import annotations
 
@@ -127,7 +129,14 @@ class Forwarder:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            log.warning("forwarder.stopped_with_backlog", records=self.spool.stats().records)
+            stats = self.spool.stats()
+            log.warning(
+                "forwarder.stopped_with_backlog",
+                records=stats.records,
+                bytes=stats.pending_bytes,
+                spool=str(self.spool.directory),
+                sink=self.sink.name,
+            )
         await self.sink.close()
 
     async def forward_batch(self) -> int:

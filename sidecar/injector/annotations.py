@@ -13,7 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sidecar.injector.checks import DNS_LABEL, check_address, check_sink, dns_subdomain
+from sidecar.injector.checks import (
+    DNS_LABEL,
+    check_address,
+    check_feedback,
+    check_sink,
+    dns_subdomain,
+)
 from sidecar.injector.config import SidecarDefaults
 from sidecar.injector.errors import InjectionRefused
 from sidecar.injector.quantity import parse_quantity
@@ -31,6 +37,12 @@ POLICY = PREFIX + "policy"
 SINK = PREFIX + "sink"
 REVIEW_TOKEN_SECRET = PREFIX + "review-token-secret"
 REVIEW_CA = PREFIX + "review-ca"
+NATS_CA = PREFIX + "nats-ca"
+NATS_CREDENTIALS_SECRET = PREFIX + "nats-credentials-secret"
+NATS_TOKEN_SECRET = PREFIX + "nats-token-secret"
+FEEDBACK = PREFIX + "feedback"
+FEEDBACK_TOKEN_SECRET = PREFIX + "feedback-token-secret"
+FEEDBACK_CA = PREFIX + "feedback-ca"
 PORT = PREFIX + "port"
 HEALTH_PORT = PREFIX + "health-port"
 METRICS_PORT = PREFIX + "metrics-port"
@@ -42,6 +54,7 @@ MEMORY_LIMIT = PREFIX + "memory-limit"
 STATE_SIZE = PREFIX + "state-size"
 STATE_VOLUME = PREFIX + "state-volume"
 LOG_LEVEL = PREFIX + "log-level"
+DRAIN_SECONDS = PREFIX + "drain-seconds"
 
 # What each annotation does, for the refusal that lists them (and docs/kubernetes.md).
 KNOWN: dict[str, str] = {
@@ -52,11 +65,24 @@ KNOWN: dict[str, str] = {
     REGISTRY_CA: "ConfigMap (key 'ca.crt') with the CA of the registry's TLS certificate; "
     "empty: plaintext",
     POLICY: "ConfigMap holding policy.yaml (and its calibrators): a policy file, no registry",
-    SINK: "review://HOST:PORT or nats://HOST:PORT[,nats://...]: where escalations go",
+    SINK: "review://HOST:PORT, or nats://HOST:PORT[,...] (tls:// for TLS): where escalations go",
     REVIEW_TOKEN_SECRET: "Secret (key 'token') with the sidecar's review queue bearer token, "
     "for a review:// sink",
     REVIEW_CA: "ConfigMap (key 'ca.crt') with the CA of the review queue's TLS certificate, "
     "for a review:// sink; empty: plaintext",
+    NATS_CA: "ConfigMap (key 'ca.crt') with the CA of the NATS servers' TLS certificates, "
+    "for a nats:// or tls:// sink or feedback (HITL_NATS_CA: TLS on)",
+    NATS_CREDENTIALS_SECRET: "Secret (key 'nats.creds') with the sidecar's NATS credentials "
+    "(a .creds file or an NKey seed), for a nats:// or tls:// sink or feedback",
+    NATS_TOKEN_SECRET: "Secret (key 'token') with the sidecar's NATS auth token, for a "
+    "nats:// or tls:// sink or feedback; replaces the default credentials Secret",
+    FEEDBACK: "HOST:PORT of the feedback service, or nats://HOST:PORT[,...] (or tls://) to "
+    "send through JetStream: where decision records and outcomes go (HITL_FEEDBACK); "
+    "empty: none",
+    FEEDBACK_TOKEN_SECRET: "Secret (key 'token') with the sidecar's feedback service bearer "
+    "token, for a HOST:PORT feedback service",
+    FEEDBACK_CA: "ConfigMap (key 'ca.crt') with the CA of the feedback service's TLS "
+    "certificate, for a HOST:PORT feedback service; empty: plaintext",
     PORT: "TCP port of the Router, on 127.0.0.1: only the pod's containers reach it (default 7431)",
     HEALTH_PORT: "TCP port of the sidecar's gRPC health on the pod network, where the "
     "kubelet probes it; nothing else is served there (default 7434)",
@@ -67,10 +93,15 @@ KNOWN: dict[str, str] = {
     CPU_LIMIT: "CPU limit (default none: throttling shows up as Route latency)",
     MEMORY_REQUEST: "memory request (default 256Mi)",
     MEMORY_LIMIT: "memory limit (default 512Mi)",
-    STATE_SIZE: "size of the state volume (default 1Gi); the spool may use 90 % of it",
+    STATE_SIZE: "size of the state volume (default 1Gi); the spools may use 90 % of it "
+    "(with a feedback service, 70 % for escalations and 20 % for decision records); "
+    "with hitl.dev/state-volume, the size of that volume",
     STATE_VOLUME: "a volume of the pod (for example a StatefulSet's claim) to keep state on "
-    "instead of an emptyDir",
+    "instead of an emptyDir, so undelivered escalations outlive the pod",
     LOG_LEVEL: "debug, info, warning or error (default info)",
+    DRAIN_SECONDS: "seconds the sidecar may take to drain on SIGTERM (HITL_SHUTDOWN_GRACE_SECONDS, "
+    "1 to 3600); must fit in the pod's terminationGracePeriodSeconds (default: 10, or less "
+    "to fit)",
     STATUS: "written by the injector",
 }
 
@@ -81,9 +112,17 @@ DEFAULT_CPU_REQUEST = "100m"
 DEFAULT_MEMORY_REQUEST = "256Mi"
 DEFAULT_MEMORY_LIMIT = "512Mi"
 DEFAULT_STATE_SIZE = "1Gi"
+DEFAULT_DRAIN_SECONDS = 10
+MAX_DRAIN_SECONDS = 3600
 MIN_STATE_BYTES = 16 * 2**20
-SPOOL_SHARE = Decimal("0.9")  # of the state volume; the rest is last-known-good and slack
+# Shares of the state volume; the rest is last-known-good and slack. Escalations are
+# refused when their spool is full, decision records only counted, so escalations
+# keep the larger share when both spools are on one volume.
+SPOOL_SHARE = Decimal("0.9")
+SPOOL_SHARE_BESIDE_DECISIONS = Decimal("0.7")
+DECISION_SPOOL_SHARE = Decimal("0.2")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+NATS_SCHEMES = ("nats://", "tls://")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +161,12 @@ class PodSettings:
     sink: str = ""
     review_token_secret: str = ""  # a review:// sink's token, mounted; empty: none
     review_ca_configmap: str = ""  # the review queue's TLS CA, mounted; empty: plaintext
+    nats_ca_configmap: str = ""  # the NATS servers' TLS CA, mounted; empty: none
+    nats_credentials_secret: str = ""  # a NATS .creds or seed, mounted; empty: none
+    nats_token_secret: str = ""  # a NATS token, mounted; empty: none
+    feedback: str = ""  # HITL_FEEDBACK; empty: decision records are not sent
+    feedback_token_secret: str = ""  # a HOST:PORT feedback's token, mounted; empty: none
+    feedback_ca_configmap: str = ""  # the feedback service's TLS CA, mounted; empty: plaintext
     port: int = DEFAULT_PORT
     health_port: int = DEFAULT_HEALTH_PORT
     metrics_port: int = DEFAULT_METRICS_PORT
@@ -129,8 +174,11 @@ class PodSettings:
     resources: Resources = Resources()
     state_size: str = DEFAULT_STATE_SIZE
     spool_budget_bytes: int = int(parse_quantity(DEFAULT_STATE_SIZE) * SPOOL_SHARE)
+    decision_spool_budget_bytes: int = 0  # with a feedback service; 0: none
     state_volume: str = ""
     log_level: str = "info"
+    drain_seconds: int = DEFAULT_DRAIN_SECONDS
+    drain_annotated: bool = False  # False: the injector fits the default into the grace period
 
 
 def opted_in(labels: Mapping[str, str]) -> bool:
@@ -172,6 +220,8 @@ def read_settings(annotations: Mapping[str, str], defaults: SidecarDefaults) -> 
         for name in (REVIEW_TOKEN_SECRET, REVIEW_CA):
             if name in annotations:
                 raise InjectionRefused(f"{name} is for a review:// sink; {SINK} is {sink!r}")
+    feedback, feedback_token, feedback_ca = _feedback(annotations, defaults)
+    nats_ca, nats_credentials, nats_token = _nats(annotations, defaults, sink, feedback)
     port = _port(PORT, get(PORT), DEFAULT_PORT)
     health_port = _port(HEALTH_PORT, get(HEALTH_PORT), DEFAULT_HEALTH_PORT)
     metrics_port = _port(METRICS_PORT, get(METRICS_PORT), DEFAULT_METRICS_PORT)
@@ -189,21 +239,33 @@ def read_settings(annotations: Mapping[str, str], defaults: SidecarDefaults) -> 
     level = get(LOG_LEVEL, "info")
     if level not in LOG_LEVELS:
         raise InjectionRefused(f"{LOG_LEVEL} must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    drain = get(DRAIN_SECONDS)
     return PodSettings(
         model=model,
         policy=policy,
         sink=sink,
         review_token_secret=review_token,
         review_ca_configmap=review_ca,
+        nats_ca_configmap=nats_ca,
+        nats_credentials_secret=nats_credentials,
+        nats_token_secret=nats_token,
+        feedback=feedback,
+        feedback_token_secret=feedback_token,
+        feedback_ca_configmap=feedback_ca,
         port=port,
         health_port=health_port,
         metrics_port=metrics_port,
         native=native,
         resources=_resources(annotations),
         state_size=state_size,
-        spool_budget_bytes=int(state_bytes * SPOOL_SHARE),
+        spool_budget_bytes=int(
+            state_bytes * (SPOOL_SHARE_BESIDE_DECISIONS if feedback else SPOOL_SHARE)
+        ),
+        decision_spool_budget_bytes=int(state_bytes * DECISION_SPOOL_SHARE) if feedback else 0,
         state_volume=state_volume,
         log_level=level,
+        drain_seconds=DEFAULT_DRAIN_SECONDS if drain is None else _drain_seconds(drain),
+        drain_annotated=drain is not None,
     )
 
 
@@ -235,6 +297,60 @@ def _policy_source(
     return FromRegistry(address, token, key, ca)
 
 
+def _feedback(annotations: Mapping[str, str], defaults: SidecarDefaults) -> tuple[str, str, str]:
+    """Where decision records go, and for a HOST:PORT feedback service the token
+    Secret and CA ConfigMap (empty: plaintext); the last two refused for NATS or none."""
+    feedback = annotations.get(FEEDBACK, defaults.feedback)
+    if feedback:
+        check_feedback(feedback, FEEDBACK if FEEDBACK in annotations else "the default feedback")
+    if not feedback or feedback.startswith(NATS_SCHEMES):
+        for name in (FEEDBACK_TOKEN_SECRET, FEEDBACK_CA):
+            if name in annotations:
+                raise InjectionRefused(
+                    f"{name} is for a HOST:PORT feedback service; {FEEDBACK} is {feedback!r}"
+                )
+        return feedback, "", ""
+    token = annotations.get(FEEDBACK_TOKEN_SECRET, defaults.feedback_token_secret)
+    dns_subdomain(FEEDBACK_TOKEN_SECRET, token)
+    ca = annotations.get(FEEDBACK_CA, defaults.feedback_ca_configmap)
+    if ca:
+        dns_subdomain(FEEDBACK_CA, ca)
+    return feedback, token, ca
+
+
+def _nats(
+    annotations: Mapping[str, str], defaults: SidecarDefaults, sink: str, feedback: str
+) -> tuple[str, str, str]:
+    """The NATS CA ConfigMap, credentials Secret and token Secret of a pod whose sink
+    or feedback is NATS: the pod's annotations over the injector's defaults (each may
+    be empty; a token Secret replaces the default credentials; not both kinds named);
+    refused when neither is NATS."""
+    names = (NATS_CA, NATS_CREDENTIALS_SECRET, NATS_TOKEN_SECRET)
+    if not (sink.startswith(NATS_SCHEMES) or feedback.startswith(NATS_SCHEMES)):
+        for name in names:
+            if name in annotations:
+                raise InjectionRefused(
+                    f"{name} is for a nats:// or tls:// sink or feedback; {SINK} is {sink!r}"
+                    f" and {FEEDBACK} is {feedback!r}"
+                )
+        return "", "", ""
+    if annotations.get(NATS_CREDENTIALS_SECRET) and annotations.get(NATS_TOKEN_SECRET):
+        raise InjectionRefused(
+            f"{NATS_CREDENTIALS_SECRET} and {NATS_TOKEN_SECRET} are two ways to authenticate"
+            " to NATS: set one"
+        )
+    token = annotations.get(NATS_TOKEN_SECRET, "")
+    given = (
+        annotations.get(NATS_CA, defaults.nats_ca_configmap),
+        "" if token else annotations.get(NATS_CREDENTIALS_SECRET, defaults.nats_credentials_secret),
+        token,
+    )
+    for name, value in zip(names, given, strict=True):
+        if value:
+            dns_subdomain(name, value)
+    return given
+
+
 def _resources(annotations: Mapping[str, str]) -> Resources:
     values = {
         name: annotations.get(name, default)
@@ -263,6 +379,15 @@ def _quantity(name: str, value: str) -> Decimal:
     if amount <= 0:
         raise InjectionRefused(f"{name} must be positive, got {value!r}")
     return amount
+
+
+def _drain_seconds(value: str) -> int:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_DRAIN_SECONDS:
+        raise InjectionRefused(
+            f"{DRAIN_SECONDS} must be a whole number of seconds from 1 to {MAX_DRAIN_SECONDS}, "
+            f"got {value!r}"
+        )
+    return int(value)
 
 
 def _port(name: str, value: str | None, default: int) -> int:

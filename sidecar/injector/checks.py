@@ -1,5 +1,5 @@
 """Checks of the values the injector takes from annotations and from its own
-settings: Kubernetes object names, addresses, sink URLs. Each raises
+settings: Kubernetes object names, addresses, sink and feedback URLs. Each raises
 InjectionRefused naming the annotation or variable."""
 
 from __future__ import annotations
@@ -42,6 +42,20 @@ def check_sink(value: str, name: str) -> None:
         raise InjectionRefused(f"{name} {exc}") from None
     for address in addresses:
         check_address(name, address)
+
+
+def check_feedback(value: str, name: str) -> None:
+    """Where a sidecar sends decision records: the feedback service's HOST:PORT, or
+    NATS servers (nats:// or tls://HOST:PORT[,...]) whose JetStream it reads."""
+    if value.startswith(("nats://", "tls://")):
+        check_sink(value, name)
+    elif "://" in value:
+        raise InjectionRefused(
+            f"{name} must be the feedback service's HOST:PORT or nats://HOST:PORT[,...]"
+            f" (or tls://), got {value!r}"
+        )
+    else:
+        check_address(name, value)
 
 
 def _is_ip(text: str, version: int) -> bool:

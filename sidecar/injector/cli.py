@@ -6,7 +6,9 @@
 ``render`` applies the webhook's own mutation to every Pod, and to the pod template
 of every workload (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob), in
 a YAML file (``-`` for stdin), and prints the result: what the cluster would run,
-without a cluster. A pod template that opts in but cannot be injected stops it with
+without a cluster. A StatefulSet's volumeClaimTemplates count as volumes of its pod
+(``hitl.dev/state-volume`` may name one), as they will once its controller creates
+the pod. A pod template that opts in but cannot be injected stops it with
 the injector's message and exit code 2, as the webhook would deny the pod."""
 
 from __future__ import annotations
@@ -79,6 +81,9 @@ def render_object(document: Any, defaults: Any) -> Any:
         return document
     kind = document.get("kind", "")
     template: dict[str, Any] | None = None
+    claims: dict[str, str] = {}
+    if kind == "StatefulSet":
+        claims = _claim_templates(document.get("spec") or {})
     if kind == "Pod":
         template = document
     elif kind in TEMPLATE_KINDS:
@@ -89,7 +94,7 @@ def render_object(document: Any, defaults: Any) -> Any:
     if not isinstance(template, dict):
         return document
     try:
-        mutation = plan(template, defaults)
+        mutation = plan(template, defaults, claims)
     except InjectionRefused as exc:
         name = (document.get("metadata") or {}).get("name", "")
         raise InjectionRefused(f"{kind}/{name}: {exc}") from None
@@ -97,3 +102,16 @@ def render_object(document: Any, defaults: Any) -> Any:
     template.clear()
     template.update(mutated)
     return document
+
+
+def _claim_templates(spec: dict[str, Any]) -> dict[str, str]:
+    """A StatefulSet's volumeClaimTemplates: name -> requested storage ("" if none)."""
+    claims: dict[str, str] = {}
+    for claim in spec.get("volumeClaimTemplates") or []:
+        if not isinstance(claim, dict):
+            continue
+        name = (claim.get("metadata") or {}).get("name")
+        requests = ((claim.get("spec") or {}).get("resources") or {}).get("requests") or {}
+        if isinstance(name, str):
+            claims[name] = str(requests.get("storage", ""))
+    return claims

@@ -33,6 +33,12 @@ ENV_PUBLIC_KEY_CONFIGMAP = "HITL_INJECTOR_REGISTRY_PUBLIC_KEY_CONFIGMAP"
 ENV_REGISTRY_CA_CONFIGMAP = "HITL_INJECTOR_REGISTRY_CA_CONFIGMAP"
 ENV_SINK = "HITL_INJECTOR_SINK"
 ENV_REVIEW_TOKEN_SECRET = "HITL_INJECTOR_REVIEW_TOKEN_SECRET"  # noqa: S105 - a variable name
+ENV_REVIEW_CA_CONFIGMAP = "HITL_INJECTOR_REVIEW_CA_CONFIGMAP"
+ENV_NATS_CA_CONFIGMAP = "HITL_INJECTOR_NATS_CA_CONFIGMAP"
+ENV_NATS_CREDENTIALS_SECRET = "HITL_INJECTOR_NATS_CREDENTIALS_SECRET"  # noqa: S105 - a variable name
+ENV_FEEDBACK = "HITL_INJECTOR_FEEDBACK"
+ENV_FEEDBACK_TOKEN_SECRET = "HITL_INJECTOR_FEEDBACK_TOKEN_SECRET"  # noqa: S105 - a variable name
+ENV_FEEDBACK_CA_CONFIGMAP = "HITL_INJECTOR_FEEDBACK_CA_CONFIGMAP"
 ENV_INJECTOR_LISTEN = "HITL_INJECTOR_LISTEN"
 ENV_INJECTOR_METRICS_ADDR = "HITL_INJECTOR_METRICS_ADDR"
 
@@ -51,8 +57,8 @@ def _image(value: str, var: str) -> str:
 class SidecarDefaults:
     """What an injected sidecar gets when its pod's annotations do not say.
 
-    registry and sink are checked with the same rules as the annotations that
-    override them (annotations.py)."""
+    Addresses, the sink and Kubernetes object names are checked with the same rules
+    as the annotations that override them (annotations.py)."""
 
     image: str = setting(ENV_SIDECAR_IMAGE, help="the sidecar image to inject", parse=_image)
     pull_policy: str = setting(
@@ -94,10 +100,39 @@ class SidecarDefaults:
         " mounted for a review:// sink",
     )
     review_ca_configmap: str = setting(
-        "HITL_INJECTOR_REVIEW_CA_CONFIGMAP",
+        ENV_REVIEW_CA_CONFIGMAP,
         "",
         "default ConfigMap (key ca.crt) with the review queue's TLS CA, for a review:// sink;"
         " empty: plaintext gRPC",
+    )
+    nats_ca_configmap: str = setting(
+        ENV_NATS_CA_CONFIGMAP,
+        "",
+        "default ConfigMap (key ca.crt) with the NATS servers' TLS CA, for a nats:// or"
+        " tls:// sink or feedback",
+    )
+    nats_credentials_secret: str = setting(
+        ENV_NATS_CREDENTIALS_SECRET,
+        "",
+        "default Secret (key nats.creds) with the sidecar's NATS credentials",
+    )
+    feedback: str = setting(
+        ENV_FEEDBACK,
+        "",
+        "the feedback service (HOST:PORT, or nats:// or tls://HOST:PORT[,...]) for pods"
+        " that do not name one; empty: decision records are not sent",
+    )
+    feedback_token_secret: str = setting(
+        ENV_FEEDBACK_TOKEN_SECRET,
+        "hitl-feedback-token",
+        "default Secret (key token) holding the sidecar's feedback service bearer token,"
+        " mounted for a HOST:PORT feedback service",
+    )
+    feedback_ca_configmap: str = setting(
+        ENV_FEEDBACK_CA_CONFIGMAP,
+        "",
+        "default ConfigMap (key ca.crt) with the feedback service's TLS CA, for a HOST:PORT"
+        " feedback service; empty: plaintext gRPC",
     )
 
     @classmethod
@@ -151,12 +186,23 @@ def _check(defaults: SidecarDefaults) -> None:
             checks.check_address(ENV_REGISTRY, defaults.registry)
         if defaults.sink:
             checks.check_sink(defaults.sink, ENV_SINK)
-        checks.dns_subdomain(ENV_TOKEN_SECRET, defaults.token_secret)
-        checks.dns_subdomain(ENV_PUBLIC_KEY_CONFIGMAP, defaults.public_key_configmap)
-        checks.dns_subdomain(ENV_REVIEW_TOKEN_SECRET, defaults.review_token_secret)
-        if defaults.registry_ca_configmap:
-            checks.dns_subdomain(ENV_REGISTRY_CA_CONFIGMAP, defaults.registry_ca_configmap)
-        if defaults.review_ca_configmap:
-            checks.dns_subdomain("HITL_INJECTOR_REVIEW_CA_CONFIGMAP", defaults.review_ca_configmap)
+        if defaults.feedback:
+            checks.check_feedback(defaults.feedback, ENV_FEEDBACK)
+        for var, name in (
+            (ENV_TOKEN_SECRET, defaults.token_secret),
+            (ENV_PUBLIC_KEY_CONFIGMAP, defaults.public_key_configmap),
+            (ENV_REVIEW_TOKEN_SECRET, defaults.review_token_secret),
+            (ENV_FEEDBACK_TOKEN_SECRET, defaults.feedback_token_secret),
+        ):
+            checks.dns_subdomain(var, name)
+        for var, name in (  # empty: none
+            (ENV_REGISTRY_CA_CONFIGMAP, defaults.registry_ca_configmap),
+            (ENV_REVIEW_CA_CONFIGMAP, defaults.review_ca_configmap),
+            (ENV_NATS_CA_CONFIGMAP, defaults.nats_ca_configmap),
+            (ENV_NATS_CREDENTIALS_SECRET, defaults.nats_credentials_secret),
+            (ENV_FEEDBACK_CA_CONFIGMAP, defaults.feedback_ca_configmap),
+        ):
+            if name:
+                checks.dns_subdomain(var, name)
     except InjectionRefused as exc:
         raise ConfigError(str(exc)) from exc

@@ -22,12 +22,22 @@ Why it looks the way it does:
   keeps answering through the drain).
 - **State.** The spool, dead letters and last-known-good policy live on an emptyDir
   (kept across container restarts, sized by ``hitl.dev/state-size``; the spool may
-  use 90 % of it) or on a volume the pod names (``hitl.dev/state-volume``, for
-  example a StatefulSet's claim, to outlive the pod). The audit log goes to stdout,
-  where the cluster's log pipeline collects it, so it never fills the volume.
+  use 90 % of it, or 70 % beside the decision records' spool, which gets 20 %, when
+  the sidecar sends to a feedback service; the container requests the volume's size
+  as ``ephemeral-storage``, so the scheduler puts the pod on a node with room for
+  it) or on a volume the pod names (``hitl.dev/state-volume``, for example a
+  StatefulSet's claim, to outlive the pod; the pod then gets the sidecar's group as
+  its ``fsGroup`` unless it sets one, so a fresh claim is writable). The audit log
+  goes to stdout, where the cluster's log pipeline collects it, so it never fills
+  the volume.
+- **Credentials and CAs** (registry, review queue, feedback service, NATS) are
+  mounted read-only from the Secrets and ConfigMaps the annotations (or the
+  injector's defaults) name, one key each; the sidecar reads them at start-up.
 - **Shutdown order.** As a native sidecar it is stopped after the model server has
   exited. As a plain container it would get SIGTERM at the same moment, so a preStop
-  pause lets the model server stop sending first.
+  pause lets the model server stop sending first. Its drain time
+  (``HITL_SHUTDOWN_GRACE_SECONDS``) is ``hitl.dev/drain-seconds``, checked against the
+  pod's grace period (patch.py).
 - **Resources.** A memory limit, no CPU limit by default: CFS throttling would show
   up directly as Route latency.
 """
@@ -49,6 +59,10 @@ PUBLIC_KEY_VOLUME = "hitl-registry-public-key"
 CA_VOLUME = "hitl-registry-ca"
 REVIEW_TOKEN_VOLUME = "hitl-review-token"  # noqa: S105 - a volume name, not a token
 REVIEW_CA_VOLUME = "hitl-review-ca"
+NATS_CA_VOLUME = "hitl-nats-ca"
+NATS_CREDENTIALS_VOLUME = "hitl-nats-credentials"
+FEEDBACK_TOKEN_VOLUME = "hitl-feedback-token"  # noqa: S105 - a volume name, not a token
+FEEDBACK_CA_VOLUME = "hitl-feedback-ca"
 VOLUME_NAMES = (
     STATE_VOLUME,
     POLICY_VOLUME,
@@ -57,6 +71,10 @@ VOLUME_NAMES = (
     CA_VOLUME,
     REVIEW_TOKEN_VOLUME,
     REVIEW_CA_VOLUME,
+    NATS_CA_VOLUME,
+    NATS_CREDENTIALS_VOLUME,
+    FEEDBACK_TOKEN_VOLUME,
+    FEEDBACK_CA_VOLUME,
 )
 
 STATE_DIR = "/var/lib/hitl"
@@ -66,6 +84,11 @@ TOKEN_DIR = "/var/run/secrets/hitl/registry"  # noqa: S105 - where it is mounted
 TOKEN_KEY = "token"  # noqa: S105 - the Secret's key name
 REVIEW_TOKEN_DIR = "/var/run/secrets/hitl/review"  # noqa: S105 - where it is mounted
 REVIEW_CA_DIR = "/etc/hitl/review-ca"
+NATS_CA_DIR = "/etc/hitl/nats-ca"
+NATS_CREDENTIALS_DIR = "/var/run/secrets/hitl/nats"
+NATS_CREDS_KEY = "nats.creds"
+FEEDBACK_TOKEN_DIR = "/var/run/secrets/hitl/feedback"  # noqa: S105 - where it is mounted
+FEEDBACK_CA_DIR = "/etc/hitl/feedback-ca"
 PUBLIC_KEY_DIR = "/etc/hitl/registry"
 PUBLIC_KEY_KEY = "public-key.pem"
 CA_DIR = "/etc/hitl/registry-ca"
@@ -128,6 +151,18 @@ def sidecar_volumes(settings: PodSettings) -> list[JsonObject]:
         volumes.append(_secret(REVIEW_TOKEN_VOLUME, settings.review_token_secret))
     if settings.review_ca_configmap:
         volumes.append(_ca(REVIEW_CA_VOLUME, settings.review_ca_configmap))
+    if settings.nats_ca_configmap:
+        volumes.append(_ca(NATS_CA_VOLUME, settings.nats_ca_configmap))
+    if settings.nats_credentials_secret:
+        volumes.append(
+            _secret(NATS_CREDENTIALS_VOLUME, settings.nats_credentials_secret, NATS_CREDS_KEY)
+        )
+    if settings.nats_token_secret:
+        volumes.append(_secret(NATS_CREDENTIALS_VOLUME, settings.nats_token_secret))
+    if settings.feedback_token_secret:
+        volumes.append(_secret(FEEDBACK_TOKEN_VOLUME, settings.feedback_token_secret))
+    if settings.feedback_ca_configmap:
+        volumes.append(_ca(FEEDBACK_CA_VOLUME, settings.feedback_ca_configmap))
     if isinstance(settings.policy, FromConfigMap):
         volumes.append({"name": POLICY_VOLUME, "configMap": {"name": settings.policy.name}})
     else:
@@ -146,11 +181,11 @@ def sidecar_volumes(settings: PodSettings) -> list[JsonObject]:
     return volumes
 
 
-def _secret(volume: str, secret: str) -> JsonObject:
-    """A volume of the token in a Secret's key ``token``."""
+def _secret(volume: str, secret: str, key: str = TOKEN_KEY) -> JsonObject:
+    """A volume of one key of a Secret (by default the token, key ``token``)."""
     return {
         "name": volume,
-        "secret": {"secretName": secret, "items": [{"key": TOKEN_KEY, "path": TOKEN_KEY}]},
+        "secret": {"secretName": secret, "items": [{"key": key, "path": key}]},
     }
 
 
@@ -172,6 +207,7 @@ def _env(settings: PodSettings) -> list[JsonObject]:
         ("HITL_DEPLOYMENT", settings.model),
         ("HITL_SPOOL_BUDGET_BYTES", str(settings.spool_budget_bytes)),
         ("HITL_LOG_LEVEL", settings.log_level),
+        ("HITL_SHUTDOWN_GRACE_SECONDS", str(settings.drain_seconds)),
     ]
     if settings.sink:
         values.append(("HITL_SINK", settings.sink))
@@ -179,6 +215,21 @@ def _env(settings: PodSettings) -> list[JsonObject]:
         values.append(("HITL_REVIEW_TOKEN_FILE", f"{REVIEW_TOKEN_DIR}/{TOKEN_KEY}"))
     if settings.review_ca_configmap:
         values.append(("HITL_REVIEW_CA", f"{REVIEW_CA_DIR}/{CA_KEY}"))
+    if settings.nats_ca_configmap:
+        values.append(("HITL_NATS_CA", f"{NATS_CA_DIR}/{CA_KEY}"))
+    if settings.nats_credentials_secret:
+        values.append(("HITL_NATS_CREDS_FILE", f"{NATS_CREDENTIALS_DIR}/{NATS_CREDS_KEY}"))
+    if settings.nats_token_secret:
+        values.append(("HITL_NATS_TOKEN_FILE", f"{NATS_CREDENTIALS_DIR}/{TOKEN_KEY}"))
+    if settings.feedback:
+        values.append(("HITL_FEEDBACK", settings.feedback))
+        values.append(
+            ("HITL_DECISION_SPOOL_BUDGET_BYTES", str(settings.decision_spool_budget_bytes))
+        )
+    if settings.feedback_token_secret:
+        values.append(("HITL_FEEDBACK_TOKEN_FILE", f"{FEEDBACK_TOKEN_DIR}/{TOKEN_KEY}"))
+    if settings.feedback_ca_configmap:
+        values.append(("HITL_FEEDBACK_CA", f"{FEEDBACK_CA_DIR}/{CA_KEY}"))
     policy = settings.policy
     if isinstance(policy, FromRegistry):
         values += [
@@ -219,6 +270,18 @@ def _mounts(settings: PodSettings) -> list[JsonObject]:
         )
     if settings.review_ca_configmap:
         mounts.append({"name": REVIEW_CA_VOLUME, "mountPath": REVIEW_CA_DIR, "readOnly": True})
+    if settings.nats_ca_configmap:
+        mounts.append({"name": NATS_CA_VOLUME, "mountPath": NATS_CA_DIR, "readOnly": True})
+    if settings.nats_credentials_secret or settings.nats_token_secret:
+        mounts.append(
+            {"name": NATS_CREDENTIALS_VOLUME, "mountPath": NATS_CREDENTIALS_DIR, "readOnly": True}
+        )
+    if settings.feedback_token_secret:
+        mounts.append(
+            {"name": FEEDBACK_TOKEN_VOLUME, "mountPath": FEEDBACK_TOKEN_DIR, "readOnly": True}
+        )
+    if settings.feedback_ca_configmap:
+        mounts.append({"name": FEEDBACK_CA_VOLUME, "mountPath": FEEDBACK_CA_DIR, "readOnly": True})
     return mounts
 
 
@@ -237,6 +300,8 @@ def _grpc_probe(port: int, service: str, *, period: int, failures: int) -> JsonO
 def _resources(settings: PodSettings) -> JsonObject:
     r = settings.resources
     requests = {k: v for k, v in (("cpu", r.cpu_request), ("memory", r.memory_request)) if v}
+    if not settings.state_volume:  # the emptyDir counts against the node's ephemeral storage
+        requests["ephemeral-storage"] = settings.state_size
     limits = {k: v for k, v in (("cpu", r.cpu_limit), ("memory", r.memory_limit)) if v}
     resources: JsonObject = {}
     if requests:

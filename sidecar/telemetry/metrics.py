@@ -157,8 +157,9 @@ def observe_escalations(
     forwarder: Forwarder | None,
     clock: Callable[[], float],
 ) -> None:
-    """Spool depth, bytes and oldest unacknowledged age; the forwarder's sent,
-    retried and dead-lettered counts and circuit state (0 closed, 1 half-open, 2 open)."""
+    """Spool depth, bytes and oldest unacknowledged age, and the undelivered records an
+    earlier process left behind; the forwarder's sent, retried and dead-lettered
+    counts and circuit state (0 closed, 1 half-open, 2 open)."""
 
     def gauge(name: str, unit: str, description: str, value: Callable[[], float]) -> None:
         meter.create_observable_gauge(
@@ -194,6 +195,11 @@ def observe_escalations(
     gauge("hitl.spool.oldest_age", "s", "Age of the oldest undelivered escalation", oldest_age)
     gauge("hitl.dead_letter.records", "", "Escalations a sink refused, awaiting replay",
           lambda: dead.stats().records)  # fmt: skip
+    # A gauge, constant for the process's life, not a counter: a counter series that
+    # is born at its value shows no increase() in Prometheus, so nothing could fire.
+    gauge("hitl.spool.recovered_records", "",
+          "Undelivered escalations an earlier process left in the spool, found when this "
+          "one started (it delivers them)", lambda: spool.recovered_records)  # fmt: skip
     if forwarder is None:
         return
     attrs = {"sink": forwarder.sink.name}

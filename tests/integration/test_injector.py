@@ -33,6 +33,7 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hitl_client.router import RouterClient, route_request
@@ -382,6 +383,26 @@ def test_render_prints_what_the_webhook_would_run(tmp_path: Path) -> None:
     assert 'Deployment/fraud-model: hitl.dev/native-sidecar must be "true" or "false"' in (
         done.stderr
     )
+
+
+def test_render_injects_the_statefulset_recipe_onto_its_claim(tmp_path: Path) -> None:
+    """hitl injector render takes the StatefulSet recipe's claim template as the state
+    volume, and exits 2 when the state size would not fit on the claim."""
+    recipe = Path(__file__).resolve().parents[2] / "k8s/example/statefulset/fraud-model.yaml"
+    render = ("injector", "render", "-", "--image", IMAGE, "--registry", "r:1")
+    done = subprocess.run(hitl_command(*render), input=recipe.read_text(),
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (statefulset,) = [d for d in yaml.safe_load_all(done.stdout) if d["kind"] == "StatefulSet"]
+    pod_spec = statefulset["spec"]["template"]["spec"]
+    sidecar = sidecar_of(statefulset["spec"]["template"])
+    assert {"name": "hitl-spool", "mountPath": "/var/lib/hitl"} in sidecar["volumeMounts"]
+    assert pod_spec["securityContext"]["fsGroup"] == 10001
+    too_big = recipe.read_text().replace("hitl.dev/state-size: 2Gi", "hitl.dev/state-size: 4Gi")
+    done = subprocess.run(hitl_command(*render), input=too_big,
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 2
+    assert "StatefulSet/fraud-model: hitl.dev/state-size (4Gi) is more than the " in done.stderr
 
 
 def test_draining_answers_not_ready_until_it_stops(pki: Pki) -> None:

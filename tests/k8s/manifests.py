@@ -4,8 +4,8 @@ Overlays are built with kustomize as ``kubectl kustomize`` ships it, when kubect
 on the machine; every file a kustomization lists is also validated on its own, so
 the schemas are checked with or without kubectl. Core kinds are validated against
 the Kubernetes JSON schemas (kubernetes-validate, strict: unknown fields fail);
-cert-manager's two kinds, which those schemas do not cover, are checked for the
-fields this project relies on."""
+cert-manager's two kinds and the Prometheus Operator's three, which those schemas
+do not cover, are checked for the fields this project relies on."""
 
 from __future__ import annotations
 
@@ -20,11 +20,19 @@ import kubernetes_validate
 import yaml
 
 K8S = Path(__file__).resolve().parents[2] / "k8s"
-OVERLAYS = ("overlays/single-node", "overlays/production", "example", "monitoring")
+OVERLAYS = (
+    "overlays/single-node",
+    "overlays/production",
+    "example",
+    "example/statefulset",
+    "monitoring",
+    "monitoring/operator",
+)
 # The schema versions every manifest is validated against: 1.29, the first with
 # native sidecars on by default, and 1.33, where they are GA.
 SCHEMA_VERSIONS = ("1.29.0", "1.33.0")
 CERT_MANAGER_KINDS = {"Issuer", "Certificate"}
+PROMETHEUS_OPERATOR_KINDS = {"PodMonitor", "ServiceMonitor", "PrometheusRule"}
 
 Obj = dict[str, Any]
 
@@ -73,6 +81,10 @@ def validate(obj: Obj) -> None:
     if obj.get("apiVersion") == "cert-manager.io/v1" and obj.get("kind") in CERT_MANAGER_KINDS:
         check_cert_manager(obj)
         return
+    if obj.get("apiVersion") == "monitoring.coreos.com/v1":
+        assert obj.get("kind") in PROMETHEUS_OPERATOR_KINDS, obj.get("kind")
+        check_prometheus_operator(obj)
+        return
     for version in SCHEMA_VERSIONS:
         kubernetes_validate.validate(obj, version, strict=True)
 
@@ -92,6 +104,33 @@ def check_cert_manager(obj: Obj) -> None:
     assert spec["secretName"]
     assert spec["issuerRef"]["kind"] == "Issuer"
     assert set(spec["privateKey"]) <= {"algorithm", "size", "rotationPolicy"}
+
+
+def check_prometheus_operator(obj: Obj) -> None:
+    """The fields of PodMonitor, ServiceMonitor and PrometheusRule this project
+    uses, as the Operator's v1 CRDs name them (an unknown field fails)."""
+    assert obj["metadata"]["name"]
+    spec = obj["spec"]
+    if obj["kind"] == "PrometheusRule":
+        assert set(spec) == {"groups"}
+        for group in spec["groups"]:
+            assert set(group) <= {"name", "interval", "rules"}, set(group)
+            for rule in group["rules"]:
+                known = {"alert", "record", "expr", "for", "labels", "annotations"}
+                assert set(rule) <= known, set(rule) - known
+                assert ("alert" in rule) != ("record" in rule)
+        return
+    endpoints_key = "podMetricsEndpoints" if obj["kind"] == "PodMonitor" else "endpoints"
+    assert set(spec) <= {"selector", "namespaceSelector", endpoints_key}, set(spec)
+    assert set(spec["selector"]) <= {"matchLabels", "matchExpressions"}
+    assert set(spec.get("namespaceSelector", {})) <= {"any", "matchNames"}
+    for endpoint in spec[endpoints_key]:
+        assert set(endpoint) <= {"port", "path", "interval", "relabelings"}, set(endpoint)
+        assert isinstance(endpoint["port"], str)  # a port's name
+        for relabeling in endpoint.get("relabelings", []):
+            known = {"action", "sourceLabels", "targetLabel", "regex", "replacement"}
+            assert set(relabeling) <= known, set(relabeling) - known
+            assert relabeling.get("action", "replace") in {"replace", "keep", "drop"}
 
 
 def find(objects: tuple[Obj, ...], kind: str, name: str) -> Obj:

@@ -12,9 +12,12 @@ from sidecar.injector import annotations as a
 from sidecar.injector.cli import render_object
 from sidecar.injector.config import InjectorConfig, SidecarDefaults
 from sidecar.injector.container import CONTAINER_NAME, SIDECAR_UID
+from sidecar.injector.patch import apply, plan
 from sidecar.injector.server import MUTATE_PATH
 from sidecar.review.config import ReviewConfig
+from tests.certs import Authority
 from tests.k8s.manifests import (
+    K8S,
     OVERLAYS,
     Obj,
     build,
@@ -31,7 +34,13 @@ from tests.k8s.manifests import (
 needs_kustomize = pytest.mark.skipif(
     not kustomize_available(), reason="kubectl (with its built-in kustomize) is not installed"
 )
-SERVICES = ("hitl-registry", "hitl-review", "hitl-injector")
+SERVICES = ("hitl-registry", "hitl-review", "hitl-feedback", "hitl-monitor", "hitl-injector")
+# The gRPC services and the variables naming their serving certificate and key.
+GRPC_SERVERS = {
+    "hitl-registry": "HITL_REGISTRY_TLS",
+    "hitl-review": "HITL_REVIEW_TLS",
+    "hitl-feedback": "HITL_FEEDBACK_TLS",
+}
 
 
 @pytest.mark.parametrize("path", sorted(set(listed_files())), ids=lambda p: p.name)
@@ -132,16 +141,33 @@ def test_webhook_service_certificate_and_injector_agree(overlay: str) -> None:
 
 
 @needs_kustomize
+@pytest.mark.parametrize("overlay", ["overlays/single-node", "overlays/production"])
+def test_the_injector_runs_at_a_priority_of_its_own(overlay: str) -> None:
+    """The injector's PriorityClass ships with it: no system-* class, which clusters
+    such as GKE admit outside kube-system only under a ResourceQuota; the highest
+    value a class of our own may have, and no default for other pods."""
+    objects = build(overlay)
+    injector = find(objects, "Deployment", "hitl-injector")
+    name = injector["spec"]["template"]["spec"]["priorityClassName"]
+    assert not name.startswith("system-")
+    priority = find(objects, "PriorityClass", name)
+    assert "namespace" not in priority["metadata"]  # cluster-scoped
+    assert priority["value"] == 1_000_000_000  # the most a non-system class may have
+    assert priority["globalDefault"] is False
+
+
+@needs_kustomize
 @pytest.mark.parametrize(
     ("overlay", "sink"),
     [
         ("overlays/single-node", "review://hitl-review.hitl-system.svc:7432"),
-        ("overlays/production", "nats://nats.nats.svc:4222"),
+        ("overlays/production", "tls://nats.nats.svc:4222"),
     ],
 )
 def test_injected_sidecars_are_pointed_at_running_services(overlay: str, sink: str) -> None:
-    """The injector's default registry is the registry Service's address and port; the
-    single-node sink is the review queue's Service, production's is NATS."""
+    """The injector's default registry is the registry Service's address and port, its
+    default feedback the feedback service's; the single-node sink is the review
+    queue's Service, production's is NATS."""
     objects = build(overlay)
     injector = find(objects, "Deployment", "hitl-injector")
     defaults = SidecarDefaults.load(
@@ -153,6 +179,11 @@ def test_injected_sidecars_are_pointed_at_running_services(overlay: str, sink: s
     registry = find(objects, "Service", name)
     assert registry["metadata"]["namespace"] == namespace
     assert int(port) in [p["port"] for p in registry["spec"]["ports"]]
+    host, _, port = defaults.feedback.rpartition(":")
+    name, namespace, _ = host.split(".", 2)
+    feedback = find(objects, "Service", name)
+    assert (name, feedback["metadata"]["namespace"]) == ("hitl-feedback", namespace)
+    assert int(port) in [p["port"] for p in feedback["spec"]["ports"] if p["name"] == "grpc"]
     if sink.startswith("review://"):
         host, _, port = sink.removeprefix("review://").rpartition(":")
         review = find(objects, "Service", host.split(".")[0])
@@ -164,8 +195,7 @@ def test_injected_sidecars_are_pointed_at_running_services(overlay: str, sink: s
 
 @needs_kustomize
 def test_single_node_runs_one_of_each_on_sqlite_volumes() -> None:
-    """Single node: one replica each, SQLite on claimed volumes, replaced not rolled;
-    the review queue accepts its own settings."""
+    """Single node: one replica each, SQLite on claimed volumes, replaced not rolled."""
     objects = build("overlays/single-node")
     claims = {c["metadata"]["name"] for c in of_kind(objects, "PersistentVolumeClaim")}
     for name, var in (("hitl-registry", "HITL_REGISTRY_DB"), ("hitl-review", "HITL_REVIEW_DB")):
@@ -179,9 +209,53 @@ def test_single_node_runs_one_of_each_on_sqlite_volumes() -> None:
         data = volumes[next(m["name"] for m in container["volumeMounts"]
                             if m["mountPath"] == "/var/lib/hitl")]  # fmt: skip
         assert data["persistentVolumeClaim"]["claimName"] in claims
-    review = find(objects, "Deployment", "hitl-review")["spec"]["template"]["spec"]["containers"][0]
+
+
+@needs_kustomize
+@pytest.mark.parametrize("overlay", ["overlays/single-node", "overlays/production"])
+def test_the_review_queue_sends_resolutions_to_the_feedback_service(
+    overlay: str, tmp_path: Path
+) -> None:
+    """The review queue calls the feedback service's Service on its gRPC port, with its
+    token mounted read-only from a Secret and, in production, the CA of the feedback
+    service's certificate (the CA's certificate only); the review queue's own config
+    loader accepts its settings once the mounted files are there."""
+    objects = build(overlay)
+    pod = find(objects, "Deployment", "hitl-review")["spec"]["template"]["spec"]
+    (review,) = pod["containers"]
+    env = env_of(review)
+    host, _, port = env["HITL_REVIEW_FEEDBACK"].rpartition(":")
+    feedback = find(objects, "Service", host.split(".")[0])
+    assert feedback["metadata"]["name"] == "hitl-feedback"
+    assert int(port) in [p["port"] for p in feedback["spec"]["ports"] if p["name"] == "grpc"]
+    token = _mounted_from(pod, review, env["HITL_REVIEW_FEEDBACK_TOKEN_FILE"])["secret"]
+    assert token["items"] == [{"key": "token", "path": "token"}]
+    authority = Authority(tmp_path / "pki")
+    served = authority.issue("hitl-review", server=True)
+    files = {
+        "HITL_REVIEW_FEEDBACK_TOKEN_FILE": tmp_path / "token",
+        "HITL_REVIEW_FEEDBACK_CA": authority.cert,
+        "HITL_REVIEW_TLS_CERT": served.cert,
+        "HITL_REVIEW_TLS_KEY": served.key,
+    }
+    files["HITL_REVIEW_FEEDBACK_TOKEN_FILE"].write_text("r3view-feedback\n")
+    local = {**env, **{var: str(path) for var, path in files.items() if var in env}}
+    if not local["HITL_REVIEW_DB"]:  # from the Secret hitl-postgres
+        local["HITL_REVIEW_DB"] = "postgresql://review@db.example.com:5432/review"
     flags = dict(arg.removeprefix("--").split("=", 1) for arg in review["args"])
-    ReviewConfig.load({k.replace("-", "_"): v for k, v in flags.items()}, env_of(review))
+    config = ReviewConfig.load({k.replace("-", "_"): v for k, v in flags.items()}, local)
+    assert config.feedback == env["HITL_REVIEW_FEEDBACK"]
+    if overlay == "overlays/production":
+        ca = _mounted_from(pod, review, env["HITL_REVIEW_FEEDBACK_CA"])["secret"]
+        assert ca["secretName"] == find(objects, "Certificate", "hitl-ca")["spec"]["secretName"]
+        assert ca["items"] == [{"key": "ca.crt", "path": "ca.crt"}]  # never the CA's key
+        certificate = next(
+            c for c in of_kind(objects, "Certificate")
+            if c["spec"]["secretName"] == "hitl-feedback-tls"
+        )  # fmt: skip
+        assert host in certificate["spec"]["dnsNames"]
+    else:
+        assert "HITL_REVIEW_FEEDBACK_CA" not in env
 
 
 @needs_kustomize
@@ -204,26 +278,193 @@ def test_the_example_model_once_injected_is_a_valid_deployment() -> None:
     """The example opts in; rendered through the injector with the injector's own
     settings it is still a valid Deployment, its sidecar routes on loopback only, and
     its NetworkPolicy admits other pods to the model's port, never the sidecar's
-    Router or health port."""
-    injector = find(build("overlays/single-node"), "Deployment", "hitl-injector")
-    defaults = SidecarDefaults.load(
-        env=env_of(injector["spec"]["template"]["spec"]["containers"][0])
-    )
+    Router or health port; it sends decision records to the feedback service. Through
+    production's injector (TLS, NATS credentials) it is valid too."""
     example = build("example")
     deployment = find(example, "Deployment", "fraud-model")
     template = deployment["spec"]["template"]
     assert template["metadata"]["labels"][a.INJECT] == "true"
-    rendered: Obj = render_object(copy.deepcopy(deployment), defaults)
-    validate(rendered)
-    pod = rendered["spec"]["template"]["spec"]
-    (sidecar,) = [c for c in pod["initContainers"] if c["name"] == CONTAINER_NAME]
-    router_host, _, router_port = env_of(sidecar)["HITL_LISTEN"].rpartition(":")
-    assert router_host == "127.0.0.1"
-    health_port = sidecar["readinessProbe"]["grpc"]["port"]
-    assert env_of(sidecar)["HITL_HEALTH_LISTEN"] == f"0.0.0.0:{health_port}"
     policy = find(example, "NetworkPolicy", "fraud-model")
     open_ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
-    assert not open_ports & {int(router_port), health_port}
     assert 8080 in open_ports
+    for overlay in ("overlays/single-node", "overlays/production"):
+        injector = find(build(overlay), "Deployment", "hitl-injector")
+        defaults = SidecarDefaults.load(
+            env=env_of(injector["spec"]["template"]["spec"]["containers"][0])
+        )
+        rendered: Obj = render_object(copy.deepcopy(deployment), defaults)
+        validate(rendered)
+        pod = rendered["spec"]["template"]["spec"]
+        (sidecar,) = [c for c in pod["initContainers"] if c["name"] == CONTAINER_NAME]
+        env = env_of(sidecar)
+        router_host, _, router_port = env["HITL_LISTEN"].rpartition(":")
+        assert router_host == "127.0.0.1"
+        health_port = sidecar["readinessProbe"]["grpc"]["port"]
+        assert env["HITL_HEALTH_LISTEN"] == f"0.0.0.0:{health_port}"
+        assert not open_ports & {int(router_port), health_port}
+        assert env["HITL_FEEDBACK"] == defaults.feedback
+        assert env["HITL_FEEDBACK_TOKEN_FILE"].endswith("/token")
     namespace = find(example, "Namespace", "models")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    budget = find(example, "PodDisruptionBudget", "fraud-model")
+    assert selects(budget["spec"]["selector"], template["metadata"]["labels"])
+    assert budget["spec"]["minAvailable"] < deployment["spec"]["replicas"]
+
+
+@needs_kustomize
+def test_the_statefulset_recipe_keeps_each_spool_on_its_own_claim() -> None:
+    """The StatefulSet recipe, rendered through the injector with the injector's own
+    settings, is a valid StatefulSet whose sidecar keeps its state on the claim
+    template, writable through the injected fsGroup, with a drain time that fits the
+    grace period; the pod its controller creates (the claim now a volume) is admitted
+    the same way and is a valid Pod; a PodDisruptionBudget covers its pods."""
+    injector = find(build("overlays/production"), "Deployment", "hitl-injector")
+    defaults = SidecarDefaults.load(
+        env=env_of(injector["spec"]["template"]["spec"]["containers"][0])
+    )
+    objects = build("example/statefulset")
+    statefulset = find(objects, "StatefulSet", "fraud-model")
+    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
+    annotations = statefulset["spec"]["template"]["metadata"]["annotations"]
+    assert annotations[a.STATE_VOLUME] == claim["metadata"]["name"]
+    assert annotations[a.STATE_SIZE] == claim["spec"]["resources"]["requests"]["storage"]
+    rendered: Obj = render_object(copy.deepcopy(statefulset), defaults)
+    validate(rendered)
+    pod_spec = rendered["spec"]["template"]["spec"]
+    (sidecar,) = [c for c in pod_spec["initContainers"] if c["name"] == CONTAINER_NAME]
+    mounts = {m["mountPath"]: m["name"] for m in sidecar["volumeMounts"]}
+    assert mounts[env_of(sidecar)["HITL_STATE_DIR"]] == claim["metadata"]["name"]
+    assert "ephemeral-storage" not in sidecar["resources"]["requests"]
+    assert pod_spec["securityContext"]["fsGroup"] == SIDECAR_UID
+    assert pod_spec["securityContext"]["runAsUser"] == 20001  # the pod's own, kept
+    drain = int(env_of(sidecar)["HITL_SHUTDOWN_GRACE_SECONDS"])
+    assert drain == int(annotations[a.DRAIN_SECONDS]) < pod_spec["terminationGracePeriodSeconds"]
+
+    # At admission: the StatefulSet controller has added the claim as a volume.
+    template = statefulset["spec"]["template"]
+    name = f"{statefulset['metadata']['name']}-0"
+    pod: Obj = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {**copy.deepcopy(template["metadata"]), "name": name,
+                     "namespace": statefulset["metadata"]["namespace"]},
+        "spec": {
+            **copy.deepcopy(template["spec"]),
+            "volumes": [{"name": claim["metadata"]["name"], "persistentVolumeClaim":
+                         {"claimName": f"{claim['metadata']['name']}-{name}"}}],
+        },
+    }  # fmt: skip
+    admitted = apply(pod, plan(pod, defaults).patch)
+    validate(admitted)
+    assert admitted["spec"]["securityContext"] == pod_spec["securityContext"]
+
+    labels = template["metadata"]["labels"]
+    budget = find(objects, "PodDisruptionBudget", "fraud-model")
+    assert selects(budget["spec"]["selector"], labels)
+    assert budget["spec"]["maxUnavailable"] == 1
+    governing = find(objects, "Service", statefulset["spec"]["serviceName"])
+    assert governing["spec"]["clusterIP"] == "None"
+    assert statefulset["spec"]["persistentVolumeClaimRetentionPolicy"] == {
+        "whenDeleted": "Retain",
+        "whenScaled": "Retain",
+    }
+
+
+def _mounted_from(pod: Obj, container: Obj, path: str) -> Obj:
+    """The volume mounted at the directory holding path in container."""
+    directory = path.rpartition("/")[0]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == directory]
+    assert mount.get("readOnly") is True, mount
+    return next(v for v in pod["volumes"] if v["name"] == mount["name"])
+
+
+@needs_kustomize
+def test_production_has_tls_on_every_hop() -> None:
+    """Production: every gRPC service serves a cert-manager certificate (issued by a CA
+    Issuer, naming the Service) from its mounted Secret and is probed without gRPC
+    (the kubelet's gRPC probes cannot speak TLS); every client is given the CA: the
+    injector's default registry and review CA ConfigMaps, the monitor's registry CA,
+    NATS over tls://."""
+    objects = build("overlays/production")
+    certificates = {c["spec"]["secretName"]: c for c in of_kind(objects, "Certificate")}
+    for name, prefix in GRPC_SERVERS.items():
+        pod = find(objects, "Deployment", name)["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = env_of(container)
+        for part, key in (("CERT", "tls.crt"), ("KEY", "tls.key")):
+            path = env[f"{prefix}_{part}"]
+            assert path.endswith(f"/{key}")
+            secret = _mounted_from(pod, container, path)["secret"]
+            certificate = certificates[secret["secretName"]]
+            assert key in [item["key"] for item in secret["items"]]
+        assert f"{name}.hitl-system.svc" in certificate["spec"]["dnsNames"]
+        assert "server auth" in certificate["spec"]["usages"]
+        issuer = find(objects, "Issuer", certificate["spec"]["issuerRef"]["name"])
+        assert "ca" in issuer["spec"]  # renewals keep the CA the clients trust
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            assert "grpc" not in container[probe], (name, probe)
+            assert container[probe]["tcpSocket"]["port"] == container["ports"][0]["containerPort"]
+    injector = find(objects, "Deployment", "hitl-injector")
+    defaults = SidecarDefaults.load(
+        env=env_of(injector["spec"]["template"]["spec"]["containers"][0])
+    )
+    assert defaults.registry_ca_configmap
+    assert defaults.review_ca_configmap
+    assert defaults.feedback_ca_configmap == defaults.registry_ca_configmap  # hitl-ca
+    feedback_host = defaults.feedback.rpartition(":")[0]
+    assert feedback_host in certificates["hitl-feedback-tls"]["spec"]["dnsNames"]
+    assert defaults.sink.startswith("tls://")
+    assert defaults.nats_ca_configmap
+    assert defaults.nats_credentials_secret
+    monitor_pod = find(objects, "Deployment", "hitl-monitor")["spec"]["template"]["spec"]
+    (monitor,) = monitor_pod["containers"]
+    monitor_env = env_of(monitor)
+    registry_host = monitor_env["HITL_MONITOR_REGISTRY"].rpartition(":")[0]
+    assert registry_host in certificates["hitl-registry-tls"]["spec"]["dnsNames"]
+    ca = _mounted_from(monitor_pod, monitor, monitor_env["HITL_MONITOR_REGISTRY_CA"])["secret"]
+    assert ca["secretName"] == find(objects, "Certificate", "hitl-ca")["spec"]["secretName"]
+    assert [item["key"] for item in ca["items"]] == ["ca.crt"]  # never the CA's key
+
+
+@needs_kustomize
+def test_single_node_says_it_leaves_tls_out() -> None:
+    """Single node: no service serves TLS, and its kustomization says so."""
+    objects = build("overlays/single-node")
+    for name, prefix in GRPC_SERVERS.items():
+        (container,) = find(objects, "Deployment", name)["spec"]["template"]["spec"]["containers"]
+        assert f"{prefix}_CERT" not in env_of(container)
+    kustomization = (K8S / "overlays/single-node/kustomization.yaml").read_text()
+    assert "What it leaves out" in kustomization
+    assert "in clear" in kustomization
+
+
+@needs_kustomize
+@pytest.mark.parametrize("overlay", ["overlays/single-node", "overlays/production"])
+def test_the_loop_services_read_the_feedback_database(overlay: str) -> None:
+    """The feedback service and the monitor open the same database: one claimed SQLite
+    file on a single node, the Secret's feedback-url in production; one monitor."""
+    objects = build(overlay)
+    feedback = find(objects, "Deployment", "hitl-feedback")["spec"]["template"]["spec"]
+    monitor_deployment = find(objects, "Deployment", "hitl-monitor")
+    monitor = monitor_deployment["spec"]["template"]["spec"]
+    assert monitor_deployment["spec"]["replicas"] == 1
+    assert monitor_deployment["spec"]["strategy"]["type"] == "Recreate"
+    (feedback_env,) = [c["env"] for c in feedback["containers"]]
+    (monitor_env,) = [c["env"] for c in monitor["containers"]]
+    feedback_db = next(e for e in feedback_env if e["name"] == "HITL_FEEDBACK_DB")
+    monitor_db = next(e for e in monitor_env if e["name"] == "HITL_MONITOR_DB")
+    assert {k: v for k, v in feedback_db.items() if k != "name"} == {
+        k: v for k, v in monitor_db.items() if k != "name"
+    }
+    if overlay == "overlays/single-node":
+        claims = [
+            {v["name"]: v for v in pod["volumes"]}["data"]["persistentVolumeClaim"]["claimName"]
+            for pod in (feedback, monitor)
+        ]
+        assert claims == ["hitl-feedback-data", "hitl-feedback-data"]
+        assert feedback_db["value"].startswith("sqlite:/var/lib/hitl/")
+    else:
+        assert feedback_db["valueFrom"]["secretKeyRef"] == {
+            "name": "hitl-postgres",
+            "key": "feedback-url",
+        }

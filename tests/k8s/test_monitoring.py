@@ -1,7 +1,9 @@
 """The alert rules and the dashboard in k8s/monitoring: promtool checks and unit
-tests, and every metric name they use exists on the real scrape endpoints of a
-sidecar, a review queue, a feedback service, a calibration monitor and an injector
-run here."""
+tests, every metric name they use exists on the real scrape endpoints of a sidecar,
+a review queue, a feedback service, a calibration monitor and an injector run here,
+every alert links to its section of docs/runbooks.md, and the Prometheus Operator
+objects in k8s/monitoring/operator carry the same rules and scrape the jobs the
+rules name."""
 
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ import yaml
 
 from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
 from sidecar.feedback.client import outcome_event
+from sidecar.injector.annotations import INJECT
+from sidecar.injector.container import METRICS_PORT_NAME
 from sidecar.registry.messages import policy_from_document
 from sidecar.review.item import Verdict
 from tests.artefacts import confident_logits, policy_doc, temperature_artefact, write_policy
@@ -29,12 +33,19 @@ from tests.certs import serving_pair
 from tests.feedback_service import add_principals as add_feedback_principals
 from tests.feedback_service import start as start_feedback
 from tests.integration.conftest import hitl_command, start_review, start_sidecar, wait_for
-from tests.k8s.manifests import K8S
+from tests.k8s.manifests import K8S, build, find, kustomize_available, of_kind, selects
 from tests.natsserver import free_port
 from tests.registry import Registry, in_process, registry_policy, upload_artefact
 from tests.unit.injector.pods import admission_review, pod
 
 MONITORING = K8S / "monitoring"
+OPERATOR = MONITORING / "operator"
+ROOT = K8S.parent
+RUNBOOKS = ROOT / "docs" / "runbooks.md"
+# Where the docs site publishes docs/runbooks.md: mkdocs.yml's site_url when it has
+# one, else the placeholder docs/runbooks.md names (the alerts' runbook_url base).
+RUNBOOKS_URL = "https://hitl-sidecar.github.io/hitl/runbooks/"
+RUNBOOK_PARTS = ("What it means", "Impact", "First checks", "Mitigation", "Escalation")
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None,
@@ -68,9 +79,13 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def alert_expressions() -> list[str]:
+def alert_rules() -> list[dict[str, Any]]:
     rules = yaml.safe_load((MONITORING / "alerts.yaml").read_text())
-    return [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    return [rule for group in rules["groups"] for rule in group["rules"]]
+
+
+def alert_expressions() -> list[str]:
+    return [rule["expr"] for rule in alert_rules()]
 
 
 def dashboard() -> dict[str, Any]:
@@ -99,6 +114,92 @@ def test_alert_rules_unit_tests() -> None:
     rules = yaml.safe_load((MONITORING / "alerts.yaml").read_text())
     alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
     assert alerts == tested, f"alerts without a test: {sorted(alerts - tested)}"
+
+
+def slugify(heading: str) -> str:
+    """The anchor mkdocs (its toc extension) gives a heading."""
+    return re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", heading).strip().lower())
+
+
+def runbook_sections() -> dict[str, str]:
+    """docs/runbooks.md's level-2 sections by their anchor (as mkdocs makes it)."""
+    sections: dict[str, str] = {}
+    for chunk in re.split(r"^## ", RUNBOOKS.read_text(), flags=re.MULTILINE)[1:]:
+        heading, _, body = chunk.partition("\n")
+        sections[slugify(heading)] = body
+    return sections
+
+
+def test_every_alert_links_to_its_runbook() -> None:
+    """Each alert's runbook_url is the docs site's runbooks page at the alert's own
+    section, which exists and says what the alert means, its impact, what to check
+    first, how to mitigate and when to escalate; and no section outlives its alert."""
+    mkdocs = re.sub(r"!!python\S*", "", (ROOT / "mkdocs.yml").read_text())  # tags aside
+    site_url = yaml.safe_load(mkdocs).get("site_url")
+    base = f"{site_url.rstrip('/')}/runbooks/" if site_url else RUNBOOKS_URL
+    sections = runbook_sections()
+    anchors = set()
+    for rule in alert_rules():
+        url = rule["annotations"].get("runbook_url", "")
+        page, _, anchor = url.partition("#")
+        assert page == base, f"{rule['alert']}: {url}"
+        assert anchor == slugify(rule["alert"]), f"{rule['alert']}: {url}"
+        assert anchor in sections, f"{rule['alert']}: no section in docs/runbooks.md"
+        for part in RUNBOOK_PARTS:
+            assert f"**{part}**" in sections[anchor], f"{rule['alert']}: no {part}"
+        anchors.add(anchor)
+    assert {a for a in sections if a.startswith("hitl")} == anchors
+
+
+def test_prometheus_rule_is_alerts_yaml() -> None:
+    """operator/prometheusrule.yaml is alerts.yaml under a PrometheusRule's spec, as
+    its header says to generate it (so its groups are alerts.yaml's)."""
+    rule_text = (OPERATOR / "prometheusrule.yaml").read_text()
+    alerts_text = (MONITORING / "alerts.yaml").read_text()
+    header, spec, _ = rule_text.partition("\nspec:\n")
+    assert spec, "prometheusrule.yaml has no spec"
+    body = alerts_text[alerts_text.index("\ngroups:\n") + 1 :]
+    indented = "".join(f"  {line}" if line.strip() else line
+                       for line in body.splitlines(keepends=True))  # fmt: skip
+    assert rule_text == header + spec + indented, (
+        "prometheusrule.yaml differs from alerts.yaml: regenerate it as its header says"
+    )
+    document = yaml.safe_load(rule_text)
+    assert document["apiVersion"] == "monitoring.coreos.com/v1"
+    assert document["kind"] == "PrometheusRule"
+    assert document["spec"]["groups"] == yaml.safe_load(alerts_text)["groups"]
+
+
+@pytest.mark.skipif(not kustomize_available(), reason="kubectl is not installed")
+def test_operator_objects_scrape_the_jobs_the_rules_name() -> None:
+    """The PodMonitor finds injected pods (the opt-in label) on the port the injector
+    names, in every namespace; each ServiceMonitor selects one Service of the base,
+    on a port it has; together they give the job names the rules use."""
+    operator = build("monitoring/operator")
+    installed = build("overlays/production")
+    (pod_monitor,) = of_kind(operator, "PodMonitor")
+    assert pod_monitor["spec"]["namespaceSelector"] == {"any": True}
+    assert pod_monitor["spec"]["selector"] == {"matchLabels": {INJECT: "true"}}
+    (endpoint,) = pod_monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == METRICS_PORT_NAME
+    (job,) = [r["replacement"] for r in endpoint["relabelings"] if r["targetLabel"] == "job"]
+    jobs = {job}
+    for monitor in of_kind(operator, "ServiceMonitor"):
+        services = [s for s in of_kind(installed, "Service")
+                    if selects(monitor["spec"]["selector"], s["metadata"]["labels"])]  # fmt: skip
+        assert len(services) == 1, monitor["metadata"]["name"]
+        (service,) = services
+        assert service["metadata"]["namespace"] == monitor["metadata"]["namespace"]
+        ports = {p["name"] for p in service["spec"]["ports"]}
+        assert {e["port"] for e in monitor["spec"]["endpoints"]} <= ports
+        jobs.add(service["metadata"]["name"])  # the Operator's job: the Service's name
+    named = {j for r in alert_rules() for j in re.findall(r'job=~?"([^"]+)"', r["expr"])}
+    assert {j for j in named if "*" not in j} <= jobs
+    assert all(re.fullmatch(pattern, j) for pattern in named - jobs for j in jobs)
+    for deployment in of_kind(installed, "Deployment"):
+        name = deployment["metadata"]["name"]
+        assert name in jobs, f"{name} has a Service but no ServiceMonitor"
+        find(installed, "Service", name)
 
 
 def test_dashboard_is_grafana_json() -> None:

@@ -13,9 +13,18 @@ from sidecar.escalation.sinks.base import (
     Spooled,
     sink_addresses,
 )
+from sidecar.escalation.sinks.nats_access import NatsAccess
 from sidecar.settings import ClientCredentials
 
-__all__ = ["YIELD_EVERY", "Rejection", "Sink", "Spooled", "open_sink", "sink_addresses"]
+__all__ = [
+    "YIELD_EVERY",
+    "NatsAccess",
+    "Rejection",
+    "Sink",
+    "Spooled",
+    "open_sink",
+    "sink_addresses",
+]
 
 
 def open_sink(
@@ -24,9 +33,11 @@ def open_sink(
     timeout: float,
     credentials: ClientCredentials | None = None,
     labels_of: LabelsOf | None = None,
+    nats: NatsAccess | None = None,
 ) -> Sink:
     """A sink from its URL (``sink_addresses``); credentials are the review queue's,
-    labels_of gives the class labels the review queue's escalations carry."""
+    labels_of gives the class labels the review queue's escalations carry, nats is
+    how NATS servers are reached (TLS, credentials)."""
     try:
         scheme, addresses = sink_addresses(url)
     except ValueError as exc:
@@ -38,4 +49,4 @@ def open_sink(
         return ReviewQueueSink(addresses[0], timeout, given, labels_of)
     from sidecar.escalation.sinks.nats import NatsSink
 
-    return NatsSink(url.split(","), deployment, timeout)
+    return NatsSink(url.split(","), deployment, timeout, nats)

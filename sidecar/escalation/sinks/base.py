@@ -45,18 +45,23 @@ class Sink(Protocol):
     async def close(self) -> None: ...
 
 
+NATS_SCHEMES = frozenset({"nats", "tls"})  # tls://: the client insists on TLS
+
+
 def sink_addresses(url: str) -> tuple[str, list[str]]:
-    """A sink URL's scheme and its HOST:PORT addresses: ``review://HOST:PORT`` (the
-    review queue's gRPC endpoint), or one or more ``nats://HOST:PORT`` joined by
-    commas (a JetStream cluster). ValueError for anything else; the addresses
-    themselves are the caller's to check."""
+    """A sink URL's kind (``review`` or ``nats``) and its HOST:PORT addresses:
+    ``review://HOST:PORT`` (the review queue's gRPC endpoint), or one or more
+    ``nats://HOST:PORT`` or ``tls://HOST:PORT`` joined by commas (a JetStream
+    cluster). ValueError for anything else; the addresses themselves are the
+    caller's to check."""
     urls = url.split(",")
     parts = [u.partition("://") for u in urls]
     schemes = {scheme for scheme, _, _ in parts}
     if not all(sep and rest for _, sep, rest in parts) or not (
-        schemes == {"nats"} or (schemes == {"review"} and len(urls) == 1)
+        schemes <= NATS_SCHEMES or (schemes == {"review"} and len(urls) == 1)
     ):
         raise ValueError(
-            f"must be review://HOST:PORT or nats://HOST:PORT[,nats://HOST:PORT...], got {url!r}"
+            "must be review://HOST:PORT or nats://HOST:PORT[,nats://HOST:PORT...]"
+            f" (tls:// for TLS), got {url!r}"
         )
-    return schemes.pop(), [rest for _, _, rest in parts]
+    return ("nats" if schemes <= NATS_SCHEMES else "review"), [rest for _, _, rest in parts]

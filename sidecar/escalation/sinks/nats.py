@@ -9,16 +9,22 @@ awaited; a missing ack, a lost connection or a server error fails the whole batc
 which the forwarder sends again, over a new connection (the client's own reconnect
 loop is off, so a down server costs one refused connect per forwarder retry rather
 than a background loop). A message larger than the server accepts is refused for
-good."""
+good.
+
+TLS and credentials come from a NatsAccess (``nats_access``): ``tls://`` servers or
+a CA, and a credentials or token file read at each connection. Servers appear in
+logs and errors with any ``user:password@`` replaced by ``***``."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import ssl
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
-import nats
 import orjson
 import structlog
 from nats.aio.client import Client
@@ -31,6 +37,7 @@ from nats.js.errors import Error as JetStreamError
 from sidecar.errors import SinkUnavailable
 from sidecar.escalation.messages import LabelsOf, with_labels
 from sidecar.escalation.sinks.base import Rejection, Spooled
+from sidecar.escalation.sinks.nats_access import CleartextRefused, NatsAccess, redacted
 
 log = structlog.get_logger("hitl.forwarder")
 
@@ -46,8 +53,16 @@ def token(text: str) -> str:
 class NatsSink:
     name = "nats"
 
-    def __init__(self, servers: list[str], deployment: str, timeout: float) -> None:
+    def __init__(
+        self,
+        servers: list[str],
+        deployment: str,
+        timeout: float,
+        access: NatsAccess | None = None,
+    ) -> None:
         self.servers = servers
+        self.shown = ",".join(redacted(url) for url in servers)  # for logs and errors
+        self._access = access or NatsAccess()
         self.stream = f"HITL_{token(deployment).upper()}"
         self.prefix = f"hitl.{token(deployment)}"
         self._timeout = timeout
@@ -86,24 +101,30 @@ class NatsSink:
             for ack in acks:
                 ack.cancel()
             await self.close()
-            raise SinkUnavailable(f"NATS {self.servers}: {type(exc).__name__}: {exc}") from exc
+            raise SinkUnavailable(f"NATS {self.shown}: {type(exc).__name__}: {exc}") from exc
         return rejected
 
     async def _jetstream(self) -> JetStreamContext:
         if self._js is not None:
             return self._js
+        client = Client()
         try:
-            client = await nats.connect(
+            await client.connect(
                 servers=self.servers,
                 connect_timeout=max(1, int(self._timeout)),
                 allow_reconnect=False,
                 # Counted per server, and 0 would mean for ever: two attempts here.
                 max_reconnect_attempts=1,
-                reconnect_time_wait=0.1,
+                reconnect_time_wait=0.1,  # type: ignore[arg-type] # seconds; nats-py takes a float
                 error_cb=_log_error,
+                **self._access.connect_options(self.servers, partial(_encrypted, client)),
             )
         except (NatsError, OSError, TimeoutError) as exc:
-            raise SinkUnavailable(f"NATS {self.servers}: cannot connect: {exc}") from exc
+            await _abandon(client, min(self._timeout, 1.0))
+            raise SinkUnavailable(f"NATS {self.shown}: cannot connect: {_reason(exc)}") from exc
+        if self._access.tls(self.servers) and not _encrypted(client):
+            await client.close()  # before a single escalation crosses in clear
+            raise SinkUnavailable(f"NATS {self.shown}: the server did not offer TLS")
         js = client.jetstream(timeout=self._timeout)
         try:
             await js.add_stream(
@@ -115,7 +136,7 @@ class NatsSink:
             )
         except (NatsError, JetStreamError, TimeoutError) as exc:
             await client.close()
-            raise SinkUnavailable(f"NATS {self.servers}: stream {self.stream}: {exc}") from exc
+            raise SinkUnavailable(f"NATS {self.shown}: stream {self.stream}: {exc}") from exc
         self._client, self._js = client, js
         return js
 
@@ -135,9 +156,14 @@ class FeedbackNatsSink(NatsSink):
     name = "feedback-nats"
 
     def __init__(
-        self, servers: list[str], deployment: str, timeout: float, labels_of: LabelsOf
+        self,
+        servers: list[str],
+        deployment: str,
+        timeout: float,
+        labels_of: LabelsOf,
+        access: NatsAccess | None = None,
     ) -> None:
-        super().__init__(servers, deployment, timeout)
+        super().__init__(servers, deployment, timeout, access)
         self._labels_of = labels_of
         self.stream = feedback_stream(deployment)
         self.prefix = f"hitl.{token(deployment)}.feedback"
@@ -160,6 +186,30 @@ def feedback_stream(deployment: str) -> str:
 
 def _kind(record: dict[str, Any]) -> str:
     return "outcome" if record.get("kind") == "outcome" else "decision"
+
+
+def _encrypted(client: Client) -> bool:
+    """Whether the server said TLS is required, which nats-py answers by upgrading
+    the connection before it sends CONNECT (nats-py has no public accessor)."""
+    return bool(client._server_info.get("tls_required"))
+
+
+async def _abandon(client: Client, timeout: float) -> None:
+    """Close a connection that failed half way (a refused certificate or token): its
+    socket is closed at once, but waiting for a TLS transport that never finished its
+    handshake to report closed can take for ever, so the wait is bounded."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await client.close()
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a connection failed, with the cause nats-py wraps (a refused
+    certificate, a refused token) spelt out."""
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, (CleartextRefused, ssl.SSLError)):
+        return f"{type(cause).__name__}: {cause}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 async def _log_error(exc: Exception) -> None:

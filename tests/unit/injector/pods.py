@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import uuid
+from pathlib import Path
 from typing import Any
 
 import jsonpatch
@@ -97,3 +98,20 @@ def sidecar_of(obj: dict[str, Any]) -> dict[str, Any]:
     assert len(found) == 1, found
     container: dict[str, Any] = found[0]
     return container
+
+
+def mounted_locally(sidecar: dict[str, Any], root: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """A directory under root for each of sidecar's mounts (by mount path), and its
+    environment's literal values with the mounted paths mapped into them: what the
+    sidecar's own config loader would see, once the test writes the mounted files."""
+    mounted = {m["mountPath"]: root / m["name"] for m in sidecar["volumeMounts"]}
+    for directory in mounted.values():
+        directory.mkdir(parents=True)
+
+    def local(value: str) -> str:
+        for path, directory in mounted.items():
+            if value.startswith(path + "/"):
+                return str(directory) + value[len(path) :]
+        return value
+
+    return mounted, {e["name"]: local(e["value"]) for e in sidecar["env"] if "value" in e}

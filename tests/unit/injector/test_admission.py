@@ -46,6 +46,34 @@ def test_a_bad_annotation_denies_the_pod_with_its_name() -> None:
     assert "patch" not in response
 
 
+def test_a_drain_time_longer_than_the_grace_period_denies_the_pod() -> None:
+    """The API server has defaulted terminationGracePeriodSeconds to 30 by the time
+    the webhook sees the pod; a drain that does not fit is denied, naming the
+    annotation."""
+    too_long = pod({a.MODEL: "fraud", a.DRAIN_SECONDS: "40"}, terminationGracePeriodSeconds=30)
+    response, outcome = answer(admission_review(too_long))
+    assert outcome is Outcome.REJECTED
+    assert response["status"]["message"].startswith(
+        "hitl sidecar injector: hitl.dev/drain-seconds (40 s) does not fit in the pod's "
+        "terminationGracePeriodSeconds (30 s)"
+    )
+
+
+def test_a_statefulset_pod_keeps_its_state_on_its_claim() -> None:
+    """A pod the StatefulSet controller created has its claim as a volume by the time
+    the webhook sees it: the sidecar mounts it and the pod gets the sidecar's fsGroup."""
+    claim = {"name": "hitl-spool", "persistentVolumeClaim": {"claimName": "hitl-spool-fraud-0"}}
+    stateful = pod({a.MODEL: "fraud", a.STATE_VOLUME: "hitl-spool"}, volumes=[claim])
+    stateful["metadata"] |= {"name": "fraud-0"}
+    response, outcome = answer(admission_review(stateful))
+    assert outcome is Outcome.INJECTED
+    patched = apply_patch(stateful, json.loads(base64.b64decode(response["patch"])))
+    validate(patched)
+    mounts = {m["mountPath"]: m["name"] for m in sidecar_of(patched)["volumeMounts"]}
+    assert mounts["/var/lib/hitl"] == "hitl-spool"
+    assert patched["spec"]["securityContext"]["fsGroup"] == 10001
+
+
 @pytest.mark.parametrize(
     "document",
     [

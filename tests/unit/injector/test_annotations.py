@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -66,6 +68,7 @@ def test_every_annotation_is_read() -> None:
             a.STATE_SIZE: "100Mi",
             a.STATE_VOLUME: "spool",
             a.LOG_LEVEL: "debug",
+            a.DRAIN_SECONDS: "25",
         }
     )
     assert s.policy == FromRegistry("10.0.0.7:9000", "fraud-token", "registry-key", "registry-ca")
@@ -74,6 +77,7 @@ def test_every_annotation_is_read() -> None:
     assert s.resources == a.Resources("250m", "1", "300Mi", "1Gi")
     assert (s.state_size, s.spool_budget_bytes) == ("100Mi", int(100 * 2**20 * 0.9))
     assert (s.state_volume, s.log_level) == ("spool", "debug")
+    assert (s.drain_seconds, s.drain_annotated) == (25, True)
 
 
 def test_policy_configmap_instead_of_a_registry() -> None:
@@ -155,6 +159,10 @@ def test_a_review_sink_brings_its_token_secret() -> None:
         ({a.MODEL: "m", a.STATE_SIZE: "1Mi"}, "hitl.dev/state-size must be a whole number"),
         ({a.MODEL: "m", a.STATE_VOLUME: "My_Volume"}, "hitl.dev/state-volume must be a DNS"),
         ({a.MODEL: "m", a.LOG_LEVEL: "trace"}, "hitl.dev/log-level must be one of"),
+        ({a.MODEL: "m", a.DRAIN_SECONDS: "0"}, "hitl.dev/drain-seconds must be a whole number"),
+        ({a.MODEL: "m", a.DRAIN_SECONDS: "2.5"}, "of seconds from 1 to 3600, got '2.5'"),
+        ({a.MODEL: "m", a.DRAIN_SECONDS: "3601"}, "hitl.dev/drain-seconds must be a whole"),
+        ({a.MODEL: "m", a.DRAIN_SECONDS: "1²"}, "hitl.dev/drain-seconds must be a whole"),
     ],
 )
 def test_bad_values_are_refused_by_name(annotations: dict[str, str], expected: str) -> None:
@@ -226,3 +234,13 @@ def test_injector_config_from_environment() -> None:
         SidecarDefaults.load(env={ENV_SIDECAR_IMAGE: "i", ENV_SINK: "kafka://k:1"})
     with pytest.raises(ConfigError, match=ENV_REGISTRY):
         SidecarDefaults.load(env={ENV_SIDECAR_IMAGE: "i", ENV_REGISTRY: "nowhere"})
+
+
+def test_every_annotation_has_a_row_in_the_kubernetes_page() -> None:
+    """docs/kubernetes.md's annotation table lists every annotation a pod may set,
+    and no other."""
+    page = (Path(__file__).parents[3] / "docs" / "kubernetes.md").read_text()
+    table = page.split("## Annotations", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `hitl.dev/")]
+    documented = {name for cell in rows for name in re.findall(r"`(hitl\.dev/[a-z-]+)`", cell)}
+    assert documented == set(a.KNOWN) - {a.STATUS}

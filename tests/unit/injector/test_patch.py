@@ -191,14 +191,15 @@ def test_policy_configmap_mode() -> None:
 
 
 def test_resources_and_spool_budget_follow_annotations() -> None:
-    """Resources are set as annotated; the spool budget is 90 % of the state volume."""
+    """Resources are set as annotated; the spool budget is 90 % of the state volume,
+    whose size the sidecar requests as ephemeral storage."""
     result = injected(
         pod({a.MODEL: "fraud", a.CPU_LIMIT: "2", a.MEMORY_LIMIT: "1Gi", a.STATE_SIZE: "2Gi"})
     )
     validate(result)
     sidecar = sidecar_of(result)
     assert sidecar["resources"] == {
-        "requests": {"cpu": "100m", "memory": "256Mi"},
+        "requests": {"cpu": "100m", "memory": "256Mi", "ephemeral-storage": "2Gi"},
         "limits": {"cpu": "2", "memory": "1Gi"},
     }
     assert env_of(sidecar)["HITL_SPOOL_BUDGET_BYTES"] == str(int(2 * 2**30 * 0.9))
@@ -211,10 +212,127 @@ def test_state_on_a_volume_of_the_pod() -> None:
     result = injected(pod({a.MODEL: "fraud", a.STATE_VOLUME: "spool"}, volumes=[claim]))
     validate(result)
     assert "hitl-state" not in {v["name"] for v in result["spec"]["volumes"]}
-    mounts = {m["mountPath"]: m["name"] for m in sidecar_of(result)["volumeMounts"]}
+    sidecar = sidecar_of(result)
+    mounts = {m["mountPath"]: m["name"] for m in sidecar["volumeMounts"]}
     assert mounts["/var/lib/hitl"] == "spool"
+    assert "ephemeral-storage" not in sidecar["resources"]["requests"]  # the claim is not
     with pytest.raises(InjectionRefused, match="no volume named 'spool'"):
         plan(pod({a.MODEL: "fraud", a.STATE_VOLUME: "spool"}), DEFAULTS)
+
+
+CLAIM = {"name": "spool", "persistentVolumeClaim": {"claimName": "spool-fraud-0"}}
+
+
+def test_a_claim_volume_gets_the_sidecars_fs_group() -> None:
+    """With state on a volume of the pod, the pod gets the sidecar's group as fsGroup
+    (changed once, on a root mismatch), so a fresh claim is writable by the sidecar."""
+    result = injected(pod({a.MODEL: "fraud", a.STATE_VOLUME: "spool"}, volumes=[CLAIM]))
+    assert result["spec"]["securityContext"] == {
+        "fsGroup": SIDECAR_UID,
+        "fsGroupChangePolicy": "OnRootMismatch",
+    }
+    context = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    result = injected(
+        pod({a.MODEL: "fraud", a.STATE_VOLUME: "spool"}, volumes=[CLAIM], securityContext=context)
+    )
+    validate(result)
+    assert result["spec"]["securityContext"] == {
+        **context,
+        "fsGroup": SIDECAR_UID,
+        "fsGroupChangePolicy": "OnRootMismatch",
+    }
+
+
+def test_the_pods_own_fs_group_is_never_overridden() -> None:
+    """A pod that sets fsGroup keeps it, and its change policy (the kubelet gives every
+    container the fsGroup as a supplementary group, so the sidecar can write)."""
+    context = {"fsGroup": 3000, "fsGroupChangePolicy": "Always"}
+    result = injected(
+        pod({a.MODEL: "fraud", a.STATE_VOLUME: "spool"}, volumes=[CLAIM], securityContext=context)
+    )
+    assert result["spec"]["securityContext"] == context
+    mutation = plan(pod(securityContext={"runAsUser": 1}), DEFAULTS)  # an emptyDir: untouched
+    assert not any("securityContext" in op["path"] for op in mutation.patch)
+
+
+def test_a_statefulset_claim_template_is_a_state_volume() -> None:
+    """A StatefulSet's pod template may name one of its volumeClaimTemplates, which the
+    controller will add to each pod; a state size beyond the claim is refused."""
+    template = pod({a.MODEL: "fraud", a.STATE_VOLUME: "spool", a.STATE_SIZE: "2Gi"})
+    result = apply_patch(template, plan(template, DEFAULTS, {"spool": "2Gi"}).patch)
+    mounts = {m["mountPath"]: m["name"] for m in sidecar_of(result)["volumeMounts"]}
+    assert mounts["/var/lib/hitl"] == "spool"
+    assert "spool" not in {v["name"] for v in result["spec"]["volumes"]}
+    assert plan(template, DEFAULTS, {"spool": ""}).patch  # no size requested: not checked
+    with pytest.raises(InjectionRefused) as caught:
+        plan(template, DEFAULTS, {"spool": "1Gi"})
+    assert str(caught.value).startswith(
+        "hitl.dev/state-size (2Gi) is more than the volumeClaimTemplate 'spool' requests (1Gi)"
+    )
+    with pytest.raises(InjectionRefused, match="no volume or volumeClaimTemplate named 'spool'"):
+        plan(template, DEFAULTS, {"data": "5Gi"})
+
+
+def test_a_read_only_state_volume_is_refused() -> None:
+    """A ConfigMap (or Secret, projected, downward API) volume cannot hold the spool."""
+    volume = {"name": "spool", "configMap": {"name": "x"}}
+    with pytest.raises(InjectionRefused, match="volume 'spool' is a configMap volume"):
+        plan(pod({a.MODEL: "fraud", a.STATE_VOLUME: "spool"}, volumes=[volume]), DEFAULTS)
+
+
+def test_the_drain_time_becomes_the_sidecars_grace_setting() -> None:
+    """hitl.dev/drain-seconds is HITL_SHUTDOWN_GRACE_SECONDS, when it fits in the grace
+    period with the preStop pause of a plain container."""
+    native = injected(pod({a.MODEL: "fraud", a.DRAIN_SECONDS: "30"}))
+    assert env_of(sidecar_of(native))["HITL_SHUTDOWN_GRACE_SECONDS"] == "30"
+    plain = pod({a.MODEL: "fraud", a.DRAIN_SECONDS: "40", a.NATIVE_SIDECAR: "false"},
+                terminationGracePeriodSeconds=45)  # fmt: skip
+    assert env_of(sidecar_of(injected(plain)))["HITL_SHUTDOWN_GRACE_SECONDS"] == "40"
+
+
+@pytest.mark.parametrize(
+    ("annotations", "grace", "expected"),
+    [
+        (
+            {a.DRAIN_SECONDS: "31"},
+            None,
+            "hitl.dev/drain-seconds (31 s) does not fit in the pod's "
+            "terminationGracePeriodSeconds (30 s, the default): set "
+            "terminationGracePeriodSeconds to at least 31 plus the time the model server "
+            "takes to stop, or lower hitl.dev/drain-seconds",
+        ),
+        (
+            {a.DRAIN_SECONDS: "41", a.NATIVE_SIDECAR: "false"},
+            45,
+            "hitl.dev/drain-seconds (41 s) plus the sidecar's 5 s preStop pause does not fit "
+            "in the pod's terminationGracePeriodSeconds (45 s): set "
+            "terminationGracePeriodSeconds to at least 46",
+        ),
+    ],
+)
+def test_a_drain_time_beyond_the_grace_period_is_refused(
+    annotations: dict[str, str], grace: int | None, expected: str
+) -> None:
+    """The pod would be killed mid-drain: refused, naming the annotation and the fix."""
+    spec: dict[str, Any] = {} if grace is None else {"terminationGracePeriodSeconds": grace}
+    with pytest.raises(InjectionRefused) as caught:
+        plan(pod({a.MODEL: "fraud", **annotations}, **spec), DEFAULTS)
+    assert str(caught.value).startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("grace", "native", "drain"),
+    [(None, "true", "10"), (45, "true", "10"), (8, "true", "8"), (8, "false", "3"),
+     (3, "false", "1"), (0, "true", "1")],
+)  # fmt: skip
+def test_without_the_annotation_the_default_drain_is_fitted(
+    grace: int | None, native: str, drain: str
+) -> None:
+    """No annotation: 10 s, shortened to what the grace period leaves (at least 1 s);
+    such a pod is never refused."""
+    spec: dict[str, Any] = {} if grace is None else {"terminationGracePeriodSeconds": grace}
+    result = injected(pod({a.MODEL: "fraud", a.NATIVE_SIDECAR: native}, **spec))
+    assert env_of(sidecar_of(result))["HITL_SHUTDOWN_GRACE_SECONDS"] == drain
 
 
 def test_existing_init_containers_volumes_and_annotations_are_kept() -> None:
