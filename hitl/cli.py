@@ -37,10 +37,13 @@ from sidecar.commands import reports_refusals
 from sidecar.config import DEFAULT_LISTEN, SidecarConfig
 from sidecar.errors import ConfigError, HitlError
 from sidecar.escalation.cli import add_commands as add_escalation_commands
+from sidecar.escalation.sinks.labelstudio_settings import LabelStudioSinkConfig
 from sidecar.feedback.cli import add_commands as add_feedback_commands
 from sidecar.feedback.config import FeedbackConfig
 from sidecar.injector.cli import add_commands as add_injector_commands
 from sidecar.injector.config import InjectorConfig, SidecarDefaults
+from sidecar.labelstudio.cli import add_commands as add_labelstudio_commands
+from sidecar.labelstudio.config import LabelStudioConfig
 from sidecar.registry.cli import add_commands as add_registry_commands
 from sidecar.registry.cli import add_publish_command
 from sidecar.registry.config import RegistryConfig
@@ -124,6 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     add_escalation_commands(commands)
     add_injector_commands(commands)
     add_registry_commands(commands)
+    add_labelstudio_commands(commands)
     return parser
 
 
@@ -146,6 +150,8 @@ SETTINGS_PAGES = (
     ("The calibration monitor (`hitl monitor serve|check`)", MonitorConfig),
     ("The injector's webhook (`hitl injector serve`)", InjectorConfig),
     ("What the injector gives each sidecar (`hitl injector serve|render`)", SidecarDefaults),
+    ("The Label Studio bridge (`hitl labelstudio serve`)", LabelStudioConfig),
+    ("What the Label Studio sink reads (`HITL_SINK=labelstudio://...`)", LabelStudioSinkConfig),
 )
 
 

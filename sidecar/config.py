@@ -89,6 +89,8 @@ def _listen(value: str, var: str) -> str:
 def _sink(value: str, var: str) -> str:
     if not value:
         return ""
+    if value.startswith(("labelstudio://", "labelstudios://")):
+        return _labelstudio_sink(value, var)
     try:
         scheme, addresses = sink_addresses(value)
     except ValueError as exc:
@@ -97,6 +99,21 @@ def _sink(value: str, var: str) -> str:
         address(each, var)
     if scheme == "nats" and importlib.util.find_spec("nats") is None:
         raise ConfigError(f"{var}: a NATS sink needs nats-py: pip install 'hitl-sidecar[nats]'")
+    return value
+
+
+def _labelstudio_sink(value: str, var: str) -> str:
+    """A Label Studio URL whose settings (the token file, the projects) load and whose
+    SDK is installed."""
+    from sidecar.escalation.sinks.labelstudio_settings import LabelStudioSinkConfig, base_url
+
+    base_url(value, var)
+    LabelStudioSinkConfig.load()
+    if importlib.util.find_spec("label_studio_sdk") is None:
+        raise ConfigError(
+            f"{var}: a Label Studio sink needs label-studio-sdk:"
+            " pip install 'hitl-sidecar[labelstudio]'"
+        )
     return value
 
 
@@ -158,8 +175,8 @@ class SidecarConfig:
         ENV_SINK,
         "",
         "where the forwarder delivers: review://HOST:PORT or nats://HOST:PORT[,nats://...]"
-        " (tls://HOST:PORT: NATS over TLS, see HITL_NATS_CA); without one escalations stay"
-        " in the spool",
+        " (tls://HOST:PORT: NATS over TLS, see HITL_NATS_CA) or labelstudio://HOST:PORT"
+        " (docs/labelstudio.md); without one escalations stay in the spool",
         parse=_sink,
     )
     deployment: str = setting(

@@ -43,6 +43,54 @@ BATCH = 500
 SOURCE = "review-queue"
 
 
+class FeedbackSender:
+    """RecordBatch calls to one feedback service, as the principal its credentials
+    name: each event the service refuses for good (REJECTED, CONFLICT) is logged as
+    ``<service>.feedback_refused`` and counted, and is not to be sent again; the
+    service unreachable is logged as ``<service>.feedback_unavailable``."""
+
+    def __init__(
+        self, service: str, target: str, credentials: ClientCredentials, timeout: float = 10.0
+    ) -> None:
+        self._service = service
+        self._target = target
+        self._channel = client_channel(target, credentials.ca, credentials.cert, credentials.key)
+        self._stub = fpb_grpc.FeedbackStub(self._channel)
+        self._metadata = bearer(credentials.token)
+        self._timeout = timeout
+        self.sent = 0
+        self.refused = 0
+
+    def record(self, events: Sequence[fpb.FeedbackEvent]) -> bool:
+        """Send events as one batch; False when the service could not be reached
+        (nothing is to be marked sent)."""
+        try:
+            response = self._stub.RecordBatch(
+                fpb.RecordBatchRequest(events=events),
+                metadata=self._metadata,
+                timeout=self._timeout,
+            )
+        except grpc.RpcError as exc:
+            code = exc.code().name if isinstance(exc, grpc.Call) else "ERROR"
+            log.warning(f"{self._service}.feedback_unavailable", target=self._target, code=code)
+            return False
+        for event, result in zip(events, response.results, strict=True):
+            if result.status in (fpb.RecordResult.REJECTED, fpb.RecordResult.CONFLICT):
+                self.refused += 1
+                log.error(
+                    f"{self._service}.feedback_refused",
+                    escalation_id=event.user_context["escalation_id"],
+                    feedback_id=event.feedback_id,
+                    status=fpb.RecordResult.Status.Name(result.status),
+                    error=result.message,
+                )
+        self.sent += len(events)
+        return True
+
+    def close(self) -> None:
+        self._channel.close()
+
+
 class FeedbackOutbox:
     def __init__(
         self,
@@ -54,13 +102,15 @@ class FeedbackOutbox:
     ) -> None:
         self._store = store
         self._clock = clock
-        self._target = target
-        self._channel = client_channel(target, credentials.ca, credentials.cert, credentials.key)
-        self._stub = fpb_grpc.FeedbackStub(self._channel)
-        self._metadata = bearer(credentials.token)
-        self._timeout = timeout
-        self.sent = 0
-        self.refused = 0
+        self._sender = FeedbackSender("review", target, credentials, timeout)
+
+    @property
+    def sent(self) -> int:
+        return self._sender.sent
+
+    @property
+    def refused(self) -> int:
+        return self._sender.refused
 
     def send(self) -> int:
         """Send the unsent retractions, then the unsent resolutions, a batch at a time,
@@ -68,7 +118,7 @@ class FeedbackOutbox:
         sent = 0
         while reverts := self._store.unretracted(BATCH):
             events = [retraction_event(e, reverted) for e, reverted in reverts]
-            if not self._record(events):
+            if not self._sender.record(events):
                 return sent
             self._store.mark_retracted(
                 [(r.escalation_id, r.number) for _, r in reverts], self._clock.now()
@@ -76,7 +126,7 @@ class FeedbackOutbox:
             sent += len(events)
         while resolved := self._store.unforwarded_numbered(BATCH, self._clock.now()):
             events = [review_event(item, number) for item, number in resolved]
-            if not self._record(events):
+            if not self._sender.record(events):
                 return sent
             self._store.mark_forwarded(
                 [(item.escalation_id, number) for item, number in resolved], self._clock.now()
@@ -85,33 +135,7 @@ class FeedbackOutbox:
         return sent
 
     def close(self) -> None:
-        self._channel.close()
-
-    def _record(self, events: Sequence[fpb.FeedbackEvent]) -> bool:
-        """Send events as one batch and log each the service refused for good; False
-        when the service could not be reached (nothing is to be marked)."""
-        try:
-            response = self._stub.RecordBatch(
-                fpb.RecordBatchRequest(events=events),
-                metadata=self._metadata,
-                timeout=self._timeout,
-            )
-        except grpc.RpcError as exc:
-            code = exc.code().name if isinstance(exc, grpc.Call) else "ERROR"
-            log.warning("review.feedback_unavailable", target=self._target, code=code)
-            return False
-        for event, result in zip(events, response.results, strict=True):
-            if result.status in (fpb.RecordResult.REJECTED, fpb.RecordResult.CONFLICT):
-                self.refused += 1
-                log.error(
-                    "review.feedback_refused",
-                    escalation_id=event.user_context["escalation_id"],
-                    feedback_id=event.feedback_id,
-                    status=fpb.RecordResult.Status.Name(result.status),
-                    error=result.message,
-                )
-        self.sent += len(events)
-        return True
+        self._sender.close()
 
 
 def resolution_id(escalation_id: str, number: int = 1) -> str:
@@ -119,9 +143,10 @@ def resolution_id(escalation_id: str, number: int = 1) -> str:
     return f"review-{escalation_id}" + (f"-{number}" if number > 1 else "")
 
 
-def review_event(item: ReviewItem, number: int = 1) -> fpb.FeedbackEvent:
+def review_event(item: ReviewItem, number: int = 1, source: str = SOURCE) -> fpb.FeedbackEvent:
     """A resolved item as the REVIEW event about the request it escalated; number:
-    which of the item's resolutions it is (1 + its reverts)."""
+    which of the item's resolutions it is (1 + its reverts); source: the review
+    backend that resolved it."""
     r, e = item.resolution, item.escalation
     assert r is not None  # only resolved items are sent
     label = fpb.Label(name=r.label)
@@ -134,7 +159,7 @@ def review_event(item: ReviewItem, number: int = 1) -> fpb.FeedbackEvent:
         model_version=e.model_version,
         type=fpb.FEEDBACK_REVIEW,
         label=label,
-        source=SOURCE,
+        source=source,
         user_context={
             "escalation_id": e.escalation_id,
             "reviewer": r.reviewer,

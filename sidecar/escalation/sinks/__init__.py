@@ -38,6 +38,8 @@ def open_sink(
     """A sink from its URL (``sink_addresses``); credentials are the review queue's,
     labels_of gives the class labels the review queue's escalations carry, nats is
     how NATS servers are reached (TLS, credentials)."""
+    if url.startswith(("labelstudio://", "labelstudios://")):
+        return _labelstudio_sink(url, timeout, labels_of)
     try:
         scheme, addresses = sink_addresses(url)
     except ValueError as exc:
@@ -50,3 +52,20 @@ def open_sink(
     from sidecar.escalation.sinks.nats import NatsSink
 
     return NatsSink(url.split(","), deployment, timeout, nats)
+
+
+def _labelstudio_sink(url: str, timeout: float, labels_of: LabelsOf | None) -> Sink:
+    """``labelstudio://HOST:PORT`` (``labelstudios://`` for HTTPS), with the settings of
+    ``labelstudio_settings`` (docs/labelstudio.md); needs the ``labelstudio`` extra."""
+    from sidecar.escalation.sinks.labelstudio_settings import LabelStudioSinkConfig, base_url
+
+    base = base_url(url, "HITL_SINK")
+    config = LabelStudioSinkConfig.load()
+    try:
+        from sidecar.escalation.sinks.labelstudio import LabelStudioSink
+    except ImportError as exc:
+        raise ConfigError(
+            "HITL_SINK: a Label Studio sink needs label-studio-sdk:"
+            " pip install 'hitl-sidecar[labelstudio]'"
+        ) from exc
+    return LabelStudioSink(base, config, timeout, labels_of)

@@ -1,0 +1,130 @@
+"""The bridge's store, on SQLite and on PostgreSQL: one task per escalation id,
+resolutions recorded once, refusals counted once, deadlines raised."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from sidecar.labelstudio.store import BridgeStore, Recorded, Registered, Task
+from sidecar.review.item import ItemState, Resolution, Verdict
+from sidecar.review.sla import parse_sla
+from tests.escalations import escalation
+from tests.postgres import opened_stores
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def open_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[[], BridgeStore]]:
+    with opened_stores(request.param, tmp_path / "bridge.db", BridgeStore) as open_one:
+        yield open_one
+
+
+@pytest.fixture
+def store(open_store: Callable[[], BridgeStore]) -> BridgeStore:
+    return open_store()
+
+
+def task(task_id: int = 7, escalation_id: str = "e1", received_at: float = 100.0) -> Task:
+    return Task(
+        escalation(escalation_id, labels=["a", "b", "c"]),
+        task_id,
+        3,
+        {"text": "x", "escalation_id": escalation_id},
+        received_at,
+        received_at + 60.0,
+    )
+
+
+def resolution(
+    label: str = "c", verdict: Verdict = Verdict.OVERRIDE, at: float = 150.0
+) -> Resolution:
+    return Resolution("bob", verdict, "abc".index(label), label, "", 12.5, at)
+
+
+def test_a_second_task_of_an_escalation_is_a_duplicate(store: BridgeStore) -> None:
+    """An escalation's first task is tracked, the same again known, another a duplicate."""
+    assert store.register(task(7)) is Registered.NEW
+    assert store.register(task(7)) is Registered.KNOWN
+    assert store.register(task(8)) is Registered.DUPLICATE
+    assert store.task(8) is None
+
+
+def test_replicas_sharing_the_database_track_one_task_per_escalation(
+    open_store: Callable[[], BridgeStore],
+) -> None:
+    """Two bridges on one database agree on which task holds an escalation."""
+    first, second = open_store(), open_store()
+    assert first.register(task(7)) is Registered.NEW
+    assert second.register(task(9)) is Registered.DUPLICATE
+
+
+def test_the_first_annotation_resolves_and_an_update_replaces_it_until_sent(
+    store: BridgeStore,
+) -> None:
+    """The first annotation resolves the task; its update replaces it until it is sent;
+    another annotation, or an update after sending, changes nothing."""
+    store.register(task(7))
+    assert store.record(7, 1, resolution("c")) is Recorded.RESOLVED
+    assert store.record(7, 1, resolution("c")) is Recorded.UNCHANGED
+    assert store.record(7, 1, resolution("a")) is Recorded.UPDATED
+    assert store.record(7, 2, resolution("b", Verdict.ACCEPT)) is Recorded.SETTLED
+    (item,) = store.unforwarded(10, 200.0)
+    assert item.state is ItemState.RESOLVED
+    assert item.resolution is not None
+    assert item.resolution.label == "a"
+    assert item.claimed_at == pytest.approx(150.0 - 12.5)
+    store.mark_forwarded([item.escalation_id], 200.0)
+    assert store.record(7, 1, resolution("b", Verdict.ACCEPT)) is Recorded.SETTLED
+    assert store.unforwarded(10, 201.0) == []
+
+
+def test_a_refusal_is_kept_once(store: BridgeStore) -> None:
+    """The same annotation refused for the same reason again is not new."""
+    assert store.refuse(5, "unmapped_reviewer", "eve", 1.0)
+    assert not store.refuse(5, "unmapped_reviewer", "eve", 2.0)
+    assert store.refuse(5, "label_outside_list", "zebra", 2.0)
+
+
+def test_overdue_tasks_are_raised_once_per_deadline(store: BridgeStore) -> None:
+    """A task past its deadline goes up a level with a new deadline; Label Studio is
+    due the new level until it is marked synced; resolved tasks are never raised."""
+    sla = parse_sla("HUMAN_ASSISTED=60", "sla")
+    store.register(task(7, "e1"))
+    store.register(task(8, "e2"))
+    store.record(8, 1, resolution())
+    assert [t.task_id for t in store.unsynced(10)] == [7]  # its first deadline, to write
+    store.mark_synced(7, 0)
+    (raised,) = store.raise_overdue(sla, 170.0)
+    assert (raised.task_id, raised.escalation_level, raised.due_at) == (7, 1, 230.0)
+    assert store.raise_overdue(sla, 171.0) == []
+    assert [t.escalation_level for t in store.unsynced(10)] == [1]
+    assert store.counts() == {"HUMAN_ASSISTED": 1}
+
+
+def test_unchecked_tasks_come_longest_unchecked_first(store: BridgeStore) -> None:
+    """Each poll reads the tasks it read least recently."""
+    for number in (7, 8, 9):
+        store.register(task(number, f"e{number}"))
+    assert [t.task_id for t in store.unchecked(2, 10.0)] == [7, 8]
+    assert [t.task_id for t in store.unchecked(2, 11.0)] == [9, 7]
+
+
+def test_the_last_task_seen_only_moves_forward(store: BridgeStore) -> None:
+    store.set_last_task_id(3, 10)
+    store.set_last_task_id(3, 4)
+    assert store.last_task_id(3) == 10
+    assert store.last_task_id(4) == 0
+
+
+def test_a_task_deleted_in_label_studio_is_forgotten_unless_resolved(store: BridgeStore) -> None:
+    store.register(task(7, "e1"))
+    store.register(task(8, "e2"))
+    store.record(8, 1, resolution())
+    assert store.forget(7)
+    assert not store.forget(8)
+    assert store.task(7) is None
+    assert store.task(8) is not None
