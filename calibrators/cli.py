@@ -18,6 +18,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sidecar.errors import DataError
+
 if TYPE_CHECKING:
     from calibrators.data import Dataset
     from calibrators.metrics import Floats
@@ -343,7 +345,6 @@ def _predict(path: Path, data: Dataset) -> tuple[Floats, str, Callable[[Floats],
     fitted on, and the calibrator itself (logits -> probabilities)."""
     from calibrators.export import OnnxPredictor
     from calibrators.fit import load_fit
-    from sidecar.errors import DataError
 
     predictor: Any
     if path.suffix == ".onnx":
@@ -398,7 +399,6 @@ def _slug(name: str) -> str:
 
 def run_thresholds(args: argparse.Namespace) -> int:
     from calibrators.metrics import softmax
-    from sidecar.errors import DataError
 
     data = _load(args)
     calibrate: Callable[[Floats], Floats]
@@ -477,7 +477,6 @@ def _label_shift(
 
     from calibrators.data import load_outputs
     from calibrators.shift import shift_to, too_uncertain
-    from sidecar.errors import DataError
 
     if args.production is None:
         print(
@@ -517,7 +516,6 @@ def run_check(args: argparse.Namespace) -> int:
     """Exit 1 when a segment's Tier-1 interval lies wholly below the target."""
     from calibrators.check import check_thresholds
     from calibrators.export import OnnxPredictor
-    from sidecar.errors import DataError
     from sidecar.policy.loader import parse_policy_bytes
 
     try:
@@ -562,7 +560,6 @@ def run_convert(args: argparse.Namespace) -> int:
     import numpy as np
 
     from calibrators.data import check
-    from sidecar.errors import DataError
 
     if not args.trust_pickle:
         raise DataError(
@@ -592,7 +589,6 @@ def run_compare(args: argparse.Namespace) -> int:
     from calibrators.compare import compare_methods
     from calibrators.data import load_dataset
     from calibrators.methods import method
-    from sidecar.errors import DataError
 
     data = _load(args)
     try:

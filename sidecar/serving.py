@@ -1,7 +1,8 @@
 """What every hitl server process does the same way: bind its listen address,
 enable reflection, serve Prometheus, announce its address in a port file, stop on
 SIGTERM or SIGINT, and turn its errors into gRPC status codes (``status_of``: the
-one table, for every server; servicers only raise)."""
+one mapping, for every server, reading the status each error class names; servicers
+only raise)."""
 
 from __future__ import annotations
 
@@ -24,50 +25,17 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from opentelemetry.sdk.metrics.export import MetricReader
 
 from sidecar.auth import bearer_token
-from sidecar.errors import (
-    ConfigError,
-    Conflict,
-    EscalationRefused,
-    HitlError,
-    InvalidRequest,
-    ItemConflict,
-    ItemNotFound,
-    NotFound,
-    PermissionDenied,
-    PolicyError,
-    RateLimited,
-    RequestConflict,
-    StoreUnavailable,
-    Unauthenticated,
-)
+from sidecar.errors import ConfigError, HitlError
 from sidecar.files import replace_file
 from sidecar.settings import ClientCredentials, env_of, split_host_port
 
-# Each error's status; a subclass takes its nearest listed ancestor's (SpoolFull is
-# an EscalationRefused), and an error with none is INTERNAL.
-STATUS: dict[type[HitlError], grpc.StatusCode] = {
-    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
-    PolicyError: grpc.StatusCode.INVALID_ARGUMENT,
-    RequestConflict: grpc.StatusCode.ALREADY_EXISTS,
-    EscalationRefused: grpc.StatusCode.UNAVAILABLE,
-    StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
-    NotFound: grpc.StatusCode.NOT_FOUND,
-    ItemNotFound: grpc.StatusCode.NOT_FOUND,
-    Conflict: grpc.StatusCode.FAILED_PRECONDITION,
-    ItemConflict: grpc.StatusCode.FAILED_PRECONDITION,
-    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-    RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
-}
-
 
 def status_of(exc: HitlError) -> grpc.StatusCode:
-    """The status a caller gets for exc."""
-    for kind in type(exc).__mro__:
-        code = STATUS.get(kind)
-        if code is not None:
-            return code
-    return grpc.StatusCode.INTERNAL
+    """The status a caller gets for exc: the ``grpc_status`` its class names, or
+    inherits from its nearest ancestor that names one (SpoolFull is an
+    EscalationRefused: UNAVAILABLE; ItemConflict is a Conflict: FAILED_PRECONDITION);
+    INTERNAL when none does."""
+    return grpc.StatusCode[type(exc).grpc_status]
 
 
 def bind(

@@ -12,7 +12,8 @@ import json
 import math
 from dataclasses import dataclass
 
-from sidecar.errors import InvalidRequest, ItemConflict
+from sidecar.errors import InvalidRequest
+from sidecar.review.errors import ItemConflict
 from sidecar.review.item import ItemState, Resolution, ReviewItem, Verdict
 
 DEFAULT_LIMIT = 100

@@ -18,7 +18,7 @@ import structlog
 
 from sidecar.auth import Principal
 from sidecar.clock import Clock
-from sidecar.errors import InvalidRequest, ItemConflict, ItemNotFound
+from sidecar.errors import InvalidRequest
 from sidecar.escalation.record import Escalation
 from sidecar.review import validation
 from sidecar.review.access import check_method
@@ -31,6 +31,7 @@ from sidecar.review.bulk import (
     check_revertible,
 )
 from sidecar.review.consensus import ConsensusPolicy, is_adjudicated
+from sidecar.review.errors import ItemConflict, ItemNotFound
 from sidecar.review.item import PRIORITY, TIERS, ItemState, ReviewItem
 from sidecar.review.metrics import ReviewMetrics
 from sidecar.review.resolution import ReviewerVerdict, Settled, decide, release

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sidecar.errors import InvalidRequest, ItemConflict
+from sidecar.errors import InvalidRequest
 from sidecar.review.consensus import adjudicated, agreed
+from sidecar.review.errors import ItemConflict
 from sidecar.review.item import ItemState, Resolution, ReviewItem, Verdict
 
 

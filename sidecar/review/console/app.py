@@ -36,7 +36,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sidecar.auth import Principal, bearer_token, hash_token, identify
-from sidecar.errors import HitlError, InvalidRequest, ItemConflict, Unauthenticated
+from sidecar.errors import HitlError, InvalidRequest, Unauthenticated
 from sidecar.review.access import ReviewRole, check_method, reviewer_for, sees_answers
 from sidecar.review.bulk import DEFAULT_LIMIT, MAX_LIMIT, MAX_REASON, BulkFilter
 from sidecar.review.config import Networks, ReviewConfig
@@ -44,6 +44,7 @@ from sidecar.review.console import view
 from sidecar.review.console.fetch import read_text
 from sidecar.review.console.inputs import InputView, Shown, content_security_policy, kind_of
 from sidecar.review.console.sessions import COOKIE, Session, Sessions, same_token
+from sidecar.review.errors import ItemConflict
 from sidecar.review.ground_truth import GroundTruth, Known
 from sidecar.review.item import TIERS, ItemState, ReviewItem, Verdict
 from sidecar.review.metrics import ReviewMetrics
@@ -66,7 +67,8 @@ BULK_CHOICES_FROM = MAX_LIMIT  # the bulk form offers the models of this many op
 BATCH_SPREAD_SECONDS = 1.0
 Fetch = Callable[[str], InputView]
 
-# The HTTP status of each gRPC status the queue's errors map to (serving.STATUS).
+# The HTTP status of each gRPC status the queue's errors name (their grpc_status, read
+# by serving.status_of).
 HTTP_STATUS: Mapping[grpc.StatusCode, int] = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.UNAUTHENTICATED: 401,
@@ -144,67 +146,27 @@ class Console:
         self.csp = content_security_policy(config.console_input_prefixes)
 
     def application(self) -> ASGIApp:
-        routes = [
-            Route("/", self._endpoint(self._queue_page, "View"), methods=["GET"]),
-            Route("/signin", self._endpoint(self._signin_page, "SignIn"), methods=["GET"]),
-            Route("/signin", self._endpoint(self._signin, "SignIn", "form"), methods=["POST"]),
-            Route("/signout", self._endpoint(self._signout, "SignOut", "form"), methods=["POST"]),
-            Route("/claim", self._endpoint(self._claim, "Claim", "form"), methods=["POST"]),
-            Route("/items/{escalation_id}", self._endpoint(self._item_page, "View")),
-            Route(
-                "/items/{escalation_id}/resolve",
-                self._endpoint(self._resolve, "Resolve", "form"),
-                methods=["POST"],
-            ),
-            Route(
-                "/items/{escalation_id}/release",
-                self._endpoint(self._release, "Release", "form"),
-                methods=["POST"],
-            ),
-            Route(
-                "/items/{escalation_id}/revert",
-                self._endpoint(self._revert, "Revert", "form"),
-                methods=["POST"],
-            ),
-            Route("/bulk", self._endpoint(self._bulk_page, "BulkAccept"), methods=["GET"]),
-            Route(
-                "/bulk/accept",
-                self._endpoint(self._bulk_accept, "BulkAccept", "form"),
-                methods=["POST"],
-            ),
-            Route(
-                "/bulk/batches/{batch_id}",
-                self._endpoint(self._batch_page, "BulkAccept"),
-                methods=["GET"],
-            ),
-            Route("/quality", self._endpoint(self._quality_page, "Quality")),
-            Route("/api/quality", self._endpoint(self._api_quality, "Quality", api=True)),
-            Route("/api/items", self._endpoint(self._api_items, "View", api=True)),
-            Route(
-                "/api/bulk-accept",
-                self._endpoint(self._api_bulk_accept, "BulkAccept", "json", api=True),
-                methods=["POST"],
-            ),
-            Route(
-                "/api/items/{escalation_id}/revert",
-                self._endpoint(self._api_revert, "Revert", "json", api=True),
-                methods=["POST"],
-            ),
-            Route(
-                "/api/claim",
-                self._endpoint(self._api_claim, "Claim", "json", api=True),
-                methods=["POST"],
-            ),
-            Route(
-                "/api/items/{escalation_id}/resolve",
-                self._endpoint(self._api_resolve, "Resolve", "json", api=True),
-                methods=["POST"],
-            ),
-            Route(
-                "/api/items/{escalation_id}/release",
-                self._endpoint(self._api_release, "Release", "json", api=True),
-                methods=["POST"],
-            ),
+        routes: list[Route | Mount] = [
+            self._get_page("/", self._queue_page, "View"),
+            self._get_page("/signin", self._signin_page, "SignIn"),
+            self._post_form("/signin", self._signin, "SignIn"),
+            self._post_form("/signout", self._signout, "SignOut"),
+            self._post_form("/claim", self._claim, "Claim"),
+            self._get_page("/items/{escalation_id}", self._item_page, "View"),
+            self._post_form("/items/{escalation_id}/resolve", self._resolve, "Resolve"),
+            self._post_form("/items/{escalation_id}/release", self._release, "Release"),
+            self._post_form("/items/{escalation_id}/revert", self._revert, "Revert"),
+            self._get_page("/bulk", self._bulk_page, "BulkAccept"),
+            self._post_form("/bulk/accept", self._bulk_accept, "BulkAccept"),
+            self._get_page("/bulk/batches/{batch_id}", self._batch_page, "BulkAccept"),
+            self._get_page("/quality", self._quality_page, "Quality"),
+            self._api_get("/api/quality", self._api_quality, "Quality"),
+            self._api_get("/api/items", self._api_items, "View"),
+            self._api_post("/api/bulk-accept", self._api_bulk_accept, "BulkAccept"),
+            self._api_post("/api/items/{escalation_id}/revert", self._api_revert, "Revert"),
+            self._api_post("/api/claim", self._api_claim, "Claim"),
+            self._api_post("/api/items/{escalation_id}/resolve", self._api_resolve, "Resolve"),
+            self._api_post("/api/items/{escalation_id}/release", self._api_release, "Release"),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
         app = Starlette(routes=routes, exception_handlers={HTTPException: self._http_error})
@@ -692,6 +654,24 @@ class Console:
                 COOKIE, self._sessions.encode(visit.session), **self._sessions.cookie_options()
             )
         return response
+
+    # -- the route table: a page or form for people, JSON for scripts -------------
+
+    def _get_page(self, path: str, handler: Handler, method: str) -> Route:
+        """A page read with GET."""
+        return Route(path, self._endpoint(handler, method), methods=["GET"])
+
+    def _post_form(self, path: str, handler: Handler, method: str) -> Route:
+        """A form posted from a page."""
+        return Route(path, self._endpoint(handler, method, "form"), methods=["POST"])
+
+    def _api_get(self, path: str, handler: Handler, method: str) -> Route:
+        """JSON read with GET."""
+        return Route(path, self._endpoint(handler, method, api=True), methods=["GET"])
+
+    def _api_post(self, path: str, handler: Handler, method: str) -> Route:
+        """A JSON body posted, answered with JSON."""
+        return Route(path, self._endpoint(handler, method, "json", api=True), methods=["POST"])
 
     def _endpoint(
         self, handler: Handler, method: str, body: str = "", *, api: bool = False

@@ -25,9 +25,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar.errors import ItemNotFound
 from sidecar.escalation.record import Escalation
 from sidecar.review.bulk import Reverted
+from sidecar.review.errors import ItemNotFound
 from sidecar.review.history import EventKind, ItemEvent
 from sidecar.review.item import TIERS, Agreement, ItemState, Resolution, ReviewItem, Verdict
 from sidecar.review.resolution import Settled

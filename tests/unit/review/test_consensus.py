@@ -11,10 +11,11 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from hitl_client.stubs.hitl.v1 import review_pb2 as rpb
 from sidecar.auth import Principal
 from sidecar.clock import FakeClock
-from sidecar.errors import ConfigError, ItemConflict, ItemNotFound
+from sidecar.errors import ConfigError
 from sidecar.review import messages
 from sidecar.review.access import sees_answers
 from sidecar.review.consensus import parse_consensus
+from sidecar.review.errors import ItemConflict, ItemNotFound
 from sidecar.review.item import Agreement, ItemState, Verdict
 from sidecar.review.metrics import ReviewMetrics
 from sidecar.review.outbox import review_event

@@ -13,8 +13,9 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from structlog.testing import capture_logs
 
 from sidecar.clock import FakeClock
-from sidecar.errors import InvalidRequest, ItemConflict, ItemNotFound
+from sidecar.errors import InvalidRequest
 from sidecar.review import queue as queue_module
+from sidecar.review.errors import ItemConflict, ItemNotFound
 from sidecar.review.item import ItemState, Verdict
 from sidecar.review.queue import ReviewQueue, SubmitStatus
 from sidecar.review.resolution import ReviewerVerdict

@@ -8,7 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from sidecar.errors import InvalidRequest, ItemConflict
+from sidecar.errors import InvalidRequest
+from sidecar.review.errors import ItemConflict
 from sidecar.review.item import ItemState, Resolution, ReviewItem, Verdict
 from sidecar.review.resolution import ReviewerVerdict, release, settle
 from sidecar.review.validation import check_verdict
