@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from sidecar.feedback.client import FeedbackClient
-from tests.integration.conftest import hitl_command, wait_for
+from tests.integration.conftest import hitl_command, listening_address, wait_for
+from tests.ports import free_port
 
 # A principal of each role, by name.
 PRINCIPALS = {
@@ -75,19 +75,11 @@ def start(
     with (workdir / "feedback.log").open("ab") as log:
         environment = {**os.environ, **env} if env else None
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
-    wait_for(lambda: port_file.exists() or process.poll() is not None, 30.0, "the port file")
-    assert process.poll() is None, (workdir / "feedback.log").read_text()
-    running = FeedbackProcess(process, port_file.read_text(), tokens, http_address)
+    address = listening_address(process, port_file, workdir / "feedback.log", "feedback service")
+    running = FeedbackProcess(process, address, tokens, http_address)
     with FeedbackClient(running.address) as client:
         wait_for(client.serving, 20.0, "the feedback service SERVING")
     return running
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def stop(running: FeedbackProcess, workdir: Path | None = None) -> None:

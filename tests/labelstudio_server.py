@@ -13,13 +13,14 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = "admin@example.com"
@@ -135,12 +136,6 @@ def _wait_healthy(server: LabelStudio) -> None:
             raise LabelStudioUnavailable(f"Label Studio exited: {_tail(server.log)}")
         time.sleep(0.5)
     raise LabelStudioUnavailable(f"Label Studio's /health never answered: {_tail(server.log)}")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _tail(log: Path) -> str:

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.ports import free_port
+
 BINARY = os.environ.get("NATS_SERVER", shutil.which("nats-server") or "/usr/sbin/nats-server")
 
 
@@ -105,9 +107,3 @@ async def _messages(url: str, stream: str, options: dict[str, Any]) -> list[dict
         return found
     finally:
         await client.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

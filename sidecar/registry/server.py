@@ -274,9 +274,7 @@ class RegistryServicer(pb_grpc.RegistryServicer):
             principal = await asyncio.to_thread(self._identify, context)
             authorize(principal, method)
         except HitlError as exc:
-            code = status_of(exc)
-            await self._audit(principal, method, code.name, f"{detail}: {message_of(exc)}")
-            await _abort(context, code, message_of(exc))
+            await self._refuse(context, principal, method, detail, exc)
         return principal
 
     async def _call(
@@ -294,13 +292,24 @@ class RegistryServicer(pb_grpc.RegistryServicer):
         try:
             result = await asyncio.to_thread(work, principal)
         except HitlError as exc:
-            code = status_of(exc)
-            await self._audit(principal, method, code.name, f"{detail}: {message_of(exc)}")
-            await _abort(context, code, message_of(exc))
+            await self._refuse(context, principal, method, detail, exc)
         await self._audit(principal, method, "OK", detail)
         if method in _CHANGING:
             self._publisher.poke()
         return result
+
+    async def _refuse(
+        self,
+        context: Context,
+        principal: Principal | None,
+        method: str,
+        detail: str,
+        exc: HitlError,
+    ) -> NoReturn:
+        """Audit the attempt exc ended, then answer the caller with its status."""
+        code = status_of(exc)
+        await self._audit(principal, method, code.name, f"{detail}: {message_of(exc)}")
+        await _abort(context, code, message_of(exc))
 
     def _identify(self, context: Context) -> Principal:
         token, subject = caller_credentials(context)

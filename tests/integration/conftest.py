@@ -22,6 +22,7 @@ from sidecar.escalation.spool import read_unacked
 from sidecar.review.client import ReviewClient
 from sidecar.review.store import open_store as open_review_store
 from tests.artefacts import policy_doc, temperature_artefact, write_policy
+from tests.ports import free_port
 from tests.reviewers import add_principals
 
 pytestmark = pytest.mark.integration
@@ -75,6 +76,42 @@ def wait_for(predicate: Any, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def listening_address(
+    process: subprocess.Popen[bytes], port_file: Path, log: Path, what: str
+) -> str:
+    """The address process wrote to port_file once listening; a process that exits
+    first fails the test with its log, one that never writes it is killed."""
+    try:
+        wait_for(
+            lambda: port_file.exists() or process.poll() is not None,
+            30.0,
+            f"the {what}'s port file",
+        )
+    except AssertionError:
+        process.kill()
+        raise
+    if process.poll() is not None:
+        raise AssertionError(f"{what} exited {process.returncode}: {log.read_text()}")
+    return port_file.read_text()
+
+
+def start_container(
+    container: dict[str, Any], env: dict[str, str], cwd: Path, log: Path
+) -> subprocess.Popen[bytes]:
+    """A pod's ``hitl`` container run here as the kubelet would run it: its command and
+    args, in cwd, with its environment env and nothing else (but PATH); output to log."""
+    assert container["command"][0] == "hitl"
+    command = hitl_command(*container["command"][1:], *container.get("args", []))
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={"PATH": os.environ["PATH"], **env},
+            cwd=cwd,
+        )
+
+
 def start_sidecar(
     workdir: Path,
     policy: Path | None,
@@ -96,20 +133,8 @@ def start_sidecar(
             stderr=subprocess.STDOUT,
             env={**os.environ, "HITL_POLICY_POLL_SECONDS": "0.1", **(env or {})},
         )
-    try:
-        wait_for(
-            lambda: port_file.exists() or process.poll() is not None,
-            30.0,
-            "the sidecar's port file",
-        )
-    except AssertionError:
-        process.kill()
-        raise
-    if process.poll() is not None:
-        raise AssertionError(
-            f"sidecar exited {process.returncode}: {(workdir / 'sidecar.log').read_text()}"
-        )
-    return SidecarProcess(process, port_file.read_text(), workdir)
+    address = listening_address(process, port_file, workdir / "sidecar.log", "sidecar")
+    return SidecarProcess(process, address, workdir)
 
 
 @pytest.fixture
@@ -236,23 +261,31 @@ def start_review(
     command += ["--db", db, *extra]
     with (workdir / "review.log").open("ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for(
-            lambda: port_file.exists() or process.poll() is not None,
-            30.0,
-            "the review queue's port file",
-        )
-    except AssertionError:
-        process.kill()
-        raise
-    if process.poll() is not None:
-        raise AssertionError(
-            f"review queue exited {process.returncode}: {(workdir / 'review.log').read_text()}"
-        )
-    running = ReviewProcess(process, port_file.read_text(), workdir, tokens)
+    address = listening_address(process, port_file, workdir / "review.log", "review queue")
+    running = ReviewProcess(process, address, workdir, tokens)
     with running.client() as client:
         wait_for(client.serving, 20.0, "review queue SERVING")
     return running
+
+
+def start_review_console(workdir: Path, *extra: str) -> tuple[ReviewProcess, str]:
+    """start_review in workdir/review with its web console on a free port (its session
+    key a file in workdir), once the console listens: the process, the console's URL."""
+    secret = workdir / "console.key"
+    secret.write_text("s" * 48)
+    port = free_port()
+    running = start_review(
+        workdir / "review",
+        "--console-listen", f"127.0.0.1:{port}",
+        "--console-secret-file", str(secret),
+        *extra,
+    )  # fmt: skip
+    wait_for(
+        lambda: any(e["event"] == "review.console_listening" for e in running.log()),
+        10.0,
+        "console",
+    )
+    return running, f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture

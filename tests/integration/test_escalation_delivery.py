@@ -32,7 +32,8 @@ from tests.integration.conftest import (
     wait_for,
 )
 from tests.integration.test_sidecar_process import ok
-from tests.natsserver import NatsServer, free_port
+from tests.natsserver import NatsServer
+from tests.ports import free_port
 
 FAST_RETRY = {"HITL_FORWARD_MAX_BACKOFF_SECONDS": "1.5", "HITL_FORWARD_TIMEOUT_SECONDS": "2"}
 

@@ -6,7 +6,6 @@ mounted."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 from pathlib import Path
@@ -22,8 +21,14 @@ from sidecar.injector.config import SidecarDefaults
 from sidecar.injector.patch import plan
 from tests.artefacts import confident_logits, policy_doc, temperature_artefact, write_policy
 from tests.certs import Authority
-from tests.feedback_service import add_principals, free_port
-from tests.integration.conftest import hitl_command, wait_for
+from tests.feedback_service import add_principals
+from tests.integration.conftest import (
+    hitl_command,
+    listening_address,
+    start_container,
+    wait_for,
+)
+from tests.ports import free_port
 from tests.unit.injector.pods import apply_patch, mounted_locally, pod, sidecar_of, validate
 
 pytestmark = pytest.mark.integration
@@ -41,9 +46,7 @@ def start_feedback_over_tls(
     )  # fmt: skip
     with (workdir / "feedback.log").open("ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    wait_for(lambda: port_file.exists() or process.poll() is not None, 30.0, "the port file")
-    assert process.poll() is None, (workdir / "feedback.log").read_text()
-    address = port_file.read_text()
+    address = listening_address(process, port_file, workdir / "feedback.log", "feedback service")
     with FeedbackClient(address, ca=authority.ca_pem) as client:
         wait_for(client.serving, 20.0, "the feedback service SERVING over TLS")
     return process, address
@@ -107,15 +110,7 @@ def test_an_injected_sidecar_records_its_decisions_at_the_feedback_service(
         assert env["HITL_FEEDBACK"] == address
 
         log = tmp_path / "sidecar.log"
-        command = hitl_command(*sidecar["command"][1:], *sidecar.get("args", []))
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                command,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={"PATH": os.environ["PATH"], **env},
-                cwd=tmp_path,
-            )
+        process = start_container(sidecar, env, tmp_path, log)
         try:
             wait_for(lambda: router_serving(router), 30.0, f"the sidecar SERVING ({log})")
             with RouterClient(router) as client:

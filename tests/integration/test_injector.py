@@ -41,8 +41,13 @@ from hitl_client.stubs.hitl.v1 import router_pb2_grpc as pb_grpc
 from sidecar.injector import annotations as a
 from tests.artefacts import confident_logits, policy_doc, temperature_artefact, write_policy
 from tests.certs import Pki, serving_pair
-from tests.integration.conftest import hitl_command, wait_for
-from tests.natsserver import free_port
+from tests.integration.conftest import (
+    hitl_command,
+    listening_address,
+    start_container,
+    wait_for,
+)
+from tests.ports import free_port
 from tests.unit.injector.pods import admission_review, apply_patch, pod, sidecar_of, validate
 
 pytestmark = pytest.mark.integration
@@ -103,9 +108,7 @@ def injector(tmp_path: Path, pki: Pki) -> Iterator[InjectorProcess]:
             env={**os.environ, "HITL_INJECTOR_DRAIN_SECONDS": "0.2"},
         )
     try:
-        wait_for(lambda: port_file.exists() or process.poll() is not None, 30, "injector")
-        assert process.poll() is None, log.read_text()
-        port = int(port_file.read_text().rpartition(":")[2])
+        port = int(listening_address(process, port_file, log, "injector").rpartition(":")[2])
         yield InjectorProcess(process, port, metrics_port, log)
     finally:
         if process.poll() is None:
@@ -262,17 +265,8 @@ def test_the_injected_spec_runs_a_serving_sidecar(
     assert {sidecar[probe]["grpc"]["port"] for probe in PROBES} == {declared["hitl-health"]}
     ports = {port: free_port() for port in (*declared.values(), int(router_port))}
     env = {name: on_this_machine(value, mounts, ports) for name, value in env.items()}
-    assert sidecar["command"][0] == "hitl"
-    command = hitl_command(*sidecar["command"][1:], *sidecar.get("args", []))
     log = tmp_path / "sidecar.log"
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            command,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={"PATH": os.environ["PATH"], **env},
-            cwd=tmp_path,
-        )
+    process = start_container(sidecar, env, tmp_path, log)
     try:
         for probe in PROBES:
             grpc_probe = sidecar[probe]["grpc"]

@@ -40,6 +40,7 @@ from tests.artefacts import policy_doc, temperature_artefact, write_policy
 from tests.escalations import escalation
 from tests.integration.conftest import hitl_command, start_sidecar, wait_for
 from tests.integration.test_escalation_delivery import drained, route_escalations
+from tests.ports import free_port
 from tests.unit.review.conftest import points
 
 pytestmark = pytest.mark.integration
@@ -417,7 +418,7 @@ def test_a_webhook_lost_while_the_bridge_was_down_is_recovered_by_polling(
     model = model_name()
     item = record(model)
     project = send_escalations(studio, monkeypatch, [item])
-    listen = f"127.0.0.1:{ls.free_port()}"
+    listen = f"127.0.0.1:{free_port()}"
     with bridge(studio, tmp_path, feedback, listen=listen) as (running, _):
         add_webhook(studio, project, running.address)
         running.bridge.poll()  # tracks the task
@@ -474,7 +475,7 @@ def test_untrusted_or_unresolvable_annotations_are_refused_and_counted(
     stray_tasks: list[Any] = [{"data": {"text": "x"}}]
     studio.client.projects.import_tasks(int(stray.id or 0), request=stray_tasks)
     (stray_task,) = tasks_of(studio, int(stray.id or 0))
-    metrics_port = ls.free_port()
+    metrics_port = free_port()
     scraped = {"metrics_addr": f"127.0.0.1:{metrics_port}"}
     with bridge(studio, tmp_path, feedback, **scraped) as (running, reader):
         add_webhook(studio, project, running.address)
@@ -533,7 +534,7 @@ def test_overdue_tasks_are_raised_in_label_studio(
     model = model_name()
     item = record(model, tier="HUMAN_ASSISTED")
     project = send_escalations(studio, monkeypatch, [item])
-    metrics_port = ls.free_port()
+    metrics_port = free_port()
     only = {
         "projects": f"{model}={project}",
         "sla": "HUMAN_ASSISTED=1",

@@ -37,7 +37,8 @@ from tests.artefacts import policy_doc, temperature_artefact, write_policy
 from tests.integration.conftest import hitl_command, wait_for
 from tests.integration.test_injector import IMAGE, health, kubelet_env, on_this_machine
 from tests.integration.test_sidecar_process import ok
-from tests.natsserver import NatsServer, free_port
+from tests.natsserver import NatsServer
+from tests.ports import free_port
 from tests.unit.injector.pods import sidecar_of
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,6 @@ request beyond the file itself. Bad input is one line on stderr and exit 2."""
 from __future__ import annotations
 
 import random
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -29,12 +28,12 @@ from sidecar.core.policy import parse_policy
 from sidecar.feedback.records import decided, received
 from sidecar.feedback.store import open_store
 from sidecar.registry.messages import document_from_policy, policy_from_document
+from tests.chromium import chromium
 from tests.integration.conftest import hitl_command
 from tests.registry import Registry, in_process, registry_policy, upload_artefact
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = shutil.which("chromium")
 HOUR = 3600.0
 DECISIONS = 6000
 # The "eager" arm automates from a lower t_high and errs far more often.
@@ -215,14 +214,8 @@ class Seen:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if CHROMIUM is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium; CI does)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 def look(browser: Any, path: Path) -> Seen:

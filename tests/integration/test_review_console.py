@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import http.server
 import json
-import re
-import shutil
 import struct
-import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -34,16 +31,17 @@ from sidecar.review.console.sessions import Sessions
 from sidecar.review.item import ItemState, Verdict
 from sidecar.review.queue import ReviewQueue
 from sidecar.review.store import open_store
+from tests.chromium import chromium
+from tests.console import serving, sign_in
 from tests.escalations import escalation
-from tests.feedback_service import free_port
-from tests.integration.conftest import ReviewProcess, start_review, wait_for
+from tests.integration.conftest import (
+    ReviewProcess,
+    start_review_console,
+)
 from tests.reviewers import add_principals
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = shutil.which("chromium") or (
-    "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
-)
 OUT = Path(__file__).resolve().parents[2] / "bench-output" / "console"
 LABELS = ["legitimate", "fraud", "refund", "chargeback"]
 BUDGET_SECONDS_PER_ITEM = 0.1  # 200 items an hour leave a reviewer 18 s each
@@ -97,36 +95,18 @@ class Inputs(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def inputs() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Inputs)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/inputs/"
-    server.shutdown()
-    server.server_close()
+    with serving(Inputs) as base:
+        yield f"{base}/inputs/"
 
 
 @pytest.fixture
 def console(tmp_path: Path, inputs: str) -> Iterator[tuple[ReviewProcess, str]]:
     """A review queue process with its console; the console's base URL."""
-    secret = tmp_path / "console.key"
-    secret.write_text("s" * 48)
-    port = free_port()
-    running = start_review(
-        tmp_path / "review",
-        "--console-listen",
-        f"127.0.0.1:{port}",
-        "--console-secret-file",
-        str(secret),
-        "--console-input-prefixes",
-        inputs,
-        "--consensus",
-        "rule:two-eyes=2:all",
-    )
-    base = f"http://127.0.0.1:{port}"
-    wait_for(
-        lambda: any(e["event"] == "review.console_listening" for e in running.log()),
-        10.0,
-        "console",
-    )
+    running, base = start_review_console(
+        tmp_path,
+        "--console-input-prefixes", inputs,
+        "--consensus", "rule:two-eyes=2:all",
+    )  # fmt: skip
     yield running, base
     assert running.stop() == 0
 
@@ -162,14 +142,8 @@ def submitted(running: ReviewProcess, inputs: str) -> None:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    if CHROMIUM is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium; CI does)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 def signed_in(browser: Any, base: str, token: str) -> Any:
@@ -430,10 +404,7 @@ def test_the_console_makes_200_items_an_hour_easy(tmp_path: Path) -> None:
     config = ReviewConfig(db=f"sqlite:{tmp_path / 'review.db'}", console_listen="127.0.0.1:0")
     app = console_application(queue, config, Sessions(b"k" * 32, secure=False))
     client = TestClient(app, follow_redirects=False)
-    signin = client.get("/signin").text
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', signin)
-    assert csrf
-    client.post("/signin", data={"token": tokens["alice"], "csrf_token": csrf.group(1)})
+    sign_in(client, tokens["alice"])
     bearer = {"Authorization": f"Bearer {tokens['alice']}"}
     actions = {"claim": 0.0, "item_page": 0.0, "resolve": 0.0}
     for i in range(count):

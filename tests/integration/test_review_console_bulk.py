@@ -26,6 +26,7 @@ from sidecar.review.item import ItemState, Verdict
 from sidecar.review.queue import ReviewQueue
 from sidecar.review.sla import Sla
 from sidecar.review.store import ReviewStore, open_store
+from tests.console import csrf, sign_in
 from tests.escalations import escalation
 from tests.reviewers import add_principals
 
@@ -47,10 +48,7 @@ class Desk:
         """A browser signed in as who."""
         app = console_application(self.queue, self.config, Sessions(KEY, secure=False))
         client = TestClient(app, follow_redirects=False)
-        page = client.get("/signin")
-        answer = client.post(
-            "/signin", data={"token": self.tokens[who], "csrf_token": csrf(page.text)}
-        )
+        answer = sign_in(client, self.tokens[who])
         assert answer.status_code == 303, answer.text
         return client
 
@@ -76,12 +74,6 @@ def desk(tmp_path: Path) -> Iterator[Desk]:
     config = ReviewConfig(db=db, console_listen="127.0.0.1:0")
     yield Desk(ReviewQueue(store, clock, Sla()), store, clock, add_principals(store), config)
     store.close()
-
-
-def csrf(page: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert found, page
-    return found.group(1)
 
 
 def sealed_preview(page: str) -> str:

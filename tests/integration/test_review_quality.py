@@ -19,9 +19,14 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.console import sign_in
 from tests.escalations import escalation
-from tests.feedback_service import free_port
-from tests.integration.conftest import ReviewProcess, start_review, wait_for
+from tests.integration.conftest import (
+    ReviewProcess,
+    start_review_console,
+    wait_for,
+)
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -31,23 +36,13 @@ LABELS = ["legitimate", "fraud", "refund", "chargeback"]
 @pytest.fixture
 def queue(tmp_path: Path) -> Iterator[tuple[ReviewProcess, str, int]]:
     """A review queue with its console and metrics; the console's URL, the metrics port."""
-    secret = tmp_path / "console.key"
-    secret.write_text("s" * 48)
-    console, metrics = free_port(), free_port()
-    running = start_review(
-        tmp_path / "review",
-        "--console-listen", f"127.0.0.1:{console}",
-        "--console-secret-file", str(secret),
+    metrics = free_port()
+    running, base = start_review_console(
+        tmp_path,
         "--metrics-addr", f"127.0.0.1:{metrics}",
         "--consensus", "rule:two-eyes=2:all",
         "--sweep-seconds", "0.2",
     )  # fmt: skip
-    base = f"http://127.0.0.1:{console}"
-    wait_for(
-        lambda: any(e["event"] == "review.console_listening" for e in running.log()),
-        10.0,
-        "console",
-    )
     yield running, base, metrics
     assert running.stop() == 0
 
@@ -76,10 +71,7 @@ def answer(base: str, token: str, corrected_class: int | None = None) -> str:
 def signed_in(base: str, token: str) -> Iterator[httpx.Client]:
     """An HTTP client holding a console session signed in with token."""
     with httpx.Client(base_url=base, timeout=10) as browser:
-        signin = browser.get("/signin").text
-        csrf = re.search(r'name="csrf_token" value="([^"]+)"', signin)
-        assert csrf
-        browser.post("/signin", data={"token": token, "csrf_token": csrf.group(1)})
+        sign_in(browser, token)
         yield browser
 
 

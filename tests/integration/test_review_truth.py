@@ -25,12 +25,16 @@ from tests.feedback_service import (
     PRINCIPALS,
     FeedbackProcess,
     add_principals,
-    free_port,
     start,
     stop,
 )
-from tests.integration.conftest import ReviewProcess, start_review, wait_for
+from tests.integration.conftest import (
+    ReviewProcess,
+    start_review_console,
+    wait_for,
+)
 from tests.integration.test_review_quality import answer, scrape, signed_in
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -54,25 +58,17 @@ def feedback(tmp_path: Path) -> Iterator[FeedbackProcess]:
 def queue(tmp_path: Path, feedback: FeedbackProcess) -> Iterator[tuple[ReviewProcess, str, int]]:
     """A review queue sending to (and reading) the feedback service as ``queue``, with
     its console and metrics; the console's URL, the metrics port."""
-    secret, token = tmp_path / "console.key", tmp_path / "queue.token"
-    secret.write_text("s" * 48)
+    token = tmp_path / "queue.token"
     token.write_text(feedback.tokens["queue"])
-    console, metrics = free_port(), free_port()
-    running = start_review(
-        tmp_path / "review",
-        "--console-listen", f"127.0.0.1:{console}",
-        "--console-secret-file", str(secret),
+    metrics = free_port()
+    running, base = start_review_console(
+        tmp_path,
         "--metrics-addr", f"127.0.0.1:{metrics}",
         "--sweep-seconds", "0.2",
         "--feedback", feedback.address,
         "--feedback-token-file", str(token),
     )  # fmt: skip
-    wait_for(
-        lambda: any(e["event"] == "review.console_listening" for e in running.log()),
-        10.0,
-        "console",
-    )
-    yield running, f"http://127.0.0.1:{console}", metrics
+    yield running, base, metrics
     running.process.kill()
     running.process.wait()
 

@@ -41,7 +41,7 @@ from tests.integration.conftest import (
     start_sidecar,
     wait_for,
 )
-from tests.natsserver import free_port
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -34,7 +34,7 @@ from tests.feedback_service import add_principals as add_feedback_principals
 from tests.feedback_service import start as start_feedback
 from tests.integration.conftest import hitl_command, start_review, start_sidecar, wait_for
 from tests.k8s.manifests import K8S, build, find, kustomize_available, of_kind, selects
-from tests.natsserver import free_port
+from tests.ports import free_port
 from tests.registry import Registry, in_process, registry_policy, upload_artefact
 from tests.unit.injector.pods import admission_review, pod
 

@@ -44,10 +44,15 @@ def reader() -> InMemoryMetricReader:
 
 
 @pytest.fixture
-def queue(store: ReviewStore, clock: FakeClock, reader: InMemoryMetricReader) -> ReviewQueue:
+def metrics(reader: InMemoryMetricReader) -> ReviewMetrics:
+    """The review metrics, read through reader."""
+    return ReviewMetrics(MeterProvider(metric_readers=[reader]).get_meter("test"))
+
+
+@pytest.fixture
+def queue(store: ReviewStore, clock: FakeClock, metrics: ReviewMetrics) -> ReviewQueue:
     """A queue with the default SLA (15 min, 2 h, 24 h) on a fake clock."""
-    meters = MeterProvider(metric_readers=[reader])
-    return ReviewQueue(store, clock, Sla(), ReviewMetrics(meters.get_meter("test")))
+    return ReviewQueue(store, clock, Sla(), metrics)
 
 
 def points(reader: InMemoryMetricReader, name: str) -> dict[frozenset[tuple[str, Any]], Any]:

@@ -27,6 +27,7 @@ from sidecar.review.item import ItemState, Verdict
 from sidecar.review.queue import ReviewQueue
 from sidecar.review.sla import Sla
 from sidecar.review.store import ReviewStore, open_store
+from tests.console import csrf, sign_in
 from tests.escalations import escalation
 from tests.reviewers import add_principals
 
@@ -50,10 +51,7 @@ class Desk:
         app = console_application(self.queue, self.config, sessions, fetch=self.fetch)
         client = TestClient(app, client=(host, 50000), follow_redirects=False)
         if who is not None:
-            page = client.get("/signin")
-            answer = client.post(
-                "/signin", data={"token": self.tokens[who], "csrf_token": csrf(page.text)}
-            )
+            answer = sign_in(client, self.tokens[who])
             assert answer.status_code == 303, answer.text
         return client
 
@@ -77,12 +75,6 @@ def desk(tmp_path: Path) -> Iterator[Desk]:
     )
     yield Desk(ReviewQueue(store, clock, Sla()), store, clock, add_principals(store), config, [])
     store.close()
-
-
-def csrf(page: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert found, page
-    return found.group(1)
 
 
 def form_fields(page: str, form_id: str) -> dict[str, str]:

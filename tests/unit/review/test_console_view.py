@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.server
 import math
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +21,7 @@ from sidecar.review.console.fetch import read_text
 from sidecar.review.console.inputs import Shown, content_security_policy, kind_of
 from sidecar.review.item import ItemState, ReviewItem
 from sidecar.review.sla import Sla
+from tests.console import serving
 from tests.escalations import escalation
 
 PREFIXES = ("https://inputs.example/review/",)
@@ -143,12 +143,8 @@ class Inputs(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def inputs() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Inputs)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(Inputs) as base:
+        yield base
 
 
 def test_a_text_input_is_fetched_capped_and_never_redirected(inputs: str) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from sidecar.clock import FakeClock
@@ -21,7 +20,7 @@ from sidecar.review.queue import ReviewQueue
 from sidecar.review.sla import Sla
 from sidecar.review.store import ReviewStore
 from sidecar.settings import ClientCredentials
-from tests.feedback_service import free_port
+from tests.ports import free_port
 from tests.unit.review.conftest import points
 from tests.unit.review.test_quality_window import answered
 
@@ -43,11 +42,6 @@ class Labels:
             raise TruthUnavailable("the feedback service at test: UNAVAILABLE: down")
         self.asked.append(list(request_ids))
         return {rid: self.known[rid] for rid in request_ids if rid in self.known}
-
-
-@pytest.fixture
-def metrics(reader: InMemoryMetricReader) -> ReviewMetrics:
-    return ReviewMetrics(MeterProvider(metric_readers=[reader]).get_meter("test"))
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ reach the report, and the reviewer gauges take the last day's figures."""
 from __future__ import annotations
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from sidecar.clock import FakeClock
@@ -19,11 +18,6 @@ from sidecar.review.sla import Sla
 from sidecar.review.store import ReviewStore
 from tests.escalations import escalation
 from tests.unit.review.conftest import points
-
-
-@pytest.fixture
-def metrics(reader: InMemoryMetricReader) -> ReviewMetrics:
-    return ReviewMetrics(MeterProvider(metric_readers=[reader]).get_meter("test"))
 
 
 @pytest.fixture
