@@ -479,7 +479,7 @@ def print_repeats(report: dict[str, Any], wanted: int) -> None:
     print(
         f"note: in {len(spoiled)} trial(s) the floor, which does nothing, had p99 at or over the"
         " limit itself (" + ", ".join(f"{p:.2f}" for p in spoiled) + " ms): they measured the"
-        " machine's stalls, not the sidecar (benchmarks/RESULTS.md, run 11), and are left out"
+        " machine's stalls, not the sidecar (docs/performance-history.md, run 11), and are left out"
     )
     if not report["enforced"]["machine_judged"]:
         print(

@@ -35,12 +35,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import numpy.typing as npt
 import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hitl_client.router import TIER_AUTOMATED, Reason, RouterClient, Tier, route_request
 from hitl_client.stubs.hitl.v1 import router_pb2 as pb
+from sidecar.auth import hash_token, new_token
+from sidecar.feedback.store import open_store as open_feedback_store
+from sidecar.policy.signing import generate_key_pair
+from sidecar.registry.client import RegistryClient, upload_policy_file
+from sidecar.registry.model import Role
+from sidecar.registry.store import open_store as open_registry_store
+from sidecar.review.store import open_store as open_review_store
 
 MODEL = "digits"
 SEED = 20261121
@@ -269,9 +278,6 @@ def _stop(name: str, process: subprocess.Popen[bytes]) -> None:
 
 def _serving(address: str) -> bool:
     """Whether the server at address reports SERVING (every hitl server has health)."""
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
     with grpc.insecure_channel(address) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
@@ -286,16 +292,11 @@ def _registry_principals(workdir: Path) -> dict[str, str]:
     """A signing key pair and three principals: an operator who proposes, an approver
     who approves, and the sidecar (what ``hitl registry keygen`` and ``hitl registry
     principal add`` do). Returns their tokens; the sidecar's is also written to a file."""
-    from sidecar.auth import hash_token, new_token
-    from sidecar.policy.signing import generate_key_pair
-    from sidecar.registry.model import Role
-    from sidecar.registry.store import open_store
-
     keys = workdir / "keys"
     generate_key_pair(keys / "signing.key", keys / "signing.pub")
     roles = {"ops-alice": Role.OPERATOR, "risk-bob": Role.APPROVER, "sidecar": Role.SIDECAR}
     tokens = {name: new_token() for name in roles}
-    store = open_store(f"sqlite:{workdir / 'registry.db'}")
+    store = open_registry_store(f"sqlite:{workdir / 'registry.db'}")
     try:
         for name, role in roles.items():
             store.add_principal(name, frozenset({role}), hash_token(tokens[name]), "", time.time())
@@ -310,16 +311,13 @@ def _review_principals(workdir: Path) -> dict[str, str]:
     sidecar that submits, a reviewer, and the exporter of labelled data. Returns their
     tokens; the sidecar's and the reviewer's (to sign in to the console) are also
     written to files, beside the key that signs the console's sessions."""
-    from sidecar.auth import hash_token, new_token
-    from sidecar.review.store import open_store
-
     roles = {
         "sidecar": {"sidecar"},
         "demo-reviewer": {"reviewer", "viewer"},  # a viewer too: it waits on the queue
         "exporter": {"exporter"},
     }
     tokens = {name: new_token() for name in roles}
-    store = open_store(f"sqlite:{workdir / 'review.db'}")
+    store = open_review_store(f"sqlite:{workdir / 'review.db'}")
     try:
         for name, held in roles.items():
             store.add_principal(name, frozenset(held), hash_token(tokens[name]), "", time.time())
@@ -336,11 +334,8 @@ def _feedback_principals(workdir: Path) -> None:
     """The feedback service's principals (what ``hitl feedback principal add`` does):
     the sidecar that sends decisions and outcomes, and the review queue that sends
     resolutions; their tokens go to files."""
-    from sidecar.auth import hash_token, new_token
-    from sidecar.feedback.store import open_store
-
     files = {"sidecar": "feedback-sidecar.token", "review": "review-feedback.token"}
-    store = open_store(f"sqlite:{workdir / 'feedback.db'}")
+    store = open_feedback_store(f"sqlite:{workdir / 'feedback.db'}")
     try:
         for role, file in files.items():
             token = new_token()
@@ -362,12 +357,10 @@ def _close_the_loop(workdir: Path, routed: int, reviewed: int) -> Looped:
     """Wait until the feedback service holds every outcome and every resolution, then
     compile a dataset from its log and fit a calibrator on it (as an operator would,
     with ``hitl feedback dataset build`` and ``hitl calibrate fit``)."""
-    from sidecar.feedback.store import open_store
-
     db = f"sqlite:{workdir / 'feedback.db'}"
     started = time.monotonic()
     while True:
-        store = open_store(db)
+        store = open_feedback_store(db)
         try:
             counts = store.counts()
         finally:
@@ -406,8 +399,6 @@ class Approval:
 def _propose_and_approve(workdir: Path, address: str, tokens: dict[str, str]) -> Approval:
     """The policy file proposed by the operator (its calibrator uploaded), then approved
     by the approver: a first policy widens automation, so it needs both."""
-    from sidecar.registry.client import RegistryClient, upload_policy_file
-
     with RegistryClient(address, tokens["ops-alice"]) as ops:
         message = upload_policy_file(ops, workdir / "policy.yaml")
         proposal = ops.propose(message, "demo: thresholds from the calibration split", 0)

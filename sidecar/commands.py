@@ -21,6 +21,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from sidecar.auth import Principal, hash_token, new_token
 from sidecar.settings import add_flags, declared, flag_values
+from sidecar.storage.url import check_db
 
 Run = Callable[[argparse.Namespace], int]
 
@@ -107,8 +108,6 @@ class StoreFlag(Generic[Store]):
         )
 
     def open(self, args: argparse.Namespace) -> Store:
-        from sidecar.storage.url import check_db
-
         url = args.db or os.environ.get(self._env, self._default)
         return self._open_store(check_db(url, self._env))
 

@@ -24,6 +24,7 @@ from typing import Any
 from sidecar.errors import ConfigError
 from sidecar.escalation.decisions import DEFAULT_SAMPLE
 from sidecar.escalation.sinks import NatsAccess, sink_addresses
+from sidecar.escalation.sinks.labelstudio_settings import LabelStudioSinkConfig, base_url
 from sidecar.escalation.sinks.nats_access import check_credentials
 from sidecar.policy.signing import load_verifier
 from sidecar.settings import (
@@ -105,8 +106,6 @@ def _sink(value: str, var: str) -> str:
 def _labelstudio_sink(value: str, var: str) -> str:
     """A Label Studio URL whose settings (the token file, the projects) load and whose
     SDK is installed."""
-    from sidecar.escalation.sinks.labelstudio_settings import LabelStudioSinkConfig, base_url
-
     base_url(value, var)
     LabelStudioSinkConfig.load()
     if importlib.util.find_spec("label_studio_sdk") is None:

@@ -6,8 +6,8 @@ The window holds up to a hundred thousand entries for minutes, so each entry is 
 flat tuple of plain values (str, bytes, int, float, bool, None): the garbage
 collector stops tracking such a tuple at its first collection, and a flat tuple is
 the smallest container Python has for a handful of fields. Held as objects, the
-entries made every full collection walk them all, a pause of 50 ms per hundred
-thousand on an idle core, and far more under load."""
+entries made every full collection walk them all, a pause of tens of milliseconds
+with a full window (measured: see docs/performance.md#the-replay-windows-flat-tuples)."""
 
 from __future__ import annotations
 

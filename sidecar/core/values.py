@@ -4,11 +4,11 @@ signals, the decision, the answer, the escalation).
 ``value`` makes a slotted dataclass that the type checker treats as frozen: mypy
 rejects any assignment to a field, so these values are immutable in the code as it
 is checked. At run time the class is not frozen, because a frozen dataclass sets
-each field through ``object.__setattr__``: building a 13-field Decision cost 3.8 µs
-frozen against 0.5 µs not (Python 3.11, on the benchmark machine), and a prediction
-builds five or six such values. Equality and hashing are a frozen dataclass's: by
-the fields. Long-lived state (policy, configuration) stays a real frozen
-dataclass."""
+each field through ``object.__setattr__``, several times slower to build, and a
+prediction builds five or six such values (measured: see
+docs/performance.md#value-types-frozen-for-the-type-checker-only). Equality and
+hashing are a frozen dataclass's: by the fields. Long-lived state (policy,
+configuration) stays a real frozen dataclass."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ The segment being written is kept PAD_BYTES of zeros longer than its records, an
 records are written over those zeros: the file's size rarely changes, so an
 fdatasync flushes the records alone instead of also committing the filesystem's
 journal for a new size, which on a busy machine waits for the journal's kernel
-thread to get a core (measured with both cores busy: p90 3.9 ms against 0.3 ms).
+thread to get a core (measured: see docs/performance.md#the-spools-zeros-ahead).
 
 On open, the last segment is scanned and cut at the first record that is short or
 fails its checksum (a torn tail from a crash mid-write), and its zeros are cut with

@@ -23,6 +23,7 @@ from sidecar.clock import Clock, SystemClock
 from sidecar.feedback.access import check_method
 from sidecar.feedback.config import FeedbackConfig
 from sidecar.feedback.ingest import FeedbackLog
+from sidecar.feedback.jetstream import JetStreamConsumer
 from sidecar.feedback.limits import RateLimits
 from sidecar.feedback.metrics import FeedbackMetrics
 from sidecar.feedback.server import FeedbackServicer
@@ -37,7 +38,6 @@ from sidecar.telemetry.call_spans import CallSpans
 from sidecar.telemetry.metrics import observe_tasks, service_meters
 
 if TYPE_CHECKING:
-    from sidecar.feedback.jetstream import JetStreamConsumer
     from sidecar.webserver import WebServer
 
 log = structlog.get_logger("hitl.feedback")
@@ -136,8 +136,6 @@ def build(
     http = _http(config, feedback, gate, spans) if config.http_listen else None
     jetstream = None
     if config.nats:
-        from sidecar.feedback.jetstream import JetStreamConsumer
-
         deployments = [d.strip() for d in config.nats_deployments.split(",") if d.strip()]
         jetstream = JetStreamConsumer(feedback, config.nats.split(","), deployments)
     updates = _updates(config, feedback.store, clock)

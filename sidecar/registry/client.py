@@ -15,6 +15,7 @@ import yaml
 
 from hitl_client.stubs.hitl.v1 import registry_pb2 as pb
 from hitl_client.stubs.hitl.v1 import registry_pb2_grpc as pb_grpc
+from sidecar.registry.messages import policy_from_document
 from sidecar.serving import ServiceClient
 
 CHUNK_BYTES = 256 * 1024
@@ -94,8 +95,9 @@ def upload_policy_file(client: RegistryClient, path: Path) -> pb.Policy:
     """A policy file (YAML or JSON) as a message for ProposeChange: each calibrator it
     names by path (relative to the file) is uploaded, idempotently, and named by its
     file stem instead; revision and issued_at are left to the registry."""
+    # Imported here, like artefact_version's imports: the loader loads onnxruntime,
+    # which the client's other callers never need.
     from sidecar.policy.loader import read_policy_bytes
-    from sidecar.registry.messages import policy_from_document
 
     doc = yaml.safe_load(read_policy_bytes(path)) or {}
     doc = {k: v for k, v in doc.items() if k not in ("revision", "issued_at")}

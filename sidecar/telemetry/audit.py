@@ -94,8 +94,8 @@ class JsonLinesAudit:
         self._identity = _identity(self._file.fileno())
         # One buffer, not a list of lines: a line (about 1 KB, past the interpreter's
         # small-object limit) kept until the flush is a heap allocation of its own,
-        # and at 20,000 records/s their churn left the process 23 MB larger (peak
-        # RSS under RouteBatch load 189 MB against 166 with the buffer).
+        # and under load their churn left the process larger (measured: see
+        # docs/performance.md#the-audit-logs-single-buffer).
         self._pending = bytearray()
         self._lock = threading.Lock()  # the pending buffer, between write and flush
         self._flushing = threading.Lock()  # one flush at a time, so lines stay in order

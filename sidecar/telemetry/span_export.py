@@ -1,20 +1,19 @@
 """Span export in a child process.
 
 The standard OTLP exporter encodes spans in Python. Run in the sidecar's process,
-each BatchSpanProcessor export of a few hundred spans held the interpreter for tens
-of milliseconds and lifted Route's p99 from 3.7 ms to 20 ms at 1000 requests/s on
-2 cores (benchmarks/route_bench.py). So a finished span is a small tuple; a
-background thread ships them in batches over a pipe, and a child process rebuilds
-them as ReadableSpans and hands them to the standard OTLPSpanExporter,
+each BatchSpanProcessor export of a few hundred spans held the interpreter long
+enough to multiply Route's p99 under load (measured: see
+docs/performance.md#span-export-in-a-child-process). So a finished span is a small
+tuple; a background thread ships them in batches over a pipe, and a child process
+rebuilds them as ReadableSpans and hands them to the standard OTLPSpanExporter,
 configured by the same OTEL_* variables. The request path never encodes or sends.
 
 The child runs under the idle scheduling class (SCHED_IDLE, which any process may
 choose for itself): its bursts of encoding, a few times a second, take a core only
 when nothing else wants it, and a Route call waking up takes the core back at once.
-On 2 cores under the Route benchmark's load the child needs about 70 µs of CPU per
-call and keeps up; at nice 10 the scheduler let its bursts delay the event loop,
-and Route's p99 was 4.5-6.3 ms (median 5.0) against 3.6-4.2 ms (median 3.9) under
-SCHED_IDLE, 10 rounds each. With the cores saturated the child falls behind, and
+Under the Route benchmark's load the child keeps up; at nice 10 the scheduler let
+its bursts delay the event loop, and Route's p99 was higher than under SCHED_IDLE
+(measured: the same section). With the cores saturated the child falls behind, and
 spans past MAX_QUEUE are dropped and counted: the answer comes before its trace.
 Where the class is refused, the child runs at nice EXPORTER_NICENESS instead.
 

@@ -6,14 +6,14 @@ exported over OTLP only when OTEL_* variables ask for it, by the standard export
 running in a child process (``span_export``), so exporting never blocks or slows a
 request.
 
-The request path does not build the SDK's Span objects. Under the Route benchmark's
-load (benchmarks/route_bench.py, 500 requests/s on 2 cores) starting, annotating and
-ending one cost about 90 µs of CPU per call, a third of the Route handler. A span
-here is a few slots, and a finished one is handed to the exporter as the tuple the
-child rebuilds. What the SDK reads from the environment still decides: the
-propagators (OTEL_PROPAGATORS), the sampler (OTEL_TRACES_SAMPLER and its argument),
-the id generator, and OTEL_SDK_DISABLED. What it does not offer is span processors,
-which the sidecar never configured."""
+The request path does not build the SDK's Span objects: under load, starting,
+annotating and ending one cost a large share of the Route handler's CPU (measured:
+see docs/performance.md#spans-on-the-request-path). A span here is a few slots, and
+a finished one is handed to the exporter as the tuple the child rebuilds. What the
+SDK reads from the environment still decides: the propagators (OTEL_PROPAGATORS),
+the sampler (OTEL_TRACES_SAMPLER and its argument), the id generator, and
+OTEL_SDK_DISABLED. What it does not offer is span processors, which the sidecar
+never configured."""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 """Where the forwarder delivers escalations: one interface (``base``), one module per
 sink, and ``open_sink`` to choose one by URL. Each sink's module is imported when it
-is chosen, so a process that forwards to the review queue never loads NATS's client."""
+is chosen: the NATS and Label Studio sinks need an optional extra (nats-py,
+label-studio-sdk), so a process that forwards to the review queue never loads
+either, and the review queue's sink is left out of the ``hitl`` command's start-up."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from sidecar.escalation.sinks.base import (
     Spooled,
     sink_addresses,
 )
+from sidecar.escalation.sinks.labelstudio_settings import LabelStudioSinkConfig, base_url
 from sidecar.escalation.sinks.nats_access import NatsAccess
 from sidecar.settings import ClientCredentials
 
@@ -45,6 +48,9 @@ def open_sink(
     except ValueError as exc:
         raise ConfigError(f"HITL_SINK {exc}") from None
     if scheme == "review":
+        # Here rather than at the top: the sink loads sidecar.serving and the
+        # OpenTelemetry metrics SDK, which every ``hitl`` command would otherwise
+        # load too (this package's settings are part of hitl's parser).
         from sidecar.escalation.sinks.review import ReviewQueueSink
 
         given = credentials or ClientCredentials()
@@ -57,8 +63,6 @@ def open_sink(
 def _labelstudio_sink(url: str, timeout: float, labels_of: LabelsOf | None) -> Sink:
     """``labelstudio://HOST:PORT`` (``labelstudios://`` for HTTPS), with the settings of
     ``labelstudio_settings`` (docs/labelstudio.md); needs the ``labelstudio`` extra."""
-    from sidecar.escalation.sinks.labelstudio_settings import LabelStudioSinkConfig, base_url
-
     base = base_url(url, "HITL_SINK")
     config = LabelStudioSinkConfig.load()
     try:

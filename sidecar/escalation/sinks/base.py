@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 # Escalations decoded or encoded between two yields to the event loop that Route
-# shares: about 50 us of Python on a quiet core, 150 us under load, which is how
-# long a Route may wait behind them.
+# shares: a Route may wait behind that many (measured: see
+# docs/performance.md#the-forwarder-on-the-event-loop).
 YIELD_EVERY = 4
 
 
@@ -29,8 +29,8 @@ class Spooled:
     """A record as the forwarder read it from the spool: the JSON written (for an
     escalation, Escalation.to_dict's fields), that JSON decoded, and its key (an
     escalation's escalation_id). Sinks build their wire form from these rather than
-    from an Escalation, which would be one more copy per record (5 of the
-    forwarder's 47 us per escalation to the review queue)."""
+    from an Escalation, which would be one more copy per record (measured: see
+    docs/performance.md#the-forwarder-on-the-event-loop)."""
 
     payload: bytes
     record: dict[str, Any]
