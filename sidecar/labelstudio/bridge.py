@@ -89,6 +89,13 @@ class Bridge:
             if exc.status_code == 404:
                 return "gone"  # deleted since
             raise
+        if annotation.task is not None and int(annotation.task) != task_id:
+            return self._refuse(
+                annotation_id,
+                Refused(
+                    Refusal.UNKNOWN_TASK, f"annotation {annotation_id} is not of task {task_id}"
+                ),
+            )
         return self._handle(task, annotation)
 
     def poll(self) -> int:

@@ -35,7 +35,7 @@ class ResolutionOutbox:
         while items := self._store.unforwarded(BATCH, self._clock.now()):
             if not self._sender.record([review_event(item, source=SOURCE) for item in items]):
                 return sent
-            self._store.mark_forwarded([item.escalation_id for item in items], self._clock.now())
+            self._store.mark_forwarded(items, self._clock.now())
             sent += len(items)
         return sent
 

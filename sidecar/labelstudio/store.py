@@ -118,9 +118,12 @@ class _Sql:
         SELECT {columns} FROM labelstudio_tasks
         WHERE resolved_at IS NOT NULL AND forwarded_at = 0
         ORDER BY resolved_at, escalation_id LIMIT :limit"""
+    # Only the resolution that was sent: an annotation updated while it was on its way
+    # stays unsent (and is sent after it).
     forwarded: str = """
         UPDATE labelstudio_tasks SET forwarded_at = :now
-        WHERE escalation_id = :escalation_id AND forwarded_at = 0"""
+        WHERE escalation_id = :escalation_id AND forwarded_at = 0
+          AND reviewer = :reviewer AND verdict = :verdict AND label = :label"""
     forget: str = "DELETE FROM labelstudio_tasks WHERE task_id = :task_id AND resolved_at IS NULL"
     counts: str = """
         SELECT tier, COUNT(*) AS tasks FROM labelstudio_tasks
@@ -171,6 +174,8 @@ class BridgeStore(ServiceStore):
                 self._sql.resolution,
                 {"task_id": task_id},
             )
+            if not rows:
+                return Recorded.SETTLED  # no longer tracked (deleted in Label Studio)
             held = rows[0]
             if held["annotation_id"] is not None:
                 if int(held["annotation_id"]) != annotation_id or held["forwarded_at"]:
@@ -292,12 +297,23 @@ class BridgeStore(ServiceStore):
         )
         return [_task(row).item() for row in rows]
 
-    def mark_forwarded(self, escalation_ids: Sequence[str], now: float) -> None:
-        with self._transaction() as tx:
-            tx.run_many(
-                self._sql.forwarded,
-                [{"escalation_id": i, "now": now} for i in escalation_ids],
+    def mark_forwarded(self, items: Sequence[ReviewItem], now: float) -> None:
+        """Mark the resolutions of items sent, each unless it changed since it was read."""
+        marks = []
+        for item in items:
+            r = item.resolution
+            assert r is not None  # only resolved items are sent
+            marks.append(
+                {
+                    "escalation_id": item.escalation.escalation_id,
+                    "now": now,
+                    "reviewer": r.reviewer,
+                    "verdict": r.verdict.value,
+                    "label": r.label,
+                }
             )
+        with self._transaction() as tx:
+            tx.run_many(self._sql.forwarded, marks)
 
     def forget(self, task_id: int) -> bool:
         """Stop tracking an unresolved task (deleted in Label Studio); False if none."""

@@ -153,6 +153,10 @@ class GroundTruth:
             except TruthUnavailable as exc:
                 with self._lock:
                     self._failure = str(exc)
+                    # What pages asked for and was not read is asked for next time.
+                    for rid in wanted:
+                        if rid not in self._cache:
+                            self._wanted.setdefault(rid, None)
                 raise
             self.reads += 1
             with self._lock:

@@ -29,7 +29,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
 from sidecar.core.labelstudio import ConfigNames
-from sidecar.errors import ConfigError
+from sidecar.errors import ConfigError, SinkUnavailable
 from sidecar.escalation.record import Escalation
 from sidecar.escalation.sinks import Rejection, Spooled, open_sink
 from sidecar.labelstudio.app import BridgeServer, build
@@ -317,6 +317,31 @@ def test_a_sidecar_process_sends_its_escalations_to_label_studio(
     assert token not in (tmp_path / "sidecar.log").read_text()
 
 
+def test_a_project_deleted_in_label_studio_is_made_again(
+    studio: Studio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sink keeps the project it found; deleted in Label Studio, the next delivery
+    fails (the batch stays in the spool) and the one after makes the project again."""
+    model = model_name()
+    first, second = record(model), record(model)
+    monkeypatch.setenv("HITL_LABELSTUDIO_TOKEN_FILE", str(studio.token_file))
+
+    async def run() -> None:
+        made = open_sink(studio.sink_url, "default", 10.0, None, labels_of)
+        try:
+            assert await made.deliver(spooled([first])) == []
+            studio.client.projects.delete(project_of(studio, model))
+            with pytest.raises(SinkUnavailable):
+                await made.deliver(spooled([second]))
+            assert await made.deliver(spooled([second])) == []
+        finally:
+            await made.close()
+
+    asyncio.run(run())
+    tasks = tasks_of(studio, project_of(studio, model))
+    assert [task.data["escalation_id"] for task in tasks] == [second.escalation_id]
+
+
 def test_a_resent_batch_makes_no_second_task(
     studio: Studio, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -484,7 +509,10 @@ def test_untrusted_or_unresolvable_annotations_are_refused_and_counted(
             studio, task_id_of(studio, project, by_stranger.escalation_id), "a", "eve@example.com"
         )
         annotate(studio, task_id_of(studio, project, off_list.escalation_id), "zebra", REVIEWER[0])
-        annotate(studio, int(stray_task.id), "a", REVIEWER[0])
+        stray_annotation = annotate(studio, int(stray_task.id), "a", REVIEWER[0])
+        # A webhook pairing a tracked task with another task's annotation is refused.
+        off_list_task = task_id_of(studio, project, off_list.escalation_id)
+        assert running.bridge.on_webhook(off_list_task, stray_annotation) == "refused: unknown_task"
         running.bridge.poll()  # reads them all again: counted once
         refused = points(reader, "hitl.labelstudio.refused")
         assert refused == {

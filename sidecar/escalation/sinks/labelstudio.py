@@ -109,12 +109,25 @@ class LabelStudioSink:
             reason = f"model {model!r} has no project in HITL_LABELSTUDIO_PROJECTS"
             log.error("forwarder.labelstudio_no_project", model=model)
             return [Rejection(str(r["escalation_id"]), reason) for r in records]
+        project: int | None = None
         try:
             project = await self._project(model, records[0])
-            names = await self._config_names(project)
+            return await self._deliver_to(project, model, records)
         except LabelConfigError as exc:
             # Not the escalations' fault: an operator fixes the project; retried meanwhile.
             raise SinkUnavailable(f"Label Studio project of model {model!r}: {exc}") from exc
+        except ApiError as exc:
+            if exc.status_code == 404 and project is not None:
+                # Deleted since: look it up (or make it) again on the next try.
+                self._names.pop(project, None)
+                if not self._config.projects:
+                    self._projects.pop(model, None)
+            raise
+
+    async def _deliver_to(
+        self, project: int, model: str, records: Sequence[Mapping[str, Any]]
+    ) -> list[Rejection]:
+        names = await self._config_names(project)
         held = await self._existing(project, [str(r["escalation_id"]) for r in records])
         new = [r for r in records if str(r["escalation_id"]) not in held]
         if not new:

@@ -77,9 +77,23 @@ def test_the_first_annotation_resolves_and_an_update_replaces_it_until_sent(
     assert item.resolution is not None
     assert item.resolution.label == "a"
     assert item.claimed_at == pytest.approx(150.0 - 12.5)
-    store.mark_forwarded([item.escalation_id], 200.0)
+    store.mark_forwarded([item], 200.0)
     assert store.record(7, 1, resolution("b", Verdict.ACCEPT)) is Recorded.SETTLED
     assert store.unforwarded(10, 201.0) == []
+
+
+def test_an_update_while_its_resolution_was_sent_stays_unsent(store: BridgeStore) -> None:
+    """The annotation changed between reading its resolution and marking it sent: the
+    mark misses, and the update is sent next; a task no longer tracked records nothing."""
+    store.register(task(7))
+    assert store.record(7, 1, resolution("c")) is Recorded.RESOLVED
+    (read,) = store.unforwarded(10, 200.0)
+    assert store.record(7, 1, resolution("a")) is Recorded.UPDATED
+    store.mark_forwarded([read], 200.0)
+    (again,) = store.unforwarded(10, 201.0)
+    assert again.resolution is not None
+    assert again.resolution.label == "a"
+    assert store.record(99, 1, resolution("a")) is Recorded.SETTLED
 
 
 def test_a_refusal_is_kept_once(store: BridgeStore) -> None:

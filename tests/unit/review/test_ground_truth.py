@@ -81,6 +81,20 @@ def test_a_page_reads_the_cache_and_what_it_lacks_is_read_next(clock: FakeClock)
     assert truth.known(["req-e2", "req-e3"]).classes == {"req-e2": 0, "req-e3": 1}
 
 
+def test_what_a_page_lacked_is_read_once_the_service_answers_again(clock: FakeClock) -> None:
+    """A refresh that fails keeps the ids pages asked for: the next one reads them."""
+    source = Labels(TRUE)
+    truth = GroundTruth(source, clock)
+    truth.refresh(["req-e1"])
+    assert truth.known(["req-e2"]).pending == 1
+    source.down = True
+    with pytest.raises(TruthUnavailable):
+        truth.refresh([])
+    source.down = False
+    truth.refresh([])
+    assert source.asked[-1] == ["req-e2"]
+
+
 def test_the_service_down_makes_truth_unavailable_until_it_answers_again(
     clock: FakeClock,
 ) -> None:
