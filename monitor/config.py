@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sidecar.errors import ConfigError
 from sidecar.feedback.dataset import DEFAULT_SOURCES, SOURCES
 from sidecar.settings import (
+    Settings,
     address,
     client_cert_setting,
     client_key_setting,
@@ -22,7 +22,6 @@ from sidecar.settings import (
     one_of,
     port_file_setting,
     positive,
-    read,
     service_ca_setting,
     setting,
     token_file_setting,
@@ -46,7 +45,7 @@ def _label_sources(value: str, var: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True, slots=True)
-class MonitorConfig:
+class MonitorConfig(Settings):
     """Settings of the calibration monitor (docs/configuration.md)."""
 
     db: str = setting(
@@ -127,14 +126,9 @@ class MonitorConfig:
         )
 
     @classmethod
-    def load(
-        cls, overrides: Mapping[str, object] | None = None, env: Mapping[str, str] | None = None
-    ) -> MonitorConfig:
-        """Settings from env (default: os.environ), with overrides (not None) on top."""
-        values = read(cls, overrides, env)
+    def check(cls, values: dict[str, Any]) -> None:
         for name in ("level", "alpha"):
             if not 0.0 < values[name] < 1.0:
                 raise ConfigError(
                     f"{env_of(cls, name)} must be between 0 and 1, not {values[name]}"
                 )
-        return cls(**values)

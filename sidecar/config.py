@@ -35,6 +35,7 @@ from sidecar.settings import (
     POLICY_DIR,
     SPOOL_DIR,
     ClientCredentials,
+    Settings,
     address,
     client_cert_setting,
     client_key_setting,
@@ -46,7 +47,6 @@ from sidecar.settings import (
     optional_address,
     optional_path,
     port_file_setting,
-    read,
     read_file,
     read_token,
     readable_file,
@@ -133,7 +133,7 @@ def _feedback(value: str, var: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class SidecarConfig:
+class SidecarConfig(Settings):
     """Settings of one sidecar process (docs/configuration.md)."""
 
     policy: Path | None = setting(
@@ -336,11 +336,8 @@ class SidecarConfig:
         return segment_for(self.spool_budget_bytes)
 
     @classmethod
-    def load(
-        cls, overrides: Mapping[str, object] | None = None, env: Mapping[str, str] | None = None
-    ) -> SidecarConfig:
-        """Settings from env (default: os.environ), with overrides (not None) on top."""
-        values = read(cls, overrides, env)
+    def check(cls, values: dict[str, Any]) -> None:
+        """The rules across settings; the token and key files read into their values."""
         if bool(values["policy"]) == bool(values["registry"]):
             raise ConfigError(
                 f"exactly one of {ENV_POLICY} (or --policy: a policy file) and {ENV_REGISTRY}"
@@ -359,7 +356,6 @@ class SidecarConfig:
         _check_nats(values)
         if (audit_key_file := values["audit_key_file"]) is not None:
             values["audit_key"] = _audit_key(audit_key_file)
-        return cls(**values)
 
     def nats_access(self) -> NatsAccess:
         """How the NATS sinks reach their servers: the CA's contents, the

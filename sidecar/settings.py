@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self
 
 from sidecar.errors import ConfigError
 
@@ -32,7 +32,6 @@ SPOOL_DIR, DEAD_LETTER_DIR, POLICY_DIR = "spool", "dead-letter", "policy"
 DECISIONS_DIR, DECISIONS_DEAD_LETTER_DIR = "decisions", "decisions-dead-letter"
 
 Parse = Callable[[str, str], Any]
-Loaded = TypeVar("Loaded")
 _SETTING = "hitl.setting"
 
 
@@ -394,16 +393,35 @@ def check_tls(cls: type, values: Mapping[str, Any]) -> None:
         raise ConfigError(f"{ca_var} (mTLS) needs {cert_var}")
 
 
-def load_server(
-    cls: type[Loaded],
-    overrides: Mapping[str, object] | None = None,
-    env: Mapping[str, str] | None = None,
-) -> Loaded:
-    """A server's settings (a class with tls_cert, tls_key and client_ca) from env
-    (default: os.environ), with overrides (not None) on top, its TLS checked."""
-    values = read(cls, overrides, env)
-    check_tls(cls, values)
-    return cls(**values)
+class Settings:
+    """The base of a process's settings: ``load`` reads every declared setting, lets
+    ``check`` see the values together, and builds the settings from them."""
+
+    __slots__ = ()
+
+    @classmethod
+    def load(
+        cls, overrides: Mapping[str, object] | None = None, env: Mapping[str, str] | None = None
+    ) -> Self:
+        """Settings from env (default: os.environ), with overrides (not None) on top."""
+        values = read(cls, overrides, env)
+        cls.check(values)
+        return cls(**values)
+
+    @classmethod
+    def check(cls, values: dict[str, Any]) -> None:
+        """The rules across settings, each broken one a ConfigError naming the
+        variables; a process may also fill in here what derives from other settings."""
+
+
+class ServerSettings(Settings):
+    """A gRPC server's settings: with tls_cert, tls_key and client_ca, checked together."""
+
+    __slots__ = ()
+
+    @classmethod
+    def check(cls, values: dict[str, Any]) -> None:
+        check_tls(cls, values)
 
 
 @dataclass(frozen=True, slots=True)

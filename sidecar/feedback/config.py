@@ -4,19 +4,18 @@ and checked when the process starts, a bad value named by its variable."""
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from sidecar.errors import ConfigError
 from sidecar.feedback.ingest import DEFAULT_JOIN_WINDOW, DEFAULT_MONITOR_WINDOW
 from sidecar.settings import (
+    ServerSettings,
     address,
     client_ca_setting,
     count,
     duration,
     grace_setting,
-    load_server,
     log_level_setting,
     metrics_setting,
     non_negative,
@@ -64,7 +63,7 @@ def _http_listen(value: str, var: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class FeedbackConfig:
+class FeedbackConfig(ServerSettings):
     """Settings of one feedback service process (docs/configuration.md)."""
 
     listen: str = setting(
@@ -167,10 +166,3 @@ class FeedbackConfig:
     client_ca: Path | None = client_ca_setting("HITL_FEEDBACK_CLIENT_CA")
     shutdown_grace_seconds: float = grace_setting(10.0)
     port_file: Path | None = port_file_setting("HITL_FEEDBACK_PORT_FILE")
-
-    @classmethod
-    def load(
-        cls, overrides: Mapping[str, object] | None = None, env: Mapping[str, str] | None = None
-    ) -> FeedbackConfig:
-        """Settings from env (default: os.environ), with overrides (not None) on top."""
-        return load_server(cls, overrides, env)

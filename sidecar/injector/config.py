@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sidecar.errors import ConfigError
 from sidecar.injector import checks
 from sidecar.injector.errors import InjectionRefused
 from sidecar.settings import (
+    Settings,
     address,
     log_level_setting,
     metrics_setting,
@@ -54,7 +56,7 @@ def _image(value: str, var: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class SidecarDefaults:
+class SidecarDefaults(Settings):
     """What an injected sidecar gets when its pod's annotations do not say.
 
     Addresses, the sink and Kubernetes object names are checked with the same rules
@@ -136,13 +138,8 @@ class SidecarDefaults:
     )
 
     @classmethod
-    def load(
-        cls, overrides: Mapping[str, object] | None = None, env: Mapping[str, str] | None = None
-    ) -> SidecarDefaults:
-        """Defaults from env (default: os.environ), with overrides (not None) on top."""
-        defaults = cls(**read(cls, overrides, env))
-        _check(defaults)
-        return defaults
+    def check(cls, values: dict[str, Any]) -> None:
+        _check(values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,28 +176,28 @@ class InjectorConfig:
         return cls(sidecar=SidecarDefaults.load(overrides, env), **read(cls, overrides, env))
 
 
-def _check(defaults: SidecarDefaults) -> None:
+def _check(values: Mapping[str, Any]) -> None:
     """The injector's own defaults obey the annotations' rules (a ConfigError at start-up)."""
     try:
-        if defaults.registry:
-            checks.check_address(ENV_REGISTRY, defaults.registry)
-        if defaults.sink:
-            checks.check_sink(defaults.sink, ENV_SINK)
-        if defaults.feedback:
-            checks.check_feedback(defaults.feedback, ENV_FEEDBACK)
+        if values["registry"]:
+            checks.check_address(ENV_REGISTRY, values["registry"])
+        if values["sink"]:
+            checks.check_sink(values["sink"], ENV_SINK)
+        if values["feedback"]:
+            checks.check_feedback(values["feedback"], ENV_FEEDBACK)
         for var, name in (
-            (ENV_TOKEN_SECRET, defaults.token_secret),
-            (ENV_PUBLIC_KEY_CONFIGMAP, defaults.public_key_configmap),
-            (ENV_REVIEW_TOKEN_SECRET, defaults.review_token_secret),
-            (ENV_FEEDBACK_TOKEN_SECRET, defaults.feedback_token_secret),
+            (ENV_TOKEN_SECRET, values["token_secret"]),
+            (ENV_PUBLIC_KEY_CONFIGMAP, values["public_key_configmap"]),
+            (ENV_REVIEW_TOKEN_SECRET, values["review_token_secret"]),
+            (ENV_FEEDBACK_TOKEN_SECRET, values["feedback_token_secret"]),
         ):
             checks.dns_subdomain(var, name)
         for var, name in (  # empty: none
-            (ENV_REGISTRY_CA_CONFIGMAP, defaults.registry_ca_configmap),
-            (ENV_REVIEW_CA_CONFIGMAP, defaults.review_ca_configmap),
-            (ENV_NATS_CA_CONFIGMAP, defaults.nats_ca_configmap),
-            (ENV_NATS_CREDENTIALS_SECRET, defaults.nats_credentials_secret),
-            (ENV_FEEDBACK_CA_CONFIGMAP, defaults.feedback_ca_configmap),
+            (ENV_REGISTRY_CA_CONFIGMAP, values["registry_ca_configmap"]),
+            (ENV_REVIEW_CA_CONFIGMAP, values["review_ca_configmap"]),
+            (ENV_NATS_CA_CONFIGMAP, values["nats_ca_configmap"]),
+            (ENV_NATS_CREDENTIALS_SECRET, values["nats_credentials_secret"]),
+            (ENV_FEEDBACK_CA_CONFIGMAP, values["feedback_ca_configmap"]),
         ):
             if name:
                 checks.dns_subdomain(var, name)

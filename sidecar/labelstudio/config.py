@@ -4,9 +4,9 @@ sink's (``sidecar.escalation.sinks.labelstudio_settings``), declared there."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sidecar.errors import ConfigError
 from sidecar.escalation.sinks.labelstudio_settings import (
@@ -18,6 +18,7 @@ from sidecar.escalation.sinks.labelstudio_settings import (
 )
 from sidecar.review.sla import Sla, parse_sla
 from sidecar.settings import (
+    Settings,
     address,
     client_cert_setting,
     client_key_setting,
@@ -26,7 +27,6 @@ from sidecar.settings import (
     metrics_setting,
     optional_address,
     port_file_setting,
-    read,
     readable_file,
     service_ca_setting,
     setting,
@@ -53,7 +53,7 @@ def reviewer_map(value: str, var: str) -> Reviewers:
 
 
 @dataclass(frozen=True, slots=True)
-class LabelStudioConfig:
+class LabelStudioConfig(Settings):
     """Settings of the Label Studio bridge (docs/labelstudio.md)."""
 
     url: str = setting(
@@ -136,14 +136,10 @@ class LabelStudioConfig:
     port_file: Path | None = port_file_setting("HITL_LABELSTUDIO_PORT_FILE")
 
     @classmethod
-    def load(
-        cls, overrides: Mapping[str, object] | None = None, env: Mapping[str, str] | None = None
-    ) -> LabelStudioConfig:
-        values = read(cls, overrides, env)
+    def check(cls, values: dict[str, Any]) -> None:
         for name, var in (
             ("token_file", "HITL_LABELSTUDIO_TOKEN_FILE"),
             ("webhook_secret_file", "HITL_LABELSTUDIO_WEBHOOK_SECRET_FILE"),
         ):
             if values[name] is None:
                 raise ConfigError(f"{var} is required")
-        return cls(**values)

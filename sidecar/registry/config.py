@@ -4,15 +4,14 @@ fails at start-up naming the variable."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from sidecar.settings import (
+    ServerSettings,
     address,
     client_ca_setting,
     grace_setting,
-    load_server,
     log_level_setting,
     metrics_setting,
     path,
@@ -31,7 +30,7 @@ DEFAULT_REGISTRY_DB = "sqlite:hitl-registry/registry.db"
 
 
 @dataclass(frozen=True, slots=True)
-class RegistryConfig:
+class RegistryConfig(ServerSettings):
     """Settings of one registry process (docs/configuration.md)."""
 
     signing_key: Path = setting(
@@ -63,10 +62,3 @@ class RegistryConfig:
     log_level: str = log_level_setting()
     shutdown_grace_seconds: float = grace_setting(5.0)
     port_file: Path | None = port_file_setting("HITL_REGISTRY_PORT_FILE")
-
-    @classmethod
-    def load(
-        cls, overrides: Mapping[str, object] | None = None, env: Mapping[str, str] | None = None
-    ) -> RegistryConfig:
-        """Settings from env (default: os.environ), with overrides (not None) on top."""
-        return load_server(cls, overrides, env)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,12 +14,12 @@ from sidecar.review.consensus import ConsensusPolicy, parse_consensus
 from sidecar.review.sla import Sla, parse_sla
 from sidecar.review.validation import DEFAULT_MAX_CLAIMS, DEFAULT_MAX_LEASE_SECONDS
 from sidecar.settings import (
+    ServerSettings,
     address,
     client_ca_setting,
     client_cert_setting,
     client_key_setting,
     grace_setting,
-    load_server,
     log_level_setting,
     metrics_setting,
     one_of,
@@ -73,7 +72,7 @@ def header_name(value: str, var: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class ReviewConfig:
+class ReviewConfig(ServerSettings):
     """Settings of one review queue process (docs/configuration.md)."""
 
     listen: str = setting(
@@ -182,10 +181,3 @@ class ReviewConfig:
         "when the console requires a rationale: override, always or never",
         parse=one_of(*RATIONALE_RULES),
     )
-
-    @classmethod
-    def load(
-        cls, overrides: Mapping[str, object] | None = None, env: Mapping[str, str] | None = None
-    ) -> ReviewConfig:
-        """Settings from env (default: os.environ), with overrides (not None) on top."""
-        return load_server(cls, overrides, env)

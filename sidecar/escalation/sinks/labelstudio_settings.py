@@ -5,14 +5,12 @@ sidecar's start-up read these without label-studio-sdk installed."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sidecar.errors import ConfigError
-from sidecar.settings import address, read, readable_file, setting
+from sidecar.settings import Settings, address, readable_file, setting
 
 SCHEMES = {"labelstudio": "http", "labelstudios": "https"}
 DEFAULT_PROJECT_PREFIX = "hitl: "
@@ -81,7 +79,7 @@ def prefix_setting() -> Any:
 
 
 @dataclass(frozen=True, slots=True)
-class LabelStudioSinkConfig:
+class LabelStudioSinkConfig(Settings):
     """What the sidecar's Label Studio sink (HITL_SINK=labelstudio://HOST:PORT) reads
     besides its URL (docs/labelstudio.md)."""
 
@@ -90,8 +88,6 @@ class LabelStudioSinkConfig:
     project_prefix: str = prefix_setting()
 
     @classmethod
-    def load(cls, env: Mapping[str, str] | None = None) -> LabelStudioSinkConfig:
-        values = read(cls, None, os.environ if env is None else env)
+    def check(cls, values: dict[str, Any]) -> None:
         if values["token_file"] is None:
             raise ConfigError(f"{ENV_TOKEN_FILE} is required with a labelstudio:// sink")
-        return cls(**values)
