@@ -41,17 +41,12 @@ def generate(out_dir: Path, connect_dir: Path = DEFAULT_CONNECT) -> None:
 
 def _generate_connect(connect_dir: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        args = [
-            "protoc",
-            f"-I{PROTO_ROOT}",
+        _protoc(
             f"--plugin=protoc-gen-connect-python={_BIN / 'protoc-gen-connect-python'}",
             f"--connect-python_out={tmp}",
             *CONNECT_PROTOS,
-        ]
-        if protoc.main(args) != 0:
-            raise SystemExit("protoc failed")
-        if connect_dir.exists():
-            shutil.rmtree(connect_dir)
+        )
+        _remove(connect_dir)
         connect_dir.mkdir(parents=True)
         for path in Path(tmp).rglob("*_connect.py"):
             text = _CONNECT_IMPORT.sub(f"import {PACKAGE}.hitl.v1.", path.read_text())
@@ -62,9 +57,7 @@ def _generate_connect(connect_dir: Path) -> None:
 def _generate_grpc(out_dir: Path) -> None:
     sources = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
     with tempfile.TemporaryDirectory() as tmp:
-        args = [
-            "protoc",
-            f"-I{PROTO_ROOT}",
+        _protoc(
             f"--plugin=protoc-gen-mypy={_BIN / 'protoc-gen-mypy'}",
             f"--plugin=protoc-gen-mypy_grpc={_BIN / 'protoc-gen-mypy_grpc'}",
             f"--python_out={tmp}",
@@ -72,17 +65,26 @@ def _generate_grpc(out_dir: Path) -> None:
             f"--mypy_out={tmp}",
             f"--mypy_grpc_out={tmp}",
             *sources,
-        ]
-        if protoc.main(args) != 0:
-            raise SystemExit("protoc failed")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
+        )
+        _remove(out_dir)
         shutil.copytree(tmp, out_dir)
     for path in out_dir.rglob("*.py*"):
         text = _IMPORT.sub(f"from {PACKAGE}.hitl.v1 import", path.read_text())
         path.write_text(text)
     for package in [out_dir, *(p for p in out_dir.rglob("*") if p.is_dir())]:
         (package / "__init__.py").write_text(_HEADER if package == out_dir else "")
+
+
+def _protoc(*args: str) -> None:
+    """Run the pinned protoc on protos relative to PROTO_ROOT."""
+    if protoc.main(["protoc", f"-I{PROTO_ROOT}", *args]) != 0:
+        raise SystemExit("protoc failed")
+
+
+def _remove(directory: Path) -> None:
+    """Clear the way for freshly generated code: no stale module survives."""
+    if directory.exists():
+        shutil.rmtree(directory)
 
 
 if __name__ == "__main__":

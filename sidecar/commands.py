@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -77,6 +78,21 @@ def reports_refusals(run: Run) -> Run:
             return 1
 
     return command
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+def print_rows(store: Closable, rows: Callable[[], Iterable[Any]]) -> int:
+    """A command listing a service's database directly: each row rows reads from the
+    store (a dataclass) as a line of JSON, then the store closed."""
+    try:
+        for row in rows():
+            print(json.dumps(asdict(row)))
+    finally:
+        store.close()
+    return 0
 
 
 class PrincipalStore(Protocol):

@@ -73,21 +73,16 @@ class Supervisor:
             self.on_change(state)
 
 
-class Periodic:
-    """work at once, then every ``seconds``, in a thread of its own (for a blocking
-    service: the review queue's overdue sweep, the feedback service's dead letters).
-    A run that fails, whatever the error, is logged with its traceback and counted in
-    ``state.failures`` (exported as the supervisor's tasks are), and the next one runs
-    on time: the thread never dies. ``stop`` returns once the run in progress has
-    finished."""
+class BackgroundThread:
+    """A task in a daemon thread of its own, named name: ``_main`` runs there until
+    ``_stopping`` is set, and ``stop`` sets it and returns once ``_main`` has. Its
+    ``state`` is exported as the supervisor's tasks are."""
 
-    def __init__(self, name: str, seconds: float, work: Callable[[], object]) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
         self.state = TaskState(name)
-        self._seconds = seconds
-        self._work = work
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -97,7 +92,24 @@ class Periodic:
         if self._thread.is_alive():
             self._thread.join()
 
-    def _loop(self) -> None:
+    def _main(self) -> None:
+        raise NotImplementedError
+
+
+class Periodic(BackgroundThread):
+    """work at once, then every ``seconds``, in a thread of its own (for a blocking
+    service: the review queue's overdue sweep, the feedback service's dead letters).
+    A run that fails, whatever the error, is logged with its traceback and counted in
+    ``state.failures`` (exported as the supervisor's tasks are), and the next one runs
+    on time: the thread never dies. ``stop`` returns once the run in progress has
+    finished."""
+
+    def __init__(self, name: str, seconds: float, work: Callable[[], object]) -> None:
+        super().__init__(name)
+        self._seconds = seconds
+        self._work = work
+
+    def _main(self) -> None:
         while True:
             try:
                 self._work()

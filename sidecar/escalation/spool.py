@@ -125,19 +125,9 @@ class Spool:
     def write(self, payload: bytes) -> int:
         """Hand one record to the kernel and return the offset past it, without
         waiting for the disk. Raises SpoolFull or EscalationRefused, writing nothing."""
-        if not 0 < len(payload) <= MAX_RECORD:
-            raise EscalationRefused(
-                f"a record must hold 1 to {MAX_RECORD} bytes, not {len(payload)}"
-            )
-        frame = HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+        frame = _frame(payload)
         with self._lock:
-            if self._broken:
-                raise EscalationRefused(f"spool unusable until restarted: {self._broken}")
-            if self._bytes_on_disk() + len(frame) > self.budget_bytes:
-                raise SpoolFull(
-                    f"spool budget of {self.budget_bytes} bytes is full "
-                    f"({self._records} records await delivery)"
-                )
+            self._check_room(len(frame))
             used = self._end - self._bases[-1]
             if used and used + len(frame) > self.segment_bytes:
                 self._roll()  # a record larger than a segment gets one of its own
@@ -151,22 +141,9 @@ class Spool:
         current segment and the budget, and return the offset past the last. All or
         none: raises SpoolFull or EscalationRefused, writing nothing, when they do
         not fit together (a caller may then write them one by one)."""
-        for payload in payloads:
-            if not 0 < len(payload) <= MAX_RECORD:
-                raise EscalationRefused(
-                    f"a record must hold 1 to {MAX_RECORD} bytes, not {len(payload)}"
-                )
-        frames = b"".join(
-            HEADER.pack(len(payload), zlib.crc32(payload)) + payload for payload in payloads
-        )
+        frames = b"".join([_frame(payload) for payload in payloads])
         with self._lock:
-            if self._broken:
-                raise EscalationRefused(f"spool unusable until restarted: {self._broken}")
-            if self._bytes_on_disk() + len(frames) > self.budget_bytes:
-                raise SpoolFull(
-                    f"spool budget of {self.budget_bytes} bytes cannot take {len(payloads)}"
-                    f" more records ({self._records} await delivery)"
-                )
+            self._check_room(len(frames), batch=len(payloads))
             used = self._end - self._bases[-1]
             if used + len(frames) > self.segment_bytes:
                 raise EscalationRefused("the records do not fit the current segment together")
@@ -174,6 +151,28 @@ class Spool:
             self._end += len(frames)
             self._records += len(payloads)
             return self._end
+
+    def _check_room(self, size: int, batch: int = 0) -> None:
+        """With the lock held: refuse size more bytes (one record, or a batch of that
+        many) when the spool is unusable or they would pass its budget."""
+        self._check_usable()
+        if self._bytes_on_disk() + size <= self.budget_bytes:
+            return
+        if batch:
+            raise SpoolFull(
+                f"spool budget of {self.budget_bytes} bytes cannot take {batch}"
+                f" more records ({self._records} await delivery)"
+            )
+        raise SpoolFull(
+            f"spool budget of {self.budget_bytes} bytes is full "
+            f"({self._records} records await delivery)"
+        )
+
+    def _check_usable(self) -> None:
+        """With the lock held: EscalationRefused once a failed write or fsync has left
+        the spool unusable."""
+        if self._broken:
+            raise EscalationRefused(f"spool unusable until restarted: {self._broken}")
 
     def _write(self, frame: bytes) -> None:
         position = self._end - self._bases[-1]
@@ -242,8 +241,7 @@ class Spool:
             if self._synced >= wanted:
                 return self._synced
             with self._lock:
-                if self._broken:
-                    raise EscalationRefused(f"spool unusable until restarted: {self._broken}")
+                self._check_usable()
                 target, fd = self._end, self._fd
                 retired, self._retired = self._retired, []
             try:
@@ -362,6 +360,14 @@ class Spool:
 
     def _bytes_on_disk(self) -> int:
         return self._end - self._bases[0]  # segments are contiguous
+
+
+def _frame(payload: bytes) -> bytes:
+    """One record as written: its header, then the payload. EscalationRefused when
+    the payload is empty or larger than MAX_RECORD."""
+    if not 0 < len(payload) <= MAX_RECORD:
+        raise EscalationRefused(f"a record must hold 1 to {MAX_RECORD} bytes, not {len(payload)}")
+    return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
 def read_unacked(directory: Path) -> Iterator[tuple[int, bytes]]:

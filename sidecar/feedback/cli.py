@@ -33,6 +33,7 @@ from sidecar.commands import (
     add_principal_commands,
     add_serve_command,
     moment,
+    print_rows,
     reports_refusals,
 )
 from sidecar.feedback.access import FeedbackRole
@@ -252,14 +253,7 @@ def run_dataset_rebuild(store: FeedbackStore, path: Path) -> int:
 
 
 def run_dead_letters(store: FeedbackStore, limit: int) -> int:
-    from dataclasses import asdict
-
-    try:
-        for letter in store.dead_letters(limit):
-            print(json.dumps(asdict(letter)))
-    finally:
-        store.close()
-    return 0
+    return print_rows(store, lambda: store.dead_letters(limit))
 
 
 def run_replay(store: FeedbackStore) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,7 +29,7 @@ from sidecar.errors import HitlError, RateLimited, StoreUnavailable
 from sidecar.escalation.messages import decision_message, outcome_message
 from sidecar.feedback.ingest import REJECTED, FeedbackLog, Result
 from sidecar.retry import backoff_delay
-from sidecar.supervision import TaskState
+from sidecar.supervision import BackgroundThread
 
 log = structlog.get_logger("hitl.feedback")
 
@@ -40,26 +39,16 @@ FETCH_SECONDS = 1.0
 REFUSED = (REJECTED, "CONFLICT")
 
 
-class JetStreamConsumer:
+class JetStreamConsumer(BackgroundThread):
     def __init__(self, feedback: FeedbackLog, servers: list[str], deployments: list[str]) -> None:
         from sidecar.escalation.sinks.nats import feedback_stream, token
 
+        super().__init__("feedback-jetstream")  # its state exported with the service's tasks
         self._feedback = feedback
         self._servers = servers
         self._streams = {feedback_stream(d): f"hitl.{token(d)}.feedback.>" for d in deployments}
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._main, name="feedback-jetstream", daemon=True)
-        self.state = TaskState("feedback-jetstream")  # exported with the service's tasks
         self.recorded = 0
         self.refused = 0
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join()
 
     def _main(self) -> None:
         asyncio.run(self._run())

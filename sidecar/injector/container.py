@@ -101,6 +101,19 @@ STARTUP_SECONDS = 300
 
 JsonObject = dict[str, Any]
 
+# The optional credentials and CAs, each mounted when its pod setting names a Secret
+# or ConfigMap: (volume, where it is mounted, the setting, the Secret's key, or None
+# for a ConfigMap's CA certificate).
+_CREDENTIALS: tuple[tuple[str, str, str, str | None], ...] = (
+    (REVIEW_TOKEN_VOLUME, REVIEW_TOKEN_DIR, "review_token_secret", TOKEN_KEY),
+    (REVIEW_CA_VOLUME, REVIEW_CA_DIR, "review_ca_configmap", None),
+    (NATS_CA_VOLUME, NATS_CA_DIR, "nats_ca_configmap", None),
+    (NATS_CREDENTIALS_VOLUME, NATS_CREDENTIALS_DIR, "nats_credentials_secret", NATS_CREDS_KEY),
+    (NATS_CREDENTIALS_VOLUME, NATS_CREDENTIALS_DIR, "nats_token_secret", TOKEN_KEY),
+    (FEEDBACK_TOKEN_VOLUME, FEEDBACK_TOKEN_DIR, "feedback_token_secret", TOKEN_KEY),
+    (FEEDBACK_CA_VOLUME, FEEDBACK_CA_DIR, "feedback_ca_configmap", None),
+)
+
 
 def sidecar_container(settings: PodSettings, defaults: SidecarDefaults) -> JsonObject:
     """The container (an init container with restartPolicy Always when settings.native)."""
@@ -147,22 +160,9 @@ def sidecar_volumes(settings: PodSettings) -> list[JsonObject]:
     volumes: list[JsonObject] = []
     if not settings.state_volume:
         volumes.append({"name": STATE_VOLUME, "emptyDir": {"sizeLimit": settings.state_size}})
-    if settings.review_token_secret:
-        volumes.append(_secret(REVIEW_TOKEN_VOLUME, settings.review_token_secret))
-    if settings.review_ca_configmap:
-        volumes.append(_ca(REVIEW_CA_VOLUME, settings.review_ca_configmap))
-    if settings.nats_ca_configmap:
-        volumes.append(_ca(NATS_CA_VOLUME, settings.nats_ca_configmap))
-    if settings.nats_credentials_secret:
-        volumes.append(
-            _secret(NATS_CREDENTIALS_VOLUME, settings.nats_credentials_secret, NATS_CREDS_KEY)
-        )
-    if settings.nats_token_secret:
-        volumes.append(_secret(NATS_CREDENTIALS_VOLUME, settings.nats_token_secret))
-    if settings.feedback_token_secret:
-        volumes.append(_secret(FEEDBACK_TOKEN_VOLUME, settings.feedback_token_secret))
-    if settings.feedback_ca_configmap:
-        volumes.append(_ca(FEEDBACK_CA_VOLUME, settings.feedback_ca_configmap))
+    for volume, _, setting, key in _CREDENTIALS:
+        if source := getattr(settings, setting):
+            volumes.append(_ca(volume, source) if key is None else _secret(volume, source, key))
     if isinstance(settings.policy, FromConfigMap):
         volumes.append({"name": POLICY_VOLUME, "configMap": {"name": settings.policy.name}})
     else:
@@ -264,24 +264,10 @@ def _mounts(settings: PodSettings) -> list[JsonObject]:
         mounts.append({"name": PUBLIC_KEY_VOLUME, "mountPath": PUBLIC_KEY_DIR, "readOnly": True})
         if settings.policy.ca_configmap:
             mounts.append({"name": CA_VOLUME, "mountPath": CA_DIR, "readOnly": True})
-    if settings.review_token_secret:
-        mounts.append(
-            {"name": REVIEW_TOKEN_VOLUME, "mountPath": REVIEW_TOKEN_DIR, "readOnly": True}
-        )
-    if settings.review_ca_configmap:
-        mounts.append({"name": REVIEW_CA_VOLUME, "mountPath": REVIEW_CA_DIR, "readOnly": True})
-    if settings.nats_ca_configmap:
-        mounts.append({"name": NATS_CA_VOLUME, "mountPath": NATS_CA_DIR, "readOnly": True})
-    if settings.nats_credentials_secret or settings.nats_token_secret:
-        mounts.append(
-            {"name": NATS_CREDENTIALS_VOLUME, "mountPath": NATS_CREDENTIALS_DIR, "readOnly": True}
-        )
-    if settings.feedback_token_secret:
-        mounts.append(
-            {"name": FEEDBACK_TOKEN_VOLUME, "mountPath": FEEDBACK_TOKEN_DIR, "readOnly": True}
-        )
-    if settings.feedback_ca_configmap:
-        mounts.append({"name": FEEDBACK_CA_VOLUME, "mountPath": FEEDBACK_CA_DIR, "readOnly": True})
+    for volume, directory, setting, _ in _CREDENTIALS:
+        # The NATS .creds and token share a volume; a pod is given one or the other.
+        if getattr(settings, setting):
+            mounts.append({"name": volume, "mountPath": directory, "readOnly": True})
     return mounts
 
 

@@ -34,6 +34,7 @@ from sidecar.commands import (
     StoreFlag,
     add_principal_commands,
     add_serve_command,
+    print_rows,
     reports_refusals,
 )
 from sidecar.config import ENV_REGISTRY
@@ -184,14 +185,7 @@ def _database() -> StoreFlag[RegistryStore]:
 
 
 def run_audit(store: RegistryStore, limit: int) -> int:
-    from dataclasses import asdict
-
-    try:
-        for entry in store.audit_trail(limit):
-            print(json.dumps(asdict(entry)))
-    finally:
-        store.close()
-    return 0
+    return print_rows(store, lambda: store.audit_trail(limit))
 
 
 # -- policy --------------------------------------------------------------------------

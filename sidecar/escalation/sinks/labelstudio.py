@@ -47,16 +47,13 @@ from sidecar.errors import SinkUnavailable
 from sidecar.escalation.messages import LabelsOf, with_labels
 from sidecar.escalation.sinks.base import Rejection, Spooled
 from sidecar.escalation.sinks.labelstudio_settings import LabelStudioSinkConfig
+from sidecar.escalation.sinks.review import no_labels
 from sidecar.settings import read_token
 
 log = structlog.get_logger("hitl.forwarder")
 
 LOOKUP_CHUNK = 50  # escalation ids per data-manager filter
 RETRYABLE = frozenset({401, 403, 404, 408, 409, 429})
-
-
-def no_labels(model: str, revision: int) -> tuple[str, ...]:
-    return ()
 
 
 class LabelStudioSink:
