@@ -7,7 +7,7 @@ the request is answered by the no-policy fallback)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -87,6 +87,20 @@ def check_text(value: str, field: str, limit: int, *, required: bool = False) ->
         raise InvalidRequest(field, "is required")
     if len(value) > limit:
         raise InvalidRequest(field, f"{len(value)} characters; at most {limit}")
+
+
+def check_labels(labels: Sequence[str], classes: int) -> None:
+    """A decision's class labels: none, or one per class, each named once (the review
+    queue and the feedback service keep the same bounds, so an escalation one takes
+    the other takes too)."""
+    if not labels:
+        return
+    if len(labels) != classes:
+        raise InvalidRequest("labels", f"{len(labels)} labels for {classes} logits")
+    for label in labels:
+        check_text(label, "labels", MAX_STRING_VALUE, required=True)
+    if len(set(labels)) != len(labels):
+        raise InvalidRequest("labels", "names a label twice")
 
 
 def _check_logits(request: RouteInput, expected: int | None, finite: bool | None) -> None:

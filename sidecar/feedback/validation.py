@@ -17,6 +17,7 @@ from sidecar.core.validation import (
     MAX_STRING_VALUE,
     check_attributes,
     check_context,
+    check_labels,
     check_text,
 )
 from sidecar.errors import InvalidRequest
@@ -109,7 +110,8 @@ def check_decision(record: fpb.DecisionRecord) -> None:
         raise InvalidRequest(
             "predicted_class", f"{record.predicted_class} is not one of the {len(logits)} classes"
         )
-    _check_labels(record)
+    check_labels(record.labels, len(record.logits))
+    _check_predicted_label(record)
     check_attributes(record.string_attributes, record.numeric_attributes)
     if not 0.0 <= record.calibrated_confidence <= 1.0:
         raise InvalidRequest("calibrated_confidence", "must be in [0, 1]")
@@ -119,21 +121,15 @@ def check_decision(record: fpb.DecisionRecord) -> None:
         raise InvalidRequest("decided_at", "must be Unix seconds")
 
 
-def _check_labels(record: fpb.DecisionRecord) -> None:
-    labels = record.labels
-    if not labels:
+def _check_predicted_label(record: fpb.DecisionRecord) -> None:
+    """A decision's predicted_label, when it has labels, is its predicted class's."""
+    if not (record.labels and record.predicted_label):
         return
-    if len(labels) != len(record.logits):
-        raise InvalidRequest("labels", f"{len(labels)} labels for {len(record.logits)} logits")
-    for label in labels:
-        check_text(label, "labels", MAX_STRING_VALUE, required=True)
-    if len(set(labels)) != len(labels):
-        raise InvalidRequest("labels", "names a label twice")
-    if record.predicted_label and record.predicted_label != labels[record.predicted_class]:
+    label = record.labels[record.predicted_class]
+    if record.predicted_label != label:
         raise InvalidRequest(
             "predicted_label",
-            f"{record.predicted_label!r} is not class {record.predicted_class}'s label"
-            f" {labels[record.predicted_class]!r}",
+            f"{record.predicted_label!r} is not class {record.predicted_class}'s label {label!r}",
         )
 
 

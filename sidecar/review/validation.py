@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
 
 from sidecar.core.validation import (
     MAX_INPUT_REF,
@@ -15,6 +14,7 @@ from sidecar.core.validation import (
     MAX_STRING_VALUE,
     check_attributes,
     check_context,
+    check_labels,
 )
 from sidecar.errors import InvalidRequest
 from sidecar.escalation.record import Escalation
@@ -70,20 +70,7 @@ def check_escalation(e: Escalation) -> None:
         )
     check_attributes(e.string_attributes, e.numeric_attributes)
     check_context(e.context)
-    _check_labels(e.labels, len(e.logits))
-
-
-def _check_labels(labels: Sequence[str], classes: int) -> None:
-    """None, or one per class, each named once (the feedback service's own bounds on
-    a decision's labels, so an escalation one takes the other takes too)."""
-    if not labels:
-        return
-    if len(labels) != classes:
-        raise InvalidRequest("labels", f"{len(labels)} labels for {classes} logits")
-    for label in labels:
-        _text(label, "labels", MAX_STRING_VALUE, required=True)
-    if len(set(labels)) != len(labels):
-        raise InvalidRequest("labels", "names a label twice")
+    check_labels(e.labels, len(e.logits))
 
 
 def check_reviewer(reviewer: str) -> None:
