@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -61,22 +62,21 @@ def _level(text: str) -> float:
 
 
 def _folds(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"{text!r}: cross-validation needs at least 2 folds")
-    return value
+    return _whole_number(text, 2, math.inf, "cross-validation needs at least 2 folds")
 
 
 def _bins(text: str) -> int:
+    return _whole_number(text, 2, 1000, "bins must be 2 to 1000")
+
+
+def _whole_number(text: str, least: int, most: float, why: str) -> int:
+    """text as a whole number from least to most; outside them, an error saying why."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 2 <= value <= 1000:
-        raise argparse.ArgumentTypeError(f"{text!r}: bins must be 2 to 1000")
+    if not least <= value <= most:
+        raise argparse.ArgumentTypeError(f"{text!r}: {why}")
     return value
 
 
@@ -433,12 +433,11 @@ def _recommend(
     after printing why and the best bound reached, when none can be defended."""
     import yaml
 
+    from calibrators.shift import reweighted
     from calibrators.thresholds import ThresholdError, recommend_thresholds
 
     shifted, shift = _label_shift(args, data, calibrate)
-    weights = data.weights
-    if shifted is not None:
-        weights = shifted if weights is None else weights * shifted
+    weights = reweighted(data.weights, shifted)
     correct = probs.argmax(axis=1) == data.labels
     try:
         report = recommend_thresholds(

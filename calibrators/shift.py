@@ -74,6 +74,14 @@ def class_weights(
     return weights
 
 
+def reweighted(row_weights: Floats | None, class_weights: Floats | None) -> Floats | None:
+    """The labelled rows' weights for production's mix: each row's own weight times its
+    class's (``class_weights``; None when no shift was estimated); None: neither."""
+    if class_weights is None:
+        return row_weights
+    return class_weights if row_weights is None else row_weights * class_weights
+
+
 def _mix(labels: npt.NDArray[np.int64], classes: int, weights: Floats | None) -> Floats:
     counted = np.bincount(labels, weights=weights, minlength=classes)
     mix: Floats = counted / counted.sum()

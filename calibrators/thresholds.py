@@ -226,7 +226,8 @@ def recommend_thresholds(
     conf = np.asarray(confidence, dtype=np.float64)
     ok = np.asarray(correct, dtype=bool)
     w = np.ones(conf.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
-    default, problem = _segment(DEFAULT, conf, ok, w, target, low_target, level)
+    every = _Rows(conf, ok, w)
+    default, problem = _segment(DEFAULT, every, target, low_target, level)
     if default is None:
         bound, share = best_bound(conf, ok, level)
         raise ThresholdError(problem, bound, share, int(conf.shape[0]))
@@ -234,26 +235,32 @@ def recommend_thresholds(
     warnings: list[str] = []
     if domains is not None:
         for name in sorted(set(domains.tolist())):
-            rows = domains == name
-            own, problem = _segment(name, conf[rows], ok[rows], w[rows], target, low_target, level)
+            rows = every.where(domains == name)
+            own, problem = _segment(name, rows, target, low_target, level)
             if own is None:
                 warnings.append(f"domain {name!r}: {problem}; the model default applies")
-                own = _measure(
-                    name, conf[rows], ok[rows], w[rows], default.t_high, default.t_low, level
-                )
+                own = _measure(name, rows, default.t_high, default.t_low, level)
             segments[name] = own
     return ThresholdReport(target, low_target, level, default, segments, tuple(warnings))
 
 
+@dataclass(frozen=True)
+class _Rows:
+    """A segment's rows: each one's confidence, whether its prediction is right, and
+    its weight."""
+
+    conf: npt.NDArray[np.float64]
+    ok: npt.NDArray[np.bool_]
+    w: npt.NDArray[np.float64]
+
+    def where(self, mask: npt.NDArray[np.bool_]) -> _Rows:
+        return _Rows(self.conf[mask], self.ok[mask], self.w[mask])
+
+
 def _segment(
-    name: str,
-    conf: npt.NDArray[np.float64],
-    ok: npt.NDArray[np.bool_],
-    w: npt.NDArray[np.float64],
-    target: float,
-    low_target: float,
-    level: float,
+    name: str, rows: _Rows, target: float, low_target: float, level: float
 ) -> tuple[SegmentThresholds | None, str]:
+    conf, ok, w = rows.conf, rows.ok, rows.w
     needed = rows_needed(target, level)
     if conf.shape[0] < needed:
         return None, (
@@ -269,7 +276,7 @@ def _segment(
         )
     low = recommend_threshold(conf, ok, low_target, level, weights)
     t_low = high.threshold if low is None else min(low.threshold, high.threshold)
-    return _measure(name, conf, ok, w, _up(high.threshold), _up(t_low), level, own=True), ""
+    return _measure(name, rows, _up(high.threshold), _up(t_low), level, own=True), ""
 
 
 def _up(threshold: float) -> float:
@@ -279,16 +286,10 @@ def _up(threshold: float) -> float:
 
 
 def _measure(
-    name: str,
-    conf: npt.NDArray[np.float64],
-    ok: npt.NDArray[np.bool_],
-    w: npt.NDArray[np.float64],
-    t_high: float,
-    t_low: float,
-    level: float,
-    own: bool = False,
+    name: str, rows: _Rows, t_high: float, t_low: float, level: float, own: bool = False
 ) -> SegmentThresholds:
     """What thresholds do on a segment's rows, each counted with its weight."""
+    conf, ok, w = rows.conf, rows.ok, rows.w
     total = float(w.sum())
     automated = conf >= t_high
     primary = conf < t_low

@@ -45,7 +45,7 @@ from calibrators.fit import AUTO, FitResult, cross_fitted, fit_calibrator
 from calibrators.methods import method
 from calibrators.metrics import Floats, ece, softmax, unit_mean
 from calibrators.select import FOLDS
-from calibrators.shift import shift_to, too_uncertain
+from calibrators.shift import reweighted, shift_to, too_uncertain
 from calibrators.thresholds import SegmentThresholds, ThresholdError, recommend_thresholds
 from hitl_client.stubs.hitl.v1 import registry_pb2 as pb
 from monitor import actions
@@ -540,9 +540,7 @@ def _bound(
     production's class mix when there are recorded outputs to estimate it from."""
     probs = cross_fitted(fitting, fitted.method, FOLDS, request.seed)
     shifted, shift = _label_shift(fitting, fitted, production)
-    weights = fitting.weights
-    if shifted is not None:
-        weights = shifted if weights is None else weights * shifted
+    weights = reweighted(fitting.weights, shifted)
     correct = probs.argmax(axis=1) == fitting.labels
     try:
         report = recommend_thresholds(

@@ -7,26 +7,14 @@ marked; the service unreachable, nothing is marked and the next run retries."""
 
 from __future__ import annotations
 
-from sidecar.clock import Clock
 from sidecar.labelstudio.store import BridgeStore
-from sidecar.review.outbox import BATCH, FeedbackSender, review_event
-from sidecar.settings import ClientCredentials
+from sidecar.review.outbox import BATCH, Outbox, review_event
 
 SOURCE = "labelstudio"
 
 
-class ResolutionOutbox:
-    def __init__(
-        self,
-        store: BridgeStore,
-        clock: Clock,
-        target: str,
-        credentials: ClientCredentials,
-        timeout: float = 10.0,
-    ) -> None:
-        self._store = store
-        self._clock = clock
-        self._sender = FeedbackSender("labelstudio", target, credentials, timeout)
+class ResolutionOutbox(Outbox[BridgeStore]):
+    service = "labelstudio"
 
     def send(self) -> int:
         """Send the unsent resolutions until none is left or the service cannot be
@@ -38,6 +26,3 @@ class ResolutionOutbox:
             self._store.mark_forwarded(items, self._clock.now())
             sent += len(items)
         return sent
-
-    def close(self) -> None:
-        self._sender.close()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import ClassVar, Generic, TypeVar
 
 import grpc
 import structlog
@@ -41,6 +42,8 @@ log = structlog.get_logger("hitl.review")
 
 BATCH = 500
 SOURCE = "review-queue"
+
+StoreT = TypeVar("StoreT")
 
 
 class FeedbackSender:
@@ -91,10 +94,15 @@ class FeedbackSender:
         self._channel.close()
 
 
-class FeedbackOutbox:
+class Outbox(Generic[StoreT]):
+    """What an outbox of resolutions holds: the store they are read from and marked
+    in, its clock, and the sender to the feedback service, which logs as ``service``."""
+
+    service: ClassVar[str]
+
     def __init__(
         self,
-        store: ReviewStore,
+        store: StoreT,
         clock: Clock,
         target: str,
         credentials: ClientCredentials,
@@ -102,7 +110,7 @@ class FeedbackOutbox:
     ) -> None:
         self._store = store
         self._clock = clock
-        self._sender = FeedbackSender("review", target, credentials, timeout)
+        self._sender = FeedbackSender(self.service, target, credentials, timeout)
 
     @property
     def sent(self) -> int:
@@ -111,6 +119,13 @@ class FeedbackOutbox:
     @property
     def refused(self) -> int:
         return self._sender.refused
+
+    def close(self) -> None:
+        self._sender.close()
+
+
+class FeedbackOutbox(Outbox[ReviewStore]):
+    service = "review"
 
     def send(self) -> int:
         """Send the unsent retractions, then the unsent resolutions, a batch at a time,
@@ -133,9 +148,6 @@ class FeedbackOutbox:
             )
             sent += len(events)
         return sent
-
-    def close(self) -> None:
-        self._sender.close()
 
 
 def resolution_id(escalation_id: str, number: int = 1) -> str:
