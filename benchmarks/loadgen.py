@@ -100,6 +100,14 @@ def in_worker_process(drive: Callable[..., Coroutine[Any, Any, Result]], *args: 
     return result
 
 
+def request_at(requests: list[pb.RouteRequest], i: int, request_id: str) -> pb.RouteRequest:
+    """A copy of the i-th of requests (they repeat in turn) under request_id."""
+    request = pb.RouteRequest()
+    request.CopyFrom(requests[i % len(requests)])
+    request.request_id = request_id
+    return request
+
+
 async def _drive(
     target: str,
     rate: float,
@@ -113,10 +121,7 @@ async def _drive(
         await client.wait_ready()
 
         async def call(i: int) -> bool:
-            request = pb.RouteRequest()
-            request.CopyFrom(requests[i % len(requests)])
-            request.request_id = f"{tag}-{i}"
-            response = await client.route(request, timeout=5.0)
+            response = await client.route(request_at(requests, i, f"{tag}-{i}"), timeout=5.0)
             return bool(response.escalation_id)
 
         return await open_loop(rate, seconds, call, grpc.RpcError)
@@ -201,10 +206,7 @@ async def _closed(
         await client.wait_ready()
 
         async def call(lane: int, i: int) -> None:
-            request = pb.RouteRequest()
-            request.CopyFrom(requests[i % len(requests)])
-            request.request_id = f"{tag}-{lane}-{i}"
-            await client.route(request)
+            await client.route(request_at(requests, i, f"{tag}-{lane}-{i}"))
 
         return await closed_lanes(concurrency, seconds, call, grpc.RpcError)
 

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from benchmarks.loadgen import request_at
 from hitl_client.stubs.hitl.v1 import router_pb2 as pb
 from hitl_client.stubs.hitl.v1 import router_pb2_grpc as pb_grpc
 
@@ -45,10 +46,7 @@ async def _drive(
         items = []
         for _ in range(batch_size):
             i = next(counter)
-            item = pb.RouteRequest()
-            item.CopyFrom(requests[i % len(requests)])
-            item.request_id = f"{method}-{run}-{lane}-{i}"
-            items.append(item)
+            items.append(request_at(requests, i, f"{method}-{run}-{lane}-{i}"))
         return pb.RouteBatchRequest(requests=items)
 
     async with grpc.aio.insecure_channel(target) as channel:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import http.server
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import httpx
@@ -38,3 +38,33 @@ def serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def serving_inputs(
+    files: Mapping[str, tuple[str, bytes]], redirects: Mapping[str, str] | None = None
+) -> Iterator[str]:
+    """Where an item page's inputs live (a bucket behind HTTP, in production), by
+    ``serving``: each of files (path: its content type and body) answered 200, each of
+    redirects (path: where to) answered 302, any other path 404."""
+    moved = dict(redirects or {})
+
+    class Inputs(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path in moved:
+                self.send_response(302)
+                self.send_header("Location", moved[self.path])
+                self.end_headers()
+                return
+            kind, body = files.get(self.path, ("text/plain", b""))
+            self.send_response(200 if self.path in files else 404)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    with serving(Inputs) as base:
+        yield base

@@ -12,7 +12,6 @@ bench-output/console/throughput.json."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import struct
 import time
@@ -32,7 +31,7 @@ from sidecar.review.item import ItemState, Verdict
 from sidecar.review.queue import ReviewQueue
 from sidecar.review.store import open_store
 from tests.chromium import chromium
-from tests.console import serving, sign_in
+from tests.console import serving_inputs, sign_in
 from tests.escalations import escalation
 from tests.integration.conftest import (
     ReviewProcess,
@@ -78,24 +77,10 @@ INPUTS = {
 }
 
 
-class Inputs(http.server.BaseHTTPRequestHandler):
-    """Where the escalations' inputs live (a bucket behind HTTP, in production)."""
-
-    def do_GET(self) -> None:
-        kind, body = INPUTS.get(self.path, ("text/plain", b""))
-        self.send_response(200 if body else 404)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_: object) -> None:
-        pass
-
-
 @pytest.fixture
 def inputs() -> Iterator[str]:
-    with serving(Inputs) as base:
+    """The escalations' inputs, where the console may fetch them."""
+    with serving_inputs(INPUTS) as base:
         yield f"{base}/inputs/"
 
 

@@ -5,6 +5,7 @@ escalations it should have covered, and the next call tries again."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,9 +33,22 @@ class CountingSpool(Spool):
         return super().sync()
 
 
+@pytest.fixture
+def spool(tmp_path: Path) -> CountingSpool:
+    return CountingSpool(tmp_path)
+
+
+@pytest.fixture
+def recorder(spool: CountingSpool) -> Iterator[SpoolRecorder]:
+    """A recorder on spool, closed after the test."""
+    recorder = SpoolRecorder(spool)
+    yield recorder
+    recorder.close()
+
+
 def test_concurrent_escalations_share_fsyncs_and_all_are_durable(tmp_path: Path) -> None:
     spool = CountingSpool(tmp_path)
-    recorder = SpoolRecorder(spool)
+    recorder = SpoolRecorder(spool)  # closed here, before what it spooled is read
 
     async def route(i: int) -> int:
         ticket = recorder.record(escalation(f"e{i}"))
@@ -52,10 +66,9 @@ def test_concurrent_escalations_share_fsyncs_and_all_are_durable(tmp_path: Path)
     assert len(list(read_unacked(tmp_path))) == 200
 
 
-def test_a_failed_fsync_refuses_its_waiters_and_the_next_call_retries(tmp_path: Path) -> None:
-    spool = CountingSpool(tmp_path)
-    recorder = SpoolRecorder(spool)
-
+def test_a_failed_fsync_refuses_its_waiters_and_the_next_call_retries(
+    spool: CountingSpool, recorder: SpoolRecorder
+) -> None:
     async def scenario() -> None:
         first = recorder.record(escalation("e1"))
         await recorder.durable(first)
@@ -69,13 +82,11 @@ def test_a_failed_fsync_refuses_its_waiters_and_the_next_call_retries(tmp_path: 
         assert spool.synced_offset >= second
 
     asyncio.run(scenario())
-    recorder.close()
 
 
-def test_a_cancelled_waiter_does_not_cancel_the_fsync_others_wait_for(tmp_path: Path) -> None:
-    spool = CountingSpool(tmp_path)
-    recorder = SpoolRecorder(spool)
-
+def test_a_cancelled_waiter_does_not_cancel_the_fsync_others_wait_for(
+    spool: CountingSpool, recorder: SpoolRecorder
+) -> None:
     async def scenario() -> None:
         tickets = [recorder.record(escalation(f"e{i}")) for i in range(3)]
         waits = [asyncio.create_task(recorder.durable(t)) for t in tickets]
@@ -87,13 +98,11 @@ def test_a_cancelled_waiter_does_not_cancel_the_fsync_others_wait_for(tmp_path: 
         assert recorder.written.is_set()  # the forwarder learns of all three
 
     asyncio.run(scenario())
-    recorder.close()
 
 
-def test_the_forwarder_is_woken_once_records_are_durable_not_before(tmp_path: Path) -> None:
-    spool = CountingSpool(tmp_path)
-    recorder = SpoolRecorder(spool)
-
+def test_the_forwarder_is_woken_once_records_are_durable_not_before(
+    recorder: SpoolRecorder,
+) -> None:
     async def scenario() -> None:
         ticket = recorder.record(escalation("e1"))
         assert not recorder.written.is_set()  # in the kernel's hands, not yet on disk
@@ -101,7 +110,6 @@ def test_the_forwarder_is_woken_once_records_are_durable_not_before(tmp_path: Pa
         assert recorder.written.is_set()
 
     asyncio.run(scenario())
-    recorder.close()
 
 
 def test_with_fsync_off_durable_returns_at_once(tmp_path: Path) -> None:

@@ -31,9 +31,19 @@ def reader() -> InMemoryMetricReader:
 
 
 @pytest.fixture
-def feedback(store: FeedbackStore, reader: InMemoryMetricReader) -> FeedbackLog:
-    meters = MeterProvider(metric_readers=[reader])
-    return FeedbackLog(store, FakeClock(1000.0), FeedbackMetrics(meters.get_meter("test")))
+def clock() -> FakeClock:
+    return FakeClock(1000.0)
+
+
+@pytest.fixture
+def metrics(reader: InMemoryMetricReader) -> FeedbackMetrics:
+    """The feedback metrics, read through reader."""
+    return FeedbackMetrics(MeterProvider(metric_readers=[reader]).get_meter("test"))
+
+
+@pytest.fixture
+def feedback(store: FeedbackStore, clock: FakeClock, metrics: FeedbackMetrics) -> FeedbackLog:
+    return FeedbackLog(store, clock, metrics)
 
 
 def test_a_recorded_event_is_kept_under_its_senders_name(feedback: FeedbackLog) -> None:
@@ -98,11 +108,9 @@ def test_history_needs_a_request_id(feedback: FeedbackLog) -> None:
 
 
 def test_decisions_are_kept_and_attribute_their_requests_events(
-    store: FeedbackStore, reader: InMemoryMetricReader
+    store: FeedbackStore, clock: FakeClock, metrics: FeedbackMetrics, reader: InMemoryMetricReader
 ) -> None:
-    clock = FakeClock(1000.0)
-    meters = MeterProvider(metric_readers=[reader])
-    feedback = FeedbackLog(store, clock, FeedbackMetrics(meters.get_meter("t")), join_window=60)
+    feedback = FeedbackLog(store, clock, metrics, join_window=60)
     feedback.record(APP, event(feedback_id="early"))  # before its decision: waits
     results = feedback.record_decisions(
         SIDECAR, [decision(), decision(request_id="r-2", logits=[]), decision()]
@@ -123,11 +131,9 @@ def test_decisions_are_kept_and_attribute_their_requests_events(
 
 
 def test_the_sweep_dead_letters_what_waited_past_the_join_window(
-    store: FeedbackStore, reader: InMemoryMetricReader
+    store: FeedbackStore, clock: FakeClock, metrics: FeedbackMetrics, reader: InMemoryMetricReader
 ) -> None:
-    clock = FakeClock(1000.0)
-    meters = MeterProvider(metric_readers=[reader])
-    feedback = FeedbackLog(store, clock, FeedbackMetrics(meters.get_meter("t")), join_window=60)
+    feedback = FeedbackLog(store, clock, metrics, join_window=60)
     feedback.record(APP, event(feedback_id="orphan", request_id="r-9"))
     clock.advance(59)
     assert feedback.sweep() == 0
@@ -182,13 +188,11 @@ def test_a_label_by_name_is_checked_against_its_decisions_labels(
 
 
 def test_the_loops_health_per_model_and_tier(
-    store: FeedbackStore, reader: InMemoryMetricReader
+    store: FeedbackStore, clock: FakeClock, metrics: FeedbackMetrics, reader: InMemoryMetricReader
 ) -> None:
     """Over the window: coverage (share labelled), override rate (share of the labelled
     whose label is another class) and the label delay's quantiles, in the metrics."""
-    clock = FakeClock(1000.0)
-    meters = MeterProvider(metric_readers=[reader])
-    feedback = FeedbackLog(store, clock, FeedbackMetrics(meters.get_meter("t")), monitor_window=500)
+    feedback = FeedbackLog(store, clock, metrics, monitor_window=500)
     human = dpb.TIER_HUMAN_ASSISTED
     feedback.record_decisions(
         SIDECAR,
@@ -219,14 +223,11 @@ def test_the_loops_health_per_model_and_tier(
 
 
 def test_the_loops_latency_stage_by_stage(
-    store: FeedbackStore, reader: InMemoryMetricReader
+    feedback: FeedbackLog, clock: FakeClock, reader: InMemoryMetricReader
 ) -> None:
     """A review's stages in the queue count when it arrives; a label's join, and the
     whole loop from its decision, when both it and its decision are in: at the
     decision's arrival for a label that waited, at once for one that came after."""
-    clock = FakeClock(1000.0)
-    meters = MeterProvider(metric_readers=[reader])
-    feedback = FeedbackLog(store, clock, FeedbackMetrics(meters.get_meter("t")))
     times = {"escalated_at": "899.5", "received_at": "901", "claimed_at": "960"}
     reviewed = event(
         feedback_id="rv",

@@ -10,6 +10,7 @@ from typing import Any
 import jsonpatch
 import kubernetes_validate
 
+from sidecar.config import SidecarConfig
 from sidecar.injector import annotations as a
 
 # Kubernetes versions every injected pod is validated against (strict: unknown
@@ -100,6 +101,11 @@ def sidecar_of(obj: dict[str, Any]) -> dict[str, Any]:
     return container
 
 
+def volumes_of(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The pod's volumes by name."""
+    return {v["name"]: v for v in obj["spec"]["volumes"]}
+
+
 def mounted_locally(sidecar: dict[str, Any], root: Path) -> tuple[dict[str, Path], dict[str, str]]:
     """A directory under root for each of sidecar's mounts (by mount path), and its
     environment's literal values with the mounted paths mapped into them: what the
@@ -115,3 +121,19 @@ def mounted_locally(sidecar: dict[str, Any], root: Path) -> tuple[dict[str, Path
         return value
 
     return mounted, {e["name"]: local(e["value"]) for e in sidecar["env"] if "value" in e}
+
+
+def loaded_as_mounted(
+    sidecar: dict[str, Any], root: Path, files: dict[str, str | bytes]
+) -> tuple[SidecarConfig, dict[str, Path]]:
+    """The sidecar's own config as it loads in the pod, once the kubelet has mounted
+    files (by their path in the container) and an empty policy file; with the
+    directories ``mounted_locally`` made under root."""
+    mounted, env = mounted_locally(sidecar, root)
+    for path, content in {"/etc/hitl/policy/policy.yaml": "", **files}.items():
+        directory, name = path.rsplit("/", 1)
+        if isinstance(content, bytes):
+            (mounted[directory] / name).write_bytes(content)
+        else:
+            (mounted[directory] / name).write_text(content)
+    return SidecarConfig.load(env=env), mounted

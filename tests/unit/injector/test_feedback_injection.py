@@ -11,7 +11,6 @@ from typing import Any
 import nkeys  # type: ignore[import-untyped]  # nkeys ships no type hints
 import pytest
 
-from sidecar.config import SidecarConfig
 from sidecar.errors import ConfigError
 from sidecar.injector import annotations as a
 from sidecar.injector.annotations import read_settings
@@ -25,7 +24,14 @@ from sidecar.injector.errors import InjectionRefused
 from sidecar.injector.patch import apply, plan
 from tests.certs import Authority
 from tests.natsauth import new_key
-from tests.unit.injector.pods import apply_patch, mounted_locally, pod, sidecar_of, validate
+from tests.unit.injector.pods import (
+    apply_patch,
+    loaded_as_mounted,
+    pod,
+    sidecar_of,
+    validate,
+    volumes_of,
+)
 
 FEEDBACK = "hitl-feedback.hitl-system.svc:7435"
 # What the production overlay gives every sidecar that does not say otherwise.
@@ -60,7 +66,7 @@ def test_the_default_feedback_service_reaches_the_sidecar_config(tmp_path: Path)
     feedback service, over TLS with the default CA, presenting the token of the
     Secret hitl-feedback-token: both mounted read-only, and the sidecar loads them."""
     result = injected({})
-    volumes = {v["name"]: v for v in result["spec"]["volumes"]}
+    volumes = volumes_of(result)
     assert volumes["hitl-feedback-token"]["secret"] == {
         "secretName": "hitl-feedback-token",
         "items": [{"key": "token", "path": "token"}],
@@ -71,15 +77,14 @@ def test_the_default_feedback_service_reaches_the_sidecar_config(tmp_path: Path)
     }
     sidecar = sidecar_of(result)
     assert all(m["readOnly"] for m in sidecar["volumeMounts"] if "feedback" in m["name"])
-    mounted, env = mounted_locally(sidecar, tmp_path)
     ca = Authority(tmp_path / "pki")
-    (mounted["/etc/hitl/feedback-ca"] / "ca.crt").write_bytes(ca.ca_pem)
-    (mounted["/var/run/secrets/hitl/feedback"] / "token").write_text("f33dback\n")
-    (mounted["/etc/hitl/nats-ca"] / "ca.crt").write_bytes(ca.ca_pem)
-    seed = new_key(nkeys.PREFIX_BYTE_USER).seed
-    (mounted["/var/run/secrets/hitl/nats"] / "nats.creds").write_bytes(seed)
-    (mounted["/etc/hitl/policy"] / "policy.yaml").write_text("")
-    config = SidecarConfig.load(env=env)
+    files: dict[str, str | bytes] = {
+        "/etc/hitl/feedback-ca/ca.crt": ca.ca_pem,
+        "/var/run/secrets/hitl/feedback/token": "f33dback\n",
+        "/etc/hitl/nats-ca/ca.crt": ca.ca_pem,
+        "/var/run/secrets/hitl/nats/nats.creds": new_key(nkeys.PREFIX_BYTE_USER).seed,
+    }
+    config, _ = loaded_as_mounted(sidecar, tmp_path, files)
     assert config.feedback == FEEDBACK
     credentials = config.credentials("feedback")
     assert credentials.token == "f33dback"  # noqa: S105 (a test token)
@@ -145,17 +150,16 @@ def test_feedback_through_nats_uses_the_nats_ca_and_credentials(tmp_path: Path) 
             a.FEEDBACK: "tls://nats.nats.svc:4222",
         }
     )
-    names = {v["name"] for v in result["spec"]["volumes"]}
+    names = set(volumes_of(result))
     assert {"hitl-nats-ca", "hitl-nats-credentials"} <= names
     assert not {"hitl-feedback-token", "hitl-feedback-ca"} & names
-    mounted, env = mounted_locally(sidecar_of(result), tmp_path)
     ca = Authority(tmp_path / "pki")
-    (mounted["/etc/hitl/nats-ca"] / "ca.crt").write_bytes(ca.ca_pem)
-    seed = new_key(nkeys.PREFIX_BYTE_USER).seed
-    (mounted["/var/run/secrets/hitl/nats"] / "nats.creds").write_bytes(seed)
-    (mounted["/var/run/secrets/hitl/review"] / "token").write_text("r3view\n")
-    (mounted["/etc/hitl/policy"] / "policy.yaml").write_text("")
-    config = SidecarConfig.load(env=env)
+    files: dict[str, str | bytes] = {
+        "/etc/hitl/nats-ca/ca.crt": ca.ca_pem,
+        "/var/run/secrets/hitl/nats/nats.creds": new_key(nkeys.PREFIX_BYTE_USER).seed,
+        "/var/run/secrets/hitl/review/token": "r3view\n",
+    }
+    config, _ = loaded_as_mounted(sidecar_of(result), tmp_path, files)
     assert config.feedback == "tls://nats.nats.svc:4222"
     assert config.feedback_token_file is None
     assert config.nats_access().ca == ca.ca_pem

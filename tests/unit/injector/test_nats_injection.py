@@ -10,7 +10,6 @@ from typing import Any
 import nkeys  # type: ignore[import-untyped]  # nkeys ships no type hints
 import pytest
 
-from sidecar.config import SidecarConfig
 from sidecar.errors import ConfigError
 from sidecar.injector import annotations as a
 from sidecar.injector.annotations import read_settings
@@ -23,7 +22,14 @@ from sidecar.injector.errors import InjectionRefused
 from sidecar.injector.patch import apply, plan
 from tests.certs import Authority
 from tests.natsauth import new_key
-from tests.unit.injector.pods import apply_patch, mounted_locally, pod, sidecar_of, validate
+from tests.unit.injector.pods import (
+    apply_patch,
+    loaded_as_mounted,
+    pod,
+    sidecar_of,
+    validate,
+    volumes_of,
+)
 
 DEFAULTS = SidecarDefaults(
     image="hitl:test",
@@ -57,19 +63,19 @@ def test_ca_and_token_secret_reach_the_sidecar_config(tmp_path: Path) -> None:
     result = injected({a.NATS_CA: "nats-ca", a.NATS_TOKEN_SECRET: "fraud-nats"})
     validate(result)
     sidecar = sidecar_of(result)
-    volumes = {v["name"]: v for v in result["spec"]["volumes"]}
+    volumes = volumes_of(result)
     assert volumes["hitl-nats-ca"]["configMap"]["name"] == "nats-ca"
     assert volumes["hitl-nats-credentials"]["secret"] == {
         "secretName": "fraud-nats",
         "items": [{"key": "token", "path": "token"}],
     }
-    mounted, env = mounted_locally(sidecar, tmp_path)
     assert all(m["readOnly"] for m in sidecar["volumeMounts"] if "nats" in m["name"])
     ca = Authority(tmp_path / "pki")
-    (mounted["/etc/hitl/nats-ca"] / "ca.crt").write_bytes(ca.ca_pem)
-    (mounted["/var/run/secrets/hitl/nats"] / "token").write_text("n4ts\n")
-    (mounted["/etc/hitl/policy"] / "policy.yaml").write_text("")
-    config = SidecarConfig.load(env=env)
+    files: dict[str, str | bytes] = {
+        "/etc/hitl/nats-ca/ca.crt": ca.ca_pem,
+        "/var/run/secrets/hitl/nats/token": "n4ts\n",
+    }
+    config, mounted = loaded_as_mounted(sidecar, tmp_path, files)
     assert config.sink == "tls://nats.nats.svc:4222"
     access = config.nats_access()
     assert access.ca == ca.ca_pem
@@ -83,7 +89,7 @@ def test_a_credentials_secret_mounts_its_creds_key() -> None:
     env = {e["name"]: e.get("value") for e in sidecar_of(result)["env"]}
     assert env["HITL_NATS_CREDS_FILE"] == "/var/run/secrets/hitl/nats/nats.creds"
     assert "HITL_NATS_CA" not in env
-    volumes = {v["name"]: v for v in result["spec"]["volumes"]}
+    volumes = volumes_of(result)
     assert volumes["hitl-nats-credentials"]["secret"]["items"] == [
         {"key": "nats.creds", "path": "nats.creds"}
     ]
@@ -115,7 +121,7 @@ def test_the_injectors_nats_defaults_reach_a_pod_that_names_none(tmp_path: Path)
     that names neither gets both mounted read-only, and the sidecar loads them."""
     result = injected({}, PRODUCTION)
     validate(result)
-    volumes = {v["name"]: v for v in result["spec"]["volumes"]}
+    volumes = volumes_of(result)
     assert volumes["hitl-nats-ca"]["configMap"] == {
         "name": "hitl-nats-ca",
         "items": [{"key": "ca.crt", "path": "ca.crt"}],
@@ -126,13 +132,13 @@ def test_the_injectors_nats_defaults_reach_a_pod_that_names_none(tmp_path: Path)
     }
     sidecar = sidecar_of(result)
     assert all(m["readOnly"] for m in sidecar["volumeMounts"] if "nats" in m["name"])
-    mounted, env = mounted_locally(sidecar, tmp_path)
     ca = Authority(tmp_path / "pki")
-    (mounted["/etc/hitl/nats-ca"] / "ca.crt").write_bytes(ca.ca_pem)
-    seed = new_key(nkeys.PREFIX_BYTE_USER).seed
-    (mounted["/var/run/secrets/hitl/nats"] / "nats.creds").write_bytes(seed)
-    (mounted["/etc/hitl/policy"] / "policy.yaml").write_text("")
-    access = SidecarConfig.load(env=env).nats_access()
+    files: dict[str, str | bytes] = {
+        "/etc/hitl/nats-ca/ca.crt": ca.ca_pem,
+        "/var/run/secrets/hitl/nats/nats.creds": new_key(nkeys.PREFIX_BYTE_USER).seed,
+    }
+    config, mounted = loaded_as_mounted(sidecar, tmp_path, files)
+    access = config.nats_access()
     assert access.ca == ca.ca_pem
     assert access.creds_file == mounted["/var/run/secrets/hitl/nats"] / "nats.creds"
     assert access.token_file is None
@@ -173,7 +179,7 @@ def test_nats_defaults_leave_a_review_sink_alone() -> None:
     NATS) mounts no NATS CA or credentials, whatever the injector's defaults."""
     result = injected({a.SINK: "review://hitl-review.hitl-system.svc:7432"}, PRODUCTION)
     validate(result)
-    names = {v["name"] for v in result["spec"]["volumes"]}
+    names = set(volumes_of(result))
     assert not {"hitl-nats-ca", "hitl-nats-credentials"} & names
     assert not [e for e in sidecar_of(result)["env"] if e["name"].startswith("HITL_NATS_")]
 

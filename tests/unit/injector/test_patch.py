@@ -15,7 +15,14 @@ from sidecar.injector.container import CONTAINER_NAME, ROUTER_SERVICE, SIDECAR_U
 from sidecar.injector.errors import InjectionRefused
 from sidecar.injector.patch import DEFAULT_CONTAINER, apply, plan
 from sidecar.policy.signing import generate_key_pair
-from tests.unit.injector.pods import PLAIN_SCHEMA_VERSIONS, apply_patch, pod, sidecar_of, validate
+from tests.unit.injector.pods import (
+    PLAIN_SCHEMA_VERSIONS,
+    apply_patch,
+    pod,
+    sidecar_of,
+    validate,
+    volumes_of,
+)
 
 DEFAULTS = SidecarDefaults(
     image="ghcr.io/hitl-sidecar/hitl:0.1.0",
@@ -114,7 +121,7 @@ def test_registry_mode_mounts_token_and_public_key() -> None:
     assert env["HITL_SINK"] == DEFAULTS.sink
     assert env["HITL_DEPLOYMENT"] == "fraud"
     assert env["HITL_AUDIT_LOG"] == "-"
-    volumes = {v["name"]: v for v in result["spec"]["volumes"]}
+    volumes = volumes_of(result)
     assert volumes["hitl-registry-token"]["secret"]["secretName"] == "hitl-registry-token"
     assert volumes["hitl-registry-public-key"]["configMap"]["name"] == "hitl-registry-public-key"
     assert volumes["hitl-state"]["emptyDir"] == {"sizeLimit": "1Gi"}
@@ -131,7 +138,7 @@ def test_registry_over_tls_mounts_its_ca() -> None:
     validate(result)
     sidecar = sidecar_of(result)
     assert env_of(sidecar)["HITL_REGISTRY_CA"] == "/etc/hitl/registry-ca/ca.crt"
-    volumes = {v["name"]: v for v in result["spec"]["volumes"]}
+    volumes = volumes_of(result)
     assert volumes["hitl-registry-ca"]["configMap"]["name"] == "registry-ca"
     mounts = {m["mountPath"]: m for m in sidecar["volumeMounts"]}
     assert mounts["/etc/hitl/registry-ca"] == {
@@ -186,7 +193,7 @@ def test_policy_configmap_mode() -> None:
     env = env_of(sidecar_of(result))
     assert env["HITL_POLICY"] == "/etc/hitl/policy/policy.yaml"
     assert "HITL_REGISTRY" not in env
-    volumes = {v["name"]: v for v in result["spec"]["volumes"]}
+    volumes = volumes_of(result)
     assert volumes["hitl-policy"] == {"name": "hitl-policy", "configMap": {"name": "fraud-policy"}}
 
 

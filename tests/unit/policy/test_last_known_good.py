@@ -4,7 +4,7 @@ that fails a check (signature, document, artefact presence and sha256)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,10 @@ def leftovers(store: LastKnownGood) -> list[str]:
     return sorted(p.name for p in store.directory.rglob("*") if p.name.endswith(".tmp"))
 
 
-def rejections(logs: Sequence[Mapping[str, Any]]) -> list[Any]:
+def refused(store: LastKnownGood) -> list[Any]:
+    """Why store.load() served nothing (it must serve nothing): the rejections logged."""
+    with capture_logs() as logs:
+        assert store.load() is None
     return [e["reason"] for e in logs if e["event"] == "policy.last_known_good_rejected"]
 
 
@@ -68,9 +71,7 @@ def test_saved_policy_reloads_verified(
 
 def test_nothing_stored_loads_nothing_quietly(store: LastKnownGood) -> None:
     """A first start has no copy: None, and no rejection logged."""
-    with capture_logs() as logs:
-        assert store.load() is None
-    assert rejections(logs) == []
+    assert refused(store) == []
 
 
 def test_failed_write_leaves_the_old_copy(
@@ -117,9 +118,7 @@ def test_tampered_document_is_not_served(
     signed = saved(store, signer, artefact)
     signed.document = signed.document.replace(b'"t_high":0.9', b'"t_high":0.1')
     store.policy_path.write_bytes(signed.SerializeToString())
-    with capture_logs() as logs:
-        assert store.load() is None
-    assert rejections(logs) == ["signature"]
+    assert refused(store) == ["signature"]
 
 
 def test_copy_signed_by_another_key_is_not_served(
@@ -127,9 +126,7 @@ def test_copy_signed_by_another_key_is_not_served(
 ) -> None:
     """A policy signed by a key other than the configured one is ignored."""
     saved(store, new_signer(tmp_path / "other"), artefact)
-    with capture_logs() as logs:
-        assert store.load() is None
-    assert rejections(logs) == ["signature"]
+    assert refused(store) == ["signature"]
 
 
 def test_corrupt_file_is_not_served(
@@ -138,9 +135,7 @@ def test_corrupt_file_is_not_served(
     """Bytes that are not a SignedPolicy are ignored, logged as corrupt."""
     saved(store, signer, artefact)
     store.policy_path.write_bytes(b"\xff\xff\xff garbage")
-    with capture_logs() as logs:
-        assert store.load() is None
-    assert rejections(logs) == ["corrupt"]
+    assert refused(store) == ["corrupt"]
 
 
 def test_missing_artefact_is_not_served(
@@ -149,9 +144,7 @@ def test_missing_artefact_is_not_served(
     """A policy whose artefact is gone is ignored."""
     saved(store, signer, artefact)
     store.artefact_path(artefact[0]).unlink()
-    with capture_logs() as logs:
-        assert store.load() is None
-    assert rejections(logs) == ["calibrator"]
+    assert refused(store) == ["calibrator"]
 
 
 def test_altered_artefact_is_not_served(
@@ -161,9 +154,7 @@ def test_altered_artefact_is_not_served(
     saved(store, signer, artefact)
     path = store.artefact_path(artefact[0])
     path.write_bytes(path.read_bytes() + b"\x00")
-    with capture_logs() as logs:
-        assert store.load() is None
-    assert rejections(logs) == ["calibrator"]
+    assert refused(store) == ["calibrator"]
 
 
 def test_prune_keeps_only_named_artefacts(

@@ -4,7 +4,6 @@ text fetch against a real HTTP server on loopback."""
 
 from __future__ import annotations
 
-import http.server
 import math
 from collections.abc import Iterator
 from dataclasses import replace
@@ -21,7 +20,7 @@ from sidecar.review.console.fetch import read_text
 from sidecar.review.console.inputs import Shown, content_security_policy, kind_of
 from sidecar.review.item import ItemState, ReviewItem
 from sidecar.review.sla import Sla
-from tests.console import serving
+from tests.console import serving_inputs
 from tests.escalations import escalation
 
 PREFIXES = ("https://inputs.example/review/",)
@@ -115,35 +114,18 @@ def test_a_bad_console_setting_names_its_variable(env: dict[str, str], message: 
         ReviewConfig.load(env=env)
 
 
-class Inputs(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        if self.path == "/moved.txt":
-            self.send_response(302)
-            self.send_header("Location", "http://169.254.169.254/")
-            self.end_headers()
-            return
-        kinds = {
-            "/a.txt": "text/plain; charset=utf-8",
-            "/big.txt": "text/plain",
-            "/a.bin": "application/octet-stream",
-        }
-        if self.path not in kinds:
-            self.send_error(404)
-            return
-        body = b"x" * 70_000 if self.path == "/big.txt" else "caf\u00e9 <b>".encode()
-        self.send_response(200)
-        self.send_header("Content-Type", kinds[self.path])
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_: object) -> None:
-        pass
+TEXT = "caf\u00e9 <b>".encode()
+INPUTS = {
+    "/a.txt": ("text/plain; charset=utf-8", TEXT),
+    "/big.txt": ("text/plain", b"x" * 70_000),
+    "/a.bin": ("application/octet-stream", TEXT),
+}
 
 
 @pytest.fixture
 def inputs() -> Iterator[str]:
-    with serving(Inputs) as base:
+    """A text, a big text, a binary file and a redirect to the cloud's metadata address."""
+    with serving_inputs(INPUTS, {"/moved.txt": "http://169.254.169.254/"}) as base:
         yield base
 
 
