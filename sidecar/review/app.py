@@ -155,7 +155,7 @@ def _console(
 ) -> WebServer:
     """The web console on config.console_listen, over TLS with the gRPC server's
     certificate when it has one (its cookies then Secure)."""
-    from sidecar.review.console.app import console_application
+    from sidecar.review.console.app import Console
     from sidecar.review.console.sessions import Sessions
     from sidecar.webserver import web_server
 
@@ -164,7 +164,7 @@ def _console(
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(config.tls_cert, config.tls_key)
     sessions = Sessions(console_key(config), secure=tls is not None)
-    app = console_application(queue, config, sessions, metrics, truth=truth)
+    app = Console(queue, config, sessions, metrics, truth=truth).application()
     var = env_of(ReviewConfig, "console_listen")
     # The trusted-header check needs the connecting peer, never a forwarded address.
     return web_server(app, config.console_listen, var, tls=tls, proxy_headers=False)

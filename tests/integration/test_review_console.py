@@ -25,7 +25,7 @@ from starlette.testclient import TestClient
 
 from sidecar.clock import SystemClock
 from sidecar.review.config import ReviewConfig
-from sidecar.review.console.app import console_application
+from sidecar.review.console.app import Console
 from sidecar.review.console.sessions import Sessions
 from sidecar.review.item import ItemState, Verdict
 from sidecar.review.queue import ReviewQueue
@@ -387,7 +387,7 @@ def test_the_console_makes_200_items_an_hour_easy(tmp_path: Path) -> None:
     count = 100
     queue.submit([escalation(f"e{i:03d}", labels=["a", "b", "c"]) for i in range(count)])
     config = ReviewConfig(db=f"sqlite:{tmp_path / 'review.db'}", console_listen="127.0.0.1:0")
-    app = console_application(queue, config, Sessions(b"k" * 32, secure=False))
+    app = Console(queue, config, Sessions(b"k" * 32, secure=False)).application()
     client = TestClient(app, follow_redirects=False)
     sign_in(client, tokens["alice"])
     bearer = {"Authorization": f"Bearer {tokens['alice']}"}

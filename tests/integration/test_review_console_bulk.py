@@ -20,7 +20,7 @@ from starlette.testclient import TestClient
 
 from sidecar.clock import FakeClock
 from sidecar.review.config import ReviewConfig
-from sidecar.review.console.app import console_application
+from sidecar.review.console.app import Console
 from sidecar.review.console.sessions import Sessions
 from sidecar.review.item import ItemState, Verdict
 from sidecar.review.queue import ReviewQueue
@@ -46,7 +46,7 @@ class Desk:
 
     def client(self, who: str) -> TestClient:
         """A browser signed in as who."""
-        app = console_application(self.queue, self.config, Sessions(KEY, secure=False))
+        app = Console(self.queue, self.config, Sessions(KEY, secure=False)).application()
         client = TestClient(app, follow_redirects=False)
         answer = sign_in(client, self.tokens[who])
         assert answer.status_code == 303, answer.text

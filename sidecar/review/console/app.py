@@ -121,6 +121,10 @@ Handler = Callable[[Call], Response]
 
 
 class Console:
+    """The console for queue, as config says (tests pass a fake fetch); truth: the
+    cache of the feedback service's ground truth, when the queue sends to one.
+    ``application()`` is its ASGI application."""
+
     def __init__(
         self,
         queue: ReviewQueue,
@@ -907,16 +911,3 @@ def _state(value: str) -> ItemState | None:
         return ItemState(value.upper())
     except ValueError:
         raise InvalidRequest("state", "must be open, claimed or resolved") from None
-
-
-def console_application(
-    queue: ReviewQueue,
-    config: ReviewConfig,
-    sessions: Sessions,
-    metrics: ReviewMetrics | None = None,
-    fetch: Fetch = read_text,
-    truth: GroundTruth | None = None,
-) -> ASGIApp:
-    """The console for queue, as config says (tests pass a fake fetch); truth: the
-    cache of the feedback service's ground truth, when the queue sends to one."""
-    return Console(queue, config, sessions, metrics, fetch, truth).application()

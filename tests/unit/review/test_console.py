@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 
 from sidecar.clock import FakeClock
 from sidecar.review.config import ReviewConfig, networks
-from sidecar.review.console.app import console_application
+from sidecar.review.console.app import Console
 from sidecar.review.console.inputs import InputView, Shown
 from sidecar.review.console.sessions import COOKIE, Sessions
 from sidecar.review.item import ItemState, Verdict
@@ -48,7 +48,7 @@ class Desk:
     def client(self, who: str | None = None, host: str = "testclient") -> TestClient:
         """A browser from host, signed in as who (None: not signed in)."""
         sessions = Sessions(KEY, secure=False)
-        app = console_application(self.queue, self.config, sessions, fetch=self.fetch)
+        app = Console(self.queue, self.config, sessions, fetch=self.fetch).application()
         client = TestClient(app, client=(host, 50000), follow_redirects=False)
         if who is not None:
             answer = sign_in(client, self.tokens[who])
