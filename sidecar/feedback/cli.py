@@ -5,6 +5,8 @@
     hitl feedback principal list                   (these two act on the database)
     hitl feedback record FILE.jsonl                events in protobuf's JSON mapping, one a line
     hitl feedback get REQUEST_ID                   its decision and every event about it
+    hitl feedback labels REQUEST_ID... | -         the ground truth that stands for each
+                              [--label-source outcome,correction]   (role review or viewer)
     hitl feedback dead-letters | replay            events no decision claimed in time (on
                                                    the database); release the claimed ones
     hitl feedback dataset build --model M --out DIR [--since T] [--until T]
@@ -13,7 +15,7 @@
     hitl feedback export --model M --out DIR [...]  the same dataset, compiled by a
                                                    running service (role exporter)
 
-``record``, ``get`` and ``export`` call a running service (``--target``, env
+``record``, ``get``, ``labels`` and ``export`` call a running service (``--target``, env
 HITL_FEEDBACK_TARGET) as the principal their credentials name (``--token-file`` or
 HITL_FEEDBACK_TOKEN_FILE, or the token in HITL_FEEDBACK_TOKEN; ``--ca`` for TLS,
 ``--cert``/``--key`` for mTLS). They print JSON on stdout, and exit 1 with the
@@ -25,6 +27,7 @@ import argparse
 import json
 import sys
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +45,7 @@ from sidecar.feedback.dataset import (
     DEFAULT_SOURCES,
     SOURCES,
     STRATEGIES,
+    TRUTH_SOURCES,
     Dataset,
     Query,
     compile_dataset,
@@ -100,6 +104,24 @@ def add_commands(commands: Any) -> None:
     get.add_argument("request_id")
     get.set_defaults(run=run_get)
 
+    labels = actions.add_parser(
+        "labels",
+        help="the ground truth (an outcome's or a correction's label) that stands for each"
+        " request_id, as the review queue's quality page reads it",
+    )
+    _target(labels)
+    labels.add_argument(
+        "request_ids", nargs="+", metavar="REQUEST_ID", help="request ids; - reads them from stdin"
+    )
+    labels.add_argument(
+        "--label-source",
+        type=_truth_sources,
+        default=TRUTH_SOURCES,
+        help="the sources a label may come from, the first winning"
+        f" (default {','.join(TRUTH_SOURCES)})",
+    )
+    labels.set_defaults(run=run_labels)
+
 
 def _add_dataset_commands(actions: Any, database: StoreFlag[FeedbackStore]) -> None:
     dataset = actions.add_parser(
@@ -142,14 +164,18 @@ def _add_query_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="the datasets' directory")
 
 
-def _sources(text: str) -> tuple[str, ...]:
+def _sources(text: str, allowed: Iterable[str] = SOURCES) -> tuple[str, ...]:
     sources = tuple(part.strip() for part in text.split(",") if part.strip())
-    unknown = [source for source in sources if source not in SOURCES]
+    unknown = [source for source in sources if source not in allowed]
     if not sources or unknown or len(set(sources)) != len(sources):
         raise argparse.ArgumentTypeError(
-            f"{text!r}: name each of {', '.join(SOURCES)} at most once, comma-separated"
+            f"{text!r}: name each of {', '.join(allowed)} at most once, comma-separated"
         )
     return sources
+
+
+def _truth_sources(text: str) -> tuple[str, ...]:
+    return _sources(text, TRUTH_SOURCES)
 
 
 def _database() -> StoreFlag[FeedbackStore]:
@@ -273,6 +299,43 @@ def run_get(args: argparse.Namespace) -> int:
         history = client.get(args.request_id)
     _print(json_format.MessageToDict(history, preserving_proto_field_name=True))
     return 0
+
+
+@reports_refusals
+def run_labels(args: argparse.Namespace) -> int:
+    """Print a JSON line for each request id that has a label (request_id,
+    class_index, source, received_at), in the order given, asking at most MAX_BATCH
+    at a time; on stderr, how many of the ids had one."""
+    from google.protobuf import json_format
+
+    from sidecar.feedback.validation import MAX_BATCH
+
+    ids = _request_ids(args.request_ids)
+    found = 0
+    with _client(args) as client:
+        for start in range(0, len(ids), MAX_BATCH):
+            for label in client.labels(ids[start : start + MAX_BATCH], args.label_source):
+                fields = json_format.MessageToDict(
+                    label,
+                    preserving_proto_field_name=True,
+                    always_print_fields_with_no_presence=True,
+                )
+                print(json.dumps(fields))
+                found += 1
+    print(f"{found} of {len(ids)} request ids have a label", file=sys.stderr)
+    return 0
+
+
+def _request_ids(given: list[str]) -> list[str]:
+    """The ids given, or those read from stdin (one a line) for -; DataError when
+    there are none."""
+    from sidecar.errors import DataError
+
+    ids = [line.strip() for line in sys.stdin] if given == ["-"] else given
+    ids = [i for i in ids if i]
+    if not ids:
+        raise DataError("request_ids", "none given")
+    return ids
 
 
 def _events(name: str) -> list[Any]:
