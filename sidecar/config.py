@@ -25,7 +25,13 @@ from sidecar.errors import ConfigError
 from sidecar.escalation.decisions import DEFAULT_SAMPLE
 from sidecar.escalation.sinks import NatsAccess, sink_addresses
 from sidecar.escalation.sinks.labelstudio_settings import LabelStudioSinkConfig, base_url
-from sidecar.escalation.sinks.nats_access import check_credentials
+from sidecar.escalation.sinks.nats_access import (
+    check_nats_settings,
+    nats_access_of,
+    nats_ca_setting,
+    nats_creds_setting,
+    nats_token_setting,
+)
 from sidecar.policy.signing import load_verifier
 from sidecar.settings import (
     DEAD_LETTER_DIR,
@@ -69,8 +75,6 @@ ENV_REGISTRY_CA = "HITL_REGISTRY_CA"
 ENV_REGISTRY_CERT = "HITL_REGISTRY_CERT"
 ENV_REGISTRY_KEY = "HITL_REGISTRY_KEY"
 ENV_REGISTRY_POLL = "HITL_REGISTRY_POLL_SECONDS"
-ENV_NATS_CREDS_FILE = "HITL_NATS_CREDS_FILE"
-ENV_NATS_TOKEN_FILE = "HITL_NATS_TOKEN_FILE"  # noqa: S105 (a variable's name, no secret)
 
 DEFAULT_LISTEN = "127.0.0.1:7431"
 MAX_SEGMENT_BYTES = 64 * 1024 * 1024
@@ -114,14 +118,6 @@ def _labelstudio_sink(value: str, var: str) -> str:
             " pip install 'hitl-sidecar[labelstudio]'"
         )
     return value
-
-
-def _nats_creds(value: str, var: str) -> Path | None:
-    """A readable .creds or NKey seed file (nats_access.check_credentials), or None."""
-    found = readable_file(value, var)
-    if found is not None:
-        check_credentials(found, var)
-    return found
 
 
 def _feedback(value: str, var: str) -> str:
@@ -184,27 +180,10 @@ class SidecarConfig(Settings):
         "names the NATS stream (HITL_<DEPLOYMENT>) and subjects",
         parse=lambda value, var: value or "default",
     )
-    nats_ca: Path | None = setting(
-        "HITL_NATS_CA",
-        None,
-        "CA certificate of the NATS servers' TLS certificates; turns TLS on for nats://"
-        " URLs too (tls:// URLs without it are checked against the system's CAs)",
-        parse=readable_file,
-    )
-    nats_creds_file: Path | None = setting(
-        ENV_NATS_CREDS_FILE,
-        None,
-        "NATS credentials: a .creds file (user JWT and NKey seed) or an NKey user seed"
-        " file; read at each connection (needs nkeys)",
-        parse=_nats_creds,
-    )
-    nats_token_file: Path | None = setting(
-        ENV_NATS_TOKEN_FILE,
-        None,
-        "file holding the NATS auth token; read at each connection, and sent only over"
-        " TLS when TLS is on",
-        parse=readable_file,
-    )
+    # Declared alike by every process reaching NATS (nats_access).
+    nats_ca: Path | None = nats_ca_setting("HITL_NATS_CA")
+    nats_creds_file: Path | None = nats_creds_setting("HITL_NATS_CREDS_FILE")
+    nats_token_file: Path | None = nats_token_setting("HITL_NATS_TOKEN_FILE")
     spool_fsync: bool = setting(
         "HITL_SPOOL_FSYNC",
         True,
@@ -353,16 +332,14 @@ class SidecarConfig(Settings):
             if (token_file := values[f"{service}_token_file"]) is not None:
                 values[f"{service}_token"] = read_token(token_file, f"{prefix}_TOKEN_FILE")
             _check_pair(values, service, prefix)
-        _check_nats(values)
+        check_nats_settings(cls, values, ("sink", "feedback"))
         if (audit_key_file := values["audit_key_file"]) is not None:
             values["audit_key"] = _audit_key(audit_key_file)
 
     def nats_access(self) -> NatsAccess:
         """How the NATS sinks reach their servers: the CA's contents, the
         credentials files (read again at each connection)."""
-        return NatsAccess(
-            read_file(self.nats_ca, "HITL_NATS_CA"), self.nats_creds_file, self.nats_token_file
-        )
+        return nats_access_of(self)
 
     def credentials(self, service: str) -> ClientCredentials:
         """What the sidecar presents to a service it calls (``review``, ``feedback``):
@@ -387,25 +364,6 @@ def _registry_token(values: Mapping[str, Any]) -> str:
     _check_pair(values, "registry", "HITL_REGISTRY")
     token_file: Path | None = values["registry_token_file"]
     return "" if token_file is None else read_token(token_file, ENV_REGISTRY_TOKEN_FILE)
-
-
-def _check_nats(values: Mapping[str, Any]) -> None:
-    """One kind of NATS credentials, not empty, and not spelt in a URL as well."""
-    creds, token_file = values["nats_creds_file"], values["nats_token_file"]
-    if creds is not None and token_file is not None:
-        raise ConfigError(
-            f"{ENV_NATS_CREDS_FILE} and {ENV_NATS_TOKEN_FILE} are two ways to authenticate"
-            " to NATS: set one"
-        )
-    if token_file is not None:
-        read_token(token_file, ENV_NATS_TOKEN_FILE)
-    if creds is not None or token_file is not None:
-        for var, urls in ((ENV_SINK, values["sink"]), ("HITL_FEEDBACK", values["feedback"])):
-            if "@" in urls:
-                raise ConfigError(
-                    f"{var} names credentials (user@) and a NATS credentials file is set:"
-                    " keep them in the file"
-                )
 
 
 def _check_pair(values: Mapping[str, Any], service: str, prefix: str) -> None:

@@ -28,6 +28,7 @@ from sidecar.auth import bearer_token
 from sidecar.errors import ConfigError, HitlError
 from sidecar.files import replace_file
 from sidecar.settings import ClientCredentials, env_of, split_host_port
+from sidecar.tls_reload import ReloadingCredentials
 
 
 def status_of(exc: HitlError) -> grpc.StatusCode:
@@ -86,17 +87,11 @@ def server_credentials(
     cert: Path | None, key: Path | None, client_ca: Path | None
 ) -> grpc.ServerCredentials | None:
     """TLS when a certificate is configured; mTLS (client certificates required and
-    checked against the CA) when a client CA is too."""
+    checked against the CA) when a client CA is too. The files are read again when
+    they change (a renewed certificate is served from the next connection on)."""
     if cert is None or key is None:
         return None
-    try:
-        pair = (key.read_bytes(), cert.read_bytes())
-        ca = client_ca.read_bytes() if client_ca else None
-    except OSError as exc:
-        raise ConfigError(f"cannot read TLS file {exc.filename}: {exc.strerror}") from exc
-    return grpc.ssl_server_credentials(
-        [pair], root_certificates=ca, require_client_auth=ca is not None
-    )
+    return ReloadingCredentials(cert, key, client_ca).credentials()
 
 
 def client_channel(

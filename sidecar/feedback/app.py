@@ -8,7 +8,6 @@ closed."""
 
 from __future__ import annotations
 
-import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,6 +35,7 @@ from sidecar.settings import env_of
 from sidecar.supervision import Periodic
 from sidecar.telemetry.call_spans import CallSpans
 from sidecar.telemetry.metrics import observe_tasks, service_meters
+from sidecar.tls_reload import https_context
 
 if TYPE_CHECKING:
     from sidecar.webserver import WebServer
@@ -137,7 +137,8 @@ def build(
     jetstream = None
     if config.nats:
         deployments = [d.strip() for d in config.nats_deployments.split(",") if d.strip()]
-        jetstream = JetStreamConsumer(feedback, config.nats.split(","), deployments)
+        servers = config.nats.split(",")
+        jetstream = JetStreamConsumer(feedback, servers, deployments, config.nats_access())
     updates = _updates(config, feedback.store, clock)
     tasks = [task for task in (sweeper, updates, jetstream) if task is not None]
     observe_tasks(meters.get_meter("hitl.feedback"), lambda: [task.state for task in tasks])
@@ -154,7 +155,7 @@ def _updates(config: FeedbackConfig, store: FeedbackStore, clock: Clock) -> Peri
         key = config.trigger_webhook_key_file
         destinations.append(webhook(config.trigger_webhook, key.read_bytes() if key else None))
     if config.nats:
-        destinations.append(jetstream(config.nats.split(",")))
+        destinations.append(jetstream(config.nats.split(","), config.nats_access()))
     if not destinations or not (config.trigger_rows or config.trigger_age):
         return None
     updates = ModelUpdates(
@@ -168,10 +169,7 @@ def _http(config: FeedbackConfig, feedback: FeedbackLog, gate: Gate, spans: Call
     from sidecar.feedback.http import http_application
     from sidecar.webserver import web_server
 
-    tls = None
-    if config.tls_cert is not None and config.tls_key is not None:
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.load_cert_chain(config.tls_cert, config.tls_key)
+    tls = https_context(config.tls_cert, config.tls_key)
     var = env_of(FeedbackConfig, "http_listen")
     return web_server(http_application(feedback, gate, spans), config.http_listen, var, tls=tls)
 

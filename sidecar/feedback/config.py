@@ -6,8 +6,18 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sidecar.errors import ConfigError
+from sidecar.escalation.sinks import NatsAccess
+from sidecar.escalation.sinks.base import NATS_SCHEMES
+from sidecar.escalation.sinks.nats_access import (
+    check_nats_settings,
+    nats_access_of,
+    nats_ca_setting,
+    nats_creds_setting,
+    nats_token_setting,
+)
 from sidecar.feedback.ingest import DEFAULT_JOIN_WINDOW, DEFAULT_MONITOR_WINDOW
 from sidecar.settings import (
     ServerSettings,
@@ -45,11 +55,13 @@ def _url(value: str, var: str) -> str:
 def _nats(value: str, var: str) -> str:
     if not value:
         return ""
-    urls = value.split(",")
-    if not all(url.startswith("nats://") and url.removeprefix("nats://") for url in urls):
-        raise ConfigError(f"{var} must be nats://HOST:PORT[,nats://HOST:PORT...], got {value!r}")
-    for url in urls:
-        address(url.removeprefix("nats://"), var)
+    parts = [url.partition("://") for url in value.split(",")]
+    if not all(scheme in NATS_SCHEMES and rest for scheme, _, rest in parts):
+        raise ConfigError(
+            f"{var} must be nats://HOST:PORT[,nats://HOST:PORT...] (tls:// for TLS), got {value!r}"
+        )
+    for _, _, rest in parts:
+        address(rest, var)
     if importlib.util.find_spec("nats") is None:
         raise ConfigError(f"{var}: JetStream needs nats-py: pip install 'hitl-sidecar[nats]'")
     return value
@@ -89,9 +101,14 @@ class FeedbackConfig(ServerSettings):
         "HITL_FEEDBACK_NATS",
         "",
         "nats://HOST:PORT[,...]: also take decisions and outcomes from the JetStream streams"
-        " of the sidecars that send there (HITL_FEEDBACK=nats://...); needs the nats extra",
+        " of the sidecars that send there (HITL_FEEDBACK=nats://...); tls://HOST:PORT for"
+        " TLS (see HITL_FEEDBACK_NATS_CA); needs the nats extra",
         parse=_nats,
     )
+    # Declared alike by every process reaching NATS (nats_access).
+    nats_ca: Path | None = nats_ca_setting("HITL_FEEDBACK_NATS_CA")
+    nats_creds_file: Path | None = nats_creds_setting("HITL_FEEDBACK_NATS_CREDS_FILE")
+    nats_token_file: Path | None = nats_token_setting("HITL_FEEDBACK_NATS_TOKEN_FILE")
     nats_deployments: str = setting(
         "HITL_FEEDBACK_NATS_DEPLOYMENTS",
         "default",
@@ -166,3 +183,16 @@ class FeedbackConfig(ServerSettings):
     client_ca: Path | None = client_ca_setting("HITL_FEEDBACK_CLIENT_CA")
     shutdown_grace_seconds: float = grace_setting(10.0)
     port_file: Path | None = port_file_setting("HITL_FEEDBACK_PORT_FILE")
+
+    @classmethod
+    def check(cls, values: dict[str, Any]) -> None:
+        """The TLS rules, and the NATS credentials as the sidecar's are checked."""
+        # super() names the class: slots=True makes a new one, which the argumentless
+        # form does not know.
+        super(FeedbackConfig, cls).check(values)
+        check_nats_settings(cls, values, ("nats",))
+
+    def nats_access(self) -> NatsAccess:
+        """How the JetStream consumer reaches the servers: the CA's contents, the
+        credentials files (read again at each connection)."""
+        return nats_access_of(self)

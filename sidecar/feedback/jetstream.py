@@ -2,7 +2,10 @@
 ``HITL_FEEDBACK=nats://...`` (``sidecar.escalation.sinks.nats.FeedbackNatsSink``),
 taken by a durable pull consumer per deployment's stream and recorded through the
 same FeedbackLog as gRPC calls, as the principal ``nats:<stream>`` with the role
-``sidecar`` (the stream's own credentials are NATS's to check).
+``sidecar`` (the stream's own credentials are NATS's to check). It connects as the
+sinks do (``sidecar.escalation.sinks.nats.connect``): over TLS and with the
+credentials of its NatsAccess, never handing a token to a server that did not
+offer the TLS asked for; servers are logged with any ``user:password@`` masked.
 
 A message is acknowledged only after the log has answered for it: a crash before
 the ack redelivers it, and the log keeps it once (decisions by request_id, events by
@@ -10,7 +13,8 @@ feedback_id). A record the log refuses for good (REJECTED, CONFLICT, unreadable)
 logged, counted and acknowledged, since redelivering cannot mend it; a database
 that fails leaves the batch unacknowledged for redelivery. The consumer runs on an
 event loop in a thread of its own and reconnects after any failure, with backoff:
-it never dies silently."""
+it never dies silently: a refused connection (a certificate, a token, no TLS) is a
+failure like any other, logged with its reason."""
 
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from hitl_client.stubs.hitl.v1 import feedback_pb2 as fpb
 from sidecar.auth import Principal
 from sidecar.errors import HitlError, RateLimited, StoreUnavailable
 from sidecar.escalation.messages import decision_message, outcome_message
+from sidecar.escalation.sinks.nats_access import NatsAccess, redacted_servers
 from sidecar.feedback.ingest import REJECTED, FeedbackLog, Result
 from sidecar.retry import backoff_delay
 from sidecar.supervision import BackgroundThread
@@ -37,15 +42,24 @@ DURABLE = "hitl-feedback"
 BATCH = 256
 FETCH_SECONDS = 1.0
 REFUSED = (REJECTED, "CONFLICT")
+CONNECT_SECONDS = 2.0  # nats-py's own default
 
 
 class JetStreamConsumer(BackgroundThread):
-    def __init__(self, feedback: FeedbackLog, servers: list[str], deployments: list[str]) -> None:
+    def __init__(
+        self,
+        feedback: FeedbackLog,
+        servers: list[str],
+        deployments: list[str],
+        access: NatsAccess,
+    ) -> None:
         from sidecar.escalation.sinks.nats import feedback_stream, token
 
         super().__init__("feedback-jetstream")  # its state exported with the service's tasks
         self._feedback = feedback
         self._servers = servers
+        self._shown = redacted_servers(servers)  # for logs
+        self._access = access
         self._streams = {feedback_stream(d): f"hitl.{token(d)}.feedback.>" for d in deployments}
         self.recorded = 0
         self.refused = 0
@@ -64,7 +78,9 @@ class JetStreamConsumer(BackgroundThread):
                 self.state.failures += 1
                 self.state.running = False
                 attempt += 1
-                log.error("feedback.jetstream_failed", error=repr(exc), exc_info=exc)
+                log.error(
+                    "feedback.jetstream_failed", servers=self._shown, error=repr(exc), exc_info=exc
+                )
                 delay = backoff_delay(attempt, 0.5, 30.0, rng)
                 await asyncio.to_thread(self._stopping.wait, delay)
                 self.state.running = True
@@ -73,9 +89,9 @@ class JetStreamConsumer(BackgroundThread):
         import nats
         from nats.js.api import StreamConfig
 
-        from sidecar.escalation.sinks.nats import DEDUPE_WINDOW_SECONDS
+        from sidecar.escalation.sinks.nats import DEDUPE_WINDOW_SECONDS, connect
 
-        client = await nats.connect(servers=self._servers, allow_reconnect=False)
+        client = await connect(self._servers, self._access, CONNECT_SECONDS)
         try:
             js = client.jetstream()
             subscriptions = []
@@ -87,7 +103,9 @@ class JetStreamConsumer(BackgroundThread):
                 await js.add_stream(config)
                 subscription = await js.pull_subscribe(subjects, durable=DURABLE, stream=stream)
                 subscriptions.append((stream, subscription))
-            log.info("feedback.jetstream_consuming", streams=sorted(self._streams))
+            log.info(
+                "feedback.jetstream_consuming", servers=self._shown, streams=sorted(self._streams)
+            )
             while not self._stopping.is_set():
                 for stream, subscription in subscriptions:
                     with contextlib.suppress(TimeoutError, nats.errors.TimeoutError):

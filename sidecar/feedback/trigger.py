@@ -28,6 +28,7 @@ from typing import Any
 import structlog
 
 from sidecar.clock import Clock
+from sidecar.escalation.sinks.nats_access import NatsAccess
 from sidecar.feedback.dataset import Query, compile_dataset, write_dataset
 from sidecar.feedback.store import FeedbackStore
 
@@ -111,22 +112,24 @@ def webhook(url: str, key: bytes | None, timeout: float = 10.0) -> Publish:
     return publish
 
 
-def jetstream(servers: list[str], timeout: float = 10.0) -> Publish:
-    """Publish the announcement on NATS JetStream (the stream created when missing)."""
+def jetstream(servers: list[str], access: NatsAccess, timeout: float = 10.0) -> Publish:
+    """Publish the announcement on NATS JetStream (the stream created when missing),
+    over the TLS and as the credentials access gives, as the consumer connects."""
 
     def publish(announcement: dict[str, Any]) -> None:
-        asyncio.run(_publish(servers, announcement, timeout))
+        asyncio.run(_publish(servers, access, announcement, timeout))
 
     return publish
 
 
-async def _publish(servers: list[str], announcement: dict[str, Any], timeout: float) -> None:
-    import nats
+async def _publish(
+    servers: list[str], access: NatsAccess, announcement: dict[str, Any], timeout: float
+) -> None:
     from nats.js.api import StreamConfig
 
-    from sidecar.escalation.sinks.nats import token
+    from sidecar.escalation.sinks.nats import connect, token
 
-    client = await nats.connect(servers=servers, allow_reconnect=False)
+    client = await connect(servers, access, timeout)
     try:
         js = client.jetstream(timeout=timeout)
         await js.add_stream(StreamConfig(name=STREAM, subjects=[f"{SUBJECT}.>"]))

@@ -19,10 +19,10 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from sidecar.injector.config import ENV_INJECTOR_LISTEN, ENV_INJECTOR_METRICS_ADDR, InjectorConfig
 from sidecar.injector.metrics import InjectorMetrics
 from sidecar.injector.server import Readiness, webhook
-from sidecar.injector.tls import ReloadingContext
 from sidecar.serving import serve_until_signalled
 from sidecar.telemetry.metrics import service_meters
 from sidecar.telemetry.tracing import INSTRUMENTATION
+from sidecar.tls_reload import ReloadingContext
 from sidecar.webserver import WebServer, web_server
 
 log = structlog.get_logger("hitl.injector")

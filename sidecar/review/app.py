@@ -10,7 +10,6 @@ metric exporters are closed."""
 from __future__ import annotations
 
 import secrets
-import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -34,6 +33,7 @@ from sidecar.serving import ThreadedServer, serve_until_signalled, threaded_serv
 from sidecar.settings import credentials_of, env_of, read_file
 from sidecar.supervision import Periodic
 from sidecar.telemetry.metrics import observe_tasks, service_meters
+from sidecar.tls_reload import https_context
 
 if TYPE_CHECKING:
     from sidecar.webserver import WebServer
@@ -159,10 +159,7 @@ def _console(
     from sidecar.review.console.sessions import Sessions
     from sidecar.webserver import web_server
 
-    tls = None
-    if config.tls_cert is not None and config.tls_key is not None:
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.load_cert_chain(config.tls_cert, config.tls_key)
+    tls = https_context(config.tls_cert, config.tls_key)
     sessions = Sessions(console_key(config), secure=tls is not None)
     app = Console(queue, config, sessions, metrics, truth=truth).application()
     var = env_of(ReviewConfig, "console_listen")

@@ -213,7 +213,7 @@ def test_a_renewed_certificate_is_served_without_a_restart(
             connection.close()
 
     wait_for(serves_renewed, 10, "the renewed certificate")
-    assert "injector.tls_reloaded" in injector.log.read_text()
+    assert "tls.reloaded" in injector.log.read_text()
 
 
 def test_sigterm_turns_not_ready_and_exits_cleanly(injector: InjectorProcess, pki: Pki) -> None:

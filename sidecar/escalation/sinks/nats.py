@@ -12,8 +12,10 @@ than a background loop). A message larger than the server accepts is refused for
 good.
 
 TLS and credentials come from a NatsAccess (``nats_access``): ``tls://`` servers or
-a CA, and a credentials or token file read at each connection. Servers appear in
-logs and errors with any ``user:password@`` replaced by ``***``."""
+a CA, and a credentials or token file read at each connection. ``connect`` is the
+one way here to a server, for the sinks and the feedback service's consumer alike:
+it refuses a connection that is not encrypted when TLS was asked for. Servers appear
+in logs and errors with any ``user:password@`` replaced by ``***``."""
 
 from __future__ import annotations
 
@@ -37,12 +39,43 @@ from nats.js.errors import Error as JetStreamError
 from sidecar.errors import SinkUnavailable
 from sidecar.escalation.messages import LabelsOf, with_labels
 from sidecar.escalation.sinks.base import Rejection, Spooled
-from sidecar.escalation.sinks.nats_access import CleartextRefused, NatsAccess, redacted
+from sidecar.escalation.sinks.nats_access import CleartextRefused, NatsAccess, redacted_servers
 
 log = structlog.get_logger("hitl.forwarder")
 
 DEDUPE_WINDOW_SECONDS = 3600.0
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")  # subject tokens and stream names
+
+
+class NatsUnreachable(ConnectionError):
+    """No connection to NATS that may be used: it failed, or it is not encrypted though
+    TLS was asked for. The message names the servers (redacted) and the reason."""
+
+
+async def connect(servers: list[str], access: NatsAccess, timeout: float) -> Client:
+    """A connection to servers with access's TLS and credentials, nats-py's own
+    reconnect loop off (the caller connects again when it wants to). A connection that
+    did not upgrade to the TLS asked for is closed before anything crosses in clear."""
+    shown = redacted_servers(servers)
+    client = Client()
+    try:
+        await client.connect(
+            servers=servers,
+            connect_timeout=max(1, int(timeout)),
+            allow_reconnect=False,
+            # Counted per server, and 0 would mean for ever: two attempts here.
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.1,  # type: ignore[arg-type] # seconds; nats-py takes a float
+            error_cb=_log_error,
+            **access.connect_options(servers, partial(_encrypted, client)),
+        )
+    except (NatsError, OSError, TimeoutError) as exc:
+        await _abandon(client, min(timeout, 1.0))
+        raise NatsUnreachable(f"NATS {shown}: cannot connect: {_reason(exc)}") from exc
+    if access.tls(servers) and not _encrypted(client):
+        await client.close()
+        raise NatsUnreachable(f"NATS {shown}: the server did not offer TLS")
+    return client
 
 
 def token(text: str) -> str:
@@ -61,7 +94,7 @@ class NatsSink:
         access: NatsAccess | None = None,
     ) -> None:
         self.servers = servers
-        self.shown = ",".join(redacted(url) for url in servers)  # for logs and errors
+        self.shown = redacted_servers(servers)  # for logs and errors
         self._access = access or NatsAccess()
         self.stream = f"HITL_{token(deployment).upper()}"
         self.prefix = f"hitl.{token(deployment)}"
@@ -107,24 +140,10 @@ class NatsSink:
     async def _jetstream(self) -> JetStreamContext:
         if self._js is not None:
             return self._js
-        client = Client()
         try:
-            await client.connect(
-                servers=self.servers,
-                connect_timeout=max(1, int(self._timeout)),
-                allow_reconnect=False,
-                # Counted per server, and 0 would mean for ever: two attempts here.
-                max_reconnect_attempts=1,
-                reconnect_time_wait=0.1,  # type: ignore[arg-type] # seconds; nats-py takes a float
-                error_cb=_log_error,
-                **self._access.connect_options(self.servers, partial(_encrypted, client)),
-            )
-        except (NatsError, OSError, TimeoutError) as exc:
-            await _abandon(client, min(self._timeout, 1.0))
-            raise SinkUnavailable(f"NATS {self.shown}: cannot connect: {_reason(exc)}") from exc
-        if self._access.tls(self.servers) and not _encrypted(client):
-            await client.close()  # before a single escalation crosses in clear
-            raise SinkUnavailable(f"NATS {self.shown}: the server did not offer TLS")
+            client = await connect(self.servers, self._access, self._timeout)
+        except NatsUnreachable as exc:
+            raise SinkUnavailable(str(exc)) from exc
         js = client.jetstream(timeout=self._timeout)
         try:
             await js.add_stream(
