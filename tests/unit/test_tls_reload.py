@@ -1,10 +1,14 @@
 """A control-plane gRPC server takes a renewed certificate, key or client CA from its
 files at the next connection, without a restart, and keeps serving the previous
-ones when the new files do not load: real servers on port 0, real certificates."""
+ones when the new files do not load; the review console's HTTPS listener takes a
+renewal too: real servers on port 0, real certificates."""
 
 from __future__ import annotations
 
+import http.client
 import os
+import ssl
+import time
 from collections.abc import Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -186,3 +190,46 @@ def test_files_that_do_not_load_at_start_up_stop_the_server(tmp_path: Path) -> N
         server_credentials(tmp_path / "missing.crt", pki.key, None)
     with pytest.raises(ConfigError, match="does not match the certificate"):
         server_credentials(pki.cert, other.key, None)
+
+
+def serves_https(address: str, ca_pem: bytes) -> bool:
+    """Whether a new HTTPS connection trusting only ca_pem gets the console's sign-in
+    page."""
+    host, port = address.rsplit(":", 1)
+    context = ssl.create_default_context(cadata=ca_pem.decode())
+    connection = http.client.HTTPSConnection(host, int(port), context=context, timeout=5)
+    try:
+        connection.request("GET", "/signin")
+        return connection.getresponse().status == 200
+    except ssl.SSLCertVerificationError:
+        return False
+    finally:
+        connection.close()
+
+
+def test_the_review_console_serves_a_renewed_certificate(tmp_path: Path, renewal: Renewal) -> None:
+    """The console's HTTPS listener (the gRPC port's certificate) takes the renewal from
+    a new connection once it has looked at the files again (at most a second later)."""
+    first = renewal.current
+    config = ReviewConfig(
+        listen="127.0.0.1:0",
+        db=f"sqlite:{tmp_path / 'review.db'}",
+        tls_cert=first.cert,
+        tls_key=first.key,
+        console_listen="127.0.0.1:0",
+    )
+    review = build(config)
+    review.start()
+    try:
+        assert review.console is not None
+        address = review.console.address
+        assert serves_https(address, first.ca_pem)
+        assert not serves_https(address, renewal.ca.ca_pem)
+        renewal.swap()
+        deadline = time.monotonic() + 10
+        while not serves_https(address, renewal.ca.ca_pem):
+            assert time.monotonic() < deadline, "the renewed certificate was never served"
+            time.sleep(0.2)
+        assert not serves_https(address, first.ca_pem)
+    finally:
+        review.stop(grace=0)
