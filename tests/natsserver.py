@@ -2,7 +2,7 @@
 or NATS_SERVER), on a free loopback port with its own store, so a test can stop and
 restart it without touching the shared server. A test may give it a configuration
 (TLS, authorization: ``tls_config``, ``token_config``, ``nkey_config``) and the
-connect options its own reads need."""
+connect options its own reads need; ``tls_server`` starts one serving TLS only."""
 
 from __future__ import annotations
 
@@ -10,13 +10,17 @@ import asyncio
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.certs import Authority
 from tests.ports import free_port
 
 BINARY = os.environ.get("NATS_SERVER", shutil.which("nats-server") or "/usr/sbin/nats-server")
@@ -69,6 +73,25 @@ class NatsServer:
     def messages(self, stream: str) -> list[dict[str, Any]]:
         """Every message in stream, in order, as decoded JSON with its Nats-Msg-Id."""
         return asyncio.run(_messages(self.url, stream, self.connect_options))
+
+
+@contextmanager
+def tls_server(
+    workdir: Path, authority: Authority, auth: str = "", **options: Any
+) -> Iterator[NatsServer]:
+    """A started nats-server serving TLS only, its certificate from authority, admitting
+    whom auth (``token_config``...) says; its messages() connects over TLS with
+    options (the credentials auth asks for)."""
+    issued = authority.issue("nats", server=True)
+    client_tls = ssl.create_default_context(cafile=str(authority.cert))
+    server = NatsServer(
+        workdir, tls_config(issued.cert, issued.key) + auth, {"tls": client_tls, **options}
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def tls_config(cert: Path, key: Path) -> str:

@@ -8,7 +8,6 @@ reason, counted and retried, and no token reaches the log."""
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from tests.certs import Authority
 from tests.escalations import escalation
 from tests.feedback_service import PRINCIPALS, FeedbackProcess, add_principals, start
 from tests.integration.conftest import wait_for
-from tests.natsserver import NatsServer, tls_config, token_config
+from tests.natsserver import NatsServer, tls_server, token_config
 from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
@@ -44,16 +43,8 @@ def authority(tmp_path: Path) -> Authority:
 @pytest.fixture
 def nats_server(tmp_path: Path, authority: Authority) -> Iterator[NatsServer]:
     """A nats-server serving TLS only and admitting only TOKEN."""
-    issued = authority.issue("nats", server=True)
-    client_tls = ssl.create_default_context(cafile=str(authority.cert))
-    server = NatsServer(
-        tmp_path,
-        tls_config(issued.cert, issued.key) + token_config(TOKEN),
-        {"tls": client_tls, "token": TOKEN},
-    )
-    server.start()
-    yield server
-    server.stop()
+    with tls_server(tmp_path, authority, token_config(TOKEN), token=TOKEN) as server:
+        yield server
 
 
 def _token_file(tmp_path: Path, name: str, token: str) -> Path:

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import ssl
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -23,7 +21,7 @@ from sidecar.errors import ConfigError, SinkUnavailable
 from sidecar.escalation.sinks import NatsAccess, Sink, Spooled, open_sink
 from tests.certs import Authority
 from tests.escalations import escalation
-from tests.natsserver import NatsServer, nkey_config, tls_config, token_config
+from tests.natsserver import NatsServer, nkey_config, tls_server, token_config
 
 nkeys = pytest.importorskip("nkeys")  # nats-py signs with it (the nats extra's nkeys)
 
@@ -46,24 +44,10 @@ def token_file(tmp_path: Path) -> Path:
     return path
 
 
-def _server(
-    workdir: Path, authority: Authority, auth: str, **options: Any
-) -> Generator[NatsServer, None, None]:
-    issued = authority.issue("nats", server=True)
-    client_tls = ssl.create_default_context(cafile=str(authority.cert))
-    server = NatsServer(
-        workdir, tls_config(issued.cert, issued.key) + auth, {"tls": client_tls, **options}
-    )
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def token_server(tmp_path: Path, authority: Authority) -> Iterator[NatsServer]:
-    yield from _server(tmp_path, authority, token_config(TOKEN), token=TOKEN)
+    with tls_server(tmp_path, authority, token_config(TOKEN), token=TOKEN) as server:
+        yield server
 
 
 def _spooled(escalation_id: str) -> Spooled:
@@ -184,15 +168,13 @@ def test_an_nkey_seed_file_authenticates(tmp_path: Path, authority: Authority) -
     public = user.public_key.decode()
     creds = tmp_path / "user.nk"
     creds.write_bytes(seed + b"\n")
-    servers = _server(tmp_path, authority, nkey_config(public), nkeys_seed_str=seed.decode())
-    server = next(servers)
-    try:
+    with tls_server(
+        tmp_path, authority, nkey_config(public), nkeys_seed_str=seed.decode()
+    ) as server:
         _deliver(_sink(server.url, NatsAccess(authority.ca_pem, creds_file=creds)), "e1")
         assert [m["_msg_id"] for m in server.messages("HITL_FRAUD")] == ["e1"]
         reason = _failure(_sink(server.url, NatsAccess(authority.ca_pem)))
         assert "authorization violation" in reason.lower()
-    finally:
-        servers.close()
 
 
 def test_a_creds_file_authenticates_with_decentralised_auth(
@@ -202,17 +184,13 @@ def test_a_creds_file_authenticates_with_decentralised_auth(
     of an account with JetStream publishes; without it the server refuses."""
     trusted = operator()
     creds = trusted.user_creds(tmp_path / "fraud-sidecar.creds", "fraud-sidecar")
-    servers = _server(tmp_path, authority, trusted.config, user_credentials=str(creds))
-    server = next(servers)
-    try:
+    with tls_server(tmp_path, authority, trusted.config, user_credentials=str(creds)) as server:
         url = server.url.replace("nats://", "tls://")
         _deliver(_sink(url, NatsAccess(authority.ca_pem, creds_file=creds)), "e1")
         assert [m["_msg_id"] for m in server.messages("HITL_FRAUD")] == ["e1"]
         reason = _failure(_sink(url, NatsAccess(authority.ca_pem)))
         assert "authorization violation" in reason.lower()
         assert trusted.account.seed.decode() not in reason
-    finally:
-        servers.close()
 
 
 def test_credentials_in_the_url_are_masked(token_server: NatsServer, authority: Authority) -> None:

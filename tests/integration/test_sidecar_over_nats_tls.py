@@ -4,7 +4,6 @@ arrives, and the token is in no log line."""
 
 from __future__ import annotations
 
-import ssl
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from tests.certs import Authority
 from tests.integration.conftest import start_sidecar
 from tests.integration.test_escalation_delivery import FAST_RETRY, drained, route_escalations
-from tests.natsserver import NatsServer, tls_config, token_config
+from tests.natsserver import tls_server, token_config
 
 pytestmark = pytest.mark.integration
 
@@ -22,14 +21,6 @@ TOKEN = "s1decar-nats-token-77e0"  # noqa: S105 - the test server's token
 def test_a_sidecar_delivers_over_tls_with_a_token_file(tmp_path: Path, policy_file: Path) -> None:
     """tls:// sink, the server's CA and a token file: five escalations in the stream."""
     authority = Authority(tmp_path / "pki", "nats test CA")
-    issued = authority.issue("nats", server=True)
-    client_tls = ssl.create_default_context(cafile=str(authority.cert))
-    server = NatsServer(
-        tmp_path,
-        tls_config(issued.cert, issued.key) + token_config(TOKEN),
-        {"tls": client_tls, "token": TOKEN},
-    )
-    server.start()
     token_file = tmp_path / "nats.token"
     token_file.write_text(TOKEN + "\n")
     env = {
@@ -37,14 +28,16 @@ def test_a_sidecar_delivers_over_tls_with_a_token_file(tmp_path: Path, policy_fi
         "HITL_NATS_CA": str(authority.cert),
         "HITL_NATS_TOKEN_FILE": str(token_file),
     }
-    url = server.url.replace("nats://", "tls://")
-    running = start_sidecar(tmp_path, policy_file, "--sink", url, "--deployment", "tls", env=env)
-    try:
-        running.wait_serving()
-        ids = route_escalations(running, "tls", 5)
-        drained(running)
-        assert sorted(m["escalation_id"] for m in server.messages("HITL_TLS")) == sorted(ids)
-    finally:
-        assert running.stop() == 0
-        server.stop()
+    with tls_server(tmp_path, authority, token_config(TOKEN), token=TOKEN) as server:
+        url = server.url.replace("nats://", "tls://")
+        running = start_sidecar(
+            tmp_path, policy_file, "--sink", url, "--deployment", "tls", env=env
+        )
+        try:
+            running.wait_serving()
+            ids = route_escalations(running, "tls", 5)
+            drained(running)
+            assert sorted(m["escalation_id"] for m in server.messages("HITL_TLS")) == sorted(ids)
+        finally:
+            assert running.stop() == 0
     assert TOKEN not in (tmp_path / "sidecar.log").read_text()
