@@ -284,7 +284,9 @@ def replay(scenario: Scenario, sidecars: list[SidecarProcess]) -> dict[str, Any]
     everywhere: int | None = None  # the first request answered under revision 2
     stream = scenario.before + scenario.after
     shifted = ""
-    with sidecars[0].client() as client:
+    # A generous deadline: the stream is long, and a shared machine can stall one call
+    # for longer than the client's default second; what is measured here is routing.
+    with sidecars[0].client(timeout=10.0) as client:
         for position, (logits, truth) in enumerate(stream):
             request_id = f"req-{position}"
             answer = client.route(route_request(request_id, "m", logits))
