@@ -68,6 +68,7 @@ from sidecar.serving import (
     async_stop_event,
     bind,
     enable_reflection,
+    health_only_server,
     write_port_file,
 )
 from sidecar.settings import read_file
@@ -91,7 +92,6 @@ HEALTH_SERVICES = ("", ROUTER_SERVICE)
 TASK_HEALTH = "hitl.task."  # + a background task's name: NOT_SERVING while it cannot run
 # A health listener refuses to share its port (gRPC's default is SO_REUSEPORT), so a
 # port already taken fails at start-up instead of splitting another server's calls.
-HEALTH_SERVER_OPTIONS = (("grpc.so_reuseport", 0),)
 
 
 @dataclass
@@ -295,7 +295,9 @@ def build(
     address = bind(server, config.listen, ENV_LISTEN)
     health_server, health_address = None, ""
     if config.health_listen:
-        health_server, health_address = health_only_server(health, config.health_listen)
+        health_server, health_address = health_only_server(
+            health, config.health_listen, ENV_HEALTH_LISTEN
+        )
     source = policy_source(config, holder, clock)
     observe_policy_source(meters.get_meter(INSTRUMENTATION), source.stats)
     return Sidecar(
@@ -359,16 +361,6 @@ def _feedback_sink(config: SidecarConfig, labels_of: LabelsOf) -> Sink:
         )
     credentials = config.credentials("feedback")
     return FeedbackSink(config.feedback, config.forward_timeout_seconds, credentials, labels_of)
-
-
-def health_only_server(
-    health: health_aio.HealthServicer, listen: str
-) -> tuple[grpc.aio.Server, str]:
-    """A server on listen carrying health (the given servicer) and reflection, no Router."""
-    server = grpc.aio.server(options=HEALTH_SERVER_OPTIONS)
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    enable_reflection(server)
-    return server, bind(server, listen, ENV_HEALTH_LISTEN)
 
 
 def policy_source(

@@ -43,6 +43,7 @@ from sidecar.settings import (
     ClientCredentials,
     Settings,
     address,
+    check_health_listen,
     client_cert_setting,
     client_key_setting,
     count,
@@ -58,7 +59,6 @@ from sidecar.settings import (
     readable_file,
     service_ca_setting,
     setting,
-    split_host_port,
     token_file_setting,
 )
 
@@ -323,8 +323,7 @@ class SidecarConfig(Settings):
                 " (or --registry: HOST:PORT of the registry) is required"
                 + (", not both" if values["policy"] else "")
             )
-        if values["health_listen"]:
-            _check_health_listen(values["health_listen"], values["listen"], values["metrics_addr"])
+        check_health_listen(cls, values)
         if values["registry"]:
             values["registry_token"] = _registry_token(values)
         for service in ("review", "feedback"):
@@ -394,17 +393,3 @@ def _audit_key(path: Path) -> bytes:
 def segment_for(budget_bytes: int) -> int:
     """A spool's segment size: a quarter of its budget, at most MAX_SEGMENT_BYTES."""
     return min(MAX_SEGMENT_BYTES, budget_bytes // 4)
-
-
-def _check_health_listen(health: str, listen: str, metrics_addr: str) -> None:
-    """HOST:PORT on a port of its own: gRPC binds with SO_REUSEPORT, so a port shared
-    with the Router would not fail to bind, it would split the Router's connections."""
-    _, port = split_host_port(health, ENV_HEALTH_LISTEN)
-    if port == 0:
-        return
-    for var, other in ((ENV_LISTEN, listen), (ENV_METRICS_ADDR, metrics_addr)):
-        other_port = other.rpartition(":")[2]
-        if not other.startswith("unix:") and other_port.isdigit() and int(other_port) == port:
-            raise ConfigError(
-                f"{ENV_HEALTH_LISTEN} ({health}) must use another port than {var} ({other})"
-            )

@@ -1,8 +1,9 @@
 """What every hitl server process does the same way: bind its listen address,
-enable reflection, serve Prometheus, announce its address in a port file, stop on
-SIGTERM or SIGINT, and turn its errors into gRPC status codes (``status_of``: the
-one mapping, for every server, reading the status each error class names; servicers
-only raise)."""
+enable reflection, serve health on a plaintext listener of its own when asked (for
+the kubelet's probes, which cannot speak TLS), serve Prometheus, announce its address
+in a port file, stop on SIGTERM or SIGINT, and turn its errors into gRPC status codes
+(``status_of``: the one mapping, for every server, reading the status each error
+class names; servicers only raise)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, overload
 
 import grpc
 from google.protobuf.message import DecodeError
+
+# grpc_health.v1.health re-exports this module as ``aio`` in a way mypy cannot follow.
+from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import HealthServicer
 from grpc_reflection.v1alpha import _async as reflection_async
@@ -185,6 +189,38 @@ def enable_reflection(server: grpc.Server | grpc.aio.Server, *services: str) -> 
     )
 
 
+# A listener refuses to share its port (gRPC's default is SO_REUSEPORT), so a port
+# already taken fails at start-up instead of splitting another server's calls.
+NO_REUSEPORT = (("grpc.so_reuseport", 0),)
+
+
+# The asyncio servicer's module is untyped (Any), so it is the overload tried last.
+@overload
+def health_only_server(
+    health: HealthServicer, listen: str, var: str
+) -> tuple[grpc.Server, str]: ...
+@overload
+def health_only_server(
+    health: health_aio.HealthServicer, listen: str, var: str
+) -> tuple[grpc.aio.Server, str]: ...
+def health_only_server(
+    health: HealthServicer | health_aio.HealthServicer, listen: str, var: str
+) -> tuple[grpc.Server | grpc.aio.Server, str]:
+    """A plaintext server on listen (from var) carrying health and reflection, nothing
+    else: the service's own servicer, so it answers as the service does (NOT_SERVING
+    while draining). An asyncio servicer gets an asyncio server."""
+    server: grpc.Server | grpc.aio.Server
+    if isinstance(health, health_aio.HealthServicer):
+        server = grpc.aio.server(options=NO_REUSEPORT)
+    else:
+        # Health calls are instant; a Watch stream holds a thread until the stop.
+        pool = futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="health")
+        server = grpc.server(pool, options=NO_REUSEPORT)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    enable_reflection(server)
+    return server, bind(server, listen, var)
+
+
 def prometheus_reader(address: str, var: str) -> MetricReader:
     """A metric reader served for scraping on address (``HOST:PORT``, from var)."""
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -214,6 +250,8 @@ class ServerSettings(Protocol):
     @property
     def listen(self) -> str: ...
     @property
+    def health_listen(self) -> str: ...
+    @property
     def workers(self) -> int: ...
     @property
     def tls_cert(self) -> Path | None: ...
@@ -226,22 +264,30 @@ class ServerSettings(Protocol):
 @dataclass
 class ThreadedServer:
     """A thread-pool gRPC server with health (NOT_SERVING until started, again from
-    the moment it stops) and reflection, bound with its TLS settings."""
+    the moment it stops) and reflection, bound with its TLS settings; and, when
+    asked, a plaintext listener serving the same health and nothing else."""
 
     server: grpc.Server
     health: HealthServicer
     address: str
     services: tuple[str, ...]
+    health_server: grpc.Server | None = None
+    health_address: str = ""
 
     def start(self) -> None:
         self.server.start()
+        if self.health_server is not None:
+            self.health_server.start()
         for service in self.services:
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
 
     def stop(self, grace: float) -> None:
-        """Stop taking calls and let those in flight finish for up to grace seconds."""
+        """Stop taking calls and let those in flight finish for up to grace seconds;
+        the health listener answers NOT_SERVING until they have."""
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        if self.health_server is not None:
+            self.health_server.stop(0).wait()
 
 
 def threaded_server(
@@ -253,10 +299,9 @@ def threaded_server(
 ) -> ThreadedServer:
     """settings' server for one servicer (``add``: its generated add_..._to_server),
     its listen address checked against settings_class's declaration."""
-    # SO_REUSEPORT off: a second server on a taken port must fail, not share it.
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix=service),
-        options=[("grpc.so_reuseport", 0)],
+        options=NO_REUSEPORT,
     )
     add_servicer(add, servicer, server)
     health_servicer = HealthServicer()
@@ -267,7 +312,12 @@ def threaded_server(
     enable_reflection(server, service)
     credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.client_ca)
     address = bind(server, settings.listen, env_of(settings_class, "listen"), credentials)
-    return ThreadedServer(server, health_servicer, address, services)
+    if not settings.health_listen:
+        return ThreadedServer(server, health_servicer, address, services)
+    health_server, health_address = health_only_server(
+        health_servicer, settings.health_listen, env_of(settings_class, "health_listen")
+    )
+    return ThreadedServer(server, health_servicer, address, services, health_server, health_address)
 
 
 class Service(Protocol):

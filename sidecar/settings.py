@@ -334,6 +334,38 @@ def port_file_setting(env: str) -> Any:
     )
 
 
+def health_listen_setting(env: str) -> Any:
+    return setting(
+        env,
+        "",
+        "HOST:PORT of a plaintext listener serving only gRPC health and reflection, for"
+        " probes that cannot speak TLS (the kubelet's); its port must differ from the"
+        " service's and the metrics port",
+        parse=optional_address,
+    )
+
+
+def check_health_listen(cls: type, values: Mapping[str, Any]) -> None:
+    """cls's health_listen (when set) on a port of its own: gRPC binds with
+    SO_REUSEPORT, so a port shared with the service would not fail to bind, it would
+    split the service's connections. Beside a Unix socket any port will do; port 0
+    never clashes."""
+    health = values["health_listen"]
+    if not health:
+        return
+    health_var = env_of(cls, "health_listen")
+    _, port = split_host_port(health, health_var)
+    if port == 0:
+        return
+    for name in ("listen", "metrics_addr"):
+        other = values[name]
+        other_port = other.rpartition(":")[2]
+        if not other.startswith("unix:") and other_port.isdigit() and int(other_port) == port:
+            raise ConfigError(
+                f"{health_var} ({health}) must use another port than {env_of(cls, name)} ({other})"
+            )
+
+
 # What a process presents to a service it calls, declared the same way for each.
 
 
@@ -415,13 +447,15 @@ class Settings:
 
 
 class ServerSettings(Settings):
-    """A gRPC server's settings: with tls_cert, tls_key and client_ca, checked together."""
+    """A gRPC server's settings: with tls_cert, tls_key and client_ca, checked together,
+    and health_listen on a port of its own."""
 
     __slots__ = ()
 
     @classmethod
     def check(cls, values: dict[str, Any]) -> None:
         check_tls(cls, values)
+        check_health_listen(cls, values)
 
 
 @dataclass(frozen=True, slots=True)

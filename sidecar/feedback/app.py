@@ -75,6 +75,7 @@ class FeedbackServer:
         log.info(
             "feedback.listening",
             address=self.address,
+            health_address=self.grpc.health_address,
             http_address=self.http.address if self.http else "",
             join_window=self.config.join_window,
         )

@@ -26,6 +26,7 @@ from sidecar.settings import (
     count,
     duration,
     grace_setting,
+    health_listen_setting,
     log_level_setting,
     metrics_setting,
     non_negative,
@@ -84,6 +85,7 @@ class FeedbackConfig(ServerSettings):
         "HOST:PORT; port 0 picks a free one",
         parse=address,
     )
+    health_listen: str = health_listen_setting("HITL_FEEDBACK_HEALTH_LISTEN")
     db: str = setting(
         "HITL_FEEDBACK_DB",
         "sqlite:hitl-state/feedback.db",

@@ -2,9 +2,10 @@
 (plain, TLS or mTLS) with health and reflection, metrics; graceful shutdown on
 SIGTERM and SIGINT.
 
-Shutdown order: health turns NOT_SERVING, the server drains in-flight calls for the
-grace period (Watch streams are cut; sidecars reconnect to another replica), the
-publisher stops, then the store and metric exporters are closed."""
+Shutdown order: health turns NOT_SERVING (on the health listener too, when there is
+one), the server drains in-flight calls for the grace period (Watch streams are cut;
+sidecars reconnect to another replica), the health listener and the publisher stop,
+then the store and metric exporters are closed."""
 
 from __future__ import annotations
 
@@ -31,10 +32,12 @@ from sidecar.registry.server import Publisher, RegistryServicer
 from sidecar.registry.service import Registry
 from sidecar.registry.store import RegistryStore, open_store
 from sidecar.serving import (
+    NO_REUSEPORT,
     add_servicer,
     async_stop_event,
     bind,
     enable_reflection,
+    health_only_server,
     server_credentials,
     write_port_file,
 )
@@ -61,21 +64,33 @@ class RegistryServer:
     meters: MeterProvider
     address: str
     supervisor: Supervisor
+    health_server: grpc.aio.Server | None = None  # HITL_REGISTRY_HEALTH_LISTEN
+    health_address: str = ""
     _publishing: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.server.start()
+        if self.health_server is not None:
+            await self.health_server.start()
         self._publishing = asyncio.create_task(
             self.supervisor.run("registry-publisher", self.publisher.run),
             name="registry-publisher",
         )
         for service in HEALTH_SERVICES:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        log.info("registry.listening", address=self.address, db=_where(self.config.db))
+        log.info(
+            "registry.listening",
+            address=self.address,
+            health_address=self.health_address,
+            db=_where(self.config.db),
+        )
 
     async def stop(self, grace: float | None = None) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.config.shutdown_grace_seconds if grace is None else grace)
+        if self.health_server is not None:
+            # Health calls are instant; only a Watch stream can be cut short here.
+            await self.health_server.stop(0)
         if self._publishing is not None:
             self._publishing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -106,8 +121,7 @@ def build(
     metrics = RegistryMetrics(meters.get_meter(INSTRUMENTATION), lambda: publisher.revision)
     supervisor = Supervisor()
     observe_tasks(meters.get_meter(INSTRUMENTATION), supervisor.tasks.values)
-    # SO_REUSEPORT off: a second registry on a taken port must fail, not share it.
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(options=NO_REUSEPORT)
     add_servicer(
         pb_grpc.add_RegistryServicer_to_server,
         RegistryServicer(registry, publisher, clock, metrics),
@@ -122,8 +136,24 @@ def build(
         env_of(RegistryConfig, "listen"),
         server_credentials(config.tls_cert, config.tls_key, config.client_ca),
     )
+    health_server, health_address = None, ""
+    if config.health_listen:
+        health_server, health_address = health_only_server(
+            health, config.health_listen, env_of(RegistryConfig, "health_listen")
+        )
     log.info("registry.signing", key_id=signer.key_id)
-    return RegistryServer(config, registry, publisher, server, health, meters, address, supervisor)
+    return RegistryServer(
+        config,
+        registry,
+        publisher,
+        server,
+        health,
+        meters,
+        address,
+        supervisor,
+        health_server,
+        health_address,
+    )
 
 
 def _where(db: str) -> str:

@@ -12,6 +12,7 @@ from sidecar.settings import (
     address,
     client_ca_setting,
     grace_setting,
+    health_listen_setting,
     log_level_setting,
     metrics_setting,
     path,
@@ -41,6 +42,7 @@ class RegistryConfig(ServerSettings):
     listen: str = setting(
         "HITL_REGISTRY_LISTEN", DEFAULT_REGISTRY_LISTEN, "HOST:PORT", parse=address
     )
+    health_listen: str = health_listen_setting("HITL_REGISTRY_HEALTH_LISTEN")
     db: str = setting(
         ENV_REGISTRY_DB,
         DEFAULT_REGISTRY_DB,

@@ -73,6 +73,7 @@ class ReviewServer:
         log.info(
             "review.listening",
             address=self.address,
+            health_address=self.grpc.health_address,
             sla=self.queue.sla.describe(),
             sweep_seconds=self.config.sweep_seconds,
             feedback=self.config.feedback,

@@ -20,6 +20,7 @@ from sidecar.settings import (
     client_cert_setting,
     client_key_setting,
     grace_setting,
+    health_listen_setting,
     log_level_setting,
     metrics_setting,
     one_of,
@@ -81,6 +82,7 @@ class ReviewConfig(ServerSettings):
         "HOST:PORT; port 0 picks a free one",
         parse=address,
     )
+    health_listen: str = health_listen_setting("HITL_REVIEW_HEALTH_LISTEN")
     db: str = setting(
         "HITL_REVIEW_DB",
         DEFAULT_REVIEW_DB,

@@ -381,10 +381,9 @@ def _mounted_from(pod: Obj, container: Obj, path: str) -> Obj:
 @needs_kustomize
 def test_production_has_tls_on_every_hop() -> None:
     """Production: every gRPC service serves a cert-manager certificate (issued by a CA
-    Issuer, naming the Service) from its mounted Secret and is probed without gRPC
-    (the kubelet's gRPC probes cannot speak TLS); every client is given the CA: the
-    injector's default registry and review CA ConfigMaps, the monitor's registry CA,
-    NATS over tls://."""
+    Issuer, naming the Service) from its mounted Secret; every client is given the CA:
+    the injector's default registry and review CA ConfigMaps, the monitor's registry
+    CA, NATS over tls://."""
     objects = build("overlays/production")
     certificates = {c["spec"]["secretName"]: c for c in of_kind(objects, "Certificate")}
     for name, prefix in GRPC_SERVERS.items():
@@ -401,9 +400,6 @@ def test_production_has_tls_on_every_hop() -> None:
         assert "server auth" in certificate["spec"]["usages"]
         issuer = find(objects, "Issuer", certificate["spec"]["issuerRef"]["name"])
         assert "ca" in issuer["spec"]  # renewals keep the CA the clients trust
-        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-            assert "grpc" not in container[probe], (name, probe)
-            assert container[probe]["tcpSocket"]["port"] == container["ports"][0]["containerPort"]
     injector = find(objects, "Deployment", "hitl-injector")
     defaults = SidecarDefaults.load(
         env=env_of(injector["spec"]["template"]["spec"]["containers"][0])
@@ -424,6 +420,34 @@ def test_production_has_tls_on_every_hop() -> None:
     ca = _mounted_from(monitor_pod, monitor, monitor_env["HITL_MONITOR_REGISTRY_CA"])["secret"]
     assert ca["secretName"] == find(objects, "Certificate", "hitl-ca")["spec"]["secretName"]
     assert [item["key"] for item in ca["items"]] == ["ca.crt"]  # never the CA's key
+
+
+@needs_kustomize
+def test_production_probes_grpc_health_on_a_plaintext_port_of_its_own() -> None:
+    """Production: the kubelet's gRPC probes cannot speak TLS, so each gRPC service
+    serves its health in clear on a port of its own (HITL_*_HEALTH_LISTEN) and every
+    probe is the base's gRPC probe moved there, readiness naming the service; no
+    Service exposes that port and no NetworkPolicy admits pods to it."""
+    objects = build("overlays/production")
+    base = build("base")
+    for name, prefix in GRPC_SERVERS.items():
+        (container,) = find(objects, "Deployment", name)["spec"]["template"]["spec"]["containers"]
+        (base_container,) = find(base, "Deployment", name)["spec"]["template"]["spec"]["containers"]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        health_port = ports["health"]
+        assert health_port not in (ports["grpc"], ports["metrics"])
+        health_var = prefix.removesuffix("_TLS") + "_HEALTH_LISTEN"
+        assert env_of(container)[health_var] == f"0.0.0.0:{health_port}"
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            assert "tcpSocket" not in container[probe], (name, probe)
+            expected = {**base_container[probe]["grpc"], "port": health_port}
+            assert container[probe]["grpc"] == expected, (name, probe)
+        assert container["readinessProbe"]["grpc"]["service"].startswith("hitl.v1.")
+        service = find(objects, "Service", name)
+        assert health_port not in [p["port"] for p in service["spec"]["ports"]]
+        policy = find(objects, "NetworkPolicy", name)
+        opened = [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]]
+        assert health_port not in opened
 
 
 @needs_kustomize
