@@ -237,8 +237,10 @@ def test_the_review_queue_sends_resolutions_to_the_feedback_service(
         "HITL_REVIEW_FEEDBACK_CA": authority.cert,
         "HITL_REVIEW_TLS_CERT": served.cert,
         "HITL_REVIEW_TLS_KEY": served.key,
+        "HITL_REVIEW_CONSOLE_SECRET_FILE": tmp_path / "console-key",
     }
     files["HITL_REVIEW_FEEDBACK_TOKEN_FILE"].write_text("r3view-feedback\n")
+    files["HITL_REVIEW_CONSOLE_SECRET_FILE"].write_text("c" * 64)
     local = {**env, **{var: str(path) for var, path in files.items() if var in env}}
     if not local["HITL_REVIEW_DB"]:  # from the Secret hitl-postgres
         local["HITL_REVIEW_DB"] = "postgresql://review@db.example.com:5432/review"
@@ -256,6 +258,42 @@ def test_the_review_queue_sends_resolutions_to_the_feedback_service(
         assert host in certificate["spec"]["dnsNames"]
     else:
         assert "HITL_REVIEW_FEEDBACK_CA" not in env
+
+
+@pytest.mark.parametrize("overlay", ["overlays/single-node", "overlays/production"])
+@needs_kustomize
+def test_the_review_console_is_served_behind_its_proxy_with_a_shared_key(overlay: str) -> None:
+    """The review queue serves its web console on the Service's console port, its
+    sessions signed with a key every replica reads from the same Secret (mounted
+    read-only); the NetworkPolicy admits to that port only pods labelled as the
+    console's proxy; in production the console is HTTPS with the queue's certificate."""
+    objects = build(overlay)
+    pod = find(objects, "Deployment", "hitl-review")["spec"]["template"]["spec"]
+    (review,) = pod["containers"]
+    flags = dict(arg.removeprefix("--").split("=", 1) for arg in review["args"])
+    ports = {p["name"]: p["containerPort"] for p in review["ports"]}
+    assert flags["console-listen"] == f"0.0.0.0:{ports['console']}"
+    service = find(objects, "Service", "hitl-review")
+    assert {"name": "console", "port": ports["console"], "targetPort": "console"} in service[
+        "spec"
+    ]["ports"]
+    env = env_of(review)
+    key = _mounted_from(pod, review, env["HITL_REVIEW_CONSOLE_SECRET_FILE"])["secret"]
+    assert key == {"secretName": "hitl-review-console", "items": [{"key": "key", "path": "key"}]}
+    policy = find(objects, "NetworkPolicy", "hitl-review")
+    admitted = [
+        rule["from"] for rule in policy["spec"]["ingress"]
+        if ports["console"] in [p["port"] for p in rule["ports"]]
+    ]  # fmt: skip
+    assert admitted == [
+        [
+            {
+                "namespaceSelector": {},
+                "podSelector": {"matchLabels": {"hitl.dev/console-proxy": "true"}},
+            }
+        ]
+    ]
+    assert ("HITL_REVIEW_TLS_CERT" in env) == (overlay == "overlays/production")
 
 
 @needs_kustomize
