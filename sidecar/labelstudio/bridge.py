@@ -42,6 +42,8 @@ log = structlog.get_logger("hitl.labelstudio")
 
 SYNC_BATCH = 200  # task updates one sweep writes to Label Studio
 RESCAN_TASKS = 50  # task ids below the newest seen that each poll reads again
+# What an annotation read may do to its task's resolution (the others leave it).
+_CHANGED = frozenset({Recorded.RESOLVED, Recorded.UPDATED, Recorded.CORRECTED})
 
 
 class Bridge:
@@ -100,7 +102,7 @@ class Bridge:
 
     def poll(self) -> int:
         """Register new tasks, then read the annotations of unresolved ones; how many
-        annotations resolved or updated a task."""
+        annotations resolved, updated or corrected a task."""
         self.discover()
         changed = 0
         for task in self.store.unchecked(self.config.poll_batch, self._clock.now()):
@@ -111,7 +113,7 @@ class Bridge:
                 continue
             for annotation in annotations:
                 result = self._handle(task, annotation)
-                changed += result in (Recorded.RESOLVED, Recorded.UPDATED)
+                changed += result in _CHANGED
         return changed
 
     def discover(self) -> None:
@@ -179,10 +181,12 @@ class Bridge:
         verdict = judge(read, task.escalation, self._reviewers)
         if isinstance(verdict, Refused):
             return self._refuse(read.annotation_id, verdict)
-        recorded = self.store.record(task.task_id, read.annotation_id, verdict)
+        recorded, number = self.store.record(
+            task.task_id, read.annotation_id, verdict, self._clock.now()
+        )
         if self._metrics is not None:
             self._metrics.annotations.add(1, {"result": recorded.value})
-        if recorded in (Recorded.RESOLVED, Recorded.UPDATED):
+        if recorded in _CHANGED:
             log.info(
                 "labelstudio.resolved",
                 escalation_id=task.escalation.escalation_id,
@@ -190,7 +194,9 @@ class Bridge:
                 annotation_id=read.annotation_id,
                 reviewer=verdict.reviewer,
                 verdict=verdict.verdict.value,
-                updated=recorded is Recorded.UPDATED,
+                updated=recorded is not Recorded.RESOLVED,
+                corrected=recorded is Recorded.CORRECTED,
+                number=number,
             )
         return recorded.value
 

@@ -2,7 +2,8 @@
 (result, reason, outcome, tier), never free text.
 
     hitl.labelstudio.annotations  counter  annotations read, by result (resolved,
-                                           updated, unchanged, settled, refused)
+                                           updated, corrected, unchanged, settled,
+                                           refused)
     hitl.labelstudio.refused      counter  annotations refused, by reason (unknown_task,
                                            unmapped_reviewer, label_outside_list, no_label,
                                            no_label_list), each annotation once per reason

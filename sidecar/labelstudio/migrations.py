@@ -53,6 +53,33 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        2,
+        "Corrections: each sent resolution an update of its annotation withdrew, to retract",
+        (
+            # number: which of the task's resolutions it was (1: the first); the task's
+            # standing resolution is number 1 + its corrections. retracted_at: when its
+            # retraction reached the feedback service (0: not yet).
+            """CREATE TABLE labelstudio_corrections (
+                escalation_id TEXT NOT NULL,
+                number INTEGER NOT NULL,
+                annotation_id BIGINT NOT NULL,
+                reviewer TEXT NOT NULL,
+                verdict TEXT NOT NULL,
+                label_class INTEGER NOT NULL,
+                label TEXT NOT NULL,
+                time_to_label_seconds DOUBLE PRECISION NOT NULL,
+                resolved_at DOUBLE PRECISION NOT NULL,
+                forwarded_at DOUBLE PRECISION NOT NULL,
+                corrected_by TEXT NOT NULL,
+                corrected_at DOUBLE PRECISION NOT NULL,
+                retracted_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+                PRIMARY KEY (escalation_id, number)
+            )""",
+            """CREATE INDEX labelstudio_corrections_unretracted
+                ON labelstudio_corrections (corrected_at) WHERE retracted_at = 0""",
+        ),
+    ),
 )
 
 SCHEMA = Schema("labelstudio", LABELSTUDIO_LOCK_KEY, MIGRATIONS)

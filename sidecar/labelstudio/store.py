@@ -1,10 +1,12 @@
 """Where the bridge keeps what Label Studio does not: which task holds which
 escalation (one task per escalation id: the table's key), each task's deadline and
 escalation level (and the level last written to Label Studio), its resolution and
-whether the feedback service has it, the annotations refused (so each is counted
-once), and how far each project's tasks have been read. One SQL store on SQLite or
-PostgreSQL (``sidecar.storage``), migrated at open (``migrations``). Every method is
-one transaction and takes ``now`` from the caller."""
+whether the feedback service has it, the sent resolutions an update of their
+annotation corrected (``labelstudio_corrections``, each retracted at the service
+before the resolution that supersedes it is sent), the annotations refused (so each
+is counted once), and how far each project's tasks have been read. One SQL store on
+SQLite or PostgreSQL (``sidecar.storage``), migrated at open (``migrations``). Every
+method is one transaction and takes ``now`` from the caller."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Any
 
 from sidecar.escalation.record import Escalation
 from sidecar.labelstudio.migrations import SCHEMA
+from sidecar.review.bulk import Reverted
 from sidecar.review.item import PRIORITY, ItemState, Resolution, ReviewItem, Verdict
 from sidecar.review.sla import Sla
 from sidecar.storage.sql import Database, render_all
@@ -24,6 +27,9 @@ from sidecar.storage.store import ServiceStore, open_database
 _COLUMNS = """escalation_id, task_id, project_id, escalation, data, received_at, due_at,
     escalation_level, synced_level, annotation_id, reviewer, verdict, label_class, label,
     time_to_label_seconds, resolved_at"""
+# The number of a task's standing resolution (table alias t): 1 + its corrections.
+_NUMBER = """1 + (SELECT COUNT(*) FROM labelstudio_corrections c
+    WHERE c.escalation_id = t.escalation_id) AS number"""
 
 
 class Registered(StrEnum):
@@ -35,8 +41,9 @@ class Registered(StrEnum):
 class Recorded(StrEnum):
     RESOLVED = "resolved"  # the task's first resolution
     UPDATED = "updated"  # its annotation changed before the resolution was sent
+    CORRECTED = "corrected"  # its annotation changed after: a new resolution, the old retracted
     UNCHANGED = "unchanged"  # the same annotation, read again
-    SETTLED = "settled"  # resolved by another annotation, or already sent: kept as it was
+    SETTLED = "settled"  # resolved by another annotation: kept as it was
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +91,21 @@ class _Sql:
     holder: str = "SELECT task_id FROM labelstudio_tasks WHERE escalation_id = :escalation_id"
     task: str = "SELECT {columns} FROM labelstudio_tasks WHERE task_id = :task_id"
     resolution: str = """
-        SELECT annotation_id, verdict, label, reviewer, forwarded_at
-        FROM labelstudio_tasks WHERE task_id = :task_id {row_lock}"""
+        SELECT annotation_id, verdict, label, reviewer, forwarded_at, {number}
+        FROM labelstudio_tasks t WHERE task_id = :task_id {row_lock}"""
+    # The sent resolution, withdrawn: kept as the correction numbered as it was.
+    correct: str = """
+        INSERT INTO labelstudio_corrections (escalation_id, number, annotation_id, reviewer,
+            verdict, label_class, label, time_to_label_seconds, resolved_at, forwarded_at,
+            corrected_by, corrected_at)
+        SELECT escalation_id, :number, annotation_id, reviewer, verdict, label_class, label,
+            time_to_label_seconds, resolved_at, forwarded_at, :corrected_by, :corrected_at
+        FROM labelstudio_tasks WHERE task_id = :task_id"""
     resolve: str = """
         UPDATE labelstudio_tasks SET annotation_id = :annotation_id, reviewer = :reviewer,
             verdict = :verdict, label_class = :label_class, label = :label,
-            time_to_label_seconds = :time_to_label, resolved_at = :resolved_at
+            time_to_label_seconds = :time_to_label, resolved_at = :resolved_at,
+            forwarded_at = 0
         WHERE task_id = :task_id"""
     refuse: str = """
         INSERT INTO labelstudio_refusals (annotation_id, reason, detail, refused_at)
@@ -114,16 +130,32 @@ class _Sql:
         WHERE resolved_at IS NULL AND synced_level < escalation_level
         ORDER BY task_id LIMIT :limit"""
     synced: str = "UPDATE labelstudio_tasks SET synced_level = :level WHERE task_id = :task_id"
+    # A correction's resolution waits for the retraction of the one it supersedes.
     unforwarded: str = """
-        SELECT {columns} FROM labelstudio_tasks
+        SELECT {columns}, {number} FROM labelstudio_tasks t
         WHERE resolved_at IS NOT NULL AND forwarded_at = 0
+          AND NOT EXISTS (SELECT 1 FROM labelstudio_corrections c
+                          WHERE c.escalation_id = t.escalation_id AND c.retracted_at = 0)
         ORDER BY resolved_at, escalation_id LIMIT :limit"""
     # Only the resolution that was sent: an annotation updated while it was on its way
     # stays unsent (and is sent after it).
     forwarded: str = """
         UPDATE labelstudio_tasks SET forwarded_at = :now
         WHERE escalation_id = :escalation_id AND forwarded_at = 0
-          AND reviewer = :reviewer AND verdict = :verdict AND label = :label"""
+          AND reviewer = :reviewer AND verdict = :verdict AND label = :label
+          AND :number = 1 + (SELECT COUNT(*) FROM labelstudio_corrections c
+                             WHERE c.escalation_id = :escalation_id)"""
+    unretracted: str = """
+        SELECT c.escalation_id, c.number, c.annotation_id, c.reviewer, c.verdict,
+            c.label_class, c.label, c.time_to_label_seconds, c.resolved_at, c.forwarded_at,
+            c.corrected_by, c.corrected_at, t.escalation
+        FROM labelstudio_corrections c JOIN labelstudio_tasks t
+            ON t.escalation_id = c.escalation_id
+        WHERE c.retracted_at = 0
+        ORDER BY c.corrected_at, c.escalation_id, c.number LIMIT :limit"""
+    retracted: str = """
+        UPDATE labelstudio_corrections SET retracted_at = :now
+        WHERE escalation_id = :escalation_id AND number = :number AND retracted_at = 0"""
     forget: str = "DELETE FROM labelstudio_tasks WHERE task_id = :task_id AND resolved_at IS NULL"
     counts: str = """
         SELECT tier, COUNT(*) AS tasks FROM labelstudio_tasks
@@ -133,7 +165,7 @@ class _Sql:
 class BridgeStore(ServiceStore):
     def __init__(self, db: Database) -> None:
         super().__init__(db, SCHEMA)
-        self._sql = render_all(_Sql(), db.dialect, columns=_COLUMNS)
+        self._sql = render_all(_Sql(), db.dialect, columns=_COLUMNS, number=_NUMBER)
 
     def register(self, task: Task) -> Registered:
         with self._transaction() as tx:
@@ -166,27 +198,46 @@ class BridgeStore(ServiceStore):
         )
         return _task(rows[0]) if rows else None
 
-    def record(self, task_id: int, annotation_id: int, resolution: Resolution) -> Recorded:
+    def record(
+        self, task_id: int, annotation_id: int, resolution: Resolution, now: float
+    ) -> tuple[Recorded, int]:
         """Record an annotation's resolution of a task: the first one resolves it; the
-        same annotation read with other content replaces it until it is sent."""
+        same annotation read with other content replaces it until it is sent, and once
+        it is sent makes the next resolution, the sent one kept as corrected now (to be
+        retracted). What was recorded, and the number of the resolution that stands
+        (1: the first; 0: none)."""
         with self._transaction() as tx:
             rows = tx.rows(
                 self._sql.resolution,
                 {"task_id": task_id},
             )
             if not rows:
-                return Recorded.SETTLED  # no longer tracked (deleted in Label Studio)
+                return Recorded.SETTLED, 0  # no longer tracked (deleted in Label Studio)
             held = rows[0]
+            number = int(held["number"])
+            recorded = Recorded.RESOLVED
             if held["annotation_id"] is not None:
-                if int(held["annotation_id"]) != annotation_id or held["forwarded_at"]:
-                    return Recorded.SETTLED
+                if int(held["annotation_id"]) != annotation_id:
+                    return Recorded.SETTLED, number
                 same = (held["verdict"], held["label"], held["reviewer"]) == (
                     resolution.verdict.value,
                     resolution.label,
                     resolution.reviewer,
                 )
                 if same:
-                    return Recorded.UNCHANGED
+                    return Recorded.UNCHANGED, number
+                recorded = Recorded.UPDATED
+            if held["forwarded_at"]:
+                tx.run(
+                    self._sql.correct,
+                    {
+                        "task_id": task_id,
+                        "number": number,
+                        "corrected_by": resolution.reviewer,
+                        "corrected_at": now,
+                    },
+                )
+                recorded, number = Recorded.CORRECTED, number + 1
             tx.run(
                 self._sql.resolve,
                 {
@@ -200,7 +251,7 @@ class BridgeStore(ServiceStore):
                     "resolved_at": resolution.resolved_at,
                 },
             )
-        return Recorded.RESOLVED if held["annotation_id"] is None else Recorded.UPDATED
+        return recorded, number
 
     def refuse(self, annotation_id: int, reason: str, detail: str, now: float) -> bool:
         """Keep a refusal; False when this annotation was refused for it before."""
@@ -290,17 +341,20 @@ class BridgeStore(ServiceStore):
                 {"task_id": task_id, "level": level},
             )
 
-    def unforwarded(self, limit: int, now: float) -> list[ReviewItem]:
+    def unforwarded(self, limit: int, now: float) -> list[tuple[ReviewItem, int]]:
+        """Up to limit unsent resolutions, the oldest first, each as its task's item
+        with its number; a correction's once the one it supersedes is retracted."""
         rows = self._rows(
             self._sql.unforwarded,
             {"limit": limit},
         )
-        return [_task(row).item() for row in rows]
+        return [(_task(row).item(), int(row["number"])) for row in rows]
 
-    def mark_forwarded(self, items: Sequence[ReviewItem], now: float) -> None:
-        """Mark the resolutions of items sent, each unless it changed since it was read."""
+    def mark_forwarded(self, resolved: Sequence[tuple[ReviewItem, int]], now: float) -> None:
+        """Mark these resolutions, each (item, its number), sent, each unless it changed
+        since it was read."""
         marks = []
-        for item in items:
+        for item, number in resolved:
             r = item.resolution
             assert r is not None  # only resolved items are sent
             marks.append(
@@ -310,10 +364,32 @@ class BridgeStore(ServiceStore):
                     "reviewer": r.reviewer,
                     "verdict": r.verdict.value,
                     "label": r.label,
+                    "number": number,
                 }
             )
         with self._transaction() as tx:
             tx.run_many(self._sql.forwarded, marks)
+
+    def unretracted(self, limit: int) -> list[tuple[Escalation, Reverted]]:
+        """Up to limit corrected resolutions whose retraction has not reached the
+        feedback service, the oldest correction first, each with its escalation (as
+        the review queue's reverts, ``review.outbox.retraction_event``)."""
+        rows = self._rows(
+            self._sql.unretracted,
+            {"limit": limit},
+        )
+        return [
+            (Escalation.from_dict(json.loads(row["escalation"])), _corrected(row)) for row in rows
+        ]
+
+    def mark_retracted(self, corrections: Sequence[tuple[str, int]], now: float) -> None:
+        """Record that the retractions of these corrected resolutions, each
+        (escalation_id, number), reached the feedback service."""
+        with self._transaction() as tx:
+            tx.run_many(
+                self._sql.retracted,
+                [{"escalation_id": e, "number": n, "now": now} for e, n in corrections],
+            )
 
     def forget(self, task_id: int) -> bool:
         """Stop tracking an unresolved task (deleted in Label Studio); False if none."""
@@ -334,18 +410,33 @@ def open_store(url: str) -> BridgeStore:
     return BridgeStore(open_database(url))
 
 
+def _corrected(row: Mapping[str, Any]) -> Reverted:
+    """A correction as the revert of the resolution it withdrew."""
+    return Reverted(
+        escalation_id=row["escalation_id"],
+        resolution=_resolution(row),
+        reverted_by=row["corrected_by"],
+        reverted_at=float(row["corrected_at"]),
+        reason=f"annotation {row['annotation_id']} updated in Label Studio",
+        forwarded_at=float(row["forwarded_at"]),
+        number=int(row["number"]),
+    )
+
+
+def _resolution(row: Mapping[str, Any]) -> Resolution:
+    return Resolution(
+        reviewer=row["reviewer"],
+        verdict=Verdict(row["verdict"]),
+        label_class=int(row["label_class"]),
+        label=row["label"],
+        rationale="",
+        time_to_label_seconds=float(row["time_to_label_seconds"]),
+        resolved_at=float(row["resolved_at"]),
+    )
+
+
 def _task(row: Mapping[str, Any]) -> Task:
-    resolution = None
-    if row["resolved_at"] is not None:
-        resolution = Resolution(
-            reviewer=row["reviewer"],
-            verdict=Verdict(row["verdict"]),
-            label_class=int(row["label_class"]),
-            label=row["label"],
-            rationale="",
-            time_to_label_seconds=float(row["time_to_label_seconds"]),
-            resolved_at=float(row["resolved_at"]),
-        )
+    resolution = None if row["resolved_at"] is None else _resolution(row)
     return Task(
         escalation=Escalation.from_dict(json.loads(row["escalation"])),
         task_id=int(row["task_id"]),

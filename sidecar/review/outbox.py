@@ -195,8 +195,9 @@ def review_event(item: ReviewItem, number: int = 1, source: str = SOURCE) -> fpb
     )
 
 
-def retraction_event(e: Escalation, reverted: Reverted) -> fpb.FeedbackEvent:
-    """A lead's revert of a resolution the service had, as the RETRACTION of its label."""
+def retraction_event(e: Escalation, reverted: Reverted, source: str = SOURCE) -> fpb.FeedbackEvent:
+    """A lead's revert of a resolution the service had, as the RETRACTION of its label;
+    source: the review backend that had sent it."""
     withdrawn = resolution_id(e.escalation_id, reverted.number)
     return fpb.FeedbackEvent(
         feedback_id=f"{withdrawn}-retracted",
@@ -205,7 +206,7 @@ def retraction_event(e: Escalation, reverted: Reverted) -> fpb.FeedbackEvent:
         model_version=e.model_version,
         type=fpb.FEEDBACK_RETRACTION,
         retracts=withdrawn,
-        source=SOURCE,
+        source=source,
         user_context={
             "escalation_id": e.escalation_id,
             "reverted_by": reverted.reverted_by,

@@ -2,8 +2,10 @@
 from PyPI in its own virtual environment, started once per session on a loopback
 port with SQLite): the sink makes tasks with pre-annotations and never makes one
 twice, annotations come back as resolutions at a real feedback service (through
-the webhook, or the poll when the webhook was lost), forged webhooks are refused,
-and annotations that cannot be trusted or resolved are refused and counted."""
+the webhook, or the poll when the webhook was lost), an annotation updated after it
+was sent is corrected at the service (its label retracted, the new one sent), forged
+webhooks are refused, and annotations that cannot be trusted or resolved are refused
+and counted."""
 
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from sidecar.core.labelstudio import ConfigNames
 from sidecar.errors import ConfigError, SinkUnavailable
 from sidecar.escalation.record import Escalation
 from sidecar.escalation.sinks import Rejection, Spooled, open_sink
+from sidecar.feedback.store import open_store as open_feedback_store
 from sidecar.labelstudio.app import BridgeServer, build
 from sidecar.labelstudio.config import LabelStudioConfig
 from tests import feedback_service
@@ -95,12 +98,16 @@ def _prepared(server: ls.LabelStudio, http: httpx.Client, workdir: Path) -> Iter
 
 
 @pytest.fixture(scope="module")
-def feedback(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[feedback_service.FeedbackProcess]:
+def feedback_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The feedback service's database, for a test to read what it keeps."""
+    return f"sqlite:{tmp_path_factory.mktemp('feedback') / 'feedback.db'}"
+
+
+@pytest.fixture(scope="module")
+def feedback(feedback_db: str) -> Iterator[feedback_service.FeedbackProcess]:
     """A real feedback service; the bridge sends as "queue" (role review)."""
-    workdir = tmp_path_factory.mktemp("feedback")
-    db = f"sqlite:{workdir / 'feedback.db'}"
+    db = feedback_db
+    workdir = Path(db.removeprefix("sqlite:")).parent
     tokens = feedback_service.add_principals(db, feedback_service.PRINCIPALS)
     running = feedback_service.start(workdir, db, tokens)
     yield running
@@ -212,19 +219,16 @@ def add_webhook(studio: Studio, project: int, address: str, secret: str = SECRET
     )
 
 
+def choice(label: str) -> list[dict[str, Any]]:
+    """An annotation's result choosing label."""
+    return [
+        {"from_name": "label", "to_name": "input", "type": "choices", "value": {"choices": [label]}}
+    ]
+
+
 def annotate(studio: Studio, task_id: int, label: str, user: str, lead_time: float = 42.5) -> int:
     made = studio.client.annotations.create(
-        task_id,
-        result=[
-            {
-                "from_name": "label",
-                "to_name": "input",
-                "type": "choices",
-                "value": {"choices": [label]},
-            }
-        ],
-        lead_time=lead_time,
-        completed_by=studio.users[user],
+        task_id, result=choice(label), lead_time=lead_time, completed_by=studio.users[user]
     )
     return int(made.id or 0)
 
@@ -235,12 +239,17 @@ def task_id_of(studio: Studio, project: int, escalation_id: str) -> int:
     return int(found[0].id)
 
 
-def review_events(
+def events_about(
     feedback: feedback_service.FeedbackProcess, request_id: str
 ) -> list[fpb.ReceivedEvent]:
     with feedback.client("ops") as client:
-        history = client.get(request_id)
-    return [e for e in history.events if e.event.type == fpb.FEEDBACK_REVIEW]
+        return list(client.get(request_id).events)
+
+
+def review_events(
+    feedback: feedback_service.FeedbackProcess, request_id: str
+) -> list[fpb.ReceivedEvent]:
+    return [e for e in events_about(feedback, request_id) if e.event.type == fpb.FEEDBACK_REVIEW]
 
 
 def wait_for_review(
@@ -430,6 +439,50 @@ def test_an_annotation_arrives_as_a_resolution(
         assert float(other.user_context["time_to_label_seconds"]) == pytest.approx(7.0)
         webhooks = points(reader, "hitl.labelstudio.webhooks")
         assert webhooks[frozenset({("outcome", "ok")})] == 2  # the poll ran before them
+
+
+def test_an_annotation_updated_after_it_was_sent_corrects_the_label(
+    studio: Studio,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    feedback: feedback_service.FeedbackProcess,
+    feedback_db: str,
+) -> None:
+    """The reviewer changes the label in Label Studio after the first was sent: the
+    service gets the retraction of the first, then the second naming the one it
+    supersedes, and only the second stands as the request's label."""
+    model = model_name()
+    item = record(model)
+    project = send_escalations(studio, monkeypatch, [item])
+    with bridge(studio, tmp_path, feedback) as (running, reader):
+        add_webhook(studio, project, running.address)
+        task_id = task_id_of(studio, project, item.escalation_id)
+        annotation = annotate(studio, task_id, "c", REVIEWER[0])
+        wait_for_review(feedback, item.request_id)  # the first, sent
+        studio.client.annotations.update(annotation, result=choice("a"))
+        wait_for(
+            lambda: len(events_about(feedback, item.request_id)) == 3,
+            30.0,
+            "the retraction and the corrected review",
+        )
+        results = points(reader, "hitl.labelstudio.annotations")
+        assert results[frozenset({("result", "corrected")})] == 1
+    first, retraction, second = (e.event for e in events_about(feedback, item.request_id))
+    assert (first.feedback_id, first.label.name) == (f"review-{item.escalation_id}", "c")
+    assert retraction.type == fpb.FEEDBACK_RETRACTION
+    assert retraction.feedback_id == f"{first.feedback_id}-retracted"
+    assert (retraction.retracts, retraction.source) == (first.feedback_id, "labelstudio")
+    assert retraction.user_context["reverted_by"] == REVIEWER[1]
+    assert second.feedback_id == f"review-{item.escalation_id}-2"
+    assert (second.label.name, second.label.class_index) == ("a", 0)
+    assert second.user_context["supersedes"] == first.feedback_id
+    assert second.user_context["verdict"] == "OVERRIDE"
+    store = open_feedback_store(feedback_db)
+    try:
+        standing = [e.feedback_id for e in store.labels_about([item.request_id])]
+    finally:
+        store.close()
+    assert standing == [second.feedback_id]
 
 
 def test_a_webhook_lost_while_the_bridge_was_down_is_recovered_by_polling(
