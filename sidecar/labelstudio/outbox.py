@@ -14,30 +14,9 @@ batch sent twice is recorded once."""
 from __future__ import annotations
 
 from sidecar.labelstudio.store import BridgeStore
-from sidecar.review.outbox import BATCH, Outbox, retraction_event, review_event
-
-SOURCE = "labelstudio"
+from sidecar.review.outbox import Outbox
 
 
 class ResolutionOutbox(Outbox[BridgeStore]):
     service = "labelstudio"
-
-    def send(self) -> int:
-        """Send the unsent retractions, then the unsent resolutions, until none is left
-        or the service cannot be reached; how many events were sent."""
-        sent = 0
-        while corrected := self._store.unretracted(BATCH):
-            events = [retraction_event(e, c, source=SOURCE) for e, c in corrected]
-            if not self._sender.record(events):
-                return sent
-            self._store.mark_retracted(
-                [(c.escalation_id, c.number) for _, c in corrected], self._clock.now()
-            )
-            sent += len(events)
-        while resolved := self._store.unforwarded(BATCH, self._clock.now()):
-            events = [review_event(item, number, source=SOURCE) for item, number in resolved]
-            if not self._sender.record(events):
-                return sent
-            self._store.mark_forwarded(resolved, self._clock.now())
-            sent += len(events)
-        return sent
+    source = "labelstudio"

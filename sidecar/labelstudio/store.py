@@ -341,7 +341,7 @@ class BridgeStore(ServiceStore):
                 {"task_id": task_id, "level": level},
             )
 
-    def unforwarded(self, limit: int, now: float) -> list[tuple[ReviewItem, int]]:
+    def unforwarded_numbered(self, limit: int, now: float) -> list[tuple[ReviewItem, int]]:
         """Up to limit unsent resolutions, the oldest first, each as its task's item
         with its number; a correction's once the one it supersedes is retracted."""
         rows = self._rows(

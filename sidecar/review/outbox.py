@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import ClassVar, Generic, TypeVar
+from typing import ClassVar, Generic, Protocol, TypeVar
 
 import grpc
 import structlog
@@ -43,7 +43,21 @@ log = structlog.get_logger("hitl.review")
 BATCH = 500
 SOURCE = "review-queue"
 
-StoreT = TypeVar("StoreT")
+
+class Resolutions(Protocol):
+    """What an outbox reads resolutions from and marks them in: the review queue's
+    store or the Label Studio bridge's."""
+
+    def unretracted(self, limit: int) -> list[tuple[Escalation, Reverted]]: ...
+
+    def mark_retracted(self, reverts: Sequence[tuple[str, int]], now: float) -> None: ...
+
+    def unforwarded_numbered(self, limit: int, now: float) -> list[tuple[ReviewItem, int]]: ...
+
+    def mark_forwarded(self, resolved: Sequence[tuple[ReviewItem, int]], now: float) -> None: ...
+
+
+StoreT = TypeVar("StoreT", bound=Resolutions)
 
 
 class FeedbackSender:
@@ -95,10 +109,11 @@ class FeedbackSender:
 
 
 class Outbox(Generic[StoreT]):
-    """What an outbox of resolutions holds: the store they are read from and marked
-    in, its clock, and the sender to the feedback service, which logs as ``service``."""
+    """Resolutions to the feedback service from a store of them: the sender logs as
+    ``service``, the events carry ``source``."""
 
     service: ClassVar[str]
+    source: ClassVar[str]
 
     def __init__(
         self,
@@ -120,19 +135,12 @@ class Outbox(Generic[StoreT]):
     def refused(self) -> int:
         return self._sender.refused
 
-    def close(self) -> None:
-        self._sender.close()
-
-
-class FeedbackOutbox(Outbox[ReviewStore]):
-    service = "review"
-
     def send(self) -> int:
         """Send the unsent retractions, then the unsent resolutions, a batch at a time,
         until none is left or the service cannot be reached; how many events were sent."""
         sent = 0
         while reverts := self._store.unretracted(BATCH):
-            events = [retraction_event(e, reverted) for e, reverted in reverts]
+            events = [retraction_event(e, reverted, self.source) for e, reverted in reverts]
             if not self._sender.record(events):
                 return sent
             self._store.mark_retracted(
@@ -140,14 +148,20 @@ class FeedbackOutbox(Outbox[ReviewStore]):
             )
             sent += len(events)
         while resolved := self._store.unforwarded_numbered(BATCH, self._clock.now()):
-            events = [review_event(item, number) for item, number in resolved]
+            events = [review_event(item, number, self.source) for item, number in resolved]
             if not self._sender.record(events):
                 return sent
-            self._store.mark_forwarded(
-                [(item.escalation_id, number) for item, number in resolved], self._clock.now()
-            )
+            self._store.mark_forwarded(resolved, self._clock.now())
             sent += len(events)
         return sent
+
+    def close(self) -> None:
+        self._sender.close()
+
+
+class FeedbackOutbox(Outbox[ReviewStore]):
+    service = "review"
+    source = SOURCE
 
 
 def resolution_id(escalation_id: str, number: int = 1) -> str:

@@ -96,9 +96,9 @@ class ReviewStore(Protocol):
         resolution first."""
         ...
 
-    def mark_forwarded(self, resolutions: Sequence[tuple[str, int]], now: float) -> None:
-        """Record that these resolutions, each (escalation_id, its number: 1 + the
-        item's reverts before it), reached the feedback service. One reverted since it
+    def mark_forwarded(self, resolved: Sequence[tuple[ReviewItem, int]], now: float) -> None:
+        """Record that these resolutions, each (the item, its number: 1 + the item's
+        reverts before it), reached the feedback service. One reverted since it
         was read is marked in the revert history instead (it is then to be retracted)."""
         ...
 

@@ -358,8 +358,8 @@ class SqlStore(ServiceStore):
     def unforwarded(self, limit: int, now: float) -> list[ReviewItem]:
         return self._items(self._sql.unforwarded, {"limit": limit}, now)
 
-    def mark_forwarded(self, resolutions: Sequence[tuple[str, int]], now: float) -> None:
-        marks = [{"escalation_id": i, "number": n, "now": now} for i, n in resolutions]
+    def mark_forwarded(self, resolved: Sequence[tuple[ReviewItem, int]], now: float) -> None:
+        marks = [{"escalation_id": i.escalation_id, "number": n, "now": now} for i, n in resolved]
         with self._transaction() as tx:
             tx.run_many(self._sql.forwarded, marks)
             tx.run_many(self._sql.forwarded_reverted, marks)

@@ -89,4 +89,4 @@ def test_a_correction_waits_in_the_store_while_the_service_is_unreachable(
         "review-e1-2",
     ]
     assert store.unretracted(10) == []
-    assert store.unforwarded(10, 0.0) == []
+    assert store.unforwarded_numbered(10, 0.0) == []

@@ -73,7 +73,7 @@ def test_the_first_annotation_resolves_and_an_update_replaces_it_until_sent(
     assert store.record(7, 1, resolution("c"), 2.0) == (Recorded.UNCHANGED, 1)
     assert store.record(7, 1, resolution("a"), 3.0) == (Recorded.UPDATED, 1)
     assert store.record(7, 2, resolution("b", Verdict.ACCEPT), 4.0) == (Recorded.SETTLED, 1)
-    ((item, number),) = store.unforwarded(10, 200.0)
+    ((item, number),) = store.unforwarded_numbered(10, 200.0)
     assert number == 1
     assert item.state is ItemState.RESOLVED
     assert item.resolution is not None
@@ -83,7 +83,7 @@ def test_the_first_annotation_resolves_and_an_update_replaces_it_until_sent(
     store.mark_forwarded([(item, number)], 200.0)
     assert store.record(7, 2, resolution("b", Verdict.ACCEPT), 5.0) == (Recorded.SETTLED, 1)
     assert store.record(7, 1, resolution("a"), 6.0) == (Recorded.UNCHANGED, 1)
-    assert store.unforwarded(10, 201.0) == []
+    assert store.unforwarded_numbered(10, 201.0) == []
     assert store.unretracted(10) == []
 
 
@@ -92,7 +92,7 @@ def test_an_update_after_its_resolution_was_sent_corrects_it(store: BridgeStore)
     until the retraction of resolution 1 is marked sent, then sent itself."""
     store.register(task(7))
     store.record(7, 1, resolution("c"), 1.0)
-    store.mark_forwarded(store.unforwarded(10, 200.0), 200.0)
+    store.mark_forwarded(store.unforwarded_numbered(10, 200.0), 200.0)
     assert store.record(7, 1, resolution("a"), 300.0) == (Recorded.CORRECTED, 2)
     ((e, withdrawn),) = store.unretracted(10)
     assert e.escalation_id == "e1"
@@ -100,14 +100,14 @@ def test_an_update_after_its_resolution_was_sent_corrects_it(store: BridgeStore)
     assert (withdrawn.resolution.label, withdrawn.forwarded_at) == ("c", 200.0)
     assert (withdrawn.reverted_by, withdrawn.reverted_at) == ("bob", 300.0)
     assert withdrawn.reason == "annotation 1 updated in Label Studio"
-    assert store.unforwarded(10, 301.0) == []  # the retraction goes first
+    assert store.unforwarded_numbered(10, 301.0) == []  # the retraction goes first
     store.mark_retracted([("e1", 1)], 302.0)
     assert store.unretracted(10) == []
-    ((item, number),) = store.unforwarded(10, 303.0)
+    ((item, number),) = store.unforwarded_numbered(10, 303.0)
     assert item.resolution is not None
     assert (item.resolution.label, item.resolution.verdict, number) == ("a", Verdict.OVERRIDE, 2)
     store.mark_forwarded([(item, number)], 304.0)
-    assert store.unforwarded(10, 305.0) == []
+    assert store.unforwarded_numbered(10, 305.0) == []
     stored = store.task(7)
     assert stored is not None
     assert stored.resolution == item.resolution
@@ -120,13 +120,13 @@ def test_an_update_of_a_correction_replaces_it_until_sent_then_corrects_it_again
     sent, the next update makes resolution 3, retracting resolution 2."""
     store.register(task(7))
     store.record(7, 1, resolution("c"), 1.0)
-    store.mark_forwarded(store.unforwarded(10, 200.0), 200.0)
+    store.mark_forwarded(store.unforwarded_numbered(10, 200.0), 200.0)
     assert store.record(7, 1, resolution("a"), 300.0) == (Recorded.CORRECTED, 2)
     assert store.record(7, 1, resolution("b", Verdict.ACCEPT), 301.0) == (Recorded.UPDATED, 2)
     assert [c.number for _, c in store.unretracted(10)] == [1]
     store.mark_retracted([("e1", 1)], 302.0)
     store.mark_retracted([("e1", 1)], 303.0)  # a batch marked twice: no harm
-    ((item, number),) = store.unforwarded(10, 304.0)
+    ((item, number),) = store.unforwarded_numbered(10, 304.0)
     assert item.resolution is not None
     assert (item.resolution.label, number) == ("b", 2)
     store.mark_forwarded([(item, number)], 305.0)
@@ -134,7 +134,7 @@ def test_an_update_of_a_correction_replaces_it_until_sent_then_corrects_it_again
     ((_, withdrawn),) = store.unretracted(10)
     assert (withdrawn.number, withdrawn.resolution.label) == (2, "b")
     store.mark_retracted([("e1", 2)], 401.0)
-    ((item, number),) = store.unforwarded(10, 402.0)
+    ((item, number),) = store.unforwarded_numbered(10, 402.0)
     assert item.resolution is not None
     assert (item.resolution.label, number) == ("c", 3)
 
@@ -144,13 +144,13 @@ def test_a_stale_mark_never_marks_a_later_resolution(store: BridgeStore) -> None
     corrected back to the same label marks nothing: resolution 2 stays unsent."""
     store.register(task(7))
     store.record(7, 1, resolution("c"), 1.0)
-    read = store.unforwarded(10, 200.0)
+    read = store.unforwarded_numbered(10, 200.0)
     store.mark_forwarded(read, 200.0)
     store.record(7, 1, resolution("a"), 300.0)
     store.record(7, 1, resolution("c"), 301.0)  # back to the first label, still unsent
     store.mark_retracted([("e1", 1)], 302.0)
     store.mark_forwarded(read, 303.0)  # the other replica's late mark of resolution 1
-    ((item, number),) = store.unforwarded(10, 304.0)
+    ((item, number),) = store.unforwarded_numbered(10, 304.0)
     assert item.resolution is not None
     assert (item.resolution.label, number) == ("c", 2)
 
@@ -160,10 +160,10 @@ def test_an_update_while_its_resolution_was_sent_stays_unsent(store: BridgeStore
     mark misses, and the update is sent next; a task no longer tracked records nothing."""
     store.register(task(7))
     assert store.record(7, 1, resolution("c"), 1.0) == (Recorded.RESOLVED, 1)
-    read = store.unforwarded(10, 200.0)
+    read = store.unforwarded_numbered(10, 200.0)
     assert store.record(7, 1, resolution("a"), 2.0) == (Recorded.UPDATED, 1)
     store.mark_forwarded(read, 200.0)
-    ((again, number),) = store.unforwarded(10, 201.0)
+    ((again, number),) = store.unforwarded_numbered(10, 201.0)
     assert again.resolution is not None
     assert (again.resolution.label, number) == ("a", 1)
     assert store.unretracted(10) == []

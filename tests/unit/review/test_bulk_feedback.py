@@ -102,7 +102,7 @@ def test_a_revert_while_the_label_is_on_its_way_is_retracted(
     resolved(queue, "e1")
     ((item, number),) = queue.store.unforwarded_numbered(10, 0.0)
     queue.revert(LEAD, "e1", "raced")
-    queue.store.mark_forwarded([(item.escalation_id, number)], 5.0)
+    queue.store.mark_forwarded([(item, number)], 5.0)
     (kept,) = queue.reverts("e1")
     assert kept.forwarded_at == 5.0
     assert queue.get("e1").state is ItemState.OPEN
